@@ -1,0 +1,33 @@
+//! Server configuration (the command line fills it in).
+
+use std::net::SocketAddr;
+
+/// Settings of the HTTP server.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// The URL workers and clients use to reach this server (printed in worker commands).
+    pub public_url: String,
+    /// Largest accepted request body, in bytes.
+    pub body_limit: usize,
+    /// Requests per minute of the standard tier, and of requests without a valid key.
+    pub standard_rate_limit: u64,
+    /// Requests per minute of a worker-role key.
+    pub worker_rate_limit: u64,
+    /// The 32-byte key that encrypts secrets at rest.
+    pub master_key: [u8; 32],
+}
+
+impl ServerConfig {
+    /// Defaults for a server listening on `listen` (tests and embedding).
+    pub fn new(listen: SocketAddr, master_key: [u8; 32]) -> Self {
+        ServerConfig {
+            listen,
+            public_url: format!("http://{listen}"),
+            body_limit: 1024 * 1024,
+            standard_rate_limit: cp_store::orgs::STANDARD_RATE_LIMIT as u64,
+            worker_rate_limit: 6000,
+            master_key,
+        }
+    }
+}

@@ -1,0 +1,299 @@
+//! Authentication (API key → organization and role), rate limiting, and the `Auth<A>` extractor
+//! that every handler uses to get its caller.
+
+use std::marker::PhantomData;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use cp_store::keys::KeyPrincipal;
+use cp_types::ErrorCode;
+use cp_types::org::Role;
+use dashmap::DashMap;
+use uuid::Uuid;
+
+use super::error::ApiError;
+use super::rate_limit::{Decision, Meter};
+use crate::state::AppState;
+
+/// How long a resolved key is trusted before it is looked up again. Revocations and setting
+/// changes made through this process clear the cache at once; other replicas and the CLI
+/// take effect within this delay.
+const CACHE_TTL: Duration = Duration::from_secs(1);
+/// How often `last_used_at` is written per key (it is informational; per-request writes would
+/// turn every read into a write).
+const TOUCH_EVERY: Duration = Duration::from_secs(60);
+
+/// The caller of a request: its key, organization and role.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub key_id: Uuid,
+    pub key_name: String,
+    pub role: Role,
+    pub org_id: String,
+    pub org_name: String,
+}
+
+/// Resolved keys, cached briefly (positive and negative answers).
+#[derive(Default)]
+pub struct KeyCache {
+    entries: DashMap<String, (Instant, Option<KeyPrincipal>)>,
+    touched: DashMap<Uuid, Instant>,
+}
+
+impl KeyCache {
+    /// Forgets everything (after a revocation or a settings change).
+    pub fn clear(&self) {
+        self.entries.clear();
+    }
+
+    fn get(&self, token: &str) -> Option<Option<KeyPrincipal>> {
+        let entry = self.entries.get(token)?;
+        (entry.0.elapsed() < CACHE_TTL).then(|| entry.1.clone())
+    }
+
+    /// Whether `last_used_at` should be written now for this key.
+    fn should_touch(&self, key_id: Uuid) -> bool {
+        let now = Instant::now();
+        let mut due = false;
+        self.touched
+            .entry(key_id)
+            .and_modify(|last| {
+                if now.duration_since(*last) >= TOUCH_EVERY {
+                    *last = now;
+                    due = true;
+                }
+            })
+            .or_insert_with(|| {
+                due = true;
+                now
+            });
+        due
+    }
+
+    /// Drops expired entries so memory follows active keys.
+    pub fn sweep(&self) {
+        self.entries.retain(|_, (at, _)| at.elapsed() < CACHE_TTL);
+        self.touched.retain(|_, at| at.elapsed() < TOUCH_EVERY);
+    }
+}
+
+/// The key presented by a request: `Authorization: Bearer <key>`, `Authorization: UserKey <key>`
+/// (the Python client), or a `UserKey: <key>` header.
+pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
+    if let Some(auth) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        let (scheme, rest) = auth.trim().split_once(' ')?;
+        if scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("userkey") {
+            let key = rest.trim();
+            return (!key.is_empty()).then_some(key);
+        }
+        return None;
+    }
+    headers
+        .get("userkey")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+}
+
+fn client_addr(req: &Request) -> IpAddr {
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn limited(decision: Decision) -> Response {
+    let mut resp = ApiError::new(
+        ErrorCode::RateLimited,
+        "rate limit exceeded; retry after the window resets",
+    )
+    .with_details(serde_json::json!({"limit": decision.limit, "reset": decision.reset}))
+    .into_response();
+    decision.write_headers(resp.headers_mut());
+    resp
+}
+
+/// Middleware on every key-protected route: resolves the key, meters the request, refuses
+/// writes by viewers, and stamps the rate-limit headers on the answer.
+pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let now = unix_now();
+    let principal = match presented_key(req.headers()) {
+        Some(token) => resolve(&state, token).await,
+        None => Ok(None),
+    };
+    let principal = match principal {
+        Ok(Some(p)) if p.is_usable(cp_types::now()) => p,
+        Ok(found) => {
+            // Without a valid key, the client address is metered at the standard limit, so
+            // guessing keys costs the same as any other request.
+            let decision = state.limiter.check(
+                Meter::Addr(client_addr(&req)),
+                state.config.standard_rate_limit,
+                now,
+            );
+            if !decision.allowed {
+                return limited(decision);
+            }
+            let message = match (found, presented_key(req.headers())) {
+                (Some(p), _) if p.revoked_at.is_some() => "API key has been revoked",
+                (Some(_), _) => "API key has expired",
+                (None, Some(_)) => "invalid API key",
+                (None, None) => "missing API key: send 'Authorization: Bearer <key>'",
+            };
+            let mut resp = ApiError::unauthorized(message).into_response();
+            decision.write_headers(resp.headers_mut());
+            return resp;
+        }
+        Err(e) => return e.into_response(),
+    };
+
+    let limit = match principal.role {
+        Role::Worker => state.config.worker_rate_limit,
+        _ => u64::try_from(principal.rate_limit_per_minute).unwrap_or(0),
+    };
+    let decision = state
+        .limiter
+        .check(Meter::Key(principal.key_id), limit, now);
+    if !decision.allowed {
+        return limited(decision);
+    }
+    if principal.role == Role::Viewer && !matches!(*req.method(), Method::GET | Method::HEAD) {
+        let mut resp = ApiError::forbidden("viewer keys can only read").into_response();
+        decision.write_headers(resp.headers_mut());
+        return resp;
+    }
+    if state.keys.should_touch(principal.key_id) {
+        let store = state.store.clone();
+        let key_id = principal.key_id;
+        tokio::spawn(async move {
+            if let Err(e) = store.touch_key(key_id, cp_types::now()).await {
+                tracing::debug!(error = %e, "could not record key use");
+            }
+        });
+    }
+    req.extensions_mut().insert(Arc::new(Principal {
+        key_id: principal.key_id,
+        key_name: principal.key_name,
+        role: principal.role,
+        org_id: principal.org_id,
+        org_name: principal.org_name,
+    }));
+    let mut resp = next.run(req).await;
+    decision.write_headers(resp.headers_mut());
+    resp
+}
+
+async fn resolve(state: &AppState, token: &str) -> Result<Option<KeyPrincipal>, ApiError> {
+    if let Some(hit) = state.keys.get(token) {
+        return Ok(hit);
+    }
+    let found = state.store.lookup_key(token).await?;
+    state
+        .keys
+        .entries
+        .insert(token.to_owned(), (Instant::now(), found.clone()));
+    Ok(found)
+}
+
+/// Which roles an endpoint admits.
+pub trait Access: Send + Sync + 'static {
+    const ROLES: &'static [Role];
+}
+
+/// Reading the catalog: admin, member, viewer.
+pub struct Read;
+/// Changing the catalog: admin, member.
+pub struct Write;
+/// Keys and organization settings: admin only.
+pub struct Admin;
+/// Worker protocol endpoints: worker and admin keys.
+pub struct WorkerApi;
+/// Any valid key (e.g. `auth/validate`).
+pub struct AnyRole;
+
+impl Access for Read {
+    const ROLES: &'static [Role] = &[Role::Admin, Role::Member, Role::Viewer];
+}
+impl Access for Write {
+    const ROLES: &'static [Role] = &[Role::Admin, Role::Member];
+}
+impl Access for Admin {
+    const ROLES: &'static [Role] = &[Role::Admin];
+}
+impl Access for WorkerApi {
+    const ROLES: &'static [Role] = &[Role::Admin, Role::Worker];
+}
+impl Access for AnyRole {
+    const ROLES: &'static [Role] = &[Role::Admin, Role::Member, Role::Viewer, Role::Worker];
+}
+
+/// The authenticated caller, admitted only if its role is in `A::ROLES` (else 403).
+pub struct Auth<A: Access = Read> {
+    pub principal: Arc<Principal>,
+    _access: PhantomData<A>,
+}
+
+impl<A: Access> std::ops::Deref for Auth<A> {
+    type Target = Principal;
+    fn deref(&self) -> &Principal {
+        &self.principal
+    }
+}
+
+impl<A: Access, S: Send + Sync> FromRequestParts<S> for Auth<A> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let principal = parts
+            .extensions
+            .get::<Arc<Principal>>()
+            .cloned()
+            .ok_or_else(|| ApiError::unauthorized("missing API key"))?;
+        if !A::ROLES.contains(&principal.role) {
+            return Err(ApiError::forbidden(format!(
+                "the {} role cannot use this endpoint",
+                principal.role
+            )));
+        }
+        Ok(Auth {
+            principal,
+            _access: PhantomData,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_three_header_forms() {
+        let mut h = HeaderMap::new();
+        assert_eq!(presented_key(&h), None);
+        h.insert(header::AUTHORIZATION, "Bearer kby_a".parse().unwrap());
+        assert_eq!(presented_key(&h), Some("kby_a"));
+        h.insert(header::AUTHORIZATION, "UserKey kby_b".parse().unwrap());
+        assert_eq!(presented_key(&h), Some("kby_b"));
+        h.insert(header::AUTHORIZATION, "Basic xyz".parse().unwrap());
+        assert_eq!(presented_key(&h), None);
+        h.remove(header::AUTHORIZATION);
+        h.insert("UserKey", "kby_c".parse().unwrap());
+        assert_eq!(presented_key(&h), Some("kby_c"));
+    }
+}

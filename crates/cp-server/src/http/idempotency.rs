@@ -1,0 +1,122 @@
+//! `Idempotency-Key` on POST: the same key with the same request within 24 h answers the first
+//! response again and creates nothing; the same key with a different request is a 409.
+
+use std::sync::Arc;
+
+use axum::body::{Body, to_bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use cp_store::idempotency::Claim;
+use cp_types::ErrorCode;
+use sha2::{Digest, Sha256};
+
+use super::auth::Principal;
+use super::error::ApiError;
+use crate::state::AppState;
+
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+const REPLAYED: &str = "idempotent-replayed";
+
+pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if req.method() != Method::POST {
+        return next.run(req).await;
+    }
+    let Some(key) = req.headers().get(IDEMPOTENCY_KEY) else {
+        return next.run(req).await;
+    };
+    let key = match key.to_str() {
+        Ok(k) if !k.is_empty() && k.len() <= 255 => k.to_owned(),
+        _ => {
+            return ApiError::bad_request("Idempotency-Key must be 1 to 255 visible characters")
+                .into_response();
+        }
+    };
+    let Some(principal) = req.extensions().get::<Arc<Principal>>().cloned() else {
+        return next.run(req).await;
+    };
+
+    let (parts, body) = req.into_parts();
+    let bytes = match to_bytes(body, state.config.body_limit).await {
+        Ok(b) => b,
+        Err(_) => {
+            return ApiError::new(ErrorCode::PayloadTooLarge, "request body too large")
+                .into_response();
+        }
+    };
+    let mut hasher = Sha256::new();
+    hasher.update(parts.method.as_str());
+    hasher.update(b" ");
+    hasher.update(parts.uri.path());
+    hasher.update(b"\n");
+    hasher.update(&bytes);
+    let request_hash = hex::encode(hasher.finalize());
+
+    let records = state.store.idempotency(&principal.org_id);
+    match records.claim(&key, &request_hash).await {
+        Ok(Claim::Proceed) => {}
+        Ok(Claim::Replay {
+            status,
+            content_type,
+            body,
+        }) => {
+            let mut resp =
+                (StatusCode::from_u16(status).unwrap_or(StatusCode::OK), body).into_response();
+            if let Some(ct) = content_type.and_then(|c| HeaderValue::from_str(&c).ok()) {
+                resp.headers_mut().insert(header::CONTENT_TYPE, ct);
+            }
+            resp.headers_mut()
+                .insert(REPLAYED, HeaderValue::from_static("true"));
+            return resp;
+        }
+        Ok(Claim::Mismatch) => {
+            return ApiError::conflict(
+                "this Idempotency-Key was already used with a different request",
+            )
+            .into_response();
+        }
+        Ok(Claim::InProgress) => {
+            return ApiError::conflict(
+                "a request with this Idempotency-Key is still in progress; retry later",
+            )
+            .into_response();
+        }
+        Err(e) => return ApiError::from(e).into_response(),
+    }
+
+    let resp = next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await;
+    let status = resp.status();
+    if status.is_server_error() {
+        // Our failure: let the client retry with the same key.
+        if let Err(e) = records.abandon(&key).await {
+            tracing::warn!(error = %e, "could not release idempotency key");
+        }
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let body = match to_bytes(body, usize::MAX).await {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!(error = %e, "could not buffer response for idempotency");
+            let _ = records.abandon(&key).await;
+            return ApiError::internal().into_response();
+        }
+    };
+    let content_type = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    if let Err(e) = records
+        .finish(&key, status.as_u16(), content_type, &body)
+        .await
+    {
+        tracing::warn!(error = %e, "could not store idempotent response");
+    }
+    parts
+        .headers
+        .insert(REPLAYED, HeaderValue::from_static("false"));
+    Response::from_parts(parts, Body::from(body))
+}

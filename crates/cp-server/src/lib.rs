@@ -1,0 +1,57 @@
+//! The control plane HTTP server: an axum app over [`cp_store::Store`].
+
+pub mod config;
+pub mod http;
+pub mod routes;
+pub mod state;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+pub use config::ServerConfig;
+pub use routes::router;
+pub use state::AppState;
+
+/// Serves the API on `listener` until `shutdown` resolves, then drains in-flight requests.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let background = tokio::spawn(housekeeping(state.clone()));
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await;
+    background.abort();
+    result
+}
+
+/// Periodic upkeep of in-memory state and expired rows.
+async fn housekeeping(state: AppState) {
+    let mut tick = tokio::time::interval(Duration::from_secs(30));
+    let mut rounds: u64 = 0;
+    loop {
+        tick.tick().await;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        state.limiter.sweep(now);
+        state.keys.sweep();
+        http::metrics::handle().run_upkeep();
+        // Every ten minutes: forget idempotency records past their 24 h.
+        if rounds % 20 == 0 {
+            let before = cp_types::now() - cp_store::idempotency::RETENTION;
+            match state.store.purge_idempotency(before).await {
+                Ok(n) if n > 0 => tracing::debug!(purged = n, "idempotency records expired"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "could not purge idempotency records"),
+            }
+        }
+        rounds += 1;
+    }
+}

@@ -1,0 +1,32 @@
+//! Shared state of the HTTP server.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use cp_store::Store;
+
+use crate::config::ServerConfig;
+use crate::http::auth::KeyCache;
+use crate::http::rate_limit::RateLimiter;
+
+/// Everything handlers share; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub config: Arc<ServerConfig>,
+    pub limiter: Arc<RateLimiter>,
+    pub keys: Arc<KeyCache>,
+    pub started_at: Instant,
+}
+
+impl AppState {
+    pub fn new(store: Store, config: ServerConfig) -> Self {
+        AppState {
+            store,
+            config: Arc::new(config),
+            limiter: Arc::default(),
+            keys: Arc::default(),
+            started_at: Instant::now(),
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! Store errors: the few cases callers act on, plus the database error itself.
+
+/// What can go wrong in a repository call.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No row of this organization has that id (a foreign id looks exactly the same).
+    #[error("not found")]
+    NotFound,
+    /// A uniqueness rule or a state rule refused the change.
+    #[error("{0}")]
+    Conflict(String),
+    /// A stored value no longer parses (a bug or a hand-edited row).
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    /// The database did not answer in time or the pool is exhausted.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Database(sqlx::Error),
+    #[error(transparent)]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::RowNotFound => StoreError::NotFound,
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                StoreError::Unavailable(e.to_string())
+            }
+            e => StoreError::Database(e),
+        }
+    }
+}
+
+impl StoreError {
+    /// Turns a unique-constraint violation into a [`StoreError::Conflict`] naming the field.
+    ///
+    /// `fields` are the candidate column names; the first one that appears in the violated
+    /// constraint (PostgreSQL: its name; SQLite: its message) is reported.
+    pub(crate) fn unique(e: sqlx::Error, what: &str, fields: &[&str]) -> StoreError {
+        if let sqlx::Error::Database(db) = &e {
+            if db.is_unique_violation() {
+                let hint = format!("{} {}", db.constraint().unwrap_or_default(), db.message());
+                let field = fields
+                    .iter()
+                    .find(|f| hint.contains(&format!("_{f}_")) || hint.contains(&format!(".{f}")))
+                    .copied();
+                return match field {
+                    Some(f) => {
+                        StoreError::Conflict(format!("a {what} with this {f} already exists"))
+                    }
+                    None => StoreError::Conflict(format!("this {what} already exists")),
+                };
+            }
+        }
+        e.into()
+    }
+}
+
+/// Parses a stored enum value; a failure means the row is corrupt.
+pub(crate) fn parse<T: std::str::FromStr<Err = String>>(s: &str) -> StoreResult<T> {
+    s.parse().map_err(StoreError::Corrupt)
+}

@@ -1,0 +1,21 @@
+//! The control plane's database: one repository API over SQLite (embedded default) and
+//! PostgreSQL (production, several replicas).
+//!
+//! Statements are runtime-checked SQL text shared by both backends (both accept `$1`
+//! placeholders and `RETURNING`); [`with_db!`] runs the same code against whichever pool is
+//! configured. Every repository is obtained for one organization (`store.projects(org)`), so a
+//! query that forgets the organization cannot be written through this API.
+
+mod db;
+mod error;
+mod page;
+
+pub mod environments;
+pub mod health;
+pub mod idempotency;
+pub mod keys;
+pub mod orgs;
+pub mod projects;
+
+pub use db::{Backend, Store};
+pub use error::{StoreError, StoreResult};

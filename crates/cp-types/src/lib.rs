@@ -1,0 +1,17 @@
+//! API types shared by the control plane server, the worker and the tests.
+//!
+//! Everything here is plain data: request and response bodies, enums with their
+//! wire names, the error envelope and the pagination envelope. No IO happens here.
+
+pub mod common;
+pub mod environment;
+pub mod error;
+pub mod health;
+pub mod org;
+pub mod page;
+pub mod project;
+pub mod validate;
+
+pub use common::{Deleted, Timestamp, now};
+pub use error::{ErrorBody, ErrorCode, ErrorEnvelope, FieldIssue};
+pub use page::{Page, PageParams};

@@ -1,0 +1,129 @@
+//! Organizations, API keys, roles and organization settings (API §2).
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::validate::Issues;
+use crate::{FieldIssue, wire_enum};
+use chrono::{DateTime, Utc};
+
+wire_enum! {
+    /// What a key may do in its organization.
+    Role { Admin = "admin", Member = "member", Viewer = "viewer", Worker = "worker" }
+}
+
+wire_enum! {
+    /// Rate-limit tier of an organization.
+    RateLimitTier { Standard = "standard", Enterprise = "enterprise" }
+}
+
+wire_enum! {
+    /// How policy decisions are applied.
+    PolicyEnforcement { Blocking = "blocking", Monitoring = "monitoring", Off = "off" }
+}
+
+/// An organization; its id is its slug.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Organization {
+    pub id: String,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// `GET /api/v1/auth/validate`: who is calling.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AuthInfo {
+    pub id: String,
+    pub name: String,
+    pub slug: String,
+    pub key_id: Uuid,
+    pub key_name: String,
+    pub role: Role,
+}
+
+/// An API key as listed; the secret itself is never shown again after creation.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ApiKey {
+    pub id: Uuid,
+    pub organization_id: String,
+    pub name: String,
+    pub role: Role,
+    /// The first characters of the key, to recognise it.
+    pub prefix: String,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// The answer to creating a key: the only time `key` is shown.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CreatedApiKey {
+    #[serde(flatten)]
+    pub api_key: ApiKey,
+    pub key: String,
+}
+
+/// `POST /api/v1/api-keys`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct CreateApiKey {
+    pub name: String,
+    pub role: Role,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl CreateApiKey {
+    pub fn validate(&self, now: DateTime<Utc>) -> Result<(), Vec<FieldIssue>> {
+        let mut v = Issues::new();
+        v.length("name", &self.name, 1, 100);
+        if let Some(at) = self.expires_at {
+            v.check(at > now, "expires_at", "must be in the future");
+        }
+        v.finish()
+    }
+}
+
+/// Settings of an organization.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct OrgSettings {
+    pub organization_id: String,
+    pub rate_limit_tier: RateLimitTier,
+    /// The effective per-key limit: 100 on the standard tier, the organization's own number on enterprise.
+    pub rate_limit_per_minute: i64,
+    pub policy_enforcement: PolicyEnforcement,
+    pub event_retention_days: i64,
+    pub webhook_allow_private_targets: bool,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// `PATCH /api/v1/organization/settings`: fields left out stay as they are.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+pub struct UpdateOrgSettings {
+    pub rate_limit_tier: Option<RateLimitTier>,
+    pub rate_limit_per_minute: Option<i64>,
+    pub policy_enforcement: Option<PolicyEnforcement>,
+    pub event_retention_days: Option<i64>,
+    pub webhook_allow_private_targets: Option<bool>,
+}
+
+impl UpdateOrgSettings {
+    pub fn validate(&self) -> Result<(), Vec<FieldIssue>> {
+        let mut v = Issues::new();
+        if let Some(n) = self.rate_limit_per_minute {
+            v.check(
+                (1..=1_000_000).contains(&n),
+                "rate_limit_per_minute",
+                "must be between 1 and 1000000",
+            );
+        }
+        if let Some(n) = self.event_retention_days {
+            v.check(
+                (1..=3650).contains(&n),
+                "event_retention_days",
+                "must be between 1 and 3650",
+            );
+        }
+        v.finish()
+    }
+}

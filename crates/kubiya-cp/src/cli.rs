@@ -1,0 +1,169 @@
+//! The command line: flags, each with its environment variable (DESIGN §1).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use cp_types::org::Role;
+
+#[derive(Parser)]
+#[command(
+    name = "kubiya-cp",
+    version,
+    about = "Kubiya control plane: API server, worker and administration"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags accepted before or after the subcommand.
+#[derive(Args, Clone)]
+pub struct Global {
+    /// Folder for the SQLite database, the master key and the bootstrap admin key.
+    #[arg(
+        long,
+        global = true,
+        env = "KUBIYA_CP_DATA_DIR",
+        default_value = "./data"
+    )]
+    pub data_dir: PathBuf,
+    /// `sqlite://PATH` or `postgres://…` (default: sqlite://<data-dir>/control-plane.db).
+    #[arg(long, global = true, env = "KUBIYA_CP_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Log format: `text` for terminals, `json` for collectors.
+    #[arg(
+        long,
+        global = true,
+        env = "KUBIYA_CP_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+}
+
+impl Global {
+    /// The database URL: `--database-url`, else `DATABASE_URL`, else SQLite in the data dir.
+    pub fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .or_else(|| std::env::var("DATABASE_URL").ok().filter(|s| !s.is_empty()))
+            .unwrap_or_else(|| cp_store::Store::sqlite_url(&self.data_dir))
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the API server (migrations run at start).
+    Serve(ServeArgs),
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Manage organizations.
+    #[command(subcommand)]
+    Orgs(OrgsCommand),
+    /// Manage API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Start a release server and measure it (requests/s, p50, p99).
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "KUBIYA_CP_LISTEN", default_value = "127.0.0.1:8001")]
+    pub listen: SocketAddr,
+    /// URL that workers and clients use to reach this server (default: http://<listen>).
+    #[arg(long, env = "KUBIYA_CP_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// File holding the 32-byte master key (hex); generated with mode 0600 when missing.
+    #[arg(long, env = "KUBIYA_CP_MASTER_KEY_FILE")]
+    pub master_key_file: Option<PathBuf>,
+    /// The master key itself (64 hex characters); wins over the file.
+    #[arg(long, env = "KUBIYA_CP_MASTER_KEY", hide_env_values = true)]
+    pub master_key: Option<String>,
+    /// First admin key of org `default` on an empty database (`kby_` and 24+ URL-safe characters).
+    #[arg(long, env = "KUBIYA_CP_BOOTSTRAP_API_KEY", hide_env_values = true)]
+    pub bootstrap_api_key: Option<String>,
+    /// Largest accepted request body in bytes.
+    #[arg(long, env = "KUBIYA_CP_BODY_LIMIT", default_value_t = 1024 * 1024)]
+    pub body_limit: usize,
+    /// Requests per minute allowed to each worker-role key.
+    #[arg(long, env = "KUBIYA_CP_WORKER_RATE_LIMIT", default_value_t = 6000)]
+    pub worker_rate_limit: u64,
+}
+
+#[derive(Subcommand)]
+pub enum OrgsCommand {
+    /// Create an organization (with its DEFAULT project and default environment).
+    Create {
+        /// The slug, `[a-z0-9-]{2,63}`; it is also the organization id.
+        slug: String,
+        /// Display name (default: the slug).
+        #[arg(long)]
+        name: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum KeysCommand {
+    /// Create a key and print only the key on stdout.
+    Create {
+        #[arg(long)]
+        org: String,
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        #[arg(long, default_value = "cli")]
+        name: String,
+    },
+    /// List keys (never their secrets).
+    List {
+        /// Only this organization's keys.
+        #[arg(long)]
+        org: Option<String>,
+    },
+    /// Revoke a key by id.
+    Revoke { id: uuid::Uuid },
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    s.parse()
+}
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Seconds per scenario.
+    #[arg(long, default_value_t = 10)]
+    pub duration: u64,
+    /// Concurrent keep-alive connections.
+    #[arg(long, default_value_t = 64)]
+    pub connections: usize,
+    /// Measure a server that is already running here instead of starting one.
+    #[arg(long)]
+    pub url: Option<String>,
+    /// Admin key for `--url`.
+    #[arg(long, env = "KUBIYA_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+}
+
+pub fn init_logging(global: &Global) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("KUBIYA_CP_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match global.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}

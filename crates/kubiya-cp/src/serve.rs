@@ -1,0 +1,144 @@
+//! `kubiya-cp serve`: migrations, master key, bootstrap admin key, then the API until Ctrl-C.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use cp_server::{AppState, ServerConfig};
+use cp_store::keys::is_well_formed;
+
+use crate::admin::{open, redact};
+use crate::cli::{Global, ServeArgs};
+
+const ADMIN_KEY_FILE: &str = "admin-api-key";
+const MASTER_KEY_FILE: &str = "master.key";
+
+pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    if let Some(key) = &args.bootstrap_api_key {
+        if !is_well_formed(key) {
+            bail!(
+                "--bootstrap-api-key must be 'kby_' followed by at least 24 URL-safe characters (A-Z a-z 0-9 - _)"
+            );
+        }
+    }
+    std::fs::create_dir_all(&global.data_dir)
+        .with_context(|| format!("cannot create the data dir {}", global.data_dir.display()))?;
+    let master_key = master_key(&args, &global.data_dir)?;
+    let store = open(global).await?;
+
+    let boot = store
+        .bootstrap(args.bootstrap_api_key.as_deref())
+        .await
+        .context("cannot bootstrap the database")?;
+    match (&boot.admin_key, boot.generated) {
+        (Some(key), true) => {
+            let path = global.data_dir.join(ADMIN_KEY_FILE);
+            write_secret_file(&path, key)?;
+            eprintln!(
+                "\n  Created organization 'default' and its admin API key (shown once):\n\n    {key}\n\n  \
+                 It is also saved in {} (mode 0600).\n",
+                path.display()
+            );
+        }
+        (Some(_), false) => {
+            tracing::info!("created organization 'default' with the configured bootstrap key")
+        }
+        (None, _) => {
+            if let Some(key) = &args.bootstrap_api_key {
+                if !store.key_exists(key).await? {
+                    tracing::warn!(
+                        "--bootstrap-api-key ignored: the database already has organizations"
+                    );
+                }
+            }
+        }
+    }
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let listen = listener.local_addr()?;
+    let mut config = ServerConfig::new(listen, master_key);
+    config.public_url = args
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{listen}"));
+    config.body_limit = args.body_limit;
+    config.worker_rate_limit = args.worker_rate_limit;
+    tracing::info!(
+        listen = %listen,
+        database = %redact(&global.database_url()),
+        backend = store.backend().as_str(),
+        startup_ms = started.elapsed().as_millis() as u64,
+        "kubiya-cp serving"
+    );
+    let state = AppState::new(store.clone(), config);
+    cp_server::serve(listener, state, shutdown_signal()).await?;
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down: draining in-flight requests");
+}
+
+/// The master key: `--master-key`, else the key file (generated with mode 0600 when missing).
+fn master_key(args: &ServeArgs, data_dir: &Path) -> anyhow::Result<[u8; 32]> {
+    if let Some(hex_key) = &args.master_key {
+        return parse_master_key(hex_key).context("--master-key / KUBIYA_CP_MASTER_KEY");
+    }
+    let path = args
+        .master_key_file
+        .clone()
+        .unwrap_or_else(|| data_dir.join(MASTER_KEY_FILE));
+    match std::fs::read_to_string(&path) {
+        Ok(text) => parse_master_key(text.trim())
+            .with_context(|| format!("master key file {}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key: [u8; 32] = rand::random();
+            write_secret_file(&path, &hex::encode(key))?;
+            tracing::info!(path = %path.display(), "generated a new master key");
+            Ok(key)
+        }
+        Err(e) => {
+            Err(e).with_context(|| format!("cannot read the master key file {}", path.display()))
+        }
+    }
+}
+
+fn parse_master_key(text: &str) -> anyhow::Result<[u8; 32]> {
+    let bytes = hex::decode(text).context("the master key must be 64 hex characters")?;
+    bytes
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("the master key must be 32 bytes (64 hex characters)"))
+}
+
+/// Writes a secret readable only by its owner.
+fn write_secret_file(path: &Path, content: &str) -> anyhow::Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    writeln!(f, "{content}")?;
+    Ok(())
+}
