@@ -23,9 +23,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let background = tokio::spawn(housekeeping(state.clone()));
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let result = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
     background.abort();
     result
 }

@@ -77,9 +77,8 @@ impl Store {
                 .busy_timeout(Duration::from_secs(5));
             if let Some(dir) = opts.get_filename().parent() {
                 if !dir.as_os_str().is_empty() {
-                    std::fs::create_dir_all(dir).map_err(|e| {
-                        StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
-                    })?;
+                    std::fs::create_dir_all(dir)
+                        .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
                 }
             }
             let pool = SqlitePoolOptions::new()

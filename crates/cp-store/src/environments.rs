@@ -87,11 +87,7 @@ fn conflict(e: sqlx::Error) -> StoreError {
 }
 
 impl Environments<'_> {
-    pub async fn list(
-        &self,
-        filter: EnvironmentFilter,
-        page: PageRequest,
-    ) -> StoreResult<Page<Environment>> {
+    pub async fn list(&self, filter: EnvironmentFilter, page: PageRequest) -> StoreResult<Page<Environment>> {
         let status = filter.status.map(|s| s.as_str());
         let rows: Vec<EnvironmentRow> = with_db!(self.db, pool =>
             sqlx::query_as(concat!("SELECT ", env_columns!(), ", COUNT(*) OVER () AS total FROM environments \
@@ -139,15 +135,8 @@ impl Environments<'_> {
     /// Applies a partial update in one statement.
     pub async fn update(&self, id: Uuid, req: &UpdateEnvironment) -> StoreResult<Environment> {
         let current = self.get(id).await?;
-        if current.is_default
-            && req
-                .name
-                .as_deref()
-                .is_some_and(|n| n.trim() != current.name)
-        {
-            return Err(StoreError::Conflict(
-                "the default environment keeps its name".into(),
-            ));
+        if current.is_default && req.name.as_deref().is_some_and(|n| n.trim() != current.name) {
+            return Err(StoreError::Conflict("the default environment keeps its name".into()));
         }
         let updated = with_db!(self.db, pool =>
             sqlx::query(
@@ -185,9 +174,7 @@ impl Environments<'_> {
     pub async fn delete(&self, id: Uuid) -> StoreResult<()> {
         let env = self.get(id).await?;
         if env.is_default {
-            return Err(StoreError::Conflict(
-                "the default environment cannot be deleted".into(),
-            ));
+            return Err(StoreError::Conflict("the default environment cannot be deleted".into()));
         }
         with_db!(self.db, pool =>
             sqlx::query("DELETE FROM environments WHERE organization_id = $1 AND id = $2 AND NOT is_default")

@@ -49,9 +49,7 @@ impl StoreError {
                     .find(|f| hint.contains(&format!("_{f}_")) || hint.contains(&format!(".{f}")))
                     .copied();
                 return match field {
-                    Some(f) => {
-                        StoreError::Conflict(format!("a {what} with this {f} already exists"))
-                    }
+                    Some(f) => StoreError::Conflict(format!("a {what} with this {f} already exists")),
                     None => StoreError::Conflict(format!("this {what} already exists")),
                 };
             }

@@ -10,8 +10,7 @@ impl Store {
     /// Round-trips a trivial query; returns how long it took.
     pub async fn ping(&self) -> StoreResult<Duration> {
         let started = Instant::now();
-        let _: i64 =
-            with_db!(&self.db, pool => sqlx::query_scalar("SELECT 1").fetch_one(pool).await)?;
+        let _: i64 = with_db!(&self.db, pool => sqlx::query_scalar("SELECT CAST(1 AS BIGINT)").fetch_one(pool).await)?;
         Ok(started.elapsed())
     }
 

@@ -102,13 +102,7 @@ impl Idempotency<'_> {
     }
 
     /// Stores the answer to replay.
-    pub async fn finish(
-        &self,
-        key: &str,
-        status: u16,
-        content_type: Option<&str>,
-        body: &[u8],
-    ) -> StoreResult<()> {
+    pub async fn finish(&self, key: &str, status: u16, content_type: Option<&str>, body: &[u8]) -> StoreResult<()> {
         with_db!(self.db, pool =>
             sqlx::query(
                 "UPDATE idempotency_keys SET status_code = $3, content_type = $4, response_body = $5 \

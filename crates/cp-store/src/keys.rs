@@ -56,14 +56,7 @@ pub(crate) struct NewKey {
 }
 
 impl NewKey {
-    pub fn new(
-        org: &str,
-        name: &str,
-        role: Role,
-        expires_at: Option<Timestamp>,
-        secret: &str,
-        at: Timestamp,
-    ) -> Self {
+    pub fn new(org: &str, name: &str, role: Role, expires_at: Option<Timestamp>, secret: &str, at: Timestamp) -> Self {
         NewKey {
             id: Uuid::now_v7(),
             org: org.to_string(),
@@ -250,12 +243,7 @@ pub struct Keys<'a> {
 
 impl Keys<'_> {
     /// Creates a key; the answer is the only place its secret ever appears.
-    pub async fn create(
-        &self,
-        name: &str,
-        role: Role,
-        expires_at: Option<Timestamp>,
-    ) -> StoreResult<CreatedApiKey> {
+    pub async fn create(&self, name: &str, role: Role, expires_at: Option<Timestamp>) -> StoreResult<CreatedApiKey> {
         let secret = generate_key();
         let new = NewKey::new(self.org, name, role, expires_at, &secret, now());
         with_db!(self.db, pool => insert_key!(&new, pool));
@@ -303,8 +291,7 @@ impl Keys<'_> {
                     .bind(self.org).bind(id).bind(at).fetch_one(pool).await)?;
             if others == 0 {
                 return Err(StoreError::Conflict(
-                    "this is the organization's last admin key; create another admin key first"
-                        .into(),
+                    "this is the organization's last admin key; create another admin key first".into(),
                 ));
             }
         }

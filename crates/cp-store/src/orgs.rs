@@ -80,9 +80,7 @@ impl Store {
     /// Creates an organization with its `DEFAULT` project and `default` environment.
     /// An existing slug is a conflict.
     pub async fn create_org(&self, slug: &str, name: &str) -> StoreResult<Organization> {
-        self.create_org_with_key(slug, name, None)
-            .await
-            .map(|(org, _)| org)
+        self.create_org_with_key(slug, name, None).await.map(|(org, _)| org)
     }
 
     /// Creates an organization and, in the same transaction, an API key for it.
@@ -93,8 +91,7 @@ impl Store {
         key: Option<(&str, Role, &str)>,
     ) -> StoreResult<(Organization, Option<cp_types::org::ApiKey>)> {
         let at = now();
-        let new_key =
-            key.map(|(secret, role, key_name)| NewKey::new(slug, key_name, role, None, secret, at));
+        let new_key = key.map(|(secret, role, key_name)| NewKey::new(slug, key_name, role, None, secret, at));
         let created = with_db!(&self.db, pool => {
             let mut tx = pool.begin().await?;
             let inserted: Option<(String,)> =
@@ -137,9 +134,7 @@ impl Store {
             });
         }
         let generated = configured_key.is_none();
-        let secret = configured_key
-            .map(str::to_string)
-            .unwrap_or_else(generate_key);
+        let secret = configured_key.map(str::to_string).unwrap_or_else(generate_key);
         match self
             .create_org_with_key(
                 BOOTSTRAP_ORG,
@@ -181,11 +176,7 @@ impl Store {
     }
 
     /// Applies a partial update of an organization's settings.
-    pub async fn update_org_settings(
-        &self,
-        org: &str,
-        patch: &UpdateOrgSettings,
-    ) -> StoreResult<OrgSettings> {
+    pub async fn update_org_settings(&self, org: &str, patch: &UpdateOrgSettings) -> StoreResult<OrgSettings> {
         let row: SettingsRow = with_db!(&self.db, pool =>
             sqlx::query_as(
                 "UPDATE organizations SET \

@@ -25,10 +25,7 @@ pub(crate) async fn page_of<R: Counted, T>(
         None if req.offset == 0 => 0,
         None => count.await?,
     };
-    let items = rows
-        .into_iter()
-        .map(convert)
-        .collect::<StoreResult<Vec<T>>>()?;
+    let items = rows.into_iter().map(convert).collect::<StoreResult<Vec<T>>>()?;
     Ok(Page::new(items, total, req))
 }
 

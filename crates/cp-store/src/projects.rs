@@ -2,8 +2,7 @@
 
 use cp_types::page::PageRequest;
 use cp_types::project::{
-    CreateProject, DEFAULT_PROJECT_KEY, MemberKind, Project, ProjectMember, ProjectStatus,
-    UpdateProject,
+    CreateProject, DEFAULT_PROJECT_KEY, MemberKind, Project, ProjectMember, ProjectStatus, UpdateProject,
 };
 use cp_types::{Page, Timestamp, now};
 use serde_json::Value;
@@ -118,19 +117,41 @@ struct MemberSql {
 macro_rules! member_sql {
     ($junction:literal, $entity:literal, $col:literal) => {
         MemberSql {
-            entity: concat!("SELECT name, description FROM ", $entity, " WHERE organization_id = $1 AND id = $2"),
+            entity: concat!(
+                "SELECT name, description FROM ",
+                $entity,
+                " WHERE organization_id = $1 AND id = $2"
+            ),
             insert: concat!(
-                "INSERT INTO ", $junction, " (id, organization_id, project_id, ", $col,
+                "INSERT INTO ",
+                $junction,
+                " (id, organization_id, project_id, ",
+                $col,
                 ", role, added_by, added_at) VALUES ($1, $2, $3, $4, $5, $6, $7)"
             ),
             list: concat!(
-                "SELECT j.id, j.project_id, j.", $col, " AS member_id, e.name, e.description, j.role, j.added_by, ",
-                "j.added_at, COUNT(*) OVER () AS total FROM ", $junction, " j JOIN ", $entity, " e ON e.id = j.",
-                $col, " WHERE j.organization_id = $1 AND j.project_id = $2 ORDER BY j.id DESC LIMIT $3 OFFSET $4"
+                "SELECT j.id, j.project_id, j.",
+                $col,
+                " AS member_id, e.name, e.description, j.role, j.added_by, ",
+                "j.added_at, COUNT(*) OVER () AS total FROM ",
+                $junction,
+                " j JOIN ",
+                $entity,
+                " e ON e.id = j.",
+                $col,
+                " WHERE j.organization_id = $1 AND j.project_id = $2 ORDER BY j.id DESC LIMIT $3 OFFSET $4"
             ),
-            count: concat!("SELECT COUNT(*) FROM ", $junction, " WHERE organization_id = $1 AND project_id = $2"),
+            count: concat!(
+                "SELECT COUNT(*) FROM ",
+                $junction,
+                " WHERE organization_id = $1 AND project_id = $2"
+            ),
             delete: concat!(
-                "DELETE FROM ", $junction, " WHERE organization_id = $1 AND project_id = $2 AND ", $col, " = $3"
+                "DELETE FROM ",
+                $junction,
+                " WHERE organization_id = $1 AND project_id = $2 AND ",
+                $col,
+                " = $3"
             ),
         }
     };
@@ -170,11 +191,7 @@ fn conflict(e: sqlx::Error) -> StoreError {
 }
 
 impl Projects<'_> {
-    pub async fn list(
-        &self,
-        filter: ProjectFilter,
-        page: PageRequest,
-    ) -> StoreResult<Page<Project>> {
+    pub async fn list(&self, filter: ProjectFilter, page: PageRequest) -> StoreResult<Page<Project>> {
         let status = filter.status.map(|s| s.as_str());
         let rows: Vec<ProjectRow> = with_db!(self.db, pool =>
             sqlx::query_as(concat!(project_select!(), ", COUNT(*) OVER () AS total FROM projects p \
@@ -240,9 +257,7 @@ impl Projects<'_> {
         let current = self.get(id).await?;
         let key = req.key.as_ref().map(|k| k.trim().to_uppercase());
         if current.is_default && key.as_deref().is_some_and(|k| k != DEFAULT_PROJECT_KEY) {
-            return Err(StoreError::Conflict(
-                "the DEFAULT project keeps its key".into(),
-            ));
+            return Err(StoreError::Conflict("the DEFAULT project keeps its key".into()));
         }
         let at = now();
         let updated = with_db!(self.db, pool =>
@@ -290,9 +305,7 @@ impl Projects<'_> {
     pub async fn delete(&self, id: Uuid) -> StoreResult<()> {
         let project = self.get(id).await?;
         if project.is_default {
-            return Err(StoreError::Conflict(
-                "the DEFAULT project cannot be deleted".into(),
-            ));
+            return Err(StoreError::Conflict("the DEFAULT project cannot be deleted".into()));
         }
         with_db!(self.db, pool =>
             sqlx::query("DELETE FROM projects WHERE organization_id = $1 AND id = $2 AND NOT is_default")
@@ -352,12 +365,7 @@ impl Projects<'_> {
         page_of(rows, page, count, |r| Ok(r.into_member(kind))).await
     }
 
-    pub async fn remove_member(
-        &self,
-        project_id: Uuid,
-        kind: MemberKind,
-        member_id: Uuid,
-    ) -> StoreResult<()> {
+    pub async fn remove_member(&self, project_id: Uuid, kind: MemberKind, member_id: Uuid) -> StoreResult<()> {
         let done = with_db!(self.db, pool =>
             sqlx::query(member_sql(kind).delete).bind(self.org).bind(project_id).bind(member_id)
                 .execute(pool).await.map(|r| r.rows_affected()))?;

@@ -33,10 +33,7 @@ impl PageParams {
         let mut issues = Vec::new();
         let limit = self.limit.unwrap_or(DEFAULT_LIMIT);
         if !(1..=MAX_LIMIT).contains(&limit) {
-            issues.push(FieldIssue::new(
-                "limit",
-                format!("must be between 1 and {MAX_LIMIT}"),
-            ));
+            issues.push(FieldIssue::new("limit", format!("must be between 1 and {MAX_LIMIT}")));
         }
         let offset = self.offset.or(self.skip).unwrap_or(0);
         if offset < 0 {

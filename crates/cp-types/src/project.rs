@@ -90,8 +90,7 @@ pub struct UpdateProject {
 fn check_key(v: &mut Issues, key: &str) {
     v.length("key", key, 2, 50);
     v.check(
-        key.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'),
+        key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'),
         "key",
         "may contain only letters, digits, '-' and '_'",
     );

@@ -47,11 +47,7 @@ impl Issues {
     }
 
     pub fn finish(self) -> Result<(), Vec<FieldIssue>> {
-        if self.0.is_empty() {
-            Ok(())
-        } else {
-            Err(self.0)
-        }
+        if self.0.is_empty() { Ok(()) } else { Err(self.0) }
     }
 }
 

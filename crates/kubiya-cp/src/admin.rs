@@ -41,9 +41,7 @@ pub async fn orgs(global: &Global, cmd: OrgsCommand) -> anyhow::Result<()> {
                 bail!("'{slug}' is not a valid organization slug: use 2 to 63 of a-z, 0-9 and '-'");
             }
             let store = open(global).await?;
-            let result = store
-                .create_org(&slug, name.as_deref().unwrap_or(&slug))
-                .await;
+            let result = store.create_org(&slug, name.as_deref().unwrap_or(&slug)).await;
             store.close().await;
             match result {
                 Ok(org) => {
@@ -107,14 +105,8 @@ async fn keys_inner(store: &Store, cmd: KeysCommand) -> anyhow::Result<()> {
 mod tests {
     #[test]
     fn redacts_passwords() {
-        assert_eq!(
-            super::redact("postgres://u:secret@h/db"),
-            "postgres://u:***@h/db"
-        );
+        assert_eq!(super::redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
         assert_eq!(super::redact("postgres://u@h/db"), "postgres://u@h/db");
-        assert_eq!(
-            super::redact("sqlite://./data/x.db"),
-            "sqlite://./data/x.db"
-        );
+        assert_eq!(super::redact("sqlite://./data/x.db"), "sqlite://./data/x.db");
     }
 }

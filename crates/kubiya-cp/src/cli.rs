@@ -23,12 +23,7 @@ pub struct Cli {
 #[derive(Args, Clone)]
 pub struct Global {
     /// Folder for the SQLite database, the master key and the bootstrap admin key.
-    #[arg(
-        long,
-        global = true,
-        env = "KUBIYA_CP_DATA_DIR",
-        default_value = "./data"
-    )]
+    #[arg(long, global = true, env = "KUBIYA_CP_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
     /// `sqlite://PATH` or `postgres://…` (default: sqlite://<data-dir>/control-plane.db).
     #[arg(long, global = true, env = "KUBIYA_CP_DATABASE_URL")]

@@ -19,9 +19,7 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     if let Some(key) = &args.bootstrap_api_key {
         if !is_well_formed(key) {
-            bail!(
-                "--bootstrap-api-key must be 'kby_' followed by at least 24 URL-safe characters (A-Z a-z 0-9 - _)"
-            );
+            bail!("--bootstrap-api-key must be 'kby_' followed by at least 24 URL-safe characters (A-Z a-z 0-9 - _)");
         }
     }
     std::fs::create_dir_all(&global.data_dir)
@@ -49,9 +47,7 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
         (None, _) => {
             if let Some(key) = &args.bootstrap_api_key {
                 if !store.key_exists(key).await? {
-                    tracing::warn!(
-                        "--bootstrap-api-key ignored: the database already has organizations"
-                    );
+                    tracing::warn!("--bootstrap-api-key ignored: the database already has organizations");
                 }
             }
         }
@@ -62,10 +58,7 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let listen = listener.local_addr()?;
     let mut config = ServerConfig::new(listen, master_key);
-    config.public_url = args
-        .public_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{listen}"));
+    config.public_url = args.public_url.clone().unwrap_or_else(|| format!("http://{listen}"));
     config.body_limit = args.body_limit;
     config.worker_rate_limit = args.worker_rate_limit;
     tracing::info!(
@@ -109,17 +102,14 @@ fn master_key(args: &ServeArgs, data_dir: &Path) -> anyhow::Result<[u8; 32]> {
         .clone()
         .unwrap_or_else(|| data_dir.join(MASTER_KEY_FILE));
     match std::fs::read_to_string(&path) {
-        Ok(text) => parse_master_key(text.trim())
-            .with_context(|| format!("master key file {}", path.display())),
+        Ok(text) => parse_master_key(text.trim()).with_context(|| format!("master key file {}", path.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key: [u8; 32] = rand::random();
             write_secret_file(&path, &hex::encode(key))?;
             tracing::info!(path = %path.display(), "generated a new master key");
             Ok(key)
         }
-        Err(e) => {
-            Err(e).with_context(|| format!("cannot read the master key file {}", path.display()))
-        }
+        Err(e) => Err(e).with_context(|| format!("cannot read the master key file {}", path.display())),
     }
 }
 

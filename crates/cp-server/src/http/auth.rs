@@ -86,10 +86,7 @@ impl KeyCache {
 /// The key presented by a request: `Authorization: Bearer <key>`, `Authorization: UserKey <key>`
 /// (the Python client), or a `UserKey: <key>` header.
 pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
-    if let Some(auth) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    {
+    if let Some(auth) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
         let (scheme, rest) = auth.trim().split_once(' ')?;
         if scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("userkey") {
             let key = rest.trim();
@@ -142,11 +139,9 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
         Ok(found) => {
             // Without a valid key, the client address is metered at the standard limit, so
             // guessing keys costs the same as any other request.
-            let decision = state.limiter.check(
-                Meter::Addr(client_addr(&req)),
-                state.config.standard_rate_limit,
-                now,
-            );
+            let decision = state
+                .limiter
+                .check(Meter::Addr(client_addr(&req)), state.config.standard_rate_limit, now);
             if !decision.allowed {
                 return limited(decision);
             }
@@ -167,9 +162,7 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
         Role::Worker => state.config.worker_rate_limit,
         _ => u64::try_from(principal.rate_limit_per_minute).unwrap_or(0),
     };
-    let decision = state
-        .limiter
-        .check(Meter::Key(principal.key_id), limit, now);
+    let decision = state.limiter.check(Meter::Key(principal.key_id), limit, now);
     if !decision.allowed {
         return limited(decision);
     }

@@ -21,9 +21,7 @@ tokio::task_local! {
 
 /// The id of the request being served on this task (empty outside a request).
 pub fn current_request_id() -> String {
-    CURRENT_REQUEST_ID
-        .try_with(Clone::clone)
-        .unwrap_or_default()
+    CURRENT_REQUEST_ID.try_with(Clone::clone).unwrap_or_default()
 }
 
 /// A client-supplied id is kept when it is short and printable, else one is generated.
@@ -40,17 +38,11 @@ pub async fn request_context(req: Request, next: Next) -> Response {
     let started = Instant::now();
     let id = request_id(&req);
     let method = req.method().clone();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned());
+    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
     let path = req.uri().path().to_owned();
 
     let mut resp = CURRENT_REQUEST_ID
-        .scope(
-            id.clone(),
-            async move { envelope_errors(next.run(req).await) },
-        )
+        .scope(id.clone(), async move { envelope_errors(next.run(req).await) })
         .await;
 
     if let Ok(v) = HeaderValue::from_str(&id) {
@@ -94,10 +86,9 @@ fn envelope_errors(resp: Response) -> Response {
     let (mut parts, _) = resp.into_parts();
     let fresh = ApiError::new(code, message).into_response();
     parts.headers.remove(header::CONTENT_LENGTH);
-    parts.headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    parts
+        .headers
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     let (_, body) = fresh.into_parts();
     let mut out = Response::from_parts(parts, Body::new(body));
     *out.status_mut() = status;
@@ -111,8 +102,5 @@ pub async fn not_found() -> ApiError {
 
 /// Known route, wrong method: 405 with the envelope.
 pub async fn method_not_allowed() -> ApiError {
-    ApiError::new(
-        ErrorCode::MethodNotAllowed,
-        "method not allowed on this route",
-    )
+    ApiError::new(ErrorCode::MethodNotAllowed, "method not allowed on this route")
 }

@@ -71,11 +71,8 @@ impl ApiError {
                 let one = issues.remove(0);
                 Self::invalid(&one.field, one.issue)
             }
-            n => Self::new(
-                ErrorCode::ValidationError,
-                format!("{n} fields are invalid"),
-            )
-            .with_details(json!({ "errors": issues })),
+            n => Self::new(ErrorCode::ValidationError, format!("{n} fields are invalid"))
+                .with_details(json!({ "errors": issues })),
         }
     }
 
@@ -128,14 +125,11 @@ impl From<Vec<FieldIssue>> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status =
-            StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = serde_json::to_vec(&self.envelope()).unwrap_or_default();
         let mut resp = (status, body).into_response();
-        resp.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
+        resp.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         resp
     }
 }

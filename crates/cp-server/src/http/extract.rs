@@ -22,8 +22,7 @@ fn is_json(req: &Request) -> bool {
         .and_then(|v| v.split(';').next())
         .map(|mime| {
             let mime = mime.trim().to_ascii_lowercase();
-            mime == "application/json"
-                || (mime.starts_with("application/") && mime.ends_with("+json"))
+            mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
         })
         .unwrap_or(false)
 }
@@ -54,11 +53,7 @@ fn field_issue(err: serde_path_to_error::Error<serde_json::Error>) -> Result<Api
         (None, "." | "") => "body".to_string(),
         (None, p) => p.to_string(),
     };
-    let issue = message
-        .split(" at line ")
-        .next()
-        .unwrap_or(&message)
-        .to_string();
+    let issue = message.split(" at line ").next().unwrap_or(&message).to_string();
     Ok(ApiError::validation(vec![FieldIssue::new(field, issue)]))
 }
 
@@ -100,9 +95,10 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T>
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         match axum::extract::Path::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Path(v)) => Ok(Path(v)),
-            Err(PathRejection::FailedToDeserializePathParams(e)) => Err(ApiError::bad_request(
-                format!("invalid path parameter: {}", e.body_text()),
-            )
+            Err(PathRejection::FailedToDeserializePathParams(e)) => Err(ApiError::bad_request(format!(
+                "invalid path parameter: {}",
+                e.body_text()
+            ))
             .with_details(serde_json::json!({"issue": e.body_text()}))),
             Err(e) => Err(ApiError::bad_request(e.body_text())),
         }
@@ -124,11 +120,10 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
                     .strip_prefix("Failed to deserialize query string: ")
                     .unwrap_or(&text)
                     .to_string();
-                Err(ApiError::new(
-                    ErrorCode::ValidationError,
-                    format!("invalid query string: {issue}"),
+                Err(
+                    ApiError::new(ErrorCode::ValidationError, format!("invalid query string: {issue}"))
+                        .with_details(serde_json::json!({"field": "query", "issue": issue})),
                 )
-                .with_details(serde_json::json!({"field": "query", "issue": issue})))
             }
             Err(e) => Err(ApiError::bad_request(e.body_text())),
         }
@@ -143,9 +138,6 @@ impl<S: Send + Sync> FromRequestParts<S> for Pagination {
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let Query(params) = Query::<PageParams>::from_request_parts(parts, state).await?;
-        params
-            .validate()
-            .map(Pagination)
-            .map_err(ApiError::validation)
+        params.validate().map(Pagination).map_err(ApiError::validation)
     }
 }

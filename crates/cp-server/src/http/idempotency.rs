@@ -1,5 +1,5 @@
 //! `Idempotency-Key` on POST: the same key with the same request within 24 h answers the first
-//! response again and creates nothing; the same key with a different request is a 409.
+//! successful response again and creates nothing; the same key with a different request is a 409.
 
 use std::sync::Arc;
 
@@ -29,8 +29,7 @@ pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next
     let key = match key.to_str() {
         Ok(k) if !k.is_empty() && k.len() <= 255 => k.to_owned(),
         _ => {
-            return ApiError::bad_request("Idempotency-Key must be 1 to 255 visible characters")
-                .into_response();
+            return ApiError::bad_request("Idempotency-Key must be 1 to 255 visible characters").into_response();
         }
     };
     let Some(principal) = req.extensions().get::<Arc<Principal>>().cloned() else {
@@ -41,8 +40,7 @@ pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next
     let bytes = match to_bytes(body, state.config.body_limit).await {
         Ok(b) => b,
         Err(_) => {
-            return ApiError::new(ErrorCode::PayloadTooLarge, "request body too large")
-                .into_response();
+            return ApiError::new(ErrorCode::PayloadTooLarge, "request body too large").into_response();
         }
     };
     let mut hasher = Sha256::new();
@@ -61,36 +59,29 @@ pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next
             content_type,
             body,
         }) => {
-            let mut resp =
-                (StatusCode::from_u16(status).unwrap_or(StatusCode::OK), body).into_response();
+            let mut resp = (StatusCode::from_u16(status).unwrap_or(StatusCode::OK), body).into_response();
             if let Some(ct) = content_type.and_then(|c| HeaderValue::from_str(&c).ok()) {
                 resp.headers_mut().insert(header::CONTENT_TYPE, ct);
             }
-            resp.headers_mut()
-                .insert(REPLAYED, HeaderValue::from_static("true"));
+            resp.headers_mut().insert(REPLAYED, HeaderValue::from_static("true"));
             return resp;
         }
         Ok(Claim::Mismatch) => {
-            return ApiError::conflict(
-                "this Idempotency-Key was already used with a different request",
-            )
-            .into_response();
+            return ApiError::conflict("this Idempotency-Key was already used with a different request")
+                .into_response();
         }
         Ok(Claim::InProgress) => {
-            return ApiError::conflict(
-                "a request with this Idempotency-Key is still in progress; retry later",
-            )
-            .into_response();
+            return ApiError::conflict("a request with this Idempotency-Key is still in progress; retry later")
+                .into_response();
         }
         Err(e) => return ApiError::from(e).into_response(),
     }
 
-    let resp = next
-        .run(Request::from_parts(parts, Body::from(bytes)))
-        .await;
+    let resp = next.run(Request::from_parts(parts, Body::from(bytes))).await;
     let status = resp.status();
-    if status.is_server_error() {
-        // Our failure: let the client retry with the same key.
+    if !status.is_success() {
+        // Only successes are remembered: a refused or failed request created nothing, so a
+        // retry with the same key runs again (and may succeed once the cause is fixed).
         if let Err(e) = records.abandon(&key).await {
             tracing::warn!(error = %e, "could not release idempotency key");
         }
@@ -105,18 +96,10 @@ pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next
             return ApiError::internal().into_response();
         }
     };
-    let content_type = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok());
-    if let Err(e) = records
-        .finish(&key, status.as_u16(), content_type, &body)
-        .await
-    {
+    let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    if let Err(e) = records.finish(&key, status.as_u16(), content_type, &body).await {
         tracing::warn!(error = %e, "could not store idempotent response");
     }
-    parts
-        .headers
-        .insert(REPLAYED, HeaderValue::from_static("false"));
+    parts.headers.insert(REPLAYED, HeaderValue::from_static("false"));
     Response::from_parts(parts, Body::from(body))
 }

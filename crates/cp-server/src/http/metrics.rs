@@ -16,10 +16,7 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 pub fn handle() -> &'static PrometheusHandle {
     HANDLE.get_or_init(|| {
         let recorder = PrometheusBuilder::new()
-            .set_buckets_for_metric(
-                Matcher::Full("http_request_duration_seconds".into()),
-                LATENCY_BUCKETS,
-            )
+            .set_buckets_for_metric(Matcher::Full("http_request_duration_seconds".into()), LATENCY_BUCKETS)
             .expect("static buckets are valid")
             .build_recorder();
         let handle = recorder.handle();
@@ -40,17 +37,13 @@ pub fn record_request(method: &Method, route: Option<&str>, status: u16, elapsed
         ("status", status.to_string()),
     ];
     metrics::counter!("http_requests_total", &labels).increment(1);
-    metrics::histogram!("http_request_duration_seconds", &labels[..2])
-        .record(elapsed.as_secs_f64());
+    metrics::histogram!("http_request_duration_seconds", &labels[..2]).record(elapsed.as_secs_f64());
 }
 
 /// `GET /metrics` in Prometheus text format.
 pub async fn render() -> ([(axum::http::HeaderName, &'static str); 1], String) {
     (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4",
-        )],
+        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         handle().render(),
     )
 }

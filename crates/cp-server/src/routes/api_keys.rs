@@ -46,11 +46,7 @@ async fn list_keys(
 
 #[utoipa::path(get, path = "/api/v1/api-keys/{id}", tag = "api-keys", params(("id" = Uuid, Path)),
     responses((status = 200, body = ApiKey), (status = 404, body = cp_types::ErrorEnvelope)))]
-async fn get_key(
-    State(state): State<AppState>,
-    auth: Auth<Admin>,
-    Path(id): Path<Uuid>,
-) -> ApiResult<Json<ApiKey>> {
+async fn get_key(State(state): State<AppState>, auth: Auth<Admin>, Path(id): Path<Uuid>) -> ApiResult<Json<ApiKey>> {
     let key = state
         .store
         .keys(&auth.org_id)

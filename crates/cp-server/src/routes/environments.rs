@@ -4,9 +4,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use cp_store::environments::EnvironmentFilter;
-use cp_types::environment::{
-    CreateEnvironment, Environment, EnvironmentStatus, UpdateEnvironment, WorkerCommand,
-};
+use cp_types::environment::{CreateEnvironment, Environment, EnvironmentStatus, UpdateEnvironment, WorkerCommand};
 use cp_types::{Deleted, Page, PageParams};
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -20,11 +18,7 @@ use crate::state::AppState;
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_environments, create_environment))
-        .routes(routes!(
-            get_environment,
-            update_environment,
-            delete_environment
-        ))
+        .routes(routes!(get_environment, update_environment, delete_environment))
         .routes(routes!(worker_command))
 }
 
@@ -50,13 +44,7 @@ async fn list_environments(
     let filter = EnvironmentFilter {
         status: q.status_filter,
     };
-    Ok(Json(
-        state
-            .store
-            .environments(&auth.org_id)
-            .list(filter, page)
-            .await?,
-    ))
+    Ok(Json(state.store.environments(&auth.org_id).list(filter, page).await?))
 }
 
 #[utoipa::path(post, path = "/api/v1/environments", tag = "environments", request_body = CreateEnvironment,

@@ -5,9 +5,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use cp_types::ErrorCode;
-use cp_types::health::{
-    DatabaseHealth, DetailedHealth, Health, QueuesHealth, Ready, WebhooksHealth, WorkersHealth,
-};
+use cp_types::health::{DatabaseHealth, DetailedHealth, Health, QueuesHealth, Ready, WebhooksHealth, WorkersHealth};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -37,10 +35,7 @@ async fn health() -> Json<Health> {
     responses((status = 200, body = Ready), (status = 503, body = cp_types::ErrorEnvelope)))]
 async fn ready(State(state): State<AppState>) -> Response {
     match state.store.ready().await {
-        Ok(()) => Json(Ready {
-            status: "ready".into(),
-        })
-        .into_response(),
+        Ok(()) => Json(Ready { status: "ready".into() }).into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "not ready");
             ApiError::new(

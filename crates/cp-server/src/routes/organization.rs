@@ -17,19 +17,13 @@ pub fn routes() -> OpenApiRouter<AppState> {
 }
 
 #[utoipa::path(get, path = "/api/v1/organization", tag = "organization", responses((status = 200, body = Organization)))]
-async fn get_org(
-    State(state): State<AppState>,
-    auth: Auth<AnyRole>,
-) -> ApiResult<Json<Organization>> {
+async fn get_org(State(state): State<AppState>, auth: Auth<AnyRole>) -> ApiResult<Json<Organization>> {
     Ok(Json(state.store.get_org(&auth.org_id).await?))
 }
 
 #[utoipa::path(get, path = "/api/v1/organization/settings", tag = "organization",
     responses((status = 200, body = OrgSettings)))]
-async fn get_settings(
-    State(state): State<AppState>,
-    auth: Auth<Admin>,
-) -> ApiResult<Json<OrgSettings>> {
+async fn get_settings(State(state): State<AppState>, auth: Auth<Admin>) -> ApiResult<Json<OrgSettings>> {
     Ok(Json(state.store.org_settings(&auth.org_id).await?))
 }
 

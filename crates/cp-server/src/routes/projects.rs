@@ -5,8 +5,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use cp_store::projects::ProjectFilter;
 use cp_types::project::{
-    AddProjectAgent, AddProjectTeam, CreateProject, MemberKind, Project, ProjectMember,
-    ProjectStatus, UpdateProject,
+    AddProjectAgent, AddProjectTeam, CreateProject, MemberKind, Project, ProjectMember, ProjectStatus, UpdateProject,
 };
 use cp_types::{Deleted, Page, PageParams};
 use serde::Deserialize;
@@ -51,13 +50,7 @@ async fn list_projects(
     let filter = ProjectFilter {
         status: q.status_filter,
     };
-    Ok(Json(
-        state
-            .store
-            .projects(&auth.org_id)
-            .list(filter, page)
-            .await?,
-    ))
+    Ok(Json(state.store.projects(&auth.org_id).list(filter, page).await?))
 }
 
 #[utoipa::path(post, path = "/api/v1/projects", tag = "projects", request_body = CreateProject,
@@ -75,10 +68,7 @@ async fn create_project(
 
 /// The organization's `DEFAULT` project, which every new agent and team joins.
 #[utoipa::path(get, path = "/api/v1/projects/default", tag = "projects", responses((status = 200, body = Project)))]
-async fn default_project(
-    State(state): State<AppState>,
-    auth: Auth<Read>,
-) -> ApiResult<Json<Project>> {
+async fn default_project(State(state): State<AppState>, auth: Auth<Read>) -> ApiResult<Json<Project>> {
     Ok(Json(
         state
             .store
@@ -97,12 +87,7 @@ async fn get_project(
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<Project>> {
     Ok(Json(
-        state
-            .store
-            .projects(&auth.org_id)
-            .get(id)
-            .await
-            .map_err(not_found)?,
+        state.store.projects(&auth.org_id).get(id).await.map_err(not_found)?,
     ))
 }
 
@@ -134,12 +119,7 @@ async fn delete_project(
     auth: Auth<Write>,
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<Deleted>> {
-    state
-        .store
-        .projects(&auth.org_id)
-        .delete(id)
-        .await
-        .map_err(not_found)?;
+    state.store.projects(&auth.org_id).delete(id).await.map_err(not_found)?;
     Ok(Json(Deleted::new(id)))
 }
 
@@ -167,15 +147,7 @@ async fn add_agent(
     Path(id): Path<Uuid>,
     JsonBody(req): JsonBody<AddProjectAgent>,
 ) -> ApiResult<(StatusCode, Json<ProjectMember>)> {
-    add_member(
-        &state,
-        &auth,
-        id,
-        MemberKind::Agent,
-        req.agent_id,
-        req.role.as_deref(),
-    )
-    .await
+    add_member(&state, &auth, id, MemberKind::Agent, req.agent_id, req.role.as_deref()).await
 }
 
 #[utoipa::path(get, path = "/api/v1/projects/{id}/agents", tag = "projects", params(("id" = Uuid, Path), PageParams),
@@ -218,15 +190,7 @@ async fn add_team(
     Path(id): Path<Uuid>,
     JsonBody(req): JsonBody<AddProjectTeam>,
 ) -> ApiResult<(StatusCode, Json<ProjectMember>)> {
-    add_member(
-        &state,
-        &auth,
-        id,
-        MemberKind::Team,
-        req.team_id,
-        req.role.as_deref(),
-    )
-    .await
+    add_member(&state, &auth, id, MemberKind::Team, req.team_id, req.role.as_deref()).await
 }
 
 #[utoipa::path(get, path = "/api/v1/projects/{id}/teams", tag = "projects", params(("id" = Uuid, Path), PageParams),
