@@ -42,7 +42,7 @@ async fn housekeeping(state: AppState) {
         state.keys.sweep();
         http::metrics::handle().run_upkeep();
         // Every ten minutes: forget idempotency records past their 24 h.
-        if rounds % 20 == 0 {
+        if rounds.is_multiple_of(20) {
             let before = cp_types::now() - cp_store::idempotency::RETENTION;
             match state.store.purge_idempotency(before).await {
                 Ok(n) if n > 0 => tracing::debug!(purged = n, "idempotency records expired"),

@@ -98,7 +98,7 @@ both_backends! {
         assert_eq!(json(r).await, json!({"id": agent.to_string(), "deleted": true}));
         assert_error(app.req(Method::DELETE, &format!("/api/v1/projects/{pid}/agents/{agent}")).send().await.unwrap(), 404, "NOT_FOUND").await;
         // Deleting the team removes its memberships (the catalog deletes through the same cascade).
-        app.exec_sql(&format!("DELETE FROM teams WHERE name = 'ops'")).await;
+        app.exec_sql("DELETE FROM teams WHERE name = 'ops'").await;
         assert_eq!(json(app.get(&format!("/api/v1/projects/{pid}/teams")).await).await["total"], 0);
         // Deleting a project with members is fine and leaves the agent alone.
         app.post(&format!("/api/v1/projects/{pid}/agents"), json!({"agent_id": agent})).await;

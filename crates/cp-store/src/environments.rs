@@ -12,7 +12,7 @@ use uuid::Uuid;
 use crate::Store;
 use crate::db::{Db, with_db};
 use crate::error::{StoreError, StoreResult, parse};
-use crate::page::{counted, page_of};
+use crate::page::page_of;
 
 macro_rules! env_columns {
     () => {
@@ -35,11 +35,7 @@ struct EnvironmentRow {
     is_default: bool,
     created_at: Timestamp,
     updated_at: Timestamp,
-    #[sqlx(default)]
-    total: i64,
 }
-counted!(EnvironmentRow);
-
 impl EnvironmentRow {
     fn into_environment(self) -> StoreResult<Environment> {
         Ok(Environment {
@@ -90,7 +86,7 @@ impl Environments<'_> {
     pub async fn list(&self, filter: EnvironmentFilter, page: PageRequest) -> StoreResult<Page<Environment>> {
         let status = filter.status.map(|s| s.as_str());
         let rows: Vec<EnvironmentRow> = with_db!(self.db, pool =>
-            sqlx::query_as(concat!("SELECT ", env_columns!(), ", COUNT(*) OVER () AS total FROM environments \
+            sqlx::query_as(concat!("SELECT ", env_columns!(), " FROM environments \
                 WHERE organization_id = $1 AND ($2 IS NULL OR status = $2) ORDER BY id DESC LIMIT $3 OFFSET $4"))
                 .bind(self.org).bind(status).bind(page.limit).bind(page.offset).fetch_all(pool).await)?;
         let count = async {

@@ -41,18 +41,18 @@ impl StoreError {
     /// `fields` are the candidate column names; the first one that appears in the violated
     /// constraint (PostgreSQL: its name; SQLite: its message) is reported.
     pub(crate) fn unique(e: sqlx::Error, what: &str, fields: &[&str]) -> StoreError {
-        if let sqlx::Error::Database(db) = &e {
-            if db.is_unique_violation() {
-                let hint = format!("{} {}", db.constraint().unwrap_or_default(), db.message());
-                let field = fields
-                    .iter()
-                    .find(|f| hint.contains(&format!("_{f}_")) || hint.contains(&format!(".{f}")))
-                    .copied();
-                return match field {
-                    Some(f) => StoreError::Conflict(format!("a {what} with this {f} already exists")),
-                    None => StoreError::Conflict(format!("this {what} already exists")),
-                };
-            }
+        if let sqlx::Error::Database(db) = &e
+            && db.is_unique_violation()
+        {
+            let hint = format!("{} {}", db.constraint().unwrap_or_default(), db.message());
+            let field = fields
+                .iter()
+                .find(|f| hint.contains(&format!("_{f}_")) || hint.contains(&format!(".{f}")))
+                .copied();
+            return match field {
+                Some(f) => StoreError::Conflict(format!("a {what} with this {f} already exists")),
+                None => StoreError::Conflict(format!("this {what} already exists")),
+            };
         }
         e.into()
     }

@@ -13,7 +13,7 @@ use crate::Store;
 use crate::db::{Db, with_db};
 use crate::error::{StoreError, StoreResult, parse};
 use crate::orgs::effective_rate_limit;
-use crate::page::{counted, page_of};
+use crate::page::page_of;
 
 /// Every key starts with this.
 pub const KEY_PREFIX: &str = "kby_";
@@ -117,11 +117,7 @@ struct KeyRow {
     last_used_at: Option<Timestamp>,
     expires_at: Option<Timestamp>,
     revoked_at: Option<Timestamp>,
-    #[sqlx(default)]
-    total: i64,
 }
-
-counted!(KeyRow);
 
 impl KeyRow {
     fn into_api_key(self) -> StoreResult<ApiKey> {
@@ -256,7 +252,7 @@ impl Keys<'_> {
     pub async fn list(&self, page: PageRequest) -> StoreResult<Page<ApiKey>> {
         let rows: Vec<KeyRow> = with_db!(self.db, pool =>
             sqlx::query_as(concat!(
-                "SELECT ", key_columns!(), ", COUNT(*) OVER () AS total FROM api_keys WHERE organization_id = $1 \
+                "SELECT ", key_columns!(), " FROM api_keys WHERE organization_id = $1 \
                  ORDER BY id DESC LIMIT $2 OFFSET $3"))
                 .bind(self.org).bind(page.limit).bind(page.offset).fetch_all(pool).await)?;
         page_of(rows, page, self.count(), KeyRow::into_api_key).await

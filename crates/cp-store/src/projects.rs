@@ -12,7 +12,7 @@ use uuid::Uuid;
 use crate::Store;
 use crate::db::{Db, with_db};
 use crate::error::{StoreError, StoreResult, parse};
-use crate::page::{counted, page_of};
+use crate::page::page_of;
 
 macro_rules! project_select {
     () => {
@@ -44,11 +44,7 @@ struct ProjectRow {
     archived_at: Option<Timestamp>,
     agent_count: i64,
     team_count: i64,
-    #[sqlx(default)]
-    total: i64,
 }
-counted!(ProjectRow, MemberRow);
-
 impl ProjectRow {
     fn into_project(self) -> StoreResult<Project> {
         Ok(Project {
@@ -84,8 +80,6 @@ struct MemberRow {
     role: Option<String>,
     added_by: Option<String>,
     added_at: Timestamp,
-    #[sqlx(default)]
-    total: i64,
 }
 
 impl MemberRow {
@@ -133,7 +127,7 @@ macro_rules! member_sql {
                 "SELECT j.id, j.project_id, j.",
                 $col,
                 " AS member_id, e.name, e.description, j.role, j.added_by, ",
-                "j.added_at, COUNT(*) OVER () AS total FROM ",
+                "j.added_at FROM ",
                 $junction,
                 " j JOIN ",
                 $entity,
@@ -194,7 +188,7 @@ impl Projects<'_> {
     pub async fn list(&self, filter: ProjectFilter, page: PageRequest) -> StoreResult<Page<Project>> {
         let status = filter.status.map(|s| s.as_str());
         let rows: Vec<ProjectRow> = with_db!(self.db, pool =>
-            sqlx::query_as(concat!(project_select!(), ", COUNT(*) OVER () AS total FROM projects p \
+            sqlx::query_as(concat!(project_select!(), " FROM projects p \
                 WHERE p.organization_id = $1 AND ($2 IS NULL OR p.status = $2) ORDER BY p.id DESC LIMIT $3 OFFSET $4"))
                 .bind(self.org).bind(status).bind(page.limit).bind(page.offset).fetch_all(pool).await)?;
         let count = async {
@@ -336,7 +330,6 @@ impl Projects<'_> {
             role: role.map(str::to_string),
             added_by: added_by.map(str::to_string),
             added_at: now(),
-            total: 0,
         };
         with_db!(self.db, pool =>
             sqlx::query(sql.insert)

@@ -32,10 +32,10 @@ impl Issues {
 
     /// Checks an optional string's length when present.
     pub fn max_length(&mut self, field: &str, value: Option<&str>, max: usize) {
-        if let Some(v) = value {
-            if v.chars().count() > max {
-                self.push(field, format!("must be at most {max} characters"));
-            }
+        if let Some(v) = value
+            && v.chars().count() > max
+        {
+            self.push(field, format!("must be at most {max} characters"));
         }
     }
 

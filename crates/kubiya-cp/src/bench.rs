@@ -1,3 +1,243 @@
-pub async fn run(_a: crate::cli::BenchArgs) -> anyhow::Result<()> {
+//! `kubiya-cp bench`: starts this binary's server on a fresh SQLite database (or measures one
+//! already running at `--url`) and reports requests/s, p50 and p99 per scenario.
+//!
+//! Build it in release mode (`cargo run --release -p kubiya-cp -- bench`): the server it starts
+//! is this same executable.
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use crate::cli::BenchArgs;
+
+struct Target {
+    addr: SocketAddr,
+    key: String,
+}
+
+/// One measured scenario.
+struct Outcome {
+    name: String,
+    requests: u64,
+    errors: u64,
+    elapsed: Duration,
+    latency_us: Histogram<u64>,
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if cfg!(debug_assertions) {
+        eprintln!("warning: this is a debug build; measure with `cargo run --release -p kubiya-cp -- bench`");
+    }
+    let (target, mut server, _dir) = match &args.url {
+        Some(url) => {
+            let key = args.api_key.clone().context("--url needs --api-key (or KUBIYA_API_KEY)")?;
+            let hostport = url.trim_start_matches("http://").trim_end_matches('/');
+            let addr = tokio::net::lookup_host(hostport).await?.next().context("cannot resolve --url")?;
+            (Target { addr, key }, None, None)
+        }
+        None => {
+            let (target, child, dir) = start_server().await?;
+            (target, Some(child), Some(dir))
+        }
+    };
+
+    let result = measure(&target, &args, server.as_ref().and_then(|c| c.id())).await;
+    if let Some(child) = server.as_mut() {
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+    }
+    result
+}
+
+async fn measure(target: &Target, args: &BenchArgs, server_pid: Option<u32>) -> anyhow::Result<()> {
+    let rss_idle = server_pid.and_then(rss_kib);
+    setup(target).await?;
+    let duration = Duration::from_secs(args.duration);
+    let scenarios: [(&str, &str, bool); 2] = [
+        ("GET /api/health", "/api/health", false),
+        ("GET /api/v1/projects?limit=100 (100 projects)", "/api/v1/projects?limit=100", true),
+    ];
+    let mut outcomes = Vec::new();
+    for (name, path, authed) in scenarios {
+        let key = authed.then_some(target.key.as_str());
+        // A short warm-up fills connection pools and caches before measuring.
+        load(target.addr, path, key, args.connections, Duration::from_secs(1), name).await?;
+        outcomes.push(load(target.addr, path, key, args.connections, duration, name).await?);
+    }
+    let rss_after = server_pid.and_then(rss_kib);
+
+    println!();
+    println!("kubiya-cp bench: {} connections, {} s per scenario, server on {}", args.connections, args.duration, target.addr);
+    println!("{:<48} {:>12} {:>10} {:>10} {:>10} {:>8}", "scenario", "requests/s", "p50 ms", "p99 ms", "max ms", "errors");
+    for o in &outcomes {
+        let rps = o.requests as f64 / o.elapsed.as_secs_f64();
+        let ms = |q: f64| o.latency_us.value_at_quantile(q) as f64 / 1000.0;
+        println!(
+            "{:<48} {:>12.0} {:>10.3} {:>10.3} {:>10.3} {:>8}",
+            o.name,
+            rps,
+            ms(0.5),
+            ms(0.99),
+            o.latency_us.max() as f64 / 1000.0,
+            o.errors
+        );
+    }
+    if let (Some(idle), Some(after)) = (rss_idle, rss_after) {
+        println!("server RSS: {:.1} MiB idle, {:.1} MiB after the run", idle as f64 / 1024.0, after as f64 / 1024.0);
+    }
     Ok(())
+}
+
+/// Starts `kubiya-cp serve` (this executable) on a free port with a fresh data dir.
+async fn start_server() -> anyhow::Result<(Target, tokio::process::Child, tempfile::TempDir)> {
+    let exe = std::env::current_exe().context("cannot find this executable")?;
+    let dir = tempfile::tempdir()?;
+    let addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        l.local_addr()?
+    };
+    let key = cp_store::keys::generate_key();
+    let child = tokio::process::Command::new(exe)
+        .args(["serve", "--listen", &addr.to_string(), "--data-dir"])
+        .arg(dir.path())
+        .env("KUBIYA_CP_BOOTSTRAP_API_KEY", &key)
+        .env("KUBIYA_CP_LOG", "warn")
+        .env_remove("KUBIYA_CP_DATABASE_URL")
+        .env_remove("DATABASE_URL")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("cannot start the server")?;
+    let started = Instant::now();
+    loop {
+        if let Ok((200, _)) = call(addr, "GET", "/api/ready", None, None).await {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            bail!("the server did not become ready within 20 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("server ready in {} ms", started.elapsed().as_millis());
+    Ok((Target { addr, key }, child, dir))
+}
+
+/// Lifts the rate limit of the bench key's organization and makes 100 projects to list.
+async fn setup(target: &Target) -> anyhow::Result<()> {
+    let key = Some(target.key.as_str());
+    let body = r#"{"rate_limit_tier":"enterprise","rate_limit_per_minute":1000000}"#;
+    let (status, text) = call(target.addr, "PATCH", "/api/v1/organization/settings", key, Some(body)).await?;
+    if status != 200 {
+        bail!("cannot lift the rate limit: {status} {text}");
+    }
+    let run = uuid::Uuid::now_v7().simple().to_string();
+    for i in 0..100 {
+        let body = format!(r#"{{"name":"bench {run} {i}","key":"B{}{i}"}}"#, &run[24..]);
+        let (status, text) = call(target.addr, "POST", "/api/v1/projects", key, Some(&body)).await?;
+        if status != 201 {
+            bail!("cannot create a project: {status} {text}");
+        }
+    }
+    Ok(())
+}
+
+/// One request on a fresh connection (setup and readiness only).
+async fn call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    body: Option<&str>,
+) -> anyhow::Result<(u16, String)> {
+    let stream = TcpStream::connect(addr).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let mut req = Request::builder().method(method).uri(path).header("host", addr.to_string());
+    if let Some(k) = key {
+        req = req.header("authorization", format!("Bearer {k}"));
+    }
+    if body.is_some() {
+        req = req.header("content-type", "application/json");
+    }
+    let req = req.body(Full::new(Bytes::from(body.unwrap_or("").to_owned())))?;
+    let resp = sender.send_request(req).await?;
+    let status = resp.status().as_u16();
+    let bytes = resp.into_body().collect().await?.to_bytes();
+    Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
+}
+
+/// `connections` keep-alive connections, each sending requests back to back for `duration`.
+async fn load(
+    addr: SocketAddr,
+    path: &str,
+    key: Option<&str>,
+    connections: usize,
+    duration: Duration,
+    name: &str,
+) -> anyhow::Result<Outcome> {
+    let deadline = Instant::now() + duration;
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        let path = path.to_owned();
+        let auth = key.map(|k| format!("Bearer {k}"));
+        tasks.push(tokio::spawn(async move { connection_loop(addr, &path, auth.as_deref(), deadline).await }));
+    }
+    let mut latency_us = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let (mut requests, mut errors) = (0, 0);
+    for t in tasks {
+        let (h, ok, bad) = t.await??;
+        latency_us.add(&h)?;
+        requests += ok;
+        errors += bad;
+    }
+    Ok(Outcome { name: name.to_owned(), requests, errors, elapsed: started.elapsed(), latency_us })
+}
+
+async fn connection_loop(
+    addr: SocketAddr,
+    path: &str,
+    auth: Option<&str>,
+    deadline: Instant,
+) -> anyhow::Result<(Histogram<u64>, u64, u64)> {
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let stream = TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let host = addr.to_string();
+    let (mut ok, mut bad) = (0u64, 0u64);
+    while Instant::now() < deadline {
+        let mut req = Request::get(path).header("host", &host);
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        let req = req.body(Full::new(Bytes::new()))?;
+        let t = Instant::now();
+        let resp = sender.send_request(req).await?;
+        let status = resp.status();
+        resp.into_body().collect().await?;
+        hist.record(t.elapsed().as_micros().max(1) as u64)?;
+        if status.is_success() {
+            ok += 1;
+        } else {
+            bad += 1;
+        }
+    }
+    Ok((hist, ok, bad))
+}
+
+/// Resident memory of a process, in KiB (Linux).
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }

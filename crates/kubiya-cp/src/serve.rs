@@ -17,10 +17,10 @@ const MASTER_KEY_FILE: &str = "master.key";
 
 pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
     let started = Instant::now();
-    if let Some(key) = &args.bootstrap_api_key {
-        if !is_well_formed(key) {
-            bail!("--bootstrap-api-key must be 'kby_' followed by at least 24 URL-safe characters (A-Z a-z 0-9 - _)");
-        }
+    if let Some(key) = &args.bootstrap_api_key
+        && !is_well_formed(key)
+    {
+        bail!("--bootstrap-api-key must be 'kby_' followed by at least 24 URL-safe characters (A-Z a-z 0-9 - _)");
     }
     std::fs::create_dir_all(&global.data_dir)
         .with_context(|| format!("cannot create the data dir {}", global.data_dir.display()))?;
@@ -45,10 +45,10 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
             tracing::info!("created organization 'default' with the configured bootstrap key")
         }
         (None, _) => {
-            if let Some(key) = &args.bootstrap_api_key {
-                if !store.key_exists(key).await? {
-                    tracing::warn!("--bootstrap-api-key ignored: the database already has organizations");
-                }
+            if let Some(key) = &args.bootstrap_api_key
+                && !store.key_exists(key).await?
+            {
+                tracing::warn!("--bootstrap-api-key ignored: the database already has organizations");
             }
         }
     }
