@@ -18,7 +18,11 @@ pub(crate) async fn page_of<R, T>(
     convert: impl FnMut(R) -> StoreResult<T>,
 ) -> StoreResult<Page<T>> {
     let n = rows.len() as i64;
-    let total = if n < req.limit && (n > 0 || req.offset == 0) { req.offset + n } else { count.await? };
+    let total = if n < req.limit && (n > 0 || req.offset == 0) {
+        req.offset + n
+    } else {
+        count.await?
+    };
     let items = rows.into_iter().map(convert).collect::<StoreResult<Vec<T>>>()?;
     Ok(Page::new(items, total, req))
 }

@@ -38,9 +38,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     let (target, mut server, _dir) = match &args.url {
         Some(url) => {
-            let key = args.api_key.clone().context("--url needs --api-key (or KUBIYA_API_KEY)")?;
+            let key = args
+                .api_key
+                .clone()
+                .context("--url needs --api-key (or KUBIYA_API_KEY)")?;
             let hostport = url.trim_start_matches("http://").trim_end_matches('/');
-            let addr = tokio::net::lookup_host(hostport).await?.next().context("cannot resolve --url")?;
+            let addr = tokio::net::lookup_host(hostport)
+                .await?
+                .next()
+                .context("cannot resolve --url")?;
             (Target { addr, key }, None, None)
         }
         None => {
@@ -63,7 +69,11 @@ async fn measure(target: &Target, args: &BenchArgs, server_pid: Option<u32>) -> 
     let duration = Duration::from_secs(args.duration);
     let scenarios: [(&str, &str, bool); 2] = [
         ("GET /api/health", "/api/health", false),
-        ("GET /api/v1/projects?limit=100 (100 projects)", "/api/v1/projects?limit=100", true),
+        (
+            "GET /api/v1/projects?limit=100 (100 projects)",
+            "/api/v1/projects?limit=100",
+            true,
+        ),
     ];
     let mut outcomes = Vec::new();
     for (name, path, authed) in scenarios {
@@ -75,8 +85,14 @@ async fn measure(target: &Target, args: &BenchArgs, server_pid: Option<u32>) -> 
     let rss_after = server_pid.and_then(rss_kib);
 
     println!();
-    println!("kubiya-cp bench: {} connections, {} s per scenario, server on {}", args.connections, args.duration, target.addr);
-    println!("{:<48} {:>12} {:>10} {:>10} {:>10} {:>8}", "scenario", "requests/s", "p50 ms", "p99 ms", "max ms", "errors");
+    println!(
+        "kubiya-cp bench: {} connections, {} s per scenario, server on {}",
+        args.connections, args.duration, target.addr
+    );
+    println!(
+        "{:<48} {:>12} {:>10} {:>10} {:>10} {:>8}",
+        "scenario", "requests/s", "p50 ms", "p99 ms", "max ms", "errors"
+    );
     for o in &outcomes {
         let rps = o.requests as f64 / o.elapsed.as_secs_f64();
         let ms = |q: f64| o.latency_us.value_at_quantile(q) as f64 / 1000.0;
@@ -91,7 +107,11 @@ async fn measure(target: &Target, args: &BenchArgs, server_pid: Option<u32>) -> 
         );
     }
     if let (Some(idle), Some(after)) = (rss_idle, rss_after) {
-        println!("server RSS: {:.1} MiB idle, {:.1} MiB after the run", idle as f64 / 1024.0, after as f64 / 1024.0);
+        println!(
+            "server RSS: {:.1} MiB idle, {:.1} MiB after the run",
+            idle as f64 / 1024.0,
+            after as f64 / 1024.0
+        );
     }
     Ok(())
 }
@@ -160,7 +180,10 @@ async fn call(
     let stream = TcpStream::connect(addr).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(conn);
-    let mut req = Request::builder().method(method).uri(path).header("host", addr.to_string());
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr.to_string());
     if let Some(k) = key {
         req = req.header("authorization", format!("Bearer {k}"));
     }
@@ -189,7 +212,9 @@ async fn load(
     for _ in 0..connections {
         let path = path.to_owned();
         let auth = key.map(|k| format!("Bearer {k}"));
-        tasks.push(tokio::spawn(async move { connection_loop(addr, &path, auth.as_deref(), deadline).await }));
+        tasks.push(tokio::spawn(async move {
+            connection_loop(addr, &path, auth.as_deref(), deadline).await
+        }));
     }
     let mut latency_us = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let (mut requests, mut errors) = (0, 0);
@@ -199,7 +224,13 @@ async fn load(
         requests += ok;
         errors += bad;
     }
-    Ok(Outcome { name: name.to_owned(), requests, errors, elapsed: started.elapsed(), latency_us })
+    Ok(Outcome {
+        name: name.to_owned(),
+        requests,
+        errors,
+        elapsed: started.elapsed(),
+        latency_us,
+    })
 }
 
 async fn connection_loop(

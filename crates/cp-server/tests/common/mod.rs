@@ -104,7 +104,11 @@ impl TestApp {
 
     /// Starts a server with a configuration adjusted by `configure`.
     pub async fn spawn_with(backend: Backend, configure: impl FnOnce(&mut ServerConfig)) -> TestApp {
-        let db = TestDb::new(backend).await;
+        Self::spawn_on(backend, TestDb::new(backend).await, configure).await
+    }
+
+    /// Starts a server on a prepared database (e.g. one reached through a fault-injecting proxy).
+    pub async fn spawn_on(backend: Backend, db: TestDb, configure: impl FnOnce(&mut ServerConfig)) -> TestApp {
         let store = Store::connect(&db.url).await.expect("connect");
         store.migrate().await.expect("migrate");
         let admin_key = store

@@ -1,0 +1,306 @@
+//! The real binary: administration commands, `serve` bootstrap, keys made by the CLI working
+//! against a running server, and graceful shutdown; on SQLite and PostgreSQL.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use sqlx::Connection;
+
+const BIN: &str = env!("CARGO_BIN_EXE_kubiya-cp");
+
+/// A database for one test: a SQLite file in `dir`, or a fresh PostgreSQL schema.
+struct Db {
+    dir: tempfile::TempDir,
+    url: Option<String>,
+    schema: Option<String>,
+}
+
+fn pg_base() -> String {
+    std::env::var("KUBIYA_CP_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+impl Db {
+    async fn new(postgres: bool) -> Db {
+        let dir = tempfile::tempdir().unwrap();
+        if !postgres {
+            return Db {
+                dir,
+                url: None,
+                schema: None,
+            };
+        }
+        let schema = format!("kcp_t_{}", uuid::Uuid::now_v7().simple());
+        let mut conn = sqlx::PgConnection::connect(&pg_base())
+            .await
+            .expect("PostgreSQL must be running");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let base = pg_base();
+        let sep = if base.contains('?') { '&' } else { '?' };
+        let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
+        Db {
+            dir,
+            url: Some(url),
+            schema: Some(schema),
+        }
+    }
+
+    /// The binary with this database's flags (given after the subcommand's words, as users may).
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.args(args).arg("--data-dir").arg(self.dir.path());
+        if let Some(url) = &self.url {
+            c.arg("--database-url").arg(url);
+        }
+        c.env_remove("KUBIYA_CP_DATABASE_URL")
+            .env_remove("DATABASE_URL")
+            .env_remove("KUBIYA_CP_BOOTSTRAP_API_KEY")
+            .env("KUBIYA_CP_LOG", "warn");
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("run kubiya-cp")
+    }
+
+    async fn drop_schema(&self) {
+        if let Some(schema) = &self.schema {
+            if let Ok(mut conn) = sqlx::PgConnection::connect(&pg_base()).await {
+                let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+                    .execute(&mut conn)
+                    .await;
+            }
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+async fn wait_ready(base: &str, child: &mut Child) {
+    let started = Instant::now();
+    loop {
+        if let Ok(r) = reqwest::get(format!("{base}/api/ready")).await {
+            if r.status() == 200 {
+                return;
+            }
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("server exited early: {status}");
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "server not ready in 15 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn status_with(base: &str, key: &str) -> u16 {
+    reqwest::Client::new()
+        .get(format!("{base}/api/v1/auth/validate"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+fn is_key_line(s: &str) -> bool {
+    let key = s.strip_suffix('\n').unwrap_or("");
+    key.starts_with("kby_") && key.len() >= 28 && !key.contains(char::is_whitespace)
+}
+
+async fn admin_commands(postgres: bool) {
+    let db = Db::new(postgres).await;
+    let o = db.run(&["orgs", "create", "acme"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = db.run(&["orgs", "create", "acme"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("already exists"), "{}", stderr(&o));
+    let o = db.run(&["orgs", "create", "Not A Slug"]);
+    assert_eq!(o.status.code(), Some(1));
+
+    // Only the key on stdout, so scripts can capture it.
+    let o = db.run(&["keys", "create", "--org", "acme", "--role", "admin"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(is_key_line(&stdout(&o)), "stdout was {:?}", stdout(&o));
+    let o = db.run(&["keys", "create", "--org", "nowhere", "--role", "admin"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("does not exist"));
+    let o = db.run(&["keys", "create", "--org", "acme", "--role", "king"]);
+    assert!(!o.status.success());
+
+    // Global flags work before the subcommand too.
+    let mut c = Command::new(BIN);
+    c.arg("--data-dir").arg(db.dir.path());
+    if let Some(url) = &db.url {
+        c.arg("--database-url").arg(url);
+    }
+    let o = c
+        .args(["keys", "list"])
+        .env_remove("KUBIYA_CP_DATABASE_URL")
+        .env_remove("DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let listing = stdout(&o);
+    assert!(
+        listing.contains("acme") && listing.contains("admin") && listing.contains("active"),
+        "{listing}"
+    );
+    let id = listing
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let o = db.run(&["keys", "revoke", &id]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&db.run(&["keys", "list", "--org", "acme"])).contains("revoked"));
+    db.drop_schema().await;
+}
+
+async fn serve_bootstraps_and_honours_cli_keys(postgres: bool) {
+    let db = Db::new(postgres).await;
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut child = db
+        .cmd(&["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_ready(&base, &mut child).await;
+
+    // The generated admin key is saved with mode 0600 and works.
+    let key_file = db.dir.path().join("admin-api-key");
+    let mode = std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let admin = std::fs::read_to_string(&key_file).unwrap().trim().to_string();
+    assert_eq!(status_with(&base, &admin).await, 200);
+    if !postgres {
+        let mode = std::fs::metadata(db.dir.path().join("master.key"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+
+    // A key made by the CLI works against the running server within a second.
+    let o = db.run(&[
+        "keys", "create", "--org", "default", "--role", "viewer", "--name", "ops",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let viewer = stdout(&o).trim().to_string();
+    let made = Instant::now();
+    while status_with(&base, &viewer).await != 200 {
+        assert!(
+            made.elapsed() < Duration::from_secs(1),
+            "CLI key not accepted within a second"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Revoked by the CLI: refused once the server's one-second key cache expires.
+    let list = stdout(&db.run(&["keys", "list", "--org", "default"]));
+    let id = list
+        .lines()
+        .find(|l| l.contains(" ops "))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(db.run(&["keys", "revoke", &id]).status.success());
+    let revoked = Instant::now();
+    while status_with(&base, &viewer).await != 401 {
+        assert!(revoked.elapsed() < Duration::from_secs(3), "revoked key still accepted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // SIGTERM drains and exits 0.
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let stopped = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "exit status {status}");
+            break;
+        }
+        assert!(stopped.elapsed() < Duration::from_secs(10), "server did not stop");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A restart on the same database does not bootstrap again.
+    let o = db.run(&["keys", "list"]);
+    assert_eq!(stdout(&o).matches("bootstrap admin").count(), 1);
+    db.drop_schema().await;
+}
+
+#[tokio::test]
+async fn admin_commands_sqlite() {
+    admin_commands(false).await;
+}
+
+#[tokio::test]
+async fn admin_commands_postgres() {
+    admin_commands(true).await;
+}
+
+#[tokio::test]
+async fn serve_bootstraps_and_honours_cli_keys_sqlite() {
+    serve_bootstraps_and_honours_cli_keys(false).await;
+}
+
+#[tokio::test]
+async fn serve_bootstraps_and_honours_cli_keys_postgres() {
+    serve_bootstraps_and_honours_cli_keys(true).await;
+}
+
+#[tokio::test]
+async fn configured_bootstrap_keys_are_checked_and_used() {
+    let db = Db::new(false).await;
+    let o = db
+        .cmd(&["serve", "--listen", "127.0.0.1:0"])
+        .env("KUBIYA_CP_BOOTSTRAP_API_KEY", "letmein")
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("kby_"), "{}", stderr(&o));
+
+    let key = "kby_configured-bootstrap-key-0123456789";
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut child = db
+        .cmd(&["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env("KUBIYA_CP_BOOTSTRAP_API_KEY", key)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_ready(&base, &mut child).await;
+    assert_eq!(status_with(&base, key).await, 200);
+    assert!(
+        !Path::new(&db.dir.path().join("admin-api-key")).exists(),
+        "a configured key is not written out"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
