@@ -142,6 +142,37 @@ both_backends! {
         assert_error(app.get(&format!("/api/v1/api-keys/{}", uuid::Uuid::now_v7())).await, 404, "NOT_FOUND").await;
     }
 
+    async fn concurrent_revocations_keep_one_admin_key(backend: Backend) {
+        let app = TestApp::spawn(backend).await;
+        let all = cp_types::page::PageRequest { limit: 500, offset: 0 };
+        for _ in 0..5 {
+            // Exactly two usable admin keys, each about to revoke the other at the same moment.
+            let a = app.key("default", Role::Admin).await;
+            let b = app.key("default", Role::Admin).await;
+            let mut ids = Vec::new();
+            for key in [&a, &b] {
+                let who = json(app.req_as(key, Method::GET, "/api/v1/auth/validate").send().await.unwrap()).await;
+                ids.push(who["key_id"].as_str().unwrap().to_string());
+            }
+            let (id_a, id_b) = (ids[0].clone(), ids[1].clone());
+            for k in app.store.keys("default").list(all).await.unwrap().items {
+                if k.role == Role::Admin && k.revoked_at.is_none() && k.id.to_string() != id_a && k.id.to_string() != id_b {
+                    app.store.revoke_key_any_org(k.id).await.unwrap();
+                }
+            }
+            let (x, y) = tokio::join!(
+                app.req_as(&a, Method::DELETE, &format!("/api/v1/api-keys/{id_b}")).send(),
+                app.req_as(&b, Method::DELETE, &format!("/api/v1/api-keys/{id_a}")).send(),
+            );
+            let mut codes = [x.unwrap().status().as_u16(), y.unwrap().status().as_u16()];
+            codes.sort();
+            assert_eq!(codes, [200, 409]);
+            let usable = app.store.keys("default").list(all).await.unwrap().items.iter()
+                .filter(|k| k.role == Role::Admin && k.revoked_at.is_none()).count();
+            assert_eq!(usable, 1, "the organization keeps exactly one admin key");
+        }
+    }
+
     async fn organizations_never_see_each_other(backend: Backend) {
         let app = TestApp::spawn(backend).await;
         let b = app.org_with_key("org-b", Role::Admin).await;

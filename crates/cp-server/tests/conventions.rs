@@ -33,6 +33,12 @@ both_backends! {
         };
         let json_ct = Some("application/json");
         assert_error(post(r#"{"name": "x","#, json_ct).await.unwrap(), 400, "BAD_REQUEST").await;
+        assert_error(post(r#"{"name": "x", "key": "XY"} trailing"#, json_ct).await.unwrap(), 400, "BAD_REQUEST").await;
+        // PostgreSQL cannot store NUL in text or jsonb; both backends refuse it the same way.
+        let err = assert_error(post(r#"{"name": "a\u0000b", "key": "NU"}"#, json_ct).await.unwrap(), 422, "VALIDATION_ERROR").await;
+        assert_eq!(err["details"]["field"], "name");
+        let err = assert_error(post(r#"{"name": "n", "key": "NU", "settings": {"deep": ["ok", "\u0000"]}}"#, json_ct).await.unwrap(), 422, "VALIDATION_ERROR").await;
+        assert_eq!(err["details"]["field"], "settings.deep.1");
         assert_error(post("", json_ct).await.unwrap(), 400, "BAD_REQUEST").await;
         assert_error(post(r#"{"name":"a","key":"AB"}"#, None).await.unwrap(), 415, "UNSUPPORTED_MEDIA_TYPE").await;
         assert_error(post(r#"{"name":"a","key":"AB"}"#, Some("text/plain")).await.unwrap(), 415, "UNSUPPORTED_MEDIA_TYPE").await;
@@ -201,6 +207,20 @@ both_backends! {
         let r = app.req_as(&other_org, Method::POST, "/api/v1/projects").header("idempotency-key", "k-1")
             .json(&json!({"name": "Twice", "key": "TWICE"})).send().await.unwrap();
         assert_eq!(r.status(), 201);
+        // Records belong to the key that made them: another key of the same org runs its own request.
+        let member = app.key("default", cp_types::org::Role::Member).await;
+        let r = app.req_as(&member, Method::POST, "/api/v1/projects").header("idempotency-key", "k-3")
+            .json(&json!({"name": "Member", "key": "MEMB"})).send().await.unwrap();
+        assert_eq!(r.status(), 201);
+        let r = app.req(Method::POST, "/api/v1/projects").header("idempotency-key", "k-3")
+            .json(&json!({"name": "Member", "key": "MEMB"})).send().await.unwrap();
+        assert_error(r, 409, "CONFLICT").await;
+        // A new API key is a secret shown once: never stored for replay.
+        let mint = || app.req(Method::POST, "/api/v1/api-keys").header("idempotency-key", "k-4")
+            .json(&json!({"name": "minted", "role": "viewer"})).send();
+        let a = json(mint().await.unwrap()).await;
+        let b = json(mint().await.unwrap()).await;
+        assert_ne!(a["key"], b["key"]);
         // Without the header nothing is remembered.
         let r = app.post("/api/v1/projects", json!({"name": "Free", "key": "FREE"})).await;
         assert!(r.headers().get("idempotent-replayed").is_none());

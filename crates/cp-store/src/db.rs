@@ -74,7 +74,11 @@ impl Store {
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
                 .foreign_keys(true)
-                .busy_timeout(Duration::from_secs(5));
+                .busy_timeout(Duration::from_secs(5))
+                // sqlx hands rows from its SQLite thread to the caller through a bounded channel
+                // (50 by default); a 100-row page then stalls the producer mid-page and costs
+                // extra thread switches. Room for a full page keeps the handoff in one go.
+                .row_buffer_size(crate::SQLITE_ROW_CHANNEL);
             if let Some(dir) = opts.get_filename().parent()
                 && !dir.as_os_str().is_empty()
             {

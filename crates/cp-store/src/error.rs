@@ -9,6 +9,9 @@ pub enum StoreError {
     /// A uniqueness rule or a state rule refused the change.
     #[error("{0}")]
     Conflict(String),
+    /// The database refused a value the API let through (e.g. a character PostgreSQL cannot store).
+    #[error("{0}")]
+    Invalid(String),
     /// A stored value no longer parses (a bug or a hand-edited row).
     #[error("corrupt row: {0}")]
     Corrupt(String),
@@ -29,6 +32,21 @@ impl From<sqlx::Error> for StoreError {
             sqlx::Error::RowNotFound => StoreError::NotFound,
             sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
                 StoreError::Unavailable(e.to_string())
+            }
+            sqlx::Error::Database(ref db) => {
+                let code = db.code().unwrap_or_default();
+                if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                    // SQLITE_BUSY (5) and SQLITE_LOCKED (6), with their extended codes: the
+                    // busy timeout ran out under write contention; the client may retry.
+                    let primary = code.parse::<i32>().unwrap_or(0) & 0xff;
+                    if primary == 5 || primary == 6 {
+                        return StoreError::Unavailable(db.message().to_string());
+                    }
+                } else if code == "22021" || code == "22P05" {
+                    // Invalid byte sequence / untranslatable character (NUL) in text or jsonb.
+                    return StoreError::Invalid(db.message().to_string());
+                }
+                StoreError::Database(e)
             }
             e => StoreError::Database(e),
         }

@@ -277,23 +277,33 @@ impl Keys<'_> {
     /// With `keep_last_admin`, revoking the organization's last usable admin key is refused,
     /// so an organization cannot lock itself out through the API.
     pub async fn revoke(&self, id: Uuid, keep_last_admin: bool) -> StoreResult<ApiKey> {
-        let key = self.get(id).await?;
-        if keep_last_admin && key.role == Role::Admin && key.revoked_at.is_none() {
-            let at = now();
-            let others: i64 = with_db!(self.db, pool =>
-                sqlx::query_scalar(
+        let at = now();
+        with_db!(self.db, pool => {
+            let mut tx = pool.begin().await?;
+            // Touching the organization row serializes revocations within the organization
+            // (a row lock on PostgreSQL, the write lock on SQLite), so two concurrent requests
+            // cannot each revoke "the other" of the last two admin keys.
+            sqlx::query("UPDATE organizations SET updated_at = updated_at WHERE id = $1")
+                .bind(self.org).execute(&mut *tx).await?;
+            let key: Option<(String, Option<Timestamp>)> =
+                sqlx::query_as("SELECT role, revoked_at FROM api_keys WHERE organization_id = $1 AND id = $2")
+                    .bind(self.org).bind(id).fetch_optional(&mut *tx).await?;
+            let (role, revoked_at) = key.ok_or(StoreError::NotFound)?;
+            if keep_last_admin && role == Role::Admin.as_str() && revoked_at.is_none() {
+                let others: i64 = sqlx::query_scalar(
                     "SELECT COUNT(*) FROM api_keys WHERE organization_id = $1 AND role = 'admin' AND id <> $2 \
                      AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $3)")
-                    .bind(self.org).bind(id).bind(at).fetch_one(pool).await)?;
-            if others == 0 {
-                return Err(StoreError::Conflict(
-                    "this is the organization's last admin key; create another admin key first".into(),
-                ));
+                    .bind(self.org).bind(id).bind(at).fetch_one(&mut *tx).await?;
+                if others == 0 {
+                    return Err(StoreError::Conflict(
+                        "this is the organization's last admin key; create another admin key first".into(),
+                    ));
+                }
             }
-        }
-        with_db!(self.db, pool =>
             sqlx::query("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $3) WHERE organization_id = $1 AND id = $2")
-                .bind(self.org).bind(id).bind(now()).execute(pool).await.map(|r| r.rows_affected()))?;
+                .bind(self.org).bind(id).bind(at).execute(&mut *tx).await?;
+            tx.commit().await?;
+        });
         self.get(id).await
     }
 }

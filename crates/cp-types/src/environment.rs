@@ -120,11 +120,23 @@ impl CreateEnvironment {
         v.max_length("display_name", self.display_name.as_deref(), 200);
         v.max_length("description", self.description.as_deref(), 10_000);
         v.object("settings", self.settings.as_ref());
+        if let Some(tags) = &self.tags {
+            check_tags(&mut v, tags);
+        }
         if let Some(ee) = &self.execution_environment {
             ee.check(&mut v, "execution_environment");
         }
         v.finish()
     }
+}
+
+fn check_tags(v: &mut Issues, tags: &[String]) {
+    v.check(tags.len() <= 100, "tags", "at most 100 tags");
+    v.check(
+        tags.iter().all(|t| !t.is_empty() && t.chars().count() <= 100),
+        "tags",
+        "each tag has 1 to 100 characters",
+    );
 }
 
 impl UpdateEnvironment {
@@ -135,6 +147,12 @@ impl UpdateEnvironment {
         }
         if let Some(Some(d)) = &self.display_name {
             v.max_length("display_name", Some(d), 200);
+        }
+        if let Some(Some(d)) = &self.description {
+            v.max_length("description", Some(d), 10_000);
+        }
+        if let Some(tags) = &self.tags {
+            check_tags(&mut v, tags);
         }
         v.object("settings", self.settings.as_ref());
         if let Some(ee) = &self.execution_environment {

@@ -26,6 +26,8 @@ struct Target {
 /// One measured scenario.
 struct Outcome {
     name: String,
+    /// CPU seconds the server process used during the scenario (when it is ours to watch).
+    server_cpu: Option<f64>,
     requests: u64,
     errors: u64,
     elapsed: Duration,
@@ -80,7 +82,10 @@ async fn measure(target: &Target, args: &BenchArgs, server_pid: Option<u32>) -> 
         let key = authed.then_some(target.key.as_str());
         // A short warm-up fills connection pools and caches before measuring.
         load(target.addr, path, key, args.connections, Duration::from_secs(1), name).await?;
-        outcomes.push(load(target.addr, path, key, args.connections, duration, name).await?);
+        let cpu_before = server_pid.and_then(cpu_seconds);
+        let mut outcome = load(target.addr, path, key, args.connections, duration, name).await?;
+        outcome.server_cpu = cpu_before.zip(server_pid.and_then(cpu_seconds)).map(|(a, b)| b - a);
+        outcomes.push(outcome);
     }
     let rss_after = server_pid.and_then(rss_kib);
 
@@ -96,14 +101,19 @@ async fn measure(target: &Target, args: &BenchArgs, server_pid: Option<u32>) -> 
     for o in &outcomes {
         let rps = o.requests as f64 / o.elapsed.as_secs_f64();
         let ms = |q: f64| o.latency_us.value_at_quantile(q) as f64 / 1000.0;
+        let cpu = o
+            .server_cpu
+            .map(|c| format!("{:.0} µs", c * 1e6 / o.requests.max(1) as f64))
+            .unwrap_or_default();
         println!(
-            "{:<48} {:>12.0} {:>10.3} {:>10.3} {:>10.3} {:>8}",
+            "{:<48} {:>12.0} {:>10.3} {:>10.3} {:>10.3} {:>8} {:>14}",
             o.name,
             rps,
             ms(0.5),
             ms(0.99),
             o.latency_us.max() as f64 / 1000.0,
-            o.errors
+            o.errors,
+            cpu
         );
     }
     if let (Some(idle), Some(after)) = (rss_idle, rss_after) {
@@ -226,6 +236,7 @@ async fn load(
     }
     Ok(Outcome {
         name: name.to_owned(),
+        server_cpu: None,
         requests,
         errors,
         elapsed: started.elapsed(),
@@ -264,6 +275,15 @@ async fn connection_loop(
         }
     }
     Ok((hist, ok, bad))
+}
+
+/// User plus system CPU time a process has used, in seconds (Linux).
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
 }
 
 /// Resident memory of a process, in KiB (Linux).

@@ -1,7 +1,7 @@
 //! `kubiya-cp serve`: migrations, master key, bootstrap admin key, then the API until Ctrl-C.
 
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::time::Instant;
 
@@ -129,6 +129,8 @@ fn write_secret_file(path: &Path, content: &str) -> anyhow::Result<()> {
         .mode(0o600)
         .open(path)
         .with_context(|| format!("cannot write {}", path.display()))?;
+    // `mode` applies only when the file is created: tighten a leftover file too.
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
     writeln!(f, "{content}")?;
     Ok(())
 }

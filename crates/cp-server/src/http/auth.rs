@@ -11,7 +11,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use cp_store::keys::KeyPrincipal;
+use cp_store::keys::{KeyPrincipal, is_well_formed};
 use cp_types::ErrorCode;
 use cp_types::org::Role;
 use dashmap::DashMap;
@@ -39,10 +39,11 @@ pub struct Principal {
     pub org_name: String,
 }
 
-/// Resolved keys, cached briefly (positive and negative answers).
+/// Keys found in the database, cached briefly. Unknown keys are not cached (that would let a
+/// flood of random keys grow the map); the per-address limit protects the database instead.
 #[derive(Default)]
 pub struct KeyCache {
-    entries: DashMap<String, (Instant, Option<KeyPrincipal>)>,
+    entries: DashMap<String, (Instant, KeyPrincipal)>,
     touched: DashMap<Uuid, Instant>,
 }
 
@@ -52,7 +53,7 @@ impl KeyCache {
         self.entries.clear();
     }
 
-    fn get(&self, token: &str) -> Option<Option<KeyPrincipal>> {
+    fn get(&self, token: &str) -> Option<KeyPrincipal> {
         let entry = self.entries.get(token)?;
         (entry.0.elapsed() < CACHE_TTL).then(|| entry.1.clone())
     }
@@ -85,20 +86,25 @@ impl KeyCache {
 
 /// The key presented by a request: `Authorization: Bearer <key>`, `Authorization: UserKey <key>`
 /// (the Python client), or a `UserKey: <key>` header.
+///
+/// An `Authorization` header of another scheme (e.g. `Basic`, added by a proxy) does not hide a
+/// `UserKey` header.
 pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
-    if let Some(auth) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
-        let (scheme, rest) = auth.trim().split_once(' ')?;
-        if scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("userkey") {
-            let key = rest.trim();
-            return (!key.is_empty()).then_some(key);
-        }
-        return None;
-    }
-    headers
-        .get("userkey")
+    let from_authorization = headers
+        .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|k| !k.is_empty())
+        .and_then(|auth| {
+            let (scheme, rest) = auth.trim().split_once(' ')?;
+            let known = scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("userkey");
+            Some(rest.trim()).filter(|key| known && !key.is_empty())
+        });
+    from_authorization.or_else(|| {
+        headers
+            .get("userkey")
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+    })
 }
 
 fn client_addr(req: &Request) -> IpAddr {
@@ -130,8 +136,9 @@ fn limited(decision: Decision) -> Response {
 /// writes by viewers, and stamps the rate-limit headers on the answer.
 pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let now = unix_now();
+    let addr = Meter::Addr(client_addr(&req));
     let principal = match presented_key(req.headers()) {
-        Some(token) => resolve(&state, token).await,
+        Some(token) => resolve(&state, token, addr, now).await,
         None => Ok(None),
     };
     let principal = match principal {
@@ -139,9 +146,7 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
         Ok(found) => {
             // Without a valid key, the client address is metered at the standard limit, so
             // guessing keys costs the same as any other request.
-            let decision = state
-                .limiter
-                .check(Meter::Addr(client_addr(&req)), state.config.standard_rate_limit, now);
+            let decision = state.limiter.check(addr, state.config.standard_rate_limit, now);
             if !decision.allowed {
                 return limited(decision);
             }
@@ -155,7 +160,7 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
             decision.write_headers(resp.headers_mut());
             return resp;
         }
-        Err(e) => return e.into_response(),
+        Err(resp) => return resp,
     };
 
     let limit = match principal.role {
@@ -192,15 +197,30 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
     resp
 }
 
-async fn resolve(state: &AppState, token: &str) -> Result<Option<KeyPrincipal>, ApiError> {
+/// The key's owner, from the cache or the database. Malformed keys are refused without a
+/// lookup, and an address already over its limit is refused before one (429), so guessing
+/// keys cannot load the database.
+async fn resolve(state: &AppState, token: &str, addr: Meter, now: u64) -> Result<Option<KeyPrincipal>, Response> {
     if let Some(hit) = state.keys.get(token) {
-        return Ok(hit);
+        return Ok(Some(hit));
     }
-    let found = state.store.lookup_key(token).await?;
-    state
-        .keys
-        .entries
-        .insert(token.to_owned(), (Instant::now(), found.clone()));
+    if !is_well_formed(token) {
+        return Ok(None);
+    }
+    // An address that sent a minute's worth of bad keys waits for the next window, even with a
+    // good key: that is the price of not letting it probe the database.
+    let decision = state.limiter.peek(addr, state.config.standard_rate_limit, now);
+    if !decision.allowed {
+        return Err(limited(decision));
+    }
+    let found = state
+        .store
+        .lookup_key(token)
+        .await
+        .map_err(|e| ApiError::from(e).into_response())?;
+    if let Some(p) = &found {
+        state.keys.entries.insert(token.to_owned(), (Instant::now(), p.clone()));
+    }
     Ok(found)
 }
 
@@ -285,8 +305,13 @@ mod tests {
         assert_eq!(presented_key(&h), Some("kby_b"));
         h.insert(header::AUTHORIZATION, "Basic xyz".parse().unwrap());
         assert_eq!(presented_key(&h), None);
-        h.remove(header::AUTHORIZATION);
         h.insert("UserKey", "kby_c".parse().unwrap());
+        assert_eq!(
+            presented_key(&h),
+            Some("kby_c"),
+            "a proxy's Basic header does not hide UserKey"
+        );
+        h.remove(header::AUTHORIZATION);
         assert_eq!(presented_key(&h), Some("kby_c"));
     }
 }

@@ -102,6 +102,9 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound => ApiError::new(ErrorCode::NotFound, "not found"),
             StoreError::Conflict(m) => ApiError::conflict(m),
+            StoreError::Invalid(m) => {
+                ApiError::new(ErrorCode::ValidationError, format!("a value cannot be stored: {m}"))
+            }
             StoreError::Unavailable(m) => {
                 tracing::warn!(error = %m, "database unavailable");
                 ApiError::new(

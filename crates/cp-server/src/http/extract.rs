@@ -9,6 +9,7 @@ use axum::http::{StatusCode, header};
 use cp_types::page::{PageParams, PageRequest};
 use cp_types::{ErrorCode, FieldIssue};
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 use super::error::ApiError;
 
@@ -35,14 +36,10 @@ fn body_error(e: BytesRejection) -> ApiError {
     }
 }
 
-/// Turns a serde error at a path into the most useful field name.
-fn field_issue(err: serde_path_to_error::Error<serde_json::Error>) -> Result<ApiError, ApiError> {
+/// Turns a serde error at a path into a 422 naming the most useful field.
+fn field_issue(err: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
     let path = err.path().to_string();
-    let inner = err.into_inner();
-    let message = inner.to_string();
-    if inner.is_syntax() || inner.is_eof() {
-        return Err(ApiError::bad_request(format!("malformed JSON: {message}")));
-    }
+    let message = err.into_inner().to_string();
     // "missing field `name` at line 1 column 2" names the field in the message, not the path.
     let missing = message
         .strip_prefix("missing field `")
@@ -54,16 +51,47 @@ fn field_issue(err: serde_path_to_error::Error<serde_json::Error>) -> Result<Api
         (None, p) => p.to_string(),
     };
     let issue = message.split(" at line ").next().unwrap_or(&message).to_string();
-    Ok(ApiError::validation(vec![FieldIssue::new(field, issue)]))
+    ApiError::validation(vec![FieldIssue::new(field, issue)])
 }
 
-/// Parses JSON bytes into `T` with field-precise errors.
+/// The path of the first string (key or value) holding a NUL character, which PostgreSQL's
+/// `text` and `jsonb` cannot store (SQLite could, so both backends refuse it alike).
+fn nul_path(value: &Value, path: &mut Vec<String>) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().enumerate().any(|(i, v)| {
+            path.push(i.to_string());
+            nul_path(v, path) || {
+                path.pop();
+                false
+            }
+        }),
+        Value::Object(map) => map.iter().any(|(k, v)| {
+            path.push(k.clone());
+            k.contains('\0') || nul_path(v, path) || {
+                path.pop();
+                false
+            }
+        }),
+        _ => false,
+    }
+}
+
+/// Parses JSON bytes into `T`: malformed JSON (including trailing garbage) is a 400; a wrong
+/// type, a missing field or a NUL character is a 422 naming the field.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(de).map_err(|e| match field_issue(e) {
-        Ok(e) | Err(e) => e,
-    })?;
-    Ok(value)
+    let value: Value =
+        serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?;
+    let mut path = Vec::new();
+    if nul_path(&value, &mut path) {
+        let field = if path.is_empty() {
+            "body".to_string()
+        } else {
+            path.join(".")
+        };
+        return Err(ApiError::invalid(&field, "must not contain NUL characters"));
+    }
+    serde_path_to_error::deserialize(value).map_err(field_issue)
 }
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {

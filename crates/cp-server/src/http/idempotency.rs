@@ -19,6 +19,11 @@ use crate::state::AppState;
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 const REPLAYED: &str = "idempotent-replayed";
 
+/// Put in a response's extensions by handlers whose answer carries a secret shown once (a new
+/// API key): it is never stored for replay, so a retry creates a new one instead.
+#[derive(Debug, Clone, Copy)]
+pub struct NoReplay;
+
 pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next) -> Response {
     if req.method() != Method::POST {
         return next.run(req).await;
@@ -26,14 +31,14 @@ pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next
     let Some(key) = req.headers().get(IDEMPOTENCY_KEY) else {
         return next.run(req).await;
     };
-    let key = match key.to_str() {
-        Ok(k) if !k.is_empty() && k.len() <= 255 => k.to_owned(),
-        _ => {
-            return ApiError::bad_request("Idempotency-Key must be 1 to 255 visible characters").into_response();
-        }
-    };
     let Some(principal) = req.extensions().get::<Arc<Principal>>().cloned() else {
         return next.run(req).await;
+    };
+    // Records belong to the API key that made them: another caller (even of the same
+    // organization, with another role) never sees a stored answer.
+    let key = match key.to_str() {
+        Ok(k) if !k.is_empty() && k.len() <= 255 => format!("{}:{k}", principal.key_id),
+        _ => return ApiError::bad_request("Idempotency-Key must be 1 to 255 visible characters").into_response(),
     };
 
     let (parts, body) = req.into_parts();
@@ -79,7 +84,7 @@ pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next
 
     let resp = next.run(Request::from_parts(parts, Body::from(bytes))).await;
     let status = resp.status();
-    if !status.is_success() {
+    if !status.is_success() || resp.extensions().get::<NoReplay>().is_some() {
         // Only successes are remembered: a refused or failed request created nothing, so a
         // retry with the same key runs again (and may succeed once the cause is fixed).
         if let Err(e) = records.abandon(&key).await {

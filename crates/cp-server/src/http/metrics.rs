@@ -31,8 +31,15 @@ pub fn handle() -> &'static PrometheusHandle {
 /// not explode the label space); unmatched requests share one label.
 pub fn record_request(method: &Method, route: Option<&str>, status: u16, elapsed: Duration) {
     let route = route.unwrap_or("unmatched").to_owned();
+    // Arbitrary method names would each open a new series: only the standard ones are labels.
+    let method = match *method {
+        Method::GET | Method::POST | Method::PUT | Method::PATCH | Method::DELETE | Method::HEAD | Method::OPTIONS => {
+            method.as_str()
+        }
+        _ => "OTHER",
+    };
     let labels = [
-        ("method", method.as_str().to_owned()),
+        ("method", method.to_owned()),
         ("route", route),
         ("status", status.to_string()),
     ];

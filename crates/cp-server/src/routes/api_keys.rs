@@ -1,14 +1,16 @@
 //! `/api/v1/api-keys` (admin): create (the key is shown once), list, get, revoke.
 
-use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::{Extension, Json};
+use chrono::SubsecRound;
 use cp_types::org::{ApiKey, CreateApiKey, CreatedApiKey};
 use cp_types::{Deleted, Page, PageParams};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use crate::http::idempotency::NoReplay;
 use crate::http::{Admin, ApiError, ApiResult, Auth, JsonBody, Pagination, Path};
 use crate::state::AppState;
 
@@ -24,14 +26,16 @@ async fn create_key(
     State(state): State<AppState>,
     auth: Auth<Admin>,
     JsonBody(req): JsonBody<CreateApiKey>,
-) -> ApiResult<(StatusCode, Json<CreatedApiKey>)> {
+) -> ApiResult<(StatusCode, Extension<NoReplay>, Json<CreatedApiKey>)> {
     req.validate(cp_types::now())?;
+    let expires_at = req.expires_at.map(|t| t.trunc_subsecs(6));
     let created = state
         .store
         .keys(&auth.org_id)
-        .create(req.name.trim(), req.role, req.expires_at)
+        .create(req.name.trim(), req.role, expires_at)
         .await?;
-    Ok((StatusCode::CREATED, Json(created)))
+    // The secret is shown once: never kept for an Idempotency-Key replay.
+    Ok((StatusCode::CREATED, Extension(NoReplay), Json(created)))
 }
 
 #[utoipa::path(get, path = "/api/v1/api-keys", tag = "api-keys", params(PageParams),
