@@ -68,12 +68,12 @@ impl Db {
     }
 
     async fn drop_schema(&self) {
-        if let Some(schema) = &self.schema {
-            if let Ok(mut conn) = sqlx::PgConnection::connect(&pg_base()).await {
-                let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
-                    .execute(&mut conn)
-                    .await;
-            }
+        if let Some(schema) = &self.schema
+            && let Ok(mut conn) = sqlx::PgConnection::connect(&pg_base()).await
+        {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+                .execute(&mut conn)
+                .await;
         }
     }
 }
@@ -97,10 +97,10 @@ fn stderr(o: &Output) -> String {
 async fn wait_ready(base: &str, child: &mut Child) {
     let started = Instant::now();
     loop {
-        if let Ok(r) = reqwest::get(format!("{base}/api/ready")).await {
-            if r.status() == 200 {
-                return;
-            }
+        if let Ok(r) = reqwest::get(format!("{base}/api/ready")).await
+            && r.status() == 200
+        {
+            return;
         }
         if let Some(status) = child.try_wait().unwrap() {
             panic!("server exited early: {status}");
