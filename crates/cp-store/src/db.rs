@@ -86,6 +86,9 @@ impl Store {
                     .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
             }
             let pool = SqlitePoolOptions::new()
+                // A local file does not drop connections; the default ping before each checkout
+                // is one more hop to sqlx's SQLite thread per query.
+                .test_before_acquire(false)
                 .max_connections(8)
                 .min_connections(1)
                 .acquire_timeout(Duration::from_secs(3))
