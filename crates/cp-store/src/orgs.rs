@@ -80,7 +80,7 @@ impl Store {
     /// Creates an organization with its `DEFAULT` project and `default` environment.
     /// An existing slug is a conflict.
     pub async fn create_org(&self, slug: &str, name: &str) -> StoreResult<Organization> {
-        self.create_org_with_key(slug, name, None).await.map(|(org, _)| org)
+        self.create_org_with_key(slug, name, None).await
     }
 
     /// Creates an organization and, in the same transaction, an API key for it.
@@ -89,7 +89,7 @@ impl Store {
         slug: &str,
         name: &str,
         key: Option<(&str, Role, &str)>,
-    ) -> StoreResult<(Organization, Option<cp_types::org::ApiKey>)> {
+    ) -> StoreResult<Organization> {
         let at = now();
         let new_key = key.map(|(secret, role, key_name)| NewKey::new(slug, key_name, role, None, secret, at));
         let created = with_db!(&self.db, pool => {
@@ -117,7 +117,7 @@ impl Store {
             name: name.to_string(),
             created_at: at,
         };
-        Ok((org, new_key.map(NewKey::into_api_key)))
+        Ok(org)
     }
 
     /// On a database without organizations, creates org `default` with an admin key.
