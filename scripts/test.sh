@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
-# The whole test suite: every integration test runs on SQLite and on PostgreSQL.
-# Extra arguments go to `cargo test` (e.g. `scripts/test.sh -p cp-server --test auth`).
+# The whole test suite: every integration test runs on SQLite and on PostgreSQL, then the
+# OpenAPI document is fuzzed against a running server (scripts/fuzz-openapi.sh).
+# Extra arguments go to `cargo test` (e.g. `scripts/test.sh -p cp-server --test auth`); with
+# arguments the fuzzing step is skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export KUBIYA_CP_TEST_DATABASE_URL="${KUBIYA_CP_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
 scripts/ensure-postgres.sh
-exec cargo test --workspace --locked "$@"
+cargo test --workspace --locked "$@"
+if [ "$#" -eq 0 ]; then
+  scripts/fuzz-openapi.sh
+fi

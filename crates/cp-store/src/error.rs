@@ -30,9 +30,15 @@ impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         match e {
             sqlx::Error::RowNotFound => StoreError::NotFound,
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-                StoreError::Unavailable(e.to_string())
-            }
+            // The connection or the server went away (EOF mid-message shows up as Io, Protocol or,
+            // during the TLS probe of a new connection, Tls): the client may retry.
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::BeginFailed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_) => StoreError::Unavailable(e.to_string()),
             sqlx::Error::Database(ref db) => {
                 let code = db.code().unwrap_or_default();
                 if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
@@ -42,6 +48,9 @@ impl From<sqlx::Error> for StoreError {
                     if primary == 5 || primary == 6 {
                         return StoreError::Unavailable(db.message().to_string());
                     }
+                } else if code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03") {
+                    // Connection exceptions and server shutdown / not yet accepting connections.
+                    return StoreError::Unavailable(db.message().to_string());
                 } else if code == "22021" || code == "22P05" {
                     // Invalid byte sequence / untranslatable character (NUL) in text or jsonb.
                     return StoreError::Invalid(db.message().to_string());

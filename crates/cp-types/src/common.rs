@@ -45,10 +45,14 @@ where
 #[macro_export]
 macro_rules! wire_enum {
     ($(#[$meta:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
+        // `rename_all` rather than a per-variant `rename`: utoipa cannot read a rename whose value
+        // comes from a macro argument, and would document the Rust names. The `wire_names_match`
+        // test checks that `as_str` and serde agree.
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+        #[serde(rename_all = "snake_case")]
         pub enum $name {
-            $(#[serde(rename = $text)] $variant),+
+            $($variant),+
         }
 
         impl $name {
@@ -80,4 +84,41 @@ macro_rules! wire_enum {
             }
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::environment::EnvironmentStatus;
+    use crate::org::{PolicyEnforcement, RateLimitTier, Role};
+    use crate::project::{MemberKind, ProjectStatus, Visibility};
+
+    fn check<T: serde::Serialize + std::fmt::Display + Copy>(all: &[T]) {
+        for v in all {
+            assert_eq!(
+                serde_json::to_value(v).unwrap(),
+                serde_json::Value::String(v.to_string())
+            );
+        }
+    }
+
+    #[test]
+    fn wire_names_match() {
+        check(Role::ALL);
+        check(RateLimitTier::ALL);
+        check(PolicyEnforcement::ALL);
+        check(ProjectStatus::ALL);
+        check(Visibility::ALL);
+        check(MemberKind::ALL);
+        check(EnvironmentStatus::ALL);
+    }
+
+    #[test]
+    fn the_openapi_schema_uses_wire_names() {
+        use utoipa::PartialSchema;
+        let schema = serde_json::to_value(Role::schema()).unwrap();
+        assert_eq!(
+            schema["enum"],
+            serde_json::json!(["admin", "member", "viewer", "worker"])
+        );
+    }
 }

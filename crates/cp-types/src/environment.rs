@@ -86,9 +86,13 @@ pub struct Environment {
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct CreateEnvironment {
+    #[schema(min_length = 2, max_length = 100, pattern = r"\S[\s\S]*\S")]
     pub name: String,
+    #[schema(max_length = 200)]
     pub display_name: Option<String>,
+    #[schema(max_length = 10000)]
     pub description: Option<String>,
+    #[schema(max_items = 100)]
     pub tags: Option<Vec<String>>,
     #[schema(value_type = Option<Object>)]
     pub settings: Option<Value>,
@@ -99,13 +103,15 @@ pub struct CreateEnvironment {
 /// Partial update: absent fields stay, `null` clears a nullable field.
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 pub struct UpdateEnvironment {
+    #[schema(min_length = 2, max_length = 100, pattern = r"\S[\s\S]*\S")]
     pub name: Option<String>,
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 200)]
     pub display_name: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 10000)]
     pub description: Option<Option<String>>,
+    #[schema(max_items = 100)]
     pub tags: Option<Vec<String>>,
     #[schema(value_type = Option<Object>)]
     pub settings: Option<Value>,
@@ -133,9 +139,9 @@ impl CreateEnvironment {
 fn check_tags(v: &mut Issues, tags: &[String]) {
     v.check(tags.len() <= 100, "tags", "at most 100 tags");
     v.check(
-        tags.iter().all(|t| !t.is_empty() && t.chars().count() <= 100),
+        tags.iter().all(|t| t.chars().count() <= 100),
         "tags",
-        "each tag has 1 to 100 characters",
+        "each tag has at most 100 characters",
     );
 }
 

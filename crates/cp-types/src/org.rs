@@ -68,6 +68,7 @@ pub struct CreatedApiKey {
 /// `POST /api/v1/api-keys`.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct CreateApiKey {
+    #[schema(min_length = 1, max_length = 100, pattern = r"\S")]
     pub name: String,
     pub role: Role,
     pub expires_at: Option<DateTime<Utc>>,
@@ -101,8 +102,10 @@ pub struct OrgSettings {
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 pub struct UpdateOrgSettings {
     pub rate_limit_tier: Option<RateLimitTier>,
+    #[schema(minimum = 1, maximum = 1000000)]
     pub rate_limit_per_minute: Option<i64>,
     pub policy_enforcement: Option<PolicyEnforcement>,
+    #[schema(minimum = 1, maximum = 3650)]
     pub event_retention_days: Option<i64>,
     pub webhook_allow_private_targets: Option<bool>,
 }

@@ -13,10 +13,13 @@ pub const MAX_LIMIT: i64 = 500;
 #[into_params(parameter_in = Query)]
 pub struct PageParams {
     /// Page size, 1..500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
     /// Rows to skip (default 0).
+    #[param(minimum = 0)]
     pub offset: Option<i64>,
     /// Alias of `offset` used by the Python client.
+    #[param(minimum = 0)]
     pub skip: Option<i64>,
 }
 

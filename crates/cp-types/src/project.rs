@@ -52,8 +52,12 @@ pub struct Project {
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct CreateProject {
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     pub name: String,
+    /// 2 to 50 letters, digits, `-` or `_`; stored uppercase.
+    #[schema(pattern = r"^[A-Za-z0-9_-]{2,50}$")]
     pub key: String,
+    #[schema(max_length = 10000)]
     pub description: Option<String>,
     pub goals: Option<String>,
     #[schema(value_type = Option<Object>)]
@@ -68,10 +72,12 @@ pub struct CreateProject {
 /// Partial update: absent fields stay, `null` clears a nullable field.
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 pub struct UpdateProject {
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     pub name: Option<String>,
+    #[schema(pattern = r"^[A-Za-z0-9_-]{2,50}$")]
     pub key: Option<String>,
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 10000)]
     pub description: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<String>)]

@@ -138,7 +138,7 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
     let now = unix_now();
     let addr = Meter::Addr(client_addr(&req));
     let principal = match presented_key(req.headers()) {
-        Some(token) => resolve(&state, token, addr, now).await,
+        Some(token) => resolve(&state, token).await,
         None => Ok(None),
     };
     let principal = match principal {
@@ -198,20 +198,15 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
 }
 
 /// The key's owner, from the cache or the database. Malformed keys are refused without a
-/// lookup, and an address already over its limit is refused before one (429), so guessing
-/// keys cannot load the database.
-async fn resolve(state: &AppState, token: &str, addr: Meter, now: u64) -> Result<Option<KeyPrincipal>, Response> {
+/// lookup; a well-formed unknown key costs one indexed query and then counts against its
+/// address. (Refusing lookups for an address over its limit was tried and dropped: it locked
+/// out valid keys behind the same address, e.g. a NAT or a client that also sent bad requests.)
+async fn resolve(state: &AppState, token: &str) -> Result<Option<KeyPrincipal>, Response> {
     if let Some(hit) = state.keys.get(token) {
         return Ok(Some(hit));
     }
     if !is_well_formed(token) {
         return Ok(None);
-    }
-    // An address that sent a minute's worth of bad keys waits for the next window, even with a
-    // good key: that is the price of not letting it probe the database.
-    let decision = state.limiter.peek(addr, state.config.standard_rate_limit, now);
-    if !decision.allowed {
-        return Err(limited(decision));
     }
     let found = state
         .store

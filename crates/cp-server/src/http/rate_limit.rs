@@ -68,25 +68,6 @@ impl RateLimiter {
         }
     }
 
-    /// The current state for `who` without counting a request.
-    pub fn peek(&self, who: Meter, limit: u64, now_unix: u64) -> Decision {
-        let window = now_unix / 60;
-        let reset = (window + 1) * 60;
-        let used = self
-            .windows
-            .get(&who)
-            .filter(|e| e.0 == window)
-            .map(|e| e.1)
-            .unwrap_or(0);
-        Decision {
-            allowed: used < limit,
-            limit,
-            remaining: limit.saturating_sub(used),
-            reset,
-            retry_after: reset - now_unix,
-        }
-    }
-
     /// Drops counters of past windows (called periodically so memory follows active clients).
     pub fn sweep(&self, now_unix: u64) {
         let window = now_unix / 60;

@@ -46,6 +46,57 @@ impl Modify for SecurityAddon {
     }
 }
 
+/// Documents the error envelope on every operation for each failure class any endpoint can
+/// answer (bad input, auth, rate limit, database away), so clients and fuzzers see them all.
+struct ErrorResponses;
+
+const ERROR_STATUSES: &[(&str, &str)] = &[
+    ("400", "Malformed request (bad JSON, bad path id)"),
+    ("401", "Missing, unknown, revoked or expired API key"),
+    ("403", "The key's role may not do this"),
+    ("404", "No such resource in this organization"),
+    ("405", "Method not allowed on this route"),
+    ("409", "Conflict with existing state"),
+    ("413", "Request body too large"),
+    ("415", "Content-Type is not application/json"),
+    ("422", "A field failed validation"),
+    ("429", "Rate limit exceeded"),
+    ("500", "Internal error"),
+    ("503", "The database is not available"),
+];
+
+impl Modify for ErrorResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        for item in openapi.paths.paths.values_mut() {
+            let ops = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+                &mut item.head,
+            ];
+            for op in ops.into_iter().flatten() {
+                for (status, description) in ERROR_STATUSES {
+                    op.responses.responses.entry((*status).to_string()).or_insert_with(|| {
+                        ResponseBuilder::new()
+                            .description(*description)
+                            .content(
+                                "application/json",
+                                ContentBuilder::new()
+                                    .schema(Some(Ref::from_schema_name("ErrorEnvelope")))
+                                    .build(),
+                            )
+                            .build()
+                            .into()
+                    });
+                }
+            }
+        }
+    }
+}
+
 /// The whole application: public endpoints, key-protected `/api/v1`, docs, and the layers.
 pub fn router(state: AppState) -> Router {
     // Layers run outside-in in the reverse order of these calls: authenticate, then idempotency.
@@ -63,6 +114,8 @@ pub fn router(state: AppState) -> Router {
         .merge(protected)
         .split_for_parts();
     openapi.info.version = env!("CARGO_PKG_VERSION").to_string();
+    // After the split: the routes' operations only exist once the routers are merged.
+    ErrorResponses.modify(&mut openapi);
 
     Router::new()
         .merge(api)
