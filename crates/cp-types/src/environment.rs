@@ -80,7 +80,9 @@ pub struct Environment {
     pub active_workers: i64,
     pub idle_workers: i64,
     pub busy_workers: i64,
+    #[serde(serialize_with = "crate::common::rfc3339::serialize")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::common::rfc3339::serialize")]
     pub updated_at: DateTime<Utc>,
 }
 

@@ -10,6 +10,7 @@ pub struct Health {
     pub status: String,
     pub service: String,
     pub version: String,
+    #[serde(serialize_with = "crate::common::rfc3339::serialize")]
     pub timestamp: DateTime<Utc>,
 }
 

@@ -28,6 +28,7 @@ wire_enum! {
 pub struct Organization {
     pub id: String,
     pub name: String,
+    #[serde(serialize_with = "crate::common::rfc3339::serialize")]
     pub created_at: DateTime<Utc>,
 }
 
@@ -51,9 +52,13 @@ pub struct ApiKey {
     pub role: Role,
     /// The first characters of the key, to recognise it.
     pub prefix: String,
+    #[serde(serialize_with = "crate::common::rfc3339::serialize")]
     pub created_at: DateTime<Utc>,
+    #[serde(default, serialize_with = "crate::common::rfc3339::option::serialize")]
     pub last_used_at: Option<DateTime<Utc>>,
+    #[serde(default, serialize_with = "crate::common::rfc3339::option::serialize")]
     pub expires_at: Option<DateTime<Utc>>,
+    #[serde(default, serialize_with = "crate::common::rfc3339::option::serialize")]
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
@@ -71,6 +76,7 @@ pub struct CreateApiKey {
     #[schema(min_length = 1, max_length = 100, pattern = r"\S")]
     pub name: String,
     pub role: Role,
+    #[serde(default, serialize_with = "crate::common::rfc3339::option::serialize")]
     pub expires_at: Option<DateTime<Utc>>,
 }
 
@@ -95,6 +101,7 @@ pub struct OrgSettings {
     pub policy_enforcement: PolicyEnforcement,
     pub event_retention_days: i64,
     pub webhook_allow_private_targets: bool,
+    #[serde(serialize_with = "crate::common::rfc3339::serialize")]
     pub updated_at: DateTime<Utc>,
 }
 

@@ -45,8 +45,11 @@ pub struct Project {
     pub is_default: bool,
     pub agent_count: i64,
     pub team_count: i64,
+    #[serde(serialize_with = "crate::common::rfc3339::serialize")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::common::rfc3339::serialize")]
     pub updated_at: DateTime<Utc>,
+    #[serde(default, serialize_with = "crate::common::rfc3339::option::serialize")]
     pub archived_at: Option<DateTime<Utc>>,
 }
 
@@ -158,5 +161,6 @@ pub struct ProjectMember {
     pub description: Option<String>,
     pub role: Option<String>,
     pub added_by: Option<String>,
+    #[serde(serialize_with = "crate::common::rfc3339::serialize")]
     pub added_at: DateTime<Utc>,
 }
