@@ -1,6 +1,7 @@
 //! Administration straight on the database: migrate, orgs, keys.
 
 use anyhow::{Context, bail};
+use cp_store::orgs::BOOTSTRAP_ORG;
 use cp_store::{Store, StoreError};
 use cp_types::validate::is_slug;
 
@@ -65,6 +66,14 @@ pub async fn keys(global: &Global, cmd: KeysCommand) -> anyhow::Result<()> {
 async fn keys_inner(store: &Store, cmd: KeysCommand) -> anyhow::Result<()> {
     match cmd {
         KeysCommand::Create { org, role, name } => {
+            // `keys create --org default` on a database `serve` has not bootstrapped yet creates
+            // the bootstrap organization first, so the documented first command always works.
+            if org == BOOTSTRAP_ORG && matches!(store.get_org(&org).await, Err(StoreError::NotFound)) {
+                match store.create_org(BOOTSTRAP_ORG, BOOTSTRAP_ORG).await {
+                    Ok(_) | Err(StoreError::Conflict(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
             let created = match store.create_key_for_org(&org, &name, role, None).await {
                 Err(StoreError::NotFound) => bail!("organization '{org}' does not exist"),
                 other => other?,

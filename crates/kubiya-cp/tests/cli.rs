@@ -128,6 +128,10 @@ fn is_key_line(s: &str) -> bool {
 
 async fn admin_commands(postgres: bool) {
     let db = Db::new(postgres).await;
+    // The documented first command works on a database that `serve` never bootstrapped.
+    let o = db.run(&["keys", "create", "--org", "default", "--role", "admin"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(is_key_line(&stdout(&o)), "stdout was {:?}", stdout(&o));
     let o = db.run(&["orgs", "create", "acme"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let o = db.run(&["orgs", "create", "acme"]);
