@@ -40,7 +40,8 @@ pub struct Principal {
 }
 
 /// Keys found in the database, cached briefly. Unknown keys are not cached (that would let a
-/// flood of random keys grow the map); the per-address limit protects the database instead.
+/// flood of random keys grow the map); malformed ones never reach the database, and well-formed
+/// unknown ones cost one indexed lookup and count against their address's limit.
 #[derive(Default)]
 pub struct KeyCache {
     entries: DashMap<String, (Instant, KeyPrincipal)>,
