@@ -1,11 +1,15 @@
 //! One module per API area; `router` assembles them with the cross-cutting layers.
 
+pub mod agents;
 pub mod api_keys;
 pub mod auth;
 pub mod environments;
 pub mod health;
+pub mod models;
 pub mod organization;
 pub mod projects;
+pub mod runtimes;
+pub mod teams;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -106,6 +110,10 @@ pub fn router(state: AppState) -> Router {
         .merge(organization::routes())
         .merge(projects::routes())
         .merge(environments::routes())
+        .merge(models::routes())
+        .merge(runtimes::routes())
+        .merge(agents::routes())
+        .merge(teams::routes())
         .route_layer(from_fn_with_state(state.clone(), idempotency))
         .route_layer(from_fn_with_state(state.clone(), authenticate));
 
