@@ -16,6 +16,7 @@ pub mod idempotency;
 pub mod keys;
 pub mod orgs;
 pub mod projects;
+pub mod skills;
 
 pub use db::{Backend, Store};
 

@@ -10,6 +10,7 @@ pub mod health;
 pub mod org;
 pub mod page;
 pub mod project;
+pub mod skill;
 pub mod validate;
 
 pub use common::{Deleted, Timestamp, now};

@@ -6,6 +6,7 @@ pub mod environments;
 pub mod health;
 pub mod organization;
 pub mod projects;
+pub mod skills;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -106,6 +107,7 @@ pub fn router(state: AppState) -> Router {
         .merge(organization::routes())
         .merge(projects::routes())
         .merge(environments::routes())
+        .merge(skills::routes())
         .route_layer(from_fn_with_state(state.clone(), idempotency))
         .route_layer(from_fn_with_state(state.clone(), authenticate));
 
