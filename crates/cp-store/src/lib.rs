@@ -10,6 +10,7 @@ mod db;
 mod error;
 mod page;
 
+pub mod context;
 pub mod environments;
 pub mod health;
 pub mod idempotency;

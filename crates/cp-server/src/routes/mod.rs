@@ -2,6 +2,7 @@
 
 pub mod api_keys;
 pub mod auth;
+pub mod contexts;
 pub mod environments;
 pub mod health;
 pub mod organization;
@@ -106,6 +107,7 @@ pub fn router(state: AppState) -> Router {
         .merge(organization::routes())
         .merge(projects::routes())
         .merge(environments::routes())
+        .merge(contexts::routes())
         .route_layer(from_fn_with_state(state.clone(), idempotency))
         .route_layer(from_fn_with_state(state.clone(), authenticate));
 
