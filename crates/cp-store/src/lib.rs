@@ -12,6 +12,7 @@ mod links;
 mod page;
 
 pub mod agents;
+pub mod context;
 pub mod environments;
 pub mod health;
 pub mod idempotency;

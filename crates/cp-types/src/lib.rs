@@ -5,6 +5,7 @@
 
 pub mod agent;
 pub mod common;
+pub mod context;
 pub mod environment;
 pub mod error;
 pub mod health;

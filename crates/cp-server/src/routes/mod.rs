@@ -3,6 +3,7 @@
 pub mod agents;
 pub mod api_keys;
 pub mod auth;
+pub mod contexts;
 pub mod environments;
 pub mod health;
 pub mod models;
@@ -116,6 +117,7 @@ pub fn router(state: AppState) -> Router {
         .merge(agents::routes())
         .merge(teams::routes())
         .merge(skills::routes())
+        .merge(contexts::routes())
         .route_layer(from_fn_with_state(state.clone(), idempotency))
         .route_layer(from_fn_with_state(state.clone(), authenticate));
 
