@@ -262,24 +262,28 @@ fn conflict(e: sqlx::Error) -> StoreError {
     StoreError::unique(e, "model", &["value"])
 }
 
+/// The `GET /models` filters ($1 org, $2 enabled only, $3 provider, $4 runtime pattern, $5 recommended).
+macro_rules! model_filter {
+    () => {
+        " WHERE organization_id = $1 AND ($2 = FALSE OR enabled) AND ($3 IS NULL OR provider = $3) \
+          AND ($4 IS NULL OR CAST(compatible_runtimes AS TEXT) LIKE $4) AND ($5 IS NULL OR recommended = $5)"
+    };
+}
+
 impl Models<'_> {
     /// Models in display order, then by value.
     pub async fn list(&self, filter: &ModelFilter, page: PageRequest) -> StoreResult<Page<Model>> {
         // Runtimes are enum values, so matching the quoted name in the JSON text is exact.
         let runtime = filter.runtime.map(|r| format!("%\"{}\"%", r.as_str()));
         let rows: Vec<ModelRow> = with_db!(self.db, pool =>
-            sqlx::query_as(concat!("SELECT ", model_columns!(), " FROM models WHERE organization_id = $1 \
-                AND ($2 = FALSE OR enabled) AND ($3 IS NULL OR provider = $3) \
-                AND ($4 IS NULL OR CAST(compatible_runtimes AS TEXT) LIKE $4) AND ($5 IS NULL OR recommended = $5) \
-                ORDER BY display_order, value LIMIT $6 OFFSET $7"))
+            sqlx::query_as(concat!("SELECT ", model_columns!(), " FROM models", model_filter!(),
+                " ORDER BY display_order, value LIMIT $6 OFFSET $7"))
                 .bind(self.org).bind(filter.enabled_only).bind(&filter.provider).bind(&runtime)
                 .bind(filter.recommended).bind(page.limit).bind(page.offset)
                 .fetch_all(pool).await)?;
         let count = async {
             Ok(with_db!(self.db, pool =>
-                sqlx::query_scalar(concat!("SELECT COUNT(*) FROM models WHERE organization_id = $1 \
-                    AND ($2 = FALSE OR enabled) AND ($3 IS NULL OR provider = $3) \
-                    AND ($4 IS NULL OR CAST(compatible_runtimes AS TEXT) LIKE $4) AND ($5 IS NULL OR recommended = $5)"))
+                sqlx::query_scalar(concat!("SELECT COUNT(*) FROM models", model_filter!()))
                     .bind(self.org).bind(filter.enabled_only).bind(&filter.provider).bind(&runtime)
                     .bind(filter.recommended).fetch_one(pool).await)?)
         };

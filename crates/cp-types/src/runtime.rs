@@ -12,6 +12,8 @@ wire_enum! {
     Runtime { Default = "default", ClaudeCode = "claude_code" }
 }
 
+// wire_enum! cannot put `#[default]` on a variant.
+#[allow(clippy::derivable_impls)]
 impl Default for Runtime {
     fn default() -> Self {
         Runtime::Default
