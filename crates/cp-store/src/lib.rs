@@ -19,6 +19,7 @@ pub mod keys;
 pub mod models;
 pub mod orgs;
 pub mod projects;
+pub mod skills;
 pub mod teams;
 
 pub use db::{Backend, Store};

@@ -13,6 +13,7 @@ pub mod org;
 pub mod page;
 pub mod project;
 pub mod runtime;
+pub mod skill;
 pub mod team;
 pub mod validate;
 

@@ -9,6 +9,7 @@ pub mod models;
 pub mod organization;
 pub mod projects;
 pub mod runtimes;
+pub mod skills;
 pub mod teams;
 
 use axum::Router;
@@ -114,6 +115,7 @@ pub fn router(state: AppState) -> Router {
         .merge(runtimes::routes())
         .merge(agents::routes())
         .merge(teams::routes())
+        .merge(skills::routes())
         .route_layer(from_fn_with_state(state.clone(), idempotency))
         .route_layer(from_fn_with_state(state.clone(), authenticate));
 
