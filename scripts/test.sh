@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite: every integration test runs on SQLite and on PostgreSQL, then the
-# OpenAPI document is fuzzed against a running server (scripts/fuzz-openapi.sh).
+# OpenAPI document is fuzzed against a running server (scripts/fuzz-openapi.sh) and the official
+# Python client is driven against one (scripts/sdk-compat.sh).
 # Extra arguments go to `cargo test` (e.g. `scripts/test.sh -p cp-server --test auth`); with
-# arguments the fuzzing step is skipped.
+# arguments the fuzzing and client steps are skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export KUBIYA_CP_TEST_DATABASE_URL="${KUBIYA_CP_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
@@ -10,4 +11,5 @@ scripts/ensure-postgres.sh
 cargo test --workspace --locked "$@"
 if [ "$#" -eq 0 ]; then
   scripts/fuzz-openapi.sh
+  scripts/sdk-compat.sh
 fi
