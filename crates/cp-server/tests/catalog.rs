@@ -73,6 +73,9 @@ both_backends! {
         assert_eq!(f["total"], 1);
         assert_error(app.get("/api/v1/models?runtime=nope").await, 422, "VALIDATION_ERROR").await;
         assert_error(app.get("/api/v1/models?enabled_only=maybe").await, 422, "VALIDATION_ERROR").await;
+        // The Python client sends booleans as `True`/`False`.
+        let f = json(app.get("/api/v1/models?enabled_only=True&recommended=False&limit=2").await).await;
+        assert_eq!((f["total"].as_i64(), f["items"].as_array().unwrap().len()), (Some(4), 2), "{f}");
     }
 
     async fn models_crud_default_rules_and_roles(backend: Backend) {

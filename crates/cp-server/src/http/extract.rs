@@ -140,7 +140,11 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+        let parsed = match python_booleans(parts.uri.query()) {
+            Some(uri) => axum::extract::Query::<T>::try_from_uri(&uri),
+            None => axum::extract::Query::<T>::from_request_parts(parts, state).await,
+        };
+        match parsed {
             Ok(axum::extract::Query(v)) => Ok(Query(v)),
             Err(QueryRejection::FailedToDeserializeQueryString(e)) => {
                 let text = e.body_text();
@@ -156,6 +160,24 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
             Err(e) => Err(ApiError::bad_request(e.body_text())),
         }
     }
+}
+
+/// The official Python client formats booleans with `str()` (`?enabled_only=True`): a URI with
+/// `True`/`False` values lowercased, or `None` when there is nothing to change.
+fn python_booleans(query: Option<&str>) -> Option<axum::http::Uri> {
+    let query = query?;
+    if !query.contains("=True") && !query.contains("=False") {
+        return None;
+    }
+    let fixed: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((k, "True")) => format!("{k}=true"),
+            Some((k, "False")) => format!("{k}=false"),
+            _ => pair.to_string(),
+        })
+        .collect();
+    format!("/?{}", fixed.join("&")).parse().ok()
 }
 
 /// `limit`/`offset`/`skip`, validated: the one pagination helper.
