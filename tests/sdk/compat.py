@@ -672,8 +672,14 @@ def unauthenticated():
 
 check("unknown key -> 401 (AuthenticationError)", unauthenticated)
 
-failed = [name for name, ok in results if not ok]
-print(f"\n{len(results) - len(failed)} passed, {len(failed)} failed")
+# Services whose server side has not landed yet (KUBIYA_SDK_COMPAT_PENDING=secrets,integrations):
+# their checks still run and print, but do not fail the suite.
+pending = [p for p in os.environ.get("KUBIYA_SDK_COMPAT_PENDING", "").split(",") if p]
+waived = [name for name, ok in results if not ok and any(p in name for p in pending)]
+failed = [name for name, ok in results if not ok and name not in waived]
+print(f"\n{len(results) - len(failed) - len(waived)} passed, {len(failed)} failed, {len(waived)} pending")
 for name in failed:
     print(f"  failed: {name}")
+for name in waived:
+    print(f"  pending: {name}")
 sys.exit(1 if failed else 0)
