@@ -10,37 +10,19 @@ use serde_json::{Value, json};
 use sqlx::Connection;
 use uuid::Uuid;
 
-/// A uuid literal in the test database's dialect.
-fn lit(app: &TestApp, id: Uuid) -> String {
-    match app.backend {
-        Backend::Sqlite => format!("X'{}'", id.simple()),
-        Backend::Postgres => format!("'{id}'"),
-    }
+async fn agent(app: &TestApp, key: &str, name: &str) -> Uuid {
+    created_id(send(app, key, Method::POST, "/api/v1/agents", Some(json!({"name": name}))).await).await
 }
 
-/// Agents and teams have no API on this branch yet: rows and links are made by SQL.
-async fn agent(app: &TestApp, org: &str, name: &str) -> Uuid {
-    app.insert_member_row("agents", org, name).await
+async fn team(app: &TestApp, key: &str, name: &str) -> Uuid {
+    created_id(send(app, key, Method::POST, "/api/v1/teams", Some(json!({"name": name}))).await).await
 }
 
-async fn team(app: &TestApp, org: &str, name: &str) -> Uuid {
-    app.insert_member_row("teams", org, name).await
-}
-
-async fn link(app: &TestApp, table: &str, owner_col: &str, owner: Uuid, other_col: &str, other: Uuid, org: &str) {
-    let extra = if table == "team_members" { ", added_at" } else { "" };
-    let extra_value = if table == "team_members" {
-        ", '2026-01-01T00:00:00+00:00'"
-    } else {
-        ""
-    };
-    app.exec_sql(&format!(
-        "INSERT INTO {table} ({owner_col}, {other_col}, organization_id, position{extra}) \
-         VALUES ({}, {}, '{org}', 0{extra_value})",
-        lit(app, owner),
-        lit(app, other)
-    ))
-    .await;
+async fn created_id(r: Response) -> Uuid {
+    let status = r.status();
+    let body = json(r).await;
+    assert_eq!(status, 201, "{body}");
+    body["id"].as_str().unwrap().parse().unwrap()
 }
 
 async fn count(app: &TestApp, sql: &str) -> i64 {
@@ -310,8 +292,8 @@ both_backends! {
         let app = TestApp::spawn(backend).await;
         app.unlimited().await;
         let key = app.admin_key.clone();
-        let a = agent(&app, "default", "builder").await;
-        let t = team(&app, "default", "ops").await;
+        let a = agent(&app, &app.admin_key, "builder").await;
+        let t = team(&app, &app.admin_key, "ops").await;
         let e = environment(&app, &key, "staging").await;
         let shell = id_of(&create_skill(&app, &key, json!({"name": "sh", "type": "shell", "configuration": {"allowed_commands": ["ls"]}})).await);
         let http = id_of(&create_skill(&app, &key, json!({"name": "web", "type": "http"})).await);
@@ -394,19 +376,37 @@ both_backends! {
         let err = assert_error(app.post("/api/v1/skills/associate", json!({"entity_id": a, "skill_ids": [fresh, missing]})).await, 404, "NOT_FOUND").await;
         assert!(err["message"].as_str().unwrap().contains(&missing.to_string()), "{err}");
         assert_eq!(json(app.get(&path).await).await["total"], 2);
+
+        // Skills attached through the agents API are the same associations, overrides included.
+        let mut configs = serde_json::Map::new();
+        configs.insert(http.clone(), json!({"timeout": 5}));
+        let r = app.post("/api/v1/agents", json!({"name": "second", "skill_ids": [http], "skill_configurations": configs})).await;
+        let second = created_id(r).await;
+        let second_path = format!("/api/v1/skills/associations/agents/{second}/skills");
+        let list = json(app.get(&second_path).await).await;
+        assert_eq!(list["total"], 1);
+        assert_eq!(list["items"][0]["configuration_override"], json!({"timeout": 5}));
+        assert_eq!(list["items"][0]["configuration"]["timeout"], 5);
+        let resolved = json(app.get(&format!("{second_path}/resolved")).await).await;
+        assert_eq!((resolved["items"][0]["source"].clone(), resolved["items"][0]["configuration"]["timeout"].clone()),
+            (json!("agent"), json!(5)));
+        app.req(Method::DELETE, &format!("{second_path}/{http}")).send().await.unwrap();
+        let agent_view = json(app.get(&format!("/api/v1/agents/{second}")).await).await;
+        assert_eq!(agent_view["skill_ids"], json!([]), "{agent_view}");
     }
 
     async fn resolution_layers_environment_team_agent(backend: Backend) {
         let app = TestApp::spawn(backend).await;
         app.unlimited().await;
         let key = app.admin_key.clone();
-        let a = agent(&app, "default", "builder").await;
-        let t = team(&app, "default", "ops").await;
         let agent_env = environment(&app, &key, "agent-env").await;
         let team_env = environment(&app, &key, "team-env").await;
-        link(&app, "agent_environments", "agent_id", a, "environment_id", agent_env, "default").await;
-        link(&app, "team_environments", "team_id", t, "environment_id", team_env, "default").await;
-        link(&app, "team_members", "team_id", t, "agent_id", a, "default").await;
+        let r = app.post("/api/v1/agents", json!({"name": "builder", "environment_ids": [agent_env]})).await;
+        let a = created_id(r).await;
+        let r = app.post("/api/v1/teams", json!({
+            "name": "ops", "environment_ids": [team_env], "configuration": {"member_ids": [a]}
+        })).await;
+        let t = created_id(r).await;
 
         let shell = id_of(&create_skill(&app, &key, json!({"name": "sh", "type": "shell", "configuration": {"allowed_commands": ["ls"]}})).await);
         let web = id_of(&create_skill(&app, &key, json!({"name": "web", "type": "http"})).await);
@@ -480,8 +480,8 @@ both_backends! {
         let app = TestApp::spawn(backend).await;
         app.unlimited().await;
         let key = app.admin_key.clone();
-        let a = agent(&app, "default", "builder").await;
-        let t = team(&app, "default", "ops").await;
+        let a = agent(&app, &app.admin_key, "builder").await;
+        let t = team(&app, &app.admin_key, "ops").await;
         let e = environment(&app, &key, "staging").await;
         let s1 = id_of(&create_skill(&app, &key, json!({"name": "one", "type": "shell"})).await);
         let s2 = id_of(&create_skill(&app, &key, json!({"name": "two", "type": "http"})).await);
@@ -496,7 +496,7 @@ both_backends! {
         let list = json(app.get(&format!("/api/v1/skills/associations/agents/{a}/skills")).await).await;
         assert_eq!((list["total"].as_i64(), list["items"][0]["id"].as_str()), (Some(1), Some(s2.as_str())));
 
-        app.exec_sql(&format!("DELETE FROM agents WHERE id = {}", lit(&app, a))).await;
+        assert_eq!(app.req(Method::DELETE, &format!("/api/v1/agents/{a}")).send().await.unwrap().status(), 200);
         assert_eq!(count(&app, "SELECT COUNT(*) FROM skill_associations").await, 2);
         assert_eq!(app.req(Method::DELETE, &format!("/api/v1/environments/{e}")).send().await.unwrap().status(), 200);
         assert_eq!(count(&app, "SELECT COUNT(*) FROM skill_associations").await, 1);
@@ -511,12 +511,12 @@ both_backends! {
         app.req_as(&b_key, Method::PATCH, "/api/v1/organization/settings")
             .json(&json!({"rate_limit_tier": "enterprise", "rate_limit_per_minute": 1_000_000})).send().await.unwrap();
 
-        let a_agent = agent(&app, "default", "builder").await;
+        let a_agent = agent(&app, &app.admin_key, "builder").await;
         let a_env = environment(&app, &a_key, "staging").await;
         let a_skill = id_of(&create_skill(&app, &a_key, json!({"name": "sh", "type": "shell"})).await);
         let r = app.post(&format!("/api/v1/skills/associations/agents/{a_agent}/skills"), json!({"skill_id": a_skill})).await;
         assert_eq!(r.status(), 201);
-        let b_agent = agent(&app, "beta", "builder").await;
+        let b_agent = agent(&app, &b_key, "builder").await;
         // The same name is free in another organization.
         let b_skill = id_of(&create_skill(&app, &b_key, json!({"name": "sh", "type": "shell"})).await);
 

@@ -1333,6 +1333,7 @@ pub struct AssociatedSkill {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct AssociateSkills {
     /// agent(s), team(s) or environment(s); absent: inferred from the id.
+    #[schema(pattern = "^(agent|team|environment)s?$")]
     pub entity_type: Option<String>,
     pub entity_id: Uuid,
     #[schema(max_items = 100)]

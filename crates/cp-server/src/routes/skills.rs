@@ -157,7 +157,7 @@ async fn list_definitions(_auth: Auth<Read>, Pagination(page): Pagination) -> Js
     Json(page_of(definitions(), page))
 }
 
-#[utoipa::path(get, path = "/api/v1/skills/definitions/{type}", tag = "skills", params(("type" = String, Path)),
+#[utoipa::path(get, path = "/api/v1/skills/definitions/{type}", tag = "skills", params(("type" = SkillType, Path)),
     responses((status = 200, body = SkillDefinition), (status = 404, body = cp_types::ErrorEnvelope)))]
 async fn get_definition(_auth: Auth<Read>, Path(ty): Path<String>) -> ApiResult<Json<SkillDefinition>> {
     Ok(Json(definition(skill_type(&ty)?)))
@@ -165,7 +165,7 @@ async fn get_definition(_auth: Auth<Read>, Path(ty): Path<String>) -> ApiResult<
 
 /// Validates a raw configuration (the body) against a type; answers 200 either way.
 #[utoipa::path(post, path = "/api/v1/skills/definitions/{type}/validate", tag = "skills",
-    params(("type" = String, Path)), request_body = Value,
+    params(("type" = SkillType, Path)), request_body = Value,
     responses((status = 200, body = SkillValidation), (status = 404, body = cp_types::ErrorEnvelope)))]
 async fn validate_definition(
     _auth: Auth<Read>,
@@ -201,7 +201,7 @@ async fn list_templates(_auth: Auth<Read>, Pagination(page): Pagination) -> Json
 
 /// Attaches one skill to an agent, team or environment, optionally overriding configuration keys.
 #[utoipa::path(post, path = "/api/v1/skills/associations/{entity_type}/{entity_id}/skills", tag = "skills",
-    params(("entity_type" = String, Path, description = "agents, teams or environments (singular accepted)"),
+    params(("entity_type" = String, Path, pattern = "^(agent|team|environment)s?$", description = "agents, teams or environments (singular accepted)"),
            ("entity_id" = Uuid, Path)),
     request_body = CreateSkillAssociation,
     responses((status = 201, body = SkillAssociation), (status = 404, body = cp_types::ErrorEnvelope),
@@ -230,7 +230,7 @@ async fn add_entity_skill(
 
 /// The skills attached directly to an entity, each with its override applied.
 #[utoipa::path(get, path = "/api/v1/skills/associations/{entity_type}/{entity_id}/skills", tag = "skills",
-    params(("entity_type" = String, Path), ("entity_id" = Uuid, Path), PageParams),
+    params(("entity_type" = String, Path, pattern = "^(agent|team|environment)s?$"), ("entity_id" = Uuid, Path), PageParams),
     responses((status = 200, body = Page<AssociatedSkill>), (status = 404, body = cp_types::ErrorEnvelope)))]
 async fn list_entity_skills(
     State(state): State<AppState>,
@@ -245,7 +245,7 @@ async fn list_entity_skills(
 
 /// Detaches a skill from an entity; answers the skill's id.
 #[utoipa::path(delete, path = "/api/v1/skills/associations/{entity_type}/{entity_id}/skills/{skill_id}",
-    tag = "skills", params(("entity_type" = String, Path), ("entity_id" = Uuid, Path), ("skill_id" = Uuid, Path)),
+    tag = "skills", params(("entity_type" = String, Path, pattern = "^(agent|team|environment)s?$"), ("entity_id" = Uuid, Path), ("skill_id" = Uuid, Path)),
     responses((status = 200, body = Deleted), (status = 404, body = cp_types::ErrorEnvelope)))]
 async fn remove_entity_skill(
     State(state): State<AppState>,
@@ -265,7 +265,7 @@ async fn remove_entity_skill(
 /// The enabled skills an agent or team gets after inheritance: environments, then teams, then
 /// the entity itself; a later layer overrides an earlier one.
 #[utoipa::path(get, path = "/api/v1/skills/associations/{entity_type}/{entity_id}/skills/resolved", tag = "skills",
-    params(("entity_type" = String, Path, description = "agents or teams (environments resolve to their own)"),
+    params(("entity_type" = String, Path, pattern = "^(agent|team|environment)s?$", description = "agents or teams (environments resolve to their own)"),
            ("entity_id" = Uuid, Path), PageParams),
     responses((status = 200, body = Page<ResolvedSkill>), (status = 404, body = cp_types::ErrorEnvelope)))]
 async fn resolved_skills(
