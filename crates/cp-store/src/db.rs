@@ -49,6 +49,24 @@ macro_rules! with_db {
 }
 pub(crate) use with_db;
 
+/// Like [`with_db!`] for the few statements whose text differs per backend (JSON aggregation):
+/// `with_db_sql!(db, pool, sql = (SQLITE_TEXT, POSTGRES_TEXT) => body using sql)`.
+macro_rules! with_db_sql {
+    ($db:expr, $pool:ident, $sql:ident = ($lite:expr, $pg:expr) => $body:expr) => {
+        match $db {
+            $crate::db::Db::Sqlite($pool) => {
+                let $sql: &'static str = $lite;
+                $body
+            }
+            $crate::db::Db::Postgres($pool) => {
+                let $sql: &'static str = $pg;
+                $body
+            }
+        }
+    };
+}
+pub(crate) use with_db_sql;
+
 /// The database handle shared by the whole server; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Store {

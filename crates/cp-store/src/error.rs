@@ -12,6 +12,9 @@ pub enum StoreError {
     /// The database refused a value the API let through (e.g. a character PostgreSQL cannot store).
     #[error("{0}")]
     Invalid(String),
+    /// A field names something that is not in the organization (an unknown environment id).
+    #[error("{field}: {issue}")]
+    Reference { field: String, issue: String },
     /// A stored value no longer parses (a bug or a hand-edited row).
     #[error("corrupt row: {0}")]
     Corrupt(String),
@@ -82,6 +85,15 @@ impl StoreError {
             };
         }
         e.into()
+    }
+}
+
+impl StoreError {
+    pub(crate) fn reference(field: impl Into<String>, issue: impl Into<String>) -> StoreError {
+        StoreError::Reference {
+            field: field.into(),
+            issue: issue.into(),
+        }
     }
 }
 

@@ -8,18 +8,24 @@
 
 mod db;
 mod error;
+mod links;
 mod page;
 
+pub mod agents;
 pub mod context;
 pub mod environments;
 pub mod health;
 pub mod idempotency;
 pub mod keys;
+pub mod models;
 pub mod orgs;
 pub mod projects;
+pub mod skills;
+pub mod teams;
 
 pub use db::{Backend, Store};
 
 /// Rows sqlx may buffer between its SQLite thread and the caller: more than the largest page.
 const SQLITE_ROW_CHANNEL: usize = cp_types::page::MAX_LIMIT as usize + 16;
 pub use error::{StoreError, StoreResult};
+pub use links::merge_config;

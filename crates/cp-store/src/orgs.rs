@@ -77,7 +77,7 @@ pub struct Bootstrap {
 }
 
 impl Store {
-    /// Creates an organization with its `DEFAULT` project and `default` environment.
+    /// Creates an organization with its `DEFAULT` project, `default` environment and built-in models.
     /// An existing slug is a conflict.
     pub async fn create_org(&self, slug: &str, name: &str) -> StoreResult<Organization> {
         self.create_org_with_key(slug, name, None).await
@@ -105,6 +105,7 @@ impl Store {
             sqlx::query(INSERT_DEFAULT_ENV)
                 .bind(Uuid::now_v7()).bind(slug).bind(DEFAULT_ENVIRONMENT_NAME).bind(at)
                 .execute(&mut *tx).await?;
+            crate::models::seed_catalog!(slug, at, tx);
             if let Some(k) = &new_key {
                 keys::insert_key!(k, &mut *tx);
             }

@@ -3,14 +3,19 @@
 //! Everything here is plain data: request and response bodies, enums with their
 //! wire names, the error envelope and the pagination envelope. No IO happens here.
 
+pub mod agent;
 pub mod common;
 pub mod context;
 pub mod environment;
 pub mod error;
 pub mod health;
+pub mod model;
 pub mod org;
 pub mod page;
 pub mod project;
+pub mod runtime;
+pub mod skill;
+pub mod team;
 pub mod validate;
 
 pub use common::{Deleted, Timestamp, now};

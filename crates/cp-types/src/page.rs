@@ -69,6 +69,17 @@ impl<T> Page<T> {
         }
     }
 
+    /// A page of a list held in memory (static catalogs such as runtimes).
+    pub fn of_slice(all: Vec<T>, req: PageRequest) -> Self {
+        let total = all.len() as i64;
+        let items = all
+            .into_iter()
+            .skip(req.offset.max(0) as usize)
+            .take(req.limit.max(0) as usize)
+            .collect();
+        Page::new(items, total, req)
+    }
+
     pub fn map<U>(self, f: impl FnMut(T) -> U) -> Page<U> {
         Page {
             items: self.items.into_iter().map(f).collect(),

@@ -52,7 +52,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             (Target { addr, key }, None, None)
         }
         None => {
-            let (target, child, dir) = start_server().await?;
+            let (target, child, dir) = start_server(args.server_database_url.as_deref()).await?;
             (target, Some(child), Some(dir))
         }
     };
@@ -69,11 +69,16 @@ async fn measure(target: &Target, args: &BenchArgs, server_pid: Option<u32>) -> 
     let rss_idle = server_pid.and_then(rss_kib);
     setup(target).await?;
     let duration = Duration::from_secs(args.duration);
-    let scenarios: [(&str, &str, bool); 2] = [
+    let scenarios: [(&str, &str, bool); 3] = [
         ("GET /api/health", "/api/health", false),
         (
             "GET /api/v1/projects?limit=100 (100 projects)",
             "/api/v1/projects?limit=100",
+            true,
+        ),
+        (
+            "GET /api/v1/agents?limit=100 (2 envs, 3 skills each)",
+            "/api/v1/agents?limit=100",
             true,
         ),
     ];
@@ -127,7 +132,9 @@ async fn measure(target: &Target, args: &BenchArgs, server_pid: Option<u32>) -> 
 }
 
 /// Starts `kubiya-cp serve` (this executable) on a free port with a fresh data dir.
-async fn start_server() -> anyhow::Result<(Target, tokio::process::Child, tempfile::TempDir)> {
+async fn start_server(
+    database_url: Option<&str>,
+) -> anyhow::Result<(Target, tokio::process::Child, tempfile::TempDir)> {
     let exe = std::env::current_exe().context("cannot find this executable")?;
     let dir = tempfile::tempdir()?;
     let addr = {
@@ -135,9 +142,13 @@ async fn start_server() -> anyhow::Result<(Target, tokio::process::Child, tempfi
         l.local_addr()?
     };
     let key = cp_store::keys::generate_key();
-    let child = tokio::process::Command::new(exe)
-        .args(["serve", "--listen", &addr.to_string(), "--data-dir"])
-        .arg(dir.path())
+    let mut cmd = tokio::process::Command::new(exe);
+    cmd.args(["serve", "--listen", &addr.to_string(), "--data-dir"])
+        .arg(dir.path());
+    if let Some(url) = database_url {
+        cmd.args(["--database-url", url]);
+    }
+    let child = cmd
         .env("KUBIYA_CP_BOOTSTRAP_API_KEY", &key)
         .env("KUBIYA_CP_LOG", "warn")
         .env_remove("KUBIYA_CP_DATABASE_URL")
@@ -160,7 +171,8 @@ async fn start_server() -> anyhow::Result<(Target, tokio::process::Child, tempfi
     Ok((Target { addr, key }, child, dir))
 }
 
-/// Lifts the rate limit of the bench key's organization and makes 100 projects to list.
+/// Lifts the rate limit of the bench key's organization and makes 100 projects and 100 agents
+/// (each linked to 2 environments and 3 skills) to list.
 async fn setup(target: &Target) -> anyhow::Result<()> {
     let key = Some(target.key.as_str());
     let body = r#"{"rate_limit_tier":"enterprise","rate_limit_per_minute":1000000}"#;
@@ -176,7 +188,36 @@ async fn setup(target: &Target) -> anyhow::Result<()> {
             bail!("cannot create a project: {status} {text}");
         }
     }
+    let mut envs = Vec::new();
+    for i in 0..2 {
+        let body = format!(r#"{{"name":"bench-{run}-{i}"}}"#);
+        envs.push(created_id(target, "/api/v1/environments", &body).await?);
+    }
+    let mut skills = Vec::new();
+    for i in 0..3 {
+        let body = format!(r#"{{"name":"bench {run} {i}","type":"shell","configuration":{{"timeout":30}}}}"#);
+        skills.push(created_id(target, "/api/v1/skills", &body).await?);
+    }
+    let quoted = |ids: &[String]| ids.iter().map(|i| format!("\"{i}\"")).collect::<Vec<_>>().join(",");
+    for i in 0..100 {
+        let body = format!(
+            r#"{{"name":"bench {run} {i}","system_prompt":"You are agent {i}.","environment_ids":[{}],"skill_ids":[{}]}}"#,
+            quoted(&envs),
+            quoted(&skills)
+        );
+        created_id(target, "/api/v1/agents", &body).await?;
+    }
     Ok(())
+}
+
+/// POSTs `body` and returns the new resource's id.
+async fn created_id(target: &Target, path: &str, body: &str) -> anyhow::Result<String> {
+    let (status, text) = call(target.addr, "POST", path, Some(&target.key), Some(body)).await?;
+    if status != 201 {
+        bail!("POST {path}: {status} {text}");
+    }
+    let v: serde_json::Value = serde_json::from_str(&text)?;
+    v["id"].as_str().map(str::to_string).context("no id in the answer")
 }
 
 /// One request on a fresh connection (setup and readiness only).

@@ -147,6 +147,10 @@ pub struct BenchArgs {
     /// Admin key for `--url`.
     #[arg(long, env = "KUBIYA_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+    /// Database of the server the bench starts (default: a fresh SQLite file); use an empty
+    /// PostgreSQL database or schema to measure PostgreSQL.
+    #[arg(long)]
+    pub server_database_url: Option<String>,
 }
 
 pub fn init_logging(global: &Global) {

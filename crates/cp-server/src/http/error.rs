@@ -102,6 +102,7 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound => ApiError::new(ErrorCode::NotFound, "not found"),
             StoreError::Conflict(m) => ApiError::conflict(m),
+            StoreError::Reference { field, issue } => ApiError::invalid(&field, issue),
             StoreError::Invalid(m) => {
                 ApiError::new(ErrorCode::ValidationError, format!("a value cannot be stored: {m}"))
             }

@@ -1,12 +1,17 @@
 //! One module per API area; `router` assembles them with the cross-cutting layers.
 
+pub mod agents;
 pub mod api_keys;
 pub mod auth;
 pub mod contexts;
 pub mod environments;
 pub mod health;
+pub mod models;
 pub mod organization;
 pub mod projects;
+pub mod runtimes;
+pub mod skills;
+pub mod teams;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -107,6 +112,11 @@ pub fn router(state: AppState) -> Router {
         .merge(organization::routes())
         .merge(projects::routes())
         .merge(environments::routes())
+        .merge(models::routes())
+        .merge(runtimes::routes())
+        .merge(agents::routes())
+        .merge(teams::routes())
+        .merge(skills::routes())
         .merge(contexts::routes())
         .route_layer(from_fn_with_state(state.clone(), idempotency))
         .route_layer(from_fn_with_state(state.clone(), authenticate));

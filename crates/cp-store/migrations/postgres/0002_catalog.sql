@@ -17,10 +17,10 @@ CREATE TABLE models (
     compatible_runtimes JSONB NOT NULL DEFAULT '[]',
     capabilities JSONB NOT NULL DEFAULT '{}',
     pricing JSONB,
-    context_window INTEGER,
+    context_window BIGINT,
     base_url TEXT,
     api_key_secret TEXT,
-    display_order INTEGER NOT NULL DEFAULT 1000,
+    display_order BIGINT NOT NULL DEFAULT 1000,
     created_at TIMESTAMPTZ NOT NULL,
     updated_at TIMESTAMPTZ NOT NULL,
     CONSTRAINT models_org_value_uniq UNIQUE (organization_id, value)

@@ -1,0 +1,207 @@
+//! `/api/v1/teams` and team membership.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use cp_store::teams::{NewTeam, TeamFilter, TeamPatch};
+use cp_types::team::{CreateTeam, Team, TeamStatus, UpdateTeam};
+use cp_types::{Deleted, Page, PageParams};
+use serde::Deserialize;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use crate::http::{ApiError, ApiResult, Auth, JsonBody, Pagination, Path, Query, Read, Write};
+use crate::services::catalog::{check_runtime, resolve_model};
+use crate::state::AppState;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_teams, create_team))
+        .routes(routes!(get_team, update_team, delete_team))
+        .routes(routes!(add_agent, remove_agent))
+}
+
+fn not_found(e: cp_store::StoreError) -> ApiError {
+    ApiError::from_store(e, "team")
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct TeamQuery {
+    /// Only teams with this status.
+    status_filter: Option<TeamStatus>,
+    /// Only members of this project.
+    project_id: Option<Uuid>,
+}
+
+/// Teams, newest first, each with its member agents.
+#[utoipa::path(get, path = "/api/v1/teams", tag = "teams", params(PageParams, TeamQuery),
+    responses((status = 200, body = Page<Team>)))]
+async fn list_teams(
+    State(state): State<AppState>,
+    auth: Auth<Read>,
+    Pagination(page): Pagination,
+    Query(q): Query<TeamQuery>,
+) -> ApiResult<Json<Page<Team>>> {
+    let filter = TeamFilter {
+        status: q.status_filter,
+        project_id: q.project_id,
+    };
+    Ok(Json(state.store.teams(&auth.org_id).list(filter, page).await?))
+}
+
+/// Creates a team in the `DEFAULT` project. Members are `configuration.member_ids` (agents of
+/// this organization, else 422); the model is `model_id` or `configuration.llm.model`, else
+/// the organization's default.
+#[utoipa::path(post, path = "/api/v1/teams", tag = "teams", request_body = CreateTeam,
+    responses((status = 201, body = Team), (status = 409, body = cp_types::ErrorEnvelope),
+              (status = 422, body = cp_types::ErrorEnvelope)))]
+async fn create_team(
+    State(state): State<AppState>,
+    auth: Auth<Write>,
+    JsonBody(req): JsonBody<CreateTeam>,
+) -> ApiResult<(StatusCode, Json<Team>)> {
+    let parts = req.validate()?;
+    let requested = req.model_id.as_deref().or(parts.model.as_deref());
+    let field = if req.model_id.is_some() {
+        "model_id"
+    } else {
+        "configuration.llm.model"
+    };
+    let model = resolve_model(&state.store, &auth.org_id, requested, field).await?;
+    let runtime = req.runtime.unwrap_or_default();
+    check_runtime(runtime, &model)?;
+    let new = NewTeam {
+        name: req.name,
+        description: req.description,
+        status: req.status.unwrap_or(TeamStatus::Active),
+        runtime,
+        model_id: model.id,
+        configuration: parts.rest,
+        member_ids: parts.member_ids.unwrap_or_default(),
+        execution_environment: req.execution_environment.unwrap_or_default(),
+        environment_ids: req.environment_ids.unwrap_or_default(),
+        skill_ids: req.skill_ids.unwrap_or_default(),
+        skill_configurations: req.skill_configurations.unwrap_or_default(),
+    };
+    if let Some(id) = new.skill_configurations.keys().find(|id| !new.skill_ids.contains(id)) {
+        return Err(ApiError::invalid(
+            &format!("skill_configurations.{id}"),
+            "names a skill that is not in skill_ids",
+        ));
+    }
+    let team = state.store.teams(&auth.org_id).create(&new).await?;
+    Ok((StatusCode::CREATED, Json(team)))
+}
+
+#[utoipa::path(get, path = "/api/v1/teams/{id}", tag = "teams", params(("id" = Uuid, Path)),
+    responses((status = 200, body = Team), (status = 404, body = cp_types::ErrorEnvelope)))]
+async fn get_team(State(state): State<AppState>, auth: Auth<Read>, Path(id): Path<Uuid>) -> ApiResult<Json<Team>> {
+    Ok(Json(state.store.teams(&auth.org_id).get(id).await.map_err(not_found)?))
+}
+
+/// Partial update (PATCH and PUT alike). A given `configuration` replaces the stored one, except
+/// that members and model only change when it names them.
+#[utoipa::path(method(patch, put), path = "/api/v1/teams/{id}", tag = "teams", params(("id" = Uuid, Path)),
+    request_body = UpdateTeam, responses((status = 200, body = Team), (status = 422, body = cp_types::ErrorEnvelope)))]
+async fn update_team(
+    State(state): State<AppState>,
+    auth: Auth<Write>,
+    Path(id): Path<Uuid>,
+    JsonBody(req): JsonBody<UpdateTeam>,
+) -> ApiResult<Json<Team>> {
+    let parts = req.validate()?;
+    let teams = state.store.teams(&auth.org_id);
+    let current = teams.get(id).await.map_err(not_found)?;
+    let requested = req
+        .model_id
+        .as_deref()
+        .or(parts.as_ref().and_then(|p| p.model.as_deref()));
+    let mut model_id = None;
+    if requested.is_some() || req.runtime.is_some() {
+        let field = if req.model_id.is_some() {
+            "model_id"
+        } else {
+            "configuration.llm.model"
+        };
+        let name = requested.or(current.model_id.as_deref());
+        let model = resolve_model(&state.store, &auth.org_id, name, field).await?;
+        check_runtime(req.runtime.unwrap_or(current.runtime), &model)?;
+        model_id = Some(model.id);
+    }
+    if let Some(configs) = &req.skill_configurations {
+        let skills = req.skill_ids.as_ref().unwrap_or(&current.skill_ids);
+        if let Some(id) = configs.keys().find(|id| !skills.contains(id)) {
+            return Err(ApiError::invalid(
+                &format!("skill_configurations.{id}"),
+                "names a skill that is not attached to the team",
+            ));
+        }
+    }
+    let (configuration, member_ids) = match parts {
+        Some(p) => (Some(p.rest), p.member_ids),
+        None => (None, None),
+    };
+    let patch = TeamPatch {
+        name: req.name,
+        description: req.description,
+        status: req.status,
+        runtime: req.runtime,
+        model_id,
+        configuration,
+        member_ids,
+        execution_environment: req.execution_environment,
+        environment_ids: req.environment_ids,
+        skill_ids: req.skill_ids,
+        skill_configurations: req.skill_configurations,
+    };
+    Ok(Json(teams.update(id, &patch).await.map_err(not_found)?))
+}
+
+#[utoipa::path(delete, path = "/api/v1/teams/{id}", tag = "teams", params(("id" = Uuid, Path)),
+    responses((status = 200, body = Deleted), (status = 404, body = cp_types::ErrorEnvelope)))]
+async fn delete_team(
+    State(state): State<AppState>,
+    auth: Auth<Write>,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<Deleted>> {
+    state.store.teams(&auth.org_id).delete(id).await.map_err(not_found)?;
+    Ok(Json(Deleted::new(id)))
+}
+
+/// Adds an agent to `configuration.member_ids` (at the end; no change if already a member).
+#[utoipa::path(post, path = "/api/v1/teams/{id}/agents/{agent_id}", tag = "teams",
+    params(("id" = Uuid, Path), ("agent_id" = Uuid, Path)),
+    responses((status = 200, body = Team), (status = 404, body = cp_types::ErrorEnvelope)))]
+async fn add_agent(
+    State(state): State<AppState>,
+    auth: Auth<Write>,
+    Path((id, agent_id)): Path<(Uuid, Uuid)>,
+) -> ApiResult<Json<Team>> {
+    if !state.store.agents(&auth.org_id).exists(agent_id).await? {
+        return Err(ApiError::not_found("agent"));
+    }
+    Ok(Json(
+        state
+            .store
+            .teams(&auth.org_id)
+            .add_member(id, agent_id)
+            .await
+            .map_err(not_found)?,
+    ))
+}
+
+/// Removes an agent from `configuration.member_ids` (404 if it is not a member).
+#[utoipa::path(delete, path = "/api/v1/teams/{id}/agents/{agent_id}", tag = "teams",
+    params(("id" = Uuid, Path), ("agent_id" = Uuid, Path)),
+    responses((status = 200, body = Team), (status = 404, body = cp_types::ErrorEnvelope)))]
+async fn remove_agent(
+    State(state): State<AppState>,
+    auth: Auth<Write>,
+    Path((id, agent_id)): Path<(Uuid, Uuid)>,
+) -> ApiResult<Json<Team>> {
+    let team = state.store.teams(&auth.org_id).remove_member(id, agent_id).await;
+    Ok(Json(team.map_err(|e| ApiError::from_store(e, "team membership"))?))
+}

@@ -1,0 +1,90 @@
+//! Lists are one statement each (plus a count when the page is full), whatever the page size
+//! and however many links each row embeds: counted from sqlx's own statement log.
+//!
+//! Its own test binary: the counter is process-wide, so nothing else may run queries meanwhile.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use common::{Backend, TestApp, json};
+use serde_json::json;
+use tracing::Subscriber;
+use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+
+static STATEMENTS: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts the events sqlx emits for every statement it runs.
+struct CountStatements;
+
+impl<S: Subscriber> Layer<S> for CountStatements {
+    fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+        if event.metadata().target() == "sqlx::query" {
+            STATEMENTS.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+async fn statements_for(app: &TestApp, path: &str) -> usize {
+    // Warm the key cache so authentication costs no statement in the measured request.
+    app.get("/api/v1/auth/validate").await;
+    let before = STATEMENTS.load(Ordering::SeqCst);
+    let page = json(app.get(path).await).await;
+    assert!(page["items"].as_array().is_some_and(|i| !i.is_empty()), "{page}");
+    STATEMENTS.load(Ordering::SeqCst) - before
+}
+
+async fn check(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    app.unlimited().await;
+    let mut envs = Vec::new();
+    for i in 0..2 {
+        let e = json(
+            app.post("/api/v1/environments", json!({"name": format!("env-{i}")}))
+                .await,
+        )
+        .await;
+        envs.push(e["id"].as_str().unwrap().to_string());
+    }
+    let mut agents = Vec::new();
+    for i in 0..30 {
+        let a = json(
+            app.post(
+                "/api/v1/agents",
+                json!({"name": format!("agent {i}"), "environment_ids": envs}),
+            )
+            .await,
+        )
+        .await;
+        agents.push(a["id"].as_str().unwrap().to_string());
+    }
+    for i in 0..12 {
+        let members = &agents[i..i + 3];
+        let r = app
+            .post(
+                "/api/v1/teams",
+                json!({"name": format!("team {i}"), "environment_ids": envs,
+            "configuration": {"member_ids": members}}),
+            )
+            .await;
+        assert_eq!(r.status(), 201);
+    }
+    for path in [
+        "/api/v1/agents?limit=5",
+        "/api/v1/agents?limit=100",
+        "/api/v1/teams?limit=5",
+        "/api/v1/teams?limit=100",
+    ] {
+        let n = statements_for(&app, path).await;
+        assert!((1..=2).contains(&n), "{backend:?} {path}: {n} statements");
+    }
+    // A page that is not full needs no count.
+    assert_eq!(statements_for(&app, "/api/v1/agents?limit=500").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_are_one_statement_whatever_the_page_size() {
+    tracing::subscriber::set_global_default(tracing_subscriber::registry().with(CountStatements)).unwrap();
+    check(Backend::Sqlite).await;
+    check(Backend::Postgres).await;
+}
