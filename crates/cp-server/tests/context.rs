@@ -10,45 +10,6 @@ use serde_json::{Value, json};
 use sqlx::Connection;
 use uuid::Uuid;
 
-/// A UUID as a SQL literal of the backend (SQLite stores UUIDs as 16-byte blobs).
-fn lit(app: &TestApp, id: Uuid) -> String {
-    match app.backend {
-        Backend::Sqlite => format!("X'{}'", id.simple()),
-        Backend::Postgres => format!("'{id}'"),
-    }
-}
-
-// Agents and teams, their membership and environment links have no API yet: rows by SQL.
-async fn agent_env(app: &TestApp, agent: Uuid, env: Uuid, position: i32) {
-    app.exec_sql(&format!(
-        "INSERT INTO agent_environments (agent_id, environment_id, organization_id, position) \
-         VALUES ({}, {}, 'default', {position})",
-        lit(app, agent),
-        lit(app, env)
-    ))
-    .await;
-}
-
-async fn team_env(app: &TestApp, team: Uuid, env: Uuid, position: i32) {
-    app.exec_sql(&format!(
-        "INSERT INTO team_environments (team_id, environment_id, organization_id, position) \
-         VALUES ({}, {}, 'default', {position})",
-        lit(app, team),
-        lit(app, env)
-    ))
-    .await;
-}
-
-async fn team_member(app: &TestApp, team: Uuid, agent: Uuid, position: i32) {
-    app.exec_sql(&format!(
-        "INSERT INTO team_members (team_id, agent_id, organization_id, position, added_at) \
-         VALUES ({}, {}, 'default', {position}, '2026-01-01T00:00:00+00:00')",
-        lit(app, team),
-        lit(app, agent)
-    ))
-    .await;
-}
-
 async fn count_contexts(app: &TestApp) -> i64 {
     let sql = "SELECT COUNT(*) FROM contexts";
     match app.backend {
@@ -67,6 +28,20 @@ async fn create(app: &TestApp, path: &str, body: Value) -> Uuid {
     let r = app.post(path, body).await;
     assert_eq!(r.status(), 201, "{path}");
     json(r).await["id"].as_str().unwrap().parse().unwrap()
+}
+
+async fn new_agent(app: &TestApp, name: &str, environment_ids: &[Uuid], team_id: Option<Uuid>) -> Uuid {
+    let body = json!({"name": name, "environment_ids": environment_ids, "team_id": team_id});
+    create(app, "/api/v1/agents", body).await
+}
+
+async fn new_team(app: &TestApp, name: &str, environment_ids: &[Uuid]) -> Uuid {
+    create(
+        app,
+        "/api/v1/teams",
+        json!({"name": name, "environment_ids": environment_ids}),
+    )
+    .await
 }
 
 async fn env(app: &TestApp, name: &str) -> Uuid {
@@ -101,8 +76,8 @@ both_backends! {
     async fn get_put_partial_put_and_delete_for_every_kind(backend: Backend) {
         let app = TestApp::spawn(backend).await;
         app.unlimited().await;
-        let agent = app.insert_member_row("agents", "default", "builder").await;
-        let team = app.insert_member_row("teams", "default", "ops").await;
+        let agent = new_agent(&app, "builder", &[], None).await;
+        let team = new_team(&app, "ops", &[]).await;
         let entities = [
             ("organization", "default".to_string()),
             ("project", project(&app, "CTX").await.to_string()),
@@ -177,7 +152,9 @@ both_backends! {
         let r = app.req_as(&other, Method::PUT, "/api/v1/context/organization/org-b")
             .json(&json!({"variables": {"b": true}})).send().await.unwrap();
         assert_eq!(r.status(), 200);
-        let their_agent = app.insert_member_row("agents", "org-b", "spy").await;
+        let r = app.req_as(&other, Method::POST, "/api/v1/agents").json(&json!({"name": "spy"})).send().await.unwrap();
+        assert_eq!(r.status(), 201);
+        let their_agent = json(r).await["id"].as_str().unwrap().to_string();
 
         let unknown = Uuid::now_v7();
         let mut paths = vec![
@@ -269,18 +246,18 @@ both_backends! {
     async fn deleting_an_entity_deletes_its_context(backend: Backend) {
         let app = TestApp::spawn(backend).await;
         app.unlimited().await;
-        let agent = app.insert_member_row("agents", "default", "gone").await;
-        let team = app.insert_member_row("teams", "default", "gone-team").await;
+        let agent = new_agent(&app, "gone", &[], None).await;
+        let team = new_team(&app, "gone-team", &[]).await;
         let e = env(&app, "temporary").await;
         let p = project(&app, "TMP").await;
         for entity in [format!("agent/{agent}"), format!("team/{team}"), format!("environment/{e}"), format!("project/{p}"), "organization/default".into()] {
             store(&app, &entity, "x", json!({})).await;
         }
         assert_eq!(count_contexts(&app).await, 5);
-        app.exec_sql(&format!("DELETE FROM agents WHERE id = {}", lit(&app, agent))).await;
+        assert_eq!(delete(&app, &format!("/api/v1/agents/{agent}")).await.status(), 200);
         assert_eq!(count_contexts(&app).await, 4);
         assert_error(app.get(&format!("/api/v1/context/agent/{agent}")).await, 404, "NOT_FOUND").await;
-        app.exec_sql(&format!("DELETE FROM teams WHERE id = {}", lit(&app, team))).await;
+        assert_eq!(delete(&app, &format!("/api/v1/teams/{team}")).await.status(), 200);
         assert_eq!(delete(&app, &format!("/api/v1/environments/{e}")).await.status(), 200);
         assert_eq!(delete(&app, &format!("/api/v1/projects/{p}")).await.status(), 200);
         assert_eq!(count_contexts(&app).await, 1);
@@ -292,21 +269,22 @@ both_backends! {
     async fn an_agent_resolves_through_org_projects_environments_teams(backend: Backend) {
         let app = TestApp::spawn(backend).await;
         app.unlimited().await;
-        let agent = app.insert_member_row("agents", "default", "resolver").await;
-        let team = app.insert_member_row("teams", "default", "platform").await;
+        let default = json(app.get("/api/v1/projects/default").await).await["id"].as_str().unwrap().to_string();
         let (p1, p2) = (project(&app, "ONE").await, project(&app, "TWO").await);
-        let (e1, e2, e3) = (env(&app, "first").await, env(&app, "second").await, env(&app, "third").await);
-        // Membership: p2 before p1 (oldest membership first); environments e2 then e1 by position;
-        // the team brings e3 and e1 (e1 already seen through the agent).
+        let (e1, e2, e3, e4) =
+            (env(&app, "first").await, env(&app, "second").await, env(&app, "third").await, env(&app, "fourth").await);
+        // The agent joins DEFAULT when created, then p2, then p1 (oldest membership first); its
+        // environments are e2 then e1; it joins `platform` (bringing e3 and e1, already seen)
+        // before `older` (created first, bringing e4): teams come in the order the agent joined.
+        let older = new_team(&app, "older", &[e4]).await;
+        let team = new_team(&app, "platform", &[e1, e3]).await;
+        let agent = new_agent(&app, "resolver", &[e2, e1], Some(team)).await;
+        let r = app.req(Method::POST, &format!("/api/v1/teams/{older}/agents/{agent}")).send().await.unwrap();
+        assert!(r.status().is_success(), "{}", r.status());
         for p in [p2, p1] {
             let r = app.post(&format!("/api/v1/projects/{p}/agents"), json!({"agent_id": agent})).await;
             assert_eq!(r.status(), 201);
         }
-        agent_env(&app, agent, e1, 1).await;
-        agent_env(&app, agent, e2, 0).await;
-        team_member(&app, team, agent, 0).await;
-        team_env(&app, team, e1, 0).await;
-        team_env(&app, team, e3, 1).await;
 
         store(&app, "organization/default", "org", json!({"a": "org", "b": "org", "tier": {"x": 1}})).await;
         store(&app, &format!("project/{p2}"), "p2", json!({"b": "p2", "c": "p2"})).await;
@@ -315,17 +293,19 @@ both_backends! {
         store(&app, &format!("environment/{e1}"), "e1", json!({"d": "e1", "e": "e1"})).await;
         store(&app, &format!("environment/{e3}"), "e3", json!({"e": "e3"})).await;
         store(&app, &format!("team/{team}"), "team", json!({"f": "team", "tier": null})).await;
+        store(&app, &format!("team/{older}"), "older", json!({"f": "older"})).await;
         store(&app, &format!("agent/{agent}"), "agent", json!({"g": "agent", "a": "agent"})).await;
 
         let resolved = json(app.get(&format!("/api/v1/context/resolve/agent/{agent}")).await).await;
-        let order = ["org", "p2", "p1", "e2", "e1", "e3", "team", "agent"];
+        let order = ["org", "p2", "p1", "e2", "e1", "e3", "team", "older", "agent"];
         let chain: Vec<(String, String)> = resolved["layers"].as_array().unwrap().iter()
             .map(|l| (l["layer"].as_str().unwrap().to_string(), l["entity_id"].as_str().unwrap().to_string()))
             .collect();
         let expected: Vec<(String, String)> = [
-            ("organization", "default".to_string()), ("project", p2.to_string()), ("project", p1.to_string()),
-            ("environment", e2.to_string()), ("environment", e1.to_string()), ("environment", e3.to_string()),
-            ("team", team.to_string()), ("agent", agent.to_string()),
+            ("organization", "default".to_string()), ("project", default.clone()), ("project", p2.to_string()),
+            ("project", p1.to_string()), ("environment", e2.to_string()), ("environment", e1.to_string()),
+            ("environment", e3.to_string()), ("environment", e4.to_string()), ("team", team.to_string()),
+            ("team", older.to_string()), ("agent", agent.to_string()),
         ].into_iter().map(|(k, v)| (k.to_string(), v)).collect();
         assert_eq!(chain, expected);
         assert_eq!(resolved["entity_type"], "agent");
@@ -339,9 +319,12 @@ both_backends! {
         policies.extend(order.iter().map(|t| format!("p-{t}")));
         assert_eq!(resolved["policy_ids"], json!(policies));
         assert_eq!(resolved["variables"], json!({
-            "a": "agent", "b": "p2", "c": "p1", "d": "e1", "e": "e3", "f": "team", "g": "agent", "tier": null,
+            "a": "agent", "b": "p2", "c": "p1", "d": "e1", "e": "e3", "f": "older", "g": "agent", "tier": null,
         }));
-        let team_layer = &resolved["layers"][6];
+        // DEFAULT and e4 have nothing stored: in the chain, empty.
+        assert_eq!(resolved["layers"][1]["knowledge_uuids"], json!([]));
+        assert_eq!(resolved["layers"][7]["variables"], json!({}));
+        let team_layer = &resolved["layers"][8];
         assert_eq!(team_layer["variables"], json!({"f": "team", "tier": null}));
         assert_eq!(team_layer["knowledge_uuids"], json!(["k-team", "k-shared"]));
 
@@ -351,30 +334,29 @@ both_backends! {
         // Layers without stored context still show the chain, empty.
         assert_eq!(delete(&app, &format!("/api/v1/context/environment/{e3}")).await.status(), 200);
         let resolved = json(app.get(&format!("/api/v1/agents/{agent}/context/resolved")).await).await;
-        assert_eq!(resolved["layers"][5], json!({
+        assert_eq!(resolved["layers"][6], json!({
             "layer": "environment", "entity_id": e3.to_string(),
             "knowledge_uuids": [], "resource_ids": [], "policy_ids": [], "variables": {},
         }));
         assert_eq!(resolved["variables"]["e"], "e1");
 
-        // An agent with no links resolves to the organization and itself.
-        let lone = app.insert_member_row("agents", "default", "lone").await;
+        // An agent with no other links resolves to the organization, DEFAULT and itself.
+        let lone = new_agent(&app, "lone", &[], None).await;
         let resolved = json(app.get(&format!("/api/v1/context/resolve/agent/{lone}")).await).await;
         let kinds: Vec<&str> = resolved["layers"].as_array().unwrap().iter().map(|l| l["layer"].as_str().unwrap()).collect();
-        assert_eq!(kinds, ["organization", "agent"]);
+        assert_eq!(kinds, ["organization", "project", "agent"]);
         assert_eq!(resolved["variables"], json!({"a": "org", "b": "org", "tier": {"x": 1}}));
     }
 
     async fn teams_environments_projects_and_the_organization_resolve(backend: Backend) {
         let app = TestApp::spawn(backend).await;
         app.unlimited().await;
-        let team = app.insert_member_row("teams", "default", "sre").await;
+        let default = json(app.get("/api/v1/projects/default").await).await["id"].as_str().unwrap().to_string();
         let p = project(&app, "SRE").await;
         let (e1, e2) = (env(&app, "east").await, env(&app, "west").await);
+        let team = new_team(&app, "sre", &[e2, e1]).await;
         let r = app.post(&format!("/api/v1/projects/{p}/teams"), json!({"team_id": team})).await;
         assert_eq!(r.status(), 201);
-        team_env(&app, team, e2, 0).await;
-        team_env(&app, team, e1, 1).await;
         store(&app, "organization/default", "org", json!({"v": "org"})).await;
         store(&app, &format!("project/{p}"), "p", json!({"v": "p"})).await;
         store(&app, &format!("environment/{e1}"), "e1", json!({"v": "e1"})).await;
@@ -385,7 +367,7 @@ both_backends! {
             .map(|l| format!("{}/{}", l["layer"].as_str().unwrap(), l["entity_id"].as_str().unwrap()))
             .collect();
         assert_eq!(chain, [
-            "organization/default".to_string(), format!("project/{p}"), format!("environment/{e2}"),
+            "organization/default".to_string(), format!("project/{default}"), format!("project/{p}"), format!("environment/{e2}"),
             format!("environment/{e1}"), format!("team/{team}"),
         ]);
         assert_eq!(resolved["variables"], json!({"v": "e1", "w": "team"}));

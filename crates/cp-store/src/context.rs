@@ -77,12 +77,12 @@ macro_rules! delete_sql {
 }
 
 /// The organization's layer, first in every chain. Its NULL sort and id columns are typed so
-/// PostgreSQL can match them with the UUIDs of the other branches of the `UNION ALL`.
+/// PostgreSQL can match them with the other branches of the `UNION ALL`.
 macro_rules! org_layer {
     () => {
         concat!(
-            "SELECT 0 AS ord, CAST(NULL AS UUID) AS k_uuid, 0 AS k_pos, 'organization' AS kind, \
-             CAST(NULL AS UUID) AS entity_uuid, ",
+            "SELECT 0 AS ord, CAST(NULL AS TIMESTAMPTZ) AS k_time, CAST(NULL AS UUID) AS k_uuid, 0 AS k_pos, \
+             'organization' AS kind, CAST(NULL AS UUID) AS entity_uuid, ",
             ctx_columns!(),
             " FROM organizations o LEFT JOIN contexts c \
              ON c.organization_id = o.id AND c.entity_type = 'organization' WHERE o.id = $1"
@@ -91,14 +91,18 @@ macro_rules! org_layer {
 }
 
 /// One branch of a chain: layer `$kind` for each entity `$id` of `$from` matching `$filter`,
-/// with its stored context (joined on `contexts.$col`). Rows sort by `ord`, then `k_uuid`, then
-/// `k_pos` (e.g. team, then the environment's position in it).
+/// with its stored context (joined on `contexts.$col`). Rows sort by `ord`, then `k_time`,
+/// `k_uuid` and `k_pos` (e.g. when the agent joined the team, the team, then the environment's
+/// position in it): the order in which agents and teams list their links. A plain `NULL` sort
+/// key is fine here: the organization's branch, always first, gives the columns their types.
 macro_rules! layer {
-    ($ord:literal, $kind:literal $id:literal on $col:literal, sort $k_uuid:literal $k_pos:literal,
-     from $from:literal where $filter:literal) => {
+    ($ord:literal, $kind:literal $id:literal on $col:literal,
+     sort $k_time:literal $k_uuid:literal $k_pos:literal, from $from:literal where $filter:literal) => {
         concat!(
             " UNION ALL SELECT ",
             $ord,
+            ", ",
+            $k_time,
             ", ",
             $k_uuid,
             ", ",
@@ -122,49 +126,49 @@ macro_rules! layer {
 }
 
 /// Agent: organization → its projects (oldest membership first) → its environments (by
-/// position) → its teams' environments (team by team, by position) → its teams (oldest team
-/// first) → the agent. Duplicates are dropped in Rust, keeping the first place.
+/// position) → its teams' environments (team by team, by position) → its teams (oldest
+/// membership first) → the agent. Duplicates are dropped in Rust, keeping the first place.
 const RESOLVE_AGENT: &str = concat!(
     org_layer!(),
-    layer!("1", "project" "pa.project_id" on "project_id", sort "pa.id" "0",
+    layer!("1", "project" "pa.project_id" on "project_id", sort "pa.added_at" "pa.id" "0",
         from "project_agents pa" where "pa.organization_id = $1 AND pa.agent_id = $2"),
-    layer!("2", "environment" "ae.environment_id" on "environment_id", sort "ae.agent_id" "ae.position",
+    layer!("2", "environment" "ae.environment_id" on "environment_id", sort "NULL" "ae.agent_id" "ae.position",
         from "agent_environments ae" where "ae.organization_id = $1 AND ae.agent_id = $2"),
-    layer!("3", "environment" "te.environment_id" on "environment_id", sort "tm.team_id" "te.position",
+    layer!("3", "environment" "te.environment_id" on "environment_id", sort "tm.added_at" "tm.team_id" "te.position",
         from "team_members tm JOIN team_environments te ON te.team_id = tm.team_id"
         where "tm.organization_id = $1 AND tm.agent_id = $2"),
-    layer!("4", "team" "tm.team_id" on "team_id", sort "tm.team_id" "0",
+    layer!("4", "team" "tm.team_id" on "team_id", sort "tm.added_at" "tm.team_id" "0",
         from "team_members tm" where "tm.organization_id = $1 AND tm.agent_id = $2"),
-    layer!("5", "agent" "a.id" on "agent_id", sort "a.id" "0",
+    layer!("5", "agent" "a.id" on "agent_id", sort "NULL" "a.id" "0",
         from "agents a" where "a.organization_id = $1 AND a.id = $2"),
-    " ORDER BY ord, k_uuid, k_pos"
+    " ORDER BY ord, k_time, k_uuid, k_pos"
 );
 
 /// Team: organization → its projects (oldest membership first) → its environments (by
 /// position) → the team.
 const RESOLVE_TEAM: &str = concat!(
     org_layer!(),
-    layer!("1", "project" "pt.project_id" on "project_id", sort "pt.id" "0",
+    layer!("1", "project" "pt.project_id" on "project_id", sort "pt.added_at" "pt.id" "0",
         from "project_teams pt" where "pt.organization_id = $1 AND pt.team_id = $2"),
-    layer!("2", "environment" "te.environment_id" on "environment_id", sort "te.team_id" "te.position",
+    layer!("2", "environment" "te.environment_id" on "environment_id", sort "NULL" "te.team_id" "te.position",
         from "team_environments te" where "te.organization_id = $1 AND te.team_id = $2"),
-    layer!("4", "team" "t.id" on "team_id", sort "t.id" "0",
+    layer!("4", "team" "t.id" on "team_id", sort "NULL" "t.id" "0",
         from "teams t" where "t.organization_id = $1 AND t.id = $2"),
-    " ORDER BY ord, k_uuid, k_pos"
+    " ORDER BY ord, k_time, k_uuid, k_pos"
 );
 
 const RESOLVE_ENVIRONMENT: &str = concat!(
     org_layer!(),
-    layer!("2", "environment" "e.id" on "environment_id", sort "e.id" "0",
+    layer!("2", "environment" "e.id" on "environment_id", sort "NULL" "e.id" "0",
         from "environments e" where "e.organization_id = $1 AND e.id = $2"),
-    " ORDER BY ord, k_uuid, k_pos"
+    " ORDER BY ord, k_time, k_uuid, k_pos"
 );
 
 const RESOLVE_PROJECT: &str = concat!(
     org_layer!(),
-    layer!("1", "project" "p.id" on "project_id", sort "p.id" "0",
+    layer!("1", "project" "p.id" on "project_id", sort "NULL" "p.id" "0",
         from "projects p" where "p.organization_id = $1 AND p.id = $2"),
-    " ORDER BY ord, k_uuid, k_pos"
+    " ORDER BY ord, k_time, k_uuid, k_pos"
 );
 
 /// The statements of one entity kind; table and column names cannot be bound.
