@@ -3,6 +3,7 @@
 pub mod config;
 pub mod http;
 pub mod routes;
+pub mod services;
 pub mod state;
 
 use std::future::Future;

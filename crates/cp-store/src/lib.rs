@@ -10,12 +10,16 @@ mod db;
 mod error;
 mod page;
 
+pub mod custom_integrations;
 pub mod environments;
+pub mod exec_env;
 pub mod health;
 pub mod idempotency;
+pub mod integrations;
 pub mod keys;
 pub mod orgs;
 pub mod projects;
+pub mod secrets;
 
 pub use db::{Backend, Store};
 

@@ -4,12 +4,16 @@
 //! wire names, the error envelope and the pagination envelope. No IO happens here.
 
 pub mod common;
+pub mod custom_integration;
 pub mod environment;
 pub mod error;
+pub mod exec_env;
 pub mod health;
+pub mod integration;
 pub mod org;
 pub mod page;
 pub mod project;
+pub mod secret;
 pub mod validate;
 
 pub use common::{Deleted, Timestamp, now};

@@ -2,10 +2,14 @@
 
 pub mod api_keys;
 pub mod auth;
+pub mod custom_integrations;
 pub mod environments;
+pub mod execution_environment;
 pub mod health;
+pub mod integrations;
 pub mod organization;
 pub mod projects;
+pub mod secrets;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -106,6 +110,10 @@ pub fn router(state: AppState) -> Router {
         .merge(organization::routes())
         .merge(projects::routes())
         .merge(environments::routes())
+        .merge(secrets::routes())
+        .merge(integrations::routes())
+        .merge(custom_integrations::routes())
+        .merge(execution_environment::routes())
         .route_layer(from_fn_with_state(state.clone(), idempotency))
         .route_layer(from_fn_with_state(state.clone(), authenticate));
 
