@@ -13,13 +13,17 @@ mod page;
 
 pub mod agents;
 pub mod context;
+pub mod custom_integrations;
 pub mod environments;
+pub mod exec_env;
 pub mod health;
 pub mod idempotency;
+pub mod integrations;
 pub mod keys;
 pub mod models;
 pub mod orgs;
 pub mod projects;
+pub mod secrets;
 pub mod skills;
 pub mod teams;
 

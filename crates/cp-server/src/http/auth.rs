@@ -235,6 +235,8 @@ pub struct Admin;
 pub struct WorkerApi;
 /// Any valid key (e.g. `auth/validate`).
 pub struct AnyRole;
+/// Secret values and integration credentials: admin and worker keys (API §1, Keys).
+pub struct SecretReader;
 
 impl Access for Read {
     const ROLES: &'static [Role] = &[Role::Admin, Role::Member, Role::Viewer];
@@ -250,6 +252,9 @@ impl Access for WorkerApi {
 }
 impl Access for AnyRole {
     const ROLES: &'static [Role] = &[Role::Admin, Role::Member, Role::Viewer, Role::Worker];
+}
+impl Access for SecretReader {
+    const ROLES: &'static [Role] = &[Role::Admin, Role::Worker];
 }
 
 /// The authenticated caller, admitted only if its role is in `A::ROLES` (else 403).

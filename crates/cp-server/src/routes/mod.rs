@@ -4,12 +4,16 @@ pub mod agents;
 pub mod api_keys;
 pub mod auth;
 pub mod contexts;
+pub mod custom_integrations;
 pub mod environments;
+pub mod execution_environment;
 pub mod health;
+pub mod integrations;
 pub mod models;
 pub mod organization;
 pub mod projects;
 pub mod runtimes;
+pub mod secrets;
 pub mod skills;
 pub mod teams;
 
@@ -118,6 +122,10 @@ pub fn router(state: AppState) -> Router {
         .merge(teams::routes())
         .merge(skills::routes())
         .merge(contexts::routes())
+        .merge(secrets::routes())
+        .merge(integrations::routes())
+        .merge(custom_integrations::routes())
+        .merge(execution_environment::routes())
         .route_layer(from_fn_with_state(state.clone(), idempotency))
         .route_layer(from_fn_with_state(state.clone(), authenticate));
 

@@ -1,3 +1,7 @@
-//! Rules that span several repositories; handlers call these and stay thin.
+//! Rules that sit between the handlers and the store and span several repositories:
+//! catalog rules, cryptography, credential reads, execution-environment resolution.
 
 pub mod catalog;
+pub mod crypto;
+pub mod exec_env;
+pub mod vault;
