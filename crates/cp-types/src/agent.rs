@@ -203,7 +203,8 @@ pub fn requested_model<'a>(model: &'a Option<String>, model_id: &'a Option<Strin
         .filter(|m| !m.is_empty())
 }
 
-fn check_lists(
+/// Size limits of the lists agents and teams link to (shared by both).
+pub(crate) fn check_lists(
     v: &mut Issues,
     capabilities: Option<&Vec<String>>,
     environment_ids: Option<&Vec<Uuid>>,

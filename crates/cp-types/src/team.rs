@@ -7,7 +7,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::agent::{EnvironmentRef, ProjectRef, SkillRef, check_llm_config};
+use crate::agent::{EnvironmentRef, ProjectRef, SkillRef, check_lists, check_llm_config};
 use crate::common::nullable;
 use crate::environment::ExecutionEnvironment;
 use crate::runtime::Runtime;
@@ -173,8 +173,9 @@ impl CreateTeam {
             Some(c) => split_team_config(&mut v, c),
             None => TeamConfigParts::default(),
         };
-        check_links(
+        check_lists(
             &mut v,
+            None,
             self.environment_ids.as_ref(),
             self.skill_ids.as_ref(),
             self.skill_configurations.as_ref(),
@@ -196,8 +197,9 @@ impl UpdateTeam {
             v.max_length("description", Some(d), 10_000);
         }
         let parts = self.configuration.as_ref().map(|c| split_team_config(&mut v, c));
-        check_links(
+        check_lists(
             &mut v,
+            None,
             self.environment_ids.as_ref(),
             self.skill_ids.as_ref(),
             self.skill_configurations.as_ref(),
@@ -206,28 +208,5 @@ impl UpdateTeam {
             ee.check(&mut v, "execution_environment");
         }
         v.finish().map(|_| parts)
-    }
-}
-
-fn check_links(
-    v: &mut Issues,
-    environment_ids: Option<&Vec<Uuid>>,
-    skill_ids: Option<&Vec<Uuid>>,
-    skill_configurations: Option<&BTreeMap<Uuid, Value>>,
-) {
-    if let Some(e) = environment_ids {
-        v.check(e.len() <= 100, "environment_ids", "at most 100 environments");
-    }
-    if let Some(s) = skill_ids {
-        v.check(s.len() <= 100, "skill_ids", "at most 100 skills");
-    }
-    if let Some(sc) = skill_configurations {
-        for (id, cfg) in sc {
-            v.check(
-                cfg.is_object(),
-                &format!("skill_configurations.{id}"),
-                "must be an object",
-            );
-        }
     }
 }

@@ -7,14 +7,14 @@ use cp_store::agents::{AgentFilter, AgentPatch, NewAgent};
 use cp_types::agent::{Agent, AgentStatus, CreateAgent, UpdateAgent, requested_model};
 use cp_types::{Deleted, Page, PageParams};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::http::{ApiError, ApiResult, Auth, JsonBody, Pagination, Path, Query, Read, Write};
-use crate::services::catalog::{check_runtime, resolve_model};
+use crate::services::catalog::{check_runtime, check_skill_configurations, resolve_model};
 use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -98,17 +98,6 @@ async fn create_agent(
     check_skill_configurations(&new.skill_ids, &new.skill_configurations)?;
     let agent = state.store.agents(&auth.org_id).create(&new).await?;
     Ok((StatusCode::CREATED, Json(agent)))
-}
-
-/// Overrides must name a skill the agent gets, or they would be silently dropped.
-fn check_skill_configurations(skill_ids: &[Uuid], configs: &std::collections::BTreeMap<Uuid, Value>) -> ApiResult<()> {
-    match configs.keys().find(|id| !skill_ids.contains(id)) {
-        Some(id) => Err(ApiError::invalid(
-            &format!("skill_configurations.{id}"),
-            "names a skill that is not in skill_ids",
-        )),
-        None => Ok(()),
-    }
 }
 
 #[utoipa::path(get, path = "/api/v1/agents/{id}", tag = "agents", params(("id" = Uuid, Path)),

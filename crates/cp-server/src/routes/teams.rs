@@ -13,7 +13,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::http::{ApiError, ApiResult, Auth, JsonBody, Pagination, Path, Query, Read, Write};
-use crate::services::catalog::{check_runtime, resolve_model};
+use crate::services::catalog::{check_runtime, check_skill_configurations, resolve_model};
 use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -86,12 +86,7 @@ async fn create_team(
         skill_ids: req.skill_ids.unwrap_or_default(),
         skill_configurations: req.skill_configurations.unwrap_or_default(),
     };
-    if let Some(id) = new.skill_configurations.keys().find(|id| !new.skill_ids.contains(id)) {
-        return Err(ApiError::invalid(
-            &format!("skill_configurations.{id}"),
-            "names a skill that is not in skill_ids",
-        ));
-    }
+    check_skill_configurations(&new.skill_ids, &new.skill_configurations)?;
     let team = state.store.teams(&auth.org_id).create(&new).await?;
     Ok((StatusCode::CREATED, Json(team)))
 }
@@ -133,12 +128,7 @@ async fn update_team(
     }
     if let Some(configs) = &req.skill_configurations {
         let skills = req.skill_ids.as_ref().unwrap_or(&current.skill_ids);
-        if let Some(id) = configs.keys().find(|id| !skills.contains(id)) {
-            return Err(ApiError::invalid(
-                &format!("skill_configurations.{id}"),
-                "names a skill that is not attached to the team",
-            ));
-        }
+        check_skill_configurations(skills, configs)?;
     }
     let (configuration, member_ids) = match parts {
         Some(p) => (Some(p.rest), p.member_ids),

@@ -40,3 +40,17 @@ pub fn check_runtime(runtime: Runtime, model: &Model) -> ApiResult<()> {
         Some(issue) => Err(ApiError::invalid("runtime", issue)),
     }
 }
+
+/// Overrides must name a skill the agent or team gets, or they would be silently dropped.
+pub fn check_skill_configurations(
+    skill_ids: &[uuid::Uuid],
+    configs: &std::collections::BTreeMap<uuid::Uuid, serde_json::Value>,
+) -> ApiResult<()> {
+    match configs.keys().find(|id| !skill_ids.contains(id)) {
+        Some(id) => Err(ApiError::invalid(
+            &format!("skill_configurations.{id}"),
+            "names a skill that is not attached",
+        )),
+        None => Ok(()),
+    }
+}
