@@ -8,6 +8,7 @@ use cp_store::Store;
 use crate::config::ServerConfig;
 use crate::http::auth::KeyCache;
 use crate::http::rate_limit::RateLimiter;
+use crate::services::list_cache::ListCache;
 
 /// Everything handlers share; cheap to clone.
 #[derive(Clone)]
@@ -16,6 +17,7 @@ pub struct AppState {
     pub config: Arc<ServerConfig>,
     pub limiter: Arc<RateLimiter>,
     pub keys: Arc<KeyCache>,
+    pub lists: Arc<ListCache>,
     pub started_at: Instant,
 }
 
@@ -26,6 +28,7 @@ impl AppState {
             config: Arc::new(config),
             limiter: Arc::default(),
             keys: Arc::default(),
+            lists: Arc::default(),
             started_at: Instant::now(),
         }
     }

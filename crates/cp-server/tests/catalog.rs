@@ -406,3 +406,56 @@ both_backends! {
         assert_error(r, 403, "FORBIDDEN").await;
     }
 }
+
+both_backends! {
+    async fn cached_lists_follow_every_write_they_embed(backend: Backend) {
+        let app = TestApp::spawn(backend).await;
+        let env = env_id(&app, "env-a").await;
+        let agent = json(app.post("/api/v1/agents", json!({"name": "cached", "environment_ids": [env]})).await).await;
+        let agent_id = agent["id"].as_str().unwrap().to_string();
+        let team = json(app.post("/api/v1/teams", json!({"name": "crew"})).await).await;
+        let team_id = team["id"].as_str().unwrap().to_string();
+        let agents = || async { json(app.get("/api/v1/agents?limit=100").await).await["items"][0].clone() };
+        let teams = || async { json(app.get("/api/v1/teams").await).await["items"][0].clone() };
+        // Fill the cache, then change each embedded thing through its own endpoint.
+        assert_eq!(agents().await["environments"][0]["name"], "env-a");
+        assert_eq!(teams().await["agents"], json!([]));
+
+        let r = send(&app, Method::PATCH, &format!("/api/v1/environments/{env}"), json!({"name": "env-b"})).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(agents().await["environments"][0]["name"], "env-b");
+
+        let skill = json(app.post("/api/v1/skills", json!({"name": "sh", "type": "shell"})).await).await;
+        let skill_id = skill["id"].as_str().unwrap().to_string();
+        let r = send(&app, Method::PATCH, &format!("/api/v1/agents/{agent_id}"), json!({"skill_ids": [skill_id]})).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(agents().await["skills"][0]["name"], "sh");
+        let r = send(&app, Method::PUT, &format!("/api/v1/skills/{skill_id}"), json!({"name": "shell-2"})).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(agents().await["skills"][0]["name"], "shell-2");
+
+        let r = app.post(&format!("/api/v1/teams/{team_id}/agents/{agent_id}"), json!({})).await;
+        assert!(r.status().is_success(), "{}", r.status());
+        assert_eq!(agents().await["team_ids"], json!([team_id]));
+        assert_eq!(teams().await["agents"][0]["id"], agent_id.as_str());
+
+        let default = json(app.get("/api/v1/projects/default").await).await;
+        let r = send(&app, Method::PATCH, &format!("/api/v1/projects/{}", default["id"].as_str().unwrap()), json!({"name": "Home"})).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(agents().await["projects"][0]["name"], "Home");
+
+        // A write that bypasses every handler is seen too: the database's triggers move the version.
+        app.exec_sql("UPDATE environments SET name = 'from-sql' WHERE name = 'env-b'").await;
+        assert_eq!(agents().await["environments"][0]["name"], "from-sql");
+
+        // Another organization never sees this one's cached page.
+        let other = app.org_with_key("cache-other", Role::Admin).await;
+        let page = json(app.req_as(&other, Method::GET, "/api/v1/agents?limit=100").send().await.unwrap()).await;
+        assert_eq!(page["items"], json!([]), "{page}");
+
+        let r = app.req(Method::DELETE, &format!("/api/v1/agents/{agent_id}")).send().await.unwrap();
+        assert!(r.status().is_success());
+        assert_eq!(json(app.get("/api/v1/agents?limit=100").await).await["total"], 0);
+        assert_eq!(teams().await["agents"], json!([]));
+    }
+}

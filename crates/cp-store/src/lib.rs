@@ -26,6 +26,7 @@ pub mod projects;
 pub mod secrets;
 pub mod skills;
 pub mod teams;
+mod versions;
 
 pub use db::{Backend, Store};
 

@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use crate::http::{ApiError, ApiResult, Auth, JsonBody, Pagination, Path, Query, Read, Write};
 use crate::services::catalog::{check_runtime, check_skill_configurations, resolve_model};
+use crate::services::list_cache::JsonBytes;
 use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -48,14 +49,16 @@ async fn list_agents(
     auth: Auth<Read>,
     Pagination(page): Pagination,
     Query(q): Query<AgentQuery>,
-) -> ApiResult<Json<Page<Agent>>> {
+) -> ApiResult<JsonBytes> {
     let filter = AgentFilter {
         status: q.status_filter,
         team_id: q.team_id,
         project_id: q.project_id,
         environment_id: q.environment_id,
     };
-    Ok(Json(state.store.agents(&auth.org_id).list(filter, page).await?))
+    let key = format!("agents {filter:?} {page:?}");
+    let load = async { Ok(state.store.agents(&auth.org_id).list(filter, page).await?) };
+    state.lists.get_or_load(&state.store, &auth.org_id, key, load).await
 }
 
 /// Creates an agent in the `DEFAULT` project. Without a model it gets the organization's

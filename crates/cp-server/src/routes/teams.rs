@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use crate::http::{ApiError, ApiResult, Auth, JsonBody, Pagination, Path, Query, Read, Write};
 use crate::services::catalog::{check_runtime, check_skill_configurations, resolve_model};
+use crate::services::list_cache::JsonBytes;
 use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -44,12 +45,14 @@ async fn list_teams(
     auth: Auth<Read>,
     Pagination(page): Pagination,
     Query(q): Query<TeamQuery>,
-) -> ApiResult<Json<Page<Team>>> {
+) -> ApiResult<JsonBytes> {
     let filter = TeamFilter {
         status: q.status_filter,
         project_id: q.project_id,
     };
-    Ok(Json(state.store.teams(&auth.org_id).list(filter, page).await?))
+    let key = format!("teams {filter:?} {page:?}");
+    let load = async { Ok(state.store.teams(&auth.org_id).list(filter, page).await?) };
+    state.lists.get_or_load(&state.store, &auth.org_id, key, load).await
 }
 
 /// Creates a team in the `DEFAULT` project. Members are `configuration.member_ids` (agents of

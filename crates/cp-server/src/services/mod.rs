@@ -4,4 +4,5 @@
 pub mod catalog;
 pub mod crypto;
 pub mod exec_env;
+pub mod list_cache;
 pub mod vault;
