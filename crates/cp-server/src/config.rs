@@ -16,6 +16,11 @@ pub struct ServerConfig {
     pub worker_rate_limit: u64,
     /// The 32-byte key that encrypts secrets at rest.
     pub master_key: [u8; 32],
+    /// How often the reaper looks for silent workers and expired leases.
+    pub reaper_interval: std::time::Duration,
+    /// Milliseconds per second of a queue's heartbeat interval (1000; tests shrink it so a
+    /// lost worker is noticed in a second rather than in 90).
+    pub second_ms: i64,
 }
 
 impl ServerConfig {
@@ -28,6 +33,8 @@ impl ServerConfig {
             standard_rate_limit: cp_store::orgs::STANDARD_RATE_LIMIT as u64,
             worker_rate_limit: 6000,
             master_key,
+            reaper_interval: std::time::Duration::from_secs(1),
+            second_ms: 1000,
         }
     }
 }

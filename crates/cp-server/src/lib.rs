@@ -23,9 +23,11 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let background = tokio::spawn(housekeeping(state.clone()));
+    let reaper = tokio::spawn(services::dispatch::reaper(state.clone(), state.config.reaper_interval));
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let result = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
     background.abort();
+    reaper.abort();
     result
 }
 

@@ -8,6 +8,7 @@ use cp_store::Store;
 use crate::config::ServerConfig;
 use crate::http::auth::KeyCache;
 use crate::http::rate_limit::RateLimiter;
+use crate::services::hub::Hub;
 use crate::services::list_cache::ListCache;
 
 /// Everything handlers share; cheap to clone.
@@ -18,17 +19,19 @@ pub struct AppState {
     pub limiter: Arc<RateLimiter>,
     pub keys: Arc<KeyCache>,
     pub lists: Arc<ListCache>,
+    pub hub: Arc<Hub>,
     pub started_at: Instant,
 }
 
 impl AppState {
     pub fn new(store: Store, config: ServerConfig) -> Self {
         AppState {
-            store,
+            store: store.with_second_ms(config.second_ms),
             config: Arc::new(config),
             limiter: Arc::default(),
             keys: Arc::default(),
             lists: Arc::default(),
+            hub: Arc::default(),
             started_at: Instant::now(),
         }
     }

@@ -67,10 +67,41 @@ macro_rules! with_db_sql {
 }
 pub(crate) use with_db_sql;
 
+/// Runs `body` in a write transaction and commits it when the body finishes (a `?` inside
+/// drops the transaction, which rolls it back). `$pg` is a `bool` telling the body which
+/// dialect it talks to. SQLite transactions start `IMMEDIATE`: a deferred one that reads and
+/// then writes fails at once with `SQLITE_BUSY` when another writer got in between, while an
+/// immediate one waits its turn under the busy timeout.
+macro_rules! write_tx {
+    ($db:expr, $tx:ident, $pg:ident => $body:expr) => {
+        match $db {
+            $crate::db::Db::Sqlite(pool) => {
+                let $pg = false;
+                let mut $tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+                let out = $body;
+                $tx.commit().await?;
+                out
+            }
+            $crate::db::Db::Postgres(pool) => {
+                let $pg = true;
+                let mut $tx = pool.begin().await?;
+                let out = $body;
+                $tx.commit().await?;
+                out
+            }
+        }
+    };
+}
+pub(crate) use write_tx;
+
 /// The database handle shared by the whole server; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Store {
     pub(crate) db: Db,
+    /// How many milliseconds one second of a queue's `heartbeat_interval` lasts when leases
+    /// and worker deadlines are computed: 1000, except in tests that need a worker's death
+    /// noticed within a second or two.
+    pub(crate) second_ms: i64,
 }
 
 impl Store {
@@ -118,7 +149,13 @@ impl Store {
                 "unsupported database URL '{url}': use sqlite://PATH or postgres://…"
             )));
         };
-        Ok(Store { db })
+        Ok(Store { db, second_ms: 1000 })
+    }
+
+    /// Scales heartbeat intervals for leases and worker deadlines (see `second_ms`).
+    pub fn with_second_ms(mut self, ms: i64) -> Store {
+        self.second_ms = ms.max(1);
+        self
     }
 
     /// The default SQLite URL inside a data directory.

@@ -16,6 +16,7 @@ pub mod context;
 pub mod custom_integrations;
 pub mod environments;
 pub mod exec_env;
+pub mod executions;
 pub mod health;
 pub mod idempotency;
 pub mod integrations;
@@ -27,6 +28,8 @@ pub mod secrets;
 pub mod skills;
 pub mod teams;
 mod versions;
+pub mod worker_queues;
+pub mod workers;
 
 pub use db::{Backend, Store};
 

@@ -187,6 +187,11 @@ mod tests {
         check(Visibility::ALL);
         check(MemberKind::ALL);
         check(EnvironmentStatus::ALL);
+        check(crate::execution::ExecutionStatus::ALL);
+        check(crate::execution::ExecutionType::ALL);
+        check(crate::worker_queue::QueueStatus::ALL);
+        check(crate::worker::WorkerStatus::ALL);
+        check(crate::worker::RunnerHealth::ALL);
     }
 
     #[test]

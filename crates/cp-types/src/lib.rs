@@ -10,6 +10,7 @@ pub mod custom_integration;
 pub mod environment;
 pub mod error;
 pub mod exec_env;
+pub mod execution;
 pub mod health;
 pub mod integration;
 pub mod model;
@@ -21,6 +22,8 @@ pub mod secret;
 pub mod skill;
 pub mod team;
 pub mod validate;
+pub mod worker;
+pub mod worker_queue;
 
 pub use common::{Deleted, Timestamp, now};
 pub use error::{ErrorBody, ErrorCode, ErrorEnvelope, FieldIssue};

@@ -7,6 +7,7 @@ pub mod contexts;
 pub mod custom_integrations;
 pub mod environments;
 pub mod execution_environment;
+pub mod executions;
 pub mod health;
 pub mod integrations;
 pub mod models;
@@ -16,6 +17,8 @@ pub mod runtimes;
 pub mod secrets;
 pub mod skills;
 pub mod teams;
+pub mod worker_queues;
+pub mod workers;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -126,6 +129,9 @@ pub fn router(state: AppState) -> Router {
         .merge(integrations::routes())
         .merge(custom_integrations::routes())
         .merge(execution_environment::routes())
+        .merge(worker_queues::routes())
+        .merge(workers::routes())
+        .merge(executions::routes())
         .route_layer(from_fn_with_state(state.clone(), idempotency))
         .route_layer(from_fn_with_state(state.clone(), authenticate));
 

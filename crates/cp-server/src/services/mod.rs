@@ -3,6 +3,8 @@
 
 pub mod catalog;
 pub mod crypto;
+pub mod dispatch;
 pub mod exec_env;
+pub mod hub;
 pub mod list_cache;
 pub mod vault;

@@ -2,6 +2,8 @@
 //! fresh PostgreSQL schema, talked to with a real HTTP client.
 #![allow(dead_code)]
 
+pub mod worker;
+
 use std::net::SocketAddr;
 
 use cp_server::{AppState, ServerConfig};
@@ -222,6 +224,31 @@ impl TestApp {
                     .expect("sql");
             }
         }
+    }
+}
+
+impl TestApp {
+    /// Stops this server and starts a new one (new pool, new port) on the same database, as
+    /// a restarted process would; the admin key stays valid.
+    pub async fn restart(&mut self, configure: impl FnOnce(&mut ServerConfig)) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let store = Store::connect(&self.db.url).await.expect("connect");
+        store.migrate().await.expect("migrate");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let mut config = ServerConfig::new(addr, [7u8; 32]);
+        configure(&mut config);
+        let state = AppState::new(store.clone(), config);
+        let (tx, rx) = oneshot::channel::<()>();
+        tokio::spawn(cp_server::serve(listener, state, async move {
+            let _ = rx.await;
+        }));
+        self.addr = addr;
+        self.url = format!("http://{addr}");
+        self.store = store;
+        self.shutdown = Some(tx);
     }
 }
 

@@ -1,0 +1,350 @@
+//! The worker protocol (register, heartbeat, long-poll, disconnect) and the live views of
+//! workers and runners.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use cp_store::workers::WorkerFilter;
+use cp_types::execution::PollAnswer;
+use cp_types::worker::{
+    Disconnect, Disconnected, Heartbeat, HeartbeatAck, RegisterWorker, Runner, RunnerHealth, RunnerHealthReport,
+    Worker, WorkerRegistration, WorkerStatus,
+};
+use cp_types::{Page, PageParams};
+use serde::Deserialize;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use crate::http::auth::Principal;
+use crate::http::{ApiError, ApiResult, Auth, JsonBody, Pagination, Path, Query, Read, WorkerApi};
+use crate::services::dispatch;
+use crate::state::AppState;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(register))
+        .routes(routes!(heartbeat))
+        .routes(routes!(heartbeat_by_body))
+        .routes(routes!(poll))
+        .routes(routes!(disconnect))
+        .routes(routes!(list_workers))
+        .routes(routes!(get_worker))
+        .routes(routes!(list_runners))
+        .routes(routes!(runner_health))
+}
+
+fn not_found(e: cp_store::StoreError) -> ApiError {
+    ApiError::from_store(e, "worker")
+}
+
+/// Registers a worker on `queue` of the caller's organization.
+pub async fn register_on(
+    state: &AppState,
+    caller: &Principal,
+    queue: Uuid,
+    req: &RegisterWorker,
+) -> ApiResult<WorkerRegistration> {
+    req.validate()?;
+    let hostname = req.hostname.clone().unwrap_or_else(|| "unknown".into());
+    let runner = req.runner_name.clone().unwrap_or_else(|| hostname.clone());
+    let r = state
+        .store
+        .workers(&caller.org_id)
+        .register(queue, req, &hostname, &runner)
+        .await
+        .map_err(|e| ApiError::from_store(e, "worker queue"))?;
+    Ok(WorkerRegistration {
+        worker_id: r.worker.id,
+        worker_queue_id: queue,
+        heartbeat_interval: r.heartbeat_interval,
+        heartbeat_interval_ms: r.heartbeat_ms,
+        lease_seconds: 3 * r.heartbeat_interval,
+        queue_name: r.queue_name,
+        environment_name: r.environment_name,
+        organization_id: caller.org_id.clone(),
+        control_plane_url: state.config.public_url.clone(),
+        task_queue_name: queue.to_string(),
+    })
+}
+
+/// Registers a worker on the queue named in the body.
+#[utoipa::path(post, path = "/api/v1/workers/register", tag = "workers", request_body = RegisterWorker,
+    responses((status = 201, body = WorkerRegistration), (status = 409, body = cp_types::ErrorEnvelope)))]
+async fn register(
+    State(state): State<AppState>,
+    auth: Auth<WorkerApi>,
+    JsonBody(req): JsonBody<RegisterWorker>,
+) -> ApiResult<(StatusCode, Json<WorkerRegistration>)> {
+    let queue = req
+        .worker_queue_id
+        .ok_or_else(|| ApiError::invalid("worker_queue_id", "is required"))?;
+    Ok((
+        StatusCode::CREATED,
+        Json(register_on(&state, &auth, queue, &req).await?),
+    ))
+}
+
+async fn beat(state: &AppState, caller: &Principal, id: Uuid, hb: &Heartbeat) -> ApiResult<HeartbeatAck> {
+    hb.validate()?;
+    state
+        .store
+        .workers(&caller.org_id)
+        .heartbeat(id, hb)
+        .await
+        .map_err(not_found)
+}
+
+/// Keeps the worker and the leases of its runs alive; answers the runs to stop and whether
+/// to drain.
+#[utoipa::path(post, path = "/api/v1/workers/{id}/heartbeat", tag = "workers", params(("id" = Uuid, Path)),
+    request_body = Heartbeat, responses((status = 200, body = HeartbeatAck)))]
+async fn heartbeat(
+    State(state): State<AppState>,
+    auth: Auth<WorkerApi>,
+    Path(id): Path<Uuid>,
+    JsonBody(hb): JsonBody<Heartbeat>,
+) -> ApiResult<Json<HeartbeatAck>> {
+    beat(&state, &auth, id, &hb).await.map(Json)
+}
+
+/// The same heartbeat with `worker_id` in the body.
+#[utoipa::path(post, path = "/api/v1/workers/heartbeat", tag = "workers", request_body = Heartbeat,
+    responses((status = 200, body = HeartbeatAck)))]
+async fn heartbeat_by_body(
+    State(state): State<AppState>,
+    auth: Auth<WorkerApi>,
+    JsonBody(hb): JsonBody<Heartbeat>,
+) -> ApiResult<Json<HeartbeatAck>> {
+    let id = hb
+        .worker_id
+        .ok_or_else(|| ApiError::invalid("worker_id", "is required"))?;
+    beat(&state, &auth, id, &hb).await.map(Json)
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct PollQuery {
+    /// Seconds to wait for work (0..=60, default 30).
+    wait: Option<f64>,
+}
+
+/// The longest a poll may hang.
+const MAX_WAIT_SECONDS: f64 = 60.0;
+
+/// Long-poll: answers at once with a claim when an execution is claimable on the worker's
+/// queue, with the runs to stop when one of the worker's runs is cancelled meanwhile, else
+/// 204 after `wait` seconds.
+#[utoipa::path(post, path = "/api/v1/workers/{id}/poll", tag = "workers", params(("id" = Uuid, Path), PollQuery),
+    responses((status = 200, body = PollAnswer), (status = 204, description = "Nothing to do within the wait"),
+              (status = 409, body = cp_types::ErrorEnvelope)))]
+async fn poll(
+    State(state): State<AppState>,
+    auth: Auth<WorkerApi>,
+    Path(id): Path<Uuid>,
+    Query(q): Query<PollQuery>,
+) -> ApiResult<Response> {
+    let wait = q.wait.unwrap_or(30.0);
+    if !wait.is_finite() || !(0.0..=MAX_WAIT_SECONDS).contains(&wait) {
+        return Err(ApiError::invalid("wait", "must be between 0 and 60 seconds"));
+    }
+    let workers = state.store.workers(&auth.org_id);
+    let seat = workers.seat(id).await.map_err(not_found)?;
+    if !seat.online {
+        return Err(ApiError::conflict(
+            "the worker is offline or disconnected and its runs went back to the queue; register again",
+        ));
+    }
+    if seat.drain {
+        return Ok(Json(PollAnswer {
+            drain: true,
+            ..Default::default()
+        })
+        .into_response());
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(wait);
+    let queue = state.hub.queue(seat.worker_queue_id);
+    let signals = state.hub.worker(id);
+    let mut signalled = false;
+    loop {
+        // Registered before looking, so a wake-up between the look and the wait is not lost.
+        let queue_ready = queue.notified();
+        let signal = signals.notified();
+        tokio::pin!(queue_ready, signal);
+        queue_ready.as_mut().enable();
+        signal.as_mut().enable();
+        if signalled {
+            let cancel = workers.cancelling(id).await?;
+            if !cancel.is_empty() {
+                let answer = PollAnswer {
+                    cancel_execution_ids: cancel,
+                    ..Default::default()
+                };
+                return Ok(Json(answer).into_response());
+            }
+        }
+        if let Some(claim) = dispatch::claim(&state, &auth, id, seat).await? {
+            let answer = PollAnswer {
+                claim: Some(Box::new(claim)),
+                ..Default::default()
+            };
+            return Ok(Json(answer).into_response());
+        }
+        signalled = false;
+        tokio::select! {
+            _ = &mut queue_ready => {}
+            _ = &mut signal => signalled = true,
+            _ = tokio::time::sleep_until(deadline) => return Ok(StatusCode::NO_CONTENT.into_response()),
+        }
+    }
+}
+
+/// The worker leaves: it is marked disconnected and its runs go back to the queue at once.
+#[utoipa::path(post, path = "/api/v1/workers/{id}/disconnect", tag = "workers", params(("id" = Uuid, Path)),
+    request_body = Disconnect, responses((status = 200, body = Disconnected)))]
+async fn disconnect(
+    State(state): State<AppState>,
+    auth: Auth<WorkerApi>,
+    Path(id): Path<Uuid>,
+    JsonBody(req): JsonBody<Disconnect>,
+) -> ApiResult<Json<Disconnected>> {
+    let workers = state.store.workers(&auth.org_id);
+    workers.disconnect(id).await.map_err(not_found)?;
+    let reason = format!("worker disconnected: {}", req.reason.as_deref().unwrap_or("shutdown"));
+    let executions = state.store.executions(&auth.org_id);
+    let mut requeued = 0;
+    for run in workers.held(id).await? {
+        match executions.release(run, id, &reason).await {
+            Ok(changed) => {
+                requeued += 1;
+                dispatch::publish(&state, &changed);
+            }
+            // Ended or moved on meanwhile: nothing to hand back.
+            Err(cp_store::StoreError::Conflict(_)) | Err(cp_store::StoreError::NotFound) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    state.hub.signal_worker(id);
+    state.hub.forget_worker(id);
+    Ok(Json(Disconnected {
+        id,
+        status: "disconnected".into(),
+        requeued_executions: requeued,
+    }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct WorkerListQuery {
+    /// Only the workers of this queue.
+    worker_queue_id: Option<Uuid>,
+    /// Only workers heard from within 3 heartbeat intervals.
+    #[serde(default)]
+    online_only: bool,
+}
+
+/// Workers of the organization, newest first.
+#[utoipa::path(get, path = "/api/v1/workers", tag = "workers", params(PageParams, WorkerListQuery),
+    responses((status = 200, body = Page<Worker>)))]
+async fn list_workers(
+    State(state): State<AppState>,
+    auth: Auth<Read>,
+    Pagination(page): Pagination,
+    Query(q): Query<WorkerListQuery>,
+) -> ApiResult<Json<Page<Worker>>> {
+    let filter = WorkerFilter {
+        worker_queue_id: q.worker_queue_id,
+        online_only: q.online_only,
+    };
+    Ok(Json(state.store.workers(&auth.org_id).list(filter, page).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/workers/{id}", tag = "workers", params(("id" = Uuid, Path)),
+    responses((status = 200, body = Worker), (status = 404, body = cp_types::ErrorEnvelope)))]
+async fn get_worker(State(state): State<AppState>, auth: Auth<Read>, Path(id): Path<Uuid>) -> ApiResult<Json<Worker>> {
+    Ok(Json(
+        state.store.workers(&auth.org_id).get(id).await.map_err(not_found)?,
+    ))
+}
+
+/// Runner views are built from at most this many of the newest registrations.
+const RUNNER_SCAN: i64 = 10_000;
+
+fn runners_of(workers: Vec<Worker>) -> Vec<Runner> {
+    let mut by_name: BTreeMap<String, Vec<Worker>> = BTreeMap::new();
+    for w in workers {
+        by_name.entry(w.runner_name.clone()).or_default().push(w);
+    }
+    by_name
+        .into_iter()
+        .map(|(name, workers)| {
+            let online = workers
+                .iter()
+                .filter(|w| matches!(w.status, WorkerStatus::Online | WorkerStatus::Busy))
+                .count() as i64;
+            let draining = workers.iter().any(|w| w.status == WorkerStatus::Draining);
+            let mut queues: Vec<Uuid> = workers.iter().map(|w| w.worker_queue_id).collect();
+            queues.sort();
+            queues.dedup();
+            Runner {
+                status: if online > 0 {
+                    RunnerHealth::Healthy
+                } else if draining {
+                    RunnerHealth::Degraded
+                } else {
+                    RunnerHealth::Offline
+                },
+                name,
+                worker_count: workers.len() as i64,
+                online_workers: online,
+                worker_queue_ids: queues,
+                workers,
+            }
+        })
+        .collect()
+}
+
+/// Workers grouped by runner name, by name.
+#[utoipa::path(get, path = "/api/v1/runners", tag = "workers", params(PageParams),
+    responses((status = 200, body = Page<Runner>)))]
+async fn list_runners(
+    State(state): State<AppState>,
+    auth: Auth<Read>,
+    Pagination(page): Pagination,
+) -> ApiResult<Json<Page<Runner>>> {
+    let workers = state.store.workers(&auth.org_id).all(RUNNER_SCAN).await?;
+    Ok(Json(Page::of_slice(runners_of(workers), page)))
+}
+
+/// Whether a runner has online workers, and how busy they are.
+#[utoipa::path(get, path = "/api/v1/runners/{name}/health", tag = "workers", params(("name" = String, Path)),
+    responses((status = 200, body = RunnerHealthReport), (status = 404, body = cp_types::ErrorEnvelope)))]
+async fn runner_health(
+    State(state): State<AppState>,
+    auth: Auth<Read>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<RunnerHealthReport>> {
+    let workers = state.store.workers(&auth.org_id).all(RUNNER_SCAN).await?;
+    let runner = runners_of(workers)
+        .into_iter()
+        .find(|r| r.name == name)
+        .ok_or_else(|| ApiError::not_found("runner"))?;
+    Ok(Json(RunnerHealthReport {
+        running_executions: runner.workers.iter().map(|w| w.current_executions.len() as i64).sum(),
+        last_heartbeat_at: runner
+            .workers
+            .iter()
+            .map(|w| w.last_heartbeat_at)
+            .max()
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
+        name: runner.name,
+        status: runner.status,
+        online_workers: runner.online_workers,
+        worker_count: runner.worker_count,
+    }))
+}

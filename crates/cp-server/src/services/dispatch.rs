@@ -1,0 +1,285 @@
+//! The execution engine's rules: accepting an execution, handing it to one worker with
+//! everything its run needs, and telling everyone who waits after each change (followers get
+//! the stored events, pollers of the queue wake up, a worker learns its run was taken away).
+
+use std::time::Duration;
+
+use cp_store::executions::{Changed, NewExecution};
+use cp_store::secrets::Reader;
+use cp_store::workers::WorkerSeat;
+use cp_store::{StoreError, StoreResult};
+use cp_types::execution::{Claim, ExecuteRequest, Execution, ExecutionStatus, ExecutionType, RunModel};
+use cp_types::skill::{EntityRef, SkillEntityType};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::exec_env::{self, Target};
+use super::vault;
+use crate::http::auth::Principal;
+use crate::http::{ApiError, ApiResult};
+use crate::state::AppState;
+
+/// Validates and stores a new execution of an agent or team, then wakes the queue's pollers.
+pub async fn execute(
+    state: &AppState,
+    caller: &Principal,
+    kind: ExecutionType,
+    entity_id: Uuid,
+    req: &ExecuteRequest,
+) -> ApiResult<Execution> {
+    let queue = req.validate()?;
+    let org = caller.org_id.as_str();
+    let entity_name = match kind {
+        ExecutionType::Team => state.store.teams(org).get(entity_id).await.map(|t| t.name),
+        _ => state.store.agents(org).get(entity_id).await.map(|a| a.name),
+    }
+    .map_err(|e| ApiError::from_store(e, kind.as_str()))?;
+    // Identity comes from the key, never from the body.
+    let mut user_metadata = req.user_metadata.clone().unwrap_or_else(|| json!({}));
+    if let Value::Object(m) = &mut user_metadata {
+        m.insert("key_id".into(), json!(caller.key_id));
+        m.insert("key_name".into(), json!(caller.key_name));
+    }
+    let new = NewExecution {
+        execution_type: kind,
+        entity_id,
+        entity_name,
+        worker_queue_id: queue,
+        prompt: req.prompt.clone(),
+        system_prompt: req.system_prompt.clone(),
+        user_metadata,
+        execution_metadata: req.execution_metadata.clone().unwrap_or_else(|| json!({})),
+        execution_environment: req.execution_environment.clone().unwrap_or_default(),
+        created_by: caller.key_id.to_string(),
+    };
+    let (execution, events) = state
+        .store
+        .executions(org)
+        .create(new)
+        .await
+        .map_err(|e| ApiError::from_store(e, "worker queue"))?;
+    state.hub.publish(execution.id, &events);
+    state.hub.wake_queue(queue);
+    Ok(execution)
+}
+
+/// Tells everyone concerned about a stored change.
+pub fn publish(state: &AppState, changed: &Changed) {
+    let e = &changed.record.execution;
+    state.hub.publish(e.id, &changed.events);
+    if e.status == ExecutionStatus::Queued
+        && let Some(q) = e.worker_queue_id
+    {
+        state.hub.wake_queue(q);
+    }
+    if let Some(w) = changed.released_worker {
+        state.hub.signal_worker(w);
+    }
+    if e.status == ExecutionStatus::Cancelling
+        && let Some(w) = e.worker_id
+    {
+        state.hub.signal_worker(w);
+    }
+}
+
+/// Claims the next execution of the worker's queue and builds its run context. A run whose
+/// context cannot be built (its agent was deleted meanwhile) fails at once with the reason and
+/// the next one is tried.
+pub async fn claim(
+    state: &AppState,
+    worker: &Principal,
+    worker_id: Uuid,
+    seat: WorkerSeat,
+) -> ApiResult<Option<Claim>> {
+    let org = worker.org_id.as_str();
+    let executions = state.store.executions(org);
+    loop {
+        let Some(changed) = executions
+            .claim(seat.worker_queue_id, worker_id, seat.lease_ms())
+            .await?
+        else {
+            return Ok(None);
+        };
+        publish(state, &changed);
+        let lease_id = changed.record.lease_id.unwrap_or_default();
+        match run_context(state, worker, changed.record.execution.clone(), lease_id, seat).await {
+            Ok(claim) => return Ok(Some(claim)),
+            Err(e) => {
+                let reason = format!("cannot prepare the run: {}", e.message);
+                tracing::warn!(execution = %changed.record.execution.id, %reason);
+                let outcome = cp_store::executions::Outcome::Failed {
+                    error_message: Some(reason),
+                    retryable: false,
+                    usage: None,
+                };
+                match executions.finish(changed.record.execution.id, lease_id, outcome).await {
+                    Ok(failed) => publish(state, &failed),
+                    Err(e) => tracing::warn!(error = %e, "could not fail an unpreparable run"),
+                }
+            }
+        }
+    }
+}
+
+/// Everything the worker needs, resolved now (not at execute time), so edits made while the
+/// execution waited are honoured.
+async fn run_context(
+    state: &AppState,
+    worker: &Principal,
+    execution: Execution,
+    lease_id: Uuid,
+    seat: WorkerSeat,
+) -> ApiResult<Claim> {
+    let org = worker.org_id.as_str();
+    let store = &state.store;
+    let (agent, team, members, target, skills_of, model_ref, entity_prompt, llm_config) = match execution.execution_type
+    {
+        ExecutionType::Team => {
+            let team = store
+                .teams(org)
+                .get(execution.entity_id)
+                .await
+                .map_err(|e| ApiError::from_store(e, "team"))?;
+            let agents = store.agents(org);
+            let mut members = Vec::with_capacity(team.agents.len());
+            for m in &team.agents {
+                match agents.get(m.id).await {
+                    Ok(a) => members.push(a),
+                    Err(StoreError::NotFound) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            let prompt = team
+                .configuration
+                .get("instructions")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            let model = team.model_id.clone();
+            let llm = team.configuration.get("llm").cloned().unwrap_or_else(|| json!({}));
+            let target = Target::Team(team.id);
+            let entity = EntityRef {
+                kind: SkillEntityType::Team,
+                id: team.id,
+            };
+            (None, Some(team), members, target, entity, model, prompt, llm)
+        }
+        _ => {
+            let agent = store
+                .agents(org)
+                .get(execution.entity_id)
+                .await
+                .map_err(|e| ApiError::from_store(e, "agent"))?;
+            let prompt = agent.system_prompt.clone();
+            let model = agent.model_id.clone();
+            let llm = agent.llm_config.clone();
+            let target = Target::Agent(agent.id);
+            let entity = EntityRef {
+                kind: SkillEntityType::Agent,
+                id: agent.id,
+            };
+            (Some(agent), None, Vec::new(), target, entity, model, prompt, llm)
+        }
+    };
+    let model = match model_ref {
+        Some(value) => Some(run_model(state, worker, &value, llm_config).await?),
+        None => None,
+    };
+    let skills = store.skills(org).resolved(skills_of).await?;
+    let reader = Reader {
+        key_id: worker.key_id,
+        key_name: &worker.key_name,
+        role: worker.role,
+        purpose: "execution",
+    };
+    let environment = exec_env::resolve(store, &state.config.master_key, org, target, Some(reader)).await?;
+    let mut env_vars = environment.env_vars.clone();
+    env_vars.extend(execution.execution_environment.env_vars.clone());
+    let policy_enforcement = store.org_settings(org).await?.policy_enforcement;
+    let history = store.executions(org).session(execution.id).await?;
+    Ok(Claim {
+        lease_id,
+        lease_seconds: seat.lease_ms() / 1000,
+        system_prompt: execution.system_prompt.clone().or(entity_prompt),
+        execution,
+        agent,
+        team,
+        members,
+        model,
+        skills,
+        environment,
+        env_vars,
+        policy_enforcement,
+        history,
+    })
+}
+
+async fn run_model(state: &AppState, worker: &Principal, value: &str, llm_config: Value) -> ApiResult<RunModel> {
+    let m = state
+        .store
+        .models(&worker.org_id)
+        .find(value)
+        .await
+        .map_err(|e| ApiError::from_store(e, "model"))?;
+    // A key that is not stored as a secret may live on the worker host instead (the worker
+    // looks up the variable named by `api_key_secret`): not a reason to refuse the run.
+    let api_key = match &m.api_key_secret {
+        Some(name) => match vault::read_secret(state, worker, name).await {
+            Ok(secret) => Some(secret.value),
+            Err(e) if e.code == cp_types::ErrorCode::NotFound => None,
+            Err(e) => return Err(e),
+        },
+        None => None,
+    };
+    let provider_model = m.provider_model.clone().unwrap_or_else(|| {
+        m.value
+            .split_once('/')
+            .map(|(_, rest)| rest.to_owned())
+            .unwrap_or_else(|| m.value.clone())
+    });
+    Ok(RunModel {
+        id: m.id,
+        value: m.value,
+        provider: m.provider,
+        provider_model,
+        base_url: m.base_url,
+        api_key,
+        api_key_secret: m.api_key_secret,
+        llm_config,
+    })
+}
+
+/// One sweep of the reaper: workers silent past their deadline go offline, and runs whose
+/// lease or cancel grace period ran out are re-queued, failed or cancelled. Each run is
+/// re-checked under its row lock, so running this on several replicas at once is safe.
+pub async fn reap(state: &AppState) -> StoreResult<usize> {
+    let now_ms = cp_types::now().timestamp_millis();
+    state.store.mark_silent_workers_offline(now_ms).await?;
+    let due = state.store.expired_executions(now_ms, 500).await?;
+    let mut n = 0;
+    for (org, id) in due {
+        match state.store.executions(&org).expire(id, now_ms).await {
+            Ok(changed) => {
+                n += 1;
+                publish(state, &changed);
+            }
+            Err(StoreError::Conflict(_)) | Err(StoreError::NotFound) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// Runs the reaper every `every` until the server stops.
+pub async fn reaper(state: AppState, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match reap(&state).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(executions = n, "reaper moved expired runs"),
+            Err(e) => tracing::warn!(error = %e, "reaper sweep failed"),
+        }
+        state.hub.sweep();
+    }
+}

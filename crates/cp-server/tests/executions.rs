@@ -1,0 +1,554 @@
+//! The execution engine (API §5): worker queues, workers, dispatch with leases, events and
+//! streams, on both backends.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::worker::{Polled, TestWorker, parse_sse, read_sse};
+use common::{Backend, TestApp, assert_error, json};
+use cp_types::org::Role;
+use reqwest::Method;
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+
+async fn send(app: &TestApp, method: Method, path: &str, body: Value) -> reqwest::Response {
+    app.req(method, path).json(&body).send().await.unwrap()
+}
+
+/// The id of org `default`'s `default` environment.
+async fn default_env(app: &TestApp) -> String {
+    let page = json(app.get("/api/v1/environments").await).await;
+    page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "default")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+async fn queue(app: &TestApp, name: &str, extra: Value) -> String {
+    let env = default_env(app).await;
+    let mut body = json!({"name": name});
+    body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+    let r = app
+        .post(&format!("/api/v1/environments/{env}/worker-queues"), body)
+        .await;
+    assert_eq!(r.status(), 201);
+    json(r).await["id"].as_str().unwrap().to_string()
+}
+
+async fn agent(app: &TestApp, name: &str) -> String {
+    let r = app
+        .post(
+            "/api/v1/agents",
+            json!({"name": name, "system_prompt": "You are terse."}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    json(r).await["id"].as_str().unwrap().to_string()
+}
+
+async fn execute(app: &TestApp, agent: &str, queue: &str, prompt: &str) -> String {
+    let r = app
+        .post(
+            &format!("/api/v1/agents/{agent}/execute"),
+            json!({"prompt": prompt, "worker_queue_id": queue}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    json(r).await["execution_id"].as_str().unwrap().to_string()
+}
+
+async fn execution(app: &TestApp, id: &str) -> Value {
+    json(app.get(&format!("/api/v1/executions/{id}")).await).await
+}
+
+/// Waits until the execution has `status` (the reaper works in the background).
+async fn wait_for(app: &TestApp, id: &str, status: &str) -> Value {
+    for _ in 0..100 {
+        let e = execution(app, id).await;
+        if e["status"] == status {
+            return e;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("execution {id} never became {status}: {}", execution(app, id).await);
+}
+
+fn seqs(events: &[(i64, String, Value)]) -> Vec<i64> {
+    events.iter().map(|e| e.0).collect()
+}
+
+/// A server whose leases run out in 1.5 s (heartbeat interval 10 "seconds" of 50 ms).
+async fn fast_app(backend: Backend) -> TestApp {
+    let app = TestApp::spawn_with(backend, |c| {
+        c.second_ms = 50;
+        c.reaper_interval = Duration::from_millis(100);
+    })
+    .await;
+    app.unlimited().await;
+    app
+}
+
+both_backends! {
+    async fn worker_queues_crud_and_registration_rules(backend: Backend) {
+        let app = TestApp::spawn(backend).await;
+        app.unlimited().await;
+        let env = default_env(&app).await;
+        let path = format!("/api/v1/environments/{env}/worker-queues");
+        let q = json(app.post(&path, json!({"name": "gpu-pool", "max_workers": 1, "tags": ["gpu"]})).await).await;
+        assert_eq!(q["status"], "active");
+        assert_eq!(q["heartbeat_interval"], 30);
+        assert_eq!(q["active_workers"], 0);
+        assert_eq!(q["task_queue_name"], q["id"]);
+        let qid = q["id"].as_str().unwrap().to_string();
+        assert_error(app.post(&path, json!({"name": "gpu-pool"})).await, 409, "CONFLICT").await;
+        assert_error(app.post(&path, json!({"name": "x"})).await, 422, "VALIDATION_ERROR").await;
+        assert_error(app.post(&path, json!({"name": "hb", "heartbeat_interval": 5})).await, 422, "VALIDATION_ERROR").await;
+        assert_error(app.post(&path, json!({"name": "mw", "max_workers": 0})).await, 422, "VALIDATION_ERROR").await;
+        let unknown = format!("/api/v1/environments/{}/worker-queues", uuid::Uuid::now_v7());
+        assert_error(app.post(&unknown, json!({"name": "nope"})).await, 404, "NOT_FOUND").await;
+        assert_eq!(json(app.get("/api/v1/worker-queues").await).await["total"], 1);
+        assert_eq!(json(app.get(&path).await).await["total"], 1);
+
+        let cmd = json(app.get(&format!("/api/v1/worker-queues/{qid}/worker-command")).await).await;
+        assert!(cmd["command"].as_str().unwrap().contains(&format!("--queue-id {qid}")), "{cmd}");
+        assert_eq!(cmd["can_register"], true);
+
+        // max_workers is enforced at registration; a member key may not register.
+        let worker_key = app.key("default", Role::Worker).await;
+        let member = app.key("default", Role::Member).await;
+        let r = app.req_as(&member, Method::POST, &format!("/api/v1/worker-queues/{qid}/start")).json(&json!({})).send().await.unwrap();
+        assert_error(r, 403, "FORBIDDEN").await;
+        let w = TestWorker::start(&app.url, &worker_key, &qid, "host-a").await;
+        let r = app.req_as(&worker_key, Method::POST, &format!("/api/v1/worker-queues/{qid}/start")).json(&json!({"hostname": "host-b"})).send().await.unwrap();
+        assert_error(r, 409, "CONFLICT").await;
+        let r = app.req_as(&worker_key, Method::POST, "/api/v1/workers/register").json(&json!({"hostname": "h"})).send().await.unwrap();
+        assert_error(r, 422, "VALIDATION_ERROR").await;
+        let got = json(app.get(&format!("/api/v1/worker-queues/{qid}")).await).await;
+        assert_eq!(got["active_workers"], 1);
+        assert_eq!(json(app.get(&format!("/api/v1/worker-queues/{qid}/workers")).await).await["total"], 1);
+        let workers = json(app.get("/api/v1/workers").await).await;
+        assert_eq!(workers["items"][0]["status"], "online");
+        assert_eq!(workers["items"][0]["runner_name"], "host-a");
+        let runners = json(app.get("/api/v1/runners").await).await;
+        assert_eq!(runners["items"][0]["name"], "host-a");
+        assert_eq!(runners["items"][0]["status"], "healthy");
+        assert_eq!(json(app.get("/api/v1/runners/host-a/health").await).await["online_workers"], 1);
+        assert_error(app.get("/api/v1/runners/nobody/health").await, 404, "NOT_FOUND").await;
+
+        // A queue with an online worker cannot be deleted; after the worker leaves it can.
+        let r = app.req(Method::DELETE, &format!("/api/v1/worker-queues/{qid}")).send().await.unwrap();
+        assert_error(r, 409, "CONFLICT").await;
+        assert_eq!(w.disconnect().await.status(), 200);
+        // An inactive queue refuses workers and executions.
+        let r = send(&app, Method::PATCH, &format!("/api/v1/worker-queues/{qid}"), json!({"status": "inactive", "max_workers": null})).await;
+        assert_eq!(json(r).await["max_workers"], Value::Null);
+        let r = app.req_as(&worker_key, Method::POST, &format!("/api/v1/worker-queues/{qid}/start")).json(&json!({})).send().await.unwrap();
+        assert_error(r, 409, "CONFLICT").await;
+        let a = agent(&app, "inactive-target").await;
+        let r = app.post(&format!("/api/v1/agents/{a}/execute"), json!({"prompt": "hi", "worker_queue_id": qid})).await;
+        assert_error(r, 409, "CONFLICT").await;
+        let r = app.req(Method::DELETE, &format!("/api/v1/worker-queues/{qid}")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_error(app.get(&format!("/api/v1/worker-queues/{qid}")).await, 404, "NOT_FOUND").await;
+    }
+
+    async fn execute_claim_events_complete_and_replay(backend: Backend) {
+        let app = TestApp::spawn(backend).await;
+        app.unlimited().await;
+        let q = queue(&app, "main", json!({})).await;
+        let a = agent(&app, "runner").await;
+
+        // Execute's validation: 422 non-UUID queue, 404 unknown queue or agent.
+        let r = app.post(&format!("/api/v1/agents/{a}/execute"), json!({"prompt": "hi", "worker_queue_id": "nope"})).await;
+        let err = assert_error(r, 422, "VALIDATION_ERROR").await;
+        assert_eq!(err["details"]["field"], "worker_queue_id");
+        let r = app.post(&format!("/api/v1/agents/{a}/execute"), json!({"prompt": "hi", "worker_queue_id": uuid::Uuid::now_v7()})).await;
+        assert_error(r, 404, "NOT_FOUND").await;
+        let r = app.post(&format!("/api/v1/agents/{}/execute", uuid::Uuid::now_v7()), json!({"prompt": "hi", "worker_queue_id": q})).await;
+        assert_error(r, 404, "NOT_FOUND").await;
+        let r = app.post(&format!("/api/v1/agents/{a}/execute"), json!({"prompt": "  ", "worker_queue_id": q})).await;
+        assert_error(r, 422, "VALIDATION_ERROR").await;
+
+        let r = app.post(&format!("/api/v1/agents/{a}/execute"), json!({"prompt": "list pods", "worker_queue_id": q})).await;
+        assert_eq!(r.status(), 201);
+        let accepted = json(r).await;
+        assert_eq!(accepted["status"], "queued");
+        let id = accepted["execution_id"].as_str().unwrap().to_string();
+        assert_eq!(accepted["stream_url"], format!("/api/v1/executions/{id}/stream"));
+        let e = execution(&app, &id).await;
+        assert_eq!((e["status"].as_str(), e["attempt"].as_i64()), (Some("queued"), Some(1)));
+        assert_eq!(json(app.get(&format!("/api/v1/worker-queues/{q}")).await).await["queued_executions"], 1);
+
+        let worker_key = app.key("default", Role::Worker).await;
+        let w = TestWorker::start(&app.url, &worker_key, &q, "host").await;
+        let claim = w.claim(3).await;
+        assert_eq!(claim["execution"]["id"], id.as_str());
+        assert_eq!(claim["execution"]["status"], "running");
+        assert_eq!(claim["agent"]["id"], a.as_str());
+        assert_eq!(claim["system_prompt"], "You are terse.");
+        assert_eq!(claim["model"]["value"], "anthropic/claude-sonnet-4-5");
+        assert_eq!(claim["model"]["provider_model"], "claude-sonnet-4-5");
+        assert_eq!(claim["policy_enforcement"], "blocking");
+        assert_eq!(claim["history"][0]["content"], "list pods");
+        assert!(claim["lease_id"].is_string());
+        // Nothing else to claim.
+        assert!(matches!(w.poll(0.0).await, Polled::Nothing));
+
+        let r = w.events(&claim, json!([{"type": "message_chunk", "data": {"content": "3 "}}, {"type": "message_chunk", "data": {"content": "pods"}}])).await;
+        assert_eq!(r.status(), 201);
+        let stored = json(r).await;
+        assert_eq!(stored["last_seq"].as_i64().unwrap() - stored["first_seq"].as_i64().unwrap(), 1);
+        // One event without the wrapper, with the reference's field name.
+        let r = w.post(&format!("/api/v1/executions/{id}/events")).header("X-Lease-Id", claim["lease_id"].as_str().unwrap())
+            .json(&json!({"event_type": "message", "data": {"role": "assistant", "content": "3 pods running"}})).send().await.unwrap();
+        assert_eq!(r.status(), 201);
+        // A wrong lease, no lease, and `done` from a worker are refused.
+        let r = w.post(&format!("/api/v1/executions/{id}/events")).header("X-Lease-Id", uuid::Uuid::now_v7().to_string())
+            .json(&json!({"type": "x"})).send().await.unwrap();
+        assert_error(r, 409, "CONFLICT").await;
+        let r = w.post(&format!("/api/v1/executions/{id}/events")).json(&json!({"type": "x"})).send().await.unwrap();
+        assert_error(r, 422, "VALIDATION_ERROR").await;
+        assert_error(w.events(&claim, json!([{"type": "done"}])).await, 422, "VALIDATION_ERROR").await;
+        // A member key cannot post a worker's events.
+        let r = app.req(Method::POST, &format!("/api/v1/executions/{id}/events")).header("X-Lease-Id", claim["lease_id"].as_str().unwrap())
+            .json(&json!({"type": "x"})).send().await.unwrap();
+        assert_eq!(r.status(), 201, "admin keys may act as workers");
+        let member = app.key("default", Role::Member).await;
+        let r = app.req_as(&member, Method::POST, &format!("/api/v1/executions/{id}/events")).header("X-Lease-Id", claim["lease_id"].as_str().unwrap())
+            .json(&json!({"type": "x"})).send().await.unwrap();
+        assert_error(r, 403, "FORBIDDEN").await;
+
+        let r = w.complete(&claim, "3 pods running").await;
+        assert_eq!(r.status(), 200);
+        let done = json(r).await;
+        assert_eq!(done["status"], "completed");
+        assert_eq!(done["response"], "3 pods running");
+        assert_eq!(done["usage"]["total_tokens"], 15);
+        assert!(done["completed_at"].is_string() && done["started_at"].is_string());
+        // The lease is gone with the run.
+        assert_error(w.complete(&claim, "again").await, 409, "CONFLICT").await;
+        assert_error(w.events(&claim, json!([{"type": "late"}])).await, 409, "CONFLICT").await;
+
+        // Stored events are gap-free from 1 and end with `done`.
+        let page = json(app.get(&format!("/api/v1/executions/{id}/events")).await).await;
+        let items = page["items"].as_array().unwrap();
+        let numbers: Vec<i64> = items.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+        assert_eq!(numbers, (1..=items.len() as i64).collect::<Vec<_>>());
+        assert_eq!(page["total"], items.len());
+        assert_eq!(items.last().unwrap()["type"], "done");
+        assert_eq!(items.last().unwrap()["data"]["status"], "completed");
+        let after = json(app.get(&format!("/api/v1/executions/{id}/events?after=3&limit=2")).await).await;
+        assert_eq!(after["items"][0]["seq"], 4);
+        assert_eq!(after["items"].as_array().unwrap().len(), 2);
+
+        // The stream replays everything and ends after `done`; a cursor skips what was seen.
+        let all = read_sse(app.get(&format!("/api/v1/executions/{id}/stream")).await).await;
+        assert_eq!(seqs(&all), numbers);
+        assert_eq!(all.last().unwrap().1, "done");
+        let n = numbers.len() as i64;
+        let tail = read_sse(app.req(Method::GET, &format!("/api/v1/executions/{id}/stream")).header("Last-Event-ID", (n - 2).to_string()).send().await.unwrap()).await;
+        assert_eq!(seqs(&tail), vec![n - 1, n]);
+        let tail = read_sse(app.get(&format!("/api/v1/executions/{id}/stream?after={}", n - 1)).await).await;
+        assert_eq!(seqs(&tail), vec![n]);
+
+        let session = json(app.get(&format!("/api/v1/executions/{id}/session")).await).await;
+        let roles: Vec<&str> = session["messages"].as_array().unwrap().iter().map(|m| m["role"].as_str().unwrap()).collect();
+        assert_eq!(roles, vec!["user", "assistant"]);
+
+        // A message continues the conversation: queued again, the claim carries the history.
+        let r = app.post(&format!("/api/v1/executions/{id}/message"), json!({"message": "and nodes?"})).await;
+        assert_eq!(json(r).await["status"], "queued");
+        let again = w.claim(3).await;
+        let history: Vec<&str> = again["history"].as_array().unwrap().iter().map(|m| m["content"].as_str().unwrap()).collect();
+        assert_eq!(history, vec!["list pods", "3 pods running", "and nodes?"]);
+        assert_eq!(w.complete(&again, "2 nodes").await.status(), 200);
+
+        let list = json(app.get(&format!("/api/v1/executions?status=completed&entity_id={a}")).await).await;
+        assert_eq!(list["total"], 1);
+        assert_eq!(json(app.get("/api/v1/executions?status=queued").await).await["total"], 0);
+        let metrics = json(app.get(&format!("/api/v1/worker-queues/{q}/metrics")).await).await;
+        assert_eq!(metrics["completed_last_hour"], 1);
+        assert!(metrics["wait_seconds_p50"].is_number(), "{metrics}");
+    }
+
+    async fn illegal_transitions_answer_409(backend: Backend) {
+        let app = TestApp::spawn(backend).await;
+        let q = queue(&app, "main", json!({})).await;
+        let a = agent(&app, "rules").await;
+        let id = execute(&app, &a, &q, "hello").await;
+        let path = |action: &str| format!("/api/v1/executions/{id}/{action}");
+        assert_error(app.post(&path("resume"), json!({})).await, 409, "CONFLICT").await;
+        assert_error(app.post(&path("message"), json!({"message": "x"})).await, 409, "CONFLICT").await;
+        assert_eq!(json(app.post(&path("pause"), json!({})).await).await["status"], "paused");
+        assert_error(app.post(&path("pause"), json!({})).await, 409, "CONFLICT").await;
+        assert_eq!(json(app.post(&path("resume"), json!({})).await).await["status"], "queued");
+        assert_eq!(json(app.post(&path("cancel"), json!({})).await).await["status"], "cancelled");
+        for action in ["pause", "resume", "cancel"] {
+            assert_error(app.post(&path(action), json!({})).await, 409, "CONFLICT").await;
+        }
+        assert_error(app.post(&path("message"), json!({"message": "x"})).await, 409, "CONFLICT").await;
+        let events = read_sse(app.get(&format!("/api/v1/executions/{id}/stream")).await).await;
+        let last = events.last().unwrap();
+        assert_eq!((last.1.as_str(), last.2["status"].as_str()), ("done", Some("cancelled")));
+        // Unknown and malformed ids.
+        assert_error(app.get(&format!("/api/v1/executions/{}", uuid::Uuid::now_v7())).await, 404, "NOT_FOUND").await;
+        assert_error(app.get("/api/v1/executions/not-a-uuid").await, 400, "BAD_REQUEST").await;
+        assert_error(app.get(&format!("/api/v1/executions/{id}/events?after=-1")).await, 422, "VALIDATION_ERROR").await;
+    }
+
+    async fn executions_never_cross_organizations(backend: Backend) {
+        let app = TestApp::spawn(backend).await;
+        let q = queue(&app, "main", json!({})).await;
+        let a = agent(&app, "private").await;
+        let id = execute(&app, &a, &q, "secret plans").await;
+        let other = app.org_with_key("other-org", Role::Admin).await;
+        let get = |path: String| {
+            let key = other.clone();
+            let app = &app;
+            async move { app.req_as(&key, Method::GET, &path).send().await.unwrap() }
+        };
+        for path in [format!("/api/v1/executions/{id}"), format!("/api/v1/executions/{id}/events"),
+                     format!("/api/v1/executions/{id}/stream"), format!("/api/v1/executions/{id}/session"),
+                     format!("/api/v1/worker-queues/{q}"), format!("/api/v1/worker-queues/{q}/executions")] {
+            assert_error(get(path).await, 404, "NOT_FOUND").await;
+        }
+        assert_eq!(json(get("/api/v1/executions".into()).await).await["total"], 0);
+        let r = app.req_as(&other, Method::POST, &format!("/api/v1/executions/{id}/cancel")).send().await.unwrap();
+        assert_error(r, 404, "NOT_FOUND").await;
+        // Their queue id does not work here, nor does our queue for their agents.
+        let r = app.req_as(&other, Method::POST, &format!("/api/v1/worker-queues/{q}/start")).json(&json!({})).send().await.unwrap();
+        assert_error(r, 404, "NOT_FOUND").await;
+        let r = app.req_as(&other, Method::POST, &format!("/api/v1/agents/{a}/execute")).json(&json!({"prompt": "x", "worker_queue_id": q})).send().await.unwrap();
+        assert_error(r, 404, "NOT_FOUND").await;
+        // A worker of the other org polling with our worker's id finds nothing.
+        let worker_key = app.key("default", Role::Worker).await;
+        let w = TestWorker::start(&app.url, &worker_key, &q, "ours").await;
+        let r = app.req_as(&other, Method::POST, &format!("/api/v1/workers/{}/poll?wait=0", w.id)).send().await.unwrap();
+        assert_error(r, 404, "NOT_FOUND").await;
+        assert_eq!(execution(&app, &id).await["status"], "queued");
+    }
+
+    async fn two_hundred_executions_eight_pollers_each_claimed_once(backend: Backend) {
+        let app = TestApp::spawn(backend).await;
+        app.unlimited().await;
+        let q = queue(&app, "busy", json!({})).await;
+        let a = agent(&app, "many").await;
+        let worker_key = app.key("default", Role::Worker).await;
+        let mut workers = Vec::new();
+        for i in 0..8 {
+            workers.push(TestWorker::start(&app.url, &worker_key, &q, &format!("host-{i}")).await);
+        }
+        let claims: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+        let mut tasks = Vec::new();
+        for w in workers {
+            let claims = claims.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut idle = 0;
+                while idle < 3 {
+                    match w.poll(0.5).await {
+                        Polled::Claim(c) => {
+                            idle = 0;
+                            let id = c["execution"]["id"].as_str().unwrap().to_string();
+                            *claims.lock().await.entry(id).or_default() += 1;
+                            assert_eq!(w.events(&c, json!([{"type": "message", "data": {"role": "assistant", "content": "ok"}}])).await.status(), 201);
+                            assert_eq!(w.complete(&c, "ok").await.status(), 200);
+                        }
+                        _ => idle += 1,
+                    }
+                }
+            }));
+        }
+        let mut ids = Vec::new();
+        for i in 0..200 {
+            ids.push(execute(&app, &a, &q, &format!("task {i}")).await);
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let claims = claims.lock().await;
+        assert_eq!(claims.len(), 200);
+        assert!(claims.values().all(|n| *n == 1), "an execution was claimed twice");
+        for id in &ids {
+            assert_eq!(claims.get(id), Some(&1));
+        }
+        let done = json(app.get("/api/v1/executions?status=completed&limit=1").await).await;
+        assert_eq!(done["total"], 200);
+    }
+
+    async fn cancel_reaches_a_running_worker_through_poll_and_heartbeat(backend: Backend) {
+        let app = fast_app(backend).await;
+        let q = queue(&app, "main", json!({"heartbeat_interval": 10})).await;
+        let a = agent(&app, "cancellable").await;
+        let worker_key = app.key("default", Role::Worker).await;
+        let w = TestWorker::start(&app.url, &worker_key, &q, "host").await;
+        let id = execute(&app, &a, &q, "long job").await;
+        let claim = w.claim(3).await;
+        // The worker is long-polling for more work when the cancel arrives: the poll answers at once.
+        let poller = { let w = w.clone(); tokio::spawn(async move { w.poll(20.0).await }) };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let started = std::time::Instant::now();
+        let c = json(app.post(&format!("/api/v1/executions/{id}/cancel"), json!({})).await).await;
+        assert_eq!(c["status"], "cancelling");
+        match poller.await.unwrap() {
+            Polled::Cancel(ids) => assert_eq!(ids, vec![id.clone()]),
+            other => panic!("expected a cancel, got {other:?}"),
+        }
+        assert!(started.elapsed() < Duration::from_secs(2));
+        let hb = json(w.heartbeat(&[&id]).await).await;
+        assert_eq!(hb["cancel_execution_ids"], json!([id]));
+        // Cancelling twice is harmless; the worker confirms by failing the run.
+        assert_eq!(json(app.post(&format!("/api/v1/executions/{id}/cancel"), json!({})).await).await["status"], "cancelling");
+        let r = w.fail(&claim, "stopped", false).await;
+        assert_eq!(json(r).await["status"], "cancelled");
+
+        // A worker that never confirms: the grace period (2 intervals) ends it anyway.
+        let id2 = execute(&app, &a, &q, "stubborn").await;
+        let _claim2 = w.claim(3).await;
+        app.post(&format!("/api/v1/executions/{id2}/cancel"), json!({})).await;
+        for _ in 0..5 {
+            w.heartbeat(&[&id2]).await;
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let e = wait_for(&app, &id2, "cancelled").await;
+        assert!(e["error_message"].as_str().unwrap().contains("did not confirm"), "{e}");
+        // A queued execution is cancelled at once.
+        let id3 = execute(&app, &a, &q, "never mind").await;
+        assert_eq!(json(app.post(&format!("/api/v1/executions/{id3}/cancel"), json!({})).await).await["status"], "cancelled");
+    }
+
+    async fn a_silent_worker_loses_its_run_to_another(backend: Backend) {
+        let app = fast_app(backend).await;
+        let q = queue(&app, "main", json!({"heartbeat_interval": 10, "max_attempts": 2})).await;
+        let a = agent(&app, "resilient").await;
+        let worker_key = app.key("default", Role::Worker).await;
+        let dead = TestWorker::start(&app.url, &worker_key, &q, "dies").await;
+        let id = execute(&app, &a, &q, "survive this").await;
+        let first = dead.claim(3).await;
+        assert_eq!(dead.events(&first, json!([{"type": "thinking", "data": {}}])).await.status(), 201);
+        // The worker goes silent; after 3 intervals (1.5 s) its run is queued again.
+        let e = wait_for(&app, &id, "queued").await;
+        assert_eq!(e["attempt"], 2);
+        assert_eq!(json(app.get(&format!("/api/v1/workers/{}", dead.id)).await).await["status"], "offline");
+        let alive = TestWorker::start(&app.url, &worker_key, &q, "lives").await;
+        let second = alive.claim(3).await;
+        assert_eq!(second["execution"]["id"], id.as_str());
+        assert_eq!(second["execution"]["attempt"], 2);
+        // The dead worker's lease is void; the living one finishes.
+        assert_error(dead.events(&first, json!([{"type": "zombie"}])).await, 409, "CONFLICT").await;
+        let r = dead.post(&format!("/api/v1/workers/{}/poll?wait=0", dead.id)).send().await.unwrap();
+        assert_error(r, 409, "CONFLICT").await;
+        assert_eq!(alive.complete(&second, "done").await.status(), 200);
+        let events = json(app.get(&format!("/api/v1/executions/{id}/events?limit=500")).await).await;
+        let statuses: Vec<&str> = events["items"].as_array().unwrap().iter()
+            .filter(|e| e["type"] == "status").map(|e| e["data"]["status"].as_str().unwrap()).collect();
+        assert_eq!(statuses, vec!["queued", "running", "queued", "running", "completed"]);
+
+        // With its attempts used up, a run whose worker vanishes fails with the reason.
+        let id2 = execute(&app, &a, &q, "unlucky").await;
+        let _ = alive.claim(3).await;
+        let e = wait_for(&app, &id2, "queued").await;
+        assert_eq!(e["attempt"], 2);
+        let again = TestWorker::start(&app.url, &worker_key, &q, "also-dies").await;
+        let _ = again.claim(3).await;
+        let e = wait_for(&app, &id2, "failed").await;
+        assert!(e["error_message"].as_str().unwrap().contains("worker lost"), "{e}");
+        // Disconnecting hands runs back at once.
+        let id3 = execute(&app, &a, &q, "handed back").await;
+        let polite = TestWorker::start(&app.url, &worker_key, &q, "polite").await;
+        let _ = polite.claim(3).await;
+        let bye = json(polite.disconnect().await).await;
+        assert_eq!(bye["requeued_executions"], 1);
+        assert_eq!(execution(&app, &id3).await["status"], "queued");
+    }
+
+    async fn a_follower_sees_every_live_event_once_and_resumes_after_a_drop(backend: Backend) {
+        let app = TestApp::spawn(backend).await;
+        app.unlimited().await;
+        let q = queue(&app, "main", json!({})).await;
+        let a = agent(&app, "chatty").await;
+        let worker_key = app.key("default", Role::Worker).await;
+        let w = TestWorker::start(&app.url, &worker_key, &q, "host").await;
+        let id = execute(&app, &a, &q, "stream it").await;
+        // Followers connect before the run starts and follow it live.
+        let full = { let app_url = app.url.clone(); let key = app.admin_key.clone(); let id = id.clone();
+            tokio::spawn(async move {
+                let r = reqwest::Client::new().get(format!("{app_url}/api/v1/executions/{id}/stream")).bearer_auth(key).send().await.unwrap();
+                assert_eq!(r.headers()["content-type"], "text/event-stream");
+                read_sse(r).await
+            }) };
+        // This one drops its connection after the first few events.
+        let mut partial = app.get(&format!("/api/v1/executions/{id}/stream")).await;
+        let claim = w.claim(3).await;
+        let writers: Vec<_> = (0..4).map(|t| { let w = w.clone(); let claim = claim.clone(); tokio::spawn(async move {
+            for i in 0..10 {
+                let batch: Vec<Value> = (0..3).map(|j| json!({"type": "message_chunk", "data": {"t": t, "i": i, "j": j}})).collect();
+                assert_eq!(w.events(&claim, json!(batch)).await.status(), 201);
+            }
+        }) }).collect();
+        let mut seen = String::new();
+        while parse_sse(&seen).len() < 5 {
+            let chunk = partial.chunk().await.unwrap().unwrap();
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        drop(partial);
+        // Keep only whole frames, as an SSE client would.
+        let whole = &seen[..seen.rfind("\n\n").unwrap() + 2];
+        let got = parse_sse(whole);
+        let last = got.last().unwrap().0;
+        for t in writers { t.await.unwrap(); }
+        assert_eq!(w.complete(&claim, "ok").await.status(), 200);
+
+        let everything = full.await.unwrap();
+        let total = execution(&app, &id).await["event_count"].as_i64().unwrap();
+        assert_eq!(seqs(&everything), (1..=total).collect::<Vec<_>>(), "live follower missed or repeated events");
+        assert_eq!(everything.iter().filter(|e| e.1 == "message_chunk").count(), 120);
+        let resumed = read_sse(app.req(Method::GET, &format!("/api/v1/executions/{id}/stream")).header("Last-Event-ID", last.to_string()).send().await.unwrap()).await;
+        let mut joined = seqs(&got);
+        joined.extend(seqs(&resumed));
+        assert_eq!(joined, (1..=total).collect::<Vec<_>>(), "resume lost or repeated events");
+        // `stream: true` on execute answers the stream itself.
+        let r = app.post(&format!("/api/v1/agents/{a}/execute"), json!({"prompt": "inline", "worker_queue_id": q, "stream": true})).await;
+        assert_eq!(r.status(), 200);
+        let exec_id = r.headers()["x-execution-id"].to_str().unwrap().to_string();
+        let reader = tokio::spawn(read_sse(r));
+        let c = w.claim(3).await;
+        assert_eq!(c["execution"]["id"], exec_id.as_str());
+        w.complete(&c, "inline done").await;
+        let frames = reader.await.unwrap();
+        assert_eq!(frames.last().unwrap().2["response"], "inline done");
+    }
+
+    async fn nothing_is_lost_across_a_server_restart(backend: Backend) {
+        let mut app = TestApp::spawn(backend).await;
+        app.unlimited().await;
+        let q = queue(&app, "main", json!({})).await;
+        let a = agent(&app, "durable").await;
+        let worker_key = app.key("default", Role::Worker).await;
+        let mut w = TestWorker::start(&app.url, &worker_key, &q, "host").await;
+        let running = execute(&app, &a, &q, "in flight").await;
+        let claim = w.claim(3).await;
+        assert_eq!(w.events(&claim, json!([{"type": "message_chunk", "data": {"n": 1}}])).await.status(), 201);
+        let waiting = execute(&app, &a, &q, "still queued").await;
+
+        app.restart(|_| {}).await;
+        w.url = app.url.clone();
+        // The worker carries on against the new process: same lease, next seq, and the queued one.
+        assert_eq!(w.heartbeat(&[&running]).await.status(), 200);
+        let r = json(w.events(&claim, json!([{"type": "message_chunk", "data": {"n": 2}}])).await).await;
+        assert_eq!(r["first_seq"], 5);
+        assert_eq!(w.complete(&claim, "survived").await.status(), 200);
+        let next = w.claim(3).await;
+        assert_eq!(next["execution"]["id"], waiting.as_str());
+        assert_eq!(w.complete(&next, "also").await.status(), 200);
+        assert_eq!(execution(&app, &running).await["status"], "completed");
+        assert_eq!(execution(&app, &waiting).await["status"], "completed");
+    }
+}

@@ -1,0 +1,705 @@
+//! Executions and their events: the state machine's storage, claims with leases, and the
+//! reaper's sweeps.
+//!
+//! Every status change goes through [`apply`]: it locks the row, checks the transition against
+//! [`ExecutionStatus::can_become`], writes the row and appends the `status` event (plus `done`
+//! when a run ends) with the next sequence numbers, all in one transaction. Callers get the new
+//! row and the stored events back, to notify followers and workers after the commit.
+
+use cp_types::environment::ExecutionEnvironment;
+use cp_types::execution::{Execution, ExecutionEvent, ExecutionStatus, ExecutionType, NewEvent, SessionMessage, Usage};
+use cp_types::page::PageRequest;
+use cp_types::{Page, Timestamp, now};
+use serde_json::{Value, json};
+use sqlx::types::Json;
+use uuid::Uuid;
+
+use crate::Store;
+use crate::db::{Db, with_db, write_tx};
+use crate::error::{StoreError, StoreResult, parse};
+use crate::page::page_of;
+use crate::worker_queues::now_ms;
+
+macro_rules! exec_columns {
+    () => {
+        "id, organization_id, execution_type, entity_id, entity_name, worker_queue_id, prompt, system_prompt, \
+         status, response, error_message, usage, execution_metadata, user_metadata, execution_environment, attempt, \
+         max_attempts, worker_id, lease_id, lease_until, cancel_deadline, last_seq, created_at, started_at, \
+         completed_at, updated_at"
+    };
+}
+
+#[derive(sqlx::FromRow)]
+struct ExecutionRow {
+    id: Uuid,
+    organization_id: String,
+    execution_type: String,
+    entity_id: Uuid,
+    entity_name: Option<String>,
+    worker_queue_id: Option<Uuid>,
+    prompt: String,
+    system_prompt: Option<String>,
+    status: String,
+    response: Option<String>,
+    error_message: Option<String>,
+    usage: Json<Usage>,
+    execution_metadata: Json<Value>,
+    user_metadata: Json<Value>,
+    execution_environment: Json<ExecutionEnvironment>,
+    attempt: i64,
+    max_attempts: i64,
+    worker_id: Option<Uuid>,
+    lease_id: Option<Uuid>,
+    lease_until: Option<i64>,
+    cancel_deadline: Option<i64>,
+    last_seq: i64,
+    created_at: Timestamp,
+    started_at: Option<Timestamp>,
+    completed_at: Option<Timestamp>,
+    updated_at: Timestamp,
+}
+
+/// An execution with the bookkeeping the API does not show (lease, deadlines).
+#[derive(Debug, Clone)]
+pub struct ExecutionRecord {
+    pub execution: Execution,
+    pub lease_id: Option<Uuid>,
+    pub lease_until: Option<i64>,
+    pub cancel_deadline: Option<i64>,
+}
+
+impl ExecutionRow {
+    fn into_record(self) -> StoreResult<ExecutionRecord> {
+        Ok(ExecutionRecord {
+            lease_id: self.lease_id,
+            lease_until: self.lease_until,
+            cancel_deadline: self.cancel_deadline,
+            execution: Execution {
+                id: self.id,
+                organization_id: self.organization_id,
+                execution_type: parse(&self.execution_type)?,
+                entity_id: self.entity_id,
+                entity_name: self.entity_name,
+                worker_queue_id: self.worker_queue_id,
+                prompt: self.prompt,
+                system_prompt: self.system_prompt,
+                status: parse(&self.status)?,
+                response: self.response,
+                error_message: self.error_message,
+                usage: self.usage.0,
+                execution_metadata: self.execution_metadata.0,
+                user_metadata: self.user_metadata.0,
+                execution_environment: self.execution_environment.0,
+                attempt: self.attempt,
+                max_attempts: self.max_attempts,
+                worker_id: self.worker_id,
+                event_count: self.last_seq,
+                created_at: self.created_at,
+                started_at: self.started_at,
+                completed_at: self.completed_at,
+                updated_at: self.updated_at,
+            },
+        })
+    }
+
+    fn into_execution(self) -> StoreResult<Execution> {
+        Ok(self.into_record()?.execution)
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct EventRow {
+    seq: i64,
+    event_type: String,
+    data: String,
+    created_at: Timestamp,
+}
+
+impl EventRow {
+    fn into_event(self) -> ExecutionEvent {
+        ExecutionEvent {
+            seq: self.seq,
+            event_type: self.event_type,
+            // Written by this module from a `Value`; a hand-edited row still reads as a string.
+            data: serde_json::from_str(&self.data).unwrap_or(Value::String(self.data)),
+            timestamp: self.created_at,
+        }
+    }
+}
+
+/// A new execution, validated by the caller.
+#[derive(Debug, Clone)]
+pub struct NewExecution {
+    pub execution_type: ExecutionType,
+    pub entity_id: Uuid,
+    pub entity_name: String,
+    pub worker_queue_id: Uuid,
+    pub prompt: String,
+    pub system_prompt: Option<String>,
+    pub user_metadata: Value,
+    pub execution_metadata: Value,
+    pub execution_environment: ExecutionEnvironment,
+    pub created_by: String,
+}
+
+/// Filters of `GET /executions`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ExecutionFilter {
+    pub status: Option<ExecutionStatus>,
+    pub execution_type: Option<ExecutionType>,
+    pub entity_id: Option<Uuid>,
+    pub worker_queue_id: Option<Uuid>,
+    pub since: Option<Timestamp>,
+}
+
+/// A status change and what it wrote.
+#[derive(Debug, Clone)]
+pub struct Changed {
+    pub record: ExecutionRecord,
+    /// The status before the change.
+    pub from: ExecutionStatus,
+    /// The events stored by the change, in `seq` order.
+    pub events: Vec<ExecutionEvent>,
+    /// The worker that held the run before the change, if the change took it away.
+    pub released_worker: Option<Uuid>,
+}
+
+/// What a worker reports at the end of its run.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Completed {
+        response: Option<String>,
+        usage: Option<Usage>,
+        waiting_for_input: bool,
+    },
+    Failed {
+        error_message: Option<String>,
+        retryable: bool,
+        usage: Option<Usage>,
+    },
+}
+
+/// What a client asks of an execution.
+#[derive(Debug, Clone)]
+pub enum Control {
+    /// A running run gets 2 heartbeat intervals to confirm before it ends `cancelled` anyway.
+    Cancel,
+    Pause,
+    Resume,
+    Message {
+        text: String,
+    },
+}
+
+impl Store {
+    /// The executions of one organization.
+    pub fn executions<'a>(&'a self, org: &'a str) -> Executions<'a> {
+        Executions {
+            db: &self.db,
+            org,
+            second_ms: self.second_ms,
+        }
+    }
+}
+
+/// The executions of one organization.
+pub struct Executions<'a> {
+    db: &'a Db,
+    org: &'a str,
+    /// See `Store::with_second_ms`.
+    second_ms: i64,
+}
+
+macro_rules! exec_filter {
+    () => {
+        " WHERE organization_id = $1 AND ($2 IS NULL OR status = $2) AND ($3 IS NULL OR execution_type = $3) \
+         AND ($4 IS NULL OR entity_id = $4) AND ($5 IS NULL OR worker_queue_id = $5) AND ($6 IS NULL OR created_at >= $6)"
+    };
+}
+
+fn stale_lease() -> StoreError {
+    StoreError::Conflict(
+        "the lease is no longer valid: the execution moved on (cancelled, paused, re-queued or ended)".into(),
+    )
+}
+
+/// The working copy [`apply`] hands to a change.
+struct Draft {
+    row: ExecutionRecord,
+    from: ExecutionStatus,
+    events: Vec<(String, Value)>,
+    released_worker: Option<Uuid>,
+    at: Timestamp,
+}
+
+impl Draft {
+    /// Moves to `to` if the state machine allows it (409 otherwise) and records the `status`
+    /// event, and the terminal `done` event when the run ends.
+    fn become_(&mut self, to: ExecutionStatus, reason: Option<&str>) -> StoreResult<()> {
+        let e = &mut self.row.execution;
+        if !e.status.can_become(to) {
+            return Err(StoreError::Conflict(format!(
+                "an execution that is {} cannot become {}",
+                e.status, to
+            )));
+        }
+        e.status = to;
+        let mut data = json!({"status": to.as_str(), "attempt": e.attempt});
+        if let Some(reason) = reason {
+            data["reason"] = json!(reason);
+        }
+        self.events.push(("status".into(), data));
+        if to.is_held() && e.started_at.is_none() {
+            e.started_at = Some(self.at);
+        }
+        if !to.is_held() && e.worker_id.is_some() {
+            self.released_worker = e.worker_id.take();
+            self.row.lease_id = None;
+            self.row.lease_until = None;
+        }
+        if to != ExecutionStatus::Cancelling {
+            self.row.cancel_deadline = None;
+        }
+        if to.is_terminal() {
+            e.completed_at = Some(self.at);
+            self.events.push((
+                "done".into(),
+                json!({"status": to.as_str(), "response": e.response, "error_message": e.error_message, "usage": e.usage}),
+            ));
+        } else {
+            e.completed_at = None;
+        }
+        Ok(())
+    }
+
+    fn add_usage(&mut self, usage: Option<&Usage>) {
+        if let Some(u) = usage {
+            self.row.execution.usage.add(u);
+        }
+    }
+}
+
+fn user_message(execution: Uuid, text: &str, at: Timestamp) -> (String, Value) {
+    (
+        "message".into(),
+        json!({"role": "user", "content": text, "timestamp": at, "message_id": format!("{execution}_user_{}", at.timestamp_micros())}),
+    )
+}
+
+/// Locks the row, lets `change` edit it, writes it back with the change's events. The one place
+/// a status changes.
+macro_rules! apply {
+    ($db:expr, $org:expr, $id:expr, $change:expr) => {{
+        let org: &str = $org;
+        let id: Uuid = $id;
+        write_tx!($db, tx, pg => {
+            let select = if pg {
+                concat!("SELECT ", exec_columns!(), " FROM executions WHERE organization_id = $1 AND id = $2 FOR UPDATE")
+            } else {
+                concat!("SELECT ", exec_columns!(), " FROM executions WHERE organization_id = $1 AND id = $2")
+            };
+            let row: ExecutionRow = sqlx::query_as(select).bind(org).bind(id).fetch_optional(&mut *tx).await?
+                .ok_or(StoreError::NotFound)?;
+            let row = row.into_record()?;
+            let mut draft = Draft { from: row.execution.status, row, events: Vec::new(), released_worker: None, at: now() };
+            #[allow(clippy::redundant_closure_call)]
+            ($change)(&mut draft)?;
+            let e = &mut draft.row.execution;
+            e.updated_at = draft.at;
+            let first = e.event_count + 1;
+            e.event_count += draft.events.len() as i64;
+            sqlx::query(
+                "UPDATE executions SET status = $3, response = $4, error_message = $5, usage = $6, attempt = $7, \
+                   worker_id = $8, lease_id = $9, lease_until = $10, cancel_deadline = $11, last_seq = $12, \
+                   started_at = $13, completed_at = $14, updated_at = $15 \
+                 WHERE organization_id = $1 AND id = $2")
+                .bind(org).bind(id)
+                .bind(e.status.as_str()).bind(&e.response).bind(&e.error_message).bind(Json(&e.usage))
+                .bind(e.attempt).bind(e.worker_id).bind(draft.row.lease_id).bind(draft.row.lease_until)
+                .bind(draft.row.cancel_deadline).bind(e.event_count).bind(e.started_at).bind(e.completed_at)
+                .bind(e.updated_at)
+                .execute(&mut *tx).await?;
+            let stored = insert_events!(&mut *tx, org, id, first, draft.at, draft.events.into_iter());
+            Ok(Changed { record: draft.row, from: draft.from, events: stored, released_worker: draft.released_worker })
+        })
+    }};
+}
+
+/// Inserts `(type, data)` events numbered from `first` in one statement; evaluates to them.
+macro_rules! insert_events {
+    ($conn:expr, $org:expr, $id:expr, $first:expr, $at:expr, $events:expr) => {{
+        let stored: Vec<ExecutionEvent> = $events
+            .enumerate()
+            .map(|(i, (event_type, data)): (usize, (String, Value))| ExecutionEvent {
+                seq: $first + i as i64,
+                event_type,
+                data,
+                timestamp: $at,
+            })
+            .collect();
+        if !stored.is_empty() {
+            let mut q = sqlx::QueryBuilder::new(
+                "INSERT INTO execution_events (execution_id, seq, organization_id, event_type, data, created_at) ",
+            );
+            q.push_values(&stored, |mut b, e| {
+                b.push_bind($id)
+                    .push_bind(e.seq)
+                    .push_bind($org)
+                    .push_bind(e.event_type.clone())
+                    .push_bind(e.data.to_string())
+                    .push_bind(e.timestamp);
+            });
+            q.build().execute($conn).await?;
+        }
+        stored
+    }};
+}
+
+impl Executions<'_> {
+    /// Stores a `queued` execution on an active queue of the organization with its first
+    /// events (`status`, then the user's `message`). `NotFound` for an unknown queue, a
+    /// conflict for one that is not active.
+    pub async fn create(&self, new: NewExecution) -> StoreResult<(Execution, Vec<ExecutionEvent>)> {
+        let org = self.org;
+        let id = Uuid::now_v7();
+        let at = now();
+        let stored = write_tx!(self.db, tx, _pg => {
+            let queue: Option<(String, String, i64)> = sqlx::query_as(
+                "SELECT name, status, max_attempts FROM worker_queues WHERE organization_id = $1 AND id = $2")
+                .bind(org).bind(new.worker_queue_id).fetch_optional(&mut *tx).await?;
+            let (queue_name, status, max_attempts) = queue.ok_or(StoreError::NotFound)?;
+            if status != "active" {
+                return Err(StoreError::Conflict(format!("worker queue '{queue_name}' is {status}, not active")));
+            }
+            let mut metadata = new.execution_metadata.clone();
+            if let Value::Object(m) = &mut metadata {
+                m.insert("worker_queue_name".into(), json!(queue_name));
+            }
+            let events = vec![
+                ("status".to_string(), json!({"status": "queued", "attempt": 1})),
+                user_message(id, &new.prompt, at),
+            ];
+            sqlx::query(
+                "INSERT INTO executions (id, organization_id, execution_type, entity_id, entity_name, worker_queue_id, \
+                   prompt, system_prompt, status, execution_metadata, user_metadata, execution_environment, attempt, \
+                   max_attempts, last_seq, created_by, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', $9, $10, $11, 1, $12, $13, $14, $15, $15)")
+                .bind(id).bind(org).bind(new.execution_type.as_str()).bind(new.entity_id).bind(&new.entity_name)
+                .bind(new.worker_queue_id).bind(&new.prompt).bind(&new.system_prompt).bind(Json(&metadata))
+                .bind(Json(&new.user_metadata)).bind(Json(&new.execution_environment)).bind(max_attempts)
+                .bind(events.len() as i64).bind(&new.created_by).bind(at)
+                .execute(&mut *tx).await?;
+            insert_events!(&mut *tx, org, id, 1, at, events.into_iter())
+        });
+        Ok((self.get(id).await?, stored))
+    }
+
+    pub async fn get(&self, id: Uuid) -> StoreResult<Execution> {
+        self.record(id).await.map(|r| r.execution)
+    }
+
+    /// The execution with its lease bookkeeping.
+    pub async fn record(&self, id: Uuid) -> StoreResult<ExecutionRecord> {
+        let row: ExecutionRow = with_db!(self.db, pool =>
+            sqlx::query_as(concat!("SELECT ", exec_columns!(), " FROM executions WHERE organization_id = $1 AND id = $2"))
+                .bind(self.org).bind(id).fetch_optional(pool).await)?
+        .ok_or(StoreError::NotFound)?;
+        row.into_record()
+    }
+
+    /// Executions, newest first.
+    pub async fn list(&self, filter: ExecutionFilter, page: PageRequest) -> StoreResult<Page<Execution>> {
+        let status = filter.status.map(|s| s.as_str());
+        let kind = filter.execution_type.map(|s| s.as_str());
+        let rows: Vec<ExecutionRow> = with_db!(self.db, pool =>
+            sqlx::query_as(concat!("SELECT ", exec_columns!(), " FROM executions", exec_filter!(), " ORDER BY id DESC LIMIT $7 OFFSET $8"))
+                .bind(self.org).bind(status).bind(kind).bind(filter.entity_id).bind(filter.worker_queue_id)
+                .bind(filter.since).bind(page.limit).bind(page.offset)
+                .fetch_all(pool).await)?;
+        let count = async {
+            Ok(with_db!(self.db, pool =>
+                sqlx::query_scalar(concat!("SELECT COUNT(*) FROM executions", exec_filter!()))
+                    .bind(self.org).bind(status).bind(kind).bind(filter.entity_id).bind(filter.worker_queue_id)
+                    .bind(filter.since).fetch_one(pool).await)?)
+        };
+        page_of(rows, page, count, ExecutionRow::into_execution).await
+    }
+
+    /// Stored events with `seq > after`, oldest first, at most `limit`.
+    pub async fn events(&self, id: Uuid, after: i64, limit: i64) -> StoreResult<Vec<ExecutionEvent>> {
+        let rows: Vec<EventRow> = with_db!(self.db, pool =>
+            sqlx::query_as(
+                "SELECT seq, event_type, data, created_at FROM execution_events \
+                 WHERE execution_id = $1 AND organization_id = $2 AND seq > $3 ORDER BY seq LIMIT $4")
+                .bind(id).bind(self.org).bind(after).bind(limit).fetch_all(pool).await)?;
+        Ok(rows.into_iter().map(EventRow::into_event).collect())
+    }
+
+    /// The conversation: every `message` event, oldest first.
+    pub async fn session(&self, id: Uuid) -> StoreResult<Vec<SessionMessage>> {
+        let rows: Vec<EventRow> = with_db!(self.db, pool =>
+            sqlx::query_as(
+                "SELECT seq, event_type, data, created_at FROM execution_events \
+                 WHERE execution_id = $1 AND organization_id = $2 AND event_type = 'message' ORDER BY seq")
+                .bind(id).bind(self.org).fetch_all(pool).await)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let e = r.into_event();
+                let text = |k: &str| e.data.get(k).and_then(Value::as_str).map(str::to_owned);
+                SessionMessage {
+                    role: text("role").unwrap_or_else(|| "assistant".into()),
+                    content: text("content").unwrap_or_default(),
+                    timestamp: text("timestamp").unwrap_or_else(|| e.timestamp.to_rfc3339()),
+                    message_id: text("message_id").unwrap_or_else(|| format!("{id}_{}", e.seq)),
+                    tool_name: text("tool_name"),
+                    tool_input: e.data.get("tool_input").cloned(),
+                    tool_output: e.data.get("tool_output").cloned(),
+                }
+            })
+            .collect())
+    }
+
+    /// A client's cancel, pause, resume or message.
+    pub async fn control(&self, id: Uuid, control: Control) -> StoreResult<Changed> {
+        let grace_ms = 2 * self.second_ms * self.heartbeat_interval(id).await?;
+        apply!(self.db, self.org, id, |d: &mut Draft| -> StoreResult<()> {
+            use ExecutionStatus::*;
+            match &control {
+                Control::Cancel => match d.row.execution.status {
+                    // Already on its way out: cancelling twice changes nothing.
+                    Cancelling => {}
+                    Running => {
+                        d.row.cancel_deadline = Some(now_ms() + grace_ms);
+                        d.become_(Cancelling, Some("cancelled by user"))?;
+                    }
+                    _ => {
+                        d.row.execution.error_message = Some("Cancelled by user".into());
+                        d.become_(Cancelled, Some("cancelled by user"))?;
+                    }
+                },
+                Control::Pause => d.become_(Paused, Some("paused by user"))?,
+                Control::Resume => d.become_(Queued, Some("resumed by user"))?,
+                Control::Message { text } => {
+                    let status = d.row.execution.status;
+                    if !matches!(status, Completed | WaitingForInput) {
+                        return Err(StoreError::Conflict(format!(
+                            "a message continues a completed or waiting_for_input execution; this one is {status}"
+                        )));
+                    }
+                    d.events.push(user_message(d.row.execution.id, text, d.at));
+                    d.row.execution.response = None;
+                    d.row.execution.error_message = None;
+                    d.become_(Queued, Some("new message"))?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// The heartbeat interval (seconds) of the execution's queue; the default for a run whose
+    /// queue was deleted.
+    async fn heartbeat_interval(&self, id: Uuid) -> StoreResult<i64> {
+        let interval: Option<Option<i64>> = with_db!(self.db, pool =>
+            sqlx::query_scalar(
+                "SELECT q.heartbeat_interval FROM executions e LEFT JOIN worker_queues q ON q.id = e.worker_queue_id \
+                 WHERE e.organization_id = $1 AND e.id = $2")
+                .bind(self.org).bind(id).fetch_optional(pool).await)?;
+        Ok(interval
+            .ok_or(StoreError::NotFound)?
+            .unwrap_or(cp_types::worker_queue::DEFAULT_HEARTBEAT_INTERVAL))
+    }
+
+    /// Takes the oldest queued execution of `queue` for `worker` with a new lease; `None` when
+    /// nothing is waiting. Concurrent claimers never get the same row (`SKIP LOCKED` on
+    /// PostgreSQL, the single writer on SQLite).
+    pub async fn claim(&self, queue: Uuid, worker: Uuid, lease_ms: i64) -> StoreResult<Option<Changed>> {
+        let org = self.org;
+        let lease_id = Uuid::now_v7();
+        let at = now();
+        let claimed = write_tx!(self.db, tx, pg => {
+            let sql = if pg {
+                concat!("UPDATE executions SET status = 'running', worker_id = $3, lease_id = $4, lease_until = $5, \
+                   started_at = COALESCE(started_at, $6), updated_at = $6, last_seq = last_seq + 1 \
+                 WHERE id = (SELECT id FROM executions WHERE worker_queue_id = $1 AND organization_id = $2 \
+                   AND status = 'queued' ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) AND status = 'queued' \
+                 RETURNING ", exec_columns!())
+            } else {
+                concat!("UPDATE executions SET status = 'running', worker_id = $3, lease_id = $4, lease_until = $5, \
+                   started_at = COALESCE(started_at, $6), updated_at = $6, last_seq = last_seq + 1 \
+                 WHERE id = (SELECT id FROM executions WHERE worker_queue_id = $1 AND organization_id = $2 \
+                   AND status = 'queued' ORDER BY id LIMIT 1) AND status = 'queued' \
+                 RETURNING ", exec_columns!())
+            };
+            let row: Option<ExecutionRow> = sqlx::query_as(sql)
+                .bind(queue).bind(org).bind(worker).bind(lease_id).bind(at.timestamp_millis() + lease_ms).bind(at)
+                .fetch_optional(&mut *tx).await?;
+            match row {
+                None => None,
+                Some(row) => {
+                    let record = row.into_record()?;
+                    let e = &record.execution;
+                    let status = vec![(
+                        "status".to_string(),
+                        json!({"status": "running", "attempt": e.attempt, "worker_id": worker}),
+                    )];
+                    let events = insert_events!(&mut *tx, org, e.id, e.event_count, at, status.into_iter());
+                    Some(Changed { record, from: ExecutionStatus::Queued, events, released_worker: None })
+                }
+            }
+        });
+        Ok(claimed)
+    }
+
+    /// Stores a worker's events under its lease, numbered after the last stored one; also
+    /// extends the lease (posting events proves the worker alive).
+    pub async fn append(&self, id: Uuid, lease_id: Uuid, events: Vec<NewEvent>) -> StoreResult<Vec<ExecutionEvent>> {
+        let org = self.org;
+        let at = now();
+        let n = events.len() as i64;
+        let stored = write_tx!(self.db, tx, _pg => {
+            let last: Option<i64> = sqlx::query_scalar(
+                "UPDATE executions SET last_seq = last_seq + $4, lease_until = $5 + 3 * $6 * COALESCE( \
+                   (SELECT q.heartbeat_interval FROM worker_queues q WHERE q.id = executions.worker_queue_id), 30) \
+                 WHERE organization_id = $1 AND id = $2 AND lease_id = $3 AND status IN ('running', 'cancelling') \
+                 RETURNING last_seq")
+                .bind(org).bind(id).bind(lease_id).bind(n).bind(at.timestamp_millis()).bind(self.second_ms)
+                .fetch_optional(&mut *tx).await?;
+            match last {
+                None => None,
+                Some(last) => {
+                    let mut stored = Vec::with_capacity(events.len());
+                    for (i, e) in events.into_iter().enumerate() {
+                        stored.push(ExecutionEvent {
+                            seq: last - n + 1 + i as i64,
+                            event_type: e.event_type,
+                            data: e.data,
+                            timestamp: e.timestamp.unwrap_or(at),
+                        });
+                    }
+                    let mut q = sqlx::QueryBuilder::new(
+                        "INSERT INTO execution_events (execution_id, seq, organization_id, event_type, data, created_at) ");
+                    q.push_values(&stored, |mut b, e| {
+                        b.push_bind(id).push_bind(e.seq).push_bind(org).push_bind(e.event_type.clone())
+                            .push_bind(e.data.to_string()).push_bind(e.timestamp);
+                    });
+                    q.build().execute(&mut *tx).await?;
+                    Some(stored)
+                }
+            }
+        });
+        match stored {
+            Some(s) => Ok(s),
+            None => {
+                self.get(id).await?;
+                Err(stale_lease())
+            }
+        }
+    }
+
+    /// A worker's end of run. Needs the current lease. A retryable failure goes back to the
+    /// queue while attempts remain; a run being cancelled ends `cancelled` unless it completed.
+    pub async fn finish(&self, id: Uuid, lease_id: Uuid, outcome: Outcome) -> StoreResult<Changed> {
+        apply!(self.db, self.org, id, |d: &mut Draft| -> StoreResult<()> {
+            use ExecutionStatus::*;
+            if d.row.lease_id != Some(lease_id) || !d.row.execution.status.is_held() {
+                return Err(stale_lease());
+            }
+            let cancelling = d.row.execution.status == Cancelling;
+            match &outcome {
+                Outcome::Completed {
+                    response,
+                    usage,
+                    waiting_for_input,
+                } => {
+                    d.add_usage(usage.as_ref());
+                    d.row.execution.response = response.clone();
+                    d.row.execution.error_message = None;
+                    let to = if *waiting_for_input && !cancelling {
+                        WaitingForInput
+                    } else {
+                        Completed
+                    };
+                    d.become_(to, None)?;
+                }
+                Outcome::Failed {
+                    error_message,
+                    retryable,
+                    usage,
+                } => {
+                    d.add_usage(usage.as_ref());
+                    if cancelling {
+                        d.row.execution.error_message = Some("Cancelled by user".into());
+                        d.become_(Cancelled, Some("cancelled by user"))?;
+                    } else if *retryable && d.row.execution.attempt < d.row.execution.max_attempts {
+                        d.row.execution.attempt += 1;
+                        d.become_(Queued, error_message.as_deref().or(Some("retryable failure")))?;
+                    } else {
+                        d.row.execution.error_message = Some(error_message.clone().unwrap_or_else(|| "failed".into()));
+                        d.become_(Failed, error_message.as_deref())?;
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Gives a run back to its queue because its worker is gone (`attempt + 1`), or fails it
+    /// when its attempts are used up; a run being cancelled ends `cancelled`. `worker` guards
+    /// against a run that has meanwhile been claimed by someone else.
+    pub async fn release(&self, id: Uuid, worker: Uuid, reason: &str) -> StoreResult<Changed> {
+        apply!(self.db, self.org, id, |d: &mut Draft| -> StoreResult<()> {
+            if d.row.execution.worker_id != Some(worker) || !d.row.execution.status.is_held() {
+                return Err(stale_lease());
+            }
+            release_draft(d, reason)
+        })
+    }
+
+    /// Ends a run whose cancel grace period passed, or re-queues one whose lease expired:
+    /// both re-checked under the row lock, so a heartbeat that arrived meanwhile wins.
+    pub async fn expire(&self, id: Uuid, now_ms: i64) -> StoreResult<Changed> {
+        apply!(self.db, self.org, id, |d: &mut Draft| -> StoreResult<()> {
+            use ExecutionStatus::*;
+            let e = &d.row.execution;
+            if e.status == Cancelling && d.row.cancel_deadline.is_some_and(|t| t <= now_ms) {
+                d.row.execution.error_message = Some("Cancelled by user (the worker did not confirm in time)".into());
+                return d.become_(Cancelled, Some("cancel grace period passed"));
+            }
+            if e.status.is_held() && d.row.lease_until.is_some_and(|t| t <= now_ms) {
+                return release_draft(d, "worker lost: no heartbeat within the lease");
+            }
+            Err(StoreError::Conflict("nothing to expire".into()))
+        })
+    }
+}
+
+fn release_draft(d: &mut Draft, reason: &str) -> StoreResult<()> {
+    use ExecutionStatus::*;
+    let e = &mut d.row.execution;
+    if e.status == Cancelling {
+        e.error_message = Some("Cancelled by user".into());
+        return d.become_(Cancelled, Some(reason));
+    }
+    if e.attempt < e.max_attempts {
+        e.attempt += 1;
+        d.become_(Queued, Some(reason))
+    } else {
+        e.error_message = Some(format!("{reason} (after {} attempts)", e.attempt));
+        d.become_(Failed, Some(reason))
+    }
+}
+
+/// Runs needing the reaper: `(organization, execution)` pairs whose lease or cancel grace
+/// period ran out before `now_ms`.
+impl Store {
+    pub async fn expired_executions(&self, now_ms: i64, limit: i64) -> StoreResult<Vec<(String, Uuid)>> {
+        Ok(with_db!(&self.db, pool =>
+            sqlx::query_as(
+                "SELECT organization_id, id FROM executions \
+                 WHERE (lease_until IS NOT NULL AND lease_until <= $1 AND status IN ('running', 'cancelling')) \
+                    OR (cancel_deadline IS NOT NULL AND cancel_deadline <= $1 AND status = 'cancelling') \
+                 ORDER BY id LIMIT $2")
+                .bind(now_ms).bind(limit).fetch_all(pool).await)?)
+    }
+}

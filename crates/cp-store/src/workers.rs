@@ -1,0 +1,335 @@
+//! Workers: registrations on a queue, heartbeats that keep them and their leases alive, and
+//! the live view. A worker silent past `alive_until` (3 heartbeat intervals) is offline.
+
+use std::collections::HashSet;
+
+use cp_types::page::PageRequest;
+use cp_types::worker::{Heartbeat, HeartbeatAck, RegisterWorker, Worker, WorkerCapabilities, WorkerStatus};
+use cp_types::{Page, Timestamp, now};
+use serde_json::Value;
+use sqlx::types::Json;
+use uuid::Uuid;
+
+use crate::Store;
+use crate::db::{Db, with_db, write_tx};
+use crate::error::{StoreError, StoreResult, parse};
+use crate::page::page_of;
+use crate::worker_queues::now_ms;
+
+macro_rules! worker_columns {
+    () => {
+        "id, organization_id, worker_queue_id, hostname, runner_name, version, capabilities, system_info, status, \
+         current_executions, tasks_processed, drain, registered_at, last_heartbeat_at, alive_until"
+    };
+}
+
+#[derive(sqlx::FromRow)]
+struct WorkerRow {
+    id: Uuid,
+    organization_id: String,
+    worker_queue_id: Uuid,
+    hostname: String,
+    runner_name: String,
+    version: Option<String>,
+    capabilities: Json<WorkerCapabilities>,
+    system_info: Json<Value>,
+    status: String,
+    current_executions: Json<Vec<Uuid>>,
+    tasks_processed: i64,
+    drain: bool,
+    registered_at: Timestamp,
+    last_heartbeat_at: Timestamp,
+    alive_until: i64,
+}
+
+impl WorkerRow {
+    fn into_worker(self, now_ms: i64) -> StoreResult<Worker> {
+        let mut status: WorkerStatus = parse(&self.status)?;
+        // Between the deadline and the reaper's next sweep the row still says online.
+        if self.alive_until <= now_ms && status != WorkerStatus::Disconnected {
+            status = WorkerStatus::Offline;
+        }
+        let live = !matches!(status, WorkerStatus::Offline | WorkerStatus::Disconnected);
+        Ok(Worker {
+            id: self.id,
+            organization_id: self.organization_id,
+            worker_queue_id: self.worker_queue_id,
+            runner_name: self.runner_name,
+            hostname: self.hostname,
+            version: self.version,
+            status,
+            capabilities: self.capabilities.0,
+            system_info: self.system_info.0,
+            current_executions: if live { self.current_executions.0 } else { Vec::new() },
+            tasks_processed: self.tasks_processed,
+            drain: self.drain,
+            registered_at: self.registered_at,
+            last_heartbeat_at: self.last_heartbeat_at,
+        })
+    }
+}
+
+/// The queue a worker registered on, as the registration answer needs it.
+#[derive(Debug, Clone)]
+pub struct Registered {
+    pub worker: Worker,
+    pub queue_name: String,
+    pub environment_name: String,
+    pub heartbeat_interval: i64,
+    /// The interval as it is enforced (see `Store::with_second_ms`).
+    pub heartbeat_ms: i64,
+}
+
+/// A worker's queue and timing, for its polls and claims.
+#[derive(Debug, Clone, Copy)]
+pub struct WorkerSeat {
+    pub worker_queue_id: Uuid,
+    /// Time between heartbeats.
+    pub heartbeat_ms: i64,
+    pub drain: bool,
+    pub online: bool,
+}
+
+impl WorkerSeat {
+    /// A run's lease: 3 heartbeat intervals.
+    pub fn lease_ms(&self) -> i64 {
+        3 * self.heartbeat_ms
+    }
+}
+
+/// Filters of `GET /workers`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WorkerFilter {
+    pub worker_queue_id: Option<Uuid>,
+    pub online_only: bool,
+}
+
+impl Store {
+    /// The workers of one organization.
+    pub fn workers<'a>(&'a self, org: &'a str) -> Workers<'a> {
+        Workers {
+            db: &self.db,
+            org,
+            second_ms: self.second_ms,
+        }
+    }
+
+    /// Marks workers silent past their deadline offline; returns how many.
+    pub async fn mark_silent_workers_offline(&self, now_ms: i64) -> StoreResult<u64> {
+        Ok(with_db!(&self.db, pool =>
+            sqlx::query("UPDATE workers SET status = 'offline', current_executions = '[]' \
+                         WHERE alive_until <= $1 AND status NOT IN ('offline', 'disconnected')")
+                .bind(now_ms).execute(pool).await.map(|r| r.rows_affected()))?)
+    }
+}
+
+/// The workers of one organization.
+pub struct Workers<'a> {
+    db: &'a Db,
+    org: &'a str,
+    second_ms: i64,
+}
+
+/// `$2` is now in Unix milliseconds, `$4` whether only online workers count.
+macro_rules! worker_filter {
+    () => {
+        " WHERE organization_id = $1 AND ($3 IS NULL OR worker_queue_id = $3) \
+         AND (NOT $4 OR (status NOT IN ('offline', 'disconnected') AND alive_until > $2))"
+    };
+}
+
+impl Workers<'_> {
+    /// Registers a worker on an active queue of the organization, unless the queue already has
+    /// `max_workers` online (conflict). The count and the insert happen under the queue's row
+    /// lock, so concurrent registrations cannot both take the last seat.
+    pub async fn register(
+        &self,
+        queue: Uuid,
+        req: &RegisterWorker,
+        hostname: &str,
+        runner_name: &str,
+    ) -> StoreResult<Registered> {
+        let org = self.org;
+        let id = Uuid::now_v7();
+        let at = now();
+        let now_ms = at.timestamp_millis();
+        let (queue_name, environment_name, interval) = write_tx!(self.db, tx, pg => {
+            let sql = if pg {
+                "SELECT q.name, e.name, q.status, q.max_workers, q.heartbeat_interval FROM worker_queues q \
+                 JOIN environments e ON e.id = q.environment_id WHERE q.organization_id = $1 AND q.id = $2 FOR UPDATE OF q"
+            } else {
+                "SELECT q.name, e.name, q.status, q.max_workers, q.heartbeat_interval FROM worker_queues q \
+                 JOIN environments e ON e.id = q.environment_id WHERE q.organization_id = $1 AND q.id = $2"
+            };
+            let row: Option<(String, String, String, Option<i64>, i64)> =
+                sqlx::query_as(sql).bind(org).bind(queue).fetch_optional(&mut *tx).await?;
+            let (name, env, status, max_workers, interval) = row.ok_or(StoreError::NotFound)?;
+            if status != "active" {
+                return Err(StoreError::Conflict(format!("worker queue '{name}' is {status}, not active")));
+            }
+            if let Some(max) = max_workers {
+                let online: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM workers WHERE worker_queue_id = $1 \
+                     AND status NOT IN ('offline', 'disconnected') AND alive_until > $2")
+                    .bind(queue).bind(now_ms).fetch_one(&mut *tx).await?;
+                if online >= max {
+                    return Err(StoreError::Conflict(format!(
+                        "worker queue '{name}' already has {online} of at most {max} workers online")));
+                }
+            }
+            sqlx::query(
+                "INSERT INTO workers (id, organization_id, worker_queue_id, hostname, runner_name, version, capabilities, \
+                   system_info, status, registered_at, last_heartbeat_at, alive_until) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'online', $9, $9, $10)")
+                .bind(id).bind(org).bind(queue).bind(hostname).bind(runner_name)
+                .bind(req.version.as_ref().or(req.worker_sdk_version.as_ref()))
+                .bind(Json(&req.capabilities))
+                .bind(Json(req.system_info.clone().unwrap_or_else(|| Value::Object(Default::default()))))
+                .bind(at).bind(now_ms + 3 * self.second_ms * interval)
+                .execute(&mut *tx).await?;
+            (name, env, interval)
+        });
+        Ok(Registered {
+            worker: self.get(id).await?,
+            queue_name,
+            environment_name,
+            heartbeat_interval: interval,
+            heartbeat_ms: interval * self.second_ms,
+        })
+    }
+
+    pub async fn get(&self, id: Uuid) -> StoreResult<Worker> {
+        let row: WorkerRow = with_db!(self.db, pool =>
+            sqlx::query_as(concat!("SELECT ", worker_columns!(), " FROM workers WHERE organization_id = $1 AND id = $2"))
+                .bind(self.org).bind(id).fetch_optional(pool).await)?
+        .ok_or(StoreError::NotFound)?;
+        row.into_worker(now_ms())
+    }
+
+    /// Workers, newest first.
+    pub async fn list(&self, filter: WorkerFilter, page: PageRequest) -> StoreResult<Page<Worker>> {
+        let now = now_ms();
+        let rows: Vec<WorkerRow> = with_db!(self.db, pool =>
+            sqlx::query_as(concat!("SELECT ", worker_columns!(), " FROM workers", worker_filter!(), " ORDER BY id DESC LIMIT $5 OFFSET $6"))
+                .bind(self.org).bind(now).bind(filter.worker_queue_id).bind(filter.online_only)
+                .bind(page.limit).bind(page.offset)
+                .fetch_all(pool).await)?;
+        let count = async {
+            Ok(with_db!(self.db, pool =>
+                sqlx::query_scalar(concat!("SELECT COUNT(*) FROM workers", worker_filter!()))
+                    .bind(self.org).bind(now).bind(filter.worker_queue_id).bind(filter.online_only)
+                    .fetch_one(pool).await)?)
+        };
+        page_of(rows, page, count, |r| r.into_worker(now)).await
+    }
+
+    /// Every worker of the organization (for the runner view), newest first, at most `limit`.
+    pub async fn all(&self, limit: i64) -> StoreResult<Vec<Worker>> {
+        let now = now_ms();
+        let rows: Vec<WorkerRow> = with_db!(self.db, pool =>
+            sqlx::query_as(concat!("SELECT ", worker_columns!(), " FROM workers WHERE organization_id = $1 ORDER BY id DESC LIMIT $2"))
+                .bind(self.org).bind(limit).fetch_all(pool).await)?;
+        rows.into_iter().map(|r| r.into_worker(now)).collect()
+    }
+
+    /// The worker's queue and lease length; `NotFound` for another organization's worker.
+    pub async fn seat(&self, id: Uuid) -> StoreResult<WorkerSeat> {
+        let row: Option<(Uuid, i64, bool, String, i64)> = with_db!(self.db, pool =>
+            sqlx::query_as(
+                "SELECT w.worker_queue_id, q.heartbeat_interval, w.drain, w.status, w.alive_until FROM workers w \
+                 JOIN worker_queues q ON q.id = w.worker_queue_id WHERE w.organization_id = $1 AND w.id = $2")
+                .bind(self.org).bind(id).fetch_optional(pool).await)?;
+        let (worker_queue_id, heartbeat_interval, drain, status, alive_until) = row.ok_or(StoreError::NotFound)?;
+        Ok(WorkerSeat {
+            worker_queue_id,
+            heartbeat_ms: heartbeat_interval * self.second_ms,
+            drain,
+            online: status != "disconnected" && status != "offline" && alive_until > now_ms(),
+        })
+    }
+
+    /// Records a heartbeat: the worker is alive for 3 more intervals and so are the leases of
+    /// the runs it holds. Answers the runs it must stop: those being cancelled, and those it
+    /// reports but no longer holds (paused, re-queued after it went silent, ended).
+    pub async fn heartbeat(&self, id: Uuid, hb: &Heartbeat) -> StoreResult<HeartbeatAck> {
+        let org = self.org;
+        let at = now();
+        let now_ms = at.timestamp_millis();
+        let status = match hb.status.as_deref() {
+            Some("busy") => WorkerStatus::Busy,
+            Some("draining") => WorkerStatus::Draining,
+            _ => WorkerStatus::Online,
+        };
+        let ack = write_tx!(self.db, tx, _pg => {
+            // A worker the reaper marked offline comes back with its heartbeat; a disconnected
+            // one must register again.
+            let seat: Option<(String, i64, bool)> = sqlx::query_as(
+                "SELECT w.status, q.heartbeat_interval, w.drain FROM workers w JOIN worker_queues q ON q.id = w.worker_queue_id \
+                 WHERE w.organization_id = $1 AND w.id = $2")
+                .bind(org).bind(id).fetch_optional(&mut *tx).await?;
+            let (current, interval, drain) = seat.ok_or(StoreError::NotFound)?;
+            if current == "disconnected" {
+                return Err(StoreError::Conflict("the worker disconnected; register again".into()));
+            }
+            let alive_until = now_ms + 3 * self.second_ms * interval;
+            sqlx::query(
+                "UPDATE workers SET status = $3, current_executions = $4, tasks_processed = COALESCE($5, tasks_processed), \
+                   system_info = COALESCE($6, system_info), last_heartbeat_at = $7, alive_until = $8 \
+                 WHERE organization_id = $1 AND id = $2")
+                .bind(org).bind(id).bind(status.as_str()).bind(Json(&hb.current_executions)).bind(hb.tasks_processed)
+                .bind(hb.system_info.clone().map(Json)).bind(at).bind(alive_until)
+                .execute(&mut *tx).await?;
+            let held: Vec<(Uuid, String)> = sqlx::query_as(
+                "UPDATE executions SET lease_until = $3 WHERE organization_id = $1 AND worker_id = $2 \
+                   AND status IN ('running', 'cancelling') RETURNING id, status")
+                .bind(org).bind(id).bind(alive_until).fetch_all(&mut *tx).await?;
+            let running: HashSet<Uuid> = held.iter().filter(|(_, s)| s == "running").map(|(id, _)| *id).collect();
+            let mut cancel: Vec<Uuid> = held.iter().filter(|(_, s)| s == "cancelling").map(|(id, _)| *id).collect();
+            for e in &hb.current_executions {
+                if !running.contains(e) && !cancel.contains(e) {
+                    cancel.push(*e);
+                }
+            }
+            HeartbeatAck { ok: true, cancel_execution_ids: cancel, drain }
+        });
+        Ok(ack)
+    }
+
+    /// The runs `worker` holds that are being cancelled.
+    pub async fn cancelling(&self, worker: Uuid) -> StoreResult<Vec<Uuid>> {
+        Ok(with_db!(self.db, pool =>
+            sqlx::query_scalar("SELECT id FROM executions WHERE organization_id = $1 AND worker_id = $2 AND status = 'cancelling'")
+                .bind(self.org).bind(worker).fetch_all(pool).await)?)
+    }
+
+    /// The runs `worker` holds.
+    pub async fn held(&self, worker: Uuid) -> StoreResult<Vec<Uuid>> {
+        Ok(with_db!(self.db, pool =>
+            sqlx::query_scalar("SELECT id FROM executions WHERE organization_id = $1 AND worker_id = $2 \
+                                AND status IN ('running', 'cancelling')")
+                .bind(self.org).bind(worker).fetch_all(pool).await)?)
+    }
+
+    /// Marks the worker disconnected; it must register again to get work.
+    pub async fn disconnect(&self, id: Uuid) -> StoreResult<()> {
+        let updated = with_db!(self.db, pool =>
+            sqlx::query("UPDATE workers SET status = 'disconnected', alive_until = 0, current_executions = '[]' \
+                         WHERE organization_id = $1 AND id = $2")
+                .bind(self.org).bind(id).execute(pool).await.map(|r| r.rows_affected()))?;
+        if updated == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    /// Asks the worker to drain (finish its runs, take no more).
+    pub async fn set_drain(&self, id: Uuid, drain: bool) -> StoreResult<()> {
+        let updated = with_db!(self.db, pool =>
+            sqlx::query("UPDATE workers SET drain = $3 WHERE organization_id = $1 AND id = $2")
+                .bind(self.org).bind(id).bind(drain).execute(pool).await.map(|r| r.rows_affected()))?;
+        if updated == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+}
