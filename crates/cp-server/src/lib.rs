@@ -24,6 +24,11 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let background = tokio::spawn(housekeeping(state.clone()));
     let reaper = tokio::spawn(services::dispatch::reaper(state.clone(), state.config.reaper_interval));
+    let hub = state.hub.clone();
+    let shutdown = async move {
+        shutdown.await;
+        hub.close();
+    };
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let result = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
     background.abort();

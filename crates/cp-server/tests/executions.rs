@@ -537,8 +537,19 @@ both_backends! {
         let claim = w.claim(3).await;
         assert_eq!(w.events(&claim, json!([{"type": "message_chunk", "data": {"n": 1}}])).await.status(), 201);
         let waiting = execute(&app, &a, &q, "still queued").await;
+        // A long poll and a stream open on the old process end when it stops, rather than
+        // holding its graceful shutdown open.
+        let q2 = queue(&app, "idle", json!({})).await;
+        let idle = TestWorker::start(&app.url, &worker_key, &q2, "idle").await;
+        let long_poll = tokio::spawn(async move { idle.poll(30.0).await });
+        let follower = tokio::spawn(read_sse(app.get(&format!("/api/v1/executions/{running}/stream")).await));
+        tokio::time::sleep(Duration::from_millis(200)).await;
 
         app.restart(|_| {}).await;
+        let polled = tokio::time::timeout(Duration::from_secs(5), long_poll).await.expect("poll ended").unwrap();
+        assert!(matches!(polled, Polled::Nothing), "{polled:?}");
+        let frames = tokio::time::timeout(Duration::from_secs(5), follower).await.expect("stream ended").unwrap();
+        assert_eq!(seqs(&frames), vec![1, 2, 3, 4]);
         w.url = app.url.clone();
         // The worker carries on against the new process: same lease, next seq, and the queued one.
         assert_eq!(w.heartbeat(&[&running]).await.status(), 200);
@@ -550,5 +561,44 @@ both_backends! {
         assert_eq!(w.complete(&next, "also").await.status(), 200);
         assert_eq!(execution(&app, &running).await["status"], "completed");
         assert_eq!(execution(&app, &waiting).await["status"], "completed");
+    }
+}
+
+both_backends! {
+    async fn environments_count_live_workers_and_keep_queues_with_work(backend: Backend) {
+        let app = TestApp::spawn(backend).await;
+        let env = json(app.post("/api/v1/environments", json!({"name": "staging"})).await).await;
+        let env_id = env["id"].as_str().unwrap().to_string();
+        assert_eq!(env["active_workers"], 0);
+        let r = app.post(&format!("/api/v1/environments/{env_id}/worker-queues"), json!({"name": "stage-q"})).await;
+        let q = json(r).await["id"].as_str().unwrap().to_string();
+        let cmd = json(app.get(&format!("/api/v1/environments/{env_id}/worker-command")).await).await;
+        assert_eq!(cmd["queues"][0]["worker_queue_id"], q.as_str());
+        assert!(cmd["queues"][0]["command"].as_str().unwrap().contains(&q));
+
+        let worker_key = app.key("default", Role::Worker).await;
+        let w = TestWorker::start(&app.url, &worker_key, &q, "stage-host").await;
+        let env = json(app.get(&format!("/api/v1/environments/{env_id}")).await).await;
+        assert_eq!((env["active_workers"].as_i64(), env["idle_workers"].as_i64(), env["busy_workers"].as_i64()), (Some(1), Some(1), Some(0)));
+        let r = w.post(&format!("/api/v1/workers/{}/heartbeat", w.id)).json(&json!({"status": "busy"})).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let listed = json(app.get("/api/v1/environments").await).await;
+        let staging = listed["items"].as_array().unwrap().iter().find(|e| e["id"] == env_id.as_str()).unwrap().clone();
+        assert_eq!(staging["busy_workers"], 1);
+        let r = app.req(Method::DELETE, &format!("/api/v1/environments/{env_id}")).send().await.unwrap();
+        assert_error(r, 409, "CONFLICT").await;
+        w.disconnect().await;
+        // Queued work also keeps the environment (and its queue) from going away.
+        let a = agent(&app, "stage-agent").await;
+        let id = execute(&app, &a, &q, "wait here").await;
+        let r = app.req(Method::DELETE, &format!("/api/v1/environments/{env_id}")).send().await.unwrap();
+        assert_error(r, 409, "CONFLICT").await;
+        let r = app.req(Method::DELETE, &format!("/api/v1/worker-queues/{q}")).send().await.unwrap();
+        assert_error(r, 409, "CONFLICT").await;
+        app.post(&format!("/api/v1/executions/{id}/cancel"), json!({})).await;
+        let r = app.req(Method::DELETE, &format!("/api/v1/environments/{env_id}")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_error(app.get(&format!("/api/v1/worker-queues/{q}")).await, 404, "NOT_FOUND").await;
+        assert_eq!(execution(&app, &id).await["status"], "cancelled");
     }
 }

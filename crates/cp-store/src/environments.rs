@@ -36,8 +36,12 @@ struct EnvironmentRow {
     created_at: Timestamp,
     updated_at: Timestamp,
 }
+/// Online workers of an environment's queues: `(active, busy)` per environment.
+type WorkerCounts = std::collections::HashMap<Uuid, (i64, i64)>;
+
 impl EnvironmentRow {
-    fn into_environment(self) -> StoreResult<Environment> {
+    fn into_environment(self, counts: &WorkerCounts) -> StoreResult<Environment> {
+        let (active, busy) = counts.get(&self.id).copied().unwrap_or((0, 0));
         Ok(Environment {
             id: self.id,
             organization_id: self.organization_id,
@@ -49,10 +53,9 @@ impl EnvironmentRow {
             status: parse(&self.status)?,
             execution_environment: self.execution_environment.0,
             is_default: self.is_default,
-            // Worker registrations arrive with the execution engine; until then no worker can be online.
-            active_workers: 0,
-            idle_workers: 0,
-            busy_workers: 0,
+            active_workers: active,
+            idle_workers: active - busy,
+            busy_workers: busy,
             created_at: self.created_at,
             updated_at: self.updated_at,
         })
@@ -94,7 +97,24 @@ impl Environments<'_> {
                 sqlx::query_scalar("SELECT COUNT(*) FROM environments WHERE organization_id = $1 AND ($2 IS NULL OR status = $2)")
                     .bind(self.org).bind(status).fetch_one(pool).await)?)
         };
-        page_of(rows, page, count, EnvironmentRow::into_environment).await
+        let counts = self.worker_counts().await?;
+        page_of(rows, page, count, |r| r.into_environment(&counts)).await
+    }
+
+    /// One grouped query for the whole organization: environments are few, and this keeps a
+    /// list at two statements whatever the page size.
+    async fn worker_counts(&self) -> StoreResult<WorkerCounts> {
+        let rows: Vec<(Uuid, i64, i64)> = with_db!(self.db, pool =>
+            sqlx::query_as(
+                "SELECT q.environment_id, COUNT(*), COUNT(CASE WHEN w.status = 'busy' THEN 1 END) \
+                 FROM workers w JOIN worker_queues q ON q.id = w.worker_queue_id \
+                 WHERE w.organization_id = $1 AND w.status NOT IN ('offline', 'disconnected') AND w.alive_until > $2 \
+                 GROUP BY q.environment_id")
+                .bind(self.org).bind(crate::worker_queues::now_ms()).fetch_all(pool).await)?;
+        Ok(rows
+            .into_iter()
+            .map(|(env, active, busy)| (env, (active, busy)))
+            .collect())
     }
 
     pub async fn get(&self, id: Uuid) -> StoreResult<Environment> {
@@ -102,7 +122,7 @@ impl Environments<'_> {
             sqlx::query_as(concat!("SELECT ", env_columns!(), " FROM environments WHERE organization_id = $1 AND id = $2"))
                 .bind(self.org).bind(id).fetch_optional(pool).await)?
         .ok_or(StoreError::NotFound)?;
-        row.into_environment()
+        row.into_environment(&self.worker_counts().await?)
     }
 
     pub async fn create(&self, req: &CreateEnvironment) -> StoreResult<Environment> {
@@ -171,6 +191,23 @@ impl Environments<'_> {
         let env = self.get(id).await?;
         if env.is_default {
             return Err(StoreError::Conflict("the default environment cannot be deleted".into()));
+        }
+        if env.active_workers > 0 {
+            return Err(StoreError::Conflict(format!(
+                "the environment's queues have {} online worker(s)",
+                env.active_workers
+            )));
+        }
+        // Its queues go with it; executions waiting or running there would be stranded.
+        let pending: i64 = with_db!(self.db, pool =>
+            sqlx::query_scalar(
+                "SELECT COUNT(*) FROM executions e JOIN worker_queues q ON q.id = e.worker_queue_id \
+                 WHERE q.organization_id = $1 AND q.environment_id = $2 AND e.status IN ('queued', 'running', 'cancelling')")
+                .bind(self.org).bind(id).fetch_one(pool).await)?;
+        if pending > 0 {
+            return Err(StoreError::Conflict(format!(
+                "the environment's queues have {pending} queued or running execution(s)"
+            )));
         }
         with_db!(self.db, pool =>
             sqlx::query("DELETE FROM environments WHERE organization_id = $1 AND id = $2 AND NOT is_default")

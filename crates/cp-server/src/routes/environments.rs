@@ -4,7 +4,9 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use cp_store::environments::EnvironmentFilter;
-use cp_types::environment::{CreateEnvironment, Environment, EnvironmentStatus, UpdateEnvironment, WorkerCommand};
+use cp_types::environment::{
+    CreateEnvironment, Environment, EnvironmentStatus, QueueCommand, UpdateEnvironment, WorkerCommand,
+};
 use cp_types::{Deleted, Page, PageParams};
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -13,6 +15,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::http::{ApiError, ApiResult, Auth, JsonBody, Pagination, Path, Query, Read, Write};
+use crate::routes::worker_queues::worker_command_parts;
 use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -128,6 +131,23 @@ async fn worker_command(
         .await
         .map_err(not_found)?;
     let url = state.config.public_url.trim_end_matches('/').to_string();
+    let page = cp_types::page::PageRequest {
+        limit: cp_types::page::MAX_LIMIT,
+        offset: 0,
+    };
+    let queues = state
+        .store
+        .worker_queues(&auth.org_id)
+        .list(Some(env.id), page)
+        .await?
+        .items
+        .into_iter()
+        .map(|q| QueueCommand {
+            command: worker_command_parts(&url, q.id).join(" "),
+            worker_queue_id: q.id,
+            name: q.name,
+        })
+        .collect();
     let parts: Vec<String> = [
         "kubiya-cp",
         "worker",
@@ -148,7 +168,6 @@ async fn worker_command(
         can_register: env.status == EnvironmentStatus::Active,
         command: parts.join(" "),
         command_parts: parts,
-        // Worker queues arrive with the execution engine; each will get its exact command here.
-        queues: Vec::new(),
+        queues,
     }))
 }

@@ -505,7 +505,12 @@ impl Follower {
                     continue;
                 }
             }
-            match self.rx.recv().await {
+            let received = tokio::select! {
+                r = self.rx.recv() => r,
+                // The server is stopping: the client resumes elsewhere with Last-Event-ID.
+                _ = self.state.hub.closed() => return None,
+            };
+            match received {
                 Ok(e) if e.seq == self.last + 1 => self.pending.push_back((*e).clone()),
                 // Already sent, or a gap (published out of order): re-read the database.
                 Ok(_) => {}

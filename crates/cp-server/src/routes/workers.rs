@@ -200,6 +200,7 @@ async fn poll(
             _ = &mut queue_ready => {}
             _ = &mut signal => signalled = true,
             _ = tokio::time::sleep_until(deadline) => return Ok(StatusCode::NO_CONTENT.into_response()),
+            _ = state.hub.closed() => return Ok(StatusCode::NO_CONTENT.into_response()),
         }
     }
 }

@@ -10,17 +10,30 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use cp_types::execution::ExecutionEvent;
-use tokio::sync::{Notify, broadcast};
+use tokio::sync::{Notify, broadcast, watch};
 use uuid::Uuid;
 
 /// Events buffered per follower channel before a slow follower lags (and re-reads the database).
 const FOLLOWER_BUFFER: usize = 256;
 
-#[derive(Default)]
 pub struct Hub {
     queues: Mutex<HashMap<Uuid, Arc<Notify>>>,
     workers: Mutex<HashMap<Uuid, Arc<Notify>>>,
     followers: Mutex<HashMap<Uuid, broadcast::Sender<Arc<ExecutionEvent>>>>,
+    /// Flips to true when the server stops: long polls answer 204 and streams end, so a
+    /// graceful shutdown is not held open by clients that would wait for minutes.
+    closing: watch::Sender<bool>,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Hub {
+            queues: Mutex::default(),
+            workers: Mutex::default(),
+            followers: Mutex::default(),
+            closing: watch::channel(false).0,
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -78,6 +91,17 @@ impl Hub {
         for e in events {
             let _ = tx.send(Arc::new(e.clone()));
         }
+    }
+
+    /// Ends long polls and streams: the server is stopping.
+    pub fn close(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Resolves once the server is stopping.
+    pub async fn closed(&self) {
+        let mut rx = self.closing.subscribe();
+        let _ = rx.wait_for(|closing| *closing).await;
     }
 
     /// Drops channels nobody listens to any more.
