@@ -22,6 +22,15 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    // Replicas sharing PostgreSQL wake each other; a failure here only costs cross-replica
+    // latency (pollers time out, followers re-read), so the server starts anyway.
+    let bridge = match services::hub::bridge(state.store.clone(), state.hub.clone()).await {
+        Ok(handle) => handle,
+        Err(e) => {
+            tracing::warn!(error = %e, "replica notifications unavailable");
+            None
+        }
+    };
     let background = tokio::spawn(housekeeping(state.clone()));
     let reaper = tokio::spawn(services::dispatch::reaper(state.clone(), state.config.reaper_interval));
     let hub = state.hub.clone();
@@ -33,6 +42,9 @@ pub async fn serve(
     let result = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
     background.abort();
     reaper.abort();
+    if let Some(b) = bridge {
+        b.abort();
+    }
     result
 }
 

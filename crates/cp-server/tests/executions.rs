@@ -602,3 +602,96 @@ both_backends! {
         assert_eq!(execution(&app, &id).await["status"], "cancelled");
     }
 }
+
+/// PostgreSQL only: two servers on one database behave as one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_on_postgres_wake_and_stream_across() {
+    let app = TestApp::spawn(Backend::Postgres).await;
+    app.unlimited().await;
+    let b = app.replica().await;
+    // The replicas' subscriptions are made before they serve; give B's server a moment.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let q = queue(&app, "shared", json!({})).await;
+    let a = agent(&app, "everywhere").await;
+    let worker_key = app.key("default", Role::Worker).await;
+    // The worker long-polls replica A; the execute goes to replica B.
+    let w = TestWorker::start(&app.url, &worker_key, &q, "on-a").await;
+    let client = reqwest::Client::new();
+    for round in 0..3 {
+        let poller = {
+            let w = w.clone();
+            tokio::spawn(async move {
+                let polled = w.poll(20.0).await;
+                (polled, std::time::Instant::now())
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let sent = std::time::Instant::now();
+        let r = client
+            .post(format!("{}/api/v1/agents/{a}/execute", b.url))
+            .bearer_auth(&app.admin_key)
+            .json(&json!({"prompt": format!("round {round}"), "worker_queue_id": q}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let id = json(r).await["execution_id"].as_str().unwrap().to_string();
+        let (polled, woke) = poller.await.unwrap();
+        let Polled::Claim(claim) = polled else {
+            panic!("expected a claim, got {polled:?}")
+        };
+        assert_eq!(claim["execution"]["id"], id.as_str());
+        // A notification, not the 20 s poll timeout.
+        assert!(woke - sent < Duration::from_secs(2), "woken after {:?}", woke - sent);
+
+        // A follower on B sees every event the worker posts to A, once, in order.
+        let follower = {
+            let url = format!("{}/api/v1/executions/{id}/stream", b.url);
+            let key = app.admin_key.clone();
+            tokio::spawn(async move {
+                read_sse(reqwest::Client::new().get(url).bearer_auth(key).send().await.unwrap()).await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        for i in 0..5 {
+            assert_eq!(
+                w.events(&claim, json!([{"type": "message_chunk", "data": {"i": i}}]))
+                    .await
+                    .status(),
+                201
+            );
+        }
+        assert_eq!(w.complete(&claim, "done").await.status(), 200);
+        let frames = tokio::time::timeout(Duration::from_secs(10), follower)
+            .await
+            .expect("stream ended")
+            .unwrap();
+        let total = execution(&app, &id).await["event_count"].as_i64().unwrap();
+        assert_eq!(seqs(&frames), (1..=total).collect::<Vec<_>>());
+        assert_eq!(frames.last().unwrap().1, "done");
+    }
+    // A cancel sent to B reaches the worker's poll on A.
+    let id = execute(&app, &a, &q, "to cancel").await;
+    let claim = w.claim(3).await;
+    assert_eq!(claim["execution"]["id"], id.as_str());
+    let poller = {
+        let w = w.clone();
+        tokio::spawn(async move { w.poll(20.0).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = client
+        .post(format!("{}/api/v1/executions/{id}/cancel", b.url))
+        .bearer_auth(&app.admin_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json(r).await["status"], "cancelling");
+    let polled = tokio::time::timeout(Duration::from_secs(3), poller)
+        .await
+        .expect("poll woke")
+        .unwrap();
+    assert!(
+        matches!(polled, Polled::Cancel(ref ids) if ids == &vec![id.clone()]),
+        "{polled:?}"
+    );
+}

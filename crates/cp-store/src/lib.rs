@@ -25,6 +25,7 @@ pub mod models;
 pub mod orgs;
 pub mod projects;
 pub mod secrets;
+pub mod signals;
 pub mod skills;
 pub mod teams;
 mod versions;

@@ -28,6 +28,7 @@ use uuid::Uuid;
 use crate::http::idempotency::NoReplay;
 use crate::http::{ApiError, ApiResult, Auth, JsonBody, Pagination, Path, Query, Read, WorkerApi, Write};
 use crate::services::dispatch;
+use crate::services::hub::Followed;
 use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -460,7 +461,7 @@ struct Follower {
     state: AppState,
     org: String,
     id: Uuid,
-    rx: broadcast::Receiver<Arc<ExecutionEvent>>,
+    rx: broadcast::Receiver<Arc<Followed>>,
     /// The last `seq` sent.
     last: i64,
     pending: VecDeque<ExecutionEvent>,
@@ -510,9 +511,10 @@ impl Follower {
                 // The server is stopping: the client resumes elsewhere with Last-Event-ID.
                 _ = self.state.hub.closed() => return None,
             };
-            match received {
-                Ok(e) if e.seq == self.last + 1 => self.pending.push_back((*e).clone()),
-                // Already sent, or a gap (published out of order): re-read the database.
+            match received.as_deref() {
+                Ok(Followed::Event(e)) if e.seq == self.last + 1 => self.pending.push_back(e.clone()),
+                // Already sent, a gap (published out of order), or stored by another replica:
+                // re-read the database.
                 Ok(_) => {}
                 Err(broadcast::error::RecvError::Lagged(_)) => {}
                 Err(broadcast::error::RecvError::Closed) => self.rx = self.state.hub.follow(self.id),

@@ -269,17 +269,36 @@ pub async fn reap(state: &AppState) -> StoreResult<usize> {
     Ok(n)
 }
 
-/// Runs the reaper every `every` until the server stops.
+/// The advisory lock key of the reaper's leadership (PostgreSQL).
+const REAPER_LOCK: i64 = 0x6b63_705f_7265_6170; // "kcp_reap"
+
+/// Runs the reaper every `every` until the server stops, on the one replica that holds the
+/// reaper's leader lock (another takes over when that replica's connection ends).
 pub async fn reaper(state: AppState, every: Duration) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut leader = None;
     loop {
         tick.tick().await;
+        state.hub.sweep();
+        if leader.is_none() {
+            leader = state.store.try_lead(REAPER_LOCK).await.unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "could not try the reaper's leader lock");
+                None
+            });
+        }
+        let Some(lead) = leader.as_mut() else {
+            continue;
+        };
+        if !lead.holds().await {
+            tracing::warn!("lost the reaper's leader lock");
+            leader = None;
+            continue;
+        }
         match reap(&state).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(executions = n, "reaper moved expired runs"),
             Err(e) => tracing::warn!(error = %e, "reaper sweep failed"),
         }
-        state.hub.sweep();
     }
 }

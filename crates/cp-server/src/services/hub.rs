@@ -5,21 +5,40 @@
 //! The database stays the source of truth: a follower that misses a message (lagging, or a
 //! gap in `seq`) reads the stored events again, and a poller re-tries its claim after every
 //! wake-up, so a lost notification costs latency, never correctness.
+//!
+//! With PostgreSQL, replicas tell each other through `NOTIFY` (see [`bridge`]): every local
+//! wake-up is also sent out as a short payload, and one that arrives from another replica is
+//! applied locally. Followers on another replica get a nudge rather than the events (a
+//! payload is limited to 8 kB) and read what was stored.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use cp_store::Store;
 use cp_types::execution::ExecutionEvent;
-use tokio::sync::{Notify, broadcast, watch};
+use tokio::sync::{Notify, broadcast, mpsc, watch};
 use uuid::Uuid;
 
 /// Events buffered per follower channel before a slow follower lags (and re-reads the database).
 const FOLLOWER_BUFFER: usize = 256;
 
+/// What followers of an execution receive.
+#[derive(Debug)]
+pub enum Followed {
+    /// An event stored by this replica.
+    Event(ExecutionEvent),
+    /// Events were stored elsewhere: read them from the database.
+    Stored,
+}
+
 pub struct Hub {
+    /// Tells this replica's notifications from the others'.
+    replica: Uuid,
     queues: Mutex<HashMap<Uuid, Arc<Notify>>>,
     workers: Mutex<HashMap<Uuid, Arc<Notify>>>,
-    followers: Mutex<HashMap<Uuid, broadcast::Sender<Arc<ExecutionEvent>>>>,
+    followers: Mutex<HashMap<Uuid, broadcast::Sender<Arc<Followed>>>>,
+    /// Payloads for the other replicas, when there can be any (PostgreSQL).
+    outbox: Mutex<Option<mpsc::UnboundedSender<String>>>,
     /// Flips to true when the server stops: long polls answer 204 and streams end, so a
     /// graceful shutdown is not held open by clients that would wait for minutes.
     closing: watch::Sender<bool>,
@@ -28,6 +47,8 @@ pub struct Hub {
 impl Default for Hub {
     fn default() -> Self {
         Hub {
+            replica: Uuid::now_v7(),
+            outbox: Mutex::default(),
             queues: Mutex::default(),
             workers: Mutex::default(),
             followers: Mutex::default(),
@@ -49,8 +70,19 @@ impl Hub {
 
     /// Something became claimable on `queue`.
     pub fn wake_queue(&self, queue: Uuid) {
+        self.wake_queue_here(queue);
+        self.tell_others('q', queue);
+    }
+
+    fn wake_queue_here(&self, queue: Uuid) {
         if let Some(n) = lock(&self.queues).get(&queue) {
             n.notify_waiters();
+        }
+    }
+
+    fn tell_others(&self, kind: char, id: Uuid) {
+        if let Some(tx) = lock(&self.outbox).as_ref() {
+            let _ = tx.send(format!("{} {kind} {id}", self.replica));
         }
     }
 
@@ -61,6 +93,11 @@ impl Hub {
 
     /// One of `worker`'s runs was cancelled or taken away.
     pub fn signal_worker(&self, worker: Uuid) {
+        self.signal_worker_here(worker);
+        self.tell_others('w', worker);
+    }
+
+    fn signal_worker_here(&self, worker: Uuid) {
         if let Some(n) = lock(&self.workers).get(&worker) {
             n.notify_waiters();
         }
@@ -71,15 +108,19 @@ impl Hub {
     }
 
     /// A receiver of the events of `execution` stored from now on.
-    pub fn follow(&self, execution: Uuid) -> broadcast::Receiver<Arc<ExecutionEvent>> {
+    pub fn follow(&self, execution: Uuid) -> broadcast::Receiver<Arc<Followed>> {
         lock(&self.followers)
             .entry(execution)
             .or_insert_with(|| broadcast::channel(FOLLOWER_BUFFER).0)
             .subscribe()
     }
 
-    /// Hands freshly stored events to the followers of `execution`, if any.
+    /// Hands freshly stored events to the followers of `execution`, here and elsewhere.
     pub fn publish(&self, execution: Uuid, events: &[ExecutionEvent]) {
+        if events.is_empty() {
+            return;
+        }
+        self.tell_others('e', execution);
         let mut followers = lock(&self.followers);
         let Some(tx) = followers.get(&execution) else {
             return;
@@ -89,7 +130,43 @@ impl Hub {
             return;
         }
         for e in events {
-            let _ = tx.send(Arc::new(e.clone()));
+            let _ = tx.send(Arc::new(Followed::Event(e.clone())));
+        }
+    }
+
+    fn nudge_followers(&self, execution: Uuid) {
+        if let Some(tx) = lock(&self.followers).get(&execution) {
+            let _ = tx.send(Arc::new(Followed::Stored));
+        }
+    }
+
+    /// Applies another replica's notification here.
+    fn apply_remote(&self, payload: &str) {
+        let mut parts = payload.split(' ');
+        let (Some(replica), Some(kind), Some(id)) = (parts.next(), parts.next(), parts.next()) else {
+            return;
+        };
+        let (Ok(replica), Ok(id)) = (Uuid::parse_str(replica), Uuid::parse_str(id)) else {
+            return;
+        };
+        if replica == self.replica {
+            return;
+        }
+        match kind {
+            "q" => self.wake_queue_here(id),
+            "w" => self.signal_worker_here(id),
+            "e" => self.nudge_followers(id),
+            _ => {}
+        }
+    }
+
+    /// After notifications may have been lost: everyone waiting looks again.
+    fn wake_everyone(&self) {
+        for n in lock(&self.queues).values().chain(lock(&self.workers).values()) {
+            n.notify_waiters();
+        }
+        for tx in lock(&self.followers).values() {
+            let _ = tx.send(Arc::new(Followed::Stored));
         }
     }
 
@@ -110,4 +187,48 @@ impl Hub {
         lock(&self.queues).retain(|_, n| Arc::strong_count(n) > 1);
         lock(&self.workers).retain(|_, n| Arc::strong_count(n) > 1);
     }
+}
+
+/// Connects this replica's hub to the others through the database, when the database is
+/// PostgreSQL; returns at once on SQLite. The subscription is made before this returns, so
+/// nothing sent after the server starts listening is missed.
+pub async fn bridge(store: Store, hub: Arc<Hub>) -> cp_store::StoreResult<Option<tokio::task::JoinHandle<()>>> {
+    let Some(mut subscription) = store.subscribe().await? else {
+        return Ok(None);
+    };
+    let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+    *lock(&hub.outbox) = Some(tx);
+    let sender = store.clone();
+    let send_loop = async move {
+        // Everything queued while the previous batch was sent goes out in one statement.
+        while let Some(first) = rx.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < 1000
+                && let Ok(p) = rx.try_recv()
+            {
+                if !batch.contains(&p) {
+                    batch.push(p);
+                }
+            }
+            if let Err(e) = sender.notify(&batch).await {
+                tracing::warn!(error = %e, "could not notify the other replicas");
+            }
+        }
+    };
+    let receive_loop = async move {
+        loop {
+            match subscription.recv().await {
+                Ok(Some(payload)) => hub.apply_remote(&payload),
+                Ok(None) => hub.wake_everyone(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "replica notifications interrupted");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    hub.wake_everyone();
+                }
+            }
+        }
+    };
+    Ok(Some(tokio::spawn(async move {
+        tokio::join!(send_loop, receive_loop);
+    })))
 }

@@ -252,6 +252,38 @@ impl TestApp {
     }
 }
 
+/// A second server process on a test app's database (scale-out tests).
+pub struct Replica {
+    pub url: String,
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+impl TestApp {
+    /// Starts another server on this app's database, as a second replica would run.
+    pub async fn replica(&self) -> Replica {
+        let store = Store::connect(&self.db.url).await.expect("connect");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let state = AppState::new(store, ServerConfig::new(addr, [7u8; 32]));
+        let (tx, rx) = oneshot::channel::<()>();
+        tokio::spawn(cp_server::serve(listener, state, async move {
+            let _ = rx.await;
+        }));
+        Replica {
+            url: format!("http://{addr}"),
+            shutdown: Some(tx),
+        }
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
 impl Drop for TestApp {
     fn drop(&mut self) {
         if let Some(tx) = self.shutdown.take() {
