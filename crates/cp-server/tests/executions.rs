@@ -695,3 +695,91 @@ async fn two_replicas_on_postgres_wake_and_stream_across() {
         "{polled:?}"
     );
 }
+
+/// A child process that does not outlive a failed test.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Not a test on its own: the body of the worker process that
+/// `a_killed_worker_process_loses_its_run_to_another` starts (this test binary run again with
+/// the worker's settings in its environment) and kills in the middle of a run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "started as a child process by the kill test"]
+async fn worker_process() {
+    let (Ok(url), Ok(key), Ok(queue), Ok(report)) = (
+        std::env::var("KCP_TEST_WORKER_URL"),
+        std::env::var("KCP_TEST_WORKER_KEY"),
+        std::env::var("KCP_TEST_WORKER_QUEUE"),
+        std::env::var("KCP_TEST_WORKER_REPORT"),
+    ) else {
+        return;
+    };
+    let w = TestWorker::start(&url, &key, &queue, "doomed").await;
+    let beating = w.clone();
+    tokio::spawn(async move {
+        loop {
+            beating.heartbeat(&[]).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    let claim = w.claim(10).await;
+    assert_eq!(
+        w.events(&claim, json!([{"type": "thinking", "data": {"step": 1}}]))
+            .await
+            .status(),
+        201
+    );
+    // A file rather than stdout: the test harness may capture a test's output.
+    std::fs::write(&report, claim["execution"]["id"].as_str().unwrap()).unwrap();
+    tokio::time::sleep(Duration::from_secs(600)).await;
+}
+
+both_backends! {
+    async fn a_killed_worker_process_loses_its_run_to_another(backend: Backend) {
+        let app = fast_app(backend).await;
+        let q = queue(&app, "main", json!({"heartbeat_interval": 10})).await;
+        let a = agent(&app, "outlives-its-worker").await;
+        let worker_key = app.key("default", Role::Worker).await;
+        let id = execute(&app, &a, &q, "do not get lost").await;
+        let report = app.db.dir.path().join("claimed");
+        let mut child = KillOnDrop(std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["worker_process", "--exact", "--ignored", "--nocapture", "--test-threads", "1"])
+            .env("KCP_TEST_WORKER_URL", &app.url)
+            .env("KCP_TEST_WORKER_KEY", &worker_key)
+            .env("KCP_TEST_WORKER_QUEUE", &q)
+            .env("KCP_TEST_WORKER_REPORT", &report)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap());
+        let mut claimed = None;
+        for _ in 0..200 {
+            if let Ok(text) = std::fs::read_to_string(&report) {
+                claimed = Some(text);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(claimed.as_deref(), Some(id.as_str()), "the worker process never claimed");
+        // Alive and heartbeating, the worker keeps its run past several lease lengths...
+        tokio::time::sleep(Duration::from_millis(2000)).await;
+        assert_eq!(execution(&app, &id).await["status"], "running");
+        // ...until its process dies.
+        child.0.kill().unwrap();
+        child.0.wait().unwrap();
+        let e = wait_for(&app, &id, "queued").await;
+        assert_eq!(e["attempt"], 2);
+        let survivor = TestWorker::start(&app.url, &worker_key, &q, "survivor").await;
+        let claim = survivor.claim(3).await;
+        assert_eq!(claim["execution"]["id"], id.as_str());
+        assert_eq!(survivor.complete(&claim, "finished elsewhere").await.status(), 200);
+        let e = execution(&app, &id).await;
+        assert_eq!((e["status"].as_str(), e["response"].as_str()), (Some("completed"), Some("finished elsewhere")));
+    }
+}
