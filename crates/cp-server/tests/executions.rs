@@ -333,6 +333,13 @@ both_backends! {
         let w = TestWorker::start(&app.url, &worker_key, &q, "ours").await;
         let r = app.req_as(&other, Method::POST, &format!("/api/v1/workers/{}/poll?wait=0", w.id)).send().await.unwrap();
         assert_error(r, 404, "NOT_FOUND").await;
+        // Another worker key of the same organization cannot act as this worker either.
+        let second_key = app.key("default", Role::Worker).await;
+        for action in ["poll?wait=0", "heartbeat", "disconnect"] {
+            let r = app.req_as(&second_key, Method::POST, &format!("/api/v1/workers/{}/{action}", w.id)).json(&json!({})).send().await.unwrap();
+            assert_error(r, 404, "NOT_FOUND").await;
+        }
+        assert_eq!(w.heartbeat(&[]).await.status(), 200);
         assert_eq!(execution(&app, &id).await["status"], "queued");
     }
 

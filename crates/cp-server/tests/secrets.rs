@@ -144,18 +144,16 @@ both_backends! {
         let r = send(&app, &admin, Method::PATCH, "/api/v1/secrets/NOPE", Some(json!({"value": "x"}))).await;
         assert_error(r, 404, "NOT_FOUND").await;
 
-        // Values: admin and worker keys only.
+        // Values: admin keys, and worker keys for the runs their workers hold (none here).
         let worker = app.key("default", Role::Worker).await;
         let member = app.key("default", Role::Member).await;
         let viewer = app.key("default", Role::Viewer).await;
-        let v = json(send(&app, &worker, Method::GET, "/api/v1/secrets/value/DB_PASSWORD", None).await).await;
-        assert_eq!(v["value"], "rotated-1");
-        for key in [&member, &viewer] {
+        for key in [&member, &viewer, &worker] {
             let r = send(&app, key, Method::GET, "/api/v1/secrets/value/DB_PASSWORD", None).await;
             let body = text(r, 403).await;
             assert!(!body.contains("rotated-1"));
         }
-        assert_error(send(&app, &worker, Method::GET, "/api/v1/secrets/value/NOPE", None).await, 404, "NOT_FOUND").await;
+        assert_error(app.get("/api/v1/secrets/value/NOPE").await, 404, "NOT_FOUND").await;
         // Members manage secrets without reading them; viewers only see metadata.
         let r = send(&app, &member, Method::POST, "/api/v1/secrets", Some(json!({"name": "MEMBER_MADE", "value": "m"}))).await;
         assert_eq!(r.status(), 201);
@@ -181,32 +179,51 @@ both_backends! {
     async fn every_value_read_is_in_the_access_log(backend: Backend) {
         let app = TestApp::spawn(backend).await;
         app.post("/api/v1/secrets", json!({"name": "API_TOKEN", "value": "tok"})).await;
+        app.post("/api/v1/secrets", json!({"name": "UNRELATED", "value": "no"})).await;
         let worker = app.key("default", Role::Worker).await;
         let member = app.key("default", Role::Member).await;
 
         assert_eq!(json(app.get("/api/v1/secrets/API_TOKEN/access-log").await).await["total"], 0);
         app.get("/api/v1/secrets/value/API_TOKEN").await;
-        send(&app, &worker, Method::GET, "/api/v1/secrets/value/API_TOKEN", None).await;
+        // A worker key without a run needing the secret is refused; once its worker holds a run
+        // of an agent whose environment names the secret, it may read it. The claim itself hands
+        // the value over too, recorded with purpose `execution`.
+        assert_error(send(&app, &worker, Method::GET, "/api/v1/secrets/value/API_TOKEN", None).await, 403, "FORBIDDEN").await;
+        let agent = json(app.post("/api/v1/agents", json!({"name": "needs-token", "execution_environment": {"secrets": ["API_TOKEN"]}})).await).await;
+        let envs = json(app.get("/api/v1/environments").await).await;
+        let env = envs["items"][0]["id"].as_str().unwrap().to_string();
+        let q = json(app.post(&format!("/api/v1/environments/{env}/worker-queues"), json!({"name": "tokens"})).await).await;
+        let q = q["id"].as_str().unwrap();
+        let r = app.post(&format!("/api/v1/agents/{}/execute", agent["id"].as_str().unwrap()), json!({"prompt": "go", "worker_queue_id": q})).await;
+        assert_eq!(r.status(), 201);
+        let w = common::worker::TestWorker::start(&app.url, &worker, q, "reader").await;
+        let claim = w.claim(3).await;
+        assert_eq!(claim["env_vars"]["API_TOKEN"], "tok");
+        let v = json(send(&app, &worker, Method::GET, "/api/v1/secrets/value/API_TOKEN", None).await).await;
+        assert_eq!(v["value"], "tok");
+        assert_error(send(&app, &worker, Method::GET, "/api/v1/secrets/value/UNRELATED", None).await, 403, "FORBIDDEN").await;
         send(&app, &member, Method::GET, "/api/v1/secrets/value/API_TOKEN", None).await;
 
         let admin_info = json(app.get("/api/v1/auth/validate").await).await;
         let worker_info = json(send(&app, &worker, Method::GET, "/api/v1/auth/validate", None).await).await;
         let log = json(app.get("/api/v1/secrets/API_TOKEN/access-log").await).await;
-        assert_eq!(log["total"], 2, "the refused member read is not a read: {log}");
+        assert_eq!(log["total"], 3, "refused reads are not reads: {log}");
         let rows = log["items"].as_array().unwrap();
         assert_eq!(rows[0]["key_id"], worker_info["key_id"], "newest first");
         assert_eq!(rows[0]["role"], "worker");
         assert_eq!(rows[0]["key_name"], worker_info["key_name"]);
-        assert_eq!(rows[1]["key_id"], admin_info["key_id"]);
-        assert_eq!(rows[1]["role"], "admin");
+        assert_eq!(rows[0]["purpose"], "api");
+        assert_eq!((rows[1]["key_id"].as_str(), rows[1]["purpose"].as_str()), (worker_info["key_id"].as_str(), Some("execution")));
+        assert_eq!(rows[2]["key_id"], admin_info["key_id"]);
+        assert_eq!(rows[2]["role"], "admin");
+        assert_eq!(rows[2]["purpose"], "api");
         for row in rows {
             assert_eq!(row["secret_name"], "API_TOKEN");
-            assert_eq!(row["purpose"], "api");
             assert!(row["accessed_at"].as_str().unwrap().ends_with('Z'));
             assert!(row.get("value").is_none());
         }
         let page = json(app.get("/api/v1/secrets/API_TOKEN/access-log?limit=1&offset=1").await).await;
-        assert_eq!((page["total"].as_i64(), page["items"].as_array().unwrap().len()), (Some(2), 1));
+        assert_eq!((page["total"].as_i64(), page["items"].as_array().unwrap().len()), (Some(3), 1));
 
         // Admin only.
         for key in [&worker, &member] {
@@ -286,14 +303,16 @@ both_backends! {
             let err = assert_error(r, 404, "NOT_FOUND").await;
             assert!(!err.to_string().contains("org-a"), "{method} {path}: {err}");
         }
-        assert_error(send(&app, &b_worker, Method::GET, "/api/v1/secrets/value/SHARED_NAME", None).await, 404, "NOT_FOUND").await;
+        // Org B's worker key holds no run, so it reads no secret at all (it learns nothing of A's).
+        let err = assert_error(send(&app, &b_worker, Method::GET, "/api/v1/secrets/value/SHARED_NAME", None).await, 403, "FORBIDDEN").await;
+        assert!(!err.to_string().contains("org-a"));
         assert_eq!(json(send(&app, &b, Method::GET, "/api/v1/integrations", None).await).await["total"], 0);
         assert_eq!(json(send(&app, &b, Method::GET, "/api/v1/custom-integrations", None).await).await["total"], 0);
 
         // The same names are free in org B, and its value is its own.
         let r = send(&app, &b, Method::POST, "/api/v1/secrets", Some(json!({"name": "SHARED_NAME", "value": "org-b-value"}))).await;
         assert_eq!(r.status(), 201);
-        let v = json(send(&app, &b_worker, Method::GET, "/api/v1/secrets/value/SHARED_NAME", None).await).await;
+        let v = json(send(&app, &b, Method::GET, "/api/v1/secrets/value/SHARED_NAME", None).await).await;
         assert_eq!(v["value"], "org-b-value");
         assert_eq!(json(app.get("/api/v1/secrets/value/SHARED_NAME").await).await["value"], "org-a-value");
         let r = send(&app, &b, Method::POST, "/api/v1/integrations", Some(json!({"name": "gh", "integration_type": "github"}))).await;

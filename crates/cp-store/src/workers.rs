@@ -148,6 +148,7 @@ impl Workers<'_> {
         req: &RegisterWorker,
         hostname: &str,
         runner_name: &str,
+        key_id: Uuid,
     ) -> StoreResult<Registered> {
         let org = self.org;
         let id = Uuid::now_v7();
@@ -179,13 +180,13 @@ impl Workers<'_> {
             }
             sqlx::query(
                 "INSERT INTO workers (id, organization_id, worker_queue_id, hostname, runner_name, version, capabilities, \
-                   system_info, status, registered_at, last_heartbeat_at, alive_until) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'online', $9, $9, $10)")
+                   system_info, status, registered_at, last_heartbeat_at, alive_until, key_id) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'online', $9, $9, $10, $11)")
                 .bind(id).bind(org).bind(queue).bind(hostname).bind(runner_name)
                 .bind(req.version.as_ref().or(req.worker_sdk_version.as_ref()))
                 .bind(Json(&req.capabilities))
                 .bind(Json(req.system_info.clone().unwrap_or_else(|| Value::Object(Default::default()))))
-                .bind(at).bind(now_ms + 3 * self.second_ms * interval)
+                .bind(at).bind(now_ms + 3 * self.second_ms * interval).bind(key_id)
                 .execute(&mut *tx).await?;
             (name, env, interval)
         });
@@ -230,6 +231,23 @@ impl Workers<'_> {
             sqlx::query_as(concat!("SELECT ", worker_columns!(), " FROM workers WHERE organization_id = $1 ORDER BY id DESC LIMIT $2"))
                 .bind(self.org).bind(limit).fetch_all(pool).await)?;
         rows.into_iter().map(|r| r.into_worker(now)).collect()
+    }
+
+    /// Whether `key` registered worker `id`; `NotFound` for a worker of another organization.
+    pub async fn registered_by(&self, id: Uuid, key: Uuid) -> StoreResult<bool> {
+        let owner: Option<Option<Uuid>> = with_db!(self.db, pool =>
+            sqlx::query_scalar("SELECT key_id FROM workers WHERE organization_id = $1 AND id = $2")
+                .bind(self.org).bind(id).fetch_optional(pool).await)?;
+        Ok(owner.ok_or(StoreError::NotFound)? == Some(key))
+    }
+
+    /// The agents and teams whose runs the workers registered by `key` hold right now.
+    pub async fn held_entities(&self, key: Uuid) -> StoreResult<Vec<(String, Uuid)>> {
+        Ok(with_db!(self.db, pool =>
+            sqlx::query_as(
+                "SELECT DISTINCT e.execution_type, e.entity_id FROM executions e JOIN workers w ON w.id = e.worker_id \
+                 WHERE e.organization_id = $1 AND w.key_id = $2 AND e.status IN ('running', 'cancelling')")
+                .bind(self.org).bind(key).fetch_all(pool).await)?)
     }
 
     /// The worker's queue and lease length; `NotFound` for another organization's worker.

@@ -123,12 +123,12 @@ async fn measure(target: &Target, args: &BenchArgs, server_pid: Option<u32>) -> 
     }
     if let (Some(idle), Some(after)) = (rss_idle, rss_after) {
         println!(
-            "server RSS: {:.1} MiB idle, {:.1} MiB after the run",
+            "server RSS: {:.1} MiB idle, {:.1} MiB after the list scenarios",
             idle as f64 / 1024.0,
             after as f64 / 1024.0
         );
     }
-    Ok(())
+    crate::bench_exec::run(target.addr, &target.key, duration, || server_pid.and_then(rss_kib)).await
 }
 
 /// Starts `kubiya-cp serve` (this executable) on a free port with a fresh data dir.

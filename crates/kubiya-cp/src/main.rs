@@ -2,6 +2,7 @@
 
 mod admin;
 mod bench;
+mod bench_exec;
 mod cli;
 mod serve;
 

@@ -43,6 +43,25 @@ fn not_found(e: cp_store::StoreError) -> ApiError {
     ApiError::from_store(e, "worker")
 }
 
+/// A worker-role key acts only on the workers it registered (another key's worker looks
+/// unknown); an admin key may act on any worker of its organization.
+async fn check_owner(state: &AppState, caller: &Principal, worker: Uuid) -> ApiResult<()> {
+    if caller.role == cp_types::org::Role::Admin {
+        return Ok(());
+    }
+    let own = state
+        .store
+        .workers(&caller.org_id)
+        .registered_by(worker, caller.key_id)
+        .await
+        .map_err(not_found)?;
+    if own {
+        Ok(())
+    } else {
+        Err(ApiError::not_found("worker"))
+    }
+}
+
 /// Registers a worker on `queue` of the caller's organization.
 pub async fn register_on(
     state: &AppState,
@@ -56,7 +75,7 @@ pub async fn register_on(
     let r = state
         .store
         .workers(&caller.org_id)
-        .register(queue, req, &hostname, &runner)
+        .register(queue, req, &hostname, &runner, caller.key_id)
         .await
         .map_err(|e| ApiError::from_store(e, "worker queue"))?;
     Ok(WorkerRegistration {
@@ -92,6 +111,7 @@ async fn register(
 
 async fn beat(state: &AppState, caller: &Principal, id: Uuid, hb: &Heartbeat) -> ApiResult<HeartbeatAck> {
     hb.validate()?;
+    check_owner(state, caller, id).await?;
     state
         .store
         .workers(&caller.org_id)
@@ -153,6 +173,7 @@ async fn poll(
     if !wait.is_finite() || !(0.0..=MAX_WAIT_SECONDS).contains(&wait) {
         return Err(ApiError::invalid("wait", "must be between 0 and 60 seconds"));
     }
+    check_owner(&state, &auth, id).await?;
     let workers = state.store.workers(&auth.org_id);
     let seat = workers.seat(id).await.map_err(not_found)?;
     if !seat.online {
@@ -214,6 +235,7 @@ async fn disconnect(
     Path(id): Path<Uuid>,
     JsonBody(req): JsonBody<Disconnect>,
 ) -> ApiResult<Json<Disconnected>> {
+    check_owner(&state, &auth, id).await?;
     let workers = state.store.workers(&auth.org_id);
     workers.disconnect(id).await.map_err(not_found)?;
     let reason = format!("worker disconnected: {}", req.reason.as_deref().unwrap_or("shutdown"));
