@@ -98,7 +98,7 @@ impl CustomIntegrations<'_> {
             return Ok(Vec::new());
         }
         let rows: Vec<CustomRow> = match self.db {
-            Db::Sqlite(pool) => {
+            Db::Sqlite(pool, _) => {
                 let hex: Vec<String> = ids.iter().map(|id| id.simple().to_string().to_uppercase()).collect();
                 sqlx::query_as(concat!(
                     "SELECT ",

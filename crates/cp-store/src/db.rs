@@ -31,7 +31,10 @@ impl Backend {
 
 #[derive(Clone, Debug)]
 pub(crate) enum Db {
-    Sqlite(SqlitePool),
+    /// The pool, and the lock write transactions queue on: SQLite has one writer at a time, and
+    /// waiting for it in SQLite's busy handler means sleeping in steps of milliseconds, while
+    /// waiting on this lock hands over the moment the previous writer commits.
+    Sqlite(SqlitePool, std::sync::Arc<tokio::sync::Mutex<()>>),
     Postgres(PgPool),
 }
 
@@ -42,7 +45,7 @@ pub(crate) enum Db {
 macro_rules! with_db {
     ($db:expr, $pool:ident => $body:expr) => {
         match $db {
-            $crate::db::Db::Sqlite($pool) => $body,
+            $crate::db::Db::Sqlite($pool, _) => $body,
             $crate::db::Db::Postgres($pool) => $body,
         }
     };
@@ -54,7 +57,7 @@ pub(crate) use with_db;
 macro_rules! with_db_sql {
     ($db:expr, $pool:ident, $sql:ident = ($lite:expr, $pg:expr) => $body:expr) => {
         match $db {
-            $crate::db::Db::Sqlite($pool) => {
+            $crate::db::Db::Sqlite($pool, _) => {
                 let $sql: &'static str = $lite;
                 $body
             }
@@ -75,8 +78,9 @@ pub(crate) use with_db_sql;
 macro_rules! write_tx {
     ($db:expr, $tx:ident, $pg:ident => $body:expr) => {
         match $db {
-            $crate::db::Db::Sqlite(pool) => {
+            $crate::db::Db::Sqlite(pool, writer) => {
                 let $pg = false;
+                let _writing = writer.lock().await;
                 let mut $tx = pool.begin_with("BEGIN IMMEDIATE").await?;
                 let out = $body;
                 $tx.commit().await?;
@@ -143,7 +147,7 @@ impl Store {
                 .acquire_timeout(Duration::from_secs(3))
                 .connect_with(opts)
                 .await?;
-            Db::Sqlite(pool)
+            Db::Sqlite(pool, Default::default())
         } else {
             return Err(StoreError::Unavailable(format!(
                 "unsupported database URL '{url}': use sqlite://PATH or postgres://…"
@@ -165,7 +169,7 @@ impl Store {
 
     pub fn backend(&self) -> Backend {
         match self.db {
-            Db::Sqlite(_) => Backend::Sqlite,
+            Db::Sqlite(..) => Backend::Sqlite,
             Db::Postgres(_) => Backend::Postgres,
         }
     }
@@ -173,7 +177,7 @@ impl Store {
     /// Applies pending migrations. Safe to run from several replicas at once (sqlx takes a lock).
     pub async fn migrate(&self) -> StoreResult<()> {
         match &self.db {
-            Db::Sqlite(p) => SQLITE_MIGRATIONS.run(p).await?,
+            Db::Sqlite(p, _) => SQLITE_MIGRATIONS.run(p).await?,
             Db::Postgres(p) => POSTGRES_MIGRATIONS.run(p).await?,
         }
         Ok(())
@@ -182,7 +186,7 @@ impl Store {
     /// The number of migrations this build knows.
     pub(crate) fn known_migrations(&self) -> usize {
         match &self.db {
-            Db::Sqlite(_) => SQLITE_MIGRATIONS.iter().count(),
+            Db::Sqlite(..) => SQLITE_MIGRATIONS.iter().count(),
             Db::Postgres(_) => POSTGRES_MIGRATIONS.iter().count(),
         }
     }

@@ -394,6 +394,18 @@ impl Executions<'_> {
         Ok((self.get(id).await?, stored))
     }
 
+    /// The name of the agent or team an execution of `kind` would run; `NotFound` when the
+    /// organization has no such entity.
+    pub async fn entity_name(&self, kind: ExecutionType, id: Uuid) -> StoreResult<String> {
+        let sql = match kind {
+            ExecutionType::Team => "SELECT name FROM teams WHERE organization_id = $1 AND id = $2",
+            _ => "SELECT name FROM agents WHERE organization_id = $1 AND id = $2",
+        };
+        let name: Option<String> = with_db!(self.db, pool =>
+            sqlx::query_scalar(sql).bind(self.org).bind(id).fetch_optional(pool).await)?;
+        name.ok_or(StoreError::NotFound)
+    }
+
     pub async fn get(&self, id: Uuid) -> StoreResult<Execution> {
         self.record(id).await.map(|r| r.execution)
     }

@@ -270,7 +270,7 @@ impl Integrations<'_> {
             return Ok(Vec::new());
         }
         let rows: Vec<SealedRow> = match self.db {
-            Db::Sqlite(pool) => {
+            Db::Sqlite(pool, _) => {
                 // Ids are 16-byte blobs on SQLite; compare their hex form with the UUIDs' simple form.
                 let hex: Vec<String> = ids.iter().map(|id| id.simple().to_string().to_uppercase()).collect();
                 sqlx::query_as(

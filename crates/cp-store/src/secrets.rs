@@ -184,7 +184,7 @@ impl Secrets<'_> {
             return Ok(Vec::new());
         }
         Ok(match self.db {
-            Db::Sqlite(pool) => {
+            Db::Sqlite(pool, _) => {
                 sqlx::query_as(
                     "SELECT id, name, ciphertext FROM secrets \
                      WHERE organization_id = $1 AND name IN (SELECT value FROM json_each($2))",

@@ -46,7 +46,7 @@ impl Store {
     /// Listens for other replicas' notifications; `None` on SQLite.
     pub async fn subscribe(&self) -> StoreResult<Option<Subscription>> {
         match &self.db {
-            Db::Sqlite(_) => Ok(None),
+            Db::Sqlite(..) => Ok(None),
             Db::Postgres(pool) => {
                 let mut listener = PgListener::connect_with(pool).await?;
                 listener.listen(CHANNEL).await?;
@@ -72,7 +72,7 @@ impl Store {
     /// Takes the leader lock `key` if no other replica holds it.
     pub async fn try_lead(&self, key: i64) -> StoreResult<Option<Leadership>> {
         match &self.db {
-            Db::Sqlite(_) => Ok(Some(Leadership { conn: None })),
+            Db::Sqlite(..) => Ok(Some(Leadership { conn: None })),
             Db::Postgres(pool) => {
                 let mut conn = pool.acquire().await?;
                 let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")

@@ -29,11 +29,12 @@ pub async fn execute(
 ) -> ApiResult<Execution> {
     let queue = req.validate()?;
     let org = caller.org_id.as_str();
-    let entity_name = match kind {
-        ExecutionType::Team => state.store.teams(org).get(entity_id).await.map(|t| t.name),
-        _ => state.store.agents(org).get(entity_id).await.map(|a| a.name),
-    }
-    .map_err(|e| ApiError::from_store(e, kind.as_str()))?;
+    let entity_name = state
+        .store
+        .executions(org)
+        .entity_name(kind, entity_id)
+        .await
+        .map_err(|e| ApiError::from_store(e, kind.as_str()))?;
     // Identity comes from the key, never from the body.
     let mut user_metadata = req.user_metadata.clone().unwrap_or_else(|| json!({}));
     if let Value::Object(m) = &mut user_metadata {
@@ -180,22 +181,31 @@ async fn run_context(
             (Some(agent), None, Vec::new(), target, entity, model, prompt, llm)
         }
     };
-    let model = match model_ref {
-        Some(value) => Some(run_model(state, worker, &value, llm_config).await?),
-        None => None,
-    };
-    let skills = store.skills(org).resolved(skills_of).await?;
     let reader = Reader {
         key_id: worker.key_id,
         key_name: &worker.key_name,
         role: worker.role,
         purpose: "execution",
     };
-    let environment = exec_env::resolve(store, &state.config.master_key, org, target, Some(reader)).await?;
+    // Independent reads, run side by side: the claim's latency is the slowest of them, not
+    // their sum.
+    let model = async {
+        match model_ref {
+            Some(value) => run_model(state, worker, &value, llm_config).await.map(Some),
+            None => Ok(None),
+        }
+    };
+    let skills = async { Ok::<_, ApiError>(store.skills(org).resolved(skills_of).await?) };
+    let environment = async {
+        Ok::<_, ApiError>(exec_env::resolve(store, &state.config.master_key, org, target, Some(reader)).await?)
+    };
+    let settings = async { Ok::<_, ApiError>(store.org_settings(org).await?) };
+    let history = async { Ok::<_, ApiError>(store.executions(org).session(execution.id).await?) };
+    let (model, skills, environment, settings, history) =
+        tokio::try_join!(model, skills, environment, settings, history)?;
+    let policy_enforcement = settings.policy_enforcement;
     let mut env_vars = environment.env_vars.clone();
     env_vars.extend(execution.execution_environment.env_vars.clone());
-    let policy_enforcement = store.org_settings(org).await?.policy_enforcement;
-    let history = store.executions(org).session(execution.id).await?;
     Ok(Claim {
         lease_id,
         lease_seconds: seat.lease_ms() / 1000,
