@@ -527,6 +527,15 @@ impl Executions<'_> {
     /// PostgreSQL, the single writer on SQLite).
     pub async fn claim(&self, queue: Uuid, worker: Uuid, lease_ms: i64) -> StoreResult<Option<Changed>> {
         let org = self.org;
+        // A read first: several pollers woken for one execution would otherwise each take the
+        // write lock only to find nothing. The claim below stays atomic on its own.
+        let waiting: Option<i64> = with_db!(self.db, pool =>
+            sqlx::query_scalar(
+                "SELECT 1 FROM executions WHERE worker_queue_id = $1 AND organization_id = $2 AND status = 'queued' LIMIT 1")
+                .bind(queue).bind(org).fetch_optional(pool).await)?;
+        if waiting.is_none() {
+            return Ok(None);
+        }
         let lease_id = Uuid::now_v7();
         let at = now();
         let claimed = write_tx!(self.db, tx, pg => {
