@@ -529,9 +529,9 @@ impl Executions<'_> {
         let org = self.org;
         // A read first: several pollers woken for one execution would otherwise each take the
         // write lock only to find nothing. The claim below stays atomic on its own.
-        let waiting: Option<i64> = with_db!(self.db, pool =>
+        let waiting: Option<Uuid> = with_db!(self.db, pool =>
             sqlx::query_scalar(
-                "SELECT 1 FROM executions WHERE worker_queue_id = $1 AND organization_id = $2 AND status = 'queued' LIMIT 1")
+                "SELECT id FROM executions WHERE worker_queue_id = $1 AND organization_id = $2 AND status = 'queued' LIMIT 1")
                 .bind(queue).bind(org).fetch_optional(pool).await)?;
         if waiting.is_none() {
             return Ok(None);
