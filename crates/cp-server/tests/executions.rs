@@ -790,3 +790,46 @@ both_backends! {
         assert_eq!((e["status"].as_str(), e["response"].as_str()), (Some("completed"), Some("finished elsewhere")));
     }
 }
+
+both_backends! {
+    async fn drain_and_idempotent_execute(backend: Backend) {
+        let app = TestApp::spawn(backend).await;
+        app.unlimited().await;
+        let q = queue(&app, "main", json!({})).await;
+        let a = agent(&app, "once").await;
+        // The same Idempotency-Key submits once and answers the first answer again.
+        let send_once = || async {
+            app.req(Method::POST, &format!("/api/v1/agents/{a}/execute"))
+                .header("Idempotency-Key", "submit-1")
+                .json(&json!({"prompt": "only once", "worker_queue_id": q}))
+                .send()
+                .await
+                .unwrap()
+        };
+        let first = json(send_once().await).await;
+        let second = send_once().await;
+        assert_eq!(second.headers()["idempotent-replayed"], "true");
+        assert_eq!(json(second).await["execution_id"], first["execution_id"]);
+        assert_eq!(json(app.get("/api/v1/executions").await).await["total"], 1);
+
+        // A draining worker is told so by its poll (at once) and its heartbeats, and claims nothing.
+        let worker_key = app.key("default", Role::Worker).await;
+        let w = TestWorker::start(&app.url, &worker_key, &q, "host").await;
+        let claim = w.claim(3).await;
+        let poller = { let w = w.clone(); tokio::spawn(async move { w.poll(20.0).await }) };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let r = app.post(&format!("/api/v1/workers/{}/drain", w.id), json!({"drain": true})).await;
+        assert_eq!(json(r).await["drain"], true);
+        let polled = tokio::time::timeout(Duration::from_secs(3), poller).await.expect("poll woke").unwrap();
+        assert!(matches!(polled, Polled::Drain), "{polled:?}");
+        assert_eq!(json(w.heartbeat(&[]).await).await["drain"], true);
+        execute(&app, &a, &q, "not for a draining worker").await;
+        assert!(matches!(w.poll(0.0).await, Polled::Drain));
+        // Its current run still finishes.
+        assert_eq!(w.complete(&claim, "done").await.status(), 200);
+        let r = app.req_as(&worker_key, Method::POST, &format!("/api/v1/workers/{}/drain", w.id)).json(&json!({})).send().await.unwrap();
+        assert_error(r, 403, "FORBIDDEN").await;
+        app.post(&format!("/api/v1/workers/{}/drain", w.id), json!({"drain": false})).await;
+        assert!(matches!(w.poll(1.0).await, Polled::Claim(_)));
+    }
+}

@@ -16,13 +16,13 @@ use cp_types::worker::{
 };
 use cp_types::{Page, PageParams};
 use serde::Deserialize;
-use utoipa::IntoParams;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::http::auth::Principal;
-use crate::http::{ApiError, ApiResult, Auth, JsonBody, Pagination, Path, Query, Read, WorkerApi};
+use crate::http::{Admin, ApiError, ApiResult, Auth, JsonBody, Pagination, Path, Query, Read, WorkerApi};
 use crate::services::dispatch;
 use crate::state::AppState;
 
@@ -33,6 +33,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(heartbeat_by_body))
         .routes(routes!(poll))
         .routes(routes!(disconnect))
+        .routes(routes!(drain))
         .routes(routes!(list_workers))
         .routes(routes!(get_worker))
         .routes(routes!(list_runners))
@@ -200,6 +201,13 @@ async fn poll(
         queue_ready.as_mut().enable();
         signal.as_mut().enable();
         if signalled {
+            if workers.seat(id).await.map_err(not_found)?.drain {
+                return Ok(Json(PollAnswer {
+                    drain: true,
+                    ..Default::default()
+                })
+                .into_response());
+            }
             let cancel = workers.cancelling(id).await?;
             if !cancel.is_empty() {
                 let answer = PollAnswer {
@@ -259,6 +267,33 @@ async fn disconnect(
         status: "disconnected".into(),
         requeued_executions: requeued,
     }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+struct DrainRequest {
+    /// True to drain (finish current runs, claim no more); false to take work again.
+    #[serde(default = "yes")]
+    drain: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Asks a worker to drain: its heartbeats and polls answer `drain: true` and it gets no new
+/// claims; its current runs finish normally.
+#[utoipa::path(post, path = "/api/v1/workers/{id}/drain", tag = "workers", params(("id" = Uuid, Path)),
+    request_body = DrainRequest, responses((status = 200, body = Worker)))]
+async fn drain(
+    State(state): State<AppState>,
+    auth: Auth<Admin>,
+    Path(id): Path<Uuid>,
+    JsonBody(req): JsonBody<DrainRequest>,
+) -> ApiResult<Json<Worker>> {
+    let workers = state.store.workers(&auth.org_id);
+    workers.set_drain(id, req.drain).await.map_err(not_found)?;
+    state.hub.signal_worker(id);
+    Ok(Json(workers.get(id).await.map_err(not_found)?))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
