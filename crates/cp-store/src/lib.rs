@@ -23,6 +23,7 @@ pub mod integrations;
 pub mod keys;
 pub mod models;
 pub mod orgs;
+pub mod policies;
 pub mod projects;
 pub mod secrets;
 pub mod signals;

@@ -16,6 +16,7 @@ pub mod integration;
 pub mod model;
 pub mod org;
 pub mod page;
+pub mod policy;
 pub mod project;
 pub mod runtime;
 pub mod secret;

@@ -12,6 +12,7 @@ pub mod health;
 pub mod integrations;
 pub mod models;
 pub mod organization;
+pub mod policies;
 pub mod projects;
 pub mod runtimes;
 pub mod secrets;
@@ -132,6 +133,7 @@ pub fn router(state: AppState) -> Router {
         .merge(worker_queues::routes())
         .merge(workers::routes())
         .merge(executions::routes())
+        .merge(policies::routes())
         .route_layer(from_fn_with_state(state.clone(), idempotency))
         .route_layer(from_fn_with_state(state.clone(), authenticate));
 
