@@ -128,6 +128,7 @@ async fn measure(target: &Target, args: &BenchArgs, server_pid: Option<u32>) -> 
             after as f64 / 1024.0
         );
     }
+    crate::bench_policy::run(duration.min(Duration::from_secs(3)))?;
     crate::bench_exec::run(target.addr, &target.key, duration, || server_pid.and_then(rss_kib)).await
 }
 
