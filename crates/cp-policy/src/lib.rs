@@ -75,6 +75,16 @@ fn line_of(message: &str) -> Option<u32> {
     rest.split(':').next()?.trim().parse().ok()
 }
 
+/// An input document converted once for every policy of a decision (cheap to clone).
+#[derive(Clone)]
+pub struct Input(Value);
+
+impl Input {
+    pub fn new(input: &serde_json::Value) -> Input {
+        Input(Value::from(input.clone()))
+    }
+}
+
 /// What one policy said about one input.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Verdict {
@@ -99,31 +109,44 @@ impl Compiled {
 
     /// Evaluates the policy for `input` within `limit`.
     pub fn evaluate(&self, input: &serde_json::Value, limit: Duration) -> Result<Verdict, EvalError> {
+        self.evaluate_input(&Input::new(input), limit)
+    }
+
+    /// Like [`Compiled::evaluate`] with the input already converted, so a decision over several
+    /// policies converts it once. The whole package document is evaluated in one query, rather
+    /// than one evaluation per rule.
+    pub fn evaluate_input(&self, input: &Input, limit: Duration) -> Result<Verdict, EvalError> {
+        let input = input.0.clone();
         let mut engine = self.engine.clone();
         engine.set_execution_timer_config(ExecutionTimerConfig {
             limit,
             check_interval: NonZeroU32::MIN,
         });
-        engine.set_input(Value::from(input.clone()));
-        let allow = match self.rule(&mut engine, "allow")? {
+        engine.set_input(input);
+        let results = engine
+            .eval_query(self.package.clone(), false)
+            .map_err(|e| EvalError(e.to_string()))?;
+        let doc = results
+            .result
+            .into_iter()
+            .next()
+            .and_then(|r| r.expressions.into_iter().next())
+            .map(|e| e.value)
+            .unwrap_or(Value::Undefined);
+        let field = |name: &str| match &doc {
+            Value::Object(o) => o.get(&Value::from(name)).cloned().unwrap_or(Value::Undefined),
+            _ => Value::Undefined,
+        };
+        let allow = match field("allow") {
             Value::Undefined => None,
             Value::Bool(b) => Some(b),
             other => return Err(EvalError(format!("`allow` must be a boolean, not {other}"))),
         };
         let mut violations = Vec::new();
         for rule in ["deny", "violations"] {
-            collect_strings(self.rule(&mut engine, rule)?, &mut violations);
+            collect_strings(field(rule), &mut violations);
         }
         Ok(Verdict { allow, violations })
-    }
-
-    fn rule(&self, engine: &mut Engine, name: &str) -> Result<Value, EvalError> {
-        match engine.eval_rule(format!("{}.{name}", self.package)) {
-            Ok(v) => Ok(v),
-            // A rule the policy does not define is simply absent.
-            Err(e) if e.to_string().contains("not a valid rule path") => Ok(Value::Undefined),
-            Err(e) => Err(EvalError(e.to_string())),
-        }
     }
 }
 

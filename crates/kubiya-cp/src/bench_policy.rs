@@ -35,11 +35,11 @@ pub fn run(duration: Duration) -> anyhow::Result<()> {
     let (mut decisions, mut denied) = (0u64, 0u64);
     let started = Instant::now();
     while started.elapsed() < duration {
-        let input = &inputs[(decisions % 2) as usize];
         let t = Instant::now();
+        let input = cp_policy::Input::new(&inputs[(decisions % 2) as usize]);
         let mut allowed = true;
         for p in &policies {
-            allowed &= p.evaluate(input, limit).map(|v| v.allowed()).unwrap_or(false);
+            allowed &= p.evaluate_input(&input, limit).map(|v| v.allowed()).unwrap_or(false);
         }
         hist.record(t.elapsed().as_nanos().max(1) as u64)?;
         decisions += 1;
