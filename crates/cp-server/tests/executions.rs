@@ -833,3 +833,20 @@ both_backends! {
         assert!(matches!(w.poll(1.0).await, Polled::Claim(_)));
     }
 }
+
+both_backends! {
+    async fn a_team_claim_carries_its_members_in_member_order(backend: Backend) {
+        let app = TestApp::spawn(backend).await;
+        let q = queue(&app, "teams", json!({})).await;
+        let (first, second) = (agent(&app, "member-b").await, agent(&app, "member-a").await);
+        let team = json(app.post("/api/v1/teams", json!({"name": "crew", "configuration": {"member_ids": [first, second]}})).await).await;
+        let r = app.post(&format!("/api/v1/teams/{}/execute", team["id"].as_str().unwrap()), json!({"prompt": "together", "worker_queue_id": q})).await;
+        assert_eq!(r.status(), 201);
+        let worker_key = app.key("default", Role::Worker).await;
+        let claim = TestWorker::start(&app.url, &worker_key, &q, "team-host").await.claim(3).await;
+        assert_eq!(claim["execution"]["execution_type"], "team");
+        assert_eq!(claim["team"]["id"], team["id"]);
+        let members: Vec<&str> = claim["members"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+        assert_eq!(members, vec![first.as_str(), second.as_str()]);
+    }
+}

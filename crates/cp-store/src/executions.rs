@@ -325,7 +325,28 @@ macro_rules! apply {
     }};
 }
 
-/// Inserts `(type, data)` events numbered from `first` in one statement; evaluates to them.
+/// Inserts stored-to-be events (`&[ExecutionEvent]`) of one execution in one statement.
+macro_rules! write_events {
+    ($conn:expr, $org:expr, $id:expr, $events:expr) => {{
+        let events: &[ExecutionEvent] = $events;
+        if !events.is_empty() {
+            let mut q = sqlx::QueryBuilder::new(
+                "INSERT INTO execution_events (execution_id, seq, organization_id, event_type, data, created_at) ",
+            );
+            q.push_values(events, |mut b, e| {
+                b.push_bind($id)
+                    .push_bind(e.seq)
+                    .push_bind($org)
+                    .push_bind(e.event_type.clone())
+                    .push_bind(e.data.to_string())
+                    .push_bind(e.timestamp);
+            });
+            q.build().execute($conn).await?;
+        }
+    }};
+}
+
+/// Inserts `(type, data)` events numbered from `first`, stamped `at`; evaluates to them.
 macro_rules! insert_events {
     ($conn:expr, $org:expr, $id:expr, $first:expr, $at:expr, $events:expr) => {{
         let stored: Vec<ExecutionEvent> = $events
@@ -337,20 +358,7 @@ macro_rules! insert_events {
                 timestamp: $at,
             })
             .collect();
-        if !stored.is_empty() {
-            let mut q = sqlx::QueryBuilder::new(
-                "INSERT INTO execution_events (execution_id, seq, organization_id, event_type, data, created_at) ",
-            );
-            q.push_values(&stored, |mut b, e| {
-                b.push_bind($id)
-                    .push_bind(e.seq)
-                    .push_bind($org)
-                    .push_bind(e.event_type.clone())
-                    .push_bind(e.data.to_string())
-                    .push_bind(e.timestamp);
-            });
-            q.build().execute($conn).await?;
-        }
+        write_events!($conn, $org, $id, &stored);
         stored
     }};
 }
@@ -579,36 +587,30 @@ impl Executions<'_> {
         let at = now();
         let n = events.len() as i64;
         let stored = write_tx!(self.db, tx, _pg => {
-            let last: Option<i64> = sqlx::query_scalar(
-                "UPDATE executions SET last_seq = last_seq + $4, lease_until = $5 + 3 * $6 * COALESCE( \
-                   (SELECT q.heartbeat_interval FROM worker_queues q WHERE q.id = executions.worker_queue_id), 30) \
-                 WHERE organization_id = $1 AND id = $2 AND lease_id = $3 AND status IN ('running', 'cancelling') \
-                 RETURNING last_seq")
-                .bind(org).bind(id).bind(lease_id).bind(n).bind(at.timestamp_millis()).bind(self.second_ms)
-                .fetch_optional(&mut *tx).await?;
-            match last {
-                None => None,
-                Some(last) => {
-                    let mut stored = Vec::with_capacity(events.len());
-                    for (i, e) in events.into_iter().enumerate() {
-                        stored.push(ExecutionEvent {
-                            seq: last - n + 1 + i as i64,
-                            event_type: e.event_type,
-                            data: e.data,
-                            timestamp: e.timestamp.unwrap_or(at),
-                        });
+                    let last: Option<i64> = sqlx::query_scalar(
+                        "UPDATE executions SET last_seq = last_seq + $4, lease_until = $5 + 3 * $6 * COALESCE( \
+                           (SELECT q.heartbeat_interval FROM worker_queues q WHERE q.id = executions.worker_queue_id), 30) \
+                         WHERE organization_id = $1 AND id = $2 AND lease_id = $3 AND status IN ('running', 'cancelling') \
+                         RETURNING last_seq")
+                        .bind(org).bind(id).bind(lease_id).bind(n).bind(at.timestamp_millis()).bind(self.second_ms)
+                        .fetch_optional(&mut *tx).await?;
+                    match last {
+                        None => None,
+                        Some(last) => {
+                            let mut stored = Vec::with_capacity(events.len());
+                            for (i, e) in events.into_iter().enumerate() {
+                                stored.push(ExecutionEvent {
+                                    seq: last - n + 1 + i as i64,
+                                    event_type: e.event_type,
+                                    data: e.data,
+                                    timestamp: e.timestamp.unwrap_or(at),
+                                });
+                            }
+        write_events!(&mut *tx, org, id, &stored);
+                            Some(stored)
+                        }
                     }
-                    let mut q = sqlx::QueryBuilder::new(
-                        "INSERT INTO execution_events (execution_id, seq, organization_id, event_type, data, created_at) ");
-                    q.push_values(&stored, |mut b, e| {
-                        b.push_bind(id).push_bind(e.seq).push_bind(org).push_bind(e.event_type.clone())
-                            .push_bind(e.data.to_string()).push_bind(e.timestamp);
-                    });
-                    q.build().execute(&mut *tx).await?;
-                    Some(stored)
-                }
-            }
-        });
+                });
         match stored {
             Some(s) => Ok(s),
             None => {

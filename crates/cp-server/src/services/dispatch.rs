@@ -141,15 +141,17 @@ async fn run_context(
                 .get(execution.entity_id)
                 .await
                 .map_err(|e| ApiError::from_store(e, "team"))?;
-            let agents = store.agents(org);
-            let mut members = Vec::with_capacity(team.agents.len());
-            for m in &team.agents {
-                match agents.get(m.id).await {
-                    Ok(a) => members.push(a),
-                    Err(StoreError::NotFound) => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
+            // One query for all members (the agent list filtered by team), then member order.
+            let filter = cp_store::agents::AgentFilter {
+                team_id: Some(team.id),
+                ..Default::default()
+            };
+            let page = cp_types::page::PageRequest {
+                limit: cp_types::page::MAX_LIMIT,
+                offset: 0,
+            };
+            let mut members = store.agents(org).list(filter, page).await?.items;
+            members.sort_by_key(|a| team.agents.iter().position(|m| m.id == a.id));
             let prompt = team
                 .configuration
                 .get("instructions")
