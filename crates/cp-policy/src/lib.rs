@@ -47,8 +47,10 @@ pub fn compile(content: &str) -> Result<Compiled, CompileError> {
         .add_policy(SOURCE_NAME.to_string(), content.to_string())
         .map_err(|e| compile_error(&e.to_string()))?;
     // Surface errors that only show when rules are analysed (undefined functions, conflicts).
-    let mut probe = engine.clone();
-    probe
+    // Evaluating on the engine itself (not a clone) also leaves it prepared: regorus analyses
+    // and schedules the modules on the first evaluation, and clones of a prepared engine share
+    // that work, so a decision does not redo it.
+    engine
         .eval_rule(format!("{package}.__kubiya_probe__"))
         .map_err(|e| compile_error(&e.to_string()))
         .or_else(|e| {

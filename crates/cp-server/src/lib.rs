@@ -34,6 +34,7 @@ pub async fn serve(
     let background = tokio::spawn(housekeeping(state.clone()));
     let reaper = tokio::spawn(services::dispatch::reaper(state.clone(), state.config.reaper_interval));
     let hub = state.hub.clone();
+    let (policies, store) = (state.policies.clone(), state.store.clone());
     let shutdown = async move {
         shutdown.await;
         hub.close();
@@ -42,6 +43,8 @@ pub async fn serve(
     let result = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
     background.abort();
     reaper.abort();
+    // Decisions made by the last requests are still on their way to the log.
+    policies.flush_log(&store).await;
     if let Some(b) = bridge {
         b.abort();
     }

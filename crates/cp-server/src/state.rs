@@ -10,6 +10,7 @@ use crate::http::auth::KeyCache;
 use crate::http::rate_limit::RateLimiter;
 use crate::services::hub::Hub;
 use crate::services::list_cache::ListCache;
+use crate::services::policy::PolicyEngine;
 
 /// Everything handlers share; cheap to clone.
 #[derive(Clone)]
@@ -20,6 +21,7 @@ pub struct AppState {
     pub keys: Arc<KeyCache>,
     pub lists: Arc<ListCache>,
     pub hub: Arc<Hub>,
+    pub policies: Arc<PolicyEngine>,
     pub started_at: Instant,
 }
 
@@ -32,6 +34,7 @@ impl AppState {
             keys: Arc::default(),
             lists: Arc::default(),
             hub: Arc::default(),
+            policies: Arc::default(),
             started_at: Instant::now(),
         }
     }

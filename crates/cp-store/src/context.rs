@@ -332,6 +332,39 @@ impl Contexts<'_> {
         Ok(())
     }
 
+    /// The entity's name (the organization's display name); `NotFound` when it is not one of
+    /// this organization's.
+    pub async fn entity_name(&self, entity: &ContextEntity) -> StoreResult<String> {
+        self.check_org(entity)?;
+        let sql = match entity.kind() {
+            ContextEntityType::Organization => "SELECT name FROM organizations WHERE id = $1 AND $2 IS NULL",
+            ContextEntityType::Project => "SELECT name FROM projects WHERE organization_id = $1 AND id = $2",
+            ContextEntityType::Environment => "SELECT name FROM environments WHERE organization_id = $1 AND id = $2",
+            ContextEntityType::Team => "SELECT name FROM teams WHERE organization_id = $1 AND id = $2",
+            ContextEntityType::Agent => "SELECT name FROM agents WHERE organization_id = $1 AND id = $2",
+        };
+        let name: Option<String> = with_db!(self.db, pool =>
+            sqlx::query_scalar(sql).bind(self.org).bind(entity.uuid()).fetch_optional(pool).await)?;
+        name.ok_or(StoreError::NotFound)
+    }
+
+    /// The entity with this id among the organization's agents, teams, environments and
+    /// projects, in that order (API §10, entity inference); `NotFound` when none has it.
+    pub async fn infer(&self, id: &str) -> StoreResult<ContextEntity> {
+        let uuid = Uuid::parse_str(id).map_err(|_| StoreError::NotFound)?;
+        let kind: Option<String> = with_db!(self.db, pool =>
+            sqlx::query_scalar(
+                "SELECT kind FROM (\
+                   SELECT 1 AS ord, 'agent' AS kind FROM agents WHERE organization_id = $1 AND id = $2 \
+                   UNION ALL SELECT 2, 'team' FROM teams WHERE organization_id = $1 AND id = $2 \
+                   UNION ALL SELECT 3, 'environment' FROM environments WHERE organization_id = $1 AND id = $2 \
+                   UNION ALL SELECT 4, 'project' FROM projects WHERE organization_id = $1 AND id = $2) found \
+                 ORDER BY ord LIMIT 1")
+                .bind(self.org).bind(uuid).fetch_optional(pool).await)?;
+        let kind: ContextEntityType = parse(&kind.ok_or(StoreError::NotFound)?)?;
+        ContextEntity::parse(kind, id).map_err(StoreError::Corrupt)
+    }
+
     /// The context that applies to `entity`: every layer of its chain (organization →
     /// projects → environments → teams → the entity), stored or empty, and their merge.
     /// One query, whatever the length of the chain.

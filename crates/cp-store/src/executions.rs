@@ -191,6 +191,29 @@ pub enum Control {
     },
 }
 
+/// The agent or team of an execution, its model and where it runs: what a policy decision
+/// about it needs besides the request.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Subject {
+    pub entity_name: String,
+    /// The model's value (`anthropic/claude-sonnet-4-5`).
+    pub model: Option<String>,
+    pub environment_id: Option<Uuid>,
+    pub environment_name: Option<String>,
+}
+
+macro_rules! subject_sql {
+    ($table:literal) => {
+        concat!(
+            "SELECT x.name AS entity_name, m.value AS model, q.environment_id, e.name AS environment_name FROM ",
+            $table,
+            " x LEFT JOIN models m ON m.id = x.model_id \
+             LEFT JOIN worker_queues q ON q.organization_id = x.organization_id AND q.id = $3 \
+             LEFT JOIN environments e ON e.id = q.environment_id WHERE x.organization_id = $1 AND x.id = $2"
+        )
+    };
+}
+
 impl Store {
     /// The executions of one organization.
     pub fn executions<'a>(&'a self, org: &'a str) -> Executions<'a> {
@@ -402,16 +425,17 @@ impl Executions<'_> {
         Ok((self.get(id).await?, stored))
     }
 
-    /// The name of the agent or team an execution of `kind` would run; `NotFound` when the
-    /// organization has no such entity.
-    pub async fn entity_name(&self, kind: ExecutionType, id: Uuid) -> StoreResult<String> {
+    /// What an execution of `kind` on `queue` would run, as policies see it: the agent's or
+    /// team's name and model (its value), and the queue's environment (none for an unknown
+    /// queue, which `create` refuses). `NotFound` when the organization has no such entity.
+    pub async fn subject(&self, kind: ExecutionType, id: Uuid, queue: Option<Uuid>) -> StoreResult<Subject> {
         let sql = match kind {
-            ExecutionType::Team => "SELECT name FROM teams WHERE organization_id = $1 AND id = $2",
-            _ => "SELECT name FROM agents WHERE organization_id = $1 AND id = $2",
+            ExecutionType::Team => subject_sql!("teams"),
+            _ => subject_sql!("agents"),
         };
-        let name: Option<String> = with_db!(self.db, pool =>
-            sqlx::query_scalar(sql).bind(self.org).bind(id).fetch_optional(pool).await)?;
-        name.ok_or(StoreError::NotFound)
+        let subject: Option<Subject> = with_db!(self.db, pool =>
+            sqlx::query_as(sql).bind(self.org).bind(id).bind(queue).fetch_optional(pool).await)?;
+        subject.ok_or(StoreError::NotFound)
     }
 
     pub async fn get(&self, id: Uuid) -> StoreResult<Execution> {

@@ -24,6 +24,8 @@ pub mod keys;
 pub mod models;
 pub mod orgs;
 pub mod policies;
+pub mod policy_associations;
+pub mod policy_decisions;
 pub mod projects;
 pub mod secrets;
 pub mod signals;

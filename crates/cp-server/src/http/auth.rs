@@ -235,6 +235,8 @@ pub struct Admin;
 pub struct WorkerApi;
 /// Any valid key (e.g. `auth/validate`).
 pub struct AnyRole;
+/// Policy enforcement of tool calls: workers, and people who may change the catalog.
+pub struct Enforcer;
 /// Secret values and integration credentials: admin and worker keys (API §1, Keys).
 pub struct SecretReader;
 
@@ -249,6 +251,9 @@ impl Access for Admin {
 }
 impl Access for WorkerApi {
     const ROLES: &'static [Role] = &[Role::Admin, Role::Worker];
+}
+impl Access for Enforcer {
+    const ROLES: &'static [Role] = &[Role::Admin, Role::Member, Role::Worker];
 }
 impl Access for AnyRole {
     const ROLES: &'static [Role] = &[Role::Admin, Role::Member, Role::Viewer, Role::Worker];

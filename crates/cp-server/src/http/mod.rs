@@ -9,6 +9,6 @@ pub mod idempotency;
 pub mod metrics;
 pub mod rate_limit;
 
-pub use auth::{Admin, Auth, Read, WorkerApi, Write};
+pub use auth::{Admin, Auth, Enforcer, Read, WorkerApi, Write};
 pub use error::{ApiError, ApiResult};
 pub use extract::{JsonBody, Pagination, Path, Query};

@@ -22,7 +22,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 
 /// Reads `{entity_type}/{entity_id}`: an unknown type is a 422 naming the allowed ones, an id
 /// that is not a UUID (for every type but the organization) a 400.
-fn entity(entity_type: &str, entity_id: &str) -> ApiResult<ContextEntity> {
+pub(crate) fn entity(entity_type: &str, entity_id: &str) -> ApiResult<ContextEntity> {
     let kind: ContextEntityType = entity_type
         .parse()
         .map_err(|issue: String| ApiError::invalid("entity_type", issue))?;
@@ -32,7 +32,7 @@ fn entity(entity_type: &str, entity_id: &str) -> ApiResult<ContextEntity> {
     })
 }
 
-fn not_found(entity: &ContextEntity) -> impl Fn(cp_store::StoreError) -> ApiError + '_ {
+pub(crate) fn not_found(entity: &ContextEntity) -> impl Fn(cp_store::StoreError) -> ApiError + '_ {
     move |e| ApiError::from_store(e, entity.kind().as_str())
 }
 

@@ -8,12 +8,14 @@ use cp_store::executions::{Changed, NewExecution};
 use cp_store::secrets::Reader;
 use cp_store::workers::WorkerSeat;
 use cp_store::{StoreError, StoreResult};
+use cp_types::context::ContextEntity;
 use cp_types::execution::{Claim, ExecuteRequest, Execution, ExecutionStatus, ExecutionType, RunModel};
 use cp_types::skill::{EntityRef, SkillEntityType};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::exec_env::{self, Target};
+use super::policy;
 use super::vault;
 use crate::http::auth::Principal;
 use crate::http::{ApiError, ApiResult};
@@ -29,12 +31,18 @@ pub async fn execute(
 ) -> ApiResult<Execution> {
     let queue = req.validate()?;
     let org = caller.org_id.as_str();
-    let entity_name = state
+    let subject = state
         .store
         .executions(org)
-        .entity_name(kind, entity_id)
+        .subject(kind, entity_id, Some(queue))
         .await
         .map_err(|e| ApiError::from_store(e, kind.as_str()))?;
+    // Before anything is stored: a denied execution leaves no row behind (only its decision).
+    let entity = match kind {
+        ExecutionType::Team => ContextEntity::Team(entity_id),
+        _ => ContextEntity::Agent(entity_id),
+    };
+    policy::check_execute(state, caller, entity, &req.prompt, queue, &subject).await?;
     // Identity comes from the key, never from the body.
     let mut user_metadata = req.user_metadata.clone().unwrap_or_else(|| json!({}));
     if let Value::Object(m) = &mut user_metadata {
@@ -44,7 +52,7 @@ pub async fn execute(
     let new = NewExecution {
         execution_type: kind,
         entity_id,
-        entity_name,
+        entity_name: subject.entity_name,
         worker_queue_id: queue,
         prompt: req.prompt.clone(),
         system_prompt: req.system_prompt.clone(),

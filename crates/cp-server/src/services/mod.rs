@@ -7,4 +7,5 @@ pub mod dispatch;
 pub mod exec_env;
 pub mod hub;
 pub mod list_cache;
+pub mod policy;
 pub mod vault;
