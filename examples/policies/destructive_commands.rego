@@ -4,12 +4,16 @@
 # /policies/enforce`, action `tool_execution`).
 package kubiya.tools.destructive_commands
 
-patterns := [
+# Where a command starts: the line's start, after ; & | or (, or after sudo-like wrappers.
+# "echo mkfs" mentions mkfs without running it.
+start := `(^|[;&|(]|\b(sudo|doas|exec|nohup|xargs|env)\s)\s*`
+
+patterns := [concat("", [start, p]) | some p in [
 	# rm with any flags (-rf, -fr, -r -f, --no-preserve-root…) aimed at / or /*
-	`(^|[;&|(\s])rm\s+(-{1,2}[\w-]+\s+)*/(\*|\s|$)`,
-	`(^|[;&|(\s])mkfs(\.\w+)?(\s|$)`,
-	`(^|[;&|(\s])dd\s.*\bof=/dev/`,
-]
+	`rm\s+(-{1,2}[\w-]+\s+)*/(\*|\s|$)`,
+	`mkfs(\.\w+)?(\s|$)`,
+	`dd\s.*\bof=/dev/`,
+]]
 
 # The command line, whatever the shell tool calls its argument.
 commands contains command if {

@@ -387,9 +387,8 @@ def agents_update():
 
 
 def agents_execute():
-    # Executing needs the execution engine and a worker queue (a later issue). Until then, and
-    # with this made-up queue afterwards, the SDK must get a clean client error (404 unknown
-    # route or queue, 409, 422), never a 5xx.
+    # A made-up worker queue: the SDK must get a clean client error (404 unknown queue), never
+    # a 5xx.
     a = need(agent, "agents.create")
     body = {"prompt": "say hi", "worker_queue_id": str(uuid.uuid4())}
     expect_status(lambda: client.agents.execute(a["id"], body), {400, 404, 409, 422}, "agents.execute")
@@ -398,7 +397,7 @@ def agents_execute():
 check("agents.list (+status_filter, limit)", agents_list)
 check("agents.get", agents_get)
 check("agents.update (PATCH)", agents_update)
-check("agents.execute -> clean 4xx (no engine yet)", agents_execute)
+check("agents.execute -> clean 4xx (unknown queue)", agents_execute)
 
 # ---------------------------------------------------------------- skills
 
@@ -647,6 +646,82 @@ check("integrations.get_integration_credentials (jira: SDK sends id 0)", integra
 # ---------------------------------------------------------------- deletes last (others use them)
 
 check("skills.delete", skills_delete)
+
+
+# ---------------------------------------------------------------- policies
+
+POLICY_NAME = f"sdk-no-prod-{RUN}"
+NO_PROD = """package sdk.no_prod
+
+deny contains "production is off limits" if input.resource == "cluster/prod"
+"""
+
+
+def policies_create():
+    p = client.policies.create({"name": POLICY_NAME, "policy_content": NO_PROD, "description": "from the SDK",
+                                "tags": ["sdk"]})
+    uuid.UUID(p["id"])
+    expect(p.get("name") == POLICY_NAME and p.get("version") == 1 and p.get("enabled") is True, "policies.create", p)
+    # Rego that does not compile is refused with the line.
+    expect_status(lambda: client.policies.create({"name": f"{POLICY_NAME}-bad", "policy_content": "package x\nallow if {"}),
+                  {422}, "policies.create with broken Rego")
+    return p
+
+
+policy = check("policies.create (+422 on broken Rego)", policies_create)
+
+
+def policies_list_get():
+    p = need(policy, "policies.create")
+    rows = items_of(client.policies.list(), "policies.list")
+    expect(p["id"] in [r["id"] for r in rows], "policies.list lacks the policy", rows)
+    g = client.policies.get(p["id"])
+    expect(g.get("policy_content") == NO_PROD, "policies.get", g)
+    expect_status(lambda: client.policies.get(str(uuid.uuid4())), {404}, "unknown policy")
+
+
+def policies_update():
+    p = need(policy, "policies.create")
+    u = client.policies.update(p["id"], {"policy_content": NO_PROD + "\n# v2\n"})
+    expect(u.get("version") == 2 and u.get("description") == "from the SDK", "policies.update (PUT)", u)
+
+
+def policies_evaluate():
+    p = need(policy, "policies.create")
+    a = need(agent, "agents.create")
+    status, assoc = http("POST", "/api/v1/policies/associations",
+                         {"policy_id": p["id"], "entity_type": "agent", "entity_id": a["id"]})
+    expect(status == 201, f"POST /api/v1/policies/associations answered {status}", assoc)
+    denied = client.policies.evaluate(a["id"], "deploy", resource="cluster/prod")
+    expect(denied.get("allowed") is False and denied.get("violations") == ["production is off limits"],
+           "policies.evaluate (denied)", denied)
+    allowed = client.policies.evaluate(a["id"], "deploy", resource={"cluster": "dev"})
+    expect(allowed.get("allowed") is True and allowed.get("policies_evaluated") == 1, "policies.evaluate", allowed)
+    expect_status(lambda: client.policies.evaluate(str(uuid.uuid4()), "deploy"), {404}, "evaluate unknown entity")
+
+
+def policies_check_authorization():
+    a = need(agent, "agents.create")
+    no = client.policies.check_authorization(a["id"], "cluster/prod", "deploy")
+    expect(no.get("authorized") is False and no.get("allowed") is False, "check_authorization (denied)", no)
+    yes = client.policies.check_authorization(a["id"], "cluster/dev", "deploy")
+    expect(yes.get("authorized") is True, "check_authorization (allowed)", yes)
+
+
+def policies_delete():
+    p = need(policy, "policies.create")
+    expect_deleted(client.policies.delete(p["id"]), p["id"], "policies.delete")
+    expect_status(lambda: client.policies.get(p["id"]), {404}, "deleted policy")
+    a = need(agent, "agents.create")
+    after = client.policies.evaluate(a["id"], "deploy", resource="cluster/prod")
+    expect(after.get("allowed") is True and after.get("policies_evaluated") == 0, "a deleted policy applies", after)
+
+
+check("policies.list / get", policies_list_get)
+check("policies.update (PUT)", policies_update)
+check("policies.evaluate (POST /policies/evaluate)", policies_evaluate)
+check("policies.check_authorization (POST /policies/authorize)", policies_check_authorization)
+check("policies.delete", policies_delete)
 
 
 def agents_delete():
