@@ -35,6 +35,33 @@ pub struct Compiled {
     engine: Engine,
     /// `data.<package>`, where its rules live.
     package: String,
+    /// The paths of the decision rules (`allow`, `deny`, `violations`) the policy defines.
+    rules: Vec<(Rule, String)>,
+}
+
+/// The rules the decision reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rule {
+    Allow,
+    Deny,
+    Violations,
+}
+
+impl Rule {
+    const ALL: [Rule; 3] = [Rule::Allow, Rule::Deny, Rule::Violations];
+
+    fn name(self) -> &'static str {
+        match self {
+            Rule::Allow => "allow",
+            Rule::Deny => "deny",
+            Rule::Violations => "violations",
+        }
+    }
+}
+
+/// Whether regorus refused a rule path because no rule has it.
+fn undefined_rule(message: &str) -> bool {
+    message.contains("not a valid rule path")
 }
 
 /// The file name regorus reports in messages; the API names policies by id, not by file.
@@ -54,13 +81,23 @@ pub fn compile(content: &str) -> Result<Compiled, CompileError> {
         .eval_rule(format!("{package}.__kubiya_probe__"))
         .map_err(|e| compile_error(&e.to_string()))
         .or_else(|e| {
-            if e.message.contains("not a valid rule path") {
+            if undefined_rule(&e.message) {
                 Ok(Value::Undefined)
             } else {
                 Err(e)
             }
         })?;
-    Ok(Compiled { engine, package })
+    // Only the decision rules the policy defines are evaluated, each by its path: cheaper than
+    // a query for the whole package, which evaluates every rule and parses the query each time.
+    let mut rules = Vec::new();
+    for rule in Rule::ALL {
+        let path = format!("{package}.{}", rule.name());
+        match engine.clone().eval_rule(path.clone()) {
+            Err(e) if undefined_rule(&e.to_string()) => {}
+            _ => rules.push((rule, path)),
+        }
+    }
+    Ok(Compiled { engine, package, rules })
 }
 
 fn compile_error(message: &str) -> CompileError {
@@ -115,40 +152,32 @@ impl Compiled {
     }
 
     /// Like [`Compiled::evaluate`] with the input already converted, so a decision over several
-    /// policies converts it once. The whole package document is evaluated in one query, rather
-    /// than one evaluation per rule.
+    /// policies converts it once.
     pub fn evaluate_input(&self, input: &Input, limit: Duration) -> Result<Verdict, EvalError> {
-        let input = input.0.clone();
+        let mut verdict = Verdict::default();
+        if self.rules.is_empty() {
+            return Ok(verdict);
+        }
         let mut engine = self.engine.clone();
         engine.set_execution_timer_config(ExecutionTimerConfig {
             limit,
             check_interval: NonZeroU32::MIN,
         });
-        engine.set_input(input);
-        let results = engine
-            .eval_query(self.package.clone(), false)
-            .map_err(|e| EvalError(e.to_string()))?;
-        let doc = results
-            .result
-            .into_iter()
-            .next()
-            .and_then(|r| r.expressions.into_iter().next())
-            .map(|e| e.value)
-            .unwrap_or(Value::Undefined);
-        let field = |name: &str| match &doc {
-            Value::Object(o) => o.get(&Value::from(name)).cloned().unwrap_or(Value::Undefined),
-            _ => Value::Undefined,
-        };
-        let allow = match field("allow") {
-            Value::Undefined => None,
-            Value::Bool(b) => Some(b),
-            other => return Err(EvalError(format!("`allow` must be a boolean, not {other}"))),
-        };
-        let mut violations = Vec::new();
-        for rule in ["deny", "violations"] {
-            collect_strings(field(rule), &mut violations);
+        engine.set_input(input.0.clone());
+        for (rule, path) in &self.rules {
+            let value = engine.eval_rule(path.clone()).map_err(|e| EvalError(e.to_string()))?;
+            match rule {
+                Rule::Allow => {
+                    verdict.allow = match value {
+                        Value::Undefined => None,
+                        Value::Bool(b) => Some(b),
+                        other => return Err(EvalError(format!("`allow` must be a boolean, not {other}"))),
+                    }
+                }
+                Rule::Deny | Rule::Violations => collect_strings(value, &mut verdict.violations),
+            }
         }
-        Ok(Verdict { allow, violations })
+        Ok(verdict)
     }
 }
 

@@ -16,7 +16,7 @@ use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::cli::BenchArgs;
+use crate::cli::{BenchArgs, BenchPart};
 
 struct Target {
     addr: SocketAddr,
@@ -37,6 +37,9 @@ struct Outcome {
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if cfg!(debug_assertions) {
         eprintln!("warning: this is a debug build; measure with `cargo run --release -p kubiya-cp -- bench`");
+    }
+    if args.only == Some(BenchPart::Policy) {
+        return crate::bench_policy::run(Duration::from_secs(args.duration));
     }
     let (target, mut server, _dir) = match &args.url {
         Some(url) => {
@@ -67,8 +70,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 
 async fn measure(target: &Target, args: &BenchArgs, server_pid: Option<u32>) -> anyhow::Result<()> {
     let rss_idle = server_pid.and_then(rss_kib);
-    setup(target).await?;
     let duration = Duration::from_secs(args.duration);
+    if args.only == Some(BenchPart::Executions) {
+        return crate::bench_exec::run(target.addr, &target.key, duration, || server_pid.and_then(rss_kib)).await;
+    }
+    setup(target).await?;
     let scenarios: [(&str, &str, bool); 3] = [
         ("GET /api/health", "/api/health", false),
         (
@@ -127,6 +133,9 @@ async fn measure(target: &Target, args: &BenchArgs, server_pid: Option<u32>) -> 
             idle as f64 / 1024.0,
             after as f64 / 1024.0
         );
+    }
+    if args.only == Some(BenchPart::Lists) {
+        return Ok(());
     }
     crate::bench_policy::run(duration.min(Duration::from_secs(3)))?;
     crate::bench_exec::run(target.addr, &target.key, duration, || server_pid.and_then(rss_kib)).await

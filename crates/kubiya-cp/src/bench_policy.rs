@@ -1,4 +1,4 @@
-//! Policy decisions in-process: the destructive-command policy plus 9 others, all evaluated
+//! Policy decisions in-process: the example destructive-command policy plus 9 others, all evaluated
 //! for each tool-call input, as a decision for one entity with 10 resolved policies does.
 
 use std::time::{Duration, Instant};
@@ -6,15 +6,8 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use serde_json::json;
 
-const DESTRUCTIVE: &str = r#"package kubiya.tools
-
-deny contains msg if {
-    input.action == "tool_execution"
-    some pattern in [`rm\s+-rf\s+/(\s|$)`, `\bmkfs(\.\w+)?\b`, `\bdd\b.*\bof=/dev/`]
-    regex.match(pattern, input.tool.arguments.command)
-    msg := sprintf("destructive command refused: %s", [input.tool.arguments.command])
-}
-"#;
+/// The shipped example (`examples/policies/`), as users would load it.
+const DESTRUCTIVE: &str = include_str!("../../../examples/policies/destructive_commands.rego");
 
 /// Decisions for `duration`: p50/p99 per decision (10 policies each) and decisions per second.
 pub fn run(duration: Duration) -> anyhow::Result<()> {

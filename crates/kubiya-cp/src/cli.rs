@@ -151,6 +151,17 @@ pub struct BenchArgs {
     /// PostgreSQL database or schema to measure PostgreSQL.
     #[arg(long)]
     pub server_database_url: Option<String>,
+    /// Run one part only: the HTTP lists, policy decisions (in-process, no server) or executions.
+    #[arg(long, value_enum)]
+    pub only: Option<BenchPart>,
+}
+
+/// The parts of `kubiya-cp bench`.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BenchPart {
+    Lists,
+    Policy,
+    Executions,
 }
 
 pub fn init_logging(global: &Global) {
