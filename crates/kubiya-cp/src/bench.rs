@@ -71,6 +71,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 async fn measure(target: &Target, args: &BenchArgs, server_pid: Option<u32>) -> anyhow::Result<()> {
     let rss_idle = server_pid.and_then(rss_kib);
     let duration = Duration::from_secs(args.duration);
+    unlimit(target).await?;
     if args.only == Some(BenchPart::Executions) {
         return crate::bench_exec::run(target.addr, &target.key, duration, || server_pid.and_then(rss_kib)).await;
     }
@@ -183,13 +184,19 @@ async fn start_server(
 
 /// Lifts the rate limit of the bench key's organization and makes 100 projects and 100 agents
 /// (each linked to 2 environments and 3 skills) to list.
-async fn setup(target: &Target) -> anyhow::Result<()> {
+/// Lifts the org's rate limit, which the load would hit at once.
+async fn unlimit(target: &Target) -> anyhow::Result<()> {
     let key = Some(target.key.as_str());
     let body = r#"{"rate_limit_tier":"enterprise","rate_limit_per_minute":1000000}"#;
     let (status, text) = call(target.addr, "PATCH", "/api/v1/organization/settings", key, Some(body)).await?;
     if status != 200 {
         bail!("cannot lift the rate limit: {status} {text}");
     }
+    Ok(())
+}
+
+async fn setup(target: &Target) -> anyhow::Result<()> {
+    let key = Some(target.key.as_str());
     let run = uuid::Uuid::now_v7().simple().to_string();
     for i in 0..100 {
         let body = format!(r#"{{"name":"bench {run} {i}","key":"B{}{i}"}}"#, &run[24..]);
