@@ -21,6 +21,10 @@ pub struct ServerConfig {
     /// Milliseconds per second of a queue's heartbeat interval (1000; tests shrink it so a
     /// lost worker is noticed in a second rather than in 90).
     pub second_ms: i64,
+    /// What one "second" of the webhook retry schedule lasts (tests shrink it).
+    pub webhook_retry_unit: std::time::Duration,
+    /// Whether this server sends webhooks (tests turn it off to hold deliveries back).
+    pub webhook_sender: bool,
 }
 
 impl ServerConfig {
@@ -35,6 +39,8 @@ impl ServerConfig {
             master_key,
             reaper_interval: std::time::Duration::from_secs(1),
             second_ms: 1000,
+            webhook_retry_unit: std::time::Duration::from_secs(1),
+            webhook_sender: true,
         }
     }
 }

@@ -33,6 +33,10 @@ pub async fn serve(
     };
     let background = tokio::spawn(housekeeping(state.clone()));
     let reaper = tokio::spawn(services::dispatch::reaper(state.clone(), state.config.reaper_interval));
+    let webhooks = state
+        .config
+        .webhook_sender
+        .then(|| tokio::spawn(services::webhooks::run(state.clone(), Duration::from_millis(500))));
     let hub = state.hub.clone();
     let (policies, store) = (state.policies.clone(), state.store.clone());
     let shutdown = async move {
@@ -43,6 +47,9 @@ pub async fn serve(
     let result = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
     background.abort();
     reaper.abort();
+    if let Some(w) = webhooks {
+        w.abort();
+    }
     // Decisions made by the last requests are still on their way to the log.
     policies.flush_log(&store).await;
     if let Some(b) = bridge {

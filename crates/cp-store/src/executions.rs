@@ -311,6 +311,48 @@ fn user_message(execution: Uuid, text: &str, at: Timestamp) -> (String, Value) {
 
 /// Locks the row, lets `change` edit it, writes it back with the change's events. The one place
 /// a status changes.
+/// The webhook event of a change into `status`, if it has one (`execution.started` is the
+/// claim's).
+fn webhook_event(status: ExecutionStatus) -> Option<&'static str> {
+    match status {
+        ExecutionStatus::Completed => Some("execution.completed"),
+        ExecutionStatus::Failed => Some("execution.failed"),
+        ExecutionStatus::Cancelled => Some("execution.cancelled"),
+        _ => None,
+    }
+}
+
+/// Longest response excerpt a webhook carries.
+const WEBHOOK_RESPONSE_CHARS: usize = 1000;
+
+/// What a webhook says of an execution: who ran what, where, and how it ended; never the
+/// execution environment (it may carry values given at execute).
+fn webhook_data(e: &Execution) -> Value {
+    let excerpt = e
+        .response
+        .as_ref()
+        .map(|r| match r.char_indices().nth(WEBHOOK_RESPONSE_CHARS) {
+            Some((cut, _)) => format!("{}…", &r[..cut]),
+            None => r.clone(),
+        });
+    json!({"execution": {
+        "id": e.id,
+        "execution_type": e.execution_type,
+        "entity_id": e.entity_id,
+        "entity_name": e.entity_name,
+        "status": e.status,
+        "worker_queue_id": e.worker_queue_id,
+        "worker_id": e.worker_id,
+        "attempt": e.attempt,
+        "response": excerpt,
+        "error_message": e.error_message,
+        "usage": e.usage,
+        "created_at": e.created_at,
+        "started_at": e.started_at,
+        "completed_at": e.completed_at,
+    }})
+}
+
 macro_rules! apply {
     ($db:expr, $org:expr, $id:expr, $change:expr) => {{
         let org: &str = $org;
@@ -342,6 +384,11 @@ macro_rules! apply {
                 .bind(draft.row.cancel_deadline).bind(e.event_count).bind(e.started_at).bind(e.completed_at)
                 .bind(e.updated_at)
                 .execute(&mut *tx).await?;
+            if draft.from != e.status
+                && let Some(event_type) = webhook_event(e.status)
+            {
+                crate::webhooks::enqueue_webhooks!(tx, pg, org, event_type, webhook_data(e));
+            }
             let stored = insert_events!(&mut *tx, org, id, first, draft.at, draft.events.into_iter());
             Ok(Changed { record: draft.row, from: draft.from, events: stored, released_worker: draft.released_worker })
         })
@@ -597,6 +644,7 @@ impl Executions<'_> {
                         json!({"status": "running", "attempt": e.attempt, "worker_id": worker}),
                     )];
                     let events = insert_events!(&mut *tx, org, e.id, e.event_count, at, status.into_iter());
+                    crate::webhooks::enqueue_webhooks!(tx, pg, org, "execution.started", webhook_data(e));
                     Some(Changed { record, from: ExecutionStatus::Queued, events, released_worker: None })
                 }
             }

@@ -32,6 +32,7 @@ pub mod signals;
 pub mod skills;
 pub mod teams;
 mod versions;
+pub mod webhooks;
 pub mod worker_queues;
 pub mod workers;
 

@@ -11,6 +11,7 @@ use crate::Store;
 use crate::db::{with_db, write_tx};
 use crate::error::{StoreResult, parse};
 use crate::page::page_of;
+use crate::webhooks::enqueue_webhooks;
 
 macro_rules! decision_columns {
     () => {
@@ -76,7 +77,7 @@ impl Store {
         if batch.is_empty() {
             return Ok(());
         }
-        write_tx!(&self.db, tx, _pg => {
+        write_tx!(&self.db, tx, pg => {
             for (org, d) in batch {
                 sqlx::query(concat!("INSERT INTO policy_decisions (organization_id, ", decision_columns!(), ") \
                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"))
@@ -85,6 +86,11 @@ impl Store {
                     .bind(d.blocked).bind(d.mode.as_str()).bind(Json(&d.violations)).bind(Json(&d.policy_ids))
                     .bind(&d.error).bind(&d.input_digest).bind(d.latency_us)
                     .execute(&mut *tx).await?;
+                if !d.allowed {
+                    // Written with the decision it reports: no denial without its webhook.
+                    let data = serde_json::json!({"decision": d});
+                    enqueue_webhooks!(tx, pg, org.as_str(), "policy.denied", data);
+                }
             }
         });
         Ok(())

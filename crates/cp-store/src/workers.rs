@@ -14,6 +14,7 @@ use crate::Store;
 use crate::db::{Db, with_db, write_tx};
 use crate::error::{StoreError, StoreResult, parse};
 use crate::page::page_of;
+use crate::webhooks::enqueue_webhooks;
 use crate::worker_queues::now_ms;
 
 macro_rules! worker_columns {
@@ -116,10 +117,39 @@ impl Store {
 
     /// Marks workers silent past their deadline offline; returns how many.
     pub async fn mark_silent_workers_offline(&self, now_ms: i64) -> StoreResult<u64> {
-        Ok(with_db!(&self.db, pool =>
-            sqlx::query("UPDATE workers SET status = 'offline', current_executions = '[]' \
-                         WHERE alive_until <= $1 AND status NOT IN ('offline', 'disconnected')")
-                .bind(now_ms).execute(pool).await.map(|r| r.rows_affected()))?)
+        Ok(write_tx!(&self.db, tx, pg => {
+            let gone: Vec<StatusRow> = sqlx::query_as(
+                "UPDATE workers SET status = 'offline', current_executions = '[]' \
+                 WHERE alive_until <= $1 AND status NOT IN ('offline', 'disconnected') \
+                 RETURNING id, organization_id, worker_queue_id, hostname, runner_name")
+                .bind(now_ms).fetch_all(&mut *tx).await?;
+            for w in &gone {
+                enqueue_webhooks!(tx, pg, w.organization_id.as_str(), "worker.status_changed", w.event("offline"));
+            }
+            gone.len() as u64
+        }))
+    }
+}
+
+/// A worker as its status-change webhook shows it.
+#[derive(sqlx::FromRow)]
+struct StatusRow {
+    id: Uuid,
+    organization_id: String,
+    worker_queue_id: Uuid,
+    hostname: Option<String>,
+    runner_name: Option<String>,
+}
+
+impl StatusRow {
+    fn event(&self, status: &str) -> Value {
+        serde_json::json!({"worker": {
+            "id": self.id,
+            "worker_queue_id": self.worker_queue_id,
+            "hostname": self.hostname,
+            "runner_name": self.runner_name,
+            "status": status,
+        }})
     }
 }
 
@@ -188,6 +218,14 @@ impl Workers<'_> {
                 .bind(Json(req.system_info.clone().unwrap_or_else(|| Value::Object(Default::default()))))
                 .bind(at).bind(now_ms + 3 * self.second_ms * interval).bind(key_id)
                 .execute(&mut *tx).await?;
+            let registered = StatusRow {
+                id,
+                organization_id: org.to_string(),
+                worker_queue_id: queue,
+                hostname: Some(hostname.to_string()),
+                runner_name: Some(runner_name.to_string()),
+            };
+            enqueue_webhooks!(tx, pg, org, "worker.status_changed", registered.event("online"));
             (name, env, interval)
         });
         Ok(Registered {
@@ -278,7 +316,7 @@ impl Workers<'_> {
             Some("draining") => WorkerStatus::Draining,
             _ => WorkerStatus::Online,
         };
-        let ack = write_tx!(self.db, tx, _pg => {
+        let ack = write_tx!(self.db, tx, pg => {
             // A worker the reaper marked offline comes back with its heartbeat; a disconnected
             // one must register again.
             let seat: Option<(String, i64, bool)> = sqlx::query_as(
@@ -290,6 +328,14 @@ impl Workers<'_> {
                 return Err(StoreError::Conflict("the worker disconnected; register again".into()));
             }
             let alive_until = now_ms + 3 * self.second_ms * interval;
+            if current == "offline" {
+                let back: Option<StatusRow> = sqlx::query_as(
+                    "SELECT id, organization_id, worker_queue_id, hostname, runner_name FROM workers WHERE id = $1")
+                    .bind(id).fetch_optional(&mut *tx).await?;
+                if let Some(w) = back {
+                    enqueue_webhooks!(tx, pg, org, "worker.status_changed", w.event(status.as_str()));
+                }
+            }
             sqlx::query(
                 "UPDATE workers SET status = $3, current_executions = $4, tasks_processed = COALESCE($5, tasks_processed), \
                    system_info = COALESCE($6, system_info), last_heartbeat_at = $7, alive_until = $8 \
@@ -330,13 +376,15 @@ impl Workers<'_> {
 
     /// Marks the worker disconnected; it must register again to get work.
     pub async fn disconnect(&self, id: Uuid) -> StoreResult<()> {
-        let updated = with_db!(self.db, pool =>
-            sqlx::query("UPDATE workers SET status = 'disconnected', alive_until = 0, current_executions = '[]' \
-                         WHERE organization_id = $1 AND id = $2")
-                .bind(self.org).bind(id).execute(pool).await.map(|r| r.rows_affected()))?;
-        if updated == 0 {
-            return Err(StoreError::NotFound);
-        }
+        write_tx!(self.db, tx, pg => {
+            let row: Option<StatusRow> = sqlx::query_as(
+                "UPDATE workers SET status = 'disconnected', alive_until = 0, current_executions = '[]' \
+                 WHERE organization_id = $1 AND id = $2 \
+                 RETURNING id, organization_id, worker_queue_id, hostname, runner_name")
+                .bind(self.org).bind(id).fetch_optional(&mut *tx).await?;
+            let row = row.ok_or(StoreError::NotFound)?;
+            enqueue_webhooks!(tx, pg, self.org, "worker.status_changed", row.event("disconnected"));
+        });
         Ok(())
     }
 

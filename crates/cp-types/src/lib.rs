@@ -23,6 +23,7 @@ pub mod secret;
 pub mod skill;
 pub mod team;
 pub mod validate;
+pub mod webhook;
 pub mod worker;
 pub mod worker_queue;
 

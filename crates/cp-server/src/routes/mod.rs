@@ -18,6 +18,7 @@ pub mod runtimes;
 pub mod secrets;
 pub mod skills;
 pub mod teams;
+pub mod webhooks;
 pub mod worker_queues;
 pub mod workers;
 
@@ -134,6 +135,7 @@ pub fn router(state: AppState) -> Router {
         .merge(workers::routes())
         .merge(executions::routes())
         .merge(policies::routes())
+        .merge(webhooks::routes())
         .route_layer(from_fn_with_state(state.clone(), idempotency))
         .route_layer(from_fn_with_state(state.clone(), authenticate));
 

@@ -75,6 +75,11 @@ pub fn integration_aad(org: &str, id: Uuid) -> Vec<u8> {
     aad(b"integration", org, id.as_bytes())
 }
 
+/// Associated data of a webhook's signing secret: its organization and id.
+pub fn webhook_aad(org: &str, id: Uuid) -> Vec<u8> {
+    aad(b"webhook", org, id.as_bytes())
+}
+
 /// `kind 0 org 0 subject`: the separators keep ("a", "b_c") and ("a_b", "c") apart; neither
 /// org slugs nor the kinds contain NUL.
 fn aad(kind: &[u8], org: &str, subject: &[u8]) -> Vec<u8> {

@@ -76,6 +76,10 @@ pub async fn execute(
 pub fn publish(state: &AppState, changed: &Changed) {
     let e = &changed.record.execution;
     state.hub.publish(e.id, &changed.events);
+    // A start or an end may have written webhook deliveries.
+    if changed.from != e.status && (e.status == ExecutionStatus::Running || e.status.is_terminal()) {
+        state.webhooks.wake.notify_one();
+    }
     if e.status == ExecutionStatus::Queued
         && let Some(q) = e.worker_queue_id
     {

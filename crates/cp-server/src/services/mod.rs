@@ -9,3 +9,4 @@ pub mod hub;
 pub mod list_cache;
 pub mod policy;
 pub mod vault;
+pub mod webhooks;
