@@ -40,6 +40,8 @@ impl Received {
 struct Receiver {
     got: Arc<Mutex<Vec<Received>>>,
     script: Arc<Mutex<Vec<u16>>>,
+    /// How long each answer takes.
+    delay: Arc<Mutex<Duration>>,
 }
 
 impl Receiver {
@@ -79,6 +81,8 @@ impl Receiver {
 }
 
 async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: String) -> StatusCode {
+    let delay = *r.delay.lock().unwrap();
+    tokio::time::sleep(delay).await;
     let header = |name: &str| {
         headers
             .get(name)
@@ -354,12 +358,53 @@ both_backends! {
         let execution = run_one(&app, &key, &queue, &agent).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(receiver.got().is_empty());
+        let health = json(app.anon(Method::GET, "/api/health/detailed").send().await.unwrap()).await;
+        assert_eq!(health["webhooks"]["pending_deliveries"], 1, "{health}");
         app.restart(fast).await;
         let got = receiver.wait_for("execution.completed", 1).await;
         assert_eq!(got[0].json()["data"]["execution"]["id"], execution.as_str());
         tokio::time::sleep(Duration::from_millis(700)).await;
         assert_eq!(receiver.got().len(), 1, "{:?}", receiver.got());
+        let health = json(app.anon(Method::GET, "/api/health/detailed").send().await.unwrap()).await;
+        assert_eq!(health["webhooks"]["pending_deliveries"], 0, "{health}");
     }
+}
+
+/// One endpoint that answers slowly holds a few sending slots, not all of them: another
+/// endpoint's delivery goes out at once while the slow one has a backlog larger than the
+/// sender's total capacity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_endpoint_does_not_delay_the_others() {
+    let app = TestApp::spawn_with(common::Backend::Sqlite, fast).await;
+    app.unlimited().await;
+    allow_private(&app).await;
+    let slow = Receiver::default();
+    *slow.delay.lock().unwrap() = Duration::from_secs(3);
+    let slow_url = slow.start().await;
+    let quick = Receiver::default();
+    let quick_url = quick.start().await;
+    let s = webhook(&app, &slow_url, json!(["*"])).await;
+    let q = webhook(&app, &quick_url, json!(["*"])).await;
+    for _ in 0..80 {
+        app.post(
+            &format!("/api/v1/webhooks/{}/test", s["id"].as_str().unwrap()),
+            json!({}),
+        )
+        .await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    app.post(
+        &format!("/api/v1/webhooks/{}/test", q["id"].as_str().unwrap()),
+        json!({}),
+    )
+    .await;
+    quick.wait_for("webhook.test", 1).await;
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 /// PostgreSQL only: two replicas share the outbox and send each delivery once.

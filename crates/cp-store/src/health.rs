@@ -26,4 +26,16 @@ impl Store {
         }
         Ok(())
     }
+
+    /// Totals over every organization for the detailed health report: online workers, queued
+    /// and running executions, pending webhook deliveries. One statement.
+    pub async fn health_counts(&self, now_ms: i64) -> StoreResult<(i64, i64, i64, i64)> {
+        Ok(with_db!(&self.db, pool =>
+            sqlx::query_as(
+                "SELECT (SELECT COUNT(*) FROM workers WHERE status NOT IN ('offline', 'disconnected') AND alive_until > $1), \
+                   (SELECT COUNT(*) FROM executions WHERE status = 'queued'), \
+                   (SELECT COUNT(*) FROM executions WHERE status IN ('running', 'cancelling')), \
+                   (SELECT COUNT(*) FROM webhook_deliveries WHERE status = 'pending')")
+                .bind(now_ms).fetch_one(pool).await)?)
+    }
 }

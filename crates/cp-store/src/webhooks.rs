@@ -200,18 +200,37 @@ impl Store {
         Webhooks { db: &self.db, org }
     }
 
-    /// Claims up to `limit` due deliveries of every organization for `lease_ms`.
-    pub async fn claim_due_deliveries(&self, now_ms: i64, lease_ms: i64, limit: i64) -> StoreResult<Vec<DueDelivery>> {
+    /// Claims up to `limit` due deliveries of every organization for `lease_ms`, leaving out
+    /// those of the `busy` endpoints (which already have as many attempts in flight as they
+    /// may), so one slow endpoint cannot take every sending slot.
+    pub async fn claim_due_deliveries(
+        &self,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: i64,
+        busy: &[Uuid],
+    ) -> StoreResult<Vec<DueDelivery>> {
+        let busy: Vec<String> = busy.iter().map(|id| id.simple().to_string()).collect();
         Ok(with_db_sql!(&self.db, pool, sql = (
             "UPDATE webhook_deliveries SET claimed_until = $2 WHERE id IN (SELECT id FROM webhook_deliveries \
                WHERE status = 'pending' AND next_attempt_at <= $1 AND (claimed_until IS NULL OR claimed_until <= $1) \
+               AND lower(hex(webhook_id)) NOT IN (SELECT value FROM json_each($4)) \
                ORDER BY next_attempt_at LIMIT $3) \
              RETURNING id, organization_id, webhook_id, event_id, event_type, payload, attempts",
             "UPDATE webhook_deliveries SET claimed_until = $2 WHERE id IN (SELECT id FROM webhook_deliveries \
                WHERE status = 'pending' AND next_attempt_at <= $1 AND (claimed_until IS NULL OR claimed_until <= $1) \
+               AND replace(webhook_id::text, '-', '') NOT IN (SELECT jsonb_array_elements_text($4)) \
                ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
              RETURNING id, organization_id, webhook_id, event_id, event_type, payload, attempts"
-        ) => sqlx::query_as(sql).bind(now_ms).bind(now_ms + lease_ms).bind(limit).fetch_all(pool).await)?)
+        ) => sqlx::query_as(sql).bind(now_ms).bind(now_ms + lease_ms).bind(limit).bind(Json(&busy)).fetch_all(pool).await)?)
+    }
+
+    /// Gives a claimed delivery back, to be claimed again from `at_ms` (its endpoint was busy).
+    pub async fn defer_delivery(&self, id: Uuid, at_ms: i64) -> StoreResult<()> {
+        with_db!(&self.db, pool =>
+            sqlx::query("UPDATE webhook_deliveries SET claimed_until = $2 WHERE id = $1")
+                .bind(id).bind(at_ms).execute(pool).await.map(|r| r.rows_affected()))?;
+        Ok(())
     }
 
     /// Records an attempt of a claimed delivery and releases the claim.

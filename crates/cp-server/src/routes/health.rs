@@ -71,16 +71,19 @@ async fn detailed(State(state): State<AppState>) -> (StatusCode, Json<DetailedHe
     } else {
         "degraded"
     };
+    let counts = state.store.health_counts(chrono::Utc::now().timestamp_millis()).await;
+    let (online, queued, running, pending_deliveries) = counts.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "cannot count workers, executions and deliveries");
+        (0, 0, 0, 0)
+    });
     let report = DetailedHealth {
         status: status.into(),
         version: env!("CARGO_PKG_VERSION").into(),
         uptime_seconds: state.started_at.elapsed().as_secs(),
         database,
-        // Workers, queues and webhooks arrive with the execution engine and webhook issues;
-        // until then there is nothing to count.
-        workers: WorkersHealth::default(),
-        queues: QueuesHealth::default(),
-        webhooks: WebhooksHealth::default(),
+        workers: WorkersHealth { online },
+        queues: QueuesHealth { queued, running },
+        webhooks: WebhooksHealth { pending_deliveries },
     };
     (StatusCode::OK, Json(report))
 }

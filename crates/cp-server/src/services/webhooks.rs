@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use cp_store::webhooks::{Attempt, AttemptResult, DueDelivery};
+use dashmap::DashMap;
 use hmac::{KeyInit, Mac};
 use sha2::Sha256;
 use tokio::sync::{Notify, Semaphore};
@@ -33,6 +34,10 @@ pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(15);
 const CLAIM_MS: i64 = 60_000;
 /// Deliveries in flight per replica.
 const IN_FLIGHT: usize = 64;
+/// Deliveries in flight per endpoint and replica: a slow endpoint holds at most these slots.
+const PER_ENDPOINT: usize = 4;
+/// How long a delivery whose endpoint is busy waits before it may be claimed again.
+const DEFER_MS: i64 = 500;
 /// How long the previous secret keeps signing after a rotation.
 pub const ROTATION_OVERLAP_MS: i64 = 24 * 3600 * 1000;
 
@@ -42,6 +47,35 @@ pub struct WebhookSender {
     /// Rung when an outbox row may have been written, so deliveries go out at once.
     pub wake: Notify,
     slots: Arc<Semaphore>,
+    /// Attempts in flight by endpoint.
+    in_flight: DashMap<Uuid, usize>,
+}
+
+impl WebhookSender {
+    /// Takes one of the endpoint's slots, unless all are taken.
+    fn reserve(&self, endpoint: Uuid) -> bool {
+        let mut n = self.in_flight.entry(endpoint).or_insert(0);
+        if *n >= PER_ENDPOINT {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    fn release(&self, endpoint: Uuid) {
+        if let Some(mut n) = self.in_flight.get_mut(&endpoint) {
+            *n = n.saturating_sub(1);
+        }
+        self.in_flight.remove_if(&endpoint, |_, n| *n == 0);
+    }
+
+    fn busy(&self) -> Vec<Uuid> {
+        self.in_flight
+            .iter()
+            .filter(|e| *e.value() >= PER_ENDPOINT)
+            .map(|e| *e.key())
+            .collect()
+    }
 }
 
 impl Default for WebhookSender {
@@ -55,6 +89,7 @@ impl Default for WebhookSender {
                 .unwrap_or_default(),
             wake: Notify::new(),
             slots: Arc::new(Semaphore::new(IN_FLIGHT)),
+            in_flight: DashMap::new(),
         }
     }
 }
@@ -152,18 +187,27 @@ pub async fn run(state: AppState, poll: Duration) {
         let due = if free == 0 {
             Ok(Vec::new())
         } else {
-            state.store.claim_due_deliveries(now_ms, CLAIM_MS, free).await
+            let busy = sender.busy();
+            state.store.claim_due_deliveries(now_ms, CLAIM_MS, free, &busy).await
         };
         match due {
             Ok(due) => {
                 let full = !due.is_empty() && due.len() as i64 == free;
                 for d in due {
+                    if !sender.reserve(d.webhook_id) {
+                        if let Err(e) = state.store.defer_delivery(d.id, now_ms + DEFER_MS).await {
+                            tracing::warn!(error = %e, "cannot defer a webhook delivery");
+                        }
+                        continue;
+                    }
                     let Ok(permit) = sender.slots.clone().acquire_owned().await else {
                         return;
                     };
                     let state = state.clone();
                     tokio::spawn(async move {
+                        let endpoint = d.webhook_id;
                         attempt(&state, d).await;
+                        state.webhooks.release(endpoint);
                         drop(permit);
                         state.webhooks.wake.notify_one();
                     });
