@@ -1,0 +1,153 @@
+//! The OpenAI-compatible chat completions format (OpenAI, vLLM, Ollama, LiteLLM, …).
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use crate::sse::Events;
+use crate::{
+    ChatRequest, Completion, Delta, LlmError, Message, ModelConfig, StopReason, ToolCall, Usage, parse_arguments,
+};
+
+pub(crate) fn request(config: &ModelConfig, req: &ChatRequest) -> (String, Value, Vec<(&'static str, String)>) {
+    let mut messages = Vec::with_capacity(req.messages.len() + 1);
+    if let Some(system) = &req.system {
+        messages.push(json!({"role": "system", "content": system}));
+    }
+    for m in &req.messages {
+        messages.push(match m {
+            Message::User { content } => json!({"role": "user", "content": content}),
+            Message::Assistant { content, tool_calls } => {
+                let mut a = json!({"role": "assistant", "content": if content.is_empty() { Value::Null } else { json!(content) }});
+                if !tool_calls.is_empty() {
+                    a["tool_calls"] = tool_calls
+                        .iter()
+                        .map(|c| {
+                            json!({"id": c.id, "type": "function",
+                                   "function": {"name": c.name, "arguments": c.arguments.to_string()}})
+                        })
+                        .collect();
+                }
+                a
+            }
+            Message::Tool { call_id, content, .. } => json!({"role": "tool", "tool_call_id": call_id, "content": content}),
+        });
+    }
+    let mut body = json!({
+        "model": config.model,
+        "messages": messages,
+        "stream": true,
+        "stream_options": {"include_usage": true},
+    });
+    if !req.tools.is_empty() {
+        body["tools"] = req
+            .tools
+            .iter()
+            .map(|t| json!({"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.parameters}}))
+            .collect();
+    }
+    if let Some(t) = req.temperature {
+        body["temperature"] = json!(t);
+    }
+    if let Some(m) = req.max_tokens {
+        body["max_tokens"] = json!(m);
+    }
+    let url = format!("{}/chat/completions", config.base_url.trim_end_matches('/'));
+    let headers = config
+        .api_key
+        .iter()
+        .map(|k| ("authorization", format!("Bearer {k}")))
+        .collect();
+    (url, body, headers)
+}
+
+/// A tool call being streamed: its id and name come first, its arguments in fragments.
+#[derive(Default)]
+struct Partial {
+    id: String,
+    name: String,
+    arguments: String,
+}
+
+pub(crate) async fn read(mut events: Events, on_delta: &mut impl FnMut(Delta)) -> Result<Completion, LlmError> {
+    let mut out = Completion {
+        text: String::new(),
+        thinking: String::new(),
+        tool_calls: Vec::new(),
+        usage: Usage::default(),
+        stop: StopReason::Other,
+    };
+    let mut calls: BTreeMap<u64, Partial> = BTreeMap::new();
+    let mut finished = false;
+    while let Some(event) = events.next().await? {
+        if event.data.trim() == "[DONE]" {
+            break;
+        }
+        let chunk: Value = serde_json::from_str(&event.data)
+            .map_err(|e| LlmError::Protocol(format!("a chunk is not JSON ({e}): {}", event.data)))?;
+        if let Some(error) = chunk.get("error") {
+            let message = error
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("error")
+                .to_string();
+            return Err(LlmError::Unavailable(message));
+        }
+        if let Some(u) = chunk.get("usage").filter(|u| u.is_object()) {
+            out.usage.prompt_tokens = u["prompt_tokens"].as_u64().unwrap_or(out.usage.prompt_tokens);
+            out.usage.completion_tokens = u["completion_tokens"].as_u64().unwrap_or(out.usage.completion_tokens);
+        }
+        let Some(choice) = chunk.pointer("/choices/0") else {
+            continue;
+        };
+        let delta = &choice["delta"];
+        if let Some(text) = delta["content"].as_str().filter(|t| !t.is_empty()) {
+            out.text.push_str(text);
+            on_delta(Delta::Text(text.to_string()));
+        }
+        for key in ["reasoning_content", "reasoning"] {
+            if let Some(t) = delta[key].as_str().filter(|t| !t.is_empty()) {
+                out.thinking.push_str(t);
+                on_delta(Delta::Thinking(t.to_string()));
+            }
+        }
+        for call in delta["tool_calls"].as_array().into_iter().flatten() {
+            let index = call["index"].as_u64().unwrap_or(calls.len() as u64);
+            let partial = calls.entry(index).or_default();
+            if let Some(id) = call["id"].as_str() {
+                partial.id = id.to_string();
+            }
+            if let Some(name) = call.pointer("/function/name").and_then(Value::as_str) {
+                partial.name.push_str(name);
+            }
+            if let Some(args) = call.pointer("/function/arguments").and_then(Value::as_str) {
+                partial.arguments.push_str(args);
+            }
+        }
+        if let Some(reason) = choice["finish_reason"].as_str() {
+            finished = true;
+            out.stop = match reason {
+                "stop" => StopReason::End,
+                "tool_calls" | "function_call" => StopReason::ToolUse,
+                "length" => StopReason::MaxTokens,
+                _ => StopReason::Other,
+            };
+        }
+    }
+    if !finished && out.text.is_empty() && calls.is_empty() {
+        return Err(LlmError::Protocol("the stream ended before the answer".into()));
+    }
+    for (i, p) in calls {
+        let call = ToolCall {
+            id: if p.id.is_empty() { format!("call_{i}") } else { p.id },
+            name: p.name,
+            arguments: parse_arguments(&p.arguments)?,
+        };
+        on_delta(Delta::ToolCall(call.clone()));
+        out.tool_calls.push(call);
+    }
+    if !out.tool_calls.is_empty() && out.stop != StopReason::MaxTokens {
+        out.stop = StopReason::ToolUse;
+    }
+    Ok(out)
+}
