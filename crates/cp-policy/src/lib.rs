@@ -64,6 +64,9 @@ fn undefined_rule(message: &str) -> bool {
     message.contains("not a valid rule path")
 }
 
+/// How long finding a policy's decision rules may evaluate each of them.
+const DETECTION_LIMIT: Duration = Duration::from_millis(50);
+
 /// The file name regorus reports in messages; the API names policies by id, not by file.
 const SOURCE_NAME: &str = "policy.rego";
 
@@ -89,10 +92,18 @@ pub fn compile(content: &str) -> Result<Compiled, CompileError> {
         })?;
     // Only the decision rules the policy defines are evaluated, each by its path: cheaper than
     // a query for the whole package, which evaluates every rule and parses the query each time.
+    // Finding them evaluates each once (with no input), under a short time limit: content
+    // that is slow to evaluate must not hold a request up here; a rule that runs out of time
+    // exists all the same.
     let mut rules = Vec::new();
     for rule in Rule::ALL {
         let path = format!("{package}.{}", rule.name());
-        match engine.clone().eval_rule(path.clone()) {
+        let mut probe = engine.clone();
+        probe.set_execution_timer_config(ExecutionTimerConfig {
+            limit: DETECTION_LIMIT,
+            check_interval: NonZeroU32::MIN,
+        });
+        match probe.eval_rule(path.clone()) {
             Err(e) if undefined_rule(&e.to_string()) => {}
             _ => rules.push((rule, path)),
         }
@@ -293,6 +304,16 @@ deny contains msg if {
         let r = p.evaluate(&json!({}), Duration::from_millis(20));
         assert!(r.is_err(), "{r:?}");
         assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    #[test]
+    fn compiling_slow_content_is_bounded() {
+        let started = std::time::Instant::now();
+        let p = compile("package slow\nallow if {\n    count([x | some x in numbers.range(1, 30000); some y in numbers.range(1, 30000)]) > 0\n}\n")
+            .unwrap();
+        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+        // The rule exists (it ran out of time, it was not missing), so evaluating it times out.
+        assert!(p.evaluate(&json!({}), Duration::from_millis(20)).is_err());
     }
 
     #[test]

@@ -67,8 +67,31 @@ pub enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Run a worker: take executions from a worker queue and run their agents.
+    Worker(WorkerArgs),
     /// Start a release server and measure it (requests/s, p50, p99).
     Bench(BenchArgs),
+}
+
+#[derive(Args)]
+pub struct WorkerArgs {
+    /// The worker queue to take executions from.
+    #[arg(long, env = "QUEUE_ID")]
+    pub queue_id: uuid::Uuid,
+    /// A worker-role (or admin) key of the queue's organization.
+    #[arg(long, env = "KUBIYA_API_KEY", hide_env_values = true)]
+    pub api_key: String,
+    #[arg(long, env = "KUBIYA_CONTROL_PLANE_URL", default_value = "http://127.0.0.1:8001")]
+    pub control_plane_url: String,
+    /// Executions run at once.
+    #[arg(long, env = "KUBIYA_WORKER_CONCURRENCY", default_value_t = 4)]
+    pub concurrency: usize,
+    /// Name of this worker in `GET /runners` (default: the host name).
+    #[arg(long, env = "KUBIYA_RUNNER_NAME")]
+    pub runner_name: Option<String>,
+    /// Seconds runs get to finish on shutdown before they are handed back to the queue.
+    #[arg(long, default_value_t = 10)]
+    pub drain_timeout: u64,
 }
 
 #[derive(Args)]

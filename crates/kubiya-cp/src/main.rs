@@ -1,4 +1,4 @@
-//! `kubiya-cp`: the control plane server, its administration commands and its benchmark.
+//! `kubiya-cp`: the control plane server, the worker, administration commands and the benchmark.
 
 mod admin;
 mod bench;
@@ -6,6 +6,7 @@ mod bench_exec;
 mod bench_policy;
 mod cli;
 mod serve;
+mod worker;
 
 use std::process::ExitCode;
 
@@ -29,6 +30,7 @@ fn main() -> ExitCode {
             Command::Migrate => admin::migrate(&cli.global).await,
             Command::Orgs(cmd) => admin::orgs(&cli.global, cmd).await,
             Command::Keys(cmd) => admin::keys(&cli.global, cmd).await,
+            Command::Worker(args) => worker::run(args).await,
             Command::Bench(args) => bench::run(args).await,
         }
     });

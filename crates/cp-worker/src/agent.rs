@@ -1,0 +1,292 @@
+//! The `default` runtime: an agent loop. The system prompt, the conversation so far and the
+//! skills as tools go to the model; tool calls are decided by the control plane's policies,
+//! run, and their results sent back, until the model answers or `max_turns` runs out.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cp_llm::{ChatRequest, Client, Delta, Message, ModelConfig, Provider, ToolSpec};
+use cp_types::execution::{Claim, RunModel, Usage};
+use cp_types::org::PolicyEnforcement;
+use cp_types::skill::SkillType;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::client::{CallError, ControlPlane};
+use crate::shell::Shell;
+
+/// How a run ended when it did not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The run cannot succeed as configured (no model, no key, a refused request).
+    #[error("{0}")]
+    Fatal(String),
+    /// Worth another attempt (the provider was unavailable).
+    #[error("{0}")]
+    Retryable(String),
+    /// The lease is gone: the run was taken away, nothing more may be reported.
+    #[error("the run was taken away from this worker")]
+    Lost,
+}
+
+/// Events of one run, posted in order by a background flusher so streamed chunks reach
+/// followers within a fraction of a second while a control plane that is away only delays
+/// them (they stay buffered, in order, until it answers).
+#[derive(Clone)]
+pub struct Emitter {
+    pending: Arc<Mutex<Vec<Value>>>,
+    /// One flush at a time, so batches reach the control plane in order.
+    flushing: Arc<tokio::sync::Mutex<()>>,
+    cp: ControlPlane,
+    execution: Uuid,
+    lease: Uuid,
+}
+
+impl Emitter {
+    pub fn new(cp: ControlPlane, execution: Uuid, lease: Uuid) -> Emitter {
+        Emitter {
+            pending: Arc::default(),
+            flushing: Arc::default(),
+            cp,
+            execution,
+            lease,
+        }
+    }
+
+    pub fn emit(&self, event_type: &str, data: Value) {
+        let event = json!({"event_type": event_type, "data": data, "timestamp": chrono::Utc::now()});
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).push(event);
+    }
+
+    /// Sends what is pending; retries while the control plane is away; `Lost` on a stale lease.
+    pub async fn flush(&self) -> Result<(), RunError> {
+        let _one_at_a_time = self.flushing.lock().await;
+        let mut delay = Duration::from_millis(200);
+        loop {
+            let batch: Vec<Value> = {
+                let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+                std::mem::take(&mut *pending)
+            };
+            if batch.is_empty() {
+                return Ok(());
+            }
+            match self.cp.events(self.execution, self.lease, &batch).await {
+                Ok(()) => {}
+                Err(CallError::Refused { status: 409 | 404, .. }) => return Err(RunError::Lost),
+                Err(e) => {
+                    tracing::warn!(error = %e, execution = %self.execution, "events not delivered yet; retrying");
+                    // Put them back in front, keeping the order.
+                    {
+                        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+                        let later = std::mem::take(&mut *pending);
+                        *pending = batch;
+                        pending.extend(later);
+                    }
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+}
+
+/// The model client for a claim: the claim's base URL and key, else the worker host's
+/// `*_BASE_URL` / `*_API_KEY`. A remote provider without a key fails with which key it needs.
+pub fn model_client(model: Option<&RunModel>) -> Result<Client, RunError> {
+    let m = model.ok_or_else(|| RunError::Fatal("the agent has no model (set its model_id)".into()))?;
+    let provider = Provider::for_name(&m.provider);
+    let mut config = ModelConfig::new(provider, m.provider_model.clone());
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let custom_url = m.base_url.clone().or_else(|| env(provider.base_url_variable()));
+    if let Some(url) = &custom_url {
+        config.base_url = url.clone();
+    }
+    config.api_key = m.api_key.clone().or_else(|| env(provider.key_variable()));
+    if config.api_key.is_none() && custom_url.is_none() {
+        let secret = m
+            .api_key_secret
+            .as_deref()
+            .map(|s| format!("a secret named {s}, or "))
+            .unwrap_or_default();
+        return Err(RunError::Fatal(format!(
+            "model {} needs an API key: {secret}{} on the worker host",
+            m.value,
+            provider.key_variable()
+        )));
+    }
+    Ok(Client::new(config))
+}
+
+/// A tool the model may call, and what runs it.
+struct Tool {
+    spec: ToolSpec,
+    shell: Shell,
+}
+
+/// The shell skills of the claim as tools, named after the skill.
+fn tools(claim: &Claim) -> Vec<Tool> {
+    let working_dir = claim.environment.working_dir.clone();
+    claim
+        .skills
+        .iter()
+        .filter(|s| s.enabled && s.skill_type == SkillType::Shell)
+        .map(|s| {
+            let name: String = s
+                .name
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+                .take(64)
+                .collect();
+            Tool {
+                spec: ToolSpec {
+                    name,
+                    description: s
+                        .description
+                        .clone()
+                        .unwrap_or_else(|| "Runs a shell command and returns its output.".into()),
+                    parameters: json!({
+                        "type": "object",
+                        "properties": {"command": {"type": "string", "description": "The command line to run with sh -c"}},
+                        "required": ["command"],
+                    }),
+                },
+                shell: Shell::from_config(&s.configuration, claim.env_vars.clone(), working_dir.clone()),
+            }
+        })
+        .collect()
+}
+
+/// The conversation so far: the stored messages (the prompt is the last user one).
+fn conversation(claim: &Claim) -> Vec<Message> {
+    let mut messages: Vec<Message> = claim
+        .history
+        .iter()
+        .filter_map(|m| match m.role.as_str() {
+            "user" => Some(Message::User {
+                content: m.content.clone(),
+            }),
+            "assistant" if !m.content.is_empty() => Some(Message::Assistant {
+                content: m.content.clone(),
+                tool_calls: Vec::new(),
+            }),
+            _ => None,
+        })
+        .collect();
+    if messages.is_empty() {
+        messages.push(Message::User {
+            content: claim.execution.prompt.clone(),
+        });
+    }
+    messages
+}
+
+/// Runs the agent of `claim` to its answer; the answer and the usage.
+pub async fn run(cp: &ControlPlane, claim: &Claim, emit: &Emitter) -> Result<(String, Usage), RunError> {
+    let client = model_client(claim.model.as_ref())?;
+    let llm = claim.model.as_ref().map(|m| m.llm_config.clone()).unwrap_or_default();
+    let max_turns = llm["max_turns"].as_u64().unwrap_or(20).clamp(1, 200);
+    let tools = tools(claim);
+    let mut req = ChatRequest {
+        system: claim.system_prompt.clone(),
+        messages: conversation(claim),
+        tools: tools.iter().map(|t| t.spec.clone()).collect(),
+        temperature: llm["temperature"].as_f64(),
+        max_tokens: llm["max_tokens"].as_u64().map(|n| n as u32),
+    };
+    let mut usage = Usage::default();
+    emit.emit(
+        "run_started",
+        json!({"model": client.config().model, "attempt": claim.execution.attempt}),
+    );
+    for _ in 0..max_turns {
+        let completion = client
+            .stream(&req, |delta| match delta {
+                Delta::Text(t) => emit.emit("message_chunk", json!({"role": "assistant", "content": t})),
+                Delta::Thinking(t) => emit.emit("thinking", json!({"content": t})),
+                Delta::ToolCall(_) => {}
+            })
+            .await
+            .map_err(|e| match e {
+                cp_llm::LlmError::Unavailable(_) | cp_llm::LlmError::Timeout(_) | cp_llm::LlmError::Network(_) => {
+                    RunError::Retryable(e.to_string())
+                }
+                other => RunError::Fatal(other.to_string()),
+            })?;
+        usage.add(&Usage {
+            prompt_tokens: completion.usage.prompt_tokens as i64,
+            completion_tokens: completion.usage.completion_tokens as i64,
+            total_tokens: (completion.usage.prompt_tokens + completion.usage.completion_tokens) as i64,
+            cost_usd: None,
+        });
+        if completion.tool_calls.is_empty() {
+            emit.emit("message", json!({"role": "assistant", "content": completion.text}));
+            emit.flush().await?;
+            return Ok((completion.text, usage));
+        }
+        req.messages.push(Message::Assistant {
+            content: completion.text.clone(),
+            tool_calls: completion.tool_calls.clone(),
+        });
+        for call in &completion.tool_calls {
+            emit.emit(
+                "tool_started",
+                json!({"tool_name": call.name, "tool_input": call.arguments, "call_id": call.id}),
+            );
+            let (output, is_error) = call_tool(cp, claim, &tools, call, emit).await;
+            emit.emit(
+                "tool_completed",
+                json!({"tool_name": call.name, "call_id": call.id, "tool_output": output, "is_error": is_error}),
+            );
+            req.messages.push(Message::Tool {
+                call_id: call.id.clone(),
+                content: output,
+                is_error,
+            });
+        }
+        emit.flush().await?;
+    }
+    Err(RunError::Fatal(format!(
+        "the agent did not answer within {max_turns} turns (llm_config.max_turns)"
+    )))
+}
+
+/// One tool call: the policy decision first (unless enforcement is off), then the tool.
+async fn call_tool(
+    cp: &ControlPlane,
+    claim: &Claim,
+    tools: &[Tool],
+    call: &cp_llm::ToolCall,
+    emit: &Emitter,
+) -> (String, bool) {
+    let Some(tool) = tools.iter().find(|t| t.spec.name == call.name) else {
+        return (format!("there is no tool named {}", call.name), true);
+    };
+    let command = call.arguments["command"].as_str().unwrap_or_default();
+    if claim.policy_enforcement != PolicyEnforcement::Off {
+        let risk = if command.contains("rm ") || command.contains("mkfs") || command.contains("dd ") {
+            "critical"
+        } else {
+            "high"
+        };
+        match cp.enforce(claim.execution.id, &call.name, &call.arguments, risk).await {
+            Ok(decision) => {
+                if decision["policies_evaluated"].as_u64().unwrap_or(0) > 0 {
+                    emit.emit("policy_decision", decision.clone());
+                }
+                if decision["blocked"] == true {
+                    let why: Vec<&str> = decision["violations"]
+                        .as_array()
+                        .map(|v| v.iter().filter_map(Value::as_str).collect())
+                        .unwrap_or_default();
+                    return (format!("Tool execution blocked by policy: {}", why.join("; ")), true);
+                }
+            }
+            // Blocking mode fails closed: no decision, no tool call.
+            Err(e) if claim.policy_enforcement == PolicyEnforcement::Blocking => {
+                return (format!("Tool execution blocked: no policy decision ({e})"), true);
+            }
+            Err(e) => tracing::warn!(error = %e, "no policy decision; monitoring mode lets the call run"),
+        }
+    }
+    tool.shell.run(command).await
+}

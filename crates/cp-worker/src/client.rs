@@ -1,0 +1,195 @@
+//! The worker protocol over HTTP (API §5): register, heartbeat, long-poll, events, complete,
+//! fail, disconnect, and the policy decision before each tool call.
+
+use std::time::Duration;
+
+use cp_types::execution::{PollAnswer, Usage};
+use cp_types::worker::{HeartbeatAck, WorkerRegistration};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+/// Why a call to the control plane failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// No answer (connection refused, timeout): worth retrying later.
+    #[error("the control plane is unreachable: {0}")]
+    Unreachable(String),
+    /// An answer with an error status.
+    #[error("the control plane answered {status}: {message}")]
+    Refused { status: u16, message: String },
+}
+
+impl CallError {
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            CallError::Refused { status, .. } => Some(*status),
+            CallError::Unreachable(_) => None,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct ControlPlane {
+    http: reqwest::Client,
+    base: String,
+    key: String,
+}
+
+impl ControlPlane {
+    pub fn new(base: &str, key: &str) -> ControlPlane {
+        ControlPlane {
+            http: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .build()
+                .unwrap_or_default(),
+            base: base.trim_end_matches('/').to_string(),
+            key: key.to_string(),
+        }
+    }
+
+    async fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &Value,
+        lease: Option<Uuid>,
+        timeout: Duration,
+    ) -> Result<Option<T>, CallError> {
+        let mut req = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.key)
+            .timeout(timeout)
+            .json(body);
+        if let Some(l) = lease {
+            req = req.header("X-Lease-Id", l.to_string());
+        }
+        let resp = req.send().await.map_err(|e| CallError::Unreachable(e.to_string()))?;
+        let status = resp.status().as_u16();
+        if status == 204 {
+            return Ok(None);
+        }
+        let text = resp.text().await.map_err(|e| CallError::Unreachable(e.to_string()))?;
+        if !(200..300).contains(&status) {
+            let message = serde_json::from_str::<Value>(&text)
+                .ok()
+                .and_then(|v| v.pointer("/error/message").and_then(Value::as_str).map(str::to_owned))
+                .unwrap_or(text);
+            return Err(CallError::Refused { status, message });
+        }
+        serde_json::from_str(&text).map(Some).map_err(|e| CallError::Refused {
+            status,
+            message: format!("unexpected answer ({e})"),
+        })
+    }
+
+    const CALL: Duration = Duration::from_secs(30);
+
+    pub async fn register(
+        &self,
+        queue: Uuid,
+        hostname: &str,
+        runner: &str,
+        concurrency: usize,
+    ) -> Result<WorkerRegistration, CallError> {
+        let body = json!({
+            "hostname": hostname,
+            "runner_name": runner,
+            "version": env!("CARGO_PKG_VERSION"),
+            "capabilities": {"runtimes": ["default"], "max_concurrency": concurrency},
+        });
+        self.post(&format!("/api/v1/worker-queues/{queue}/start"), &body, None, Self::CALL)
+            .await?
+            .ok_or_else(|| CallError::Refused {
+                status: 204,
+                message: "no registration".into(),
+            })
+    }
+
+    pub async fn heartbeat(&self, worker: Uuid, status: &str, current: &[Uuid]) -> Result<HeartbeatAck, CallError> {
+        let body = json!({"status": status, "current_executions": current});
+        self.post(&format!("/api/v1/workers/{worker}/heartbeat"), &body, None, Self::CALL)
+            .await?
+            .ok_or_else(|| CallError::Refused {
+                status: 204,
+                message: "no acknowledgement".into(),
+            })
+    }
+
+    /// Waits up to `wait` for work; `None` when nothing came.
+    pub async fn poll(&self, worker: Uuid, wait: Duration) -> Result<Option<PollAnswer>, CallError> {
+        let path = format!("/api/v1/workers/{worker}/poll?wait={}", wait.as_secs_f64());
+        self.post(&path, &json!({}), None, wait + Self::CALL).await
+    }
+
+    pub async fn events(&self, execution: Uuid, lease: Uuid, events: &[Value]) -> Result<(), CallError> {
+        let body = json!({"events": events});
+        self.post::<Value>(
+            &format!("/api/v1/executions/{execution}/events"),
+            &body,
+            Some(lease),
+            Self::CALL,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn complete(&self, execution: Uuid, lease: Uuid, response: &str, usage: &Usage) -> Result<(), CallError> {
+        let body = json!({"response": response, "usage": usage});
+        self.post::<Value>(
+            &format!("/api/v1/executions/{execution}/complete"),
+            &body,
+            Some(lease),
+            Self::CALL,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn fail(
+        &self,
+        execution: Uuid,
+        lease: Uuid,
+        message: &str,
+        retryable: bool,
+        usage: &Usage,
+    ) -> Result<(), CallError> {
+        let body = json!({"error_message": message, "retryable": retryable, "usage": usage});
+        self.post::<Value>(
+            &format!("/api/v1/executions/{execution}/fail"),
+            &body,
+            Some(lease),
+            Self::CALL,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    pub async fn disconnect(&self, worker: Uuid, reason: &str) -> Result<(), CallError> {
+        let body = json!({"reason": reason});
+        self.post::<Value>(&format!("/api/v1/workers/{worker}/disconnect"), &body, None, Self::CALL)
+            .await
+            .map(|_| ())
+    }
+
+    /// The policy decision on a tool call; the answer's `blocked` says whether to refuse it.
+    pub async fn enforce(
+        &self,
+        execution: Uuid,
+        tool: &str,
+        arguments: &Value,
+        risk: &str,
+    ) -> Result<Value, CallError> {
+        let body = json!({
+            "action": "tool_execution",
+            "execution_id": execution,
+            "tool": {"name": tool, "arguments": arguments, "risk_level": risk, "source": "skill"},
+        });
+        self.post("/api/v1/policies/enforce", &body, None, Duration::from_secs(5))
+            .await?
+            .ok_or_else(|| CallError::Refused {
+                status: 204,
+                message: "no decision".into(),
+            })
+    }
+}

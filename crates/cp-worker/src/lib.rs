@@ -1,0 +1,249 @@
+//! The worker users run next to their tools: it registers on a worker queue, heartbeats,
+//! long-polls for executions, runs up to `concurrency` of them at once with the `default`
+//! runtime (an agent loop over an LLM with skills as tools), and reports events and results.
+//! It talks to the control plane over HTTP only (API §5).
+//!
+//! Cancel reaches it through heartbeat and poll answers: the run's task is dropped (which
+//! stops its LLM request and kills its tool process) and the run is reported as ended. On
+//! shutdown it stops polling, gives its runs `drain_timeout` to finish, hands the rest back
+//! to the queue and disconnects.
+
+pub mod agent;
+pub mod client;
+pub mod shell;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cp_types::execution::{Claim, Usage};
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use crate::agent::{Emitter, RunError};
+use crate::client::{CallError, ControlPlane};
+
+/// How the worker is started (`kubiya-cp worker …`).
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub control_plane_url: String,
+    pub api_key: String,
+    pub queue_id: Uuid,
+    pub concurrency: usize,
+    pub runner_name: String,
+    pub hostname: String,
+    /// How long runs may take to finish once shutdown begins.
+    pub drain_timeout: Duration,
+    /// How long one long poll waits.
+    pub poll_wait: Duration,
+}
+
+/// The runs in progress, by execution id.
+#[derive(Clone, Default)]
+struct Runs(Arc<Mutex<HashMap<Uuid, Run>>>);
+
+struct Run {
+    lease: Uuid,
+    task: JoinHandle<()>,
+}
+
+impl Runs {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Run>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn ids(&self) -> Vec<Uuid> {
+        self.lock().keys().copied().collect()
+    }
+
+    fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Stops a run (its LLM request and tool process go with its task) and reports it ended;
+    /// the control plane turns a cancelling run's end into `cancelled`.
+    async fn cancel(&self, cp: &ControlPlane, id: Uuid, reason: &str, retryable: bool) {
+        let run = self.lock().remove(&id);
+        if let Some(run) = run {
+            run.task.abort();
+            if let Err(e) = cp.fail(id, run.lease, reason, retryable, &Usage::default()).await {
+                tracing::debug!(error = %e, execution = %id, "could not report the stopped run");
+            }
+        }
+    }
+}
+
+/// Registers, retrying with backoff while the control plane is away; a refusal (bad key, full
+/// or inactive queue) is final.
+async fn register(cp: &ControlPlane, config: &Config) -> anyhow::Result<cp_types::worker::WorkerRegistration> {
+    let mut delay = Duration::from_millis(500);
+    loop {
+        match cp
+            .register(
+                config.queue_id,
+                &config.hostname,
+                &config.runner_name,
+                config.concurrency,
+            )
+            .await
+        {
+            Ok(r) => return Ok(r),
+            Err(CallError::Unreachable(e)) => {
+                tracing::warn!(error = %e, ?delay, "control plane unreachable; retrying registration");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+            Err(e) => anyhow::bail!("registration refused: {e}"),
+        }
+    }
+}
+
+/// Runs the worker until `shutdown` resolves, then drains and disconnects.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let cp = ControlPlane::new(&config.control_plane_url, &config.api_key);
+    let reg = register(&cp, &config).await?;
+    let worker = reg.worker_id;
+    tracing::info!(%worker, queue = %reg.queue_name, environment = %reg.environment_name, "registered");
+    let runs = Runs::default();
+    let heartbeat = tokio::spawn(heartbeats(
+        cp.clone(),
+        worker,
+        runs.clone(),
+        Duration::from_millis(reg.heartbeat_interval_ms.max(100) as u64),
+    ));
+    tokio::pin!(shutdown);
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        if runs.len() >= config.concurrency {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
+            }
+        }
+        let polled = tokio::select! {
+            _ = &mut shutdown => break,
+            p = cp.poll(worker, config.poll_wait) => p,
+        };
+        match polled {
+            Ok(Some(answer)) => {
+                backoff = Duration::from_millis(500);
+                for id in answer.cancel_execution_ids {
+                    runs.cancel(&cp, id, "cancelled", false).await;
+                }
+                if let Some(claim) = answer.claim {
+                    start(&cp, &runs, claim);
+                }
+                if answer.drain {
+                    tracing::info!("asked to drain: no more work is taken");
+                    shutdown.as_mut().await;
+                    break;
+                }
+            }
+            Ok(None) => backoff = Duration::from_millis(500),
+            Err(CallError::Refused {
+                status: 404 | 409,
+                message,
+            }) => {
+                anyhow::bail!("the control plane no longer knows this worker: {message}");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, ?backoff, "poll failed; retrying");
+                tokio::select! {
+                    _ = &mut shutdown => break,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+    // Drain: runs in progress get their time, then what is left goes back to the queue.
+    tracing::info!(runs = runs.len(), "shutting down: polling stopped");
+    let deadline = tokio::time::Instant::now() + config.drain_timeout;
+    while runs.len() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for id in runs.ids() {
+        runs.cancel(&cp, id, "the worker shut down before the run finished", true)
+            .await;
+    }
+    heartbeat.abort();
+    if let Err(e) = cp.disconnect(worker, "shutdown").await {
+        tracing::warn!(error = %e, "could not disconnect");
+    }
+    Ok(())
+}
+
+/// Heartbeats at the queue's interval; runs the control plane wants stopped are stopped.
+async fn heartbeats(cp: ControlPlane, worker: Uuid, runs: Runs, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let current = runs.ids();
+        let status = if current.is_empty() { "online" } else { "busy" };
+        match cp.heartbeat(worker, status, &current).await {
+            Ok(ack) => {
+                for id in ack.cancel_execution_ids {
+                    runs.cancel(&cp, id, "cancelled", false).await;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+        }
+    }
+}
+
+/// Starts a claimed run on a task of its own.
+fn start(cp: &ControlPlane, runs: &Runs, claim: Box<Claim>) {
+    let id = claim.execution.id;
+    let lease = claim.lease_id;
+    let (cp2, runs2) = (cp.clone(), runs.clone());
+    // The task waits for its entry to exist, so a run that ends at once still finds it.
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let _ = ready_rx.await;
+        execute(&cp2, &claim).await;
+        runs2.lock().remove(&id);
+    });
+    runs.lock().insert(id, Run { lease, task });
+    let _ = ready_tx.send(());
+}
+
+/// One run, from the claim to its result.
+async fn execute(cp: &ControlPlane, claim: &Claim) {
+    let id = claim.execution.id;
+    let lease = claim.lease_id;
+    let emit = Emitter::new(cp.clone(), id, lease);
+    // Streamed chunks go out every 150 ms while the model talks. The flusher is stopped by
+    // a flag, never aborted: an aborted flush would drop the batch it was sending.
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flusher = {
+        let (emit, done) = (emit.clone(), done.clone());
+        tokio::spawn(async move {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(150)).await;
+                if emit.flush().await.is_err() {
+                    return;
+                }
+            }
+        })
+    };
+    let result = agent::run(cp, claim, &emit).await;
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = flusher.await;
+    let reported = match result {
+        Ok((answer, usage)) => match emit.flush().await {
+            Ok(()) => cp.complete(id, lease, &answer, &usage).await,
+            Err(_) => return,
+        },
+        Err(RunError::Lost) => return,
+        Err(e) => {
+            let retryable = matches!(e, RunError::Retryable(_));
+            emit.emit("error", serde_json::json!({"message": e.to_string()}));
+            let _ = emit.flush().await;
+            cp.fail(id, lease, &e.to_string(), retryable, &Usage::default()).await
+        }
+    };
+    if let Err(e) = reported {
+        tracing::warn!(error = %e, execution = %id, "could not report the end of the run");
+    }
+}
