@@ -190,6 +190,11 @@ both_backends! {
         assert_error(app.post("/api/v1/policies/evaluate", json!({"entity_id": uuid::Uuid::now_v7(), "action": "x"})).await, 404, "NOT_FOUND").await;
         assert_error(app.post(&path, json!({"input_data": "not an object"})).await, 422, "VALIDATION_ERROR").await;
         assert_error(app.post("/api/v1/policies/authorize", json!({"entity_id": agent})).await, 422, "VALIDATION_ERROR").await;
+        // Viewers read; they do not POST, questions included.
+        let viewer = app.key("default", Role::Viewer).await;
+        assert_eq!(app.req_as(&viewer, Method::GET, &format!("/api/v1/policies/resolved/agent/{agent}")).send().await.unwrap().status(), 200);
+        let r = app.req_as(&viewer, Method::POST, "/api/v1/policies/evaluate").json(&json!({"entity_id": agent, "action": "read"})).send().await.unwrap();
+        assert_error(r, 403, "FORBIDDEN").await;
 
         // Tenancy: another organization sees, evaluates and reaches none of it.
         let stranger = app.org_with_key("policy-stranger", Role::Admin).await;
@@ -291,6 +296,25 @@ deny contains msg if {
         assert_eq!(decisions(&app, "since=2999-01-01T00:00:00Z").await["total"], 0);
         assert_eq!(decisions(&app, "action=tool_execution").await["total"], 0);
         assert_error(app.get("/api/v1/policies/decisions?since=yesterday").await, 422, "VALIDATION_ERROR").await;
+
+        // A follow-up message is decided like an execute, with the message as the prompt.
+        settings(&app, "blocking").await;
+        let worker_key = app.key("default", Role::Worker).await;
+        let worker = TestWorker::start(&app.url, &worker_key, &queue, "msg-host").await;
+        let r = execute(agent.clone(), "a fine question").await.unwrap();
+        let id = json(r).await["execution_id"].as_str().unwrap().to_string();
+        loop {
+            let claim = worker.claim(20).await;
+            let done = worker.complete(&claim, "answered").await;
+            assert_eq!(done.status(), 200);
+            if claim["execution"]["id"] == id.as_str() {
+                break;
+            }
+        }
+        let msg = |text: &'static str| app.req(Method::POST, &format!("/api/v1/executions/{id}/message")).json(&json!({"message": text})).send();
+        assert_error(msg("now the forbidden part").await.unwrap(), 403, "POLICY_DENIED").await;
+        assert_eq!(json(app.get(&format!("/api/v1/executions/{id}")).await).await["status"], "completed");
+        assert_eq!(msg("and a fine follow-up").await.unwrap().status(), 200);
 
         // Another organization's log is its own.
         let stranger = app.org_with_key("decisions-stranger", Role::Admin).await;

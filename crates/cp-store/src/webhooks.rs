@@ -24,9 +24,11 @@ use crate::page::page_of;
 macro_rules! enqueue_webhooks {
     ($conn:expr, $pg:expr, $org:expr, $event_type:expr, $data:expr) => {{
         let event_type: &str = $event_type;
+        // On PostgreSQL the endpoints are key-share locked: one deleted meanwhile would make
+        // the insert below fail its foreign key and roll back the change that caused the event.
         let sql = if $pg {
             "SELECT id FROM webhooks WHERE organization_id = $1 AND enabled \
-             AND (jsonb_exists(events, $2) OR jsonb_exists(events, '*'))"
+             AND (jsonb_exists(events, $2) OR jsonb_exists(events, '*')) FOR KEY SHARE"
         } else {
             "SELECT id FROM webhooks w WHERE organization_id = $1 AND enabled \
              AND EXISTS (SELECT 1 FROM json_each(w.events) WHERE value = $2 OR value = '*')"
@@ -169,6 +171,8 @@ pub struct Endpoint {
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct DueDelivery {
     pub id: Uuid,
+    /// This claim's token: only it may record the attempt.
+    pub claim_token: Uuid,
     pub organization_id: String,
     pub webhook_id: Uuid,
     pub event_id: Uuid,
@@ -211,18 +215,19 @@ impl Store {
         busy: &[Uuid],
     ) -> StoreResult<Vec<DueDelivery>> {
         let busy: Vec<String> = busy.iter().map(|id| id.simple().to_string()).collect();
+        let token = Uuid::now_v7();
         Ok(with_db_sql!(&self.db, pool, sql = (
-            "UPDATE webhook_deliveries SET claimed_until = $2 WHERE id IN (SELECT id FROM webhook_deliveries \
+            "UPDATE webhook_deliveries SET claimed_until = $2, claim_token = $5 WHERE id IN (SELECT id FROM webhook_deliveries \
                WHERE status = 'pending' AND next_attempt_at <= $1 AND (claimed_until IS NULL OR claimed_until <= $1) \
                AND lower(hex(webhook_id)) NOT IN (SELECT value FROM json_each($4)) \
                ORDER BY next_attempt_at LIMIT $3) \
-             RETURNING id, organization_id, webhook_id, event_id, event_type, payload, attempts",
-            "UPDATE webhook_deliveries SET claimed_until = $2 WHERE id IN (SELECT id FROM webhook_deliveries \
+             RETURNING id, claim_token, organization_id, webhook_id, event_id, event_type, payload, attempts",
+            "UPDATE webhook_deliveries SET claimed_until = $2, claim_token = $5 WHERE id IN (SELECT id FROM webhook_deliveries \
                WHERE status = 'pending' AND next_attempt_at <= $1 AND (claimed_until IS NULL OR claimed_until <= $1) \
                AND replace(webhook_id::text, '-', '') NOT IN (SELECT jsonb_array_elements_text($4)) \
                ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
-             RETURNING id, organization_id, webhook_id, event_id, event_type, payload, attempts"
-        ) => sqlx::query_as(sql).bind(now_ms).bind(now_ms + lease_ms).bind(limit).bind(Json(&busy)).fetch_all(pool).await)?)
+             RETURNING id, claim_token, organization_id, webhook_id, event_id, event_type, payload, attempts"
+        ) => sqlx::query_as(sql).bind(now_ms).bind(now_ms + lease_ms).bind(limit).bind(Json(&busy)).bind(token).fetch_all(pool).await)?)
     }
 
     /// Gives a claimed delivery back, to be claimed again from `at_ms` (its endpoint was busy).
@@ -233,8 +238,10 @@ impl Store {
         Ok(())
     }
 
-    /// Records an attempt of a claimed delivery and releases the claim.
-    pub async fn record_attempt(&self, id: Uuid, attempt: &Attempt) -> StoreResult<()> {
+    /// Records an attempt of a claimed delivery and releases the claim, unless the claim was
+    /// lost meanwhile (its lease ran out and another sender took it, or it was redelivered):
+    /// then the newer claim's result counts and this one is dropped.
+    pub async fn record_attempt(&self, id: Uuid, token: Uuid, attempt: &Attempt) -> StoreResult<()> {
         let (status, next) = match attempt.result {
             AttemptResult::Succeeded => ("succeeded", None),
             AttemptResult::Failed => ("failed", None),
@@ -244,9 +251,10 @@ impl Store {
             sqlx::query(
                 "UPDATE webhook_deliveries SET status = $2, attempts = attempts + 1, \
                    next_attempt_at = COALESCE($3, next_attempt_at), claimed_until = NULL, last_status_code = $4, \
-                   last_latency_ms = $5, last_error = $6, updated_at = $7 WHERE id = $1")
+                   last_latency_ms = $5, last_error = $6, updated_at = $7, claim_token = NULL \
+                 WHERE id = $1 AND claim_token = $8")
                 .bind(id).bind(status).bind(next).bind(attempt.status_code).bind(attempt.latency_ms)
-                .bind(&attempt.error).bind(now())
+                .bind(&attempt.error).bind(now()).bind(token)
                 .execute(pool).await.map(|r| r.rows_affected()))?;
         Ok(())
     }
@@ -382,16 +390,22 @@ impl Webhooks<'_> {
         row.into_delivery()
     }
 
-    /// Sends a delivery again now (same message id), whatever its status.
+    /// Sends a delivery again now (same message id), whatever its status; a conflict while an
+    /// attempt of it is in flight.
     pub async fn redeliver(&self, webhook: Uuid, id: Uuid) -> StoreResult<WebhookDelivery> {
         let at = now();
         let updated = with_db!(self.db, pool =>
             sqlx::query("UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = $4, claimed_until = NULL, \
-                         updated_at = $5 WHERE organization_id = $1 AND webhook_id = $2 AND id = $3")
+                           claim_token = NULL, updated_at = $5 \
+                         WHERE organization_id = $1 AND webhook_id = $2 AND id = $3 \
+                           AND (claimed_until IS NULL OR claimed_until <= $4)")
                 .bind(self.org).bind(webhook).bind(id).bind(at.timestamp_millis()).bind(at)
                 .execute(pool).await.map(|r| r.rows_affected()))?;
         if updated == 0 {
-            return Err(StoreError::NotFound);
+            self.delivery(webhook, id).await?;
+            return Err(StoreError::Conflict(
+                "an attempt of this delivery is in flight; try again in a moment".into(),
+            ));
         }
         self.delivery(webhook, id).await
     }

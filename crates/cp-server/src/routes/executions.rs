@@ -361,6 +361,7 @@ async fn pause(State(state): State<AppState>, auth: Auth<Write>, Path(id): Path<
 #[utoipa::path(post, path = "/api/v1/executions/{id}/resume", tag = "executions", params(("id" = Uuid, Path)),
     responses((status = 200, body = Execution), (status = 409, body = cp_types::ErrorEnvelope)))]
 async fn resume(State(state): State<AppState>, auth: Auth<Write>, Path(id): Path<Uuid>) -> ApiResult<Json<Execution>> {
+    dispatch::check_continuation(&state, &auth, id, None).await?;
     control(&state, &auth.org_id, id, Control::Resume).await
 }
 
@@ -377,6 +378,7 @@ async fn message(
     if req.message.trim().is_empty() || req.message.len() > 200_000 {
         return Err(ApiError::invalid("message", "must be 1 to 200000 bytes"));
     }
+    dispatch::check_continuation(&state, &auth, id, Some(&req.message)).await?;
     control(&state, &auth.org_id, id, Control::Message { text: req.message }).await
 }
 

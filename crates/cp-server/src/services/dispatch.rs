@@ -42,7 +42,7 @@ pub async fn execute(
         ExecutionType::Team => ContextEntity::Team(entity_id),
         _ => ContextEntity::Agent(entity_id),
     };
-    policy::check_execute(state, caller, entity, &req.prompt, queue, &subject).await?;
+    policy::check_execute(state, caller, entity, &req.prompt, Some(queue), &subject).await?;
     // Identity comes from the key, never from the body.
     let mut user_metadata = req.user_metadata.clone().unwrap_or_else(|| json!({}));
     if let Value::Object(m) = &mut user_metadata {
@@ -70,6 +70,27 @@ pub async fn execute(
     state.hub.publish(execution.id, &events);
     state.hub.wake_queue(queue);
     Ok(execution)
+}
+
+/// The policy check of a continuation (a follow-up message or a resume): it puts the run back
+/// on a queue, so the organization's policies decide it as they decide an execute, with the
+/// new message as the prompt.
+pub async fn check_continuation(state: &AppState, caller: &Principal, id: Uuid, prompt: Option<&str>) -> ApiResult<()> {
+    let executions = state.store.executions(&caller.org_id);
+    let e = executions
+        .get(id)
+        .await
+        .map_err(|e| ApiError::from_store(e, "execution"))?;
+    let subject = executions
+        .subject(e.execution_type, e.entity_id, e.worker_queue_id)
+        .await
+        .map_err(|err| ApiError::from_store(err, e.execution_type.as_str()))?;
+    let entity = match e.execution_type {
+        ExecutionType::Team => ContextEntity::Team(e.entity_id),
+        _ => ContextEntity::Agent(e.entity_id),
+    };
+    let prompt = prompt.unwrap_or(&e.prompt);
+    policy::check_execute(state, caller, entity, prompt, e.worker_queue_id, &subject).await
 }
 
 /// Tells everyone concerned about a stored change.

@@ -318,7 +318,7 @@ pub async fn check_execute(
     caller: &Principal,
     entity: ContextEntity,
     prompt: &str,
-    queue: Uuid,
+    queue: Option<Uuid>,
     subject: &Subject,
 ) -> ApiResult<()> {
     let (mode, version) = state.store.policy_state(&caller.org_id).await?;
@@ -334,7 +334,7 @@ pub async fn check_execute(
     }
     let req = Request {
         action: "execute".into(),
-        execution: Some(execution_document(None, prompt, Some(queue), subject)),
+        execution: Some(execution_document(None, prompt, queue, subject)),
         ..Request::default()
     };
     let decision = enforce(state, caller, mode, &set, &req, None).await;
@@ -398,16 +398,13 @@ async fn write_log(store: Store, mut rx: mpsc::Receiver<LogMessage>) {
                 None
             };
         }
-        // A database blip should not lose the batch: a few tries, then it is reported.
-        for attempt in 0..5u32 {
-            match store.record_decisions(&batch).await {
-                Ok(()) => break,
-                Err(e) if attempt == 4 => {
-                    tracing::error!(error = %e, lost = batch.len(), "policy decisions could not be stored")
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "storing policy decisions failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+        // A database blip should not lose the batch: a few tries. A batch that still fails
+        // is stored row by row, so one row that cannot be (its organization was deleted)
+        // loses only itself, not the other decisions of every tenant in the batch.
+        if !store_with_retries(&store, &batch, 3).await {
+            for row in &batch {
+                if !store_with_retries(&store, std::slice::from_ref(row), 2).await {
+                    tracing::error!(decision = %row.1.id, org = %row.0, "a policy decision could not be stored");
                 }
             }
         }
@@ -416,4 +413,20 @@ async fn write_log(store: Store, mut rx: mpsc::Receiver<LogMessage>) {
             let _ = done.send(());
         }
     }
+}
+
+/// Stores `batch`, trying `tries` times; whether it was stored.
+async fn store_with_retries(store: &Store, batch: &[(String, PolicyDecision)], tries: u32) -> bool {
+    for attempt in 0..tries {
+        match store.record_decisions(batch).await {
+            Ok(()) => return true,
+            Err(e) => {
+                tracing::warn!(error = %e, rows = batch.len(), "storing policy decisions failed");
+                if attempt + 1 < tries {
+                    tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+                }
+            }
+        }
+    }
+    false
 }

@@ -41,9 +41,47 @@ const DEFER_MS: i64 = 500;
 /// How long the previous secret keeps signing after a rotation.
 pub const ROTATION_OVERLAP_MS: i64 = 24 * 3600 * 1000;
 
+/// Resolves webhook hosts for the connection itself and drops private addresses, so a name
+/// that resolved to a public address at the check cannot connect to a private one a moment
+/// later (DNS rebinding).
+struct PublicOnly;
+
+impl reqwest::dns::Resolve for PublicOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let found =
+                tokio::time::timeout(Duration::from_secs(5), tokio::net::lookup_host((host.as_str(), 0))).await??;
+            let public: Vec<std::net::SocketAddr> = found.filter(|a| !is_private(a.ip())).collect();
+            if public.is_empty() {
+                return Err(format!("{host} resolves to no public address").into());
+            }
+            Ok(Box::new(public.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+fn http_client(public_only: bool) -> reqwest::Client {
+    let builder = reqwest::Client::builder()
+        .timeout(ATTEMPT_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        // A proxy would resolve the name itself, past the address check.
+        .no_proxy()
+        .user_agent(concat!("kubiya-cp-webhooks/", env!("CARGO_PKG_VERSION")));
+    let builder = if public_only {
+        builder.dns_resolver(PublicOnly)
+    } else {
+        builder
+    };
+    builder.build().expect("a TLS backend is compiled in")
+}
+
 /// Shared by the sender and the handlers.
 pub struct WebhookSender {
-    client: reqwest::Client,
+    /// For organizations that do not allow private targets: connects to public addresses only.
+    public_client: reqwest::Client,
+    /// For organizations that allow private targets.
+    any_client: reqwest::Client,
     /// Rung when an outbox row may have been written, so deliveries go out at once.
     pub wake: Notify,
     slots: Arc<Semaphore>,
@@ -81,16 +119,22 @@ impl WebhookSender {
 impl Default for WebhookSender {
     fn default() -> Self {
         WebhookSender {
-            client: reqwest::Client::builder()
-                .timeout(ATTEMPT_TIMEOUT)
-                .redirect(reqwest::redirect::Policy::none())
-                .user_agent(concat!("kubiya-cp-webhooks/", env!("CARGO_PKG_VERSION")))
-                .build()
-                .unwrap_or_default(),
+            public_client: http_client(true),
+            any_client: http_client(false),
             wake: Notify::new(),
             slots: Arc::new(Semaphore::new(IN_FLIGHT)),
             in_flight: DashMap::new(),
         }
+    }
+}
+
+/// One endpoint's sending slot, given back (and the sender woken) when dropped.
+struct Slot(Arc<WebhookSender>, Uuid);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.release(self.1);
+        self.0.wake.notify_one();
     }
 }
 
@@ -127,18 +171,37 @@ fn is_private(ip: IpAddr) -> bool {
                 || v4.is_broadcast()
                 || v4.is_multicast()
                 || (a == 100 && (64..128).contains(&b))
+                || (a == 198 && (18..20).contains(&b))
                 || a == 0
+                || a >= 240
         }
         IpAddr::V6(v6) => {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return is_private(IpAddr::V4(v4));
             }
-            let first = v6.segments()[0];
+            let seg = v6.segments();
+            // IPv4 embedded in NAT64 (64:ff9b::/96), 6to4 (2002::/16) and the deprecated
+            // IPv4-compatible form (::a.b.c.d) reaches the IPv4 address it carries.
+            let embedded =
+                |hi: u16, lo: u16| std::net::Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8);
+            let carried = if seg[0] == 0x64 && seg[1] == 0xff9b && seg[2..6] == [0, 0, 0, 0] {
+                Some(embedded(seg[6], seg[7]))
+            } else if seg[0] == 0x2002 {
+                Some(embedded(seg[1], seg[2]))
+            } else if seg[..6] == [0, 0, 0, 0, 0, 0] && !v6.is_loopback() && !v6.is_unspecified() {
+                Some(embedded(seg[6], seg[7]))
+            } else {
+                None
+            };
+            if let Some(v4) = carried {
+                return is_private(IpAddr::V4(v4));
+            }
             v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80
+                || (seg[0] & 0xfe00) == 0xfc00
+                || (seg[0] & 0xffc0) == 0xfe80
+                || (seg[0] & 0xffc0) == 0xfec0
         }
     }
 }
@@ -159,8 +222,9 @@ pub async fn check_target(url: &str, allow_private: bool) -> Result<(), String> 
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let addrs: Vec<IpAddr> = match host.parse::<IpAddr>() {
         Ok(ip) => vec![ip],
-        Err(_) => tokio::net::lookup_host((host, port))
+        Err(_) => tokio::time::timeout(Duration::from_secs(5), tokio::net::lookup_host((host, port)))
             .await
+            .map_err(|_| "the host did not resolve within 5 s".to_string())?
             .map_err(|e| format!("the host does not resolve: {e}"))?
             .map(|a| a.ip())
             .collect(),
@@ -205,11 +269,10 @@ pub async fn run(state: AppState, poll: Duration) {
                     };
                     let state = state.clone();
                     tokio::spawn(async move {
-                        let endpoint = d.webhook_id;
+                        // Released however the attempt ends, a panic included.
+                        let _slot = Slot(state.webhooks.clone(), d.webhook_id);
                         attempt(&state, d).await;
-                        state.webhooks.release(endpoint);
                         drop(permit);
-                        state.webhooks.wake.notify_one();
                     });
                 }
                 if full {
@@ -250,7 +313,7 @@ async fn attempt(state: &AppState, d: DueDelivery) {
         error,
         result,
     };
-    if let Err(e) = state.store.record_attempt(d.id, &record).await {
+    if let Err(e) = state.store.record_attempt(d.id, d.claim_token, &record).await {
         // The claim runs out and the delivery is attempted again: at least once, never lost.
         tracing::warn!(error = %e, delivery = %d.id, "cannot record a webhook attempt");
     }
@@ -308,9 +371,12 @@ async fn send(state: &AppState, d: &DueDelivery) -> Sent {
     {
         signature = format!("{signature} {}", sign(&previous, &id, timestamp, &d.payload));
     }
-    let answer = state
-        .webhooks
-        .client
+    let client = if allow_private {
+        &state.webhooks.any_client
+    } else {
+        &state.webhooks.public_client
+    };
+    let answer = client
         .post(&endpoint.url)
         .header("content-type", "application/json")
         .header("webhook-id", &id)
@@ -354,7 +420,13 @@ mod tests {
         ] {
             assert!(is_private(ip.parse().unwrap()), "{ip}");
         }
-        for ip in ["1.1.1.1", "8.8.8.8", "2606:4700::1111", "100.128.0.1"] {
+        for ip in [
+            "1.1.1.1",
+            "8.8.8.8",
+            "2606:4700::1111",
+            "100.128.0.1",
+            "64:ff9b::808:808",
+        ] {
             assert!(!is_private(ip.parse().unwrap()), "{ip}");
         }
     }

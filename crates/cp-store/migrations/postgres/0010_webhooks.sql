@@ -20,7 +20,8 @@ CREATE INDEX webhooks_org ON webhooks(organization_id, id);
 
 -- The outbox: one row per (event, endpoint), written in the transaction of the change that
 -- caused the event. `event_id` is the message id (the same on every attempt, so receivers
--- can drop duplicates); `claimed_until` (Unix ms) is the sender's lease on a due row.
+-- can drop duplicates); `claimed_until` (Unix ms) is the sender's lease on a due row, and
+-- `claim_token` proves an attempt's result comes from the claim that still holds it.
 CREATE TABLE webhook_deliveries (
     id UUID PRIMARY KEY NOT NULL,
     organization_id TEXT NOT NULL REFERENCES organizations(id) ON DELETE CASCADE,
@@ -32,6 +33,7 @@ CREATE TABLE webhook_deliveries (
     attempts BIGINT NOT NULL DEFAULT 0,
     next_attempt_at BIGINT NOT NULL,
     claimed_until BIGINT,
+    claim_token UUID,
     last_status_code BIGINT,
     last_latency_ms BIGINT,
     last_error TEXT,
