@@ -78,6 +78,9 @@ impl Shell {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
+            // Its own process group, so stopping it stops what it started too (`sleep` under
+            // `sh`, a pipeline's other commands).
+            .process_group(0)
             .kill_on_drop(true);
         if let Some(dir) = &self.working_dir {
             cmd.current_dir(dir);
@@ -86,6 +89,7 @@ impl Shell {
             Ok(c) => c,
             Err(e) => return (format!("cannot start the shell: {e}"), true),
         };
+        let _group = child.id().map(ProcessGroup);
         let mut stdout = child.stdout.take().expect("piped");
         let work = async {
             let mut out = Vec::new();
@@ -118,6 +122,21 @@ impl Shell {
     }
 }
 
+/// Kills a process group when dropped: when the command ends, times out, or its run is
+/// cancelled (the future holding it is dropped).
+struct ProcessGroup(u32);
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) with a negative pid signals the group whose id is the child's pid
+        // (set by `process_group(0)`); it touches no memory of ours. A group that already
+        // exited makes it fail with ESRCH, which is fine.
+        unsafe {
+            libc::kill(-(self.0 as i32), libc::SIGKILL);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,5 +165,15 @@ mod tests {
         let started = std::time::Instant::now();
         let (out, failed) = s.run("sleep 30").await;
         assert!(failed && out.contains("timed out") && started.elapsed() < Duration::from_secs(5));
+        // Dropping a running command (a cancelled run) stops its whole process group.
+        let marker = format!("/tmp/kcp-shell-{}", std::process::id());
+        let _ = std::fs::remove_file(&marker);
+        let cmd = format!("sleep 1; touch {marker}");
+        let _ = tokio::time::timeout(Duration::from_millis(200), s.run(&cmd)).await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(
+            !std::path::Path::new(&marker).exists(),
+            "the command outlived its cancellation"
+        );
     }
 }

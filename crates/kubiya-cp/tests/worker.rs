@@ -1,7 +1,9 @@
 //! The real `kubiya-cp serve` and the real `kubiya-cp worker` processes against a fake LLM
-//! provider that speaks the OpenAI-compatible streaming format: an agent answers with streamed
-//! chunks, calls its shell skill and answers with the output, a command outside the skill's
-//! allow list is refused, and SIGTERM drains the worker and disconnects it.
+//! provider that speaks the OpenAI-compatible and the Anthropic streaming formats: an agent
+//! answers with streamed chunks, calls its shell skill and answers with the output, a command
+//! outside the skill's allow list is refused, a destructive one is refused by a Rego policy
+//! (blocking) or recorded (monitoring), a follow-up message continues the conversation, cancel
+//! stops a running `sleep 30` within 2 s, and SIGTERM drains the worker and disconnects it.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -63,6 +65,21 @@ async fn chat(Json(body): Json<Value>) -> axum::response::Response {
         );
     }
     let prompt = last["content"].as_str().unwrap_or_default();
+    if prompt == "what did you say?" {
+        let said = messages
+            .iter()
+            .rev()
+            .find(|m| m["role"] == "assistant")
+            .and_then(|m| m["content"].as_str())
+            .unwrap_or("nothing");
+        return stream(Some(&format!("I said: {said}")), None);
+    }
+    if prompt == "wipe the disk" {
+        return stream(None, Some(("shell", json!({"command": "rm -rf /"}))));
+    }
+    if prompt == "take a nap" {
+        return stream(None, Some(("shell", json!({"command": "sleep 30"}))));
+    }
     if let Some(dir) = prompt.strip_prefix("list files in ") {
         return stream(None, Some(("shell", json!({"command": format!("ls {dir}")}))));
     }
@@ -70,6 +87,43 @@ async fn chat(Json(body): Json<Value>) -> axum::response::Response {
         return stream(None, Some(("shell", json!({"command": "cat /etc/passwd"}))));
     }
     stream(Some("Hello from the fake model"), None)
+}
+
+/// The fake model in the Anthropic messages format: a streamed greeting with usage.
+async fn messages(headers: axum::http::HeaderMap, Json(body): Json<Value>) -> axum::response::Response {
+    assert_eq!(
+        headers.get("x-api-key").and_then(|v| v.to_str().ok()),
+        Some("sk-ant-fake")
+    );
+    let events = [
+        (
+            "message_start",
+            json!({"type": "message_start", "message": {"usage": {"input_tokens": 40, "output_tokens": 1}}}),
+        ),
+        (
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+        ),
+        (
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Bonjour from "}}),
+        ),
+        (
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": body["model"].as_str().unwrap_or("?")}}),
+        ),
+        ("content_block_stop", json!({"type": "content_block_stop", "index": 0})),
+        (
+            "message_delta",
+            json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 4}}),
+        ),
+        ("message_stop", json!({"type": "message_stop"})),
+    ];
+    let body: String = events
+        .iter()
+        .map(|(n, d)| format!("event: {n}\ndata: {d}\n\n"))
+        .collect();
+    ([("content-type", "text/event-stream")], body).into_response()
 }
 
 struct Api {
@@ -145,17 +199,15 @@ impl Drop for Killed {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_real_worker_runs_agents_with_streaming_and_the_shell_skill() {
+async fn a_real_worker_runs_agents_end_to_end() {
     // The fake provider.
     let llm = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let llm_url = format!("http://{}/v1", llm.local_addr().unwrap());
     tokio::spawn(async move {
-        axum::serve(
-            llm,
-            axum::Router::new().route("/v1/chat/completions", axum::routing::post(chat)),
-        )
-        .await
-        .unwrap()
+        let app = axum::Router::new()
+            .route("/v1/chat/completions", axum::routing::post(chat))
+            .route("/v1/messages", axum::routing::post(messages));
+        axum::serve(llm, app).await.unwrap()
     });
 
     // The server.
@@ -275,6 +327,134 @@ async fn a_real_worker_runs_agents_with_streaming_and_the_shell_skill() {
     assert!(
         response.contains("'cat' is not allowed") && !response.contains("root:"),
         "{response}"
+    );
+
+    // A follow-up message continues the conversation.
+    let first = api.execute(&agent, &queue, "say hello").await;
+    let id = first["id"].as_str().unwrap().to_string();
+    api.post(
+        &format!("/api/v1/executions/{id}/message"),
+        json!({"message": "what did you say?"}),
+    )
+    .await;
+    let started = Instant::now();
+    let followed = loop {
+        let x = api.get(&format!("/api/v1/executions/{id}")).await;
+        if x["status"] == "completed" && x["response"] != "Hello from the fake model" {
+            break x;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "no follow-up answer: {x}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(followed["response"], "I said: Hello from the fake model");
+
+    // A destructive command is refused by a Rego policy before it reaches the shell
+    // (blocking); in monitoring mode the decision is recorded, not enforced.
+    let rego = include_str!("../../../examples/policies/destructive_commands.rego");
+    let p = api
+        .post(
+            "/api/v1/policies",
+            json!({"name": "no-destructive", "policy_content": rego}),
+        )
+        .await;
+    api.post(
+        "/api/v1/policies/associations",
+        json!({"policy_id": p["id"], "entity_type": "organization", "entity_id": "default"}),
+    )
+    .await;
+    let done = api.execute(&agent, &queue, "wipe the disk").await;
+    let response = done["response"].as_str().unwrap();
+    assert!(
+        response.contains("blocked by policy: destructive command refused: rm -rf /"),
+        "{response}"
+    );
+    let types = api.event_types(done["id"].as_str().unwrap()).await;
+    assert!(types.contains(&"policy_decision".into()), "{types:?}");
+    api.call(
+        Method::PATCH,
+        "/api/v1/organization/settings",
+        Some(json!({"policy_enforcement": "monitoring"})),
+    )
+    .await;
+    let done = api.execute(&agent, &queue, "wipe the disk").await;
+    // Not blocked by the policy: the skill's allow list (ls, sleep) still refuses rm.
+    assert!(
+        done["response"].as_str().unwrap().contains("'rm' is not allowed"),
+        "{done}"
+    );
+    let log = api
+        .get(&format!(
+            "/api/v1/policies/decisions?execution_id={}",
+            done["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(
+        (
+            log["items"][0]["allowed"].as_bool(),
+            log["items"][0]["blocked"].as_bool()
+        ),
+        (Some(false), Some(false)),
+        "{log}"
+    );
+    api.call(
+        Method::PATCH,
+        "/api/v1/organization/settings",
+        Some(json!({"policy_enforcement": "blocking"})),
+    )
+    .await;
+
+    // Cancel reaches the worker at once and stops the running `sleep 30`.
+    let e = api
+        .post(
+            &format!("/api/v1/agents/{agent}/execute"),
+            json!({"prompt": "take a nap", "worker_queue_id": queue}),
+        )
+        .await;
+    let id = e["execution_id"].as_str().unwrap().to_string();
+    let started = Instant::now();
+    while !api.event_types(&id).await.contains(&"tool_started".to_string()) {
+        assert!(started.elapsed() < Duration::from_secs(10), "the nap never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let cancelled_at = Instant::now();
+    api.post(&format!("/api/v1/executions/{id}/cancel"), json!({})).await;
+    loop {
+        let x = api.get(&format!("/api/v1/executions/{id}")).await;
+        if x["status"] == "cancelled" {
+            break;
+        }
+        assert!(
+            cancelled_at.elapsed() < Duration::from_secs(2),
+            "not cancelled within 2 s: {x}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+
+    // The Anthropic format end to end, key from a secret.
+    api.post(
+        "/api/v1/secrets",
+        json!({"name": "FAKE_ANTHROPIC_KEY", "value": "sk-ant-fake"}),
+    )
+    .await;
+    api.post("/api/v1/models", json!({"value": "fake/claude-test", "label": "Fake Claude", "provider": "anthropic", "provider_model": "claude-test", "base_url": llm_url.trim_end_matches("/v1"), "api_key_secret": "FAKE_ANTHROPIC_KEY"})).await;
+    let claude = api
+        .post(
+            "/api/v1/agents",
+            json!({"name": "frenchie", "model_id": "fake/claude-test"}),
+        )
+        .await;
+    let done = api.execute(claude["id"].as_str().unwrap(), &queue, "greet me").await;
+    assert_eq!(
+        (done["status"].as_str(), done["response"].as_str()),
+        (Some("completed"), Some("Bonjour from claude-test")),
+        "{done}"
+    );
+    assert_eq!(
+        (
+            done["usage"]["prompt_tokens"].as_i64(),
+            done["usage"]["completion_tokens"].as_i64()
+        ),
+        (Some(40), Some(4))
     );
 
     // SIGTERM: the worker drains, disconnects and exits 0.
