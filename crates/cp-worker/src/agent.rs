@@ -13,6 +13,8 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::client::{CallError, ControlPlane};
+use crate::files::Files;
+use crate::http::Http;
 use crate::shell::Shell;
 
 /// How a run ended when it did not answer.
@@ -120,38 +122,88 @@ pub fn model_client(model: Option<&RunModel>) -> Result<Client, RunError> {
 /// A tool the model may call, and what runs it.
 struct Tool {
     spec: ToolSpec,
-    shell: Shell,
+    kind: ToolKind,
 }
 
-/// The shell skills of the claim as tools, named after the skill.
+enum ToolKind {
+    Shell(Shell),
+    Files(Files),
+    Http(Http),
+}
+
+impl ToolKind {
+    /// How dangerous a call looks, for the policy input (the reference's scale).
+    fn risk(&self, args: &Value) -> &'static str {
+        match self {
+            ToolKind::Shell(_) => {
+                let command = args["command"].as_str().unwrap_or_default();
+                let critical = ["rm -rf", "mkfs", "dd if=", "> /dev/", "format "];
+                if critical.iter().any(|c| command.contains(c)) {
+                    "critical"
+                } else {
+                    "high"
+                }
+            }
+            ToolKind::Files(_) if args["operation"] == "save_file" => "medium",
+            ToolKind::Files(_) => "low",
+            ToolKind::Http(_) => "medium",
+        }
+    }
+
+    async fn run(&self, args: &Value) -> (String, bool) {
+        match self {
+            ToolKind::Shell(shell) => shell.run(args["command"].as_str().unwrap_or_default()).await,
+            ToolKind::Files(files) => files.run(args).await,
+            ToolKind::Http(http) => http.run(args).await,
+        }
+    }
+}
+
+/// The claim's shell, file_system and http skills as tools, named after the skill.
 fn tools(claim: &Claim) -> Vec<Tool> {
     let working_dir = claim.environment.working_dir.clone();
     claim
         .skills
         .iter()
-        .filter(|s| s.enabled && s.skill_type == SkillType::Shell)
-        .map(|s| {
+        .filter(|s| s.enabled)
+        .filter_map(|s| {
+            let (kind, parameters, fallback) = match s.skill_type {
+                SkillType::Shell => (
+                    ToolKind::Shell(Shell::from_config(&s.configuration, claim.env_vars.clone(), working_dir.clone())),
+                    json!({
+                        "type": "object",
+                        "properties": {"command": {"type": "string", "description": "The command line to run with sh -c"}},
+                        "required": ["command"],
+                    }),
+                    "Runs a shell command and returns its output.",
+                ),
+                SkillType::FileSystem => {
+                    let files = Files::from_config(&s.configuration, working_dir.as_deref());
+                    let parameters = files.parameters();
+                    (ToolKind::Files(files), parameters, "Reads, saves, lists and searches files.")
+                }
+                SkillType::Http => {
+                    let http = Http::from_config(&s.configuration);
+                    let parameters = http.parameters();
+                    (ToolKind::Http(http), parameters, "Sends an HTTP request and returns the answer.")
+                }
+                _ => return None,
+            };
             let name: String = s
                 .name
                 .chars()
                 .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
                 .take(64)
                 .collect();
-            Tool {
+            let description = s.description.clone().unwrap_or_else(|| fallback.into());
+            Some(Tool {
                 spec: ToolSpec {
                     name,
-                    description: s
-                        .description
-                        .clone()
-                        .unwrap_or_else(|| "Runs a shell command and returns its output.".into()),
-                    parameters: json!({
-                        "type": "object",
-                        "properties": {"command": {"type": "string", "description": "The command line to run with sh -c"}},
-                        "required": ["command"],
-                    }),
+                    description,
+                    parameters,
                 },
-                shell: Shell::from_config(&s.configuration, claim.env_vars.clone(), working_dir.clone()),
-            }
+                kind,
+            })
         })
         .collect()
 }
@@ -261,13 +313,8 @@ async fn call_tool(
     let Some(tool) = tools.iter().find(|t| t.spec.name == call.name) else {
         return (format!("there is no tool named {}", call.name), true);
     };
-    let command = call.arguments["command"].as_str().unwrap_or_default();
     if claim.policy_enforcement != PolicyEnforcement::Off {
-        let risk = if command.contains("rm ") || command.contains("mkfs") || command.contains("dd ") {
-            "critical"
-        } else {
-            "high"
-        };
+        let risk = tool.kind.risk(&call.arguments);
         match cp.enforce(claim.execution.id, &call.name, &call.arguments, risk).await {
             Ok(decision) => {
                 if decision["policies_evaluated"].as_u64().unwrap_or(0) > 0 {
@@ -288,5 +335,5 @@ async fn call_tool(
             Err(e) => tracing::warn!(error = %e, "no policy decision; monitoring mode lets the call run"),
         }
     }
-    tool.shell.run(command).await
+    tool.kind.run(&call.arguments).await
 }

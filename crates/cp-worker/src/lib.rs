@@ -10,6 +10,8 @@
 
 pub mod agent;
 pub mod client;
+pub mod files;
+pub mod http;
 pub mod shell;
 
 use std::collections::HashMap;

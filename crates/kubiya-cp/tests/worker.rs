@@ -1,7 +1,8 @@
 //! The real `kubiya-cp serve` and the real `kubiya-cp worker` processes against a fake LLM
 //! provider that speaks the OpenAI-compatible and the Anthropic streaming formats: an agent
 //! answers with streamed chunks, calls its shell skill and answers with the output, a command
-//! outside the skill's allow list is refused, a destructive one is refused by a Rego policy
+//! outside the skill's allow list is refused, a file_system path out of its base directory is
+//! refused, a destructive one is refused by a Rego policy
 //! (blocking) or recorded (monitoring), a follow-up message continues the conversation, cancel
 //! stops a running `sleep 30` within 2 s, and SIGTERM drains the worker and disconnects it.
 
@@ -76,6 +77,15 @@ async fn chat(Json(body): Json<Value>) -> axum::response::Response {
     }
     if prompt == "wipe the disk" {
         return stream(None, Some(("shell", json!({"command": "rm -rf /"}))));
+    }
+    if prompt == "peek outside" {
+        return stream(
+            None,
+            Some((
+                "files",
+                json!({"operation": "read_file", "path": "../../../etc/passwd"}),
+            )),
+        );
     }
     if prompt == "take a nap" {
         return stream(None, Some(("shell", json!({"command": "sleep 30"}))));
@@ -256,7 +266,14 @@ async fn a_real_worker_runs_agents_end_to_end() {
             json!({"name": "shell", "type": "shell", "configuration": {"allowed_commands": ["ls"], "timeout": 10}}),
         )
         .await;
-    let agent = api.post("/api/v1/agents", json!({"name": "lister", "model_id": "fake/gpt-test", "system_prompt": "You list files.", "skill_ids": [skill["id"]]})).await;
+    let sandbox = tempfile::tempdir().unwrap();
+    let files = api
+        .post(
+            "/api/v1/skills",
+            json!({"name": "files", "type": "file_system", "configuration": {"base_dir": sandbox.path()}}),
+        )
+        .await;
+    let agent = api.post("/api/v1/agents", json!({"name": "lister", "model_id": "fake/gpt-test", "system_prompt": "You list files.", "skill_ids": [skill["id"], files["id"]]})).await;
     let agent = agent["id"].as_str().unwrap().to_string();
     let envs = api.get("/api/v1/environments").await;
     let env = envs["items"][0]["id"].as_str().unwrap().to_string();
@@ -326,6 +343,14 @@ async fn a_real_worker_runs_agents_end_to_end() {
     let response = done["response"].as_str().unwrap();
     assert!(
         response.contains("'cat' is not allowed") && !response.contains("root:"),
+        "{response}"
+    );
+
+    // The file_system skill refuses a path out of its base directory.
+    let done = api.execute(&agent, &queue, "peek outside").await;
+    let response = done["response"].as_str().unwrap();
+    assert!(
+        response.contains("leaves the base directory") && !response.contains("root:"),
         "{response}"
     );
 

@@ -1,0 +1,97 @@
+//! The http skill as a tool: requests to the skill's `allowed_hosts` only, with its methods
+//! and timeout, the answer's status and body (capped) back to the model.
+
+use std::time::Duration;
+
+use cp_types::skill::host_allowed;
+use serde_json::{Value, json};
+
+const MAX_BODY: usize = 32 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct Http {
+    allowed_hosts: Vec<String>,
+    /// Upper-case; empty: every method.
+    allowed_methods: Vec<String>,
+    client: reqwest::Client,
+}
+
+impl Http {
+    pub fn from_config(config: &Value) -> Http {
+        let list = |k: &str| -> Vec<String> {
+            config[k]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+                .unwrap_or_default()
+        };
+        let timeout = Duration::from_secs(config["timeout"].as_u64().unwrap_or(30).clamp(1, 300));
+        Http {
+            allowed_hosts: list("allowed_hosts"),
+            allowed_methods: list("allowed_methods").iter().map(|m| m.to_ascii_uppercase()).collect(),
+            // Redirects could lead to a host outside the list: they are returned, not followed.
+            client: reqwest::Client::builder()
+                .timeout(timeout)
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap_or_default(),
+        }
+    }
+
+    pub fn parameters(&self) -> Value {
+        json!({
+            "type": "object",
+            "properties": {
+                "method": {"type": "string", "description": "GET, POST, …"},
+                "url": {"type": "string"},
+                "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+                "body": {"type": "string"},
+            },
+            "required": ["url"],
+        })
+    }
+
+    pub async fn run(&self, args: &Value) -> (String, bool) {
+        let method = args["method"].as_str().unwrap_or("GET").to_ascii_uppercase();
+        let url = args["url"].as_str().unwrap_or_default();
+        let parsed = match reqwest::Url::parse(url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => u,
+            _ => return (format!("'{url}' is not an http(s) URL"), true),
+        };
+        let host = parsed.host_str().unwrap_or_default();
+        if !host_allowed(&self.allowed_hosts, host, parsed.port()) {
+            return (format!("the host {host} is not in the skill's allowed_hosts"), true);
+        }
+        if !self.allowed_methods.is_empty() && !self.allowed_methods.contains(&method) {
+            return (
+                format!("the method {method} is not allowed by the skill's configuration"),
+                true,
+            );
+        }
+        let Ok(m) = reqwest::Method::from_bytes(method.as_bytes()) else {
+            return (format!("'{method}' is not an HTTP method"), true);
+        };
+        let mut req = self.client.request(m, parsed);
+        if let Some(headers) = args["headers"].as_object() {
+            for (k, v) in headers {
+                if let Some(v) = v.as_str() {
+                    req = req.header(k, v);
+                }
+            }
+        }
+        if let Some(body) = args["body"].as_str() {
+            req = req.body(body.to_string());
+        }
+        match req.send().await {
+            Err(e) => (format!("the request failed: {e}"), true),
+            Ok(resp) => {
+                let status = resp.status();
+                let bytes = resp.bytes().await.unwrap_or_default();
+                let mut body = String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_BODY)]).into_owned();
+                if bytes.len() > MAX_BODY {
+                    body.push_str(&format!("\n[truncated: {} bytes in all]", bytes.len()));
+                }
+                (format!("HTTP {}\n{body}", status.as_u16()), !status.is_success())
+            }
+        }
+    }
+}
