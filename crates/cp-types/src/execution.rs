@@ -348,6 +348,12 @@ pub struct Claim {
     pub team: Option<Team>,
     /// A team's member agents, in member order.
     pub members: Vec<Agent>,
+    /// The models of a team's members, by model value (each member runs on its own model).
+    #[serde(default)]
+    pub member_models: BTreeMap<String, RunModel>,
+    /// The resolved skills of a team's members, by agent id.
+    #[serde(default)]
+    pub member_skills: BTreeMap<Uuid, Vec<ResolvedSkill>>,
     /// The request's system prompt, else the entity's.
     pub system_prompt: Option<String>,
     pub model: Option<RunModel>,

@@ -8,7 +8,9 @@ use std::time::Duration;
 use cp_llm::{ChatRequest, Client, Delta, Message, ModelConfig, Provider, ToolSpec};
 use cp_types::execution::{Claim, RunModel, Usage};
 use cp_types::org::PolicyEnforcement;
-use cp_types::skill::SkillType;
+use cp_types::skill::{ResolvedSkill, SkillType};
+use futures::FutureExt;
+use futures::future::BoxFuture;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -129,6 +131,8 @@ enum ToolKind {
     Shell(Shell),
     Files(Files),
     Http(Http),
+    /// A team member, by its position in the claim's members.
+    Delegate(usize),
 }
 
 impl ToolKind {
@@ -147,6 +151,7 @@ impl ToolKind {
             ToolKind::Files(_) if args["operation"] == "save_file" => "medium",
             ToolKind::Files(_) => "low",
             ToolKind::Http(_) => "medium",
+            ToolKind::Delegate(_) => "low",
         }
     }
 
@@ -155,15 +160,23 @@ impl ToolKind {
             ToolKind::Shell(shell) => shell.run(args["command"].as_str().unwrap_or_default()).await,
             ToolKind::Files(files) => files.run(args).await,
             ToolKind::Http(http) => http.run(args).await,
+            ToolKind::Delegate(_) => ("delegations are run by the agent loop".into(), true),
         }
     }
 }
 
-/// The claim's shell, file_system and http skills as tools, named after the skill.
-fn tools(claim: &Claim) -> Vec<Tool> {
+/// A name the providers accept for a tool: letters, digits, `-` and `_`, at most 64.
+fn tool_name(name: &str) -> String {
+    name.chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .take(64)
+        .collect()
+}
+
+/// `skills` (shell, file_system, http) as tools, named after the skill.
+fn tools(claim: &Claim, skills: &[ResolvedSkill]) -> Vec<Tool> {
     let working_dir = claim.environment.working_dir.clone();
-    claim
-        .skills
+    skills
         .iter()
         .filter(|s| s.enabled)
         .filter_map(|s| {
@@ -189,12 +202,7 @@ fn tools(claim: &Claim) -> Vec<Tool> {
                 }
                 _ => return None,
             };
-            let name: String = s
-                .name
-                .chars()
-                .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
-                .take(64)
-                .collect();
+            let name = tool_name(&s.name);
             let description = s.description.clone().unwrap_or_else(|| fallback.into());
             Some(Tool {
                 spec: ToolSpec {
@@ -232,108 +240,240 @@ fn conversation(claim: &Claim) -> Vec<Message> {
     messages
 }
 
-/// Runs the agent of `claim` to its answer; the answer and the usage.
-pub async fn run(cp: &ControlPlane, claim: &Claim, emit: &Emitter) -> Result<(String, Usage), RunError> {
-    let client = model_client(claim.model.as_ref())?;
-    let llm = claim.model.as_ref().map(|m| m.llm_config.clone()).unwrap_or_default();
-    let max_turns = llm["max_turns"].as_u64().unwrap_or(20).clamp(1, 200);
-    let tools = tools(claim);
-    let mut req = ChatRequest {
-        system: claim.system_prompt.clone(),
-        messages: conversation(claim),
-        tools: tools.iter().map(|t| t.spec.clone()).collect(),
-        temperature: llm["temperature"].as_f64(),
-        max_tokens: llm["max_tokens"].as_u64().map(|n| n as u32),
-    };
-    let mut usage = Usage::default();
-    emit.emit(
-        "run_started",
-        json!({"model": client.config().model, "attempt": claim.execution.attempt}),
-    );
-    for _ in 0..max_turns {
-        let completion = client
-            .stream(&req, |delta| match delta {
-                Delta::Text(t) => emit.emit("message_chunk", json!({"role": "assistant", "content": t})),
-                Delta::Thinking(t) => emit.emit("thinking", json!({"content": t})),
-                Delta::ToolCall(_) => {}
-            })
-            .await
-            .map_err(|e| match e {
-                cp_llm::LlmError::Unavailable(_) | cp_llm::LlmError::Timeout(_) | cp_llm::LlmError::Network(_) => {
-                    RunError::Retryable(e.to_string())
-                }
-                other => RunError::Fatal(other.to_string()),
-            })?;
-        usage.add(&Usage {
-            prompt_tokens: completion.usage.prompt_tokens as i64,
-            completion_tokens: completion.usage.completion_tokens as i64,
-            total_tokens: (completion.usage.prompt_tokens + completion.usage.completion_tokens) as i64,
-            cost_usd: None,
-        });
-        if completion.tool_calls.is_empty() {
-            emit.emit("message", json!({"role": "assistant", "content": completion.text}));
-            emit.flush().await?;
-            return Ok((completion.text, usage));
-        }
-        req.messages.push(Message::Assistant {
-            content: completion.text.clone(),
-            tool_calls: completion.tool_calls.clone(),
-        });
-        for call in &completion.tool_calls {
-            emit.emit(
-                "tool_started",
-                json!({"tool_name": call.name, "tool_input": call.arguments, "call_id": call.id}),
-            );
-            let (output, is_error) = call_tool(cp, claim, &tools, call, emit).await;
-            emit.emit(
-                "tool_completed",
-                json!({"tool_name": call.name, "call_id": call.id, "tool_output": output, "is_error": is_error}),
-            );
-            req.messages.push(Message::Tool {
-                call_id: call.id.clone(),
-                content: output,
-                is_error,
-            });
-        }
-        emit.flush().await?;
-    }
-    Err(RunError::Fatal(format!(
-        "the agent did not answer within {max_turns} turns (llm_config.max_turns)"
-    )))
+/// One agent loop: a model, a system prompt and tools, until the model answers. A team's
+/// coordinator is one too, with its members as tools.
+struct Agent<'a> {
+    cp: &'a ControlPlane,
+    claim: &'a Claim,
+    emit: &'a Emitter,
+    client: Client,
+    system: Option<String>,
+    tools: Vec<Tool>,
+    temperature: Option<f64>,
+    max_tokens: Option<u32>,
+    max_turns: u64,
+    /// A team member's id and name: its events say so.
+    member: Option<(Uuid, String)>,
 }
 
-/// One tool call: the policy decision first (unless enforcement is off), then the tool.
-async fn call_tool(
-    cp: &ControlPlane,
-    claim: &Claim,
-    tools: &[Tool],
-    call: &cp_llm::ToolCall,
-    emit: &Emitter,
-) -> (String, bool) {
-    let Some(tool) = tools.iter().find(|t| t.spec.name == call.name) else {
-        return (format!("there is no tool named {}", call.name), true);
-    };
-    if claim.policy_enforcement != PolicyEnforcement::Off {
-        let risk = tool.kind.risk(&call.arguments);
-        match cp.enforce(claim.execution.id, &call.name, &call.arguments, risk).await {
-            Ok(decision) => {
-                if decision["policies_evaluated"].as_u64().unwrap_or(0) > 0 {
-                    emit.emit("policy_decision", decision.clone());
-                }
-                if decision["blocked"] == true {
-                    let why: Vec<&str> = decision["violations"]
-                        .as_array()
-                        .map(|v| v.iter().filter_map(Value::as_str).collect())
-                        .unwrap_or_default();
-                    return (format!("Tool execution blocked by policy: {}", why.join("; ")), true);
-                }
-            }
-            // Blocking mode fails closed: no decision, no tool call.
-            Err(e) if claim.policy_enforcement == PolicyEnforcement::Blocking => {
-                return (format!("Tool execution blocked: no policy decision ({e})"), true);
-            }
-            Err(e) => tracing::warn!(error = %e, "no policy decision; monitoring mode lets the call run"),
-        }
+fn usage_of(u: cp_llm::Usage) -> Usage {
+    Usage {
+        prompt_tokens: u.prompt_tokens as i64,
+        completion_tokens: u.completion_tokens as i64,
+        total_tokens: (u.prompt_tokens + u.completion_tokens) as i64,
+        cost_usd: None,
     }
-    tool.kind.run(&call.arguments).await
+}
+
+fn llm_error(e: cp_llm::LlmError) -> RunError {
+    match e {
+        cp_llm::LlmError::Unavailable(_) | cp_llm::LlmError::Timeout(_) | cp_llm::LlmError::Network(_) => {
+            RunError::Retryable(e.to_string())
+        }
+        other => RunError::Fatal(other.to_string()),
+    }
+}
+
+impl<'a> Agent<'a> {
+    /// Event data, tagged with the member when this loop is one.
+    fn tagged(&self, mut data: Value) -> Value {
+        if let Some((id, name)) = &self.member {
+            data["member_id"] = json!(id);
+            data["member_name"] = json!(name);
+        }
+        data
+    }
+
+    fn answer(&'a self, messages: Vec<Message>) -> BoxFuture<'a, Result<(String, Usage), RunError>> {
+        async move {
+            let mut req = ChatRequest {
+                system: self.system.clone(),
+                messages,
+                tools: self.tools.iter().map(|t| t.spec.clone()).collect(),
+                temperature: self.temperature,
+                max_tokens: self.max_tokens,
+            };
+            let (chunk_event, final_event) = match self.member {
+                Some(_) => ("member_message_chunk", "member_message"),
+                None => ("message_chunk", "message"),
+            };
+            let mut usage = Usage::default();
+            for _ in 0..self.max_turns {
+                let completion = self
+                    .client
+                    .stream(&req, |delta| match delta {
+                        Delta::Text(t) => {
+                            let data = self.tagged(json!({"role": "assistant", "content": t}));
+                            self.emit.emit(chunk_event, data)
+                        }
+                        Delta::Thinking(t) => self.emit.emit("thinking", self.tagged(json!({"content": t}))),
+                        Delta::ToolCall(_) => {}
+                    })
+                    .await
+                    .map_err(llm_error)?;
+                usage.add(&usage_of(completion.usage));
+                if completion.tool_calls.is_empty() {
+                    let data = self.tagged(json!({"role": "assistant", "content": completion.text}));
+                    self.emit.emit(final_event, data);
+                    self.emit.flush().await?;
+                    return Ok((completion.text, usage));
+                }
+                req.messages.push(Message::Assistant {
+                    content: completion.text.clone(),
+                    tool_calls: completion.tool_calls.clone(),
+                });
+                for call in &completion.tool_calls {
+                    let started = json!({"tool_name": call.name, "tool_input": call.arguments, "call_id": call.id});
+                    self.emit.emit("tool_started", self.tagged(started));
+                    let (output, is_error, spent) = self.call_tool(call).await?;
+                    usage.add(&spent);
+                    let completed = json!({"tool_name": call.name, "call_id": call.id, "tool_output": output, "is_error": is_error});
+                    self.emit.emit("tool_completed", self.tagged(completed));
+                    req.messages.push(Message::Tool {
+                        call_id: call.id.clone(),
+                        content: output,
+                        is_error,
+                    });
+                }
+                self.emit.flush().await?;
+            }
+            Err(RunError::Fatal(format!(
+                "no answer within {} turns (llm_config.max_turns, or a team's configuration.max_rounds)",
+                self.max_turns
+            )))
+        }
+        .boxed()
+    }
+
+    /// One tool call: the policy decision first (unless enforcement is off), then the tool.
+    /// Delegating to a member runs the member's own loop; its usage counts too.
+    async fn call_tool(&self, call: &cp_llm::ToolCall) -> Result<(String, bool, Usage), RunError> {
+        let Some(tool) = self.tools.iter().find(|t| t.spec.name == call.name) else {
+            return Ok((format!("there is no tool named {}", call.name), true, Usage::default()));
+        };
+        if let ToolKind::Delegate(index) = tool.kind {
+            let task = call.arguments["task"].as_str().unwrap_or_default().to_string();
+            let member = member_agent(self.cp, self.claim, self.emit, index)?;
+            let (answer, usage) = member.answer(vec![Message::User { content: task }]).await?;
+            return Ok((answer, false, usage));
+        }
+        let claim = self.claim;
+        if claim.policy_enforcement != PolicyEnforcement::Off {
+            let risk = tool.kind.risk(&call.arguments);
+            match self
+                .cp
+                .enforce(claim.execution.id, &call.name, &call.arguments, risk)
+                .await
+            {
+                Ok(decision) => {
+                    if decision["policies_evaluated"].as_u64().unwrap_or(0) > 0 {
+                        self.emit.emit("policy_decision", self.tagged(decision.clone()));
+                    }
+                    if decision["blocked"] == true {
+                        let why: Vec<&str> = decision["violations"]
+                            .as_array()
+                            .map(|v| v.iter().filter_map(Value::as_str).collect())
+                            .unwrap_or_default();
+                        let refusal = format!("Tool execution blocked by policy: {}", why.join("; "));
+                        return Ok((refusal, true, Usage::default()));
+                    }
+                }
+                // Blocking mode fails closed: no decision, no tool call.
+                Err(e) if claim.policy_enforcement == PolicyEnforcement::Blocking => {
+                    let refusal = format!("Tool execution blocked: no policy decision ({e})");
+                    return Ok((refusal, true, Usage::default()));
+                }
+                Err(e) => tracing::warn!(error = %e, "no policy decision; monitoring mode lets the call run"),
+            }
+        }
+        let (output, is_error) = tool.kind.run(&call.arguments).await;
+        Ok((output, is_error, Usage::default()))
+    }
+}
+
+/// The tool name of a delegation to `name`.
+fn delegate_name(name: &str) -> String {
+    format!("delegate_to_{}", tool_name(name)).chars().take(64).collect()
+}
+
+/// The loop of a team's member `index`: its own system prompt, model (the team's when it has
+/// none) and skills.
+fn member_agent<'a>(
+    cp: &'a ControlPlane,
+    claim: &'a Claim,
+    emit: &'a Emitter,
+    index: usize,
+) -> Result<Agent<'a>, RunError> {
+    let member = &claim.members[index];
+    let model = member
+        .model_id
+        .as_ref()
+        .and_then(|m| claim.member_models.get(m))
+        .or(claim.model.as_ref());
+    let skills = claim
+        .member_skills
+        .get(&member.id)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let llm = &member.llm_config;
+    Ok(Agent {
+        cp,
+        claim,
+        emit,
+        client: model_client(model)?,
+        system: member.system_prompt.clone(),
+        tools: tools(claim, skills),
+        temperature: llm["temperature"].as_f64(),
+        max_tokens: llm["max_tokens"].as_u64().map(|n| n as u32),
+        max_turns: llm["max_turns"].as_u64().unwrap_or(20).clamp(1, 200),
+        member: Some((member.id, member.name.clone())),
+    })
+}
+
+/// Runs the agent or team of `claim` to its answer; the answer and the usage of every model
+/// call (members' included).
+pub async fn run(cp: &ControlPlane, claim: &Claim, emit: &Emitter) -> Result<(String, Usage), RunError> {
+    let llm = claim.model.as_ref().map(|m| m.llm_config.clone()).unwrap_or_default();
+    let mut agent = Agent {
+        cp,
+        claim,
+        emit,
+        client: model_client(claim.model.as_ref())?,
+        system: claim.system_prompt.clone(),
+        tools: tools(claim, &claim.skills),
+        temperature: llm["temperature"].as_f64(),
+        max_tokens: llm["max_tokens"].as_u64().map(|n| n as u32),
+        max_turns: llm["max_turns"].as_u64().unwrap_or(20).clamp(1, 200),
+        member: None,
+    };
+    if let Some(team) = &claim.team {
+        // The coordinator: the team's instructions, its members offered as tools.
+        let mut roster = String::from("You coordinate a team. Delegate work to its members with their tools:");
+        for (i, m) in claim.members.iter().enumerate() {
+            let about = m.description.clone().unwrap_or_else(|| "a team member".into());
+            roster.push_str(&format!("\n- {} ({about})", delegate_name(&m.name)));
+            agent.tools.push(Tool {
+                spec: ToolSpec {
+                    name: delegate_name(&m.name),
+                    description: format!("Delegate a task to {}: {about}", m.name),
+                    parameters: json!({
+                        "type": "object",
+                        "properties": {"task": {"type": "string", "description": "What the member should do"}},
+                        "required": ["task"],
+                    }),
+                },
+                kind: ToolKind::Delegate(i),
+            });
+        }
+        agent.system = Some(match &agent.system {
+            Some(instructions) => format!("{instructions}\n\n{roster}"),
+            None => roster,
+        });
+        agent.max_turns = team.configuration["max_rounds"].as_u64().unwrap_or(10).clamp(1, 100);
+    }
+    emit.emit(
+        "run_started",
+        json!({"model": agent.client.config().model, "attempt": claim.execution.attempt}),
+    );
+    agent.answer(conversation(claim)).await
 }

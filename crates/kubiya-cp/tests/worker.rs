@@ -24,8 +24,9 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// A chat-completions stream: text in chunks, or one tool call; then usage and `[DONE]`.
-fn stream(text: Option<&str>, call: Option<(&str, Value)>) -> axum::response::Response {
+/// A chat-completions stream: text in chunks, or tool calls (arguments in two fragments each);
+/// then usage and `[DONE]`.
+fn stream_calls(text: Option<&str>, calls: &[(&str, Value)]) -> axum::response::Response {
     let chunk =
         |delta: Value, finish: Value| json!({"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
     let mut events = Vec::new();
@@ -35,14 +36,17 @@ fn stream(text: Option<&str>, call: Option<(&str, Value)>) -> axum::response::Re
         }
         events.push(chunk(json!({}), json!("stop")));
     }
-    if let Some((name, args)) = call {
+    for (i, (name, args)) in calls.iter().enumerate() {
         let args = args.to_string();
         let (a, b) = args.split_at(args.len() / 2);
-        events.push(chunk(json!({"tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": {"name": name, "arguments": a}}]}), Value::Null));
+        let id = format!("call_{i}");
+        events.push(chunk(json!({"tool_calls": [{"index": i, "id": id, "type": "function", "function": {"name": name, "arguments": a}}]}), Value::Null));
         events.push(chunk(
-            json!({"tool_calls": [{"index": 0, "function": {"arguments": b}}]}),
+            json!({"tool_calls": [{"index": i, "function": {"arguments": b}}]}),
             Value::Null,
         ));
+    }
+    if !calls.is_empty() {
         events.push(chunk(json!({}), json!("tool_calls")));
     }
     events.push(json!({"choices": [], "usage": {"prompt_tokens": 30, "completion_tokens": 7}}));
@@ -51,11 +55,42 @@ fn stream(text: Option<&str>, call: Option<(&str, Value)>) -> axum::response::Re
     ([("content-type", "text/event-stream")], body).into_response()
 }
 
+fn stream(text: Option<&str>, call: Option<(&str, Value)>) -> axum::response::Response {
+    stream_calls(text, call.as_slice())
+}
+
 /// The fake model: answers a tool result with it, asks the shell to list a folder or to run
 /// a refused command when told to, and otherwise says hello.
 async fn chat(Json(body): Json<Value>) -> axum::response::Response {
     let messages = body["messages"].as_array().cloned().unwrap_or_default();
     let last = messages.last().cloned().unwrap_or_default();
+    let system = messages
+        .first()
+        .filter(|m| m["role"] == "system")
+        .and_then(|m| m["content"].as_str())
+        .unwrap_or_default();
+    // A team: the coordinator delegates to both members, then reports what they said; each
+    // member answers with its name.
+    if system.contains("You coordinate a team") {
+        let results: Vec<&str> = messages
+            .iter()
+            .filter(|m| m["role"] == "tool")
+            .filter_map(|m| m["content"].as_str())
+            .collect();
+        if results.is_empty() {
+            return stream_calls(
+                None,
+                &[
+                    ("delegate_to_alpha", json!({"task": "report"})),
+                    ("delegate_to_beta", json!({"task": "report"})),
+                ],
+            );
+        }
+        return stream(Some(&format!("Team says: {}", results.join(" | "))), None);
+    }
+    if let Some(name) = system.strip_prefix("You are member ") {
+        return stream(Some(&format!("{name} reporting")), None);
+    }
     if last["role"] == "tool" {
         return stream(
             Some(&format!(
@@ -480,6 +515,60 @@ async fn a_real_worker_runs_agents_end_to_end() {
             done["usage"]["completion_tokens"].as_i64()
         ),
         (Some(40), Some(4))
+    );
+
+    // A team delegates to its two members, each on its own loop, and reports their answers.
+    let mut members = Vec::new();
+    for name in ["alpha", "beta"] {
+        let a = api
+            .post(
+                "/api/v1/agents",
+                json!({"name": name, "model_id": "fake/gpt-test", "system_prompt": format!("You are member {name}")}),
+            )
+            .await;
+        members.push(a["id"].as_str().unwrap().to_string());
+    }
+    let team = api.post("/api/v1/teams", json!({"name": "duo", "configuration": {"member_ids": members, "instructions": "Work together.", "llm": {"model": "fake/gpt-test"}, "max_rounds": 3}})).await;
+    let team_id = team["id"].as_str().unwrap().to_string();
+    let e = api
+        .post(
+            &format!("/api/v1/teams/{team_id}/execute"),
+            json!({"prompt": "ask the team", "worker_queue_id": queue}),
+        )
+        .await;
+    let id = e["execution_id"].as_str().unwrap().to_string();
+    let started = Instant::now();
+    let done = loop {
+        let x = api.get(&format!("/api/v1/executions/{id}")).await;
+        if ["completed", "failed"].contains(&x["status"].as_str().unwrap()) {
+            break x;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the team did not finish: {x}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        done["response"], "Team says: alpha reporting | beta reporting",
+        "{done}"
+    );
+    let page = api.get(&format!("/api/v1/executions/{id}/events?limit=500")).await;
+    let items = page["items"]
+        .as_array()
+        .or(page.as_array())
+        .cloned()
+        .unwrap_or_default();
+    let said: Vec<&str> = items
+        .iter()
+        .filter(|e| e["type"] == "member_message")
+        .filter_map(|e| e["data"]["member_name"].as_str())
+        .collect();
+    assert_eq!(said, ["alpha", "beta"]);
+    assert_eq!(
+        done["usage"]["prompt_tokens"],
+        4 * 30,
+        "two coordinator turns and two members"
     );
 
     // SIGTERM: the worker drains, disconnects and exits 0.

@@ -236,8 +236,37 @@ async fn run_context(
     };
     let settings = async { Ok::<_, ApiError>(store.org_settings(org).await?) };
     let history = async { Ok::<_, ApiError>(store.executions(org).session(execution.id).await?) };
-    let (model, skills, environment, settings, history) =
-        tokio::try_join!(model, skills, environment, settings, history)?;
+    // A team's members run on their own models with their own skills.
+    let member_models = async {
+        let mut models = std::collections::BTreeMap::new();
+        for value in members.iter().filter_map(|a| a.model_id.clone()) {
+            if !models.contains_key(&value) {
+                let m = run_model(state, worker, &value, json!({})).await?;
+                models.insert(value, m);
+            }
+        }
+        Ok::<_, ApiError>(models)
+    };
+    let member_skills = async {
+        let mut skills = std::collections::BTreeMap::new();
+        for a in &members {
+            let entity = EntityRef {
+                kind: SkillEntityType::Agent,
+                id: a.id,
+            };
+            skills.insert(a.id, store.skills(org).resolved(entity).await?);
+        }
+        Ok::<_, ApiError>(skills)
+    };
+    let (model, skills, environment, settings, history, member_models, member_skills) = tokio::try_join!(
+        model,
+        skills,
+        environment,
+        settings,
+        history,
+        member_models,
+        member_skills
+    )?;
     let policy_enforcement = settings.policy_enforcement;
     let mut env_vars = environment.env_vars.clone();
     env_vars.extend(execution.execution_environment.env_vars.clone());
@@ -249,6 +278,8 @@ async fn run_context(
         agent,
         team,
         members,
+        member_models,
+        member_skills,
         model,
         skills,
         environment,
