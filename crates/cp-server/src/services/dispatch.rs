@@ -240,9 +240,9 @@ async fn run_context(
     let member_models = async {
         let mut models = std::collections::BTreeMap::new();
         for value in members.iter().filter_map(|a| a.model_id.clone()) {
-            if !models.contains_key(&value) {
-                let m = run_model(state, worker, &value, json!({})).await?;
-                models.insert(value, m);
+            if let std::collections::btree_map::Entry::Vacant(slot) = models.entry(value) {
+                let m = run_model(state, worker, slot.key(), json!({})).await?;
+                slot.insert(m);
             }
         }
         Ok::<_, ApiError>(models)
