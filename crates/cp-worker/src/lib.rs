@@ -9,6 +9,7 @@
 //! to the queue and disconnects.
 
 pub mod agent;
+pub mod claude_code;
 pub mod client;
 pub mod files;
 pub mod http;
@@ -229,7 +230,13 @@ async fn execute(cp: &ControlPlane, claim: &Claim) {
             }
         })
     };
-    let result = agent::run(cp, claim, &emit).await;
+    let claude_code = claim.agent.as_ref().map(|a| a.runtime) == Some(cp_types::runtime::Runtime::ClaudeCode)
+        || claim.team.as_ref().map(|t| t.runtime) == Some(cp_types::runtime::Runtime::ClaudeCode);
+    let result = if claude_code {
+        claude_code::run(claim, &emit).await
+    } else {
+        agent::run(cp, claim, &emit).await
+    };
     done.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = flusher.await;
     let reported = match result {

@@ -124,7 +124,7 @@ impl Shell {
 
 /// Kills a process group when dropped: when the command ends, times out, or its run is
 /// cancelled (the future holding it is dropped).
-struct ProcessGroup(u32);
+pub(crate) struct ProcessGroup(pub(crate) u32);
 
 impl Drop for ProcessGroup {
     fn drop(&mut self) {

@@ -324,6 +324,27 @@ async fn a_real_worker_runs_agents_end_to_end() {
         .await;
     let worker_key = worker_key["key"].as_str().unwrap().to_string();
 
+    // A stand-in for the Claude Code CLI on the worker's PATH, printing what the real one
+    // prints in stream-json mode.
+    let bin_dir = tempfile::tempdir().unwrap();
+    let fake_claude = bin_dir.path().join("claude");
+    std::fs::write(&fake_claude, concat!(
+        "#!/bin/sh\n",
+        "echo '{\"type\":\"system\",\"subtype\":\"init\"}'\n",
+        "echo '{\"type\":\"assistant\",\"message\":{\"content\":[{\"type\":\"text\",\"text\":\"Looking\"},{\"type\":\"tool_use\",\"id\":\"t1\",\"name\":\"Bash\",\"input\":{\"command\":\"ls\"}}]}}'\n",
+        "echo '{\"type\":\"user\",\"message\":{\"content\":[{\"type\":\"tool_result\",\"tool_use_id\":\"t1\",\"content\":\"a.txt\",\"is_error\":false}]}}'\n",
+        "printf '{\"type\":\"result\",\"is_error\":false,\"result\":\"claude code did: %s\",\"usage\":{\"input_tokens\":11,\"output_tokens\":3}}\\n' \"$2\"\n",
+    )).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&fake_claude, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let path = format!(
+        "{}:{}",
+        bin_dir.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+
     // The worker, started the way `worker-command` prints it.
     let mut worker = Killed(
         Command::new(BIN)
@@ -337,6 +358,7 @@ async fn a_real_worker_runs_agents_end_to_end() {
                 "2",
             ])
             .env("KUBIYA_API_KEY", &worker_key)
+            .env("PATH", &path)
             .env_remove("OPENAI_API_KEY")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -516,6 +538,25 @@ async fn a_real_worker_runs_agents_end_to_end() {
         ),
         (Some(40), Some(4))
     );
+
+    // The claude_code runtime runs the CLI and maps its stream to events.
+    let coder = api
+        .post(
+            "/api/v1/agents",
+            json!({"name": "coder", "runtime": "claude_code", "model_id": "fake/claude-test"}),
+        )
+        .await;
+    let done = api.execute(coder["id"].as_str().unwrap(), &queue, "tidy up").await;
+    assert_eq!(
+        (done["status"].as_str(), done["response"].as_str()),
+        (Some("completed"), Some("claude code did: tidy up")),
+        "{done}"
+    );
+    assert_eq!(done["usage"]["prompt_tokens"], 11);
+    let types = api.event_types(done["id"].as_str().unwrap()).await;
+    for t in ["message_chunk", "tool_started", "tool_completed", "message"] {
+        assert!(types.iter().any(|x| x == t), "{t} missing from {types:?}");
+    }
 
     // A team delegates to its two members, each on its own loop, and reports their answers.
     let mut members = Vec::new();

@@ -1,0 +1,148 @@
+//! The `claude_code` runtime: the Claude Code CLI (`claude`) in headless streaming-JSON mode,
+//! in the run's working directory with its env vars, its stream mapped to our events.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use cp_types::execution::{Claim, Usage};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::agent::{Emitter, RunError};
+
+/// The message of a worker host without the CLI.
+pub const MISSING: &str = "claude_code runtime needs the `claude` CLI on the worker host";
+
+/// The `claude` executable on `path` (a `PATH`-style list), if any.
+pub fn find_cli(path: &str) -> Option<PathBuf> {
+    std::env::split_paths(path)
+        .map(|dir| dir.join("claude"))
+        .find(|p| is_executable(p))
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+/// Runs the prompt (the conversation's last user message) through the CLI.
+pub async fn run(claim: &Claim, emit: &Emitter) -> Result<(String, Usage), RunError> {
+    let cli = find_cli(&std::env::var("PATH").unwrap_or_default()).ok_or_else(|| RunError::Fatal(MISSING.into()))?;
+    let prompt = claim
+        .history
+        .iter()
+        .rev()
+        .find(|m| m.role == "user")
+        .map(|m| m.content.clone())
+        .unwrap_or_else(|| claim.execution.prompt.clone());
+    let mut cmd = tokio::process::Command::new(cli);
+    cmd.args(["-p", &prompt, "--output-format", "stream-json", "--verbose"])
+        .envs(&claim.env_vars)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .kill_on_drop(true);
+    if let Some(system) = &claim.system_prompt {
+        cmd.args(["--append-system-prompt", system]);
+    }
+    if let Some(m) = &claim.model {
+        cmd.args(["--model", &m.provider_model]);
+        if let Some(key) = &m.api_key {
+            cmd.env("ANTHROPIC_API_KEY", key);
+        }
+        if let Some(url) = &m.base_url {
+            cmd.env("ANTHROPIC_BASE_URL", url);
+        }
+    }
+    if let Some(dir) = &claim.environment.working_dir {
+        cmd.current_dir(dir);
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| RunError::Fatal(format!("cannot start the claude CLI: {e}")))?;
+    let _group = child.id().map(crate::shell::ProcessGroup);
+    let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+    emit.emit("run_started", json!({"runtime": "claude_code"}));
+    let mut answer: Option<(String, Usage, bool)> = None;
+    while let Ok(Some(line)) = lines.next_line().await {
+        let Ok(msg) = serde_json::from_str::<Value>(&line) else {
+            continue;
+        };
+        match msg["type"].as_str() {
+            Some("assistant") => {
+                for block in msg["message"]["content"].as_array().into_iter().flatten() {
+                    match block["type"].as_str() {
+                        Some("text") => {
+                            emit.emit("message_chunk", json!({"role": "assistant", "content": block["text"]}))
+                        }
+                        Some("thinking") => emit.emit("thinking", json!({"content": block["thinking"]})),
+                        Some("tool_use") => emit.emit(
+                            "tool_started",
+                            json!({"tool_name": block["name"], "tool_input": block["input"], "call_id": block["id"]}),
+                        ),
+                        _ => {}
+                    }
+                }
+            }
+            Some("user") => {
+                for block in msg["message"]["content"].as_array().into_iter().flatten() {
+                    if block["type"] == "tool_result" {
+                        emit.emit(
+                            "tool_completed",
+                            json!({"call_id": block["tool_use_id"], "tool_output": block["content"], "is_error": block["is_error"]}),
+                        );
+                    }
+                }
+            }
+            Some("result") => {
+                let u = &msg["usage"];
+                let prompt = u["input_tokens"].as_i64().unwrap_or(0);
+                let completion = u["output_tokens"].as_i64().unwrap_or(0);
+                let usage = Usage {
+                    prompt_tokens: prompt,
+                    completion_tokens: completion,
+                    total_tokens: prompt + completion,
+                    cost_usd: msg["total_cost_usd"].as_f64(),
+                };
+                let text = msg["result"].as_str().unwrap_or_default().to_string();
+                answer = Some((text, usage, msg["is_error"] == true));
+            }
+            _ => {}
+        }
+    }
+    let status = child.wait().await;
+    match answer {
+        Some((text, _, true)) => Err(RunError::Fatal(format!("claude reported an error: {text}"))),
+        Some((text, usage, false)) => {
+            emit.emit("message", json!({"role": "assistant", "content": text}));
+            emit.flush().await?;
+            Ok((text, usage))
+        }
+        None => Err(RunError::Fatal(format!(
+            "the claude CLI ended without a result ({})",
+            status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string())
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cli_is_looked_up_on_the_path() {
+        assert_eq!(find_cli(""), None);
+        let dir = std::env::temp_dir().join(format!("kcp-claude-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cli = dir.join("claude");
+        std::fs::write(&cli, "#!/bin/sh\n").unwrap();
+        assert_eq!(find_cli(dir.to_str().unwrap()), None, "not executable yet");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&cli, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(find_cli(&format!("/nonexistent:{}", dir.display())), Some(cli));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
