@@ -334,6 +334,18 @@ pub struct RunModel {
     pub api_key_secret: Option<String>,
     #[schema(value_type = Object)]
     pub llm_config: Value,
+    /// Prices per 1,000 tokens, for the run's cost.
+    #[serde(default)]
+    pub pricing: Option<crate::model::Pricing>,
+}
+
+impl RunModel {
+    /// What `usage` costs at this model's prices (none without prices).
+    pub fn cost(&self, usage: &Usage) -> Option<f64> {
+        self.pricing.as_ref().map(|p| {
+            (usage.prompt_tokens as f64 * p.input_per_1k + usage.completion_tokens as f64 * p.output_per_1k) / 1000.0
+        })
+    }
 }
 
 /// Everything a worker needs to run a claimed execution.

@@ -247,6 +247,8 @@ struct Agent<'a> {
     claim: &'a Claim,
     emit: &'a Emitter,
     client: Client,
+    /// For the cost of each call.
+    model: Option<&'a RunModel>,
     system: Option<String>,
     tools: Vec<Tool>,
     temperature: Option<f64>,
@@ -311,7 +313,9 @@ impl<'a> Agent<'a> {
                     })
                     .await
                     .map_err(llm_error)?;
-                usage.add(&usage_of(completion.usage));
+                let mut spent = usage_of(completion.usage);
+                spent.cost_usd = self.model.as_ref().and_then(|m| m.cost(&spent));
+                usage.add(&spent);
                 if completion.tool_calls.is_empty() {
                     let data = self.tagged(json!({"role": "assistant", "content": completion.text}));
                     self.emit.emit(final_event, data);
@@ -421,6 +425,7 @@ fn member_agent<'a>(
         claim,
         emit,
         client: model_client(model)?,
+        model,
         system: member.system_prompt.clone(),
         tools: tools(claim, skills),
         temperature: llm["temperature"].as_f64(),
@@ -439,6 +444,7 @@ pub async fn run(cp: &ControlPlane, claim: &Claim, emit: &Emitter) -> Result<(St
         claim,
         emit,
         client: model_client(claim.model.as_ref())?,
+        model: claim.model.as_ref(),
         system: claim.system_prompt.clone(),
         tools: tools(claim, &claim.skills),
         temperature: llm["temperature"].as_f64(),

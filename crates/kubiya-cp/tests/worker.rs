@@ -294,7 +294,7 @@ async fn a_real_worker_runs_agents_end_to_end() {
     .await;
 
     // A model on the fake provider, a shell skill that allows ls only, an agent, a queue.
-    api.post("/api/v1/models", json!({"value": "fake/gpt-test", "label": "Fake", "provider": "openai", "provider_model": "gpt-test", "base_url": llm_url})).await;
+    api.post("/api/v1/models", json!({"value": "fake/gpt-test", "label": "Fake", "provider": "openai", "provider_model": "gpt-test", "base_url": llm_url, "pricing": {"input_per_1k": 1.0, "output_per_1k": 2.0}})).await;
     let skill = api
         .post(
             "/api/v1/skills",
@@ -374,6 +374,11 @@ async fn a_real_worker_runs_agents_end_to_end() {
         "{done}"
     );
     assert_eq!(done["usage"]["prompt_tokens"], 30);
+    // Cost at the model's prices: (30 × 1.0 + 7 × 2.0) / 1000.
+    assert!(
+        (done["usage"]["cost_usd"].as_f64().unwrap() - 0.044).abs() < 1e-9,
+        "{done}"
+    );
     let types = api.event_types(done["id"].as_str().unwrap()).await;
     assert!(types.iter().filter(|t| *t == "message_chunk").count() >= 3, "{types:?}");
     for t in ["run_started", "message", "done"] {

@@ -321,6 +321,7 @@ async fn run_model(state: &AppState, worker: &Principal, value: &str, llm_config
         api_key,
         api_key_secret: m.api_key_secret,
         llm_config,
+        pricing: m.pricing,
     })
 }
 
