@@ -16,6 +16,8 @@ use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kubiya-cp");
 
+static SLOW_ONCE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -101,6 +103,14 @@ async fn chat(Json(body): Json<Value>) -> axum::response::Response {
         );
     }
     let prompt = last["content"].as_str().unwrap_or_default();
+    // The first worker to ask about the slow job waits forever (it will be killed meanwhile);
+    // the next one gets the answer at once.
+    if prompt == "slow job" {
+        if !SLOW_ONCE.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_secs(120)).await;
+        }
+        return stream(Some("slow job done"), None);
+    }
     if prompt == "what did you say?" {
         let said = messages
             .iter()
@@ -243,19 +253,21 @@ impl Drop for Killed {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_real_worker_runs_agents_end_to_end() {
-    // The fake provider.
+/// The fake provider on a loopback port; its OpenAI-style base URL.
+async fn fake_llm() -> String {
     let llm = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let llm_url = format!("http://{}/v1", llm.local_addr().unwrap());
+    let url = format!("http://{}/v1", llm.local_addr().unwrap());
     tokio::spawn(async move {
         let app = axum::Router::new()
             .route("/v1/chat/completions", axum::routing::post(chat))
             .route("/v1/messages", axum::routing::post(messages));
         axum::serve(llm, app).await.unwrap()
     });
+    url
+}
 
-    // The server.
+/// `kubiya-cp serve` on a fresh data dir, ready, with the rate limit lifted.
+async fn start_server() -> (Killed, Api, tempfile::TempDir) {
     let data = tempfile::tempdir().unwrap();
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
@@ -293,12 +305,22 @@ async fn a_real_worker_runs_agents_end_to_end() {
     )
     .await;
 
-    // A model on the fake provider, a shell skill that allows ls only, an agent, a queue.
+    (server, api, data)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_worker_runs_agents_end_to_end() {
+    let llm_url = fake_llm().await;
+
+    let (server, api, _data) = start_server().await;
+    let base = api.base.clone();
+
+    // A model on the fake provider, a shell skill that allows ls and sleep only, an agent, a queue.
     api.post("/api/v1/models", json!({"value": "fake/gpt-test", "label": "Fake", "provider": "openai", "provider_model": "gpt-test", "base_url": llm_url, "pricing": {"input_per_1k": 1.0, "output_per_1k": 2.0}})).await;
     let skill = api
         .post(
             "/api/v1/skills",
-            json!({"name": "shell", "type": "shell", "configuration": {"allowed_commands": ["ls"], "timeout": 10}}),
+            json!({"name": "shell", "type": "shell", "configuration": {"allowed_commands": ["ls", "sleep"], "timeout": 60}}),
         )
         .await;
     let sandbox = tempfile::tempdir().unwrap();
@@ -637,4 +659,83 @@ async fn a_real_worker_runs_agents_end_to_end() {
         .unwrap_or_default();
     assert!(items.iter().all(|w| w["status"] == "disconnected"), "{workers}");
     drop(server);
+}
+
+fn spawn_worker(queue: &str, base: &str, key: &str) -> Killed {
+    Killed(
+        Command::new(BIN)
+            .args(["worker", "--queue-id", queue, "--control-plane-url", base])
+            .env("KUBIYA_API_KEY", key)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// A worker process killed mid-run stops heartbeating; after its lease (3 heartbeat intervals)
+/// the run goes back to the queue and another worker finishes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_worker_s_run_is_finished_by_another() {
+    let llm_url = fake_llm().await;
+    let (_server, api, _data) = start_server().await;
+    api.post(
+        "/api/v1/models",
+        json!({"value": "fake/slow", "label": "Slow", "provider": "openai", "base_url": llm_url}),
+    )
+    .await;
+    let agent = api
+        .post("/api/v1/agents", json!({"name": "slowpoke", "model_id": "fake/slow"}))
+        .await;
+    let envs = api.get("/api/v1/environments").await;
+    let env = envs["items"][0]["id"].as_str().unwrap().to_string();
+    let queue = api
+        .post(
+            &format!("/api/v1/environments/{env}/worker-queues"),
+            json!({"name": "fragile", "heartbeat_interval": 10}),
+        )
+        .await;
+    let queue = queue["id"].as_str().unwrap().to_string();
+    let key = api
+        .post("/api/v1/api-keys", json!({"name": "w", "role": "worker"}))
+        .await["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let mut first = spawn_worker(&queue, &api.base, &key);
+    let e = api
+        .post(
+            &format!("/api/v1/agents/{}/execute", agent["id"].as_str().unwrap()),
+            json!({"prompt": "slow job", "worker_queue_id": queue}),
+        )
+        .await;
+    let id = e["execution_id"].as_str().unwrap().to_string();
+    let started = Instant::now();
+    let held_by = loop {
+        let x = api.get(&format!("/api/v1/executions/{id}")).await;
+        if x["status"] == "running" {
+            break x["worker_id"].clone();
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "never claimed: {x}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    first.0.kill().unwrap();
+    first.0.wait().unwrap();
+    let _second = spawn_worker(&queue, &api.base, &key);
+    let started = Instant::now();
+    let done = loop {
+        let x = api.get(&format!("/api/v1/executions/{id}")).await;
+        if x["status"] == "completed" {
+            break x;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "not finished by another worker: {x}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(done["response"], "slow job done");
+    assert_eq!(done["attempt"], 2, "{done}");
+    assert_ne!(done["worker_id"], held_by);
 }
