@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::response::IntoResponse;
+use futures::StreamExt;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -103,6 +104,23 @@ async fn chat(Json(body): Json<Value>) -> axum::response::Response {
         );
     }
     let prompt = last["content"].as_str().unwrap_or_default();
+    // Six words, half a second apart: long enough to restart the control plane meanwhile.
+    if prompt == "talk slowly" {
+        let words = futures::stream::iter(["one ", "two ", "three ", "four ", "five ", "six "].into_iter().enumerate()).then(|(i, w)| async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let chunk = json!({"choices": [{"index": 0, "delta": {"content": w}, "finish_reason": if i == 5 { json!("stop") } else { Value::Null }}]});
+            let mut text = format!("data: {chunk}\n\n");
+            if i == 5 {
+                text.push_str("data: [DONE]\n\n");
+            }
+            Ok::<_, std::convert::Infallible>(text)
+        });
+        return (
+            [("content-type", "text/event-stream")],
+            axum::body::Body::from_stream(words),
+        )
+            .into_response();
+    }
     // The first worker to ask about the slow job waits forever (it will be killed meanwhile);
     // the next one gets the answer at once.
     if prompt == "slow job" {
@@ -270,27 +288,40 @@ async fn fake_llm() -> String {
 async fn start_server() -> (Killed, Api, tempfile::TempDir) {
     let data = tempfile::tempdir().unwrap();
     let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let key = "kby_worker-test-bootstrap-key-0123456789";
+    let server = serve_on(data.path(), port).await;
+    let api = Api {
+        base: format!("http://127.0.0.1:{port}"),
+        key: KEY.into(),
+        http: reqwest::Client::new(),
+    };
+    api.call(
+        Method::PATCH,
+        "/api/v1/organization/settings",
+        Some(json!({"rate_limit_tier": "enterprise", "rate_limit_per_minute": 100000})),
+    )
+    .await;
+    (server, api, data)
+}
+
+/// The bootstrap admin key of the test servers.
+const KEY: &str = "kby_worker-test-bootstrap-key-0123456789";
+
+/// `kubiya-cp serve` on `data` and `port`, once it is ready.
+async fn serve_on(data: &std::path::Path, port: u16) -> Killed {
     let server = Killed(
         Command::new(BIN)
             .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-            .arg(data.path())
+            .arg(data)
             .env_remove("DATABASE_URL")
             .env_remove("KUBIYA_CP_DATABASE_URL")
-            .env("KUBIYA_CP_BOOTSTRAP_API_KEY", key)
+            .env("KUBIYA_CP_BOOTSTRAP_API_KEY", KEY)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
     );
-    let api = Api {
-        base: base.clone(),
-        key: key.into(),
-        http: reqwest::Client::new(),
-    };
     let started = Instant::now();
-    while reqwest::get(format!("{base}/api/ready"))
+    while reqwest::get(format!("http://127.0.0.1:{port}/api/ready"))
         .await
         .map(|r| r.status() != 200)
         .unwrap_or(true)
@@ -298,14 +329,7 @@ async fn start_server() -> (Killed, Api, tempfile::TempDir) {
         assert!(started.elapsed() < Duration::from_secs(15), "server not ready");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    api.call(
-        Method::PATCH,
-        "/api/v1/organization/settings",
-        Some(json!({"rate_limit_tier": "enterprise", "rate_limit_per_minute": 100000})),
-    )
-    .await;
-
-    (server, api, data)
+    server
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -738,4 +762,82 @@ async fn a_killed_worker_s_run_is_finished_by_another() {
     assert_eq!(done["response"], "slow job done");
     assert_eq!(done["attempt"], 2, "{done}");
     assert_ne!(done["worker_id"], held_by);
+}
+
+/// The control plane restarts while a run streams: the worker keeps running it, buffers its
+/// events while nobody answers and sends them, in order, once the server is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_outlives_a_control_plane_restart() {
+    let llm_url = fake_llm().await;
+    let (server, api, data) = start_server().await;
+    api.post(
+        "/api/v1/models",
+        json!({"value": "fake/chatty", "label": "Chatty", "provider": "openai", "base_url": llm_url}),
+    )
+    .await;
+    let agent = api
+        .post("/api/v1/agents", json!({"name": "chatty", "model_id": "fake/chatty"}))
+        .await;
+    let envs = api.get("/api/v1/environments").await;
+    let env = envs["items"][0]["id"].as_str().unwrap().to_string();
+    let queue = api
+        .post(
+            &format!("/api/v1/environments/{env}/worker-queues"),
+            json!({"name": "steady"}),
+        )
+        .await;
+    let queue = queue["id"].as_str().unwrap().to_string();
+    let key = api
+        .post("/api/v1/api-keys", json!({"name": "w", "role": "worker"}))
+        .await["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let _worker = spawn_worker(&queue, &api.base, &key);
+    let e = api
+        .post(
+            &format!("/api/v1/agents/{}/execute", agent["id"].as_str().unwrap()),
+            json!({"prompt": "talk slowly", "worker_queue_id": queue}),
+        )
+        .await;
+    let id = e["execution_id"].as_str().unwrap().to_string();
+    let started = Instant::now();
+    while api.get(&format!("/api/v1/executions/{id}")).await["status"] != "running" {
+        assert!(started.elapsed() < Duration::from_secs(10), "never claimed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Down for about a second and a half, mid-stream.
+    let port: u16 = api.base.rsplit(':').next().unwrap().parse().unwrap();
+    let pid = server.0.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    drop(server);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let _server = serve_on(data.path(), port).await;
+    let started = Instant::now();
+    let done = loop {
+        let x = api.get(&format!("/api/v1/executions/{id}")).await;
+        if x["status"] == "completed" {
+            break x;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the run did not finish after the restart: {x}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(done["response"], "one two three four five six ");
+    let page = api.get(&format!("/api/v1/executions/{id}/events?limit=500")).await;
+    let items = page["items"]
+        .as_array()
+        .or(page.as_array())
+        .cloned()
+        .unwrap_or_default();
+    let seqs: Vec<i64> = items.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+    assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>(), "gap-free");
+    let streamed: String = items
+        .iter()
+        .filter(|e| e["type"] == "message_chunk")
+        .filter_map(|e| e["data"]["content"].as_str())
+        .collect();
+    assert_eq!(streamed, "one two three four five six ", "every chunk, once, in order");
 }
