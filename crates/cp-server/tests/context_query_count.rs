@@ -46,7 +46,12 @@ async fn create(app: &TestApp, path: &str, body: Value) -> String {
 }
 
 async fn check(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    // Background work would be counted too: the reaper and the webhook sender stay quiet.
+    let app = TestApp::spawn_with(backend, |c| {
+        c.reaper_interval = std::time::Duration::from_secs(3600);
+        c.webhook_sender = false;
+    })
+    .await;
     app.unlimited().await;
     let mut envs = Vec::new();
     for i in 0..6 {

@@ -35,7 +35,12 @@ async fn statements_for(app: &TestApp, path: &str) -> usize {
 }
 
 async fn check(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    // Background work would be counted too: the reaper and the webhook sender stay quiet.
+    let app = TestApp::spawn_with(backend, |c| {
+        c.reaper_interval = std::time::Duration::from_secs(3600);
+        c.webhook_sender = false;
+    })
+    .await;
     app.unlimited().await;
     let mut envs = Vec::new();
     for i in 0..2 {

@@ -483,3 +483,41 @@ pub async fn run(cp: &ControlPlane, claim: &Claim, emit: &Emitter) -> Result<(St
     );
     agent.answer(conversation(claim)).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model(provider: &str, base_url: Option<&str>, secret: Option<&str>) -> RunModel {
+        RunModel {
+            id: Uuid::nil(),
+            value: format!("{provider}/m"),
+            provider: provider.into(),
+            provider_model: "m".into(),
+            base_url: base_url.map(str::to_owned),
+            api_key: None,
+            api_key_secret: secret.map(str::to_owned),
+            llm_config: json!({}),
+            pricing: None,
+        }
+    }
+
+    #[test]
+    fn a_missing_key_says_which_model_needs_which_key() {
+        // SAFETY (edition 2024 makes env writes unsafe): this test owns these variables.
+        unsafe {
+            std::env::remove_var("ANTHROPIC_API_KEY");
+            std::env::remove_var("ANTHROPIC_BASE_URL");
+        }
+        let err = model_client(Some(&model("anthropic", None, Some("ANTHROPIC_API_KEY"))))
+            .err()
+            .unwrap();
+        assert_eq!(
+            err.to_string(),
+            "model anthropic/m needs an API key: a secret named ANTHROPIC_API_KEY, or ANTHROPIC_API_KEY on the worker host"
+        );
+        // A local server needs none.
+        assert!(model_client(Some(&model("ollama", Some("http://127.0.0.1:11434/v1"), None))).is_ok());
+        assert!(matches!(model_client(None), Err(RunError::Fatal(m)) if m.contains("no model")));
+    }
+}

@@ -138,8 +138,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                     start(&cp, &runs, claim);
                 }
                 if answer.drain {
-                    tracing::info!("asked to drain: no more work is taken");
-                    shutdown.as_mut().await;
+                    // Asked by the control plane: no more work; the runs in progress finish
+                    // (however long they take, unless a signal comes first), then it leaves.
+                    tracing::info!(runs = runs.len(), "asked to drain: no more work is taken");
+                    while runs.len() > 0 {
+                        tokio::select! {
+                            _ = &mut shutdown => break,
+                            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                        }
+                    }
                     break;
                 }
             }

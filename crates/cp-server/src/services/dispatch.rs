@@ -352,7 +352,8 @@ const REAPER_LOCK: i64 = 0x6b63_705f_7265_6170; // "kcp_reap"
 /// Runs the reaper every `every` until the server stops, on the one replica that holds the
 /// reaper's leader lock (another takes over when that replica's connection ends).
 pub async fn reaper(state: AppState, every: Duration) {
-    let mut tick = tokio::time::interval(every);
+    // The first sweep comes one interval after start, like every other one.
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut leader = None;
     loop {
