@@ -337,7 +337,6 @@ async fn a_real_worker_runs_agents_end_to_end() {
     let llm_url = fake_llm().await;
 
     let (server, api, _data) = start_server().await;
-    let base = api.base.clone();
 
     // A model on the fake provider, a shell skill that allows ls and sleep only, an agent, a queue.
     api.post("/api/v1/models", json!({"value": "fake/gpt-test", "label": "Fake", "provider": "openai", "provider_model": "gpt-test", "base_url": llm_url, "pricing": {"input_per_1k": 1.0, "output_per_1k": 2.0}})).await;
@@ -391,19 +390,19 @@ async fn a_real_worker_runs_agents_end_to_end() {
         std::env::var("PATH").unwrap_or_default()
     );
 
-    // The worker, started the way `worker-command` prints it.
+    // The worker, started with exactly the command `worker-command` prints.
+    let printed = api.get(&format!("/api/v1/worker-queues/{queue}/worker-command")).await;
+    let parts: Vec<String> = printed["command_parts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().replace("$KUBIYA_API_KEY", &worker_key))
+        .collect();
+    assert_eq!(parts[0], "kubiya-cp", "{printed}");
     let mut worker = Killed(
         Command::new(BIN)
-            .args([
-                "worker",
-                "--queue-id",
-                &queue,
-                "--control-plane-url",
-                &base,
-                "--concurrency",
-                "2",
-            ])
-            .env("KUBIYA_API_KEY", &worker_key)
+            .args(&parts[1..])
+            .args(["--concurrency", "2"])
             .env("PATH", &path)
             .env_remove("OPENAI_API_KEY")
             .stdout(Stdio::null())
