@@ -144,9 +144,9 @@ pub(crate) async fn read(mut events: Events, on_delta: &mut impl FnMut(Delta)) -
             "content_block_stop" => {
                 if let Some(Block::Tool { id, name, input }) = blocks.remove(&index) {
                     let call = ToolCall {
-                        id,
+                        id: if id.is_empty() { format!("toolu_{index}") } else { id },
                         name,
-                        arguments: parse_arguments(&input)?,
+                        arguments: parse_arguments(&input),
                     };
                     on_delta(Delta::ToolCall(call.clone()));
                     out.tool_calls.push(call);

@@ -270,7 +270,8 @@ async fn classify(resp: reqwest::Response) -> Retryable {
         .get("retry-after")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<f64>().ok())
-        .map(Duration::from_secs_f64);
+        // A provider may send anything here: negative, NaN or huge values must not panic.
+        .and_then(|secs| Duration::try_from_secs_f64(secs.clamp(0.0, 60.0)).ok());
     let text = resp.text().await.unwrap_or_default();
     let message = serde_json::from_str::<Value>(&text)
         .ok()
@@ -290,10 +291,15 @@ async fn classify(resp: reqwest::Response) -> Retryable {
     }
 }
 
+/// The key under which [`ToolCall::arguments`] carries arguments that were not valid JSON
+/// (a model cut off by `max_tokens`, say): the caller tells the model so, rather than failing
+/// the run.
+pub const INVALID_ARGUMENTS: &str = "_invalid_arguments";
+
 /// The arguments of a tool call as streamed (JSON text in fragments); `{}` when empty.
-fn parse_arguments(raw: &str) -> Result<Value, LlmError> {
+fn parse_arguments(raw: &str) -> Value {
     if raw.trim().is_empty() {
-        return Ok(Value::Object(Default::default()));
+        return Value::Object(Default::default());
     }
-    serde_json::from_str(raw).map_err(|e| LlmError::Protocol(format!("tool arguments are not JSON ({e}): {raw}")))
+    serde_json::from_str(raw).unwrap_or_else(|_| serde_json::json!({ INVALID_ARGUMENTS: raw }))
 }

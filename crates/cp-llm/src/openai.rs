@@ -1,7 +1,5 @@
 //! The OpenAI-compatible chat completions format (OpenAI, vLLM, Ollama, LiteLLM, …).
 
-use std::collections::BTreeMap;
-
 use serde_json::{Value, json};
 
 use crate::sse::Events;
@@ -77,7 +75,9 @@ pub(crate) async fn read(mut events: Events, on_delta: &mut impl FnMut(Delta)) -
         usage: Usage::default(),
         stop: StopReason::Other,
     };
-    let mut calls: BTreeMap<u64, Partial> = BTreeMap::new();
+    // In the order they started. Fragments name the call by `index`; some servers reuse an
+    // index for parallel calls with different ids, and some send no index at all.
+    let mut calls: Vec<(Option<u64>, Partial)> = Vec::new();
     let mut finished = false;
     while let Some(event) = events.next().await? {
         if event.data.trim() == "[DONE]" {
@@ -112,9 +112,22 @@ pub(crate) async fn read(mut events: Events, on_delta: &mut impl FnMut(Delta)) -
             }
         }
         for call in delta["tool_calls"].as_array().into_iter().flatten() {
-            let index = call["index"].as_u64().unwrap_or(calls.len() as u64);
-            let partial = calls.entry(index).or_default();
-            if let Some(id) = call["id"].as_str() {
+            let index = call["index"].as_u64();
+            let id = call["id"].as_str().filter(|i| !i.is_empty());
+            // The call this fragment continues: the last one with its index (or simply the
+            // last one), unless it brings a new id.
+            let current = calls.iter().rposition(|(i, _)| index.is_none() || *i == index);
+            let fresh = match (current, id) {
+                (None, _) => true,
+                (Some(c), Some(id)) => !calls[c].1.id.is_empty() && calls[c].1.id != id,
+                (Some(_), None) => false,
+            };
+            if fresh {
+                calls.push((index, Partial::default()));
+            }
+            let at = if fresh { calls.len() - 1 } else { current.unwrap_or(0) };
+            let partial = &mut calls[at].1;
+            if let Some(id) = id {
                 partial.id = id.to_string();
             }
             if let Some(name) = call.pointer("/function/name").and_then(Value::as_str) {
@@ -137,11 +150,11 @@ pub(crate) async fn read(mut events: Events, on_delta: &mut impl FnMut(Delta)) -
     if !finished && out.text.is_empty() && calls.is_empty() {
         return Err(LlmError::Protocol("the stream ended before the answer".into()));
     }
-    for (i, p) in calls {
+    for (i, (_, p)) in calls.into_iter().enumerate() {
         let call = ToolCall {
             id: if p.id.is_empty() { format!("call_{i}") } else { p.id },
             name: p.name,
-            arguments: parse_arguments(&p.arguments)?,
+            arguments: parse_arguments(&p.arguments),
         };
         on_delta(Delta::ToolCall(call.clone()));
         out.tool_calls.push(call);

@@ -71,6 +71,26 @@ async fn openai(State(fake): State<Fake>, headers: HeaderMap, Json(body): Json<V
     let usage =
         json!({"id": "c1", "choices": [], "usage": {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17}});
     let events: Vec<(Option<&str>, Value)> = match scenario(&body).as_str() {
+        // Two parallel calls on the same index (as some servers send them), the second cut
+        // off mid-arguments.
+        "two at once" => vec![
+            (
+                None,
+                chunk(
+                    json!({"tool_calls": [{"index": 0, "id": "call_a", "function": {"name": "shell", "arguments": "{\"command\": \"ls\"}"}}]}),
+                    Value::Null,
+                ),
+            ),
+            (
+                None,
+                chunk(
+                    json!({"tool_calls": [{"index": 0, "id": "call_b", "function": {"name": "shell", "arguments": "{\"comm"}}]}),
+                    Value::Null,
+                ),
+            ),
+            (None, chunk(json!({}), json!("length"))),
+            (None, json!("[DONE]")),
+        ],
         "use the shell" => vec![
             (
                 None,
@@ -402,4 +422,23 @@ async fn rate_limits_are_retried_and_bad_keys_are_not() {
         Client::new(gone).stream(&ask("hi"), |_| {}).await,
         Err(LlmError::Network(_))
     ));
+}
+
+#[tokio::test]
+async fn parallel_calls_on_one_index_and_cut_arguments_do_not_fail_the_answer() {
+    let (base, _fake) = start().await;
+    let done = client(Provider::OpenAi, &base)
+        .stream(&ask("two at once"), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(done.tool_calls.len(), 2, "{done:?}");
+    assert_eq!(
+        (done.tool_calls[0].id.as_str(), &done.tool_calls[0].arguments),
+        ("call_a", &json!({"command": "ls"}))
+    );
+    assert_eq!(
+        done.tool_calls[1].arguments,
+        json!({cp_llm::INVALID_ARGUMENTS: "{\"comm"})
+    );
+    assert_eq!(done.stop, StopReason::MaxTokens);
 }

@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cp_llm::{ChatRequest, Client, Delta, Message, ModelConfig, Provider, ToolSpec};
+use cp_llm::{ChatRequest, Client, Delta, INVALID_ARGUMENTS, Message, ModelConfig, Provider, ToolSpec};
 use cp_types::execution::{Claim, RunModel, Usage};
 use cp_types::org::PolicyEnforcement;
 use cp_types::skill::{ResolvedSkill, SkillType};
@@ -62,24 +62,32 @@ impl Emitter {
         self.pending.lock().unwrap_or_else(|p| p.into_inner()).push(event);
     }
 
-    /// Sends what is pending; retries while the control plane is away; `Lost` on a stale lease.
+    /// Sends what is pending, in batches the control plane accepts (at most 500 events), each
+    /// with its own idempotency key so a batch whose answer was lost is not stored twice when
+    /// it is sent again. While the control plane is away (no answer, 408, 429, 5xx) it waits
+    /// and retries; a stale lease is `Lost`; any other refusal ends the run.
     pub async fn flush(&self) -> Result<(), RunError> {
         let _one_at_a_time = self.flushing.lock().await;
         let mut delay = Duration::from_millis(200);
+        let mut key = Uuid::now_v7();
         loop {
             let batch: Vec<Value> = {
                 let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-                std::mem::take(&mut *pending)
+                let n = pending.len().min(MAX_BATCH);
+                pending.drain(..n).collect()
             };
             if batch.is_empty() {
                 return Ok(());
             }
-            match self.cp.events(self.execution, self.lease, &batch).await {
-                Ok(()) => {}
+            match self.cp.events(self.execution, self.lease, &batch, key).await {
+                Ok(()) => {
+                    key = Uuid::now_v7();
+                    delay = Duration::from_millis(200);
+                }
                 Err(CallError::Refused { status: 409 | 404, .. }) => return Err(RunError::Lost),
-                Err(e) => {
+                Err(e) if e.is_transient() => {
                     tracing::warn!(error = %e, execution = %self.execution, "events not delivered yet; retrying");
-                    // Put them back in front, keeping the order.
+                    // Put them back in front, keeping the order; the retry reuses the key.
                     {
                         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
                         let later = std::mem::take(&mut *pending);
@@ -89,10 +97,18 @@ impl Emitter {
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(10));
                 }
+                Err(e) => {
+                    return Err(RunError::Fatal(format!(
+                        "the control plane refused the run's events: {e}"
+                    )));
+                }
             }
         }
     }
 }
+
+/// Most events in one post (the control plane takes up to 1,000).
+const MAX_BATCH: usize = 500;
 
 /// The model client for a claim: the claim's base URL and key, else the worker host's
 /// `*_BASE_URL` / `*_API_KEY`. A remote provider without a key fails with which key it needs.
@@ -319,7 +335,6 @@ impl<'a> Agent<'a> {
                 if completion.tool_calls.is_empty() {
                     let data = self.tagged(json!({"role": "assistant", "content": completion.text}));
                     self.emit.emit(final_event, data);
-                    self.emit.flush().await?;
                     return Ok((completion.text, usage));
                 }
                 req.messages.push(Message::Assistant {
@@ -339,7 +354,6 @@ impl<'a> Agent<'a> {
                         is_error,
                     });
                 }
-                self.emit.flush().await?;
             }
             Err(RunError::Fatal(format!(
                 "no answer within {} turns (llm_config.max_turns, or a team's configuration.max_rounds)",
@@ -355,11 +369,9 @@ impl<'a> Agent<'a> {
         let Some(tool) = self.tools.iter().find(|t| t.spec.name == call.name) else {
             return Ok((format!("there is no tool named {}", call.name), true, Usage::default()));
         };
-        if let ToolKind::Delegate(index) = tool.kind {
-            let task = call.arguments["task"].as_str().unwrap_or_default().to_string();
-            let member = member_agent(self.cp, self.claim, self.emit, index)?;
-            let (answer, usage) = member.answer(vec![Message::User { content: task }]).await?;
-            return Ok((answer, false, usage));
+        if call.arguments.get(INVALID_ARGUMENTS).is_some() {
+            let refusal = format!("the arguments of {} were not valid JSON; call it again", call.name);
+            return Ok((refusal, true, Usage::default()));
         }
         let claim = self.claim;
         if claim.policy_enforcement != PolicyEnforcement::Off {
@@ -389,6 +401,12 @@ impl<'a> Agent<'a> {
                 }
                 Err(e) => tracing::warn!(error = %e, "no policy decision; monitoring mode lets the call run"),
             }
+        }
+        if let ToolKind::Delegate(index) = tool.kind {
+            let task = call.arguments["task"].as_str().unwrap_or_default().to_string();
+            let member = member_agent(self.cp, self.claim, self.emit, index)?;
+            let (answer, usage) = member.answer(vec![Message::User { content: task }]).await?;
+            return Ok((answer, false, usage));
         }
         let (output, is_error) = tool.kind.run(&call.arguments).await;
         Ok((output, is_error, Usage::default()))

@@ -21,6 +21,14 @@ pub enum CallError {
 }
 
 impl CallError {
+    /// Worth trying again later: no answer, or 408, 429, 5xx.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            CallError::Unreachable(_) => true,
+            CallError::Refused { status, .. } => matches!(status, 408 | 429 | 500..=599),
+        }
+    }
+
     pub fn status(&self) -> Option<u16> {
         match self {
             CallError::Refused { status, .. } => Some(*status),
@@ -55,6 +63,17 @@ impl ControlPlane {
         lease: Option<Uuid>,
         timeout: Duration,
     ) -> Result<Option<T>, CallError> {
+        self.post_keyed(path, body, lease, timeout, None).await
+    }
+
+    async fn post_keyed<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &Value,
+        lease: Option<Uuid>,
+        timeout: Duration,
+        idempotency_key: Option<Uuid>,
+    ) -> Result<Option<T>, CallError> {
         let mut req = self
             .http
             .post(format!("{}{path}", self.base))
@@ -63,6 +82,9 @@ impl ControlPlane {
             .json(body);
         if let Some(l) = lease {
             req = req.header("X-Lease-Id", l.to_string());
+        }
+        if let Some(k) = idempotency_key {
+            req = req.header("Idempotency-Key", k.to_string());
         }
         let resp = req.send().await.map_err(|e| CallError::Unreachable(e.to_string()))?;
         let status = resp.status().as_u16();
@@ -122,16 +144,13 @@ impl ControlPlane {
         self.post(&path, &json!({}), None, wait + Self::CALL).await
     }
 
-    pub async fn events(&self, execution: Uuid, lease: Uuid, events: &[Value]) -> Result<(), CallError> {
+    /// Posts a batch of events; `key` makes a resent batch a no-op if the first one was stored.
+    pub async fn events(&self, execution: Uuid, lease: Uuid, events: &[Value], key: Uuid) -> Result<(), CallError> {
         let body = json!({"events": events});
-        self.post::<Value>(
-            &format!("/api/v1/executions/{execution}/events"),
-            &body,
-            Some(lease),
-            Self::CALL,
-        )
-        .await
-        .map(|_| ())
+        let path = format!("/api/v1/executions/{execution}/events");
+        self.post_keyed::<Value>(&path, &body, Some(lease), Self::CALL, Some(key))
+            .await
+            .map(|_| ())
     }
 
     pub async fn complete(&self, execution: Uuid, lease: Uuid, response: &str, usage: &Usage) -> Result<(), CallError> {

@@ -72,6 +72,11 @@ impl Files {
         } else {
             base.join(relative)
         };
+        // A symlink as the last part is refused even when it dangles (`exists()` follows it
+        // and says no, then a write would follow it out).
+        if joined.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()) && !must_exist {
+            return Err(format!("'{path}' is a symbolic link"));
+        }
         let resolved = if must_exist || joined.exists() {
             joined.canonicalize().map_err(|e| format!("'{path}': {e}"))?
         } else {
@@ -108,6 +113,10 @@ impl Files {
 
     async fn read_file(&self, path: &str) -> Result<String, String> {
         let file = self.resolve(path, true)?;
+        // A FIFO or a device would block or never end.
+        if !tokio::fs::metadata(&file).await.is_ok_and(|m| m.is_file()) {
+            return Err(format!("'{path}' is not a regular file"));
+        }
         let bytes = tokio::fs::read(&file).await.map_err(|e| format!("'{path}': {e}"))?;
         let mut text = String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_READ)]).into_owned();
         if bytes.len() > MAX_READ {
@@ -118,7 +127,17 @@ impl Files {
 
     async fn save_file(&self, path: &str, content: &str) -> Result<String, String> {
         let file = self.resolve(path, false)?;
-        tokio::fs::write(&file, content)
+        // O_NOFOLLOW: a symlink put in place after the check is not followed.
+        use tokio::io::AsyncWriteExt;
+        let mut f = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&file)
+            .await
+            .map_err(|e| format!("'{path}': {e}"))?;
+        f.write_all(content.as_bytes())
             .await
             .map_err(|e| format!("'{path}': {e}"))?;
         Ok(format!("saved {} bytes to {path}", content.len()))
@@ -162,6 +181,8 @@ impl Files {
                 let shown = p.strip_prefix(&base).unwrap_or(&p).display().to_string();
                 if kind.is_dir() {
                     stack.push(p);
+                } else if !kind.is_file() {
+                    continue;
                 } else if shown.contains(pattern) {
                     hits.push(shown);
                 } else if let Ok(text) = tokio::fs::read_to_string(&p).await
@@ -219,6 +240,14 @@ mod tests {
         std::os::unix::fs::symlink("/etc", dir.join("out")).unwrap();
         let (out, err) = f.run(&json!({"operation": "read_file", "path": "out/passwd"})).await;
         assert!(err && out.contains("outside"), "{out}");
+        // A dangling link is not written through.
+        let target = dir.with_extension("victim");
+        let _ = std::fs::remove_file(&target);
+        std::os::unix::fs::symlink(&target, dir.join("dangling")).unwrap();
+        let (out, err) = f
+            .run(&json!({"operation": "save_file", "path": "dangling", "content": "x"}))
+            .await;
+        assert!(err && !target.exists(), "{out}");
         let ro = Files::from_config(
             &json!({"base_dir": dir.to_str().unwrap(), "enable_save_file": false}),
             None,

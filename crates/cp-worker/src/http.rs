@@ -58,7 +58,7 @@ impl Http {
             _ => return (format!("'{url}' is not an http(s) URL"), true),
         };
         let host = parsed.host_str().unwrap_or_default();
-        if !host_allowed(&self.allowed_hosts, host, parsed.port()) {
+        if !host_allowed(&self.allowed_hosts, host, parsed.port_or_known_default()) {
             return (format!("the host {host} is not in the skill's allowed_hosts"), true);
         }
         if !self.allowed_methods.is_empty() && !self.allowed_methods.contains(&method) {
@@ -83,12 +83,21 @@ impl Http {
         }
         match req.send().await {
             Err(e) => (format!("the request failed: {e}"), true),
-            Ok(resp) => {
+            Ok(mut resp) => {
                 let status = resp.status();
-                let bytes = resp.bytes().await.unwrap_or_default();
+                // Read no more than the cap: a huge answer must not fill the worker's memory.
+                let mut bytes = Vec::new();
+                let mut truncated = false;
+                while let Ok(Some(chunk)) = resp.chunk().await {
+                    bytes.extend_from_slice(&chunk);
+                    if bytes.len() > MAX_BODY {
+                        truncated = true;
+                        break;
+                    }
+                }
                 let mut body = String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_BODY)]).into_owned();
-                if bytes.len() > MAX_BODY {
-                    body.push_str(&format!("\n[truncated: {} bytes in all]", bytes.len()));
+                if truncated {
+                    body.push_str(&format!("\n[truncated to {MAX_BODY} bytes]"));
                 }
                 (format!("HTTP {}\n{body}", status.as_u16()), !status.is_success())
             }

@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cp_types::execution::{Claim, Usage};
+use futures::FutureExt;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
@@ -102,19 +103,21 @@ async fn register(cp: &ControlPlane, config: &Config) -> anyhow::Result<cp_types
     }
 }
 
+/// Registers and starts heartbeating; the worker's id and its heartbeat task.
+async fn join(cp: &ControlPlane, config: &Config, runs: &Runs) -> anyhow::Result<(Uuid, JoinHandle<()>)> {
+    let reg = register(cp, config).await?;
+    let worker = reg.worker_id;
+    tracing::info!(%worker, queue = %reg.queue_name, environment = %reg.environment_name, "registered");
+    let every = Duration::from_millis(reg.heartbeat_interval_ms.max(100) as u64);
+    let heartbeat = tokio::spawn(heartbeats(cp.clone(), worker, runs.clone(), every));
+    Ok((worker, heartbeat))
+}
+
 /// Runs the worker until `shutdown` resolves, then drains and disconnects.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let cp = ControlPlane::new(&config.control_plane_url, &config.api_key);
-    let reg = register(&cp, &config).await?;
-    let worker = reg.worker_id;
-    tracing::info!(%worker, queue = %reg.queue_name, environment = %reg.environment_name, "registered");
     let runs = Runs::default();
-    let heartbeat = tokio::spawn(heartbeats(
-        cp.clone(),
-        worker,
-        runs.clone(),
-        Duration::from_millis(reg.heartbeat_interval_ms.max(100) as u64),
-    ));
+    let (mut worker, mut heartbeat) = join(&cp, &config, &runs).await?;
     tokio::pin!(shutdown);
     let mut backoff = Duration::from_millis(500);
     loop {
@@ -155,7 +158,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                 status: 404 | 409,
                 message,
             }) => {
-                anyhow::bail!("the control plane no longer knows this worker: {message}");
+                // Away too long: the control plane took this worker offline (its runs went
+                // back to the queue). Register again and go on.
+                tracing::warn!(%message, "the control plane no longer knows this worker; registering again");
+                heartbeat.abort();
+                (worker, heartbeat) = join(&cp, &config, &runs).await?;
             }
             Err(e) => {
                 tracing::warn!(error = %e, ?backoff, "poll failed; retrying");
@@ -211,11 +218,63 @@ fn start(cp: &ControlPlane, runs: &Runs, claim: Box<Claim>) {
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         let _ = ready_rx.await;
-        execute(&cp2, &claim).await;
-        runs2.lock().remove(&id);
+        // A panic in a run must still end it on the control plane, or its lease would be
+        // renewed by every heartbeat forever.
+        let ran = std::panic::AssertUnwindSafe(execute(&cp2, &claim)).catch_unwind().await;
+        if ran.is_err() {
+            tracing::error!(execution = %id, "the run panicked");
+            report(
+                &cp2,
+                id,
+                lease,
+                Outcome::Fail("the worker failed while running it", true),
+            )
+            .await;
+        }
+        // Only this run's own entry: the same execution claimed again has a newer lease.
+        let mut all = runs2.lock();
+        if all.get(&id).is_some_and(|r| r.lease == lease) {
+            all.remove(&id);
+        }
     });
-    runs.lock().insert(id, Run { lease, task });
+    // A run of the same execution still here lost its lease: it must not keep running.
+    if let Some(old) = runs.lock().insert(id, Run { lease, task }) {
+        old.task.abort();
+    }
     let _ = ready_tx.send(());
+}
+
+/// How a run ends, as reported to the control plane.
+enum Outcome<'a> {
+    Complete(&'a str, &'a Usage),
+    /// The message, and whether another attempt may succeed.
+    Fail(&'a str, bool),
+}
+
+/// Reports the end of a run, retrying while the control plane is away: until it is recorded
+/// the control plane keeps the run (its lease is renewed by our heartbeats). A refusal for a
+/// lease that is gone means the run was taken away already.
+async fn report(cp: &ControlPlane, id: Uuid, lease: Uuid, outcome: Outcome<'_>) {
+    let mut delay = Duration::from_millis(200);
+    let started = tokio::time::Instant::now();
+    loop {
+        let sent = match &outcome {
+            Outcome::Complete(answer, usage) => cp.complete(id, lease, answer, usage).await,
+            Outcome::Fail(message, retryable) => cp.fail(id, lease, message, *retryable, &Usage::default()).await,
+        };
+        match sent {
+            Ok(()) => return,
+            Err(e) if e.is_transient() && started.elapsed() < Duration::from_secs(600) => {
+                tracing::warn!(error = %e, execution = %id, "the end of the run is not recorded yet; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, execution = %id, "could not report the end of the run");
+                return;
+            }
+        }
+    }
 }
 
 /// One run, from the claim to its result.
@@ -224,8 +283,10 @@ async fn execute(cp: &ControlPlane, claim: &Claim) {
     let lease = claim.lease_id;
     let emit = Emitter::new(cp.clone(), id, lease);
     // Streamed chunks go out every 150 ms while the model talks. The flusher is stopped by
-    // a flag, never aborted: an aborted flush would drop the batch it was sending.
+    // a flag, never aborted: an aborted flush would drop the batch it was sending. The flag is
+    // also set when this future is dropped (the run was cancelled).
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let _stop_flusher = StopOnDrop(done.clone());
     let flusher = {
         let (emit, done) = (emit.clone(), done.clone());
         tokio::spawn(async move {
@@ -246,20 +307,27 @@ async fn execute(cp: &ControlPlane, claim: &Claim) {
     };
     done.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = flusher.await;
-    let reported = match result {
+    match result {
         Ok((answer, usage)) => match emit.flush().await {
-            Ok(()) => cp.complete(id, lease, &answer, &usage).await,
-            Err(_) => return,
+            Ok(()) => report(cp, id, lease, Outcome::Complete(&answer, &usage)).await,
+            Err(RunError::Lost) => {}
+            Err(e) => report(cp, id, lease, Outcome::Fail(&e.to_string(), false)).await,
         },
-        Err(RunError::Lost) => return,
+        Err(RunError::Lost) => {}
         Err(e) => {
             let retryable = matches!(e, RunError::Retryable(_));
             emit.emit("error", serde_json::json!({"message": e.to_string()}));
             let _ = emit.flush().await;
-            cp.fail(id, lease, &e.to_string(), retryable, &Usage::default()).await
+            report(cp, id, lease, Outcome::Fail(&e.to_string(), retryable)).await;
         }
-    };
-    if let Err(e) = reported {
-        tracing::warn!(error = %e, execution = %id, "could not report the end of the run");
+    }
+}
+
+/// Sets a flag when dropped.
+struct StopOnDrop(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }

@@ -42,14 +42,29 @@ impl Shell {
     /// Refuses a command line whose parts (split on `;`, `&&`, `||`, `|`, newlines) start with
     /// a blocked command, or with one outside a non-empty allow list.
     pub fn check(&self, command: &str) -> Result<(), String> {
+        // With a list to honour, constructs that run commands the split below cannot see
+        // (substitutions, subshells, process substitution) are refused outright.
+        if !self.allowed.is_empty() || !self.blocked.is_empty() {
+            let hidden = ["$(", "`", "(", ")", "${"];
+            if let Some(h) = hidden.iter().find(|h| command.contains(*h)) {
+                return Err(format!(
+                    "'{h}' is not allowed in a command line checked against the skill's command lists"
+                ));
+            }
+        }
         let normalized = command
+            // Redirections such as `2>&1` and `&>` are not command separators.
+            .replace(">&", ">")
+            .replace("&>", ">")
             .replace("&&", "\n")
             .replace("||", "\n")
-            .replace([';', '|'], "\n");
+            .replace([';', '|', '&'], "\n");
         for part in normalized.lines() {
-            let Some(first) = part.split_whitespace().next() else {
+            // `VAR=value cmd` runs cmd; quotes and a leading backslash do not change the name.
+            let Some(first) = part.split_whitespace().find(|w| !w.contains('=')) else {
                 continue;
             };
+            let first = first.trim_start_matches('\\').trim_matches(|c| c == '"' || c == '\'');
             let name = first.rsplit('/').next().unwrap_or(first);
             if self.blocked.iter().any(|b| b == name) {
                 return Err(format!("the command '{name}' is blocked by the skill's configuration"));
@@ -74,6 +89,14 @@ impl Shell {
         cmd.arg("-c")
             // Both streams into one pipe, in the order they were written.
             .arg(format!("exec 2>&1\n{command}"))
+            // Only the run's variables (and a usable PATH and HOME): the worker's own key and
+            // provider keys must not be readable by the commands a model writes.
+            .env_clear()
+            .env(
+                "PATH",
+                std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
+            )
+            .env("HOME", std::env::var("HOME").unwrap_or_else(|_| "/tmp".into()))
             .envs(&self.env)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -92,8 +115,18 @@ impl Shell {
         let _group = child.id().map(ProcessGroup);
         let mut stdout = child.stdout.take().expect("piped");
         let work = async {
+            // Keep reading past the cap (into nothing) so a talkative command is not stuck on
+            // a full pipe.
             let mut out = Vec::new();
-            let _ = (&mut stdout).take(4 * MAX_OUTPUT as u64).read_to_end(&mut out).await;
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = stdout.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                if out.len() < 4 * MAX_OUTPUT {
+                    out.extend_from_slice(&buf[..n]);
+                }
+            }
             let status = child.wait().await;
             (out, status)
         };
@@ -153,6 +186,18 @@ mod tests {
         assert!(s.check("ls; rm -rf /").unwrap_err().contains("'rm' is blocked"));
         assert!(s.check("cat /etc/passwd").unwrap_err().contains("not allowed"));
         assert!(s.check("/bin/ls").is_ok());
+        assert!(s.check("ls 2>&1 | echo x").is_ok());
+        for sneaky in [
+            "ls & rm -rf ~",
+            "ls $(rm x)",
+            "ls `rm x`",
+            "(rm x)",
+            "\\rm x",
+            "\"rm\" x",
+            "X=1 rm x",
+        ] {
+            assert!(s.check(sneaky).is_err(), "{sneaky}");
+        }
     }
 
     #[tokio::test]
@@ -160,6 +205,17 @@ mod tests {
         let env = BTreeMap::from([("GREETING".to_string(), "hello".to_string())]);
         let s = Shell::from_config(&json!({"timeout": 1}), env, None);
         assert_eq!(s.run("echo $GREETING").await, ("hello\n".to_string(), false));
+        // The worker's own variables are not passed on.
+        // SAFETY (edition 2024 makes env writes unsafe): this test owns the variable.
+        unsafe { std::env::set_var("KCP_WORKER_ONLY", "secret") };
+        assert_eq!(s.run("echo \"[$KCP_WORKER_ONLY]\"").await, ("[]\n".to_string(), false));
+        // Output past the cap is dropped, not left blocking the command.
+        let (out, failed) = s.run("head -c 1000000 /dev/zero | tr '\\0' x").await;
+        assert!(
+            !failed && out.contains("[output truncated"),
+            "{}",
+            &out[out.len().saturating_sub(80)..]
+        );
         let (out, failed) = s.run("echo oops >&2; exit 3").await;
         assert!(failed && out.contains("oops"), "{out}");
         let started = std::time::Instant::now();
