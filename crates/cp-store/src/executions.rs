@@ -200,14 +200,28 @@ pub struct Subject {
     pub model: Option<String>,
     pub environment_id: Option<Uuid>,
     pub environment_name: Option<String>,
+    /// The organization's `policy_enforcement` and catalog version, read in the same
+    /// statement so the policy check before an execute costs no read of its own.
+    pub policy_enforcement: String,
+    pub catalog_version: Option<i64>,
+}
+
+impl Subject {
+    /// The organization's enforcement mode and catalog version.
+    pub fn policy_state(&self) -> StoreResult<(cp_types::org::PolicyEnforcement, i64)> {
+        Ok((parse(&self.policy_enforcement)?, self.catalog_version.unwrap_or(0)))
+    }
 }
 
 macro_rules! subject_sql {
     ($table:literal) => {
         concat!(
-            "SELECT x.name AS entity_name, m.value AS model, q.environment_id, e.name AS environment_name FROM ",
+            "SELECT x.name AS entity_name, m.value AS model, q.environment_id, e.name AS environment_name, \
+             o.policy_enforcement, v.version AS catalog_version FROM ",
             $table,
-            " x LEFT JOIN models m ON m.id = x.model_id \
+            " x JOIN organizations o ON o.id = x.organization_id \
+             LEFT JOIN catalog_versions v ON v.organization_id = x.organization_id \
+             LEFT JOIN models m ON m.id = x.model_id \
              LEFT JOIN worker_queues q ON q.organization_id = x.organization_id AND q.id = $3 \
              LEFT JOIN environments e ON e.id = q.environment_id WHERE x.organization_id = $1 AND x.id = $2"
         )

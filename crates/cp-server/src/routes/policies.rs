@@ -470,7 +470,7 @@ async fn enforce_tool_call(
         ExecutionType::Team => ContextEntity::Team(execution.entity_id),
         _ => ContextEntity::Agent(execution.entity_id),
     };
-    let (mode, version) = state.store.policy_state(org).await?;
+    let (mode, version) = subject.policy_state()?;
     let set = state
         .policies
         .set(&state.store, org, version, &entity, subject.environment_id)

@@ -321,7 +321,7 @@ pub async fn check_execute(
     queue: Option<Uuid>,
     subject: &Subject,
 ) -> ApiResult<()> {
-    let (mode, version) = state.store.policy_state(&caller.org_id).await?;
+    let (mode, version) = subject.policy_state()?;
     if mode == PolicyEnforcement::Off {
         return Ok(());
     }
