@@ -684,6 +684,30 @@ async fn a_real_worker_runs_agents_end_to_end() {
     drop(server);
 }
 
+/// A model named after `name` on the fake provider, an agent on it, a queue in the default
+/// environment made from `queue`, and a worker key: the agent's id, the queue's id, the key.
+async fn one_agent(api: &Api, llm_url: &str, name: &str, queue: Value) -> (String, String, String) {
+    let model = format!("fake/{name}");
+    api.post(
+        "/api/v1/models",
+        json!({"value": model, "label": name, "provider": "openai", "base_url": llm_url}),
+    )
+    .await;
+    let agent = api
+        .post("/api/v1/agents", json!({"name": name, "model_id": model}))
+        .await;
+    let envs = api.get("/api/v1/environments").await;
+    let env = envs["items"][0]["id"].as_str().unwrap().to_string();
+    let queue = api
+        .post(&format!("/api/v1/environments/{env}/worker-queues"), queue)
+        .await;
+    let key = api
+        .post("/api/v1/api-keys", json!({"name": "w", "role": "worker"}))
+        .await;
+    let id = |v: &Value, k: &str| v[k].as_str().unwrap().to_string();
+    (id(&agent, "id"), id(&queue, "id"), id(&key, "key"))
+}
+
 fn spawn_worker(queue: &str, base: &str, key: &str) -> Killed {
     Killed(
         Command::new(BIN)
@@ -702,34 +726,18 @@ fn spawn_worker(queue: &str, base: &str, key: &str) -> Killed {
 async fn a_killed_worker_s_run_is_finished_by_another() {
     let llm_url = fake_llm().await;
     let (_server, api, _data) = start_server().await;
-    api.post(
-        "/api/v1/models",
-        json!({"value": "fake/slow", "label": "Slow", "provider": "openai", "base_url": llm_url}),
+    let (agent, queue, key) = one_agent(
+        &api,
+        &llm_url,
+        "slowpoke",
+        json!({"name": "fragile", "heartbeat_interval": 10}),
     )
     .await;
-    let agent = api
-        .post("/api/v1/agents", json!({"name": "slowpoke", "model_id": "fake/slow"}))
-        .await;
-    let envs = api.get("/api/v1/environments").await;
-    let env = envs["items"][0]["id"].as_str().unwrap().to_string();
-    let queue = api
-        .post(
-            &format!("/api/v1/environments/{env}/worker-queues"),
-            json!({"name": "fragile", "heartbeat_interval": 10}),
-        )
-        .await;
-    let queue = queue["id"].as_str().unwrap().to_string();
-    let key = api
-        .post("/api/v1/api-keys", json!({"name": "w", "role": "worker"}))
-        .await["key"]
-        .as_str()
-        .unwrap()
-        .to_string();
 
     let mut first = spawn_worker(&queue, &api.base, &key);
     let e = api
         .post(
-            &format!("/api/v1/agents/{}/execute", agent["id"].as_str().unwrap()),
+            &format!("/api/v1/agents/{agent}/execute"),
             json!({"prompt": "slow job", "worker_queue_id": queue}),
         )
         .await;
@@ -760,7 +768,21 @@ async fn a_killed_worker_s_run_is_finished_by_another() {
     };
     assert_eq!(done["response"], "slow job done");
     assert_eq!(done["attempt"], 2, "{done}");
-    assert_ne!(done["worker_id"], held_by);
+    // The second claim went to the other worker (its status event names it).
+    let page = api.get(&format!("/api/v1/executions/{id}/events?limit=500")).await;
+    let items = page["items"]
+        .as_array()
+        .or(page.as_array())
+        .cloned()
+        .unwrap_or_default();
+    let claimed_by: Vec<Value> = items
+        .iter()
+        .filter(|e| e["type"] == "status" && e["data"]["status"] == "running")
+        .map(|e| e["data"]["worker_id"].clone())
+        .collect();
+    assert_eq!(claimed_by.len(), 2, "{items:?}");
+    assert_eq!(claimed_by[0], held_by);
+    assert_ne!(claimed_by[1], held_by);
 }
 
 /// The control plane restarts while a run streams: the worker keeps running it, buffers its
@@ -769,33 +791,11 @@ async fn a_killed_worker_s_run_is_finished_by_another() {
 async fn a_run_outlives_a_control_plane_restart() {
     let llm_url = fake_llm().await;
     let (server, api, data) = start_server().await;
-    api.post(
-        "/api/v1/models",
-        json!({"value": "fake/chatty", "label": "Chatty", "provider": "openai", "base_url": llm_url}),
-    )
-    .await;
-    let agent = api
-        .post("/api/v1/agents", json!({"name": "chatty", "model_id": "fake/chatty"}))
-        .await;
-    let envs = api.get("/api/v1/environments").await;
-    let env = envs["items"][0]["id"].as_str().unwrap().to_string();
-    let queue = api
-        .post(
-            &format!("/api/v1/environments/{env}/worker-queues"),
-            json!({"name": "steady"}),
-        )
-        .await;
-    let queue = queue["id"].as_str().unwrap().to_string();
-    let key = api
-        .post("/api/v1/api-keys", json!({"name": "w", "role": "worker"}))
-        .await["key"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (agent, queue, key) = one_agent(&api, &llm_url, "chatty", json!({"name": "steady"})).await;
     let _worker = spawn_worker(&queue, &api.base, &key);
     let e = api
         .post(
-            &format!("/api/v1/agents/{}/execute", agent["id"].as_str().unwrap()),
+            &format!("/api/v1/agents/{agent}/execute"),
             json!({"prompt": "talk slowly", "worker_queue_id": queue}),
         )
         .await;

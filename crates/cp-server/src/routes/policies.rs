@@ -372,11 +372,20 @@ async fn evaluate_entity(
     evaluate(&state, &auth, &set, input, false).await
 }
 
-/// The entity of the short paths, found by id among agents, teams, environments and projects.
-async fn inferred_set(state: &AppState, caller: &Principal, id: &str) -> ApiResult<std::sync::Arc<PolicySet>> {
-    let entity = state.store.contexts(&caller.org_id).infer(id.trim()).await;
+/// The short paths of the Python client (`evaluate`, `authorize`): the entity is found by id
+/// among agents, teams, environments and projects.
+async fn short_question(
+    state: &AppState,
+    caller: &Principal,
+    req: EntityAuthorization,
+    authorization: bool,
+) -> ApiResult<Json<PolicyEvaluation>> {
+    req.validate()?;
+    let entity = state.store.contexts(&caller.org_id).infer(req.entity_id.trim()).await;
     let entity = entity.map_err(|e| ApiError::from_store(e, "entity"))?;
-    entity_set(state, caller, &entity).await
+    let set = entity_set(state, caller, &entity).await?;
+    let input = question(caller, &set, &req.action, req.resource, req.context);
+    evaluate(state, caller, &set, input, authorization).await
 }
 
 /// The Python client's `policies.evaluate`: the entity's policies for `{action, resource}`.
@@ -387,10 +396,7 @@ async fn evaluate_short(
     auth: Auth<Read>,
     JsonBody(req): JsonBody<EntityAuthorization>,
 ) -> ApiResult<Json<PolicyEvaluation>> {
-    req.validate()?;
-    let set = inferred_set(&state, &auth, &req.entity_id).await?;
-    let input = question(&auth, &set, &req.action, req.resource, req.context);
-    evaluate(&state, &auth, &set, input, false).await
+    short_question(&state, &auth, req, false).await
 }
 
 /// Whether the entity may do `action` on `resource`; `authorized` equals `allowed`.
@@ -418,10 +424,7 @@ async fn authorize_short(
     auth: Auth<Read>,
     JsonBody(req): JsonBody<EntityAuthorization>,
 ) -> ApiResult<Json<PolicyEvaluation>> {
-    req.validate()?;
-    let set = inferred_set(&state, &auth, &req.entity_id).await?;
-    let input = question(&auth, &set, &req.action, req.resource, req.context);
-    evaluate(&state, &auth, &set, input, true).await
+    short_question(&state, &auth, req, true).await
 }
 
 /// The decision on a tool call of a running execution, as the worker asks before every call.

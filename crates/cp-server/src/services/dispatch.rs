@@ -236,27 +236,36 @@ async fn run_context(
     };
     let settings = async { Ok::<_, ApiError>(store.org_settings(org).await?) };
     let history = async { Ok::<_, ApiError>(store.executions(org).session(execution.id).await?) };
-    // A team's members run on their own models with their own skills.
+    // A team's members run on their own models with their own skills, read side by side.
     let member_models = async {
-        let mut models = std::collections::BTreeMap::new();
-        for value in members.iter().filter_map(|a| a.model_id.clone()) {
-            if let std::collections::btree_map::Entry::Vacant(slot) = models.entry(value) {
-                let m = run_model(state, worker, slot.key(), json!({})).await?;
-                slot.insert(m);
-            }
-        }
-        Ok::<_, ApiError>(models)
+        let mut values: Vec<String> = members.iter().filter_map(|a| a.model_id.clone()).collect();
+        values.sort();
+        values.dedup();
+        let found =
+            futures::future::try_join_all(values.iter().map(|v| run_model(state, worker, v, json!({})))).await?;
+        Ok::<_, ApiError>(
+            values
+                .into_iter()
+                .zip(found)
+                .collect::<std::collections::BTreeMap<_, _>>(),
+        )
     };
+    let member_skill_repo = store.skills(org);
     let member_skills = async {
-        let mut skills = std::collections::BTreeMap::new();
-        for a in &members {
-            let entity = EntityRef {
+        let resolved = futures::future::try_join_all(members.iter().map(|a| {
+            member_skill_repo.resolved(EntityRef {
                 kind: SkillEntityType::Agent,
                 id: a.id,
-            };
-            skills.insert(a.id, store.skills(org).resolved(entity).await?);
-        }
-        Ok::<_, ApiError>(skills)
+            })
+        }))
+        .await?;
+        Ok::<_, ApiError>(
+            members
+                .iter()
+                .map(|a| a.id)
+                .zip(resolved)
+                .collect::<std::collections::BTreeMap<_, _>>(),
+        )
     };
     let (model, skills, environment, settings, history, member_models, member_skills) = tokio::try_join!(
         model,
