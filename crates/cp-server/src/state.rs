@@ -11,6 +11,7 @@ use crate::http::rate_limit::RateLimiter;
 use crate::services::hub::Hub;
 use crate::services::list_cache::ListCache;
 use crate::services::policy::PolicyEngine;
+use crate::services::run_context::RunContextCache;
 use crate::services::webhooks::WebhookSender;
 
 /// Everything handlers share; cheap to clone.
@@ -23,6 +24,7 @@ pub struct AppState {
     pub lists: Arc<ListCache>,
     pub hub: Arc<Hub>,
     pub policies: Arc<PolicyEngine>,
+    pub run_contexts: Arc<RunContextCache>,
     pub webhooks: Arc<WebhookSender>,
     pub started_at: Instant,
 }
@@ -37,6 +39,7 @@ impl AppState {
             lists: Arc::default(),
             hub: Arc::default(),
             policies: Arc::default(),
+            run_contexts: Arc::default(),
             webhooks: Arc::default(),
             started_at: Instant::now(),
         }

@@ -850,3 +850,44 @@ both_backends! {
         assert_eq!(members, vec![first.as_str(), second.as_str()]);
     }
 }
+
+both_backends! {
+    // The run context is cached per agent under the catalog version: every edit that could
+    // change it (the agent, the organization's settings, a secret) shows in the next claim,
+    // and a claim that hands out a secret is never served from the cache (each read is logged).
+    async fn each_claim_sees_the_catalog_as_it_is_then(backend: Backend) {
+        let app = TestApp::spawn(backend).await;
+        app.unlimited().await;
+        let q = queue(&app, "fresh", json!({})).await;
+        let r = app.post("/api/v1/models", json!({"value": "acme/m1", "label": "m1", "provider": "acme", "api_key_secret": "ACME_KEY"})).await;
+        assert_eq!(r.status(), 201);
+        let a = json(app.post("/api/v1/agents", json!({"name": "cached", "system_prompt": "one", "model_id": "acme/m1"})).await).await;
+        let a = a["id"].as_str().unwrap().to_string();
+        let worker_key = app.key("default", Role::Worker).await;
+        let w = TestWorker::start(&app.url, &worker_key, &q, "cache-host").await;
+        let run = || async {
+            execute(&app, &a, &q, "go").await;
+            let claim = w.claim(3).await;
+            assert_eq!(w.complete(&claim, "ok").await.status(), 200);
+            claim
+        };
+        for _ in 0..2 {
+            let c = run().await;
+            assert_eq!(c["system_prompt"], "one");
+            assert_eq!(c["model"]["api_key"], Value::Null);
+            assert_eq!(c["policy_enforcement"], "blocking");
+        }
+        let r = send(&app, Method::PATCH, &format!("/api/v1/agents/{a}"), json!({"system_prompt": "two"})).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(run().await["system_prompt"], "two");
+        let r = send(&app, Method::PATCH, "/api/v1/organization/settings", json!({"policy_enforcement": "monitoring"})).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(run().await["policy_enforcement"], "monitoring");
+        assert_eq!(app.post("/api/v1/secrets", json!({"name": "ACME_KEY", "value": "sk-1"})).await.status(), 201);
+        for _ in 0..2 {
+            assert_eq!(run().await["model"]["api_key"], "sk-1");
+        }
+        let log = json(app.get("/api/v1/secrets/ACME_KEY/access-log").await).await;
+        assert_eq!(log["total"], 2, "{log}");
+    }
+}

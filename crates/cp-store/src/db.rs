@@ -31,10 +31,11 @@ impl Backend {
 
 #[derive(Clone, Debug)]
 pub(crate) enum Db {
-    /// The pool, and the lock write transactions queue on: SQLite has one writer at a time, and
-    /// waiting for it in SQLite's busy handler means sleeping in steps of milliseconds, while
-    /// waiting on this lock hands over the moment the previous writer commits.
-    Sqlite(SqlitePool, std::sync::Arc<tokio::sync::Mutex<()>>),
+    /// The pool, and the writer: its lock is what write transactions queue on (SQLite has one
+    /// writer at a time, and waiting for it in SQLite's busy handler means sleeping in steps of
+    /// milliseconds, while waiting on this lock hands over the moment the previous writer
+    /// commits); its thread runs the execution engine's hot writes.
+    Sqlite(SqlitePool, std::sync::Arc<crate::sqlite_writer::SqliteWriter>),
     Postgres(PgPool),
 }
 
@@ -80,7 +81,7 @@ macro_rules! write_tx {
         match $db {
             $crate::db::Db::Sqlite(pool, writer) => {
                 let $pg = false;
-                let _writing = writer.lock().await;
+                let _writing = writer.lock.lock().await;
                 let mut $tx = pool.begin_with("BEGIN IMMEDIATE").await?;
                 let out = $body;
                 $tx.commit().await?;
@@ -128,6 +129,8 @@ impl Store {
                 .synchronous(SqliteSynchronous::Normal)
                 .foreign_keys(true)
                 .busy_timeout(Duration::from_secs(5))
+                // The writer's checkpointer thread copies the log back (see `sqlite_writer`).
+                .pragma("wal_autocheckpoint", "0")
                 // sqlx hands rows from its SQLite thread to the caller through a bounded channel
                 // (50 by default); a 100-row page then stalls the producer mid-page and costs
                 // extra thread switches. Room for a full page keeps the handoff in one go.
@@ -145,9 +148,10 @@ impl Store {
                 .max_connections(8)
                 .min_connections(1)
                 .acquire_timeout(Duration::from_secs(3))
-                .connect_with(opts)
+                .connect_with(opts.clone())
                 .await?;
-            Db::Sqlite(pool, Default::default())
+            let writer = crate::sqlite_writer::SqliteWriter::open(opts.get_filename(), Duration::from_secs(5))?;
+            Db::Sqlite(pool, std::sync::Arc::new(writer))
         } else {
             return Err(StoreError::Unavailable(format!(
                 "unsupported database URL '{url}': use sqlite://PATH or postgres://…"

@@ -15,7 +15,7 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use crate::Store;
-use crate::db::{Db, with_db, write_tx};
+use crate::db::{Db, with_db};
 use crate::error::{StoreError, StoreResult, parse};
 use crate::page::page_of;
 use crate::worker_queues::now_ms;
@@ -125,6 +125,40 @@ impl EventRow {
             timestamp: self.created_at,
         }
     }
+}
+
+/// A stored `message` event as a turn of the conversation.
+fn session_message(execution: Uuid, row: EventRow) -> SessionMessage {
+    let e = row.into_event();
+    let text = |k: &str| e.data.get(k).and_then(Value::as_str).map(str::to_owned);
+    SessionMessage {
+        role: text("role").unwrap_or_else(|| "assistant".into()),
+        content: text("content").unwrap_or_default(),
+        timestamp: text("timestamp").unwrap_or_else(|| e.timestamp.to_rfc3339()),
+        message_id: text("message_id").unwrap_or_else(|| format!("{execution}_{}", e.seq)),
+        tool_name: text("tool_name"),
+        tool_input: e.data.get("tool_input").cloned(),
+        tool_output: e.data.get("tool_output").cloned(),
+    }
+}
+
+/// What a claim took: the change, and what the run context needs that only the database
+/// knows at that moment (read in the claim's own transaction on SQLite).
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub changed: Changed,
+    /// The organization's catalog version: equal versions mean an equal run context.
+    pub catalog_version: i64,
+    /// The conversation so far (the user's first message at least).
+    pub history: Vec<SessionMessage>,
+}
+
+/// The conversation of one execution, oldest first.
+macro_rules! session_sql {
+    () => {
+        "SELECT seq, event_type, data, created_at FROM execution_events \
+         WHERE execution_id = $1 AND organization_id = $2 AND event_type = 'message' ORDER BY seq"
+    };
 }
 
 /// A new execution, validated by the caller.
@@ -367,47 +401,56 @@ fn webhook_data(e: &Execution) -> Value {
     }})
 }
 
-macro_rules! apply {
-    ($db:expr, $org:expr, $id:expr, $change:expr) => {{
-        let org: &str = $org;
-        let id: Uuid = $id;
-        write_tx!($db, tx, pg => {
-            let select = if pg {
-                concat!("SELECT ", exec_columns!(), " FROM executions WHERE organization_id = $1 AND id = $2 FOR UPDATE")
-            } else {
-                concat!("SELECT ", exec_columns!(), " FROM executions WHERE organization_id = $1 AND id = $2")
-            };
-            let row: ExecutionRow = sqlx::query_as(select).bind(org).bind(id).fetch_optional(&mut *tx).await?
-                .ok_or(StoreError::NotFound)?;
-            let row = row.into_record()?;
-            let mut draft = Draft { from: row.execution.status, row, events: Vec::new(), released_worker: None, at: now() };
-            #[allow(clippy::redundant_closure_call)]
-            ($change)(&mut draft)?;
-            let e = &mut draft.row.execution;
-            e.updated_at = draft.at;
-            let first = e.event_count + 1;
-            e.event_count += draft.events.len() as i64;
-            sqlx::query(
-                "UPDATE executions SET status = $3, response = $4, error_message = $5, usage = $6, attempt = $7, \
-                   worker_id = $8, lease_id = $9, lease_until = $10, cancel_deadline = $11, last_seq = $12, \
-                   started_at = $13, completed_at = $14, updated_at = $15 \
-                 WHERE organization_id = $1 AND id = $2")
-                .bind(org).bind(id)
-                .bind(e.status.as_str()).bind(&e.response).bind(&e.error_message).bind(Json(&e.usage))
-                .bind(e.attempt).bind(e.worker_id).bind(draft.row.lease_id).bind(draft.row.lease_until)
-                .bind(draft.row.cancel_deadline).bind(e.event_count).bind(e.started_at).bind(e.completed_at)
-                .bind(e.updated_at)
-                .execute(&mut *tx).await?;
-            if draft.from != e.status
-                && let Some(event_type) = webhook_event(e.status)
-            {
-                crate::webhooks::enqueue_webhooks!(tx, pg, org, event_type, webhook_data(e));
-            }
-            let stored = insert_events!(&mut *tx, org, id, first, draft.at, draft.events.into_iter());
-            Ok(Changed { record: draft.row, from: draft.from, events: stored, released_worker: draft.released_worker })
-        })
-    }};
+/// The statements both paths share (sqlx, and the SQLite writer's jobs in [`sqlite`]).
+macro_rules! create_sql {
+    () => {
+        concat!(
+            "INSERT INTO executions (id, organization_id, execution_type, entity_id, entity_name, worker_queue_id, \
+               prompt, system_prompt, status, execution_metadata, user_metadata, execution_environment, attempt, \
+               max_attempts, last_seq, created_by, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', $9, $10, $11, 1, $12, $13, $14, $15, $15) RETURNING ",
+            exec_columns!()
+        )
+    };
 }
+
+/// The claim: the oldest queued execution of the queue becomes `running` under a new lease.
+/// `$lock` is PostgreSQL's `FOR UPDATE SKIP LOCKED` (SQLite has one writer anyway).
+macro_rules! claim_sql {
+    ($lock:literal) => {
+        concat!(
+            "UPDATE executions SET status = 'running', worker_id = $3, lease_id = $4, lease_until = $5, \
+               started_at = COALESCE(started_at, $6), updated_at = $6, last_seq = last_seq + 1 \
+             WHERE id = (SELECT id FROM executions WHERE worker_queue_id = $1 AND organization_id = $2 \
+               AND status = 'queued' ORDER BY id LIMIT 1 ",
+            $lock,
+            ") AND status = 'queued' RETURNING ",
+            exec_columns!()
+        )
+    };
+}
+
+/// Numbers a batch of worker events under the current lease and extends the lease.
+macro_rules! append_sql {
+    () => {
+        "UPDATE executions SET last_seq = last_seq + $4, lease_until = $5 + 3 * $6 * COALESCE( \
+           (SELECT q.heartbeat_interval FROM worker_queues q WHERE q.id = executions.worker_queue_id), 30) \
+         WHERE organization_id = $1 AND id = $2 AND lease_id = $3 AND status IN ('running', 'cancelling') \
+         RETURNING last_seq"
+    };
+}
+
+/// Writes back what a change did to the row.
+macro_rules! update_sql {
+    () => {
+        "UPDATE executions SET status = $3, response = $4, error_message = $5, usage = $6, attempt = $7, \
+           worker_id = $8, lease_id = $9, lease_until = $10, cancel_deadline = $11, last_seq = $12, \
+           started_at = $13, completed_at = $14, updated_at = $15 \
+         WHERE organization_id = $1 AND id = $2"
+    };
+}
+
+mod sqlite;
 
 /// Inserts stored-to-be events (`&[ExecutionEvent]`) of one execution in one statement.
 macro_rules! write_events {
@@ -448,6 +491,79 @@ macro_rules! insert_events {
 }
 
 impl Executions<'_> {
+    /// Locks the row, lets `change` edit it, writes it back with the change's events: the one
+    /// place a status changes.
+    async fn apply<F>(&self, id: Uuid, change: F) -> StoreResult<Changed>
+    where
+        F: FnOnce(&mut Draft) -> StoreResult<()> + Send + 'static,
+    {
+        let org = self.org;
+        let pool = match self.db {
+            Db::Sqlite(_, writer) => {
+                let org = org.to_owned();
+                return writer.run(move |conn| sqlite::apply(conn, &org, id, change)).await;
+            }
+            Db::Postgres(pool) => pool,
+        };
+        let mut tx = pool.begin().await?;
+        let row: ExecutionRow = sqlx::query_as(concat!(
+            "SELECT ",
+            exec_columns!(),
+            " FROM executions WHERE organization_id = $1 AND id = $2 FOR UPDATE"
+        ))
+        .bind(org)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        let row = row.into_record()?;
+        let mut draft = Draft {
+            from: row.execution.status,
+            row,
+            events: Vec::new(),
+            released_worker: None,
+            at: now(),
+        };
+        change(&mut draft)?;
+        let e = &mut draft.row.execution;
+        e.updated_at = draft.at;
+        let first = e.event_count + 1;
+        e.event_count += draft.events.len() as i64;
+        sqlx::query(update_sql!())
+            .bind(org)
+            .bind(id)
+            .bind(e.status.as_str())
+            .bind(&e.response)
+            .bind(&e.error_message)
+            .bind(Json(&e.usage))
+            .bind(e.attempt)
+            .bind(e.worker_id)
+            .bind(draft.row.lease_id)
+            .bind(draft.row.lease_until)
+            .bind(draft.row.cancel_deadline)
+            .bind(e.event_count)
+            .bind(e.started_at)
+            .bind(e.completed_at)
+            .bind(e.updated_at)
+            .execute(&mut *tx)
+            .await?;
+        if draft.from != e.status
+            && let Some(event_type) = webhook_event(e.status)
+        {
+            crate::webhooks::enqueue_webhooks!(tx, true, org, event_type, webhook_data(e));
+        }
+        let stored = insert_events!(&mut *tx, org, id, first, draft.at, draft.events.into_iter());
+        tx.commit().await?;
+        Ok(Changed {
+            record: draft.row,
+            from: draft.from,
+            events: stored,
+            released_worker: draft.released_worker,
+        })
+    }
+}
+
+impl Executions<'_> {
     /// Stores a `queued` execution on an active queue of the organization with its first
     /// events (`status`, then the user's `message`). `NotFound` for an unknown queue, a
     /// conflict for one that is not active.
@@ -455,35 +571,57 @@ impl Executions<'_> {
         let org = self.org;
         let id = Uuid::now_v7();
         let at = now();
-        let stored = write_tx!(self.db, tx, _pg => {
-            let queue: Option<(String, String, i64)> = sqlx::query_as(
-                "SELECT name, status, max_attempts FROM worker_queues WHERE organization_id = $1 AND id = $2")
-                .bind(org).bind(new.worker_queue_id).fetch_optional(&mut *tx).await?;
-            let (queue_name, status, max_attempts) = queue.ok_or(StoreError::NotFound)?;
-            if status != "active" {
-                return Err(StoreError::Conflict(format!("worker queue '{queue_name}' is {status}, not active")));
+        let pool = match self.db {
+            Db::Sqlite(_, writer) => {
+                let org = org.to_owned();
+                let (row, stored) = writer.run(move |conn| sqlite::create(conn, &org, id, new, at)).await?;
+                return Ok((row.execution, stored));
             }
-            let mut metadata = new.execution_metadata.clone();
-            if let Value::Object(m) = &mut metadata {
-                m.insert("worker_queue_name".into(), json!(queue_name));
-            }
-            let events = vec![
-                ("status".to_string(), json!({"status": "queued", "attempt": 1})),
-                user_message(id, &new.prompt, at),
-            ];
-            sqlx::query(
-                "INSERT INTO executions (id, organization_id, execution_type, entity_id, entity_name, worker_queue_id, \
-                   prompt, system_prompt, status, execution_metadata, user_metadata, execution_environment, attempt, \
-                   max_attempts, last_seq, created_by, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', $9, $10, $11, 1, $12, $13, $14, $15, $15)")
-                .bind(id).bind(org).bind(new.execution_type.as_str()).bind(new.entity_id).bind(&new.entity_name)
-                .bind(new.worker_queue_id).bind(&new.prompt).bind(&new.system_prompt).bind(Json(&metadata))
-                .bind(Json(&new.user_metadata)).bind(Json(&new.execution_environment)).bind(max_attempts)
-                .bind(events.len() as i64).bind(&new.created_by).bind(at)
-                .execute(&mut *tx).await?;
-            insert_events!(&mut *tx, org, id, 1, at, events.into_iter())
-        });
-        Ok((self.get(id).await?, stored))
+            Db::Postgres(pool) => pool,
+        };
+        let mut tx = pool.begin().await?;
+        let queue: Option<(String, String, i64)> = sqlx::query_as(
+            "SELECT name, status, max_attempts FROM worker_queues WHERE organization_id = $1 AND id = $2",
+        )
+        .bind(org)
+        .bind(new.worker_queue_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let (queue_name, status, max_attempts) = queue.ok_or(StoreError::NotFound)?;
+        if status != "active" {
+            return Err(StoreError::Conflict(format!(
+                "worker queue '{queue_name}' is {status}, not active"
+            )));
+        }
+        let mut metadata = new.execution_metadata.clone();
+        if let Value::Object(m) = &mut metadata {
+            m.insert("worker_queue_name".into(), json!(queue_name));
+        }
+        let events = vec![
+            ("status".to_string(), json!({"status": "queued", "attempt": 1})),
+            user_message(id, &new.prompt, at),
+        ];
+        let row: ExecutionRow = sqlx::query_as(create_sql!())
+            .bind(id)
+            .bind(org)
+            .bind(new.execution_type.as_str())
+            .bind(new.entity_id)
+            .bind(&new.entity_name)
+            .bind(new.worker_queue_id)
+            .bind(&new.prompt)
+            .bind(&new.system_prompt)
+            .bind(Json(&metadata))
+            .bind(Json(&new.user_metadata))
+            .bind(Json(&new.execution_environment))
+            .bind(max_attempts)
+            .bind(events.len() as i64)
+            .bind(&new.created_by)
+            .bind(at)
+            .fetch_one(&mut *tx)
+            .await?;
+        let stored = insert_events!(&mut *tx, org, id, 1, at, events.into_iter());
+        tx.commit().await?;
+        Ok((row.into_execution()?, stored))
     }
 
     /// What an execution of `kind` on `queue` would run, as policies see it: the agent's or
@@ -543,32 +681,14 @@ impl Executions<'_> {
     /// The conversation: every `message` event, oldest first.
     pub async fn session(&self, id: Uuid) -> StoreResult<Vec<SessionMessage>> {
         let rows: Vec<EventRow> = with_db!(self.db, pool =>
-            sqlx::query_as(
-                "SELECT seq, event_type, data, created_at FROM execution_events \
-                 WHERE execution_id = $1 AND organization_id = $2 AND event_type = 'message' ORDER BY seq")
-                .bind(id).bind(self.org).fetch_all(pool).await)?;
-        Ok(rows
-            .into_iter()
-            .map(|r| {
-                let e = r.into_event();
-                let text = |k: &str| e.data.get(k).and_then(Value::as_str).map(str::to_owned);
-                SessionMessage {
-                    role: text("role").unwrap_or_else(|| "assistant".into()),
-                    content: text("content").unwrap_or_default(),
-                    timestamp: text("timestamp").unwrap_or_else(|| e.timestamp.to_rfc3339()),
-                    message_id: text("message_id").unwrap_or_else(|| format!("{id}_{}", e.seq)),
-                    tool_name: text("tool_name"),
-                    tool_input: e.data.get("tool_input").cloned(),
-                    tool_output: e.data.get("tool_output").cloned(),
-                }
-            })
-            .collect())
+            sqlx::query_as(session_sql!()).bind(id).bind(self.org).fetch_all(pool).await)?;
+        Ok(rows.into_iter().map(|r| session_message(id, r)).collect())
     }
 
     /// A client's cancel, pause, resume or message.
     pub async fn control(&self, id: Uuid, control: Control) -> StoreResult<Changed> {
         let grace_ms = 2 * self.second_ms * self.heartbeat_interval(id).await?;
-        apply!(self.db, self.org, id, |d: &mut Draft| -> StoreResult<()> {
+        self.apply(id, move |d: &mut Draft| -> StoreResult<()> {
             use ExecutionStatus::*;
             match &control {
                 Control::Cancel => match d.row.execution.status {
@@ -600,6 +720,7 @@ impl Executions<'_> {
             }
             Ok(())
         })
+        .await
     }
 
     /// The heartbeat interval (seconds) of the execution's queue; the default for a run whose
@@ -618,7 +739,7 @@ impl Executions<'_> {
     /// Takes the oldest queued execution of `queue` for `worker` with a new lease; `None` when
     /// nothing is waiting. Concurrent claimers never get the same row (`SKIP LOCKED` on
     /// PostgreSQL, the single writer on SQLite).
-    pub async fn claim(&self, queue: Uuid, worker: Uuid, lease_ms: i64) -> StoreResult<Option<Changed>> {
+    pub async fn claim(&self, queue: Uuid, worker: Uuid, lease_ms: i64) -> StoreResult<Option<Claimed>> {
         let org = self.org;
         // A read first: several pollers woken for one execution would otherwise each take the
         // write lock only to find nothing. The claim below stays atomic on its own.
@@ -631,39 +752,54 @@ impl Executions<'_> {
         }
         let lease_id = Uuid::now_v7();
         let at = now();
-        let claimed = write_tx!(self.db, tx, pg => {
-            let sql = if pg {
-                concat!("UPDATE executions SET status = 'running', worker_id = $3, lease_id = $4, lease_until = $5, \
-                   started_at = COALESCE(started_at, $6), updated_at = $6, last_seq = last_seq + 1 \
-                 WHERE id = (SELECT id FROM executions WHERE worker_queue_id = $1 AND organization_id = $2 \
-                   AND status = 'queued' ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) AND status = 'queued' \
-                 RETURNING ", exec_columns!())
-            } else {
-                concat!("UPDATE executions SET status = 'running', worker_id = $3, lease_id = $4, lease_until = $5, \
-                   started_at = COALESCE(started_at, $6), updated_at = $6, last_seq = last_seq + 1 \
-                 WHERE id = (SELECT id FROM executions WHERE worker_queue_id = $1 AND organization_id = $2 \
-                   AND status = 'queued' ORDER BY id LIMIT 1) AND status = 'queued' \
-                 RETURNING ", exec_columns!())
-            };
-            let row: Option<ExecutionRow> = sqlx::query_as(sql)
-                .bind(queue).bind(org).bind(worker).bind(lease_id).bind(at.timestamp_millis() + lease_ms).bind(at)
-                .fetch_optional(&mut *tx).await?;
-            match row {
-                None => None,
-                Some(row) => {
-                    let record = row.into_record()?;
-                    let e = &record.execution;
-                    let status = vec![(
-                        "status".to_string(),
-                        json!({"status": "running", "attempt": e.attempt, "worker_id": worker}),
-                    )];
-                    let events = insert_events!(&mut *tx, org, e.id, e.event_count, at, status.into_iter());
-                    crate::webhooks::enqueue_webhooks!(tx, pg, org, "execution.started", webhook_data(e));
-                    Some(Changed { record, from: ExecutionStatus::Queued, events, released_worker: None })
-                }
+        let lease_until = at.timestamp_millis() + lease_ms;
+        let pool = match self.db {
+            Db::Sqlite(_, writer) => {
+                let org = org.to_owned();
+                return writer
+                    .run(move |conn| sqlite::claim(conn, &org, queue, worker, lease_id, lease_until, at))
+                    .await;
             }
-        });
-        Ok(claimed)
+            Db::Postgres(pool) => pool,
+        };
+        let mut tx = pool.begin().await?;
+        let row: Option<ExecutionRow> = sqlx::query_as(claim_sql!("FOR UPDATE SKIP LOCKED"))
+            .bind(queue)
+            .bind(org)
+            .bind(worker)
+            .bind(lease_id)
+            .bind(lease_until)
+            .bind(at)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let record = row.into_record()?;
+        let e = &record.execution;
+        let status = vec![(
+            "status".to_string(),
+            json!({"status": "running", "attempt": e.attempt, "worker_id": worker}),
+        )];
+        let events = insert_events!(&mut *tx, org, e.id, e.event_count, at, status.into_iter());
+        crate::webhooks::enqueue_webhooks!(tx, true, org, "execution.started", webhook_data(e));
+        tx.commit().await?;
+        let id = record.execution.id;
+        let store = Store {
+            db: self.db.clone(),
+            second_ms: self.second_ms,
+        };
+        let (catalog_version, history) = tokio::try_join!(store.catalog_version(org), self.session(id))?;
+        Ok(Some(Claimed {
+            changed: Changed {
+                record,
+                from: ExecutionStatus::Queued,
+                events,
+                released_worker: None,
+            },
+            catalog_version,
+            history,
+        }))
     }
 
     /// Stores a worker's events under its lease, numbered after the last stored one; also
@@ -672,31 +808,44 @@ impl Executions<'_> {
         let org = self.org;
         let at = now();
         let n = events.len() as i64;
-        let stored = write_tx!(self.db, tx, _pg => {
-                    let last: Option<i64> = sqlx::query_scalar(
-                        "UPDATE executions SET last_seq = last_seq + $4, lease_until = $5 + 3 * $6 * COALESCE( \
-                           (SELECT q.heartbeat_interval FROM worker_queues q WHERE q.id = executions.worker_queue_id), 30) \
-                         WHERE organization_id = $1 AND id = $2 AND lease_id = $3 AND status IN ('running', 'cancelling') \
-                         RETURNING last_seq")
-                        .bind(org).bind(id).bind(lease_id).bind(n).bind(at.timestamp_millis()).bind(self.second_ms)
-                        .fetch_optional(&mut *tx).await?;
-                    match last {
-                        None => None,
-                        Some(last) => {
-                            let mut stored = Vec::with_capacity(events.len());
-                            for (i, e) in events.into_iter().enumerate() {
-                                stored.push(ExecutionEvent {
-                                    seq: last - n + 1 + i as i64,
-                                    event_type: e.event_type,
-                                    data: e.data,
-                                    timestamp: e.timestamp.unwrap_or(at),
-                                });
-                            }
-        write_events!(&mut *tx, org, id, &stored);
-                            Some(stored)
-                        }
+        let stored = match self.db {
+            Db::Sqlite(_, writer) => {
+                let (org, second_ms) = (org.to_owned(), self.second_ms);
+                writer
+                    .run(move |conn| sqlite::append(conn, &org, id, lease_id, events, at, second_ms))
+                    .await?
+            }
+            Db::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                let last: Option<i64> = sqlx::query_scalar(append_sql!())
+                    .bind(org)
+                    .bind(id)
+                    .bind(lease_id)
+                    .bind(n)
+                    .bind(at.timestamp_millis())
+                    .bind(self.second_ms)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                match last {
+                    None => None,
+                    Some(last) => {
+                        let stored: Vec<ExecutionEvent> = events
+                            .into_iter()
+                            .enumerate()
+                            .map(|(i, e)| ExecutionEvent {
+                                seq: last - n + 1 + i as i64,
+                                event_type: e.event_type,
+                                data: e.data,
+                                timestamp: e.timestamp.unwrap_or(at),
+                            })
+                            .collect();
+                        write_events!(&mut *tx, org, id, &stored);
+                        tx.commit().await?;
+                        Some(stored)
                     }
-                });
+                }
+            }
+        };
         match stored {
             Some(s) => Ok(s),
             None => {
@@ -709,7 +858,7 @@ impl Executions<'_> {
     /// A worker's end of run. Needs the current lease. A retryable failure goes back to the
     /// queue while attempts remain; a run being cancelled ends `cancelled` unless it completed.
     pub async fn finish(&self, id: Uuid, lease_id: Uuid, outcome: Outcome) -> StoreResult<Changed> {
-        apply!(self.db, self.org, id, |d: &mut Draft| -> StoreResult<()> {
+        self.apply(id, move |d: &mut Draft| -> StoreResult<()> {
             use ExecutionStatus::*;
             if d.row.lease_id != Some(lease_id) || !d.row.execution.status.is_held() {
                 return Err(stale_lease());
@@ -751,24 +900,27 @@ impl Executions<'_> {
             }
             Ok(())
         })
+        .await
     }
 
     /// Gives a run back to its queue because its worker is gone (`attempt + 1`), or fails it
     /// when its attempts are used up; a run being cancelled ends `cancelled`. `worker` guards
     /// against a run that has meanwhile been claimed by someone else.
     pub async fn release(&self, id: Uuid, worker: Uuid, reason: &str) -> StoreResult<Changed> {
-        apply!(self.db, self.org, id, |d: &mut Draft| -> StoreResult<()> {
+        let reason = reason.to_owned();
+        self.apply(id, move |d: &mut Draft| -> StoreResult<()> {
             if d.row.execution.worker_id != Some(worker) || !d.row.execution.status.is_held() {
                 return Err(stale_lease());
             }
-            release_draft(d, reason)
+            release_draft(d, &reason)
         })
+        .await
     }
 
     /// Ends a run whose cancel grace period passed, or re-queues one whose lease expired:
     /// both re-checked under the row lock, so a heartbeat that arrived meanwhile wins.
     pub async fn expire(&self, id: Uuid, now_ms: i64) -> StoreResult<Changed> {
-        apply!(self.db, self.org, id, |d: &mut Draft| -> StoreResult<()> {
+        self.apply(id, move |d: &mut Draft| -> StoreResult<()> {
             use ExecutionStatus::*;
             let e = &d.row.execution;
             if e.status == Cancelling && d.row.cancel_deadline.is_some_and(|t| t <= now_ms) {
@@ -780,6 +932,7 @@ impl Executions<'_> {
             }
             Err(StoreError::Conflict("nothing to expire".into()))
         })
+        .await
     }
 }
 

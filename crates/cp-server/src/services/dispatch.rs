@@ -5,18 +5,15 @@
 use std::time::Duration;
 
 use cp_store::executions::{Changed, NewExecution};
-use cp_store::secrets::Reader;
 use cp_store::workers::WorkerSeat;
 use cp_store::{StoreError, StoreResult};
 use cp_types::context::ContextEntity;
-use cp_types::execution::{Claim, ExecuteRequest, Execution, ExecutionStatus, ExecutionType, RunModel};
-use cp_types::skill::{EntityRef, SkillEntityType};
+use cp_types::execution::{Claim, ExecuteRequest, Execution, ExecutionStatus, ExecutionType};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::exec_env::{self, Target};
-use super::policy;
-use super::vault;
+use super::{policy, run_context};
 use crate::http::auth::Principal;
 use crate::http::{ApiError, ApiResult};
 use crate::state::AppState;
@@ -128,210 +125,32 @@ pub async fn claim(
     let org = worker.org_id.as_str();
     let executions = state.store.executions(org);
     loop {
-        let Some(changed) = executions
+        let Some(claimed) = executions
             .claim(seat.worker_queue_id, worker_id, seat.lease_ms())
             .await?
         else {
             return Ok(None);
         };
-        publish(state, &changed);
-        let lease_id = changed.record.lease_id.unwrap_or_default();
-        match run_context(state, worker, changed.record.execution.clone(), lease_id, seat).await {
+        publish(state, &claimed.changed);
+        let id = claimed.changed.record.execution.id;
+        let lease_id = claimed.changed.record.lease_id.unwrap_or_default();
+        match run_context::build(state, worker, claimed, seat).await {
             Ok(claim) => return Ok(Some(claim)),
             Err(e) => {
                 let reason = format!("cannot prepare the run: {}", e.message);
-                tracing::warn!(execution = %changed.record.execution.id, %reason);
+                tracing::warn!(execution = %id, %reason);
                 let outcome = cp_store::executions::Outcome::Failed {
                     error_message: Some(reason),
                     retryable: false,
                     usage: None,
                 };
-                match executions.finish(changed.record.execution.id, lease_id, outcome).await {
+                match executions.finish(id, lease_id, outcome).await {
                     Ok(failed) => publish(state, &failed),
                     Err(e) => tracing::warn!(error = %e, "could not fail an unpreparable run"),
                 }
             }
         }
     }
-}
-
-/// Everything the worker needs, resolved now (not at execute time), so edits made while the
-/// execution waited are honoured.
-async fn run_context(
-    state: &AppState,
-    worker: &Principal,
-    execution: Execution,
-    lease_id: Uuid,
-    seat: WorkerSeat,
-) -> ApiResult<Claim> {
-    let org = worker.org_id.as_str();
-    let store = &state.store;
-    let (agent, team, members, target, skills_of, model_ref, entity_prompt, llm_config) = match execution.execution_type
-    {
-        ExecutionType::Team => {
-            let team = store
-                .teams(org)
-                .get(execution.entity_id)
-                .await
-                .map_err(|e| ApiError::from_store(e, "team"))?;
-            // One query for all members (the agent list filtered by team), then member order.
-            let filter = cp_store::agents::AgentFilter {
-                team_id: Some(team.id),
-                ..Default::default()
-            };
-            let page = cp_types::page::PageRequest {
-                limit: cp_types::page::MAX_LIMIT,
-                offset: 0,
-            };
-            let mut members = store.agents(org).list(filter, page).await?.items;
-            members.sort_by_key(|a| team.agents.iter().position(|m| m.id == a.id));
-            let prompt = team
-                .configuration
-                .get("instructions")
-                .and_then(Value::as_str)
-                .map(str::to_owned);
-            let model = team.model_id.clone();
-            let llm = team.configuration.get("llm").cloned().unwrap_or_else(|| json!({}));
-            let target = Target::Team(team.id);
-            let entity = EntityRef {
-                kind: SkillEntityType::Team,
-                id: team.id,
-            };
-            (None, Some(team), members, target, entity, model, prompt, llm)
-        }
-        _ => {
-            let agent = store
-                .agents(org)
-                .get(execution.entity_id)
-                .await
-                .map_err(|e| ApiError::from_store(e, "agent"))?;
-            let prompt = agent.system_prompt.clone();
-            let model = agent.model_id.clone();
-            let llm = agent.llm_config.clone();
-            let target = Target::Agent(agent.id);
-            let entity = EntityRef {
-                kind: SkillEntityType::Agent,
-                id: agent.id,
-            };
-            (Some(agent), None, Vec::new(), target, entity, model, prompt, llm)
-        }
-    };
-    let reader = Reader {
-        key_id: worker.key_id,
-        key_name: &worker.key_name,
-        role: worker.role,
-        purpose: "execution",
-    };
-    // Independent reads, run side by side: the claim's latency is the slowest of them, not
-    // their sum.
-    let model = async {
-        match model_ref {
-            Some(value) => run_model(state, worker, &value, llm_config).await.map(Some),
-            None => Ok(None),
-        }
-    };
-    let skills = async { Ok::<_, ApiError>(store.skills(org).resolved(skills_of).await?) };
-    let environment = async {
-        Ok::<_, ApiError>(exec_env::resolve(store, &state.config.master_key, org, target, Some(reader)).await?)
-    };
-    let settings = async { Ok::<_, ApiError>(store.org_settings(org).await?) };
-    let history = async { Ok::<_, ApiError>(store.executions(org).session(execution.id).await?) };
-    // A team's members run on their own models with their own skills, read side by side.
-    let member_models = async {
-        let mut values: Vec<String> = members.iter().filter_map(|a| a.model_id.clone()).collect();
-        values.sort();
-        values.dedup();
-        let found =
-            futures::future::try_join_all(values.iter().map(|v| run_model(state, worker, v, json!({})))).await?;
-        Ok::<_, ApiError>(
-            values
-                .into_iter()
-                .zip(found)
-                .collect::<std::collections::BTreeMap<_, _>>(),
-        )
-    };
-    let member_skill_repo = store.skills(org);
-    let member_skills = async {
-        let resolved = futures::future::try_join_all(members.iter().map(|a| {
-            member_skill_repo.resolved(EntityRef {
-                kind: SkillEntityType::Agent,
-                id: a.id,
-            })
-        }))
-        .await?;
-        Ok::<_, ApiError>(
-            members
-                .iter()
-                .map(|a| a.id)
-                .zip(resolved)
-                .collect::<std::collections::BTreeMap<_, _>>(),
-        )
-    };
-    let (model, skills, environment, settings, history, member_models, member_skills) = tokio::try_join!(
-        model,
-        skills,
-        environment,
-        settings,
-        history,
-        member_models,
-        member_skills
-    )?;
-    let policy_enforcement = settings.policy_enforcement;
-    let mut env_vars = environment.env_vars.clone();
-    env_vars.extend(execution.execution_environment.env_vars.clone());
-    Ok(Claim {
-        lease_id,
-        lease_seconds: seat.lease_ms() / 1000,
-        system_prompt: execution.system_prompt.clone().or(entity_prompt),
-        execution,
-        agent,
-        team,
-        members,
-        member_models,
-        member_skills,
-        model,
-        skills,
-        environment,
-        env_vars,
-        policy_enforcement,
-        history,
-    })
-}
-
-async fn run_model(state: &AppState, worker: &Principal, value: &str, llm_config: Value) -> ApiResult<RunModel> {
-    let m = state
-        .store
-        .models(&worker.org_id)
-        .find(value)
-        .await
-        .map_err(|e| ApiError::from_store(e, "model"))?;
-    // A key that is not stored as a secret may live on the worker host instead (the worker
-    // looks up the variable named by `api_key_secret`): not a reason to refuse the run.
-    let api_key = match &m.api_key_secret {
-        Some(name) => match vault::read_secret(state, worker, name).await {
-            Ok(secret) => Some(secret.value),
-            Err(e) if e.code == cp_types::ErrorCode::NotFound => None,
-            Err(e) => return Err(e),
-        },
-        None => None,
-    };
-    let provider_model = m.provider_model.clone().unwrap_or_else(|| {
-        m.value
-            .split_once('/')
-            .map(|(_, rest)| rest.to_owned())
-            .unwrap_or_else(|| m.value.clone())
-    });
-    Ok(RunModel {
-        id: m.id,
-        value: m.value,
-        provider: m.provider,
-        provider_model,
-        base_url: m.base_url,
-        api_key,
-        api_key_secret: m.api_key_secret,
-        llm_config,
-        pricing: m.pricing,
-    })
 }
 
 /// One sweep of the reaper: workers silent past their deadline go offline, and runs whose

@@ -8,5 +8,6 @@ pub mod exec_env;
 pub mod hub;
 pub mod list_cache;
 pub mod policy;
+pub mod run_context;
 pub mod vault;
 pub mod webhooks;

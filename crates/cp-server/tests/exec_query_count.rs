@@ -1,0 +1,140 @@
+//! An execution's life (execute, claim, events, complete) costs a bounded number of
+//! statements, and a claim of an agent claimed before reads nothing of the catalog: counted
+//! from sqlx's own statement log.
+//!
+//! Its own test binary: the counter is process-wide, so nothing else may run queries meanwhile.
+
+mod common;
+
+use std::sync::Mutex;
+
+use common::worker::TestWorker;
+use common::{Backend, TestApp, json};
+use cp_types::org::Role;
+use serde_json::json;
+use tracing::Subscriber;
+use tracing::field::{Field, Visit};
+use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+
+static STATEMENTS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// The statement's text, from the `db.statement` field of sqlx's event.
+struct Statement(String);
+impl Visit for Statement {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "db.statement" {
+            self.0 = format!("{value:?}");
+        }
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "db.statement" {
+            self.0 = value.to_string();
+        }
+    }
+}
+
+struct Log;
+impl<S: Subscriber> Layer<S> for Log {
+    fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+        if event.metadata().target() == "sqlx::query" {
+            let mut s = Statement(String::new());
+            event.record(&mut s);
+            STATEMENTS.lock().unwrap().push(s.0);
+        }
+    }
+}
+
+fn take() -> Vec<String> {
+    std::mem::take(&mut *STATEMENTS.lock().unwrap())
+}
+
+/// Runs one execution's life; returns the statements of each step.
+async fn life(app: &TestApp, w: &TestWorker, agent: &str, queue: &str) -> [Vec<String>; 4] {
+    take();
+    let r = app
+        .post(
+            &format!("/api/v1/agents/{agent}/execute"),
+            json!({"prompt": "p", "worker_queue_id": queue}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let execute = take();
+    let claim = w.claim(3).await;
+    let claimed = take();
+    let id = claim["execution"]["id"].as_str().unwrap();
+    let r = w
+        .events(
+            &claim,
+            json!([{"type": "run_started", "data": {}}, {"type": "message", "data": {"content": "ok"}}]),
+        )
+        .await;
+    assert_eq!(r.status(), 201, "{id}");
+    let events = take();
+    assert_eq!(w.complete(&claim, "ok").await.status(), 200);
+    [execute, claimed, events, take()]
+}
+
+async fn check(backend: Backend) {
+    // Background work would be counted too: the reaper and the webhook sender stay quiet.
+    let app = TestApp::spawn_with(backend, |c| {
+        c.reaper_interval = std::time::Duration::from_secs(3600);
+        c.webhook_sender = false;
+    })
+    .await;
+    app.unlimited().await;
+    let envs = json(app.get("/api/v1/environments").await).await;
+    let env = envs["items"][0]["id"].as_str().unwrap().to_string();
+    let q = json(
+        app.post(
+            &format!("/api/v1/environments/{env}/worker-queues"),
+            json!({"name": "counted"}),
+        )
+        .await,
+    )
+    .await;
+    let q = q["id"].as_str().unwrap().to_string();
+    let a = json(
+        app.post("/api/v1/agents", json!({"name": "counted", "system_prompt": "x"}))
+            .await,
+    )
+    .await;
+    let a = a["id"].as_str().unwrap().to_string();
+    let key = app.key("default", Role::Worker).await;
+    let w = TestWorker::start(&app.url, &key, &q, "counted-host").await;
+    let first = life(&app, &w, &a, &q).await;
+    assert!(
+        first[1].iter().any(|s| s.contains("FROM agents")),
+        "a cold claim reads the agent: {:?}",
+        first[1]
+    );
+    let warm = life(&app, &w, &a, &q).await;
+    // A warm claim reads nothing of the catalog: the agent's context comes from the cache.
+    for table in ["agents", "models", "skill", "environments", "secrets", "organizations"] {
+        let hit: Vec<&String> = warm[1]
+            .iter()
+            .filter(|s| s.contains(&format!("FROM {table}")))
+            .collect();
+        assert!(hit.is_empty(), "{backend:?}: a warm claim read {table}: {hit:?}");
+    }
+    let counts: Vec<usize> = warm.iter().map(Vec::len).collect();
+    println!("{backend:?}: statements per step of a warm execution: {counts:?}");
+    // sqlx statements only: on SQLite the writes run on the writer thread, outside this count.
+    let most = match backend {
+        Backend::Sqlite => [1, 3, 0, 0],
+        Backend::Postgres => [6, 11, 3, 6],
+    };
+    for (step, (n, max)) in counts.iter().zip(most).enumerate() {
+        assert!(
+            *n <= max,
+            "{backend:?} step {step}: {n} statements > {max}: {:?}",
+            warm[step]
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_execution_reads_no_catalog_rows() {
+    tracing::subscriber::set_global_default(tracing_subscriber::registry().with(Log)).unwrap();
+    check(Backend::Sqlite).await;
+    check(Backend::Postgres).await;
+}
