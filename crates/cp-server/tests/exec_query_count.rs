@@ -44,8 +44,12 @@ impl<S: Subscriber> Layer<S> for Log {
     }
 }
 
+/// The statements since the last call, without the cross-replica notifications PostgreSQL's
+/// publisher batches in the background (they land in whichever step is running).
 fn take() -> Vec<String> {
-    std::mem::take(&mut *STATEMENTS.lock().unwrap())
+    let mut taken = std::mem::take(&mut *STATEMENTS.lock().unwrap());
+    taken.retain(|s| !s.contains("pg_notify"));
+    taken
 }
 
 /// Runs one execution's life; returns the statements of each step.
@@ -121,7 +125,7 @@ async fn check(backend: Backend) {
     // sqlx statements only: on SQLite the writes run on the writer thread, outside this count.
     let most = match backend {
         Backend::Sqlite => [1, 3, 0, 0],
-        Backend::Postgres => [6, 11, 3, 6],
+        Backend::Postgres => [5, 11, 3, 6],
     };
     for (step, (n, max)) in counts.iter().zip(most).enumerate() {
         assert!(
