@@ -124,8 +124,8 @@ async fn check(backend: Backend) {
     println!("{backend:?}: statements per step of a warm execution: {counts:?}");
     // sqlx statements only: on SQLite the writes run on the writer thread, outside this count.
     let most = match backend {
-        Backend::Sqlite => [1, 3, 0, 0],
-        Backend::Postgres => [5, 11, 3, 6],
+        Backend::Sqlite => [1, 1, 0, 0],
+        Backend::Postgres => [5, 8, 3, 5],
     };
     for (step, (n, max)) in counts.iter().zip(most).enumerate() {
         assert!(

@@ -741,19 +741,12 @@ impl Executions<'_> {
     /// PostgreSQL, the single writer on SQLite).
     pub async fn claim(&self, queue: Uuid, worker: Uuid, lease_ms: i64) -> StoreResult<Option<Claimed>> {
         let org = self.org;
-        // A read first: several pollers woken for one execution would otherwise each take the
-        // write lock only to find nothing. The claim below stays atomic on its own.
-        let waiting: Option<Uuid> = with_db!(self.db, pool =>
-            sqlx::query_scalar(
-                "SELECT id FROM executions WHERE worker_queue_id = $1 AND organization_id = $2 AND status = 'queued' LIMIT 1")
-                .bind(queue).bind(org).fetch_optional(pool).await)?;
-        if waiting.is_none() {
-            return Ok(None);
-        }
         let lease_id = Uuid::now_v7();
         let at = now();
         let lease_until = at.timestamp_millis() + lease_ms;
         let pool = match self.db {
+            // A claim that finds nothing costs the writer thread one empty statement: cheaper
+            // than a read on sqlx's threads first.
             Db::Sqlite(_, writer) => {
                 let org = org.to_owned();
                 return writer
@@ -762,6 +755,18 @@ impl Executions<'_> {
             }
             Db::Postgres(pool) => pool,
         };
+        // A read first: several pollers woken for one execution would otherwise each open a
+        // write transaction only to find nothing. The claim below stays atomic on its own.
+        let waiting: Option<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM executions WHERE worker_queue_id = $1 AND organization_id = $2 AND status = 'queued' LIMIT 1",
+        )
+        .bind(queue)
+        .bind(org)
+        .fetch_optional(pool)
+        .await?;
+        if waiting.is_none() {
+            return Ok(None);
+        }
         let mut tx = pool.begin().await?;
         let row: Option<ExecutionRow> = sqlx::query_as(claim_sql!("FOR UPDATE SKIP LOCKED"))
             .bind(queue)

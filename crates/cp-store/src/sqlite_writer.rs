@@ -172,12 +172,20 @@ fn serve(conn: Connection, queue: mpsc::Receiver<Box<dyn Job>>, lock: Arc<Mutex<
 fn run_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> rusqlite::Result<()> {
     conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
     let outcome = (|| {
-        for job in batch.iter_mut() {
-            conn.prepare_cached("SAVEPOINT job")?.execute([])?;
+        if let [job] = batch {
+            // Alone in its transaction, a job that fails takes the whole of it back.
             if !job.run(conn) {
-                conn.prepare_cached("ROLLBACK TO job")?.execute([])?;
+                conn.prepare_cached("ROLLBACK")?.execute([])?;
+                return Ok(());
             }
-            conn.prepare_cached("RELEASE job")?.execute([])?;
+        } else {
+            for job in batch.iter_mut() {
+                conn.prepare_cached("SAVEPOINT job")?.execute([])?;
+                if !job.run(conn) {
+                    conn.prepare_cached("ROLLBACK TO job")?.execute([])?;
+                }
+                conn.prepare_cached("RELEASE job")?.execute([])?;
+            }
         }
         conn.prepare_cached("COMMIT")?.execute([])?;
         Ok(())

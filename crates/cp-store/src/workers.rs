@@ -85,6 +85,8 @@ pub struct Registered {
 #[derive(Debug, Clone, Copy)]
 pub struct WorkerSeat {
     pub worker_queue_id: Uuid,
+    /// The key that registered the worker.
+    pub key_id: Option<Uuid>,
     /// Time between heartbeats.
     pub heartbeat_ms: i64,
     pub drain: bool,
@@ -290,14 +292,16 @@ impl Workers<'_> {
 
     /// The worker's queue and lease length; `NotFound` for another organization's worker.
     pub async fn seat(&self, id: Uuid) -> StoreResult<WorkerSeat> {
-        let row: Option<(Uuid, i64, bool, String, i64)> = with_db!(self.db, pool =>
+        let row: Option<(Uuid, Option<Uuid>, i64, bool, String, i64)> = with_db!(self.db, pool =>
             sqlx::query_as(
-                "SELECT w.worker_queue_id, q.heartbeat_interval, w.drain, w.status, w.alive_until FROM workers w \
+                "SELECT w.worker_queue_id, w.key_id, q.heartbeat_interval, w.drain, w.status, w.alive_until FROM workers w \
                  JOIN worker_queues q ON q.id = w.worker_queue_id WHERE w.organization_id = $1 AND w.id = $2")
                 .bind(self.org).bind(id).fetch_optional(pool).await)?;
-        let (worker_queue_id, heartbeat_interval, drain, status, alive_until) = row.ok_or(StoreError::NotFound)?;
+        let (worker_queue_id, key_id, heartbeat_interval, drain, status, alive_until) =
+            row.ok_or(StoreError::NotFound)?;
         Ok(WorkerSeat {
             worker_queue_id,
+            key_id,
             heartbeat_ms: heartbeat_interval * self.second_ms,
             drain,
             online: status != "disconnected" && status != "offline" && alive_until > now_ms(),

@@ -174,9 +174,12 @@ async fn poll(
     if !wait.is_finite() || !(0.0..=MAX_WAIT_SECONDS).contains(&wait) {
         return Err(ApiError::invalid("wait", "must be between 0 and 60 seconds"));
     }
-    check_owner(&state, &auth, id).await?;
     let workers = state.store.workers(&auth.org_id);
+    // The seat names the key that registered the worker: one read checks both.
     let seat = workers.seat(id).await.map_err(not_found)?;
+    if auth.role != cp_types::org::Role::Admin && seat.key_id != Some(auth.key_id) {
+        return Err(ApiError::not_found("worker"));
+    }
     if !seat.online {
         return Err(ApiError::conflict(
             "the worker is offline or disconnected and its runs went back to the queue; register again",
