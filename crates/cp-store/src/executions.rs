@@ -820,21 +820,49 @@ impl Executions<'_> {
                     .run(move |conn| sqlite::append(conn, &org, id, lease_id, events, at, second_ms))
                     .await?
             }
-            Db::Postgres(pool) => {
-                let mut tx = pool.begin().await?;
+            // Nothing to store: the lease check and its extension alone.
+            Db::Postgres(pool) if events.is_empty() => {
                 let last: Option<i64> = sqlx::query_scalar(append_sql!())
                     .bind(org)
                     .bind(id)
                     .bind(lease_id)
-                    .bind(n)
+                    .bind(0i64)
                     .bind(at.timestamp_millis())
                     .bind(self.second_ms)
-                    .fetch_optional(&mut *tx)
+                    .fetch_optional(pool)
                     .await?;
-                match last {
+                last.map(|_| Vec::new())
+            }
+            // One statement, so one round trip and no explicit transaction: the events are
+            // numbered from the `last_seq` the lease-guarded update returns, and nothing is
+            // inserted when the lease is stale.
+            Db::Postgres(pool) => {
+                let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+                let data: Vec<String> = events.iter().map(|e| e.data.to_string()).collect();
+                let times: Vec<Timestamp> = events.iter().map(|e| e.timestamp.unwrap_or(at)).collect();
+                let seqs: Vec<i64> = sqlx::query_scalar(concat!(
+                    "WITH u AS (",
+                    append_sql!(),
+                    ") INSERT INTO execution_events (execution_id, seq, organization_id, event_type, data, created_at) \
+                     SELECT $2, u.last_seq - $4 + e.ord, $1, e.event_type, e.data, e.created_at FROM u, \
+                       UNNEST($7::text[], $8::text[], $9::timestamptz[]) WITH ORDINALITY AS e(event_type, data, created_at, ord) \
+                     RETURNING seq"
+                ))
+                .bind(org)
+                .bind(id)
+                .bind(lease_id)
+                .bind(n)
+                .bind(at.timestamp_millis())
+                .bind(self.second_ms)
+                .bind(&types)
+                .bind(&data)
+                .bind(&times)
+                .fetch_all(pool)
+                .await?;
+                match seqs.iter().max() {
                     None => None,
-                    Some(last) => {
-                        let stored: Vec<ExecutionEvent> = events
+                    Some(last) => Some(
+                        events
                             .into_iter()
                             .enumerate()
                             .map(|(i, e)| ExecutionEvent {
@@ -843,11 +871,8 @@ impl Executions<'_> {
                                 data: e.data,
                                 timestamp: e.timestamp.unwrap_or(at),
                             })
-                            .collect();
-                        write_events!(&mut *tx, org, id, &stored);
-                        tx.commit().await?;
-                        Some(stored)
-                    }
+                            .collect(),
+                    ),
                 }
             }
         };
