@@ -859,21 +859,18 @@ impl Executions<'_> {
                 .bind(&times)
                 .fetch_all(pool)
                 .await?;
-                match seqs.iter().max() {
-                    None => None,
-                    Some(last) => Some(
-                        events
-                            .into_iter()
-                            .enumerate()
-                            .map(|(i, e)| ExecutionEvent {
-                                seq: last - n + 1 + i as i64,
-                                event_type: e.event_type,
-                                data: e.data,
-                                timestamp: e.timestamp.unwrap_or(at),
-                            })
-                            .collect(),
-                    ),
-                }
+                seqs.iter().max().map(|last| {
+                    events
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, e)| ExecutionEvent {
+                            seq: last - n + 1 + i as i64,
+                            event_type: e.event_type,
+                            data: e.data,
+                            timestamp: e.timestamp.unwrap_or(at),
+                        })
+                        .collect()
+                })
             }
         };
         match stored {
