@@ -304,6 +304,24 @@ struct Draft {
 }
 
 impl Draft {
+    /// Lets `change` edit `row`, then stamps it and numbers its events; returns the draft and
+    /// the seq of its first new event. Both backends' `apply` go through here.
+    fn edit(row: ExecutionRecord, change: impl FnOnce(&mut Draft) -> StoreResult<()>) -> StoreResult<(Draft, i64)> {
+        let mut draft = Draft {
+            from: row.execution.status,
+            row,
+            events: Vec::new(),
+            released_worker: None,
+            at: now(),
+        };
+        change(&mut draft)?;
+        let e = &mut draft.row.execution;
+        e.updated_at = draft.at;
+        let first = e.event_count + 1;
+        e.event_count += draft.events.len() as i64;
+        Ok((draft, first))
+    }
+
     /// Moves to `to` if the state machine allows it (409 otherwise) and records the `status`
     /// event, and the terminal `done` event when the run ends.
     fn become_(&mut self, to: ExecutionStatus, reason: Option<&str>) -> StoreResult<()> {
@@ -452,6 +470,58 @@ macro_rules! update_sql {
 
 mod sqlite;
 
+/// An event to store, as `(type, data)`.
+type NewTypedEvent = (String, Value);
+
+/// What a new execution on a queue (`name, status, max_attempts`, as read) stores: its
+/// metadata (with the queue's name), its attempts and its first events (`status`, then the
+/// user's `message`). `NotFound` for an unknown queue, a conflict for one that is not active.
+fn creation(
+    id: Uuid,
+    new: &NewExecution,
+    queue: Option<(String, String, i64)>,
+    at: Timestamp,
+) -> StoreResult<(Value, i64, Vec<NewTypedEvent>)> {
+    let (queue_name, status, max_attempts) = queue.ok_or(StoreError::NotFound)?;
+    if status != "active" {
+        return Err(StoreError::Conflict(format!(
+            "worker queue '{queue_name}' is {status}, not active"
+        )));
+    }
+    let mut metadata = new.execution_metadata.clone();
+    if let Value::Object(m) = &mut metadata {
+        m.insert("worker_queue_name".into(), json!(queue_name));
+    }
+    let events = vec![
+        ("status".to_string(), json!({"status": "queued", "attempt": 1})),
+        user_message(id, &new.prompt, at),
+    ];
+    Ok((metadata, max_attempts, events))
+}
+
+/// The `status` event a claim stores.
+fn claim_event(e: &Execution, worker: Uuid) -> Vec<NewTypedEvent> {
+    vec![(
+        "status".to_string(),
+        json!({"status": "running", "attempt": e.attempt, "worker_id": worker}),
+    )]
+}
+
+/// A worker's batch as stored, numbered up to `last` (the execution's new `last_seq`).
+fn numbered(events: Vec<NewEvent>, last: i64, at: Timestamp) -> Vec<ExecutionEvent> {
+    let first = last - events.len() as i64 + 1;
+    events
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| ExecutionEvent {
+            seq: first + i as i64,
+            event_type: e.event_type,
+            data: e.data,
+            timestamp: e.timestamp.unwrap_or(at),
+        })
+        .collect()
+}
+
 /// Inserts stored-to-be events (`&[ExecutionEvent]`) of one execution in one statement.
 macro_rules! write_events {
     ($conn:expr, $org:expr, $id:expr, $events:expr) => {{
@@ -516,19 +586,8 @@ impl Executions<'_> {
         .fetch_optional(&mut *tx)
         .await?
         .ok_or(StoreError::NotFound)?;
-        let row = row.into_record()?;
-        let mut draft = Draft {
-            from: row.execution.status,
-            row,
-            events: Vec::new(),
-            released_worker: None,
-            at: now(),
-        };
-        change(&mut draft)?;
+        let (mut draft, first) = Draft::edit(row.into_record()?, change)?;
         let e = &mut draft.row.execution;
-        e.updated_at = draft.at;
-        let first = e.event_count + 1;
-        e.event_count += draft.events.len() as i64;
         sqlx::query(update_sql!())
             .bind(org)
             .bind(id)
@@ -587,20 +646,7 @@ impl Executions<'_> {
         .bind(new.worker_queue_id)
         .fetch_optional(&mut *tx)
         .await?;
-        let (queue_name, status, max_attempts) = queue.ok_or(StoreError::NotFound)?;
-        if status != "active" {
-            return Err(StoreError::Conflict(format!(
-                "worker queue '{queue_name}' is {status}, not active"
-            )));
-        }
-        let mut metadata = new.execution_metadata.clone();
-        if let Value::Object(m) = &mut metadata {
-            m.insert("worker_queue_name".into(), json!(queue_name));
-        }
-        let events = vec![
-            ("status".to_string(), json!({"status": "queued", "attempt": 1})),
-            user_message(id, &new.prompt, at),
-        ];
+        let (metadata, max_attempts, events) = creation(id, &new, queue, at)?;
         let row: ExecutionRow = sqlx::query_as(create_sql!())
             .bind(id)
             .bind(org)
@@ -782,11 +828,14 @@ impl Executions<'_> {
         };
         let record = row.into_record()?;
         let e = &record.execution;
-        let status = vec![(
-            "status".to_string(),
-            json!({"status": "running", "attempt": e.attempt, "worker_id": worker}),
-        )];
-        let events = insert_events!(&mut *tx, org, e.id, e.event_count, at, status.into_iter());
+        let events = insert_events!(
+            &mut *tx,
+            org,
+            e.id,
+            e.event_count,
+            at,
+            claim_event(e, worker).into_iter()
+        );
         crate::webhooks::enqueue_webhooks!(tx, true, org, "execution.started", webhook_data(e));
         tx.commit().await?;
         let id = record.execution.id;
@@ -859,18 +908,7 @@ impl Executions<'_> {
                 .bind(&times)
                 .fetch_all(pool)
                 .await?;
-                seqs.iter().max().map(|last| {
-                    events
-                        .into_iter()
-                        .enumerate()
-                        .map(|(i, e)| ExecutionEvent {
-                            seq: last - n + 1 + i as i64,
-                            event_type: e.event_type,
-                            data: e.data,
-                            timestamp: e.timestamp.unwrap_or(at),
-                        })
-                        .collect()
-                })
+                seqs.iter().max().map(|&last| numbered(events, last, at))
             }
         };
         match stored {

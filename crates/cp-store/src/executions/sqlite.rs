@@ -6,13 +6,13 @@ use cp_types::{Timestamp, now};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension, Row, ToSql};
 use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
+use serde_json::Value;
 use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::{
-    Changed, Claimed, Draft, EventRow, ExecutionRecord, ExecutionRow, NewExecution, session_message, user_message,
-    webhook_data, webhook_event,
+    Changed, Claimed, Draft, EventRow, ExecutionRecord, ExecutionRow, NewExecution, claim_event, creation, numbered,
+    session_message, webhook_data, webhook_event,
 };
 use crate::error::{StoreError, StoreResult};
 use crate::sqlite_writer::{bind_numbered, ts_parse, ts_text, uuid_blob, uuid_of};
@@ -183,20 +183,7 @@ pub(super) fn create(
             Ok((r.get(0)?, r.get(1)?, r.get(2)?))
         })
         .optional()?;
-    let (queue_name, status, max_attempts) = queue.ok_or(StoreError::NotFound)?;
-    if status != "active" {
-        return Err(StoreError::Conflict(format!(
-            "worker queue '{queue_name}' is {status}, not active"
-        )));
-    }
-    let mut metadata = new.execution_metadata;
-    if let Value::Object(m) = &mut metadata {
-        m.insert("worker_queue_name".into(), json!(queue_name));
-    }
-    let events = vec![
-        ("status".to_string(), json!({"status": "queued", "attempt": 1})),
-        user_message(id, &new.prompt, at),
-    ];
+    let (metadata, max_attempts, events) = creation(id, &new, queue, at)?;
     let at_text = ts_text(&at);
     let row = one_row(
         conn,
@@ -250,11 +237,7 @@ pub(super) fn claim(
         return Ok(None);
     };
     let e = &record.execution;
-    let status = vec![(
-        "status".to_string(),
-        json!({"status": "running", "attempt": e.attempt, "worker_id": worker}),
-    )];
-    let events = insert_events(conn, org, e.id, e.event_count, at, status)?;
+    let events = insert_events(conn, org, e.id, e.event_count, at, claim_event(e, worker))?;
     enqueue_webhooks(conn, org, "execution.started", webhook_data(e))?;
     let id = e.id;
     let catalog_version: Option<i64> = conn
@@ -321,16 +304,7 @@ pub(super) fn append(
     let Some(last) = last else {
         return Ok(None);
     };
-    let stored: Vec<ExecutionEvent> = events
-        .into_iter()
-        .enumerate()
-        .map(|(i, e)| ExecutionEvent {
-            seq: last - n + 1 + i as i64,
-            event_type: e.event_type,
-            data: e.data,
-            timestamp: e.timestamp.unwrap_or(at),
-        })
-        .collect();
+    let stored = numbered(events, last, at);
     write_events(conn, org, id, &stored)?;
     Ok(Some(stored))
 }
@@ -352,18 +326,8 @@ pub(super) fn apply(
         &[&org, &uuid_blob(&id)],
     )?
     .ok_or(StoreError::NotFound)?;
-    let mut draft = Draft {
-        from: row.execution.status,
-        row,
-        events: Vec::new(),
-        released_worker: None,
-        at: now(),
-    };
-    change(&mut draft)?;
+    let (mut draft, first) = Draft::edit(row, change)?;
     let e = &mut draft.row.execution;
-    e.updated_at = draft.at;
-    let first = e.event_count + 1;
-    e.event_count += draft.events.len() as i64;
     {
         let mut stmt = conn.prepare_cached(update_sql!())?;
         let usage = serde_json::to_string(&e.usage).unwrap_or_else(|_| "{}".into());
