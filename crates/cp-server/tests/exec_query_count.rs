@@ -125,7 +125,7 @@ async fn check(backend: Backend) {
     // sqlx statements only: on SQLite the writes run on the writer thread, outside this count.
     let most = match backend {
         Backend::Sqlite => [1, 1, 0, 0],
-        Backend::Postgres => [5, 8, 1, 5],
+        Backend::Postgres => [2, 2, 1, 2],
     };
     for (step, (n, max)) in counts.iter().zip(most).enumerate() {
         assert!(

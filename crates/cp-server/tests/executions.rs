@@ -891,3 +891,58 @@ both_backends! {
         assert_eq!(log["total"], 2, "{log}");
     }
 }
+
+both_backends! {
+    // A client's change lands exactly once while the worker keeps the row moving (event
+    // batches and heartbeats): on PostgreSQL a change whose row moved between its read and
+    // its write reads again, so the cancel is neither lost nor doubled and no seq repeats.
+    async fn a_cancel_racing_the_workers_events_lands_once(backend: Backend) {
+        let app = TestApp::spawn(backend).await;
+        app.unlimited().await;
+        let q = queue(&app, "racing", json!({})).await;
+        let a = agent(&app, "racer").await;
+        let worker_key = app.key("default", Role::Worker).await;
+        let w = TestWorker::start(&app.url, &worker_key, &q, "race-host").await;
+        let id = execute(&app, &a, &q, "go").await;
+        let claim = w.claim(3).await;
+        let post = |k: i64| {
+            let (w, claim, id) = (&w, &claim, &id);
+            async move {
+                for i in 0..20 {
+                    let batch = json!([{"type": "message_chunk", "data": {"k": k, "n": i}}, {"type": "message_chunk", "data": {"k": k, "n": i}}]);
+                    assert_eq!(w.events(claim, batch).await.status(), 201, "poster {k} batch {i}");
+                    if i % 8 == 0 {
+                        assert_eq!(w.heartbeat(&[id]).await.status(), 200);
+                    }
+                }
+                40
+            }
+        };
+        // Cancelling twice changes nothing, but each cancel is a guarded write of the row.
+        let cancelling = async {
+            let mut answers = Vec::new();
+            for _ in 0..20 {
+                answers.push(app.post(&format!("/api/v1/executions/{id}/cancel"), json!({})).await.status());
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            answers
+        };
+        let (a, b, c, d, answers) = tokio::join!(post(0), post(1), post(2), post(3), cancelling);
+        let stored: i64 = a + b + c + d;
+        assert!(answers.iter().all(|s| *s == 200), "{answers:?}");
+        let e = execution(&app, &id).await;
+        assert_eq!(e["status"], "cancelling", "{e}");
+        let events = json(app.get(&format!("/api/v1/executions/{id}/events?limit=500")).await).await;
+        let items = events["items"].as_array().unwrap();
+        let got: Vec<i64> = items.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+        // queued, the user's message, running, the worker's events, cancelling.
+        assert_eq!(got, (1..=stored + 4).collect::<Vec<i64>>(), "{events}");
+        let cancels = items.iter().filter(|e| e["type"] == "status" && e["data"]["status"] == "cancelling").count();
+        assert_eq!(cancels, 1, "{events}");
+        assert_eq!(e["event_count"], stored + 4);
+        // The worker still holds the run: a run that completed while being cancelled stays
+        // completed.
+        assert_eq!(w.complete(&claim, "done anyway").await.status(), 200);
+        assert_eq!(execution(&app, &id).await["status"], "completed");
+    }
+}

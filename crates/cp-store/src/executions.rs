@@ -1,10 +1,11 @@
 //! Executions and their events: the state machine's storage, claims with leases, and the
 //! reaper's sweeps.
 //!
-//! Every status change goes through [`apply`]: it locks the row, checks the transition against
-//! [`ExecutionStatus::can_become`], writes the row and appends the `status` event (plus `done`
-//! when a run ends) with the next sequence numbers, all in one transaction. Callers get the new
-//! row and the stored events back, to notify followers and workers after the commit.
+//! Every status change goes through `Executions::apply`: it reads the row, checks the
+//! transition against [`ExecutionStatus::can_become`], writes the row and appends the `status`
+//! event (plus `done` when a run ends) with the next sequence numbers, all atomically.
+//! Callers get the new row and the stored events back, to notify followers and workers after
+//! the commit.
 
 use cp_types::environment::ExecutionEnvironment;
 use cp_types::execution::{Execution, ExecutionEvent, ExecutionStatus, ExecutionType, NewEvent, SessionMessage, Usage};
@@ -107,7 +108,8 @@ impl ExecutionRow {
     }
 }
 
-#[derive(sqlx::FromRow)]
+/// A stored event; also read from a JSON array of its fields in this order.
+#[derive(sqlx::FromRow, serde::Deserialize)]
 struct EventRow {
     seq: i64,
     event_type: String,
@@ -174,6 +176,10 @@ pub struct NewExecution {
     pub execution_metadata: Value,
     pub execution_environment: ExecutionEnvironment,
     pub created_by: String,
+    /// The queue as read with the [`Subject`]. PostgreSQL stores against it, which is the
+    /// read a transaction would have made (a queue deactivated in between is the same race
+    /// either way; one deleted fails the foreign key); SQLite's writer reads it again.
+    pub queue_seen: Option<QueueSeen>,
 }
 
 /// Filters of `GET /executions`.
@@ -196,6 +202,8 @@ pub struct Changed {
     pub events: Vec<ExecutionEvent>,
     /// The worker that held the run before the change, if the change took it away.
     pub released_worker: Option<Uuid>,
+    /// Webhook deliveries were written with the change: the sender has work.
+    pub deliveries: bool,
 }
 
 /// What a worker reports at the end of its run.
@@ -238,6 +246,10 @@ pub struct Subject {
     /// statement so the policy check before an execute costs no read of its own.
     pub policy_enforcement: String,
     pub catalog_version: Option<i64>,
+    /// The queue as read in the same statement (`None` for an unknown queue).
+    pub queue_name: Option<String>,
+    pub queue_status: Option<String>,
+    pub queue_max_attempts: Option<i64>,
 }
 
 impl Subject {
@@ -245,13 +257,26 @@ impl Subject {
     pub fn policy_state(&self) -> StoreResult<(cp_types::org::PolicyEnforcement, i64)> {
         Ok((parse(&self.policy_enforcement)?, self.catalog_version.unwrap_or(0)))
     }
+
+    /// The queue as [`NewExecution::queue_seen`] wants it.
+    pub fn queue_seen(&self) -> Option<QueueSeen> {
+        Some((
+            self.queue_name.clone()?,
+            self.queue_status.clone()?,
+            self.queue_max_attempts?,
+        ))
+    }
 }
+
+/// A worker queue as an execute read it: `name, status, max_attempts`.
+pub type QueueSeen = (String, String, i64);
 
 macro_rules! subject_sql {
     ($table:literal) => {
         concat!(
             "SELECT x.name AS entity_name, m.value AS model, q.environment_id, e.name AS environment_name, \
-             o.policy_enforcement, v.version AS catalog_version FROM ",
+             o.policy_enforcement, v.version AS catalog_version, q.name AS queue_name, q.status AS queue_status, \
+             q.max_attempts AS queue_max_attempts FROM ",
             $table,
             " x JOIN organizations o ON o.id = x.organization_id \
              LEFT JOIN catalog_versions v ON v.organization_id = x.organization_id \
@@ -375,11 +400,12 @@ fn user_message(execution: Uuid, text: &str, at: Timestamp) -> (String, Value) {
     )
 }
 
-/// Locks the row, lets `change` edit it, writes it back with the change's events. The one place
-/// a status changes.
-/// The webhook event of a change into `status`, if it has one (`execution.started` is the
-/// claim's).
-fn webhook_event(status: ExecutionStatus) -> Option<&'static str> {
+/// The webhook event of a change from `from` into `status`, if it has one
+/// (`execution.started` is the claim's).
+fn webhook_event(from: ExecutionStatus, status: ExecutionStatus) -> Option<&'static str> {
+    if from == status {
+        return None;
+    }
     match status {
         ExecutionStatus::Completed => Some("execution.completed"),
         ExecutionStatus::Failed => Some("execution.failed"),
@@ -433,14 +459,17 @@ macro_rules! create_sql {
 }
 
 /// The claim: the oldest queued execution of the queue becomes `running` under a new lease.
-/// `$lock` is PostgreSQL's `FOR UPDATE SKIP LOCKED` (SQLite has one writer anyway).
+/// `$lock` is PostgreSQL's `FOR UPDATE SKIP LOCKED` (SQLite has one writer anyway); `$gate`
+/// is a further condition on claiming at all.
 macro_rules! claim_sql {
-    ($lock:literal) => {
+    ($lock:literal, $gate:expr) => {
         concat!(
             "UPDATE executions SET status = 'running', worker_id = $3, lease_id = $4, lease_until = $5, \
                started_at = COALESCE(started_at, $6), updated_at = $6, last_seq = last_seq + 1 \
              WHERE id = (SELECT id FROM executions WHERE worker_queue_id = $1 AND organization_id = $2 \
-               AND status = 'queued' ORDER BY id LIMIT 1 ",
+               AND status = 'queued' ",
+            $gate,
+            " ORDER BY id LIMIT 1 ",
             $lock,
             ") AND status = 'queued' RETURNING ",
             exec_columns!()
@@ -468,6 +497,7 @@ macro_rules! update_sql {
     };
 }
 
+mod postgres;
 mod sqlite;
 
 /// An event to store, as `(type, data)`.
@@ -479,7 +509,7 @@ type NewTypedEvent = (String, Value);
 fn creation(
     id: Uuid,
     new: &NewExecution,
-    queue: Option<(String, String, i64)>,
+    queue: Option<QueueSeen>,
     at: Timestamp,
 ) -> StoreResult<(Value, i64, Vec<NewTypedEvent>)> {
     let (queue_name, status, max_attempts) = queue.ok_or(StoreError::NotFound)?;
@@ -499,12 +529,26 @@ fn creation(
     Ok((metadata, max_attempts, events))
 }
 
-/// The `status` event a claim stores.
-fn claim_event(e: &Execution, worker: Uuid) -> Vec<NewTypedEvent> {
-    vec![(
+/// The `status` event a claim stores, for the claimed run's `attempt`.
+fn claim_event(attempt: i64, worker: Uuid) -> NewTypedEvent {
+    (
         "status".to_string(),
-        json!({"status": "running", "attempt": e.attempt, "worker_id": worker}),
-    )]
+        json!({"status": "running", "attempt": attempt, "worker_id": worker}),
+    )
+}
+
+/// `(type, data)` events numbered from `first` and stamped `at`, as they are stored.
+fn stamp(first: i64, at: Timestamp, events: Vec<NewTypedEvent>) -> Vec<ExecutionEvent> {
+    events
+        .into_iter()
+        .enumerate()
+        .map(|(i, (event_type, data))| ExecutionEvent {
+            seq: first + i as i64,
+            event_type,
+            data,
+            timestamp: at,
+        })
+        .collect()
 }
 
 /// A worker's batch as stored, numbered up to `last` (the execution's new `last_seq`).
@@ -522,103 +566,21 @@ fn numbered(events: Vec<NewEvent>, last: i64, at: Timestamp) -> Vec<ExecutionEve
         .collect()
 }
 
-/// Inserts stored-to-be events (`&[ExecutionEvent]`) of one execution in one statement.
-macro_rules! write_events {
-    ($conn:expr, $org:expr, $id:expr, $events:expr) => {{
-        let events: &[ExecutionEvent] = $events;
-        if !events.is_empty() {
-            let mut q = sqlx::QueryBuilder::new(
-                "INSERT INTO execution_events (execution_id, seq, organization_id, event_type, data, created_at) ",
-            );
-            q.push_values(events, |mut b, e| {
-                b.push_bind($id)
-                    .push_bind(e.seq)
-                    .push_bind($org)
-                    .push_bind(e.event_type.clone())
-                    .push_bind(e.data.to_string())
-                    .push_bind(e.timestamp);
-            });
-            q.build().execute($conn).await?;
-        }
-    }};
-}
-
-/// Inserts `(type, data)` events numbered from `first`, stamped `at`; evaluates to them.
-macro_rules! insert_events {
-    ($conn:expr, $org:expr, $id:expr, $first:expr, $at:expr, $events:expr) => {{
-        let stored: Vec<ExecutionEvent> = $events
-            .enumerate()
-            .map(|(i, (event_type, data)): (usize, (String, Value))| ExecutionEvent {
-                seq: $first + i as i64,
-                event_type,
-                data,
-                timestamp: $at,
-            })
-            .collect();
-        write_events!($conn, $org, $id, &stored);
-        stored
-    }};
-}
-
 impl Executions<'_> {
-    /// Locks the row, lets `change` edit it, writes it back with the change's events: the one
-    /// place a status changes.
+    /// Lets `change` edit the row and writes it back with the change's events: the one place
+    /// a status changes. `change` may run more than once (PostgreSQL re-reads the row when it
+    /// moved on between the read and the write).
     async fn apply<F>(&self, id: Uuid, change: F) -> StoreResult<Changed>
     where
-        F: FnOnce(&mut Draft) -> StoreResult<()> + Send + 'static,
+        F: Fn(&mut Draft) -> StoreResult<()> + Send + Sync + 'static,
     {
-        let org = self.org;
-        let pool = match self.db {
+        match self.db {
             Db::Sqlite(_, writer) => {
-                let org = org.to_owned();
-                return writer.run(move |conn| sqlite::apply(conn, &org, id, change)).await;
+                let org = self.org.to_owned();
+                writer.run(move |conn| sqlite::apply(conn, &org, id, change)).await
             }
-            Db::Postgres(pool) => pool,
-        };
-        let mut tx = pool.begin().await?;
-        let row: ExecutionRow = sqlx::query_as(concat!(
-            "SELECT ",
-            exec_columns!(),
-            " FROM executions WHERE organization_id = $1 AND id = $2 FOR UPDATE"
-        ))
-        .bind(org)
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or(StoreError::NotFound)?;
-        let (mut draft, first) = Draft::edit(row.into_record()?, change)?;
-        let e = &mut draft.row.execution;
-        sqlx::query(update_sql!())
-            .bind(org)
-            .bind(id)
-            .bind(e.status.as_str())
-            .bind(&e.response)
-            .bind(&e.error_message)
-            .bind(Json(&e.usage))
-            .bind(e.attempt)
-            .bind(e.worker_id)
-            .bind(draft.row.lease_id)
-            .bind(draft.row.lease_until)
-            .bind(draft.row.cancel_deadline)
-            .bind(e.event_count)
-            .bind(e.started_at)
-            .bind(e.completed_at)
-            .bind(e.updated_at)
-            .execute(&mut *tx)
-            .await?;
-        if draft.from != e.status
-            && let Some(event_type) = webhook_event(e.status)
-        {
-            crate::webhooks::enqueue_webhooks!(tx, true, org, event_type, webhook_data(e));
+            Db::Postgres(pool) => postgres::apply(pool, self.org, id, change).await,
         }
-        let stored = insert_events!(&mut *tx, org, id, first, draft.at, draft.events.into_iter());
-        tx.commit().await?;
-        Ok(Changed {
-            record: draft.row,
-            from: draft.from,
-            events: stored,
-            released_worker: draft.released_worker,
-        })
     }
 }
 
@@ -627,47 +589,16 @@ impl Executions<'_> {
     /// events (`status`, then the user's `message`). `NotFound` for an unknown queue, a
     /// conflict for one that is not active.
     pub async fn create(&self, new: NewExecution) -> StoreResult<(Execution, Vec<ExecutionEvent>)> {
-        let org = self.org;
         let id = Uuid::now_v7();
         let at = now();
-        let pool = match self.db {
+        let (row, stored) = match self.db {
             Db::Sqlite(_, writer) => {
-                let org = org.to_owned();
-                let (row, stored) = writer.run(move |conn| sqlite::create(conn, &org, id, new, at)).await?;
-                return Ok((row.execution, stored));
+                let org = self.org.to_owned();
+                writer.run(move |conn| sqlite::create(conn, &org, id, new, at)).await?
             }
-            Db::Postgres(pool) => pool,
+            Db::Postgres(pool) => postgres::create(pool, self.org, id, new, at).await?,
         };
-        let mut tx = pool.begin().await?;
-        let queue: Option<(String, String, i64)> = sqlx::query_as(
-            "SELECT name, status, max_attempts FROM worker_queues WHERE organization_id = $1 AND id = $2",
-        )
-        .bind(org)
-        .bind(new.worker_queue_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let (metadata, max_attempts, events) = creation(id, &new, queue, at)?;
-        let row: ExecutionRow = sqlx::query_as(create_sql!())
-            .bind(id)
-            .bind(org)
-            .bind(new.execution_type.as_str())
-            .bind(new.entity_id)
-            .bind(&new.entity_name)
-            .bind(new.worker_queue_id)
-            .bind(&new.prompt)
-            .bind(&new.system_prompt)
-            .bind(Json(&metadata))
-            .bind(Json(&new.user_metadata))
-            .bind(Json(&new.execution_environment))
-            .bind(max_attempts)
-            .bind(events.len() as i64)
-            .bind(&new.created_by)
-            .bind(at)
-            .fetch_one(&mut *tx)
-            .await?;
-        let stored = insert_events!(&mut *tx, org, id, 1, at, events.into_iter());
-        tx.commit().await?;
-        Ok((row.into_execution()?, stored))
+        Ok((row.execution, stored))
     }
 
     /// What an execution of `kind` on `queue` would run, as policies see it: the agent's or
@@ -786,130 +717,34 @@ impl Executions<'_> {
     /// nothing is waiting. Concurrent claimers never get the same row (`SKIP LOCKED` on
     /// PostgreSQL, the single writer on SQLite).
     pub async fn claim(&self, queue: Uuid, worker: Uuid, lease_ms: i64) -> StoreResult<Option<Claimed>> {
-        let org = self.org;
         let lease_id = Uuid::now_v7();
         let at = now();
-        let lease_until = at.timestamp_millis() + lease_ms;
-        let pool = match self.db {
+        let lease = (lease_id, at.timestamp_millis() + lease_ms);
+        match self.db {
             // A claim that finds nothing costs the writer thread one empty statement: cheaper
             // than a read on sqlx's threads first.
             Db::Sqlite(_, writer) => {
-                let org = org.to_owned();
-                return writer
-                    .run(move |conn| sqlite::claim(conn, &org, queue, worker, lease_id, lease_until, at))
-                    .await;
+                let org = self.org.to_owned();
+                writer
+                    .run(move |conn| sqlite::claim(conn, &org, queue, worker, lease, at))
+                    .await
             }
-            Db::Postgres(pool) => pool,
-        };
-        // A read first: several pollers woken for one execution would otherwise each open a
-        // write transaction only to find nothing. The claim below stays atomic on its own.
-        let waiting: Option<Uuid> = sqlx::query_scalar(
-            "SELECT id FROM executions WHERE worker_queue_id = $1 AND organization_id = $2 AND status = 'queued' LIMIT 1",
-        )
-        .bind(queue)
-        .bind(org)
-        .fetch_optional(pool)
-        .await?;
-        if waiting.is_none() {
-            return Ok(None);
+            Db::Postgres(pool) => postgres::claim(pool, self.org, queue, worker, lease, at).await,
         }
-        let mut tx = pool.begin().await?;
-        let row: Option<ExecutionRow> = sqlx::query_as(claim_sql!("FOR UPDATE SKIP LOCKED"))
-            .bind(queue)
-            .bind(org)
-            .bind(worker)
-            .bind(lease_id)
-            .bind(lease_until)
-            .bind(at)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let record = row.into_record()?;
-        let e = &record.execution;
-        let events = insert_events!(
-            &mut *tx,
-            org,
-            e.id,
-            e.event_count,
-            at,
-            claim_event(e, worker).into_iter()
-        );
-        crate::webhooks::enqueue_webhooks!(tx, true, org, "execution.started", webhook_data(e));
-        tx.commit().await?;
-        let id = record.execution.id;
-        let store = Store {
-            db: self.db.clone(),
-            second_ms: self.second_ms,
-        };
-        let (catalog_version, history) = tokio::try_join!(store.catalog_version(org), self.session(id))?;
-        Ok(Some(Claimed {
-            changed: Changed {
-                record,
-                from: ExecutionStatus::Queued,
-                events,
-                released_worker: None,
-            },
-            catalog_version,
-            history,
-        }))
     }
 
     /// Stores a worker's events under its lease, numbered after the last stored one; also
     /// extends the lease (posting events proves the worker alive).
     pub async fn append(&self, id: Uuid, lease_id: Uuid, events: Vec<NewEvent>) -> StoreResult<Vec<ExecutionEvent>> {
-        let org = self.org;
         let at = now();
-        let n = events.len() as i64;
         let stored = match self.db {
             Db::Sqlite(_, writer) => {
-                let (org, second_ms) = (org.to_owned(), self.second_ms);
+                let (org, second_ms) = (self.org.to_owned(), self.second_ms);
                 writer
                     .run(move |conn| sqlite::append(conn, &org, id, lease_id, events, at, second_ms))
                     .await?
             }
-            // Nothing to store: the lease check and its extension alone.
-            Db::Postgres(pool) if events.is_empty() => {
-                let last: Option<i64> = sqlx::query_scalar(append_sql!())
-                    .bind(org)
-                    .bind(id)
-                    .bind(lease_id)
-                    .bind(0i64)
-                    .bind(at.timestamp_millis())
-                    .bind(self.second_ms)
-                    .fetch_optional(pool)
-                    .await?;
-                last.map(|_| Vec::new())
-            }
-            // One statement, so one round trip and no explicit transaction: the events are
-            // numbered from the `last_seq` the lease-guarded update returns, and nothing is
-            // inserted when the lease is stale.
-            Db::Postgres(pool) => {
-                let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
-                let data: Vec<String> = events.iter().map(|e| e.data.to_string()).collect();
-                let times: Vec<Timestamp> = events.iter().map(|e| e.timestamp.unwrap_or(at)).collect();
-                let seqs: Vec<i64> = sqlx::query_scalar(concat!(
-                    "WITH u AS (",
-                    append_sql!(),
-                    ") INSERT INTO execution_events (execution_id, seq, organization_id, event_type, data, created_at) \
-                     SELECT $2, u.last_seq - $4 + e.ord, $1, e.event_type, e.data, e.created_at FROM u, \
-                       UNNEST($7::text[], $8::text[], $9::timestamptz[]) WITH ORDINALITY AS e(event_type, data, created_at, ord) \
-                     RETURNING seq"
-                ))
-                .bind(org)
-                .bind(id)
-                .bind(lease_id)
-                .bind(n)
-                .bind(at.timestamp_millis())
-                .bind(self.second_ms)
-                .bind(&types)
-                .bind(&data)
-                .bind(&times)
-                .fetch_all(pool)
-                .await?;
-                seqs.iter().max().map(|&last| numbered(events, last, at))
-            }
+            Db::Postgres(pool) => postgres::append(pool, self.org, id, lease_id, events, at, self.second_ms).await?,
         };
         match stored {
             Some(s) => Ok(s),

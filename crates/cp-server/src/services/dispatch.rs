@@ -49,6 +49,7 @@ pub async fn execute(
     let new = NewExecution {
         execution_type: kind,
         entity_id,
+        queue_seen: subject.queue_seen(),
         entity_name: subject.entity_name,
         worker_queue_id: queue,
         prompt: req.prompt.clone(),
@@ -94,8 +95,7 @@ pub async fn check_continuation(state: &AppState, caller: &Principal, id: Uuid, 
 pub fn publish(state: &AppState, changed: &Changed) {
     let e = &changed.record.execution;
     state.hub.publish(e.id, &changed.events);
-    // A start or an end may have written webhook deliveries.
-    if changed.from != e.status && (e.status == ExecutionStatus::Running || e.status.is_terminal()) {
+    if changed.deliveries {
         state.webhooks.wake.notify_one();
     }
     if e.status == ExecutionStatus::Queued

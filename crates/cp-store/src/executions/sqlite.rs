@@ -11,8 +11,8 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::{
-    Changed, Claimed, Draft, EventRow, ExecutionRecord, ExecutionRow, NewExecution, claim_event, creation, numbered,
-    session_message, webhook_data, webhook_event,
+    Changed, Claimed, Draft, EventRow, ExecutionRecord, ExecutionRow, NewExecution, NewTypedEvent, claim_event,
+    creation, numbered, session_message, stamp, webhook_data, webhook_event,
 };
 use crate::error::{StoreError, StoreResult};
 use crate::sqlite_writer::{bind_numbered, ts_parse, ts_text, uuid_blob, uuid_of};
@@ -116,24 +116,16 @@ fn insert_events(
     id: Uuid,
     first: i64,
     at: Timestamp,
-    events: Vec<(String, Value)>,
+    events: Vec<NewTypedEvent>,
 ) -> StoreResult<Vec<ExecutionEvent>> {
-    let stored: Vec<ExecutionEvent> = events
-        .into_iter()
-        .enumerate()
-        .map(|(i, (event_type, data))| ExecutionEvent {
-            seq: first + i as i64,
-            event_type,
-            data,
-            timestamp: at,
-        })
-        .collect();
+    let stored = stamp(first, at, events);
     write_events(conn, org, id, &stored)?;
     Ok(stored)
 }
 
-/// `enqueue_webhooks!` for this path: one delivery per subscribed endpoint.
-fn enqueue_webhooks(conn: &Connection, org: &str, event_type: &str, data: Value) -> StoreResult<()> {
+/// `enqueue_webhooks!` for this path: one delivery per subscribed endpoint; whether there
+/// was any.
+fn enqueue_webhooks(conn: &Connection, org: &str, event_type: &str, data: Value) -> StoreResult<bool> {
     let mut stmt = conn.prepare_cached(
         "SELECT id FROM webhooks w WHERE organization_id = ?1 AND enabled \
          AND EXISTS (SELECT 1 FROM json_each(w.events) WHERE value = ?2 OR value = '*')",
@@ -144,7 +136,7 @@ fn enqueue_webhooks(conn: &Connection, org: &str, event_type: &str, data: Value)
         endpoints.push(uuid_at(r, 0)?);
     }
     if endpoints.is_empty() {
-        return Ok(());
+        return Ok(false);
     }
     let payload = crate::webhooks::payload(event_type, data);
     let event_id = Uuid::now_v7();
@@ -166,7 +158,7 @@ fn enqueue_webhooks(conn: &Connection, org: &str, event_type: &str, data: Value)
             ts_text(&at)
         ])?;
     }
-    Ok(())
+    Ok(true)
 }
 
 /// See `Executions::create`.
@@ -217,13 +209,12 @@ pub(super) fn claim(
     org: &str,
     queue: Uuid,
     worker: Uuid,
-    lease_id: Uuid,
-    lease_until: i64,
+    (lease_id, lease_until): (Uuid, i64),
     at: Timestamp,
 ) -> StoreResult<Option<Claimed>> {
     let Some(record) = one_row(
         conn,
-        claim_sql!(""),
+        claim_sql!("", ""),
         &[
             &uuid_blob(&queue),
             &org,
@@ -237,8 +228,8 @@ pub(super) fn claim(
         return Ok(None);
     };
     let e = &record.execution;
-    let events = insert_events(conn, org, e.id, e.event_count, at, claim_event(e, worker))?;
-    enqueue_webhooks(conn, org, "execution.started", webhook_data(e))?;
+    let events = insert_events(conn, org, e.id, e.event_count, at, vec![claim_event(e.attempt, worker)])?;
+    let deliveries = enqueue_webhooks(conn, org, "execution.started", webhook_data(e))?;
     let id = e.id;
     let catalog_version: Option<i64> = conn
         .prepare_cached("SELECT version FROM catalog_versions WHERE organization_id = ?1")?
@@ -265,6 +256,7 @@ pub(super) fn claim(
             from: ExecutionStatus::Queued,
             events,
             released_worker: None,
+            deliveries,
         },
         catalog_version: catalog_version.unwrap_or(0),
         history,
@@ -353,16 +345,16 @@ pub(super) fn apply(
         )?;
         stmt.raw_execute()?;
     }
-    if draft.from != e.status
-        && let Some(event_type) = webhook_event(e.status)
-    {
-        enqueue_webhooks(conn, org, event_type, webhook_data(e))?;
-    }
+    let deliveries = match webhook_event(draft.from, e.status) {
+        Some(event_type) => enqueue_webhooks(conn, org, event_type, webhook_data(e))?,
+        None => false,
+    };
     let events = insert_events(conn, org, id, first, draft.at, draft.events)?;
     Ok(Changed {
         record: draft.row,
         from: draft.from,
         events,
         released_worker: draft.released_worker,
+        deliveries,
     })
 }

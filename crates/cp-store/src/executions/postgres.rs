@@ -1,0 +1,425 @@
+//! The execution engine's hot writes on PostgreSQL. Each is one statement where it can be:
+//! the database is a round trip away, and on a small machine the round trips, not the work
+//! in them, are what an execution costs (a transaction is a `BEGIN`, its statements and a
+//! `COMMIT`, each a trip). So the execution and its first events are one insert, a claim
+//! also reads what the run context needs, and a status change is a read and a guarded
+//! write instead of a locked transaction.
+//!
+//! The transactional versions stay for what one statement cannot do: writing webhook
+//! deliveries, whose payload is made from the changed row in Rust. An organization with
+//! enabled webhooks takes them; one without never pays for webhooks it does not have.
+
+use cp_types::Timestamp;
+use cp_types::execution::{ExecutionEvent, ExecutionStatus, NewEvent};
+use sqlx::postgres::PgRow;
+use sqlx::types::Json;
+use sqlx::{FromRow, PgPool, Row};
+use uuid::Uuid;
+
+use super::{
+    Changed, Claimed, Draft, EventRow, ExecutionRecord, ExecutionRow, NewExecution, NewTypedEvent, claim_event,
+    creation, numbered, session_message, stamp, webhook_data, webhook_event,
+};
+use crate::error::{StoreError, StoreResult};
+use crate::webhooks::enqueue_webhooks;
+
+/// Whether the organization has any enabled webhook: then a change that emits a webhook
+/// event takes the transactional path.
+macro_rules! hooked_sql {
+    () => {
+        "EXISTS (SELECT 1 FROM webhooks WHERE organization_id = $2 AND enabled)"
+    };
+}
+
+/// Stores `(type, data)` events of one execution, numbered from `first`, in one statement.
+async fn insert_events<'c>(
+    conn: impl sqlx::PgExecutor<'c>,
+    org: &str,
+    id: Uuid,
+    first: i64,
+    at: Timestamp,
+    events: Vec<NewTypedEvent>,
+) -> StoreResult<Vec<ExecutionEvent>> {
+    let stored = stamp(first, at, events);
+    if !stored.is_empty() {
+        let (types, data) = columns(&stored);
+        sqlx::query(
+            "INSERT INTO execution_events (execution_id, seq, organization_id, event_type, data, created_at) \
+             SELECT $1, $2 + e.ord - 1, $3, e.event_type, e.data, $4 \
+             FROM UNNEST($5::text[], $6::text[]) WITH ORDINALITY AS e(event_type, data, ord)",
+        )
+        .bind(id)
+        .bind(first)
+        .bind(org)
+        .bind(at)
+        .bind(&types)
+        .bind(&data)
+        .execute(conn)
+        .await?;
+    }
+    Ok(stored)
+}
+
+/// The type and data columns of events, as arrays for `UNNEST`.
+fn columns(events: &[ExecutionEvent]) -> (Vec<&str>, Vec<String>) {
+    events
+        .iter()
+        .map(|e| (e.event_type.as_str(), e.data.to_string()))
+        .unzip()
+}
+
+/// See `Executions::create`: the execution and its first events in one statement, stored
+/// against the queue as the execute read it.
+pub(super) async fn create(
+    pool: &PgPool,
+    org: &str,
+    id: Uuid,
+    new: NewExecution,
+    at: Timestamp,
+) -> StoreResult<(ExecutionRecord, Vec<ExecutionEvent>)> {
+    let (metadata, max_attempts, events) = creation(id, &new, new.queue_seen.clone(), at)?;
+    let stored = stamp(1, at, events);
+    let (types, data) = columns(&stored);
+    let row: ExecutionRow = sqlx::query_as(concat!(
+        "WITH x AS (",
+        create_sql!(),
+        "), ev AS (INSERT INTO execution_events (execution_id, seq, organization_id, event_type, data, created_at) \
+           SELECT x.id, e.ord, x.organization_id, e.event_type, e.data, x.created_at \
+           FROM x, UNNEST($16::text[], $17::text[]) WITH ORDINALITY AS e(event_type, data, ord)) \
+         SELECT * FROM x"
+    ))
+    .bind(id)
+    .bind(org)
+    .bind(new.execution_type.as_str())
+    .bind(new.entity_id)
+    .bind(&new.entity_name)
+    .bind(new.worker_queue_id)
+    .bind(&new.prompt)
+    .bind(&new.system_prompt)
+    .bind(Json(&metadata))
+    .bind(Json(&new.user_metadata))
+    .bind(Json(&new.execution_environment))
+    .bind(max_attempts)
+    .bind(stored.len() as i64)
+    .bind(&new.created_by)
+    .bind(at)
+    .bind(&types)
+    .bind(&data)
+    .fetch_one(pool)
+    .await
+    .map_err(|e| match e {
+        // The queue was deleted since the execute read it.
+        sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::NotFound,
+        e => e.into(),
+    })?;
+    Ok((row.into_record()?, stored))
+}
+
+/// See `Executions::claim`: the claim, its `status` event, the catalog version and the
+/// conversation in one statement, unless the organization has webhooks (then
+/// [`claim_in_transaction`]).
+pub(super) async fn claim(
+    pool: &PgPool,
+    org: &str,
+    queue: Uuid,
+    worker: Uuid,
+    (lease_id, lease_until): (Uuid, i64),
+    at: Timestamp,
+) -> StoreResult<Option<Claimed>> {
+    // The event's data is made here; only the attempt comes from the claimed row.
+    let (event_type, template) = claim_event(0, worker);
+    let row: PgRow = sqlx::query(concat!(
+        "WITH c AS (",
+        claim_sql!("FOR UPDATE SKIP LOCKED", concat!("AND NOT ", hooked_sql!())),
+        "), ev AS (INSERT INTO execution_events (execution_id, seq, organization_id, event_type, data, created_at) \
+           SELECT c.id, c.last_seq, c.organization_id, $7, jsonb_set($8::jsonb, '{attempt}', to_jsonb(c.attempt))::text, $6 \
+           FROM c) \
+         SELECT ",
+        hooked_sql!(),
+        " AS hooked, (SELECT version FROM catalog_versions WHERE organization_id = $2) AS catalog_version, \
+           (SELECT json_agg(json_build_array(h.seq, h.event_type, h.data, h.created_at) ORDER BY h.seq) \
+            FROM execution_events h WHERE h.execution_id = c.id AND h.organization_id = $2 \
+              AND h.event_type = 'message') AS history, c.* \
+         FROM (SELECT 1) AS one LEFT JOIN c ON true"
+    ))
+    .bind(queue)
+    .bind(org)
+    .bind(worker)
+    .bind(lease_id)
+    .bind(lease_until)
+    .bind(at)
+    .bind(&event_type)
+    .bind(Json(&template))
+    .fetch_one(pool)
+    .await?;
+    if row.try_get::<Option<Uuid>, _>("id")?.is_none() {
+        return match row.try_get("hooked")? {
+            true => claim_in_transaction(pool, org, queue, worker, (lease_id, lease_until), at).await,
+            false => Ok(None),
+        };
+    }
+    let record = ExecutionRow::from_row(&row)?.into_record()?;
+    let e = &record.execution;
+    let id = e.id;
+    let history: Option<Json<Vec<EventRow>>> = row.try_get("history")?;
+    let history = history
+        .map(|h| h.0)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|r| session_message(id, r))
+        .collect();
+    let events = stamp(e.event_count, at, vec![claim_event(e.attempt, worker)]);
+    Ok(Some(Claimed {
+        changed: Changed {
+            record,
+            from: ExecutionStatus::Queued,
+            events,
+            released_worker: None,
+            deliveries: false,
+        },
+        catalog_version: row.try_get::<Option<i64>, _>("catalog_version")?.unwrap_or(0),
+        history,
+    }))
+}
+
+/// The claim of an organization with webhooks: the `execution.started` deliveries are
+/// written in the claim's transaction.
+async fn claim_in_transaction(
+    pool: &PgPool,
+    org: &str,
+    queue: Uuid,
+    worker: Uuid,
+    (lease_id, lease_until): (Uuid, i64),
+    at: Timestamp,
+) -> StoreResult<Option<Claimed>> {
+    let mut tx = pool.begin().await?;
+    let row: Option<ExecutionRow> = sqlx::query_as(claim_sql!("FOR UPDATE SKIP LOCKED", ""))
+        .bind(queue)
+        .bind(org)
+        .bind(worker)
+        .bind(lease_id)
+        .bind(lease_until)
+        .bind(at)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let record = row.into_record()?;
+    let e = &record.execution;
+    let events = insert_events(
+        &mut *tx,
+        org,
+        e.id,
+        e.event_count,
+        at,
+        vec![claim_event(e.attempt, worker)],
+    )
+    .await?;
+    let deliveries = enqueue_webhooks!(tx, true, org, "execution.started", webhook_data(e)) > 0;
+    let catalog_version: Option<i64> =
+        sqlx::query_scalar("SELECT version FROM catalog_versions WHERE organization_id = $1")
+            .bind(org)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let rows: Vec<EventRow> = sqlx::query_as(session_sql!())
+        .bind(e.id)
+        .bind(org)
+        .fetch_all(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    let id = e.id;
+    Ok(Some(Claimed {
+        changed: Changed {
+            record,
+            from: ExecutionStatus::Queued,
+            events,
+            released_worker: None,
+            deliveries,
+        },
+        catalog_version: catalog_version.unwrap_or(0),
+        history: rows.into_iter().map(|r| session_message(id, r)).collect(),
+    }))
+}
+
+/// See `Executions::append`: one statement, so one round trip and no explicit transaction.
+/// The events are numbered from the `last_seq` the lease-guarded update returns, and nothing
+/// is inserted when the lease is stale (`None`).
+pub(super) async fn append(
+    pool: &PgPool,
+    org: &str,
+    id: Uuid,
+    lease_id: Uuid,
+    events: Vec<NewEvent>,
+    at: Timestamp,
+    second_ms: i64,
+) -> StoreResult<Option<Vec<ExecutionEvent>>> {
+    let n = events.len() as i64;
+    if events.is_empty() {
+        // Nothing to store: the lease check and its extension alone.
+        let last: Option<i64> = sqlx::query_scalar(append_sql!())
+            .bind(org)
+            .bind(id)
+            .bind(lease_id)
+            .bind(0i64)
+            .bind(at.timestamp_millis())
+            .bind(second_ms)
+            .fetch_optional(pool)
+            .await?;
+        return Ok(last.map(|_| Vec::new()));
+    }
+    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+    let data: Vec<String> = events.iter().map(|e| e.data.to_string()).collect();
+    let times: Vec<Timestamp> = events.iter().map(|e| e.timestamp.unwrap_or(at)).collect();
+    let seqs: Vec<i64> = sqlx::query_scalar(concat!(
+        "WITH u AS (",
+        append_sql!(),
+        ") INSERT INTO execution_events (execution_id, seq, organization_id, event_type, data, created_at) \
+         SELECT $2, u.last_seq - $4 + e.ord, $1, e.event_type, e.data, e.created_at FROM u, \
+           UNNEST($7::text[], $8::text[], $9::timestamptz[]) WITH ORDINALITY AS e(event_type, data, created_at, ord) \
+         RETURNING seq"
+    ))
+    .bind(org)
+    .bind(id)
+    .bind(lease_id)
+    .bind(n)
+    .bind(at.timestamp_millis())
+    .bind(second_ms)
+    .bind(&types)
+    .bind(&data)
+    .bind(&times)
+    .fetch_all(pool)
+    .await?;
+    Ok(seqs.iter().max().map(|&last| numbered(events, last, at)))
+}
+
+/// How often a change is tried against a row that keeps moving before it takes the row lock.
+const OPTIMISTIC_TRIES: usize = 3;
+
+/// See `Executions::apply`: reads the row, lets `change` edit it, and writes it back with its
+/// events in one statement guarded by what the read saw (`last_seq`, which every other change
+/// and every stored event bumps, and `lease_until`, which heartbeats extend). A row that moved
+/// meanwhile is read again; after [`OPTIMISTIC_TRIES`], or when the change writes webhook
+/// deliveries, the row is locked in a transaction instead.
+pub(super) async fn apply<F>(pool: &PgPool, org: &str, id: Uuid, change: F) -> StoreResult<Changed>
+where
+    F: Fn(&mut Draft) -> StoreResult<()>,
+{
+    for _ in 0..OPTIMISTIC_TRIES {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            exec_columns!(),
+            ", ",
+            hooked_sql!(),
+            " AS hooked FROM executions WHERE id = $1 AND organization_id = $2"
+        ))
+        .bind(id)
+        .bind(org)
+        .fetch_optional(pool)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        let hooked: bool = row.try_get("hooked")?;
+        let record = ExecutionRow::from_row(&row)?.into_record()?;
+        let seen = (record.execution.event_count, record.lease_until);
+        let (mut draft, first) = Draft::edit(record, &change)?;
+        if hooked && webhook_event(draft.from, draft.row.execution.status).is_some() {
+            break;
+        }
+        let stored = stamp(first, draft.at, std::mem::take(&mut draft.events));
+        let (types, data) = columns(&stored);
+        let e = &draft.row.execution;
+        let written: i64 = sqlx::query_scalar(concat!(
+            "WITH u AS (",
+            update_sql!(),
+            " AND last_seq = $16 AND lease_until IS NOT DISTINCT FROM $17::bigint RETURNING id), \
+             ev AS (INSERT INTO execution_events (execution_id, seq, organization_id, event_type, data, created_at) \
+               SELECT u.id, $18 + e.ord - 1, $1, e.event_type, e.data, $15 \
+               FROM u, UNNEST($19::text[], $20::text[]) WITH ORDINALITY AS e(event_type, data, ord)) \
+             SELECT COUNT(*) FROM u"
+        ))
+        .bind(org)
+        .bind(id)
+        .bind(e.status.as_str())
+        .bind(&e.response)
+        .bind(&e.error_message)
+        .bind(Json(&e.usage))
+        .bind(e.attempt)
+        .bind(e.worker_id)
+        .bind(draft.row.lease_id)
+        .bind(draft.row.lease_until)
+        .bind(draft.row.cancel_deadline)
+        .bind(e.event_count)
+        .bind(e.started_at)
+        .bind(e.completed_at)
+        .bind(e.updated_at)
+        .bind(seen.0)
+        .bind(seen.1)
+        .bind(first)
+        .bind(&types)
+        .bind(&data)
+        .fetch_one(pool)
+        .await?;
+        if written == 1 {
+            return Ok(Changed {
+                record: draft.row,
+                from: draft.from,
+                events: stored,
+                released_worker: draft.released_worker,
+                deliveries: false,
+            });
+        }
+    }
+    apply_locked(pool, org, id, change).await
+}
+
+/// `apply` under the row lock, in a transaction that also writes the change's webhook
+/// deliveries.
+async fn apply_locked<F>(pool: &PgPool, org: &str, id: Uuid, change: F) -> StoreResult<Changed>
+where
+    F: Fn(&mut Draft) -> StoreResult<()>,
+{
+    let mut tx = pool.begin().await?;
+    let row: ExecutionRow = sqlx::query_as(concat!(
+        "SELECT ",
+        exec_columns!(),
+        " FROM executions WHERE organization_id = $1 AND id = $2 FOR UPDATE"
+    ))
+    .bind(org)
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(StoreError::NotFound)?;
+    let (draft, first) = Draft::edit(row.into_record()?, &change)?;
+    let e = &draft.row.execution;
+    sqlx::query(update_sql!())
+        .bind(org)
+        .bind(id)
+        .bind(e.status.as_str())
+        .bind(&e.response)
+        .bind(&e.error_message)
+        .bind(Json(&e.usage))
+        .bind(e.attempt)
+        .bind(e.worker_id)
+        .bind(draft.row.lease_id)
+        .bind(draft.row.lease_until)
+        .bind(draft.row.cancel_deadline)
+        .bind(e.event_count)
+        .bind(e.started_at)
+        .bind(e.completed_at)
+        .bind(e.updated_at)
+        .execute(&mut *tx)
+        .await?;
+    let deliveries = match webhook_event(draft.from, e.status) {
+        Some(event_type) => enqueue_webhooks!(tx, true, org, event_type, webhook_data(e)) > 0,
+        None => false,
+    };
+    let stored = insert_events(&mut *tx, org, id, first, draft.at, draft.events).await?;
+    tx.commit().await?;
+    Ok(Changed {
+        record: draft.row,
+        from: draft.from,
+        events: stored,
+        released_worker: draft.released_worker,
+        deliveries,
+    })
+}
