@@ -44,6 +44,7 @@ pub async fn serve(
         hub.close();
     };
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    release_startup_memory();
     let result = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
     background.abort();
     reaper.abort();
@@ -56,6 +57,17 @@ pub async fn serve(
         b.abort();
     }
     result
+}
+
+/// Building the router (its OpenAPI document above all) peaks at about 10 MB that is freed at
+/// once; glibc keeps freed heap for later, so it would stay in the idle server's RSS. It is
+/// handed back to the system here.
+fn release_startup_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free heap pages; it touches no live allocation.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// Periodic upkeep of in-memory state and expired rows.

@@ -23,14 +23,16 @@ pub mod worker_queues;
 pub mod workers;
 
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::DefaultBodyLimit;
+use axum::http::header;
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::get;
 use tower_http::catch_panic::CatchPanicLayer;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
-use utoipa_swagger_ui::SwaggerUi;
+use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use crate::http::{auth::authenticate, context, idempotency::idempotency, metrics};
 use crate::state::AppState;
@@ -63,6 +65,8 @@ impl Modify for SecurityAddon {
 
 /// Documents the error envelope on every operation for each failure class any endpoint can
 /// answer (bad input, auth, rate limit, database away), so clients and fuzzers see them all.
+/// Each is described once under `components.responses` and referenced from the operations:
+/// written out on every operation they made the document 9 MB in memory.
 struct ErrorResponses;
 
 const ERROR_STATUSES: &[(&str, &str)] = &[
@@ -82,7 +86,20 @@ const ERROR_STATUSES: &[(&str, &str)] = &[
 
 impl Modify for ErrorResponses {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        for (status, description) in ERROR_STATUSES {
+            let response = ResponseBuilder::new()
+                .description(*description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorEnvelope")))
+                        .build(),
+                )
+                .build();
+            components.responses.insert(format!("Error{status}"), response.into());
+        }
         for item in openapi.paths.paths.values_mut() {
             let ops = [
                 &mut item.get,
@@ -93,19 +110,11 @@ impl Modify for ErrorResponses {
                 &mut item.head,
             ];
             for op in ops.into_iter().flatten() {
-                for (status, description) in ERROR_STATUSES {
-                    op.responses.responses.entry((*status).to_string()).or_insert_with(|| {
-                        ResponseBuilder::new()
-                            .description(*description)
-                            .content(
-                                "application/json",
-                                ContentBuilder::new()
-                                    .schema(Some(Ref::from_schema_name("ErrorEnvelope")))
-                                    .build(),
-                            )
-                            .build()
-                            .into()
-                    });
+                for (status, _) in ERROR_STATUSES {
+                    op.responses
+                        .responses
+                        .entry((*status).to_string())
+                        .or_insert_with(|| RefOr::Ref(Ref::new(format!("#/components/responses/Error{status}"))));
                 }
             }
         }
@@ -147,10 +156,19 @@ pub fn router(state: AppState) -> Router {
     // After the split: the routes' operations only exist once the routers are merged.
     ErrorResponses.modify(&mut openapi);
 
+    // Served as the bytes it serializes to: the document itself is not kept.
+    let doc = Bytes::from(openapi.to_json().unwrap_or_default());
+    drop(openapi);
+    let openapi_json = move || {
+        let doc = doc.clone();
+        async move { ([(header::CONTENT_TYPE, "application/json")], doc) }
+    };
+
     Router::new()
         .merge(api)
         .route("/metrics", get(metrics::render))
-        .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
+        .route("/openapi.json", get(openapi_json))
+        .merge(SwaggerUi::new("/docs").config(Config::from("/openapi.json")))
         .fallback(context::not_found)
         .method_not_allowed_fallback(context::method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.body_limit))
