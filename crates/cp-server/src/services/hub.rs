@@ -10,9 +10,17 @@
 //! wake-up is also sent out as a short payload, and one that arrives from another replica is
 //! applied locally. Followers on another replica get a nudge rather than the events (a
 //! payload is limited to 8 kB) and read what was stored.
+//!
+//! A replica says hello every [`HELLO_EVERY`] and sends wake-ups only while it has heard
+//! from another replica within [`PEER_TTL`]: a lone server spends no database round trip on
+//! them (each is a transaction of its own). One that learns of a new replica answers at once
+//! with a welcome, and a welcome makes its receivers look again at everything they wait on,
+//! since wake-ups sent before it may have been skipped.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use cp_store::Store;
 use cp_types::execution::ExecutionEvent;
@@ -21,6 +29,12 @@ use uuid::Uuid;
 
 /// Events buffered per follower channel before a slow follower lags (and re-reads the database).
 const FOLLOWER_BUFFER: usize = 256;
+
+/// How often a replica tells the others it is there.
+pub const HELLO_EVERY: Duration = Duration::from_secs(5);
+
+/// How long after the last word from another replica wake-ups are still sent.
+pub const PEER_TTL: Duration = Duration::from_secs(15);
 
 /// What followers of an execution receive.
 #[derive(Debug)]
@@ -39,6 +53,10 @@ pub struct Hub {
     followers: Mutex<HashMap<Uuid, broadcast::Sender<Arc<Followed>>>>,
     /// Payloads for the other replicas, when there can be any (PostgreSQL).
     outbox: Mutex<Option<mpsc::UnboundedSender<String>>>,
+    /// When this hub was made: the clock of `peers_until`.
+    started: Instant,
+    /// Until when (ms after `started`, exclusive) another replica is known to listen.
+    peers_until: AtomicU64,
     /// Flips to true when the server stops: long polls answer 204 and streams end, so a
     /// graceful shutdown is not held open by clients that would wait for minutes.
     closing: watch::Sender<bool>,
@@ -49,6 +67,8 @@ impl Default for Hub {
         Hub {
             replica: Uuid::now_v7(),
             outbox: Mutex::default(),
+            started: Instant::now(),
+            peers_until: AtomicU64::new(0),
             queues: Mutex::default(),
             workers: Mutex::default(),
             followers: Mutex::default(),
@@ -81,9 +101,29 @@ impl Hub {
     }
 
     fn tell_others(&self, kind: char, id: Uuid) {
+        if self.has_peers() {
+            self.send(kind, id);
+        }
+    }
+
+    fn send(&self, kind: char, id: Uuid) {
         if let Some(tx) = lock(&self.outbox).as_ref() {
             let _ = tx.send(format!("{} {kind} {id}", self.replica));
         }
+    }
+
+    fn elapsed_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Whether another replica spoke within [`PEER_TTL`].
+    fn has_peers(&self) -> bool {
+        self.elapsed_ms() < self.peers_until.load(Ordering::Relaxed)
+    }
+
+    /// Tells the other replicas this one is there.
+    fn hello(&self) {
+        self.send('h', self.replica);
     }
 
     /// What a worker's poll waits on besides its queue.
@@ -152,10 +192,18 @@ impl Hub {
         if replica == self.replica {
             return;
         }
+        let had_peers = self.has_peers();
+        self.peers_until
+            .store(self.elapsed_ms() + PEER_TTL.as_millis() as u64, Ordering::Relaxed);
+        if !had_peers {
+            // Wake-ups were skipped while this replica thought it was alone.
+            self.send('H', self.replica);
+        }
         match kind {
             "q" => self.wake_queue_here(id),
             "w" => self.signal_worker_here(id),
             "e" => self.nudge_followers(id),
+            "H" => self.wake_everyone(),
             _ => {}
         }
     }
@@ -198,6 +246,14 @@ pub async fn bridge(store: Store, hub: Arc<Hub>) -> cp_store::StoreResult<Option
     };
     let (tx, mut rx) = mpsc::unbounded_channel::<String>();
     *lock(&hub.outbox) = Some(tx);
+    let greeter = hub.clone();
+    let hello_loop = async move {
+        let mut tick = tokio::time::interval(HELLO_EVERY);
+        loop {
+            tick.tick().await;
+            greeter.hello();
+        }
+    };
     let sender = store.clone();
     let send_loop = async move {
         // Everything queued while the previous batch was sent goes out in one statement.
@@ -229,6 +285,60 @@ pub async fn bridge(store: Store, hub: Arc<Hub>) -> cp_store::StoreResult<Option
         }
     };
     Ok(Some(tokio::spawn(async move {
-        tokio::join!(send_loop, receive_loop);
+        tokio::join!(send_loop, receive_loop, hello_loop);
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_outbox() -> (Hub, mpsc::UnboundedReceiver<String>) {
+        let hub = Hub::default();
+        let (tx, rx) = mpsc::unbounded_channel();
+        *lock(&hub.outbox) = Some(tx);
+        (hub, rx)
+    }
+
+    fn sent(rx: &mut mpsc::UnboundedReceiver<String>) -> Vec<String> {
+        std::iter::from_fn(|| rx.try_recv().ok()).collect()
+    }
+
+    #[test]
+    fn a_lone_replica_sends_nothing_until_another_says_hello() {
+        let (hub, mut rx) = with_outbox();
+        let queue = Uuid::now_v7();
+        hub.wake_queue(queue);
+        hub.publish(queue, &[]);
+        assert!(sent(&mut rx).is_empty());
+
+        let other = Uuid::now_v7();
+        hub.apply_remote(&format!("{other} h {other}"));
+        // Answered with a welcome: wake-ups before it were skipped.
+        assert_eq!(sent(&mut rx), vec![format!("{} H {}", hub.replica, hub.replica)]);
+        hub.wake_queue(queue);
+        assert_eq!(sent(&mut rx), vec![format!("{} q {queue}", hub.replica)]);
+        // Hearing again from a known replica needs no welcome.
+        hub.apply_remote(&format!("{other} h {other}"));
+        assert!(sent(&mut rx).is_empty());
+        // Its own payloads, echoed back by PostgreSQL, are not another replica.
+        let (lone, mut lone_rx) = with_outbox();
+        lone.apply_remote(&format!("{} h {}", lone.replica, lone.replica));
+        lone.wake_queue(queue);
+        assert!(sent(&mut lone_rx).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_welcome_makes_everyone_waiting_look_again() {
+        let (hub, _rx) = with_outbox();
+        let waiting = hub.queue(Uuid::now_v7());
+        let woken = waiting.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        let other = Uuid::now_v7();
+        hub.apply_remote(&format!("{other} H {other}"));
+        tokio::time::timeout(Duration::from_secs(1), woken)
+            .await
+            .expect("a welcome wakes the queue's pollers");
+    }
 }
