@@ -109,6 +109,9 @@ pub struct Store {
     pub(crate) second_ms: i64,
 }
 
+/// How long a PostgreSQL connection sits idle before it is pinged on checkout.
+const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(1);
+
 impl Store {
     /// Connects to `url` (`sqlite://path` or `postgres://…`). SQLite files (and their folder)
     /// are created on first use and run in WAL mode.
@@ -116,6 +119,18 @@ impl Store {
         let db = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let opts = PgConnectOptions::from_str(url)?.application_name("kubiya-cp");
             let pool = PgPoolOptions::new()
+                // sqlx pings a connection before every checkout by default: one more round
+                // trip per statement. One that was in use a moment ago is alive; only one that
+                // sat idle (the database may have restarted meanwhile) is pinged.
+                .test_before_acquire(false)
+                .before_acquire(|conn, meta| {
+                    Box::pin(async move {
+                        if meta.idle_for >= PING_WHEN_IDLE_FOR {
+                            sqlx::Connection::ping(conn).await?;
+                        }
+                        Ok(true)
+                    })
+                })
                 .max_connections(16)
                 .min_connections(1)
                 .acquire_timeout(Duration::from_secs(3))
