@@ -214,6 +214,16 @@ impl Store {
         limit: i64,
         busy: &[Uuid],
     ) -> StoreResult<Vec<DueDelivery>> {
+        // A read first: most sweeps find nothing due, and on SQLite the update would wait for
+        // the write lock, which the execution writer holds most of the time under load.
+        let due: Option<Uuid> = with_db!(&self.db, pool =>
+            sqlx::query_scalar(
+                "SELECT id FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= $1 \
+                 AND (claimed_until IS NULL OR claimed_until <= $1) LIMIT 1")
+                .bind(now_ms).fetch_optional(pool).await)?;
+        if due.is_none() {
+            return Ok(Vec::new());
+        }
         let busy: Vec<String> = busy.iter().map(|id| id.simple().to_string()).collect();
         let token = Uuid::now_v7();
         Ok(with_db_sql!(&self.db, pool, sql = (
