@@ -740,7 +740,8 @@ impl Executions<'_> {
     }
 
     /// Stores a worker's events under its lease, numbered after the last stored one; also
-    /// extends the lease (posting events proves the worker alive).
+    /// keeps the lease at least 2 heartbeat intervals ahead (posting events proves the worker
+    /// alive).
     pub async fn append(&self, id: Uuid, lease_id: Uuid, events: Vec<NewEvent>) -> StoreResult<Vec<ExecutionEvent>> {
         let at = now();
         let stored = match self.db {

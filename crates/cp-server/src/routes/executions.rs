@@ -459,6 +459,9 @@ fn sse(state: AppState, org: String, id: Uuid, after: i64) -> Sse<impl Stream<It
 /// Events stored per database read while catching up.
 const REPLAY_BATCH: i64 = 500;
 
+/// How long a follower waits for a nudge before it reads the database anyway.
+const RECHECK_EVERY: Duration = Duration::from_secs(10);
+
 struct Follower {
     state: AppState,
     org: String,
@@ -512,6 +515,9 @@ impl Follower {
                 r = self.rx.recv() => r,
                 // The server is stopping: the client resumes elsewhere with Last-Event-ID.
                 _ = self.state.hub.closed() => return None,
+                // A nudge from another replica can be lost (its notification failed, or it
+                // did not know of this replica yet): look at the database now and then.
+                _ = tokio::time::sleep(RECHECK_EVERY) => continue,
             };
             match received.as_deref() {
                 Ok(Followed::Event(e)) if e.seq == self.last + 1 => self.pending.push_back(e.clone()),

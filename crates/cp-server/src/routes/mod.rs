@@ -157,7 +157,7 @@ pub fn router(state: AppState) -> Router {
     ErrorResponses.modify(&mut openapi);
 
     // Served as the bytes it serializes to: the document itself is not kept.
-    let doc = Bytes::from(openapi.to_json().unwrap_or_default());
+    let doc = Bytes::from(openapi.to_json().expect("the OpenAPI document serializes"));
     drop(openapi);
     let openapi_json = move || {
         let doc = doc.clone();

@@ -136,7 +136,9 @@ pub(super) async fn claim(
            FROM c) \
          SELECT ",
         hooked_sql!(),
-        " AS hooked, (SELECT version FROM catalog_versions WHERE organization_id = $2) AS catalog_version, \
+        " AS hooked, EXISTS (SELECT 1 FROM executions WHERE worker_queue_id = $1 AND organization_id = $2 \
+           AND status = 'queued') AS claimable, \
+           (SELECT version FROM catalog_versions WHERE organization_id = $2) AS catalog_version, \
            (SELECT json_agg(json_build_array(h.seq, h.event_type, h.data, h.created_at) ORDER BY h.seq) \
             FROM execution_events h WHERE h.execution_id = c.id AND h.organization_id = $2 \
               AND h.event_type = 'message') AS history, c.* \
@@ -153,7 +155,9 @@ pub(super) async fn claim(
     .fetch_one(pool)
     .await?;
     if row.try_get::<Option<Uuid>, _>("id")?.is_none() {
-        return match row.try_get("hooked")? {
+        // Nothing claimed: nothing waits, or the webhooks' gate held back what does.
+        let gated: bool = row.try_get::<bool, _>("hooked")? && row.try_get::<bool, _>("claimable")?;
+        return match gated {
             true => claim_in_transaction(pool, org, queue, worker, (lease_id, lease_until), at).await,
             false => Ok(None),
         };
@@ -300,7 +304,8 @@ const OPTIMISTIC_TRIES: usize = 3;
 /// events in one statement guarded by what the read saw (`last_seq`, which every other change
 /// and every stored event bumps, and `lease_until`, which heartbeats extend). A row that moved
 /// meanwhile is read again; after [`OPTIMISTIC_TRIES`], or when the change writes webhook
-/// deliveries, the row is locked in a transaction instead.
+/// deliveries (the organization has webhooks, read with the row and checked again by the
+/// write), the row is locked in a transaction instead.
 pub(super) async fn apply<F>(pool: &PgPool, org: &str, id: Uuid, change: F) -> StoreResult<Changed>
 where
     F: Fn(&mut Draft) -> StoreResult<()>,
@@ -322,7 +327,8 @@ where
         let record = ExecutionRow::from_row(&row)?.into_record()?;
         let seen = (record.execution.event_count, record.lease_until);
         let (mut draft, first) = Draft::edit(record, &change)?;
-        if hooked && webhook_event(draft.from, draft.row.execution.status).is_some() {
+        let emits = webhook_event(draft.from, draft.row.execution.status).is_some();
+        if hooked && emits {
             break;
         }
         let stored = stamp(first, draft.at, std::mem::take(&mut draft.events));
@@ -331,7 +337,9 @@ where
         let written: i64 = sqlx::query_scalar(concat!(
             "WITH u AS (",
             update_sql!(),
-            " AND last_seq = $16 AND lease_until IS NOT DISTINCT FROM $17::bigint RETURNING id), \
+            " AND last_seq = $16 AND lease_until IS NOT DISTINCT FROM $17::bigint \
+               AND NOT ($21::boolean AND EXISTS (SELECT 1 FROM webhooks WHERE organization_id = $1 AND enabled)) \
+             RETURNING id), \
              ev AS (INSERT INTO execution_events (execution_id, seq, organization_id, event_type, data, created_at) \
                SELECT u.id, $18 + e.ord - 1, $1, e.event_type, e.data, $15 \
                FROM u, UNNEST($19::text[], $20::text[]) WITH ORDINALITY AS e(event_type, data, ord)) \
@@ -357,6 +365,8 @@ where
         .bind(first)
         .bind(&types)
         .bind(&data)
+        // A webhook enabled since the read holds the write back; the next read sees it.
+        .bind(emits)
         .fetch_one(pool)
         .await?;
         if written == 1 {
