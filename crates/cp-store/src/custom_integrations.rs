@@ -110,7 +110,7 @@ impl CustomIntegrations<'_> {
                 .fetch_all(pool)
                 .await?
             }
-            Db::Postgres(pool) => {
+            Db::Postgres(pool, _) => {
                 sqlx::query_as(concat!(
                     "SELECT ",
                     custom_columns!(),

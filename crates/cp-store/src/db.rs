@@ -36,7 +36,9 @@ pub(crate) enum Db {
     /// milliseconds, while waiting on this lock hands over the moment the previous writer
     /// commits); its thread runs the execution engine's hot writes.
     Sqlite(SqlitePool, std::sync::Arc<crate::sqlite_writer::SqliteWriter>),
-    Postgres(PgPool),
+    /// The pool, and the connections the execution engine's hot statements use (see
+    /// `pg_conns`).
+    Postgres(PgPool, std::sync::Arc<crate::pg_conns::HotConns>),
 }
 
 /// Runs the same code against either pool: `with_db!(self.db, pool => query.fetch_all(pool).await)`.
@@ -47,11 +49,31 @@ macro_rules! with_db {
     ($db:expr, $pool:ident => $body:expr) => {
         match $db {
             $crate::db::Db::Sqlite($pool, _) => $body,
-            $crate::db::Db::Postgres($pool) => $body,
+            $crate::db::Db::Postgres($pool, _) => $body,
         }
     };
 }
 pub(crate) use with_db;
+
+/// [`with_db!`] for the reads on the execution engine's hot path: on PostgreSQL the body gets
+/// a connection of `pg_conns` (no ping after the statement), given back when it succeeded.
+macro_rules! with_hot_db {
+    ($db:expr, $conn:ident => $body:expr) => {
+        match $db {
+            $crate::db::Db::Sqlite($conn, _) => $body,
+            $crate::db::Db::Postgres(_, hot) => {
+                let mut guard = hot.get().await?;
+                let $conn = &mut *guard;
+                let out = $body;
+                if out.is_ok() {
+                    guard.release();
+                }
+                out
+            }
+        }
+    };
+}
+pub(crate) use with_hot_db;
 
 /// Like [`with_db!`] for the few statements whose text differs per backend (JSON aggregation):
 /// `with_db_sql!(db, pool, sql = (SQLITE_TEXT, POSTGRES_TEXT) => body using sql)`.
@@ -62,7 +84,7 @@ macro_rules! with_db_sql {
                 let $sql: &'static str = $lite;
                 $body
             }
-            $crate::db::Db::Postgres($pool) => {
+            $crate::db::Db::Postgres($pool, _) => {
                 let $sql: &'static str = $pg;
                 $body
             }
@@ -87,7 +109,7 @@ macro_rules! write_tx {
                 $tx.commit().await?;
                 out
             }
-            $crate::db::Db::Postgres(pool) => {
+            $crate::db::Db::Postgres(pool, _) => {
                 let $pg = true;
                 let mut $tx = pool.begin().await?;
                 let out = $body;
@@ -109,9 +131,6 @@ pub struct Store {
     pub(crate) second_ms: i64,
 }
 
-/// How long a PostgreSQL connection sits idle before it is pinged on checkout.
-const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(1);
-
 impl Store {
     /// Connects to `url` (`sqlite://path` or `postgres://…`). SQLite files (and their folder)
     /// are created on first use and run in WAL mode.
@@ -125,7 +144,7 @@ impl Store {
                 .test_before_acquire(false)
                 .before_acquire(|conn, meta| {
                     Box::pin(async move {
-                        if meta.idle_for >= PING_WHEN_IDLE_FOR {
+                        if meta.idle_for >= crate::pg_conns::PING_WHEN_IDLE_FOR {
                             sqlx::Connection::ping(conn).await?;
                         }
                         Ok(true)
@@ -136,7 +155,7 @@ impl Store {
                 .acquire_timeout(Duration::from_secs(3))
                 .connect_with(opts)
                 .await?;
-            Db::Postgres(pool)
+            Db::Postgres(pool.clone(), std::sync::Arc::new(crate::pg_conns::HotConns::new(pool)))
         } else if url.starts_with("sqlite:") {
             let opts = SqliteConnectOptions::from_str(url)?
                 .create_if_missing(true)
@@ -189,7 +208,7 @@ impl Store {
     pub fn backend(&self) -> Backend {
         match self.db {
             Db::Sqlite(..) => Backend::Sqlite,
-            Db::Postgres(_) => Backend::Postgres,
+            Db::Postgres(..) => Backend::Postgres,
         }
     }
 
@@ -197,7 +216,7 @@ impl Store {
     pub async fn migrate(&self) -> StoreResult<()> {
         match &self.db {
             Db::Sqlite(p, _) => SQLITE_MIGRATIONS.run(p).await?,
-            Db::Postgres(p) => POSTGRES_MIGRATIONS.run(p).await?,
+            Db::Postgres(p, _) => POSTGRES_MIGRATIONS.run(p).await?,
         }
         Ok(())
     }
@@ -206,7 +225,7 @@ impl Store {
     pub(crate) fn known_migrations(&self) -> usize {
         match &self.db {
             Db::Sqlite(..) => SQLITE_MIGRATIONS.iter().count(),
-            Db::Postgres(_) => POSTGRES_MIGRATIONS.iter().count(),
+            Db::Postgres(..) => POSTGRES_MIGRATIONS.iter().count(),
         }
     }
 

@@ -16,7 +16,7 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use crate::Store;
-use crate::db::{Db, with_db};
+use crate::db::{Db, with_db, with_hot_db};
 use crate::error::{StoreError, StoreResult, parse};
 use crate::page::page_of;
 use crate::worker_queues::now_ms;
@@ -585,7 +585,7 @@ impl Executions<'_> {
                 let org = self.org.to_owned();
                 writer.run(move |conn| sqlite::apply(conn, &org, id, change)).await
             }
-            Db::Postgres(pool) => postgres::apply(pool, self.org, id, change).await,
+            Db::Postgres(pool, hot) => postgres::apply(pool, hot, self.org, id, change).await,
         }
     }
 }
@@ -602,7 +602,7 @@ impl Executions<'_> {
                 let org = self.org.to_owned();
                 writer.run(move |conn| sqlite::create(conn, &org, id, new, at)).await?
             }
-            Db::Postgres(pool) => postgres::create(pool, self.org, id, new, at).await?,
+            Db::Postgres(_, hot) => postgres::create(hot, self.org, id, new, at).await?,
         };
         Ok((row.execution, stored))
     }
@@ -615,8 +615,8 @@ impl Executions<'_> {
             ExecutionType::Team => subject_sql!("teams"),
             _ => subject_sql!("agents"),
         };
-        let subject: Option<Subject> = with_db!(self.db, pool =>
-            sqlx::query_as(sql).bind(self.org).bind(id).bind(queue).fetch_optional(pool).await)?;
+        let subject: Option<Subject> = with_hot_db!(self.db, conn =>
+            sqlx::query_as(sql).bind(self.org).bind(id).bind(queue).fetch_optional(conn).await)?;
         subject.ok_or(StoreError::NotFound)
     }
 
@@ -735,7 +735,7 @@ impl Executions<'_> {
                     .run(move |conn| sqlite::claim(conn, &org, queue, worker, lease, at))
                     .await
             }
-            Db::Postgres(pool) => postgres::claim(pool, self.org, queue, worker, lease, at).await,
+            Db::Postgres(pool, hot) => postgres::claim(pool, hot, self.org, queue, worker, lease, at).await,
         }
     }
 
@@ -751,7 +751,7 @@ impl Executions<'_> {
                     .run(move |conn| sqlite::append(conn, &org, id, lease_id, events, at, second_ms))
                     .await?
             }
-            Db::Postgres(pool) => postgres::append(pool, self.org, id, lease_id, events, at, self.second_ms).await?,
+            Db::Postgres(_, hot) => postgres::append(hot, self.org, id, lease_id, events, at, self.second_ms).await?,
         };
         match stored {
             Some(s) => Ok(s),

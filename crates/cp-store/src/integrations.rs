@@ -282,7 +282,7 @@ impl Integrations<'_> {
                 .fetch_all(pool)
                 .await?
             }
-            Db::Postgres(pool) => {
+            Db::Postgres(pool, _) => {
                 sqlx::query_as(
                     "SELECT id, name, integration_type, status, credentials FROM integrations \
                      WHERE organization_id = $1 AND id = ANY($2)",

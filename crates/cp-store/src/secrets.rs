@@ -194,7 +194,7 @@ impl Secrets<'_> {
                 .fetch_all(pool)
                 .await?
             }
-            Db::Postgres(pool) => {
+            Db::Postgres(pool, _) => {
                 sqlx::query_as("SELECT id, name, ciphertext FROM secrets WHERE organization_id = $1 AND name = ANY($2)")
                     .bind(self.org)
                     .bind(names)

@@ -47,7 +47,7 @@ impl Store {
     pub async fn subscribe(&self) -> StoreResult<Option<Subscription>> {
         match &self.db {
             Db::Sqlite(..) => Ok(None),
-            Db::Postgres(pool) => {
+            Db::Postgres(pool, _) => {
                 let mut listener = PgListener::connect_with(pool).await?;
                 listener.listen(CHANNEL).await?;
                 Ok(Some(Subscription { listener }))
@@ -57,7 +57,7 @@ impl Store {
 
     /// Sends payloads to every replica listening (itself included), in one statement.
     pub async fn notify(&self, payloads: &[String]) -> StoreResult<()> {
-        if let Db::Postgres(pool) = &self.db
+        if let Db::Postgres(pool, _) = &self.db
             && !payloads.is_empty()
         {
             sqlx::query("SELECT pg_notify($1, p) FROM UNNEST($2::text[]) AS p")
@@ -73,7 +73,7 @@ impl Store {
     pub async fn try_lead(&self, key: i64) -> StoreResult<Option<Leadership>> {
         match &self.db {
             Db::Sqlite(..) => Ok(Some(Leadership { conn: None })),
-            Db::Postgres(pool) => {
+            Db::Postgres(pool, _) => {
                 let mut conn = pool.acquire().await?;
                 let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
                     .bind(key)

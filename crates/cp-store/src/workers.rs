@@ -11,7 +11,7 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use crate::Store;
-use crate::db::{Db, with_db, write_tx};
+use crate::db::{Db, with_db, with_hot_db, write_tx};
 use crate::error::{StoreError, StoreResult, parse};
 use crate::page::page_of;
 use crate::webhooks::enqueue_webhooks;
@@ -292,11 +292,11 @@ impl Workers<'_> {
 
     /// The worker's queue and lease length; `NotFound` for another organization's worker.
     pub async fn seat(&self, id: Uuid) -> StoreResult<WorkerSeat> {
-        let row: Option<(Uuid, Option<Uuid>, i64, bool, String, i64)> = with_db!(self.db, pool =>
+        let row: Option<(Uuid, Option<Uuid>, i64, bool, String, i64)> = with_hot_db!(self.db, conn =>
             sqlx::query_as(
                 "SELECT w.worker_queue_id, w.key_id, q.heartbeat_interval, w.drain, w.status, w.alive_until FROM workers w \
                  JOIN worker_queues q ON q.id = w.worker_queue_id WHERE w.organization_id = $1 AND w.id = $2")
-                .bind(self.org).bind(id).fetch_optional(pool).await)?;
+                .bind(self.org).bind(id).fetch_optional(conn).await)?;
         let (worker_queue_id, key_id, heartbeat_interval, drain, status, alive_until) =
             row.ok_or(StoreError::NotFound)?;
         Ok(WorkerSeat {

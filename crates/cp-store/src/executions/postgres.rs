@@ -21,6 +21,7 @@ use super::{
     creation, numbered, session_message, stamp, webhook_data, webhook_event,
 };
 use crate::error::{StoreError, StoreResult};
+use crate::pg_conns::HotConns;
 use crate::webhooks::enqueue_webhooks;
 
 /// Whether the organization has any enabled webhook: then a change that emits a webhook
@@ -71,7 +72,7 @@ fn columns(events: &[ExecutionEvent]) -> (Vec<&str>, Vec<String>) {
 /// See `Executions::create`: the execution and its first events in one statement, stored
 /// against the queue as the execute read it.
 pub(super) async fn create(
-    pool: &PgPool,
+    hot: &HotConns,
     org: &str,
     id: Uuid,
     new: NewExecution,
@@ -80,6 +81,7 @@ pub(super) async fn create(
     let (metadata, max_attempts, events) = creation(id, &new, new.queue_seen.clone(), at)?;
     let stored = stamp(1, at, events);
     let (types, data) = columns(&stored);
+    let mut conn = hot.get().await?;
     let row: ExecutionRow = sqlx::query_as(concat!(
         "WITH x AS (",
         create_sql!(),
@@ -105,13 +107,14 @@ pub(super) async fn create(
     .bind(at)
     .bind(&types)
     .bind(&data)
-    .fetch_one(pool)
+    .fetch_one(&mut *conn)
     .await
     .map_err(|e| match e {
         // The queue was deleted since the execute read it.
         sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::NotFound,
         e => e.into(),
     })?;
+    conn.release();
     Ok((row.into_record()?, stored))
 }
 
@@ -120,6 +123,7 @@ pub(super) async fn create(
 /// [`claim_in_transaction`]).
 pub(super) async fn claim(
     pool: &PgPool,
+    hot: &HotConns,
     org: &str,
     queue: Uuid,
     worker: Uuid,
@@ -128,6 +132,7 @@ pub(super) async fn claim(
 ) -> StoreResult<Option<Claimed>> {
     // The event's data is made here; only the attempt comes from the claimed row.
     let (event_type, template) = claim_event(0, worker);
+    let mut conn = hot.get().await?;
     let row: PgRow = sqlx::query(concat!(
         "WITH c AS (",
         claim_sql!("FOR UPDATE SKIP LOCKED", concat!("AND NOT ", hooked_sql!())),
@@ -152,8 +157,9 @@ pub(super) async fn claim(
     .bind(at)
     .bind(&event_type)
     .bind(Json(&template))
-    .fetch_one(pool)
+    .fetch_one(&mut *conn)
     .await?;
+    conn.release();
     if row.try_get::<Option<Uuid>, _>("id")?.is_none() {
         // Nothing claimed: nothing waits, or the webhooks' gate held back what does.
         let gated: bool = row.try_get::<bool, _>("hooked")? && row.try_get::<bool, _>("claimable")?;
@@ -250,7 +256,7 @@ async fn claim_in_transaction(
 /// The events are numbered from the `last_seq` the lease-guarded update returns, and nothing
 /// is inserted when the lease is stale (`None`).
 pub(super) async fn append(
-    pool: &PgPool,
+    hot: &HotConns,
     org: &str,
     id: Uuid,
     lease_id: Uuid,
@@ -259,6 +265,7 @@ pub(super) async fn append(
     second_ms: i64,
 ) -> StoreResult<Option<Vec<ExecutionEvent>>> {
     let n = events.len() as i64;
+    let mut conn = hot.get().await?;
     if events.is_empty() {
         // Nothing to store: the lease check and its extension alone.
         let last: Option<i64> = sqlx::query_scalar(append_sql!())
@@ -268,8 +275,9 @@ pub(super) async fn append(
             .bind(0i64)
             .bind(at.timestamp_millis())
             .bind(second_ms)
-            .fetch_optional(pool)
+            .fetch_optional(&mut *conn)
             .await?;
+        conn.release();
         return Ok(last.map(|_| Vec::new()));
     }
     let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
@@ -292,8 +300,9 @@ pub(super) async fn append(
     .bind(&types)
     .bind(&data)
     .bind(&times)
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await?;
+    conn.release();
     Ok(seqs.iter().max().map(|&last| numbered(events, last, at)))
 }
 
@@ -306,10 +315,11 @@ const OPTIMISTIC_TRIES: usize = 3;
 /// meanwhile is read again; after [`OPTIMISTIC_TRIES`], or when the change writes webhook
 /// deliveries (the organization has webhooks, read with the row and checked again by the
 /// write), the row is locked in a transaction instead.
-pub(super) async fn apply<F>(pool: &PgPool, org: &str, id: Uuid, change: F) -> StoreResult<Changed>
+pub(super) async fn apply<F>(pool: &PgPool, hot: &HotConns, org: &str, id: Uuid, change: F) -> StoreResult<Changed>
 where
     F: Fn(&mut Draft) -> StoreResult<()>,
 {
+    let mut conn = hot.get().await?;
     for _ in 0..OPTIMISTIC_TRIES {
         let row = sqlx::query(concat!(
             "SELECT ",
@@ -320,13 +330,23 @@ where
         ))
         .bind(id)
         .bind(org)
-        .fetch_optional(pool)
-        .await?
-        .ok_or(StoreError::NotFound)?;
+        .fetch_optional(&mut *conn)
+        .await?;
+        let Some(row) = row else {
+            conn.release();
+            return Err(StoreError::NotFound);
+        };
         let hooked: bool = row.try_get("hooked")?;
         let record = ExecutionRow::from_row(&row)?.into_record()?;
         let seen = (record.execution.event_count, record.lease_until);
-        let (mut draft, first) = Draft::edit(record, &change)?;
+        // A change the state machine refuses is an answer, not a broken connection.
+        let (mut draft, first) = match Draft::edit(record, &change) {
+            Ok(edited) => edited,
+            Err(e) => {
+                conn.release();
+                return Err(e);
+            }
+        };
         let emits = webhook_event(draft.from, draft.row.execution.status).is_some();
         if hooked && emits {
             break;
@@ -367,9 +387,10 @@ where
         .bind(&data)
         // A webhook enabled since the read holds the write back; the next read sees it.
         .bind(emits)
-        .fetch_one(pool)
+        .fetch_one(&mut *conn)
         .await?;
         if written == 1 {
+            conn.release();
             return Ok(Changed {
                 record: draft.row,
                 from: draft.from,
@@ -379,6 +400,7 @@ where
             });
         }
     }
+    conn.release();
     apply_locked(pool, org, id, change).await
 }
 
