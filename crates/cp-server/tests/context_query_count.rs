@@ -5,38 +5,21 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-use common::{Backend, TestApp, json};
+use common::{Backend, TestApp, json, statements};
 use reqwest::Method;
 use serde_json::{Value, json};
-use tracing::Subscriber;
-use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
-
-static STATEMENTS: AtomicUsize = AtomicUsize::new(0);
-
-/// Counts the events sqlx emits for every statement it runs.
-struct CountStatements;
-
-impl<S: Subscriber> Layer<S> for CountStatements {
-    fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
-        if event.metadata().target() == "sqlx::query" {
-            STATEMENTS.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-}
 
 async fn statements_for(app: &TestApp, method: Method, path: &str, body: Option<Value>) -> usize {
     // Warm the key cache so authentication costs no statement in the measured request.
     app.get("/api/v1/auth/validate").await;
-    let before = STATEMENTS.load(Ordering::SeqCst);
+    statements::take();
     let mut req = app.req(method, path);
     if let Some(body) = body {
         req = req.json(&body);
     }
     let r = req.send().await.unwrap();
     assert_eq!(r.status(), 200, "{path}");
-    STATEMENTS.load(Ordering::SeqCst) - before
+    statements::take().len()
 }
 
 async fn create(app: &TestApp, path: &str, body: Value) -> String {
@@ -46,12 +29,7 @@ async fn create(app: &TestApp, path: &str, body: Value) -> String {
 }
 
 async fn check(backend: Backend) {
-    // Background work would be counted too: the reaper and the webhook sender stay quiet.
-    let app = TestApp::spawn_with(backend, |c| {
-        c.reaper_interval = std::time::Duration::from_secs(3600);
-        c.webhook_sender = false;
-    })
-    .await;
+    let app = TestApp::spawn_quiet(backend).await;
     app.unlimited().await;
     let mut envs = Vec::new();
     for i in 0..6 {
@@ -120,7 +98,7 @@ async fn check(backend: Backend) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn context_reads_writes_and_resolution_are_one_statement() {
-    tracing::subscriber::set_global_default(tracing_subscriber::registry().with(CountStatements)).unwrap();
+    statements::record();
     check(Backend::Sqlite).await;
     check(Backend::Postgres).await;
 }

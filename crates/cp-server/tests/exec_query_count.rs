@@ -6,51 +6,11 @@
 
 mod common;
 
-use std::sync::Mutex;
-
 use common::worker::TestWorker;
-use common::{Backend, TestApp, json};
+use common::{Backend, TestApp, json, statements};
 use cp_types::org::Role;
 use serde_json::json;
-use tracing::Subscriber;
-use tracing::field::{Field, Visit};
-use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
-
-static STATEMENTS: Mutex<Vec<String>> = Mutex::new(Vec::new());
-
-/// The statement's text, from the `db.statement` field of sqlx's event.
-struct Statement(String);
-impl Visit for Statement {
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        if field.name() == "db.statement" {
-            self.0 = format!("{value:?}");
-        }
-    }
-    fn record_str(&mut self, field: &Field, value: &str) {
-        if field.name() == "db.statement" {
-            self.0 = value.to_string();
-        }
-    }
-}
-
-struct Log;
-impl<S: Subscriber> Layer<S> for Log {
-    fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
-        if event.metadata().target() == "sqlx::query" {
-            let mut s = Statement(String::new());
-            event.record(&mut s);
-            STATEMENTS.lock().unwrap().push(s.0);
-        }
-    }
-}
-
-/// The statements since the last call, without the cross-replica notifications PostgreSQL's
-/// publisher batches in the background (they land in whichever step is running).
-fn take() -> Vec<String> {
-    let mut taken = std::mem::take(&mut *STATEMENTS.lock().unwrap());
-    taken.retain(|s| !s.contains("pg_notify"));
-    taken
-}
+use statements::take;
 
 /// Runs one execution's life; returns the statements of each step.
 async fn life(app: &TestApp, w: &TestWorker, agent: &str, queue: &str) -> [Vec<String>; 4] {
@@ -79,12 +39,7 @@ async fn life(app: &TestApp, w: &TestWorker, agent: &str, queue: &str) -> [Vec<S
 }
 
 async fn check(backend: Backend) {
-    // Background work would be counted too: the reaper and the webhook sender stay quiet.
-    let app = TestApp::spawn_with(backend, |c| {
-        c.reaper_interval = std::time::Duration::from_secs(3600);
-        c.webhook_sender = false;
-    })
-    .await;
+    let app = TestApp::spawn_quiet(backend).await;
     app.unlimited().await;
     let envs = json(app.get("/api/v1/environments").await).await;
     let env = envs["items"][0]["id"].as_str().unwrap().to_string();
@@ -138,7 +93,7 @@ async fn check(backend: Backend) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_warm_execution_reads_no_catalog_rows() {
-    tracing::subscriber::set_global_default(tracing_subscriber::registry().with(Log)).unwrap();
+    statements::record();
     check(Backend::Sqlite).await;
     check(Backend::Postgres).await;
 }

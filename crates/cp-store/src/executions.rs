@@ -155,6 +155,31 @@ pub struct Claimed {
     pub history: Vec<SessionMessage>,
 }
 
+impl Claimed {
+    /// The claim of `record`, which stored `events` (and webhook deliveries, if `deliveries`);
+    /// `history` is the execution's stored `message` events.
+    fn new(
+        record: ExecutionRecord,
+        events: Vec<ExecutionEvent>,
+        deliveries: bool,
+        catalog_version: Option<i64>,
+        history: Vec<EventRow>,
+    ) -> Claimed {
+        let id = record.execution.id;
+        Claimed {
+            changed: Changed {
+                record,
+                from: ExecutionStatus::Queued,
+                events,
+                released_worker: None,
+                deliveries,
+            },
+            catalog_version: catalog_version.unwrap_or(0),
+            history: history.into_iter().map(|r| session_message(id, r)).collect(),
+        }
+    }
+}
+
 /// The conversation of one execution, oldest first.
 macro_rules! session_sql {
     () => {
@@ -384,6 +409,18 @@ impl Draft {
             e.completed_at = None;
         }
         Ok(())
+    }
+
+    /// What the change did, once its `events` (and webhook deliveries, if `deliveries`)
+    /// are stored.
+    fn into_changed(self, events: Vec<ExecutionEvent>, deliveries: bool) -> Changed {
+        Changed {
+            record: self.row,
+            from: self.from,
+            events,
+            released_worker: self.released_worker,
+            deliveries,
+        }
     }
 
     fn add_usage(&mut self, usage: Option<&Usage>) {

@@ -2,6 +2,7 @@
 //! fresh PostgreSQL schema, talked to with a real HTTP client.
 #![allow(dead_code)]
 
+pub mod statements;
 pub mod worker;
 
 use std::net::SocketAddr;
@@ -102,6 +103,16 @@ pub struct TestApp {
 impl TestApp {
     pub async fn spawn(backend: Backend) -> TestApp {
         Self::spawn_with(backend, |_| {}).await
+    }
+
+    /// Starts a server whose background work (the reaper, the webhook sender) stays quiet, for
+    /// tests that count what a request costs.
+    pub async fn spawn_quiet(backend: Backend) -> TestApp {
+        Self::spawn_with(backend, |c| {
+            c.reaper_interval = std::time::Duration::from_secs(3600);
+            c.webhook_sender = false;
+        })
+        .await
     }
 
     /// Starts a server with a configuration adjusted by `configure`.

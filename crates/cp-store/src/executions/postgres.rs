@@ -10,15 +10,16 @@
 //! enabled webhooks takes them; one without never pays for webhooks it does not have.
 
 use cp_types::Timestamp;
-use cp_types::execution::{ExecutionEvent, ExecutionStatus, NewEvent};
-use sqlx::postgres::PgRow;
+use cp_types::execution::{ExecutionEvent, NewEvent};
+use sqlx::postgres::{PgArguments, PgRow};
+use sqlx::query::Query;
 use sqlx::types::Json;
-use sqlx::{FromRow, PgPool, Row};
+use sqlx::{FromRow, PgPool, Postgres, Row};
 use uuid::Uuid;
 
 use super::{
     Changed, Claimed, Draft, EventRow, ExecutionRecord, ExecutionRow, NewExecution, NewTypedEvent, claim_event,
-    creation, numbered, session_message, stamp, webhook_data, webhook_event,
+    creation, numbered, stamp, webhook_data, webhook_event,
 };
 use crate::error::{StoreError, StoreResult};
 use crate::pg_conns::HotConns;
@@ -170,26 +171,11 @@ pub(super) async fn claim(
     }
     let record = ExecutionRow::from_row(&row)?.into_record()?;
     let e = &record.execution;
-    let id = e.id;
-    let history: Option<Json<Vec<EventRow>>> = row.try_get("history")?;
-    let history = history
-        .map(|h| h.0)
-        .unwrap_or_default()
-        .into_iter()
-        .map(|r| session_message(id, r))
-        .collect();
     let events = stamp(e.event_count, at, vec![claim_event(e.attempt, worker)]);
-    Ok(Some(Claimed {
-        changed: Changed {
-            record,
-            from: ExecutionStatus::Queued,
-            events,
-            released_worker: None,
-            deliveries: false,
-        },
-        catalog_version: row.try_get::<Option<i64>, _>("catalog_version")?.unwrap_or(0),
-        history,
-    }))
+    let history: Option<Json<Vec<EventRow>>> = row.try_get("history")?;
+    let history = history.map(|h| h.0).unwrap_or_default();
+    let catalog_version = row.try_get("catalog_version")?;
+    Ok(Some(Claimed::new(record, events, false, catalog_version, history)))
 }
 
 /// The claim of an organization with webhooks: the `execution.started` deliveries are
@@ -238,18 +224,7 @@ async fn claim_in_transaction(
         .fetch_all(&mut *tx)
         .await?;
     tx.commit().await?;
-    let id = e.id;
-    Ok(Some(Claimed {
-        changed: Changed {
-            record,
-            from: ExecutionStatus::Queued,
-            events,
-            released_worker: None,
-            deliveries,
-        },
-        catalog_version: catalog_version.unwrap_or(0),
-        history: rows.into_iter().map(|r| session_message(id, r)).collect(),
-    }))
+    Ok(Some(Claimed::new(record, events, deliveries, catalog_version, rows)))
 }
 
 /// See `Executions::append`: one statement, so one round trip and no explicit transaction.
@@ -353,33 +328,22 @@ where
         }
         let stored = stamp(first, draft.at, std::mem::take(&mut draft.events));
         let (types, data) = columns(&stored);
-        let e = &draft.row.execution;
-        let written: i64 = sqlx::query_scalar(concat!(
-            "WITH u AS (",
-            update_sql!(),
-            " AND last_seq = $16 AND lease_until IS NOT DISTINCT FROM $17::bigint \
+        let written = bind_change(
+            sqlx::query(concat!(
+                "WITH u AS (",
+                update_sql!(),
+                " AND last_seq = $16 AND lease_until IS NOT DISTINCT FROM $17::bigint \
                AND NOT ($21::boolean AND EXISTS (SELECT 1 FROM webhooks WHERE organization_id = $1 AND enabled)) \
              RETURNING id), \
              ev AS (INSERT INTO execution_events (execution_id, seq, organization_id, event_type, data, created_at) \
                SELECT u.id, $18 + e.ord - 1, $1, e.event_type, e.data, $15 \
                FROM u, UNNEST($19::text[], $20::text[]) WITH ORDINALITY AS e(event_type, data, ord)) \
              SELECT COUNT(*) FROM u"
-        ))
-        .bind(org)
-        .bind(id)
-        .bind(e.status.as_str())
-        .bind(&e.response)
-        .bind(&e.error_message)
-        .bind(Json(&e.usage))
-        .bind(e.attempt)
-        .bind(e.worker_id)
-        .bind(draft.row.lease_id)
-        .bind(draft.row.lease_until)
-        .bind(draft.row.cancel_deadline)
-        .bind(e.event_count)
-        .bind(e.started_at)
-        .bind(e.completed_at)
-        .bind(e.updated_at)
+            )),
+            org,
+            id,
+            &draft,
+        )
         .bind(seen.0)
         .bind(seen.1)
         .bind(first)
@@ -388,16 +352,11 @@ where
         // A webhook enabled since the read holds the write back; the next read sees it.
         .bind(emits)
         .fetch_one(&mut *conn)
-        .await?;
+        .await?
+        .try_get::<i64, _>(0)?;
         if written == 1 {
             conn.release();
-            return Ok(Changed {
-                record: draft.row,
-                from: draft.from,
-                events: stored,
-                released_worker: draft.released_worker,
-                deliveries: false,
-            });
+            return Ok(draft.into_changed(stored, false));
         }
     }
     conn.release();
@@ -421,10 +380,30 @@ where
     .fetch_optional(&mut *tx)
     .await?
     .ok_or(StoreError::NotFound)?;
-    let (draft, first) = Draft::edit(row.into_record()?, &change)?;
+    let (mut draft, first) = Draft::edit(row.into_record()?, &change)?;
+    bind_change(sqlx::query(update_sql!()), org, id, &draft)
+        .execute(&mut *tx)
+        .await?;
     let e = &draft.row.execution;
-    sqlx::query(update_sql!())
-        .bind(org)
+    let deliveries = match webhook_event(draft.from, e.status) {
+        Some(event_type) => enqueue_webhooks!(tx, true, org, event_type, webhook_data(e)) > 0,
+        None => false,
+    };
+    let events = std::mem::take(&mut draft.events);
+    let stored = insert_events(&mut *tx, org, id, first, draft.at, events).await?;
+    tx.commit().await?;
+    Ok(draft.into_changed(stored, deliveries))
+}
+
+/// Binds `update_sql!`'s parameters (`$1`–`$15`): the row as the change left it.
+fn bind_change<'q>(
+    q: Query<'q, Postgres, PgArguments>,
+    org: &'q str,
+    id: Uuid,
+    draft: &'q Draft,
+) -> Query<'q, Postgres, PgArguments> {
+    let e = &draft.row.execution;
+    q.bind(org)
         .bind(id)
         .bind(e.status.as_str())
         .bind(&e.response)
@@ -439,19 +418,4 @@ where
         .bind(e.started_at)
         .bind(e.completed_at)
         .bind(e.updated_at)
-        .execute(&mut *tx)
-        .await?;
-    let deliveries = match webhook_event(draft.from, e.status) {
-        Some(event_type) => enqueue_webhooks!(tx, true, org, event_type, webhook_data(e)) > 0,
-        None => false,
-    };
-    let stored = insert_events(&mut *tx, org, id, first, draft.at, draft.events).await?;
-    tx.commit().await?;
-    Ok(Changed {
-        record: draft.row,
-        from: draft.from,
-        events: stored,
-        released_worker: draft.released_worker,
-        deliveries,
-    })
 }

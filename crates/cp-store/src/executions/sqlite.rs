@@ -1,7 +1,7 @@
 //! The execution engine's hot writes on SQLite, as jobs of the writer thread
 //! ([`crate::sqlite_writer`]): the same statements as the sqlx path, run as plain calls.
 
-use cp_types::execution::{ExecutionEvent, ExecutionStatus, NewEvent};
+use cp_types::execution::{ExecutionEvent, NewEvent};
 use cp_types::{Timestamp, now};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension, Row, ToSql};
@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::{
     Changed, Claimed, Draft, EventRow, ExecutionRecord, ExecutionRow, NewExecution, NewTypedEvent, claim_event,
-    creation, numbered, session_message, stamp, webhook_data, webhook_event,
+    creation, numbered, stamp, webhook_data, webhook_event,
 };
 use crate::error::{StoreError, StoreResult};
 use crate::sqlite_writer::{bind_numbered, ts_parse, ts_text, uuid_blob, uuid_of};
@@ -241,26 +241,15 @@ pub(super) fn claim(
         bind_numbered(&mut stmt, &[&uuid_blob(&id), &org])?;
         let mut rows = stmt.raw_query();
         while let Some(r) = rows.next()? {
-            let row = EventRow {
+            history.push(EventRow {
                 seq: column(r, 0)?,
                 event_type: column(r, 1)?,
                 data: column(r, 2)?,
                 created_at: ts_at(r, 3)?,
-            };
-            history.push(session_message(id, row));
+            });
         }
     }
-    Ok(Some(Claimed {
-        changed: Changed {
-            record,
-            from: ExecutionStatus::Queued,
-            events,
-            released_worker: None,
-            deliveries,
-        },
-        catalog_version: catalog_version.unwrap_or(0),
-        history,
-    }))
+    Ok(Some(Claimed::new(record, events, deliveries, catalog_version, history)))
 }
 
 /// See `Executions::append`: `None` when the lease is not the current one.
@@ -349,12 +338,7 @@ pub(super) fn apply(
         Some(event_type) => enqueue_webhooks(conn, org, event_type, webhook_data(e))?,
         None => false,
     };
-    let events = insert_events(conn, org, id, first, draft.at, draft.events)?;
-    Ok(Changed {
-        record: draft.row,
-        from: draft.from,
-        events,
-        released_worker: draft.released_worker,
-        deliveries,
-    })
+    let events = std::mem::take(&mut draft.events);
+    let events = insert_events(conn, org, id, first, draft.at, events)?;
+    Ok(draft.into_changed(events, deliveries))
 }
