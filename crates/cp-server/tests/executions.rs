@@ -946,3 +946,63 @@ both_backends! {
         assert_eq!(execution(&app, &id).await["status"], "completed");
     }
 }
+
+/// PostgreSQL only: a replica finishes a run from the row as its claim and the worker's event
+/// batches left it, without reading it again. A change made meanwhile on another replica (a
+/// cancel) or by a heartbeat must win over that kept row: a retryable failure of a run being
+/// cancelled ends it `cancelled`, where the kept row (still `running`) would re-queue it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_on_another_replica_wins_over_the_row_a_replica_kept() {
+    let app = TestApp::spawn(Backend::Postgres).await;
+    app.unlimited().await;
+    let b = app.replica().await;
+    let q = queue(&app, "kept", json!({})).await;
+    let a = agent(&app, "keeper").await;
+    let worker_key = app.key("default", Role::Worker).await;
+    let w = TestWorker::start(&app.url, &worker_key, &q, "on-a").await;
+    let client = reqwest::Client::new();
+    let on_b = |path: String| {
+        client
+            .post(format!("{}{path}", b.url))
+            .bearer_auth(&app.admin_key)
+            .json(&json!({}))
+            .send()
+    };
+
+    // Cancelled on B between the worker's events and its failure on A.
+    let id = execute(&app, &a, &q, "cancel me elsewhere").await;
+    let claim = w.claim(3).await;
+    let batch = json!([{"type": "message_chunk", "data": {"n": 1}}]);
+    assert_eq!(w.events(&claim, batch.clone()).await.status(), 201);
+    assert_eq!(
+        on_b(format!("/api/v1/executions/{id}/cancel")).await.unwrap().status(),
+        200
+    );
+    assert_eq!(w.fail(&claim, "boom", true).await.status(), 200);
+    let e = execution(&app, &id).await;
+    assert_eq!(e["status"], "cancelled", "{e}");
+    assert_eq!(e["attempt"], 1, "{e}");
+
+    // A heartbeat moves the lease without a new event; the kept row's lease is then out of
+    // date, and the write that follows still lands once, with gap-free seqs.
+    let id = execute(&app, &a, &q, "heartbeat in between").await;
+    let claim = w.claim(3).await;
+    assert_eq!(w.events(&claim, batch).await.status(), 201);
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(w.heartbeat(&[id.as_str()]).await.status(), 200);
+    assert_eq!(w.complete(&claim, "done").await.status(), 200);
+    let e = execution(&app, &id).await;
+    assert_eq!(e["status"], "completed", "{e}");
+    let events = json(app.get(&format!("/api/v1/executions/{id}/events?limit=50")).await).await;
+    let got: Vec<i64> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["seq"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        got,
+        (1..=e["event_count"].as_i64().unwrap()).collect::<Vec<_>>(),
+        "{events}"
+    );
+}

@@ -9,6 +9,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{PgPool, SqlitePool};
 
 use crate::error::{StoreError, StoreResult};
+use crate::pg_batch::Batcher;
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -36,9 +37,19 @@ pub(crate) enum Db {
     /// milliseconds, while waiting on this lock hands over the moment the previous writer
     /// commits); its thread runs the execution engine's hot writes.
     Sqlite(SqlitePool, std::sync::Arc<crate::sqlite_writer::SqliteWriter>),
-    /// The pool, and the connections the execution engine's hot statements use (see
-    /// `pg_conns`).
-    Postgres(PgPool, std::sync::Arc<crate::pg_conns::HotConns>),
+    /// The pool, and what the execution engine keeps beside it.
+    Postgres(PgPool, std::sync::Arc<PgEngine>),
+}
+
+/// What the execution engine keeps beside sqlx's pool on PostgreSQL.
+#[derive(Debug)]
+pub(crate) struct PgEngine {
+    /// The connections its hot statements use (see `pg_conns`).
+    pub conns: crate::pg_conns::HotConns,
+    /// The rows of the runs this replica's workers hold, as last written here.
+    pub held: crate::executions::HeldRows,
+    /// Executes' inserts, in batches (see `pg_batch`).
+    pub creates: Batcher<crate::executions::NewRow, crate::executions::ExecutionRow>,
 }
 
 /// Runs the same code against either pool: `with_db!(self.db, pool => query.fetch_all(pool).await)`.
@@ -62,7 +73,7 @@ macro_rules! with_hot_db {
         match $db {
             $crate::db::Db::Sqlite($conn, _) => $body,
             $crate::db::Db::Postgres(_, hot) => {
-                let mut guard = hot.get().await?;
+                let mut guard = hot.conns.get().await?;
                 let $conn = &mut *guard;
                 let out = $body;
                 if out.is_ok() {
@@ -121,6 +132,18 @@ macro_rules! write_tx {
 }
 pub(crate) use write_tx;
 
+/// Whether a PostgreSQL host is this machine: a loopback address, `localhost`, or a Unix
+/// socket folder.
+fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host.starts_with('/')
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// The database handle shared by the whole server; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -136,7 +159,14 @@ impl Store {
     /// are created on first use and run in WAL mode.
     pub async fn connect(url: &str) -> StoreResult<Store> {
         let db = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let opts = PgConnectOptions::from_str(url)?.application_name("kubiya-cp");
+            let mut opts = PgConnectOptions::from_str(url)?.application_name("kubiya-cp");
+            // sqlx, like libpq, tries TLS first unless the URL says otherwise. To a database on
+            // this host it protects nothing and costs every statement an encryption on both
+            // ends (a tenth of the executions bench), so a loopback URL without `sslmode`
+            // connects in plain text.
+            if !url.contains("sslmode=") && is_loopback(opts.get_host()) {
+                opts = opts.ssl_mode(sqlx::postgres::PgSslMode::Disable);
+            }
             let pool = PgPoolOptions::new()
                 // sqlx pings a connection before every checkout by default: one more round
                 // trip per statement. One that was in use a moment ago is alive; only one that
@@ -155,7 +185,14 @@ impl Store {
                 .acquire_timeout(Duration::from_secs(3))
                 .connect_with(opts)
                 .await?;
-            Db::Postgres(pool.clone(), std::sync::Arc::new(crate::pg_conns::HotConns::new(pool)))
+            Db::Postgres(
+                pool.clone(),
+                std::sync::Arc::new(PgEngine {
+                    conns: crate::pg_conns::HotConns::new(pool),
+                    held: Default::default(),
+                    creates: Batcher::new(crate::executions::create_batch, |e| &e.creates),
+                }),
+            )
         } else if url.starts_with("sqlite:") {
             let opts = SqliteConnectOptions::from_str(url)?
                 .create_if_missing(true)
@@ -232,5 +269,33 @@ impl Store {
     /// Closes the pool, waiting for connections in use to be returned.
     pub async fn close(&self) {
         with_db!(&self.db, pool => pool.close().await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_loopback;
+
+    #[test]
+    fn only_this_machine_counts_as_loopback() {
+        for host in [
+            "localhost",
+            "127.0.0.1",
+            "127.0.0.2",
+            "::1",
+            "[::1]",
+            "/var/run/postgresql",
+        ] {
+            assert!(is_loopback(host), "{host}");
+        }
+        for host in [
+            "db.internal",
+            "10.0.0.5",
+            "::ffff:10.0.0.5",
+            "",
+            "localhost.example.com",
+        ] {
+            assert!(!is_loopback(host), "{host}");
+        }
     }
 }

@@ -31,7 +31,7 @@ macro_rules! exec_columns {
 }
 
 #[derive(sqlx::FromRow)]
-struct ExecutionRow {
+pub(crate) struct ExecutionRow {
     id: Uuid,
     organization_id: String,
     execution_type: String,
@@ -526,7 +526,7 @@ macro_rules! append_sql {
            ELSE $5 + 3 * $6 * COALESCE( \
              (SELECT q.heartbeat_interval FROM worker_queues q WHERE q.id = executions.worker_queue_id), 30) END \
          WHERE organization_id = $1 AND id = $2 AND lease_id = $3 AND status IN ('running', 'cancelling') \
-         RETURNING last_seq"
+         RETURNING last_seq, lease_until"
     };
 }
 
@@ -541,6 +541,7 @@ macro_rules! update_sql {
 }
 
 mod postgres;
+pub(crate) use postgres::{HeldRows, NewRow, create_batch};
 mod sqlite;
 
 /// An event to store, as `(type, data)`.
@@ -622,7 +623,7 @@ impl Executions<'_> {
                 let org = self.org.to_owned();
                 writer.run(move |conn| sqlite::apply(conn, &org, id, change)).await
             }
-            Db::Postgres(pool, hot) => postgres::apply(pool, hot, self.org, id, change).await,
+            Db::Postgres(pool, pg) => postgres::apply(pool, pg, self.org, id, change).await,
         }
     }
 }
@@ -639,7 +640,7 @@ impl Executions<'_> {
                 let org = self.org.to_owned();
                 writer.run(move |conn| sqlite::create(conn, &org, id, new, at)).await?
             }
-            Db::Postgres(_, hot) => postgres::create(hot, self.org, id, new, at).await?,
+            Db::Postgres(_, pg) => postgres::create(pg, self.org, id, new, at).await?,
         };
         Ok((row.execution, stored))
     }
@@ -772,7 +773,7 @@ impl Executions<'_> {
                     .run(move |conn| sqlite::claim(conn, &org, queue, worker, lease, at))
                     .await
             }
-            Db::Postgres(pool, hot) => postgres::claim(pool, hot, self.org, queue, worker, lease, at).await,
+            Db::Postgres(pool, pg) => postgres::claim(pool, pg, self.org, queue, worker, lease, at).await,
         }
     }
 
@@ -788,7 +789,7 @@ impl Executions<'_> {
                     .run(move |conn| sqlite::append(conn, &org, id, lease_id, events, at, second_ms))
                     .await?
             }
-            Db::Postgres(_, hot) => postgres::append(hot, self.org, id, lease_id, events, at, self.second_ms).await?,
+            Db::Postgres(_, pg) => postgres::append(pg, self.org, id, lease_id, events, at, self.second_ms).await?,
         };
         match stored {
             Some(s) => Ok(s),

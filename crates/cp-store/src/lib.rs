@@ -10,6 +10,7 @@ mod db;
 mod error;
 mod links;
 mod page;
+mod pg_batch;
 mod pg_conns;
 mod sqlite_writer;
 

@@ -124,7 +124,7 @@ async fn update_queue(
         .await
         .map_err(not_found)?;
     // Pollers re-check the queue: a queue made active again has claimable work.
-    state.hub.wake_queue(id);
+    state.hub.wake_whole_queue(id);
     Ok(Json(queue))
 }
 

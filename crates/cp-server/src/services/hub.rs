@@ -88,15 +88,32 @@ impl Hub {
         lock(&self.queues).entry(queue).or_default().clone()
     }
 
-    /// Something became claimable on `queue`.
+    /// A run became claimable on `queue`.
     pub fn wake_queue(&self, queue: Uuid) {
         self.wake_queue_here(queue);
         self.tell_others('q', queue);
     }
 
-    fn wake_queue_here(&self, queue: Uuid) {
+    /// Any number of runs may have become claimable on `queue` (it was made active again):
+    /// every poller looks.
+    pub fn wake_whole_queue(&self, queue: Uuid) {
+        self.wake_whole_queue_here(queue);
+        self.tell_others('Q', queue);
+    }
+
+    fn wake_whole_queue_here(&self, queue: Uuid) {
         if let Some(n) = lock(&self.queues).get(&queue) {
             n.notify_waiters();
+        }
+    }
+
+    /// One wake-up per claimable run: waking every poller of the queue for each run made all
+    /// but one of them run a claim that found nothing. A poller that was woken but claimed
+    /// something else (or went away) passes the wake-up on when it drops its `Notified`, and
+    /// one that comes to wait finds a wake-up nobody took.
+    fn wake_queue_here(&self, queue: Uuid) {
+        if let Some(n) = lock(&self.queues).get(&queue) {
+            n.notify_one();
         }
     }
 
@@ -201,6 +218,7 @@ impl Hub {
         }
         match kind {
             "q" => self.wake_queue_here(id),
+            "Q" => self.wake_whole_queue_here(id),
             "w" => self.signal_worker_here(id),
             "e" => self.nudge_followers(id),
             "H" => self.wake_everyone(),
@@ -340,5 +358,50 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(1), woken)
             .await
             .expect("a welcome wakes the queue's pollers");
+    }
+
+    #[tokio::test]
+    async fn a_run_wakes_one_poller_and_a_wake_up_not_taken_passes_on() {
+        let (hub, _rx) = with_outbox();
+        let queue = Uuid::now_v7();
+        let waiting = hub.queue(queue);
+        let now = Duration::from_millis(50);
+        {
+            let (first, second) = (waiting.notified(), waiting.notified());
+            tokio::pin!(first, second);
+            first.as_mut().enable();
+            second.as_mut().enable();
+            hub.wake_queue(queue);
+            assert!(
+                tokio::time::timeout(now, &mut first).await.is_ok(),
+                "the oldest poller wakes"
+            );
+            assert!(
+                tokio::time::timeout(now, &mut second).await.is_err(),
+                "one run, one wake-up"
+            );
+        }
+        {
+            // A poller woken while it claimed something else drops its wake-up: the next
+            // takes it.
+            let mut busy = Box::pin(waiting.notified());
+            let idle = waiting.notified();
+            tokio::pin!(idle);
+            busy.as_mut().enable();
+            idle.as_mut().enable();
+            hub.wake_queue(queue);
+            drop(busy);
+            assert!(tokio::time::timeout(now, &mut idle).await.is_ok(), "passed on");
+        }
+        {
+            // A queue made active again wakes every poller.
+            let (a, b) = (waiting.notified(), waiting.notified());
+            tokio::pin!(a, b);
+            a.as_mut().enable();
+            b.as_mut().enable();
+            hub.wake_whole_queue(queue);
+            assert!(tokio::time::timeout(now, &mut a).await.is_ok());
+            assert!(tokio::time::timeout(now, &mut b).await.is_ok());
+        }
     }
 }

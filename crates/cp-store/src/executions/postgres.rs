@@ -9,6 +9,9 @@
 //! deliveries, whose payload is made from the changed row in Rust. An organization with
 //! enabled webhooks takes them; one without never pays for webhooks it does not have.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use cp_types::Timestamp;
 use cp_types::execution::{ExecutionEvent, NewEvent};
 use sqlx::postgres::{PgArguments, PgRow};
@@ -21,9 +24,74 @@ use super::{
     Changed, Claimed, Draft, EventRow, ExecutionRecord, ExecutionRow, NewExecution, NewTypedEvent, claim_event,
     creation, numbered, stamp, webhook_data, webhook_event,
 };
+use crate::db::PgEngine;
 use crate::error::{StoreError, StoreResult};
-use crate::pg_conns::HotConns;
+use crate::pg_batch::{BatchFuture, Batched};
 use crate::webhooks::enqueue_webhooks;
+
+/// The rows of the runs this replica's workers hold, as this replica last wrote them (by a
+/// claim, an event batch or a status change). A worker's complete or fail then starts from
+/// that row instead of reading it again: one statement less per run. It is written with the
+/// same guard as a row just read (`last_seq`, which every other writer bumps, and
+/// `lease_until`, which heartbeats move), so a row changed meanwhile by another replica, a
+/// heartbeat or a client's cancel fails the guard and is read as before.
+#[derive(Debug, Default)]
+pub struct HeldRows(Mutex<HashMap<Uuid, ExecutionRecord>>);
+
+/// Rows kept at most; more held runs than that on one replica clear the set (they are read
+/// again when they end).
+const HELD_ROWS: usize = 1024;
+
+/// A row whose texts are longer than this is not kept: memory stays bounded by a few MB
+/// whatever the prompts, and a run with a large prompt costs the read it always did.
+const HELD_ROW_TEXT: usize = 16 * 1024;
+
+impl HeldRows {
+    fn rows(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, ExecutionRecord>> {
+        // Whole rows are inserted and removed: a panic elsewhere cannot leave one half-written.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Keeps `record` as written, while a worker holds its run.
+    fn keep(&self, record: &ExecutionRecord) {
+        let e = &record.execution;
+        let texts = [&e.system_prompt, &e.response, &e.error_message];
+        let long =
+            e.prompt.len() + texts.iter().map(|t| t.as_ref().map_or(0, String::len)).sum::<usize>() > HELD_ROW_TEXT;
+        let mut rows = self.rows();
+        if !e.status.is_held() || long {
+            rows.remove(&e.id);
+            return;
+        }
+        if rows.len() >= HELD_ROWS && !rows.contains_key(&e.id) {
+            rows.clear();
+        }
+        rows.insert(e.id, record.clone());
+    }
+
+    /// The kept row of `id`, if it belongs to `org`; the caller writes it back or drops it.
+    fn take(&self, org: &str, id: Uuid) -> Option<ExecutionRecord> {
+        let mut rows = self.rows();
+        match rows.get(&id) {
+            Some(r) if r.execution.organization_id == org => rows.remove(&id),
+            _ => None,
+        }
+    }
+
+    /// A batch of `n` events moved the row's `last_seq` to `last` and its lease to
+    /// `lease_until`. Unless the kept row was the one just before (nobody else wrote in
+    /// between), it is out of date and dropped.
+    fn appended(&self, id: Uuid, n: i64, last: i64, lease_until: Option<i64>) {
+        let mut rows = self.rows();
+        let Some(r) = rows.get_mut(&id) else { return };
+        if r.execution.event_count + n == last {
+            r.execution.event_count = last;
+            r.lease_until = lease_until;
+        } else {
+            rows.remove(&id);
+        }
+    }
+}
 
 /// Whether the organization has any enabled webhook: then a change that emits a webhook
 /// event takes the transactional path.
@@ -70,10 +138,10 @@ fn columns(events: &[ExecutionEvent]) -> (Vec<&str>, Vec<String>) {
         .unzip()
 }
 
-/// See `Executions::create`: the execution and its first events in one statement, stored
-/// against the queue as the execute read it.
+/// See `Executions::create`: the execution and its first events, stored against the queue
+/// as the execute read it, in the next batch of creates.
 pub(super) async fn create(
-    hot: &HotConns,
+    pg: &Arc<PgEngine>,
     org: &str,
     id: Uuid,
     new: NewExecution,
@@ -82,41 +150,139 @@ pub(super) async fn create(
     let (metadata, max_attempts, events) = creation(id, &new, new.queue_seen.clone(), at)?;
     let stored = stamp(1, at, events);
     let (types, data) = columns(&stored);
-    let mut conn = hot.get().await?;
-    let row: ExecutionRow = sqlx::query_as(concat!(
-        "WITH x AS (",
-        create_sql!(),
-        "), ev AS (INSERT INTO execution_events (execution_id, seq, organization_id, event_type, data, created_at) \
-           SELECT x.id, e.ord, x.organization_id, e.event_type, e.data, x.created_at \
-           FROM x, UNNEST($16::text[], $17::text[]) WITH ORDINALITY AS e(event_type, data, ord)) \
-         SELECT * FROM x"
-    ))
-    .bind(id)
-    .bind(org)
-    .bind(new.execution_type.as_str())
-    .bind(new.entity_id)
-    .bind(&new.entity_name)
-    .bind(new.worker_queue_id)
-    .bind(&new.prompt)
-    .bind(&new.system_prompt)
-    .bind(Json(&metadata))
-    .bind(Json(&new.user_metadata))
-    .bind(Json(&new.execution_environment))
-    .bind(max_attempts)
-    .bind(stored.len() as i64)
-    .bind(&new.created_by)
-    .bind(at)
-    .bind(&types)
-    .bind(&data)
-    .fetch_one(&mut *conn)
-    .await
-    .map_err(|e| match e {
-        // The queue was deleted since the execute read it.
-        sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::NotFound,
-        e => e.into(),
-    })?;
-    conn.release();
+    let request = NewRow {
+        id,
+        org: org.to_owned(),
+        kind: new.execution_type.as_str(),
+        entity: new.entity_id,
+        name: new.entity_name,
+        queue: new.worker_queue_id,
+        prompt: new.prompt,
+        system_prompt: new.system_prompt,
+        metadata: metadata.to_string(),
+        user_metadata: new.user_metadata.to_string(),
+        environment: serde_json::to_string(&new.execution_environment)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        max_attempts,
+        created_by: new.created_by,
+        at,
+        types: types.into_iter().map(str::to_owned).collect(),
+        data,
+    };
+    let row = pg.creates.submit(pg, request).await?;
     Ok((row.into_record()?, stored))
+}
+
+/// An execute's row and its first events, as a batch of creates takes them.
+pub(crate) struct NewRow {
+    id: Uuid,
+    org: String,
+    kind: &'static str,
+    entity: Uuid,
+    name: String,
+    queue: Uuid,
+    prompt: String,
+    system_prompt: Option<String>,
+    metadata: String,
+    user_metadata: String,
+    environment: String,
+    max_attempts: i64,
+    created_by: String,
+    at: Timestamp,
+    types: Vec<String>,
+    data: Vec<String>,
+}
+
+impl Batched for NewRow {
+    fn row(&self) -> Uuid {
+        self.id
+    }
+}
+
+/// A batch of creates: the rows and their events in one statement, the rows answered in the
+/// requests' order.
+pub(crate) fn create_batch<'a>(pg: &'a PgEngine, rows: &'a [NewRow]) -> BatchFuture<'a, ExecutionRow> {
+    Box::pin(async move {
+        fn col<'r, T>(rows: &'r [NewRow], f: impl Fn(&'r NewRow) -> T) -> Vec<T> {
+            rows.iter().map(f).collect()
+        }
+        // The events flattened, each with its execution and seq.
+        let (mut ev_ids, mut ev_seqs, mut ev_types, mut ev_data) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for r in rows {
+            for (i, (t, d)) in r.types.iter().zip(&r.data).enumerate() {
+                ev_ids.push(r.id);
+                ev_seqs.push(i as i64 + 1);
+                ev_types.push(t.as_str());
+                ev_data.push(d.as_str());
+            }
+        }
+        let mut conn = pg.conns.get().await?;
+        let stored: Vec<ExecutionRow> = sqlx::query_as(concat!(
+            "WITH x AS (INSERT INTO executions (id, organization_id, execution_type, entity_id, entity_name, \
+               worker_queue_id, prompt, system_prompt, status, execution_metadata, user_metadata, \
+               execution_environment, attempt, max_attempts, last_seq, created_by, created_at, updated_at) \
+             SELECT n.id, n.org, n.kind, n.entity, n.name, n.queue, n.prompt, n.system_prompt, 'queued', \
+               n.metadata::jsonb, n.user_metadata::jsonb, n.environment::jsonb, 1, n.max_attempts, n.last_seq, \
+               n.created_by, n.at, n.at \
+             FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::text[], $6::uuid[], $7::text[], \
+               $8::text[], $9::text[], $10::text[], $11::text[], $12::bigint[], $13::bigint[], $14::text[], \
+               $15::timestamptz[]) AS n(id, org, kind, entity, name, queue, prompt, system_prompt, metadata, \
+               user_metadata, environment, max_attempts, last_seq, created_by, at) \
+             RETURNING ",
+            exec_columns!(),
+            "), ev AS (INSERT INTO execution_events (execution_id, seq, organization_id, event_type, data, created_at) \
+               SELECT e.id, e.seq, x.organization_id, e.event_type, e.data, x.created_at \
+               FROM UNNEST($16::uuid[], $17::bigint[], $18::text[], $19::text[]) AS e(id, seq, event_type, data) \
+               JOIN x ON x.id = e.id) \
+             SELECT * FROM x"
+        ))
+        .bind(col(rows, |r| r.id))
+        .bind(col(rows, |r| r.org.as_str()))
+        .bind(col(rows, |r| r.kind))
+        .bind(col(rows, |r| r.entity))
+        .bind(col(rows, |r| r.name.as_str()))
+        .bind(col(rows, |r| r.queue))
+        .bind(col(rows, |r| r.prompt.as_str()))
+        .bind(col(rows, |r| r.system_prompt.as_deref()))
+        .bind(col(rows, |r| r.metadata.as_str()))
+        .bind(col(rows, |r| r.user_metadata.as_str()))
+        .bind(col(rows, |r| r.environment.as_str()))
+        .bind(col(rows, |r| r.max_attempts))
+        .bind(col(rows, |r| r.types.len() as i64))
+        .bind(col(rows, |r| r.created_by.as_str()))
+        .bind(col(rows, |r| r.at))
+        .bind(&ev_ids)
+        .bind(&ev_seqs)
+        .bind(&ev_types)
+        .bind(&ev_data)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| match e {
+            // The queue was deleted since the execute read it.
+            sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::NotFound,
+            e => e.into(),
+        })?;
+        conn.release();
+        in_order(rows, stored, |r| r.id, |s| s.id)
+    })
+}
+
+/// A batch's results in the order of its requests, matched by row id.
+fn in_order<R, S>(
+    requests: &[R],
+    results: Vec<S>,
+    of_request: impl Fn(&R) -> Uuid,
+    of_result: impl Fn(&S) -> Uuid,
+) -> StoreResult<Vec<S>> {
+    let mut by_id: HashMap<Uuid, S> = results.into_iter().map(|s| (of_result(&s), s)).collect();
+    requests
+        .iter()
+        .map(|r| {
+            by_id
+                .remove(&of_request(r))
+                .ok_or_else(|| StoreError::Unavailable("a batch answered out of step".into()))
+        })
+        .collect()
 }
 
 /// See `Executions::claim`: the claim, its `status` event, the catalog version and the
@@ -124,7 +290,7 @@ pub(super) async fn create(
 /// [`claim_in_transaction`]).
 pub(super) async fn claim(
     pool: &PgPool,
-    hot: &HotConns,
+    pg: &PgEngine,
     org: &str,
     queue: Uuid,
     worker: Uuid,
@@ -133,7 +299,7 @@ pub(super) async fn claim(
 ) -> StoreResult<Option<Claimed>> {
     // The event's data is made here; only the attempt comes from the claimed row.
     let (event_type, template) = claim_event(0, worker);
-    let mut conn = hot.get().await?;
+    let mut conn = pg.conns.get().await?;
     let row: PgRow = sqlx::query(concat!(
         "WITH c AS (",
         claim_sql!("FOR UPDATE SKIP LOCKED", concat!("AND NOT ", hooked_sql!())),
@@ -164,10 +330,14 @@ pub(super) async fn claim(
     if row.try_get::<Option<Uuid>, _>("id")?.is_none() {
         // Nothing claimed: nothing waits, or the webhooks' gate held back what does.
         let gated: bool = row.try_get::<bool, _>("hooked")? && row.try_get::<bool, _>("claimable")?;
-        return match gated {
-            true => claim_in_transaction(pool, org, queue, worker, (lease_id, lease_until), at).await,
-            false => Ok(None),
-        };
+        if !gated {
+            return Ok(None);
+        }
+        let claimed = claim_in_transaction(pool, org, queue, worker, (lease_id, lease_until), at).await?;
+        if let Some(c) = &claimed {
+            pg.held.keep(&c.changed.record);
+        }
+        return Ok(claimed);
     }
     let record = ExecutionRow::from_row(&row)?.into_record()?;
     let e = &record.execution;
@@ -175,6 +345,7 @@ pub(super) async fn claim(
     let history: Option<Json<Vec<EventRow>>> = row.try_get("history")?;
     let history = history.map(|h| h.0).unwrap_or_default();
     let catalog_version = row.try_get("catalog_version")?;
+    pg.held.keep(&record);
     Ok(Some(Claimed::new(record, events, false, catalog_version, history)))
 }
 
@@ -229,9 +400,9 @@ async fn claim_in_transaction(
 
 /// See `Executions::append`: one statement, so one round trip and no explicit transaction.
 /// The events are numbered from the `last_seq` the lease-guarded update returns, and nothing
-/// is inserted when the lease is stale (`None`).
+/// is stored when the lease is stale (`None`).
 pub(super) async fn append(
-    hot: &HotConns,
+    pg: &PgEngine,
     org: &str,
     id: Uuid,
     lease_id: Uuid,
@@ -240,31 +411,18 @@ pub(super) async fn append(
     second_ms: i64,
 ) -> StoreResult<Option<Vec<ExecutionEvent>>> {
     let n = events.len() as i64;
-    let mut conn = hot.get().await?;
-    if events.is_empty() {
-        // Nothing to store: the lease check and its extension alone.
-        let last: Option<i64> = sqlx::query_scalar(append_sql!())
-            .bind(org)
-            .bind(id)
-            .bind(lease_id)
-            .bind(0i64)
-            .bind(at.timestamp_millis())
-            .bind(second_ms)
-            .fetch_optional(&mut *conn)
-            .await?;
-        conn.release();
-        return Ok(last.map(|_| Vec::new()));
-    }
     let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
     let data: Vec<String> = events.iter().map(|e| e.data.to_string()).collect();
     let times: Vec<Timestamp> = events.iter().map(|e| e.timestamp.unwrap_or(at)).collect();
-    let seqs: Vec<i64> = sqlx::query_scalar(concat!(
+    let mut conn = pg.conns.get().await?;
+    // An empty batch is the lease check and its extension alone: `UNNEST` yields no rows.
+    let moved: Option<(i64, Option<i64>)> = sqlx::query_as(concat!(
         "WITH u AS (",
         append_sql!(),
-        ") INSERT INTO execution_events (execution_id, seq, organization_id, event_type, data, created_at) \
-         SELECT $2, u.last_seq - $4 + e.ord, $1, e.event_type, e.data, e.created_at FROM u, \
-           UNNEST($7::text[], $8::text[], $9::timestamptz[]) WITH ORDINALITY AS e(event_type, data, created_at, ord) \
-         RETURNING seq"
+        "), ev AS (INSERT INTO execution_events (execution_id, seq, organization_id, event_type, data, created_at) \
+           SELECT $2, u.last_seq - $4 + e.ord, $1, e.event_type, e.data, e.created_at FROM u, \
+             UNNEST($7::text[], $8::text[], $9::timestamptz[]) WITH ORDINALITY AS e(event_type, data, created_at, ord)) \
+         SELECT last_seq, lease_until FROM u"
     ))
     .bind(org)
     .bind(id)
@@ -275,10 +433,13 @@ pub(super) async fn append(
     .bind(&types)
     .bind(&data)
     .bind(&times)
-    .fetch_all(&mut *conn)
+    .fetch_optional(&mut *conn)
     .await?;
     conn.release();
-    Ok(seqs.iter().max().map(|&last| numbered(events, last, at)))
+    Ok(moved.map(|(last, lease_until)| {
+        pg.held.appended(id, n, last, lease_until);
+        numbered(events, last, at)
+    }))
 }
 
 /// How often a change is tried against a row that keeps moving before it takes the row lock.
@@ -290,33 +451,46 @@ const OPTIMISTIC_TRIES: usize = 3;
 /// meanwhile is read again; after [`OPTIMISTIC_TRIES`], or when the change writes webhook
 /// deliveries (the organization has webhooks, read with the row and checked again by the
 /// write), the row is locked in a transaction instead.
-pub(super) async fn apply<F>(pool: &PgPool, hot: &HotConns, org: &str, id: Uuid, change: F) -> StoreResult<Changed>
+pub(super) async fn apply<F>(pool: &PgPool, pg: &PgEngine, org: &str, id: Uuid, change: F) -> StoreResult<Changed>
 where
     F: Fn(&mut Draft) -> StoreResult<()>,
 {
-    let mut conn = hot.get().await?;
-    for _ in 0..OPTIMISTIC_TRIES {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            exec_columns!(),
-            ", ",
-            hooked_sql!(),
-            " AS hooked FROM executions WHERE id = $1 AND organization_id = $2"
-        ))
-        .bind(id)
-        .bind(org)
-        .fetch_optional(&mut *conn)
-        .await?;
-        let Some(row) = row else {
-            conn.release();
-            return Err(StoreError::NotFound);
+    let mut conn = pg.conns.get().await?;
+    // The kept row is tried first as if just read. It cannot know about webhooks; the write's
+    // webhook check holds back a change that emits one, and the read after that sees them.
+    let mut kept = pg.held.take(org, id);
+    for _ in 0..OPTIMISTIC_TRIES + kept.is_some() as usize {
+        let (record, hooked, read) = match kept.take() {
+            Some(record) => (record, false, false),
+            None => {
+                let row = sqlx::query(concat!(
+                    "SELECT ",
+                    exec_columns!(),
+                    ", ",
+                    hooked_sql!(),
+                    " AS hooked FROM executions WHERE id = $1 AND organization_id = $2"
+                ))
+                .bind(id)
+                .bind(org)
+                .fetch_optional(&mut *conn)
+                .await?;
+                let Some(row) = row else {
+                    conn.release();
+                    return Err(StoreError::NotFound);
+                };
+                (
+                    ExecutionRow::from_row(&row)?.into_record()?,
+                    row.try_get("hooked")?,
+                    true,
+                )
+            }
         };
-        let hooked: bool = row.try_get("hooked")?;
-        let record = ExecutionRow::from_row(&row)?.into_record()?;
         let seen = (record.execution.event_count, record.lease_until);
-        // A change the state machine refuses is an answer, not a broken connection.
         let (mut draft, first) = match Draft::edit(record, &change) {
             Ok(edited) => edited,
+            // The kept row may be out of date: only the row as stored can refuse a change.
+            Err(_) if !read => continue,
+            // A change the state machine refuses is an answer, not a broken connection.
             Err(e) => {
                 conn.release();
                 return Err(e);
@@ -356,6 +530,7 @@ where
         .try_get::<i64, _>(0)?;
         if written == 1 {
             conn.release();
+            pg.held.keep(&draft.row);
             return Ok(draft.into_changed(stored, false));
         }
     }
