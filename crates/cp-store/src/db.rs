@@ -160,11 +160,15 @@ impl Store {
     pub async fn connect(url: &str) -> StoreResult<Store> {
         let db = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let mut opts = PgConnectOptions::from_str(url)?.application_name("kubiya-cp");
-            // sqlx, like libpq, tries TLS first unless the URL says otherwise. To a database on
-            // this host it protects nothing and costs every statement an encryption on both
-            // ends (a tenth of the executions bench), so a loopback URL without `sslmode`
-            // connects in plain text.
-            if !url.contains("sslmode=") && is_loopback(opts.get_host()) {
+            // sqlx, like libpq, tries TLS first unless told otherwise. To a database on this
+            // host it protects nothing and costs every statement an encryption on both ends (a
+            // tenth of the executions bench), so a loopback URL connects in plain text unless
+            // the URL or `PGSSLMODE` chose a mode.
+            let mode_chosen = std::env::var_os("PGSSLMODE").is_some()
+                || url.contains("sslmode=")
+                || url.contains("ssl-mode=")
+                || !matches!(opts.get_ssl_mode(), sqlx::postgres::PgSslMode::Prefer);
+            if !mode_chosen && is_loopback(opts.get_host()) {
                 opts = opts.ssl_mode(sqlx::postgres::PgSslMode::Disable);
             }
             let pool = PgPoolOptions::new()

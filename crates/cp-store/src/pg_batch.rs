@@ -92,21 +92,14 @@ impl<R: Batched, A: Send + 'static> Batcher<R, A> {
 
     /// Runs batches until nothing waits.
     async fn drain(&self, engine: &PgEngine) {
-        // Should a batch panic, the next write starts a new task; the batch's callers see
-        // their answer dropped (`Unavailable`).
-        struct Stop<'b, R, A>(&'b Batcher<R, A>);
-        impl<R, A> Drop for Stop<'_, R, A> {
-            fn drop(&mut self) {
-                if std::thread::panicking() {
-                    let mut q = self.0.state.lock().unwrap_or_else(|p| p.into_inner());
-                    q.running = false;
-                }
-            }
-        }
-        let _stop = Stop(self);
+        let mut stop = Stop {
+            batcher: self,
+            done: false,
+        };
         loop {
             let batch = self.next_batch();
             if batch.is_empty() {
+                stop.done = true;
                 return;
             }
             let (requests, answers): (Vec<R>, Vec<_>) = batch.into_iter().unzip();
@@ -121,8 +114,11 @@ impl<R: Batched, A: Send + 'static> Batcher<R, A> {
                         let _ = tx.send(Err(StoreError::Unavailable("a batch answered out of step".into())));
                     }
                 }
-                // Each on its own: the one that broke the batch gets the error.
-                Err(_) if requests.len() > 1 => {
+                // An error one request can cause (a constraint, a value the database refuses):
+                // each runs on its own, and the one that broke the batch gets the error. One of
+                // the connection or the database concerns everyone; running each again would
+                // only make the last wait longer.
+                Err(e) if requests.len() > 1 && !matches!(e, StoreError::Unavailable(_)) => {
                     for (request, tx) in requests.iter().zip(answers) {
                         let result = (self.run)(engine, std::slice::from_ref(request)).await;
                         let _ = tx.send(result.and_then(|mut r| {
@@ -132,8 +128,13 @@ impl<R: Batched, A: Send + 'static> Batcher<R, A> {
                     }
                 }
                 Err(e) => {
-                    if let Some(tx) = answers.into_iter().next() {
+                    let message = e.to_string();
+                    let mut answers = answers.into_iter();
+                    if let Some(tx) = answers.next() {
                         let _ = tx.send(Err(e));
+                    }
+                    for tx in answers {
+                        let _ = tx.send(Err(StoreError::Unavailable(message.clone())));
                     }
                 }
             }
@@ -141,13 +142,12 @@ impl<R: Batched, A: Send + 'static> Batcher<R, A> {
     }
 
     /// What waits, oldest first, up to [`MAX_BATCH`] and one request per row; the rest stays
-    /// for the next batch. An empty batch ends the task, in the same lock as `running`.
+    /// for the next batch. A request whose caller went away (a client that hung up) is
+    /// dropped unwritten, as a statement never sent would be. An empty batch ends the task,
+    /// in the same lock as `running`.
     fn next_batch(&self) -> Vec<Waiting<R, A>> {
         let mut q = self.queue();
-        if q.waiting.is_empty() {
-            q.running = false;
-            return Vec::new();
-        }
+        q.waiting.retain(|(_, tx)| !tx.is_closed());
         let mut batch: Vec<Waiting<R, A>> = Vec::new();
         let mut rest = Vec::new();
         for w in q.waiting.drain(..) {
@@ -158,7 +158,28 @@ impl<R: Batched, A: Send + 'static> Batcher<R, A> {
             }
         }
         q.waiting = rest;
+        if batch.is_empty() {
+            q.running = false;
+        }
         batch
+    }
+}
+
+/// Ends a batch task that did not run to its end (a batch panicked, or the runtime is
+/// shutting down): what waits is answered with an error (its senders dropped) rather than
+/// left waiting for a task that is gone, and the next write starts a new one.
+struct Stop<'b, R, A> {
+    batcher: &'b Batcher<R, A>,
+    done: bool,
+}
+
+impl<R, A> Drop for Stop<'_, R, A> {
+    fn drop(&mut self) {
+        if !self.done {
+            let mut q = self.batcher.state.lock().unwrap_or_else(|p| p.into_inner());
+            q.waiting.clear();
+            q.running = false;
+        }
     }
 }
 
@@ -176,7 +197,7 @@ mod tests {
     use super::*;
     use crate::pg_conns::HotConns;
 
-    /// A request `n` for `row`; 13 breaks any batch it is in.
+    /// A request `n` for `row`; 13 breaks any batch it is in, 99 finds the database down.
     struct Req(u32, Uuid);
 
     impl Batched for Req {
@@ -195,6 +216,9 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(50)).await;
             if requests.iter().any(|r| r.0 == 13) {
                 return Err(StoreError::Conflict("13".into()));
+            }
+            if requests.iter().any(|r| r.0 == 99) {
+                return Err(StoreError::Unavailable("the database is down".into()));
             }
             Ok(requests.iter().map(|r| r.0 * 2).collect())
         })

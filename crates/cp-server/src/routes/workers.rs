@@ -196,6 +196,7 @@ async fn poll(
     let queue = state.hub.queue(seat.worker_queue_id);
     let signals = state.hub.worker(id);
     let mut signalled = false;
+    let mut woken = false;
     loop {
         // Registered before looking, so a wake-up between the look and the wait is not lost.
         let queue_ready = queue.notified();
@@ -203,6 +204,9 @@ async fn poll(
         tokio::pin!(queue_ready, signal);
         queue_ready.as_mut().enable();
         signal.as_mut().enable();
+        // A run wakes one poller: this one, if it was woken, passes the wake-up on unless its
+        // claim goes through (see `PassOn`).
+        let pass_on = PassOn(woken.then_some(&*queue));
         if signalled {
             if workers.seat(id).await.map_err(not_found)?.drain {
                 return Ok(Json(PollAnswer {
@@ -220,19 +224,42 @@ async fn poll(
                 return Ok(Json(answer).into_response());
             }
         }
-        if let Some(claim) = dispatch::claim(&state, &auth, id, seat).await? {
+        let claimed = dispatch::claim(&state, &auth, id, seat).await?;
+        // Claimed, or found nothing (the run went to another poller): the wake-up is used.
+        pass_on.used();
+        if let Some(claim) = claimed {
             let answer = PollAnswer {
                 claim: Some(Box::new(claim)),
                 ..Default::default()
             };
             return Ok(Json(answer).into_response());
         }
-        signalled = false;
+        (signalled, woken) = (false, false);
         tokio::select! {
-            _ = &mut queue_ready => {}
+            _ = &mut queue_ready => woken = true,
             _ = &mut signal => signalled = true,
             _ = tokio::time::sleep_until(deadline) => return Ok(StatusCode::NO_CONTENT.into_response()),
             _ = state.hub.closed() => return Ok(StatusCode::NO_CONTENT.into_response()),
+        }
+    }
+}
+
+/// A queue wake-up a poll took and has not used yet. Each claimable run wakes one poller; if
+/// that poll then ends without a claim attempt that went through (a database error, a drain
+/// or cancel answer, a client that hung up), the wake-up goes to the next poller instead of
+/// being lost, which would leave the run to wait for someone's poll timeout.
+struct PassOn<'a>(Option<&'a tokio::sync::Notify>);
+
+impl PassOn<'_> {
+    fn used(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for PassOn<'_> {
+    fn drop(&mut self) {
+        if let Some(queue) = self.0 {
+            queue.notify_one();
         }
     }
 }

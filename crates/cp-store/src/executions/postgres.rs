@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use cp_types::Timestamp;
 use cp_types::execution::{ExecutionEvent, NewEvent};
+use serde_json::Value;
 use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::query::Query;
 use sqlx::types::Json;
@@ -42,9 +43,9 @@ pub struct HeldRows(Mutex<HashMap<Uuid, ExecutionRecord>>);
 /// again when they end).
 const HELD_ROWS: usize = 1024;
 
-/// A row whose texts are longer than this is not kept: memory stays bounded by a few MB
-/// whatever the prompts, and a run with a large prompt costs the read it always did.
-const HELD_ROW_TEXT: usize = 16 * 1024;
+/// A row larger than this (its texts and JSON documents) is not kept: memory stays bounded
+/// by a few MB whatever the prompts and metadata, and such a run costs the read it always did.
+const HELD_ROW_SIZE: usize = 16 * 1024;
 
 impl HeldRows {
     fn rows(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, ExecutionRecord>> {
@@ -55,11 +56,8 @@ impl HeldRows {
     /// Keeps `record` as written, while a worker holds its run.
     fn keep(&self, record: &ExecutionRecord) {
         let e = &record.execution;
-        let texts = [&e.system_prompt, &e.response, &e.error_message];
-        let long =
-            e.prompt.len() + texts.iter().map(|t| t.as_ref().map_or(0, String::len)).sum::<usize>() > HELD_ROW_TEXT;
         let mut rows = self.rows();
-        if !e.status.is_held() || long {
+        if !e.status.is_held() || !small(e) {
             rows.remove(&e.id);
             return;
         }
@@ -91,6 +89,34 @@ impl HeldRows {
             rows.remove(&id);
         }
     }
+}
+
+/// Whether a row is at most [`HELD_ROW_SIZE`], counted without serializing it.
+fn small(e: &cp_types::execution::Execution) -> bool {
+    /// What is left of `left` after a JSON document's strings and keys (and a few bytes for
+    /// anything else); `None` when it does not fit.
+    fn fits(v: &Value, left: usize) -> Option<usize> {
+        match v {
+            Value::String(s) => left.checked_sub(s.len()),
+            Value::Array(a) => a.iter().try_fold(left, |left, v| fits(v, left.checked_sub(1)?)),
+            Value::Object(o) => o
+                .iter()
+                .try_fold(left, |left, (k, v)| fits(v, left.checked_sub(k.len() + 1)?)),
+            _ => left.checked_sub(8),
+        }
+    }
+    let env = serde_json::to_value(&e.execution_environment).unwrap_or_default();
+    let left = || {
+        let mut left = HELD_ROW_SIZE.checked_sub(e.prompt.len())?;
+        for text in [&e.system_prompt, &e.response, &e.error_message].into_iter().flatten() {
+            left = left.checked_sub(text.len())?;
+        }
+        for doc in [&e.user_metadata, &e.execution_metadata, &env] {
+            left = fits(doc, left)?;
+        }
+        Some(left)
+    };
+    left().is_some()
 }
 
 /// Whether the organization has any enabled webhook: then a change that emits a webhook
@@ -333,11 +359,8 @@ pub(super) async fn claim(
         if !gated {
             return Ok(None);
         }
-        let claimed = claim_in_transaction(pool, org, queue, worker, (lease_id, lease_until), at).await?;
-        if let Some(c) = &claimed {
-            pg.held.keep(&c.changed.record);
-        }
-        return Ok(claimed);
+        // Not kept: the end of a run of an organization with webhooks takes the locked path.
+        return claim_in_transaction(pool, org, queue, worker, (lease_id, lease_until), at).await;
     }
     let record = ExecutionRow::from_row(&row)?.into_record()?;
     let e = &record.execution;
@@ -593,4 +616,65 @@ fn bind_change<'q>(
         .bind(e.started_at)
         .bind(e.completed_at)
         .bind(e.updated_at)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn record(prompt: &str, user_metadata: Value) -> ExecutionRecord {
+        let mut e: cp_types::execution::Execution = serde_json::from_value(json!({
+            "id": Uuid::now_v7(), "organization_id": "org", "execution_type": "agent",
+            "entity_id": Uuid::now_v7(), "prompt": prompt, "status": "running",
+            "usage": cp_types::execution::Usage::default(), "execution_metadata": {}, "user_metadata": {},
+            "execution_environment": {}, "attempt": 1, "max_attempts": 3, "event_count": 3,
+            "created_at": "2026-11-29T00:00:00Z", "updated_at": "2026-11-29T00:00:00Z"
+        }))
+        .expect("a minimal execution");
+        e.user_metadata = user_metadata;
+        ExecutionRecord {
+            execution: e,
+            lease_id: Some(Uuid::now_v7()),
+            lease_until: Some(1),
+            cancel_deadline: None,
+        }
+    }
+
+    #[test]
+    fn only_small_held_rows_of_the_organization_are_kept() {
+        let held = HeldRows::default();
+        let small = record("hi", json!({"team": "a"}));
+        held.keep(&small);
+        let id = small.execution.id;
+        assert!(
+            held.take("another org", id).is_none(),
+            "another organization's id finds nothing"
+        );
+        assert!(held.take("org", id).is_some());
+        assert!(held.take("org", id).is_none(), "taken once");
+
+        // Large texts or large client documents are read again instead of kept.
+        for large in [
+            record(&"p".repeat(HELD_ROW_SIZE), json!({})),
+            record(
+                "hi",
+                json!({"blob": ["x".repeat(HELD_ROW_SIZE / 2), "y".repeat(HELD_ROW_SIZE / 2)]}),
+            ),
+        ] {
+            held.keep(&large);
+            assert!(held.take("org", large.execution.id).is_none());
+        }
+
+        // A batch of events moves the kept row only when nobody else wrote in between.
+        held.keep(&small);
+        let seq = small.execution.event_count;
+        held.appended(id, 2, seq + 2, Some(9));
+        let moved = held.take("org", id).unwrap();
+        assert_eq!((moved.execution.event_count, moved.lease_until), (seq + 2, Some(9)));
+        held.keep(&small);
+        held.appended(id, 2, seq + 3, Some(9));
+        assert!(held.take("org", id).is_none(), "someone else wrote: dropped");
+    }
 }
