@@ -486,12 +486,21 @@ fn webhook_data(e: &Execution) -> Value {
 macro_rules! create_sql {
     () => {
         concat!(
-            "INSERT INTO executions (id, organization_id, execution_type, entity_id, entity_name, worker_queue_id, \
-               prompt, system_prompt, status, execution_metadata, user_metadata, execution_environment, attempt, \
-               max_attempts, last_seq, created_by, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', $9, $10, $11, 1, $12, $13, $14, $15, $15) RETURNING ",
+            "INSERT INTO executions (",
+            create_columns!(),
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', $9, $10, $11, 1, $12, $13, $14, $15, $15) RETURNING ",
             exec_columns!()
         )
+    };
+}
+
+/// The columns a new execution is stored with, in the order `create_sql!` and PostgreSQL's
+/// batch of creates give their values.
+macro_rules! create_columns {
+    () => {
+        "id, organization_id, execution_type, entity_id, entity_name, worker_queue_id, prompt, system_prompt, \
+         status, execution_metadata, user_metadata, execution_environment, attempt, max_attempts, last_seq, \
+         created_by, created_at, updated_at"
     };
 }
 

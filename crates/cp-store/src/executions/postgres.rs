@@ -244,10 +244,9 @@ pub(crate) fn create_batch<'a>(pg: &'a PgEngine, rows: &'a [NewRow]) -> BatchFut
         }
         let mut conn = pg.conns.get().await?;
         let stored: Vec<ExecutionRow> = sqlx::query_as(concat!(
-            "WITH x AS (INSERT INTO executions (id, organization_id, execution_type, entity_id, entity_name, \
-               worker_queue_id, prompt, system_prompt, status, execution_metadata, user_metadata, \
-               execution_environment, attempt, max_attempts, last_seq, created_by, created_at, updated_at) \
-             SELECT n.id, n.org, n.kind, n.entity, n.name, n.queue, n.prompt, n.system_prompt, 'queued', \
+            "WITH x AS (INSERT INTO executions (",
+            create_columns!(),
+            ") SELECT n.id, n.org, n.kind, n.entity, n.name, n.queue, n.prompt, n.system_prompt, 'queued', \
                n.metadata::jsonb, n.user_metadata::jsonb, n.environment::jsonb, 1, n.max_attempts, n.last_seq, \
                n.created_by, n.at, n.at \
              FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::text[], $6::uuid[], $7::text[], \
