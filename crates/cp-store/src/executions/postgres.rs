@@ -105,13 +105,21 @@ fn small(e: &cp_types::execution::Execution) -> bool {
             _ => left.checked_sub(8),
         }
     }
-    let env = serde_json::to_value(&e.execution_environment).unwrap_or_default();
+    let env = &e.execution_environment;
     let left = || {
         let mut left = HELD_ROW_SIZE.checked_sub(e.prompt.len())?;
-        for text in [&e.system_prompt, &e.response, &e.error_message].into_iter().flatten() {
+        let texts = [&e.system_prompt, &e.response, &e.error_message, &env.working_dir];
+        let names = env.secrets.iter().chain(&env.integration_ids);
+        for text in texts.into_iter().flatten().chain(names) {
             left = left.checked_sub(text.len())?;
         }
-        for doc in [&e.user_metadata, &e.execution_metadata, &env] {
+        for (name, value) in &env.env_vars {
+            left = left.checked_sub(name.len() + value.len())?;
+        }
+        for (name, server) in &env.mcp_servers {
+            left = fits(server, left.checked_sub(name.len())?)?;
+        }
+        for doc in [&e.user_metadata, &e.execution_metadata] {
             left = fits(doc, left)?;
         }
         Some(left)
@@ -288,26 +296,16 @@ pub(crate) fn create_batch<'a>(pg: &'a PgEngine, rows: &'a [NewRow]) -> BatchFut
             e => e.into(),
         })?;
         conn.release();
-        in_order(rows, stored, |r| r.id, |s| s.id)
+        // Answered in the requests' order.
+        let mut by_id: HashMap<Uuid, ExecutionRow> = stored.into_iter().map(|s| (s.id, s)).collect();
+        rows.iter()
+            .map(|r| {
+                by_id
+                    .remove(&r.id)
+                    .ok_or_else(|| StoreError::Unavailable("a batch answered out of step".into()))
+            })
+            .collect()
     })
-}
-
-/// A batch's results in the order of its requests, matched by row id.
-fn in_order<R, S>(
-    requests: &[R],
-    results: Vec<S>,
-    of_request: impl Fn(&R) -> Uuid,
-    of_result: impl Fn(&S) -> Uuid,
-) -> StoreResult<Vec<S>> {
-    let mut by_id: HashMap<Uuid, S> = results.into_iter().map(|s| (of_result(&s), s)).collect();
-    requests
-        .iter()
-        .map(|r| {
-            by_id
-                .remove(&of_request(r))
-                .ok_or_else(|| StoreError::Unavailable("a batch answered out of step".into()))
-        })
-        .collect()
 }
 
 /// See `Executions::claim`: the claim, its `status` event, the catalog version and the
@@ -659,13 +657,21 @@ mod tests {
         assert!(held.take("org", id).is_some());
         assert!(held.take("org", id).is_none(), "taken once");
 
-        // Large texts or large client documents are read again instead of kept.
+        // Large texts, client documents or environments are read again instead of kept.
         for large in [
-            record(&"p".repeat(HELD_ROW_SIZE), json!({})),
+            record(&"p".repeat(HELD_ROW_SIZE + 1), json!({})),
             record(
                 "hi",
                 json!({"blob": ["x".repeat(HELD_ROW_SIZE / 2), "y".repeat(HELD_ROW_SIZE / 2)]}),
             ),
+            {
+                let mut r = record("hi", json!({}));
+                r.execution
+                    .execution_environment
+                    .env_vars
+                    .insert("BIG".into(), "v".repeat(HELD_ROW_SIZE));
+                r
+            },
         ] {
             held.keep(&large);
             assert!(held.take("org", large.execution.id).is_none());
