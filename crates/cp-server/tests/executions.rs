@@ -947,6 +947,53 @@ both_backends! {
     }
 }
 
+both_backends! {
+    // On PostgreSQL a queue's claims start past the run claimed last (the claim index still
+    // holds every claimed run until a vacuum). A run that goes back to the queue sits behind
+    // that point; while newer runs keep the queue busy it must still be claimed soon, not
+    // only once the queue runs dry.
+    async fn a_run_back_in_a_busy_queue_is_claimed_soon(backend: Backend) {
+        let app = TestApp::spawn(backend).await;
+        app.unlimited().await;
+        let q = queue(&app, "busy", json!({})).await;
+        let a = agent(&app, "busy-runner").await;
+        let worker_key = app.key("default", Role::Worker).await;
+        let first = TestWorker::start(&app.url, &worker_key, &q, "first-host").await;
+        let busy = TestWorker::start(&app.url, &worker_key, &q, "busy-host").await;
+        let old = execute(&app, &a, &q, "old").await;
+        // A later run, created well after the old one (ids are ordered by creation time).
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        execute(&app, &a, &q, "newer").await;
+        let held = first.claim(3).await;
+        assert_eq!(held["execution"]["id"], old.as_str());
+        let newer = busy.claim(3).await;
+        assert_eq!(busy.complete(&newer, "ok").await.status(), 200);
+        // The old run goes back to the queue, behind the last claimed one.
+        assert_eq!(first.fail(&held, "try again", true).await.status(), 200);
+        assert_eq!(execution(&app, &old).await["status"], "queued");
+
+        // Two new runs for each one claimed: the queue never runs dry.
+        let started = std::time::Instant::now();
+        let mut claimed = 0;
+        loop {
+            execute(&app, &a, &q, "more").await;
+            execute(&app, &a, &q, "more").await;
+            let claim = busy.claim(3).await;
+            claimed += 1;
+            let id = claim["execution"]["id"].as_str().unwrap().to_string();
+            assert_eq!(busy.complete(&claim, "ok").await.status(), 200);
+            if id == old {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "{backend:?}: the old run was passed over by {claimed} newer claims"
+            );
+        }
+        assert_eq!(execution(&app, &old).await["attempt"], 2);
+    }
+}
+
 /// PostgreSQL only: a replica finishes a run from the row as its claim and the worker's event
 /// batches left it, without reading it again. A change made meanwhile on another replica (a
 /// cancel) or by a heartbeat must win over that kept row: a retryable failure of a run being

@@ -48,8 +48,21 @@ pub(crate) struct PgEngine {
     pub conns: crate::pg_conns::HotConns,
     /// The rows of the runs this replica's workers hold, as last written here.
     pub held: crate::executions::HeldRows,
+    /// Where each queue's next claim starts looking.
+    pub cursors: crate::executions::ClaimCursors,
     /// Executes' inserts, in batches (see `pg_batch`).
     pub creates: Batcher<crate::executions::NewRow, crate::executions::ExecutionRow>,
+}
+
+impl PgEngine {
+    pub(crate) fn new(pool: PgPool) -> PgEngine {
+        PgEngine {
+            conns: crate::pg_conns::HotConns::new(pool),
+            held: Default::default(),
+            cursors: Default::default(),
+            creates: Batcher::new(crate::executions::create_batch, |e| &e.creates),
+        }
+    }
 }
 
 /// Runs the same code against either pool: `with_db!(self.db, pool => query.fetch_all(pool).await)`.
@@ -189,14 +202,7 @@ impl Store {
                 .acquire_timeout(Duration::from_secs(3))
                 .connect_with(opts)
                 .await?;
-            Db::Postgres(
-                pool.clone(),
-                std::sync::Arc::new(PgEngine {
-                    conns: crate::pg_conns::HotConns::new(pool),
-                    held: Default::default(),
-                    creates: Batcher::new(crate::executions::create_batch, |e| &e.creates),
-                }),
-            )
+            Db::Postgres(pool.clone(), std::sync::Arc::new(PgEngine::new(pool)))
         } else if url.starts_with("sqlite:") {
             let opts = SqliteConnectOptions::from_str(url)?
                 .create_if_missing(true)

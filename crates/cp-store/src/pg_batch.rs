@@ -195,7 +195,6 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::pg_conns::HotConns;
 
     /// A request `n` for `row`; 13 breaks any batch it is in, 99 finds the database down.
     struct Req(u32, Uuid);
@@ -232,11 +231,7 @@ mod tests {
         let pool = sqlx::postgres::PgPoolOptions::new()
             .connect_lazy("postgres://nobody@127.0.0.1:1/none")
             .unwrap();
-        let engine = Arc::new(PgEngine {
-            conns: HotConns::new(pool),
-            held: Default::default(),
-            creates: Batcher::new(crate::executions::create_batch, |e| &e.creates),
-        });
+        let engine = Arc::new(PgEngine::new(pool));
         let shared = Uuid::now_v7();
         let submit = |n: u32, row: Uuid| {
             let engine = engine.clone();
