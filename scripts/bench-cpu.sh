@@ -19,7 +19,7 @@ args=(bench --only executions --duration 10 --data-dir "$data")
 if [ -n "$url" ]; then
   schema="$(sed -n 's/.*search_path%3D\([A-Za-z0-9_]*\).*/\1/p' <<<"$url")"
   if [ -n "$schema" ]; then
-    psql "${url%%\?*}" -qc "DROP SCHEMA IF EXISTS $schema CASCADE; CREATE SCHEMA $schema;" >/dev/null
+    psql "${url%%\?*}" -qc "SET client_min_messages = warning; DROP SCHEMA IF EXISTS $schema CASCADE; CREATE SCHEMA $schema;"
   fi
   args+=(--server-database-url "$url")
 fi
@@ -43,7 +43,7 @@ sleep 4
 pg1=$(ticks "postgres: "); sv1=$(ticks "kubiya-cp serve"); cl1=$(ticks "kubiya-cp bench"); t1=$(date +%s.%N)
 wait "$bench"
 grep -E "execute →|end to end|RSS" "$out"
-rate="$(grep -oP 'end to end[^:]*: \K[0-9]+' "$out")"
+rate="$(grep -oP 'end to end.*\): \K[0-9]+(?=/s)' "$out")"
 hz="$(getconf CLK_TCK)"
 python3 - "$t0" "$t1" "$hz" "$rate" "$pg0" "$pg1" "$sv0" "$sv1" "$cl0" "$cl1" <<'PY'
 import sys
