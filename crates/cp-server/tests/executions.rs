@@ -65,6 +65,16 @@ async fn execute(app: &TestApp, agent: &str, queue: &str, prompt: &str) -> Strin
     json(r).await["execution_id"].as_str().unwrap().to_string()
 }
 
+/// A server with a queue and an agent to run on it, both named as given, and a worker-role key.
+async fn ready(backend: Backend, queue_name: &str, agent_name: &str) -> (TestApp, String, String, String) {
+    let app = TestApp::spawn(backend).await;
+    app.unlimited().await;
+    let q = queue(&app, queue_name, json!({})).await;
+    let a = agent(&app, agent_name).await;
+    let worker_key = app.key("default", Role::Worker).await;
+    (app, q, a, worker_key)
+}
+
 async fn execution(app: &TestApp, id: &str) -> Value {
     json(app.get(&format!("/api/v1/executions/{id}")).await).await
 }
@@ -344,11 +354,7 @@ both_backends! {
     }
 
     async fn two_hundred_executions_eight_pollers_each_claimed_once(backend: Backend) {
-        let app = TestApp::spawn(backend).await;
-        app.unlimited().await;
-        let q = queue(&app, "busy", json!({})).await;
-        let a = agent(&app, "many").await;
-        let worker_key = app.key("default", Role::Worker).await;
+        let (app, q, a, worker_key) = ready(backend, "busy", "many").await;
         let mut workers = Vec::new();
         for i in 0..8 {
             workers.push(TestWorker::start(&app.url, &worker_key, &q, &format!("host-{i}")).await);
@@ -477,11 +483,7 @@ both_backends! {
     }
 
     async fn a_follower_sees_every_live_event_once_and_resumes_after_a_drop(backend: Backend) {
-        let app = TestApp::spawn(backend).await;
-        app.unlimited().await;
-        let q = queue(&app, "main", json!({})).await;
-        let a = agent(&app, "chatty").await;
-        let worker_key = app.key("default", Role::Worker).await;
+        let (app, q, a, worker_key) = ready(backend, "main", "chatty").await;
         let w = TestWorker::start(&app.url, &worker_key, &q, "host").await;
         let id = execute(&app, &a, &q, "stream it").await;
         // Followers connect before the run starts and follow it live.
@@ -534,11 +536,7 @@ both_backends! {
     }
 
     async fn nothing_is_lost_across_a_server_restart(backend: Backend) {
-        let mut app = TestApp::spawn(backend).await;
-        app.unlimited().await;
-        let q = queue(&app, "main", json!({})).await;
-        let a = agent(&app, "durable").await;
-        let worker_key = app.key("default", Role::Worker).await;
+        let (mut app, q, a, worker_key) = ready(backend, "main", "durable").await;
         let mut w = TestWorker::start(&app.url, &worker_key, &q, "host").await;
         let running = execute(&app, &a, &q, "in flight").await;
         let claim = w.claim(3).await;
@@ -897,11 +895,7 @@ both_backends! {
     // batches and heartbeats): on PostgreSQL a change whose row moved between its read and
     // its write reads again, so the cancel is neither lost nor doubled and no seq repeats.
     async fn a_cancel_racing_the_workers_events_lands_once(backend: Backend) {
-        let app = TestApp::spawn(backend).await;
-        app.unlimited().await;
-        let q = queue(&app, "racing", json!({})).await;
-        let a = agent(&app, "racer").await;
-        let worker_key = app.key("default", Role::Worker).await;
+        let (app, q, a, worker_key) = ready(backend, "racing", "racer").await;
         let w = TestWorker::start(&app.url, &worker_key, &q, "race-host").await;
         let id = execute(&app, &a, &q, "go").await;
         let claim = w.claim(3).await;
@@ -953,11 +947,7 @@ both_backends! {
     // that point; while newer runs keep the queue busy it must still be claimed soon, not
     // only once the queue runs dry.
     async fn a_run_back_in_a_busy_queue_is_claimed_soon(backend: Backend) {
-        let app = TestApp::spawn(backend).await;
-        app.unlimited().await;
-        let q = queue(&app, "busy", json!({})).await;
-        let a = agent(&app, "busy-runner").await;
-        let worker_key = app.key("default", Role::Worker).await;
+        let (app, q, a, worker_key) = ready(backend, "busy", "busy-runner").await;
         let first = TestWorker::start(&app.url, &worker_key, &q, "first-host").await;
         let busy = TestWorker::start(&app.url, &worker_key, &q, "busy-host").await;
         let old = execute(&app, &a, &q, "old").await;

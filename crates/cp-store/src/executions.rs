@@ -506,12 +506,10 @@ macro_rules! create_columns {
 
 /// The claim: the oldest queued execution of the queue becomes `running` under a new lease.
 /// `$lock` is PostgreSQL's `FOR UPDATE SKIP LOCKED` (SQLite has one writer anyway); `$gate`
-/// is a further condition on claiming at all.
+/// is a further condition on claiming at all. With `after`, the oldest past that condition
+/// is taken first, and the oldest of all only when nothing waits there.
 macro_rules! claim_sql {
-    ($lock:literal, $gate:expr) => {
-        claim_sql!($lock, $gate, claim_pick_sql!($lock, $gate, ""))
-    };
-    ($lock:literal, $gate:expr, $pick:expr) => {
+    (@take $pick:expr) => {
         concat!(
             "UPDATE executions SET status = 'running', worker_id = $3, lease_id = $4, lease_until = $5, \
                started_at = COALESCE(started_at, $6), updated_at = $6, last_seq = last_seq + 1 \
@@ -520,6 +518,18 @@ macro_rules! claim_sql {
             " AND status = 'queued' RETURNING ",
             exec_columns!()
         )
+    };
+    ($lock:literal, $gate:expr) => {
+        claim_sql!(@take claim_pick_sql!($lock, $gate, ""))
+    };
+    ($lock:literal, $gate:expr, after $after:literal) => {
+        claim_sql!(@take concat!(
+            "COALESCE(",
+            claim_pick_sql!($lock, $gate, $after),
+            ", ",
+            claim_pick_sql!($lock, $gate, ""),
+            ")"
+        ))
     };
 }
 

@@ -16,7 +16,6 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
-use uuid::Uuid;
 
 use crate::db::PgEngine;
 use crate::error::{StoreError, StoreResult};
@@ -30,12 +29,6 @@ pub(crate) type BatchFuture<'a, A> = Pin<Box<dyn Future<Output = StoreResult<Vec
 
 /// Runs a batch's statement.
 pub(crate) type RunBatch<R, A> = for<'a> fn(&'a PgEngine, &'a [R]) -> BatchFuture<'a, A>;
-
-/// A request of a batch: the row it writes, which no other request of the same batch may
-/// write (one `UPDATE … FROM UNNEST` changes a row once, whatever number of its inputs match).
-pub(crate) trait Batched: Send + Sync + 'static {
-    fn row(&self) -> Uuid;
-}
 
 type Waiting<R, A> = (R, oneshot::Sender<StoreResult<A>>);
 
@@ -54,7 +47,7 @@ struct Queue<R, A> {
     running: bool,
 }
 
-impl<R: Batched, A: Send + 'static> Batcher<R, A> {
+impl<R: Send + Sync + 'static, A: Send + 'static> Batcher<R, A> {
     pub(crate) fn new(run: RunBatch<R, A>, locate: fn(&PgEngine) -> &Batcher<R, A>) -> Self {
         Batcher {
             state: Mutex::new(Queue {
@@ -141,23 +134,14 @@ impl<R: Batched, A: Send + 'static> Batcher<R, A> {
         }
     }
 
-    /// What waits, oldest first, up to [`MAX_BATCH`] and one request per row; the rest stays
-    /// for the next batch. A request whose caller went away (a client that hung up) is
+    /// What waits, oldest first, up to [`MAX_BATCH`]; the rest stays for the next batch. A request whose caller went away (a client that hung up) is
     /// dropped unwritten, as a statement never sent would be. An empty batch ends the task,
     /// in the same lock as `running`.
     fn next_batch(&self) -> Vec<Waiting<R, A>> {
         let mut q = self.queue();
         q.waiting.retain(|(_, tx)| !tx.is_closed());
-        let mut batch: Vec<Waiting<R, A>> = Vec::new();
-        let mut rest = Vec::new();
-        for w in q.waiting.drain(..) {
-            if batch.len() < MAX_BATCH && batch.iter().all(|(r, _)| r.row() != w.0.row()) {
-                batch.push(w);
-            } else {
-                rest.push(w);
-            }
-        }
-        q.waiting = rest;
+        let take = q.waiting.len().min(MAX_BATCH);
+        let batch: Vec<Waiting<R, A>> = q.waiting.drain(..take).collect();
         if batch.is_empty() {
             q.running = false;
         }
@@ -196,14 +180,8 @@ mod tests {
 
     use super::*;
 
-    /// A request `n` for `row`; 13 breaks any batch it is in, 99 finds the database down.
-    struct Req(u32, Uuid);
-
-    impl Batched for Req {
-        fn row(&self) -> Uuid {
-            self.1
-        }
-    }
+    /// A request `n`; 13 breaks any batch it is in, 99 finds the database down.
+    struct Req(u32);
 
     /// The batches run, as their requests' numbers.
     static RUN: Mutex<Vec<Vec<u32>>> = Mutex::new(Vec::new());
@@ -232,17 +210,16 @@ mod tests {
             .connect_lazy("postgres://nobody@127.0.0.1:1/none")
             .unwrap();
         let engine = Arc::new(PgEngine::new(pool));
-        let shared = Uuid::now_v7();
-        let submit = |n: u32, row: Uuid| {
+        let submit = |n: u32| {
             let engine = engine.clone();
-            tokio::spawn(async move { DOUBLER.submit(&engine, Req(n, row)).await })
+            tokio::spawn(async move { DOUBLER.submit(&engine, Req(n)).await })
         };
-        let lone = submit(0, Uuid::now_v7());
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        // Arrive while the lone one is in flight: 1 and 2 write the same row.
-        let waiting: Vec<_> = (1..=20)
-            .map(|n| submit(n, if n <= 2 { shared } else { Uuid::now_v7() }))
-            .collect();
+        let in_flight = || tokio::time::sleep(Duration::from_millis(10));
+
+        let lone = submit(0);
+        in_flight().await;
+        // Arrive while the lone one is in flight.
+        let waiting: Vec<_> = (1..=20).map(submit).collect();
         assert_eq!(lone.await.unwrap().unwrap(), 0);
         for (n, answer) in (1..=20).zip(waiting) {
             match answer.await.unwrap() {
@@ -253,16 +230,25 @@ mod tests {
         }
         let run = RUN.lock().unwrap().clone();
         assert_eq!(run[0], vec![0], "a lone request goes at once");
-        // The next batch holds everything that waited but the second write of the shared row;
-        // it broke on 13, so its requests ran again one by one.
-        let mut second: Vec<u32> = (1..=20).filter(|&n| n != 2).collect();
+        // The next batch held everything that waited; it broke on 13, so its requests ran
+        // again one by one, each getting its own answer.
+        let second: Vec<u32> = (1..=20).collect();
         assert_eq!(run[1], second);
-        let singles: Vec<Vec<u32>> = second.drain(..).map(|n| vec![n]).collect();
-        assert_eq!(run[2..2 + singles.len()], singles[..]);
-        assert_eq!(
-            run[2 + singles.len()..],
-            [vec![2]],
-            "the shared row's second write came last"
-        );
+        let singles: Vec<Vec<u32>> = second.iter().map(|&n| vec![n]).collect();
+        assert_eq!(run[2..], singles[..]);
+
+        // A database that is down fails the whole batch, without running each again; a caller
+        // that went away before its batch is not written.
+        RUN.lock().unwrap().clear();
+        let lone = submit(98);
+        in_flight().await;
+        let gone = submit(97);
+        in_flight().await;
+        gone.abort();
+        let (down, also) = (submit(99), submit(100));
+        assert_eq!(lone.await.unwrap().unwrap(), 196);
+        assert!(matches!(down.await.unwrap(), Err(StoreError::Unavailable(_))));
+        assert!(matches!(also.await.unwrap(), Err(StoreError::Unavailable(_))));
+        assert_eq!(*RUN.lock().unwrap(), [vec![98], vec![99, 100]]);
     }
 }

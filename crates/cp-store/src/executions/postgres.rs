@@ -28,7 +28,7 @@ use super::{
 };
 use crate::db::PgEngine;
 use crate::error::{StoreError, StoreResult};
-use crate::pg_batch::{BatchFuture, Batched};
+use crate::pg_batch::BatchFuture;
 use crate::webhooks::enqueue_webhooks;
 
 /// The rows of the runs this replica's workers hold, as this replica last wrote them (by a
@@ -294,12 +294,6 @@ pub(crate) struct NewRow {
     data: Vec<String>,
 }
 
-impl Batched for NewRow {
-    fn row(&self) -> Uuid {
-        self.id
-    }
-}
-
 /// A batch of creates: the rows and their events in one statement, the rows answered in the
 /// requests' order.
 pub(crate) fn create_batch<'a>(pg: &'a PgEngine, rows: &'a [NewRow]) -> BatchFuture<'a, ExecutionRow> {
@@ -393,17 +387,7 @@ pub(super) async fn claim(
     let mut conn = pg.conns.get().await?;
     let row: PgRow = sqlx::query(concat!(
         "WITH c AS (",
-        claim_sql!(
-            "FOR UPDATE SKIP LOCKED",
-            concat!("AND NOT ", hooked_sql!()),
-            concat!(
-                "COALESCE(",
-                claim_pick_sql!("FOR UPDATE SKIP LOCKED", concat!("AND NOT ", hooked_sql!()), "AND id > $9"),
-                ", ",
-                claim_pick_sql!("FOR UPDATE SKIP LOCKED", concat!("AND NOT ", hooked_sql!()), ""),
-                ")"
-            )
-        ),
+        claim_sql!("FOR UPDATE SKIP LOCKED", concat!("AND NOT ", hooked_sql!()), after "AND id > $9"),
         "), ev AS (INSERT INTO execution_events (execution_id, seq, organization_id, event_type, data, created_at) \
            SELECT c.id, c.last_seq, c.organization_id, $7, jsonb_set($8::jsonb, '{attempt}', to_jsonb(c.attempt))::text, $6 \
            FROM c) \
