@@ -7,7 +7,6 @@ pub mod services;
 pub mod state;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -43,9 +42,16 @@ pub async fn serve(
         shutdown.await;
         hub.close();
     };
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let limits = http::connections::ConnectionLimits {
+        header_timeout: state.config.header_timeout,
+        max_connections: http::connections::connection_cap(
+            state.config.max_connections,
+            http::connections::raise_file_limit(),
+        ),
+    };
+    let app = router(state);
     release_startup_memory();
-    let result = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+    let result = http::connections::serve(listener, app, limits, shutdown).await;
     background.abort();
     reaper.abort();
     if let Some(w) = webhooks {

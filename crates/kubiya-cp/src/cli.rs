@@ -117,6 +117,19 @@ pub struct ServeArgs {
     /// Requests per minute allowed to each worker-role key.
     #[arg(long, env = "KUBIYA_CP_WORKER_RATE_LIMIT", default_value_t = 6000)]
     pub worker_rate_limit: u64,
+    /// The highest per-key rate limit (requests per minute) an organization admin may set.
+    #[arg(long, env = "KUBIYA_CP_MAX_ORG_RATE_LIMIT", default_value_t = 6000)]
+    pub max_org_rate_limit: u64,
+    /// Let organizations that turn on `webhook_allow_private_targets` send webhooks to
+    /// private, loopback and link-local addresses (off: no organization can).
+    #[arg(long, env = "KUBIYA_CP_ALLOW_PRIVATE_WEBHOOK_TARGETS")]
+    pub allow_private_webhook_targets: bool,
+    /// Seconds a connection has to send a request's headers (and to start its next request).
+    #[arg(long, env = "KUBIYA_CP_HEADER_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub header_timeout: u64,
+    /// Connections served at once; new ones past it are closed (and logged).
+    #[arg(long, env = "KUBIYA_CP_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections: u64,
 }
 
 #[derive(Subcommand)]

@@ -166,7 +166,10 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
 
     let limit = match principal.role {
         Role::Worker => state.config.worker_rate_limit,
-        _ => u64::try_from(principal.rate_limit_per_minute).unwrap_or(0),
+        // A limit set before the operator lowered the ceiling is held to it.
+        _ => u64::try_from(principal.rate_limit_per_minute)
+            .unwrap_or(0)
+            .min(state.config.max_org_rate_limit),
     };
     let decision = state.limiter.check(Meter::Key(principal.key_id), limit, now);
     if !decision.allowed {
@@ -196,6 +199,14 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
     let mut resp = next.run(req).await;
     decision.write_headers(resp.headers_mut());
     resp
+}
+
+/// The organization of a request's key when it is a usable admin key, for endpoints that need
+/// no key but tell an organization's admin more (the detailed health report).
+pub async fn admin_org(state: &AppState, headers: &HeaderMap) -> Option<String> {
+    let token = presented_key(headers)?;
+    let found = resolve(state, token).await.ok()??;
+    (found.is_usable(cp_types::now()) && found.role == Role::Admin).then_some(found.org_id)
 }
 
 /// The key's owner, from the cache or the database. Malformed keys are refused without a

@@ -31,7 +31,8 @@ fn not_found(e: cp_store::StoreError) -> ApiError {
 /// 422 when the target is private and the organization does not allow that.
 async fn check_target(state: &AppState, caller: &Principal, url: &str) -> ApiResult<()> {
     let settings = state.store.org_settings(&caller.org_id).await?;
-    sender::check_target(url.trim(), settings.webhook_allow_private_targets)
+    let allow_private = settings.webhook_allow_private_targets && state.config.allow_private_webhook_targets;
+    sender::check_target(url.trim(), allow_private)
         .await
         .map_err(|issue| ApiError::invalid("url", issue))
 }
