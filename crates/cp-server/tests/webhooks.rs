@@ -358,14 +358,14 @@ both_backends! {
         let execution = run_one(&app, &key, &queue, &agent).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(receiver.got().is_empty());
-        let health = json(app.anon(Method::GET, "/api/health/detailed").send().await.unwrap()).await;
+        let health = json(app.get("/api/health/detailed").await).await;
         assert_eq!(health["webhooks"]["pending_deliveries"], 1, "{health}");
         app.restart(fast).await;
         let got = receiver.wait_for("execution.completed", 1).await;
         assert_eq!(got[0].json()["data"]["execution"]["id"], execution.as_str());
         tokio::time::sleep(Duration::from_millis(700)).await;
         assert_eq!(receiver.got().len(), 1, "{:?}", receiver.got());
-        let health = json(app.anon(Method::GET, "/api/health/detailed").send().await.unwrap()).await;
+        let health = json(app.get("/api/health/detailed").await).await;
         assert_eq!(health["webhooks"]["pending_deliveries"], 0, "{health}");
     }
 }

@@ -148,19 +148,7 @@ async fn worker_command(
             name: q.name,
         })
         .collect();
-    let parts: Vec<String> = [
-        "kubiya-cp",
-        "worker",
-        "--queue-id",
-        "<WORKER_QUEUE_ID>",
-        "--control-plane-url",
-        &url,
-        "--api-key",
-        "$KUBIYA_API_KEY",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let parts = worker_command_parts(&url, "<WORKER_QUEUE_ID>");
     Ok(Json(WorkerCommand {
         environment_id: env.id,
         environment_name: env.name,
