@@ -331,7 +331,7 @@ both_backends! {
         // A webhook to a loopback receiver stays refused even with the org's switch on in the database.
         let open = cp_types::org::UpdateOrgSettings { webhook_allow_private_targets: Some(true), ..Default::default() };
         app.store.update_org_settings("default", &open).await.unwrap();
-        let r = app.post("/api/v1/webhooks", json!({"url": "http://127.0.0.1:9/hook", "event_types": ["execution.completed"]})).await;
+        let r = app.post("/api/v1/webhooks", json!({"url": "http://127.0.0.1:9/hook", "events": ["execution.completed"]})).await;
         assert_error(r, 422, "VALIDATION_ERROR").await;
     }
 }

@@ -697,6 +697,15 @@ impl Executions<'_> {
         self.record(id).await.map(|r| r.execution)
     }
 
+    /// The key that started an execution (for the access logs of the values its run reads).
+    pub async fn started_by(&self, id: Uuid) -> StoreResult<Option<Uuid>> {
+        let created_by: Option<String> = with_db!(self.db, pool =>
+            sqlx::query_scalar("SELECT created_by FROM executions WHERE organization_id = $1 AND id = $2")
+                .bind(self.org).bind(id).fetch_optional(pool).await)?
+        .ok_or(StoreError::NotFound)?;
+        Ok(created_by.and_then(|c| Uuid::parse_str(&c).ok()))
+    }
+
     /// The execution with its lease bookkeeping.
     pub async fn record(&self, id: Uuid) -> StoreResult<ExecutionRecord> {
         let row: ExecutionRow = with_db!(self.db, pool =>

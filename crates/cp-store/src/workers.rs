@@ -107,6 +107,17 @@ pub struct WorkerFilter {
     pub online_only: bool,
 }
 
+/// A run one of a key's workers holds.
+#[derive(Debug, Clone, Copy)]
+pub struct HeldRun {
+    pub execution_id: Uuid,
+    /// A team's run (else an agent's).
+    pub team: bool,
+    pub entity_id: Uuid,
+    /// The key that started the run.
+    pub started_by: Option<Uuid>,
+}
+
 impl Store {
     /// The workers of one organization.
     pub fn workers<'a>(&'a self, org: &'a str) -> Workers<'a> {
@@ -281,13 +292,23 @@ impl Workers<'_> {
         Ok(owner.ok_or(StoreError::NotFound)? == Some(key))
     }
 
-    /// The agents and teams whose runs the workers registered by `key` hold right now.
-    pub async fn held_entities(&self, key: Uuid) -> StoreResult<Vec<(String, Uuid)>> {
-        Ok(with_db!(self.db, pool =>
+    /// The runs that workers registered with `key` hold right now, with the agent or team
+    /// each runs and the key that started it.
+    pub async fn held_runs(&self, key: Uuid) -> StoreResult<Vec<HeldRun>> {
+        let rows: Vec<(Uuid, String, Uuid, String)> = with_db!(self.db, pool =>
             sqlx::query_as(
-                "SELECT DISTINCT e.execution_type, e.entity_id FROM executions e JOIN workers w ON w.id = e.worker_id \
+                "SELECT e.id, e.execution_type, e.entity_id, e.created_by FROM executions e JOIN workers w ON w.id = e.worker_id \
                  WHERE e.organization_id = $1 AND w.key_id = $2 AND e.status IN ('running', 'cancelling')")
-                .bind(self.org).bind(key).fetch_all(pool).await)?)
+                .bind(self.org).bind(key).fetch_all(pool).await)?;
+        Ok(rows
+            .into_iter()
+            .map(|(execution_id, kind, entity_id, created_by)| HeldRun {
+                execution_id,
+                team: kind == "team",
+                entity_id,
+                started_by: Uuid::parse_str(&created_by).ok(),
+            })
+            .collect())
     }
 
     /// The worker's queue and lease length; `NotFound` for another organization's worker.

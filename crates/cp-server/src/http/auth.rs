@@ -37,6 +37,8 @@ pub struct Principal {
     pub role: Role,
     pub org_id: String,
     pub org_name: String,
+    /// For a worker key made for one queue: that queue.
+    pub worker_queue_id: Option<Uuid>,
 }
 
 /// Keys found in the database, cached briefly. Unknown keys are not cached (that would let a
@@ -195,6 +197,7 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
         role: principal.role,
         org_id: principal.org_id,
         org_name: principal.org_name,
+        worker_queue_id: principal.worker_queue_id,
     }));
     let mut resp = next.run(req).await;
     decision.write_headers(resp.headers_mut());

@@ -22,6 +22,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::http::auth::Principal;
+use crate::http::idempotency::SealedReplay;
 use crate::http::{Admin, ApiError, ApiResult, Auth, JsonBody, Pagination, Path, Query, Read, WorkerApi};
 use crate::services::dispatch;
 use crate::state::AppState;
@@ -71,6 +72,13 @@ pub async fn register_on(
     req: &RegisterWorker,
 ) -> ApiResult<WorkerRegistration> {
     req.validate()?;
+    if let Some(own) = caller.worker_queue_id
+        && own != queue
+    {
+        return Err(ApiError::forbidden(format!(
+            "this worker key was made for worker queue {own} and registers only there"
+        )));
+    }
     let hostname = req.hostname.clone().unwrap_or_else(|| "unknown".into());
     let runner = req.runner_name.clone().unwrap_or_else(|| hostname.clone());
     let r = state
@@ -170,6 +178,13 @@ async fn poll(
     Path(id): Path<Uuid>,
     Query(q): Query<PollQuery>,
 ) -> ApiResult<Response> {
+    let mut answer = poll_answer(state, auth, id, q).await?;
+    // A claim carries the run's secret values: a replay keeps them encrypted at rest.
+    answer.extensions_mut().insert(SealedReplay);
+    Ok(answer)
+}
+
+async fn poll_answer(state: AppState, auth: Auth<WorkerApi>, id: Uuid, q: PollQuery) -> ApiResult<Response> {
     let wait = q.wait.unwrap_or(30.0);
     if !wait.is_finite() || !(0.0..=MAX_WAIT_SECONDS).contains(&wait) {
         return Err(ApiError::invalid("wait", "must be between 0 and 60 seconds"));

@@ -80,6 +80,11 @@ pub fn webhook_aad(org: &str, id: Uuid) -> Vec<u8> {
     aad(b"webhook", org, id.as_bytes())
 }
 
+/// Associated data of a stored idempotent answer: its organization and record key.
+pub fn idempotency_aad(org: &str, key: &str) -> Vec<u8> {
+    aad(b"idempotency", org, key.as_bytes())
+}
+
 /// `kind 0 org 0 subject`: the separators keep ("a", "b_c") and ("a_b", "c") apart; neither
 /// org slugs nor the kinds contain NUL.
 fn aad(kind: &[u8], org: &str, subject: &[u8]) -> Vec<u8> {
