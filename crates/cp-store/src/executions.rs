@@ -392,7 +392,13 @@ impl Draft {
             e.started_at = Some(self.at);
         }
         if !to.is_held() && e.worker_id.is_some() {
-            self.released_worker = e.worker_id.take();
+            // An ended run keeps the worker of its last attempt (who ran it); one put back
+            // in the queue belongs to no worker.
+            self.released_worker = if to.is_terminal() {
+                e.worker_id
+            } else {
+                e.worker_id.take()
+            };
             self.row.lease_id = None;
             self.row.lease_until = None;
         }

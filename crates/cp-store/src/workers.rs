@@ -330,7 +330,8 @@ impl Workers<'_> {
     }
 
     /// Records a heartbeat: the worker is alive for 3 more intervals and so are the leases of
-    /// the runs it holds. Answers the runs it must stop: those being cancelled, and those it
+    /// the runs it holds and lists in `current_executions` (a run it forgot lapses and goes back
+    /// to the queue). Answers the runs it must stop: those being cancelled, and those it
     /// reports but no longer holds (paused, re-queued after it went silent, ended).
     pub async fn heartbeat(&self, id: Uuid, hb: &Heartbeat) -> StoreResult<HeartbeatAck> {
         let org = self.org;
@@ -368,10 +369,19 @@ impl Workers<'_> {
                 .bind(org).bind(id).bind(status.as_str()).bind(Json(&hb.current_executions)).bind(hb.tasks_processed)
                 .bind(hb.system_info.clone().map(Json)).bind(at).bind(alive_until)
                 .execute(&mut *tx).await?;
-            let held: Vec<(Uuid, String)> = sqlx::query_as(
-                "UPDATE executions SET lease_until = $3 WHERE organization_id = $1 AND worker_id = $2 \
-                   AND status IN ('running', 'cancelling') RETURNING id, status")
-                .bind(org).bind(id).bind(alive_until).fetch_all(&mut *tx).await?;
+            // Ids compared in each backend's text form of its uuid column.
+            let (listed_sql, listed): (&str, Vec<String>) = if pg {
+                ("id::text IN (SELECT jsonb_array_elements_text($4))",
+                 hb.current_executions.iter().map(Uuid::to_string).collect())
+            } else {
+                ("hex(id) IN (SELECT value FROM json_each($4))",
+                 hb.current_executions.iter().map(|u| u.simple().to_string().to_uppercase()).collect())
+            };
+            let held: Vec<(Uuid, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "UPDATE executions SET lease_until = CASE WHEN {listed_sql} THEN $3 ELSE lease_until END \
+                 WHERE organization_id = $1 AND worker_id = $2 AND status IN ('running', 'cancelling') \
+                 RETURNING id, status")))
+                .bind(org).bind(id).bind(alive_until).bind(Json(listed)).fetch_all(&mut *tx).await?;
             let running: HashSet<Uuid> = held.iter().filter(|(_, s)| s == "running").map(|(id, _)| *id).collect();
             let mut cancel: Vec<Uuid> = held.iter().filter(|(_, s)| s == "cancelling").map(|(id, _)| *id).collect();
             for e in &hb.current_executions {

@@ -25,6 +25,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use crate::http::extract::RunReport;
 use crate::http::idempotency::NoReplay;
 use crate::http::{ApiError, ApiResult, Auth, JsonBody, Pagination, Path, Query, Read, WorkerApi, Write};
 use crate::services::dispatch;
@@ -210,7 +211,7 @@ async fn post_events(
     auth: Auth<WorkerApi>,
     Path(id): Path<Uuid>,
     headers: HeaderMap,
-    JsonBody(batch): JsonBody<EventBatch>,
+    RunReport(batch): RunReport<EventBatch>,
 ) -> ApiResult<(StatusCode, Json<EventsStored>)> {
     let lease_id = lease(&headers)?;
     let events = batch.into_events()?;
@@ -251,7 +252,7 @@ async fn complete(
     auth: Auth<WorkerApi>,
     Path(id): Path<Uuid>,
     headers: HeaderMap,
-    JsonBody(req): JsonBody<CompleteExecution>,
+    RunReport(req): RunReport<CompleteExecution>,
 ) -> ApiResult<Json<Execution>> {
     let lease_id = lease(&headers)?;
     let outcome = Outcome::Completed {
@@ -271,7 +272,7 @@ async fn fail(
     auth: Auth<WorkerApi>,
     Path(id): Path<Uuid>,
     headers: HeaderMap,
-    JsonBody(req): JsonBody<FailExecution>,
+    RunReport(req): RunReport<FailExecution>,
 ) -> ApiResult<Json<Execution>> {
     let lease_id = lease(&headers)?;
     let outcome = Outcome::Failed {
