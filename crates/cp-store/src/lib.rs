@@ -24,6 +24,7 @@ pub mod health;
 pub mod idempotency;
 pub mod integrations;
 pub mod keys;
+pub mod master_key;
 pub mod models;
 pub mod orgs;
 pub mod policies;

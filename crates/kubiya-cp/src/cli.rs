@@ -71,6 +71,8 @@ pub enum Command {
     Worker(WorkerArgs),
     /// Start a release server and measure it (requests/s, p50, p99).
     Bench(BenchArgs),
+    /// Re-seal every secret with a new master key (in one transaction) and replace the key file.
+    RotateMasterKey(MasterKeyArgs),
 }
 
 #[derive(Args)]
@@ -94,6 +96,18 @@ pub struct WorkerArgs {
     pub drain_timeout: u64,
 }
 
+/// Where the master key that seals secrets at rest comes from.
+#[derive(Args)]
+pub struct MasterKeyArgs {
+    /// File holding the 32-byte master key (hex, mode 0600); created only for a database
+    /// that holds nothing sealed yet.
+    #[arg(long, env = "KUBIYA_CP_MASTER_KEY_FILE")]
+    pub master_key_file: Option<PathBuf>,
+    /// The master key itself (64 hex characters); wins over the file.
+    #[arg(long, env = "KUBIYA_CP_MASTER_KEY", hide_env_values = true)]
+    pub master_key: Option<String>,
+}
+
 #[derive(Args)]
 pub struct ServeArgs {
     /// Address to listen on.
@@ -102,12 +116,8 @@ pub struct ServeArgs {
     /// URL that workers and clients use to reach this server (default: http://<listen>).
     #[arg(long, env = "KUBIYA_CP_PUBLIC_URL")]
     pub public_url: Option<String>,
-    /// File holding the 32-byte master key (hex); generated with mode 0600 when missing.
-    #[arg(long, env = "KUBIYA_CP_MASTER_KEY_FILE")]
-    pub master_key_file: Option<PathBuf>,
-    /// The master key itself (64 hex characters); wins over the file.
-    #[arg(long, env = "KUBIYA_CP_MASTER_KEY", hide_env_values = true)]
-    pub master_key: Option<String>,
+    #[command(flatten)]
+    pub key: MasterKeyArgs,
     /// First admin key of org `default` on an empty database (`kby_` and 24+ URL-safe characters).
     #[arg(long, env = "KUBIYA_CP_BOOTSTRAP_API_KEY", hide_env_values = true)]
     pub bootstrap_api_key: Option<String>,

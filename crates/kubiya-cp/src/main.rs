@@ -5,6 +5,7 @@ mod bench;
 mod bench_exec;
 mod bench_policy;
 mod cli;
+mod master_key;
 mod serve;
 mod worker;
 
@@ -32,6 +33,7 @@ fn main() -> ExitCode {
             Command::Keys(cmd) => admin::keys(&cli.global, cmd).await,
             Command::Worker(args) => worker::run(args).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::RotateMasterKey(args) => master_key::rotate(&cli.global, &args).await,
         }
     });
     match result {
