@@ -198,7 +198,17 @@ both_backends! {
         let q = json(app.post(&format!("/api/v1/environments/{env}/worker-queues"), json!({"name": "health-q"})).await).await;
         let qid = q["id"].as_str().unwrap().to_string();
         let worker_key = app.key("default", Role::Worker).await;
-        let _w = TestWorker::start(&app.url, &worker_key, &qid, "health-host").await;
+        let w = TestWorker::start(&app.url, &worker_key, &qid, "health-host").await;
+        // The official client's worker calls: get by runner name, and start a registered worker.
+        let runner = json(app.get("/api/v1/workers/health-host").await).await;
+        assert_eq!((runner["name"].as_str(), runner["worker_count"].as_i64()), (Some("health-host"), Some(1)), "{runner}");
+        assert_eq!(json(app.get(&format!("/api/v1/workers/{}", w.id)).await).await["id"], w.id.as_str());
+        assert_error(app.get("/api/v1/workers/no-such-runner").await, 404, "NOT_FOUND").await;
+        let started = json(w.post(&format!("/api/v1/workers/{}/start", w.id)).json(&json!({})).send().await.unwrap()).await;
+        assert_eq!((started["worker_id"].as_str(), started["worker_queue_id"].as_str()), (Some(w.id.as_str()), Some(qid.as_str())), "{started}");
+        let stranger = app.key("default", Role::Worker).await;
+        let r = app.req_as(&stranger, Method::POST, &format!("/api/v1/workers/{}/start", w.id)).json(&json!({})).send().await.unwrap();
+        assert_error(r, 404, "NOT_FOUND").await;
         assert_eq!(json(app.get("/api/health/detailed").await).await["workers"]["online"], 1);
         let other_admin = app.org_with_key("other-health", Role::Admin).await;
         let d = json(app.req_as(&other_admin, Method::GET, "/api/health/detailed").send().await.unwrap()).await;
