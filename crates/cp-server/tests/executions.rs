@@ -1096,3 +1096,45 @@ both_backends! {
         assert_eq!(e["worker_id"], w.id.as_str(), "{e}");
     }
 }
+
+both_backends! {
+    async fn streams_are_bounded_per_key_and_end_with_their_key(backend: Backend) {
+        let (app, q, a, _) = ready(backend, "main", "streamed").await;
+        let id = execute(&app, &a, &q, "keep streaming").await;
+        let created = app.post("/api/v1/api-keys", json!({"name": "watcher", "role": "member"})).await;
+        let created = json(created).await;
+        let (key_id, member) = (created["id"].as_str().unwrap().to_string(), created["key"].as_str().unwrap().to_string());
+        let path = format!("/api/v1/executions/{id}/stream");
+        let client = reqwest::Client::new();
+        let open = || client.get(format!("{}{path}", app.url)).bearer_auth(&member).send();
+        let mut held = Vec::new();
+        for i in 0..100 {
+            let r = open().await.unwrap();
+            assert_eq!(r.status(), 200, "stream {i}");
+            held.push(r);
+        }
+        assert_error(open().await.unwrap(), 429, "RATE_LIMITED").await;
+        // Another key has its own streams; closing one gives its place back.
+        assert_eq!(app.get(&path).await.status(), 200);
+        drop(held.pop());
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let mut watched = loop {
+            let r = open().await.unwrap();
+            if r.status() == 200 {
+                break r;
+            }
+            assert!(std::time::Instant::now() < deadline, "a closed stream kept its place");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert!(watched.chunk().await.unwrap().is_some(), "the stored events are replayed");
+
+        // Revoking the key ends its open streams within seconds.
+        assert_eq!(app.req(Method::DELETE, &format!("/api/v1/api-keys/{key_id}")).send().await.unwrap().status(), 200);
+        let revoked = std::time::Instant::now();
+        let ended = tokio::time::timeout(Duration::from_secs(5), async {
+            while let Ok(Some(_)) = watched.chunk().await {}
+        })
+        .await;
+        assert!(ended.is_ok(), "the stream outlived its key by {:?}", revoked.elapsed());
+    }
+}
