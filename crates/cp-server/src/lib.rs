@@ -98,6 +98,20 @@ async fn housekeeping(state: AppState) {
                 Err(e) => tracing::warn!(error = %e, "could not purge idempotency records"),
             }
         }
+        // Every ten minutes from five minutes after start: what is past each organization's
+        // retention.
+        if rounds % 20 == 10 {
+            match services::retention::sweep(&state.store, cp_types::now()).await {
+                Ok(s) if s != services::retention::Swept::default() => tracing::info!(
+                    events = s.events,
+                    decisions = s.decisions,
+                    deliveries = s.deliveries,
+                    "deleted what is past its retention"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "retention sweep failed"),
+            }
+        }
         rounds += 1;
     }
 }

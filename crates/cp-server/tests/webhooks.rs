@@ -429,3 +429,51 @@ async fn two_replicas_send_each_delivery_once() {
     ids.dedup();
     assert_eq!(ids.len(), 30);
 }
+
+both_backends! {
+    async fn what_is_past_retention_is_swept_and_nothing_else(backend: Backend) {
+        let app = TestApp::spawn(backend).await;
+        app.req(Method::PATCH, "/api/v1/organization/settings").json(&json!({"webhook_allow_private_targets": true, "event_retention_days": 1})).send().await.unwrap();
+        let receiver = Receiver::default();
+        let url = receiver.start().await;
+        let delivered = webhook(&app, &url, json!(["execution.completed"])).await;
+        // Nothing listens on port 9: its delivery stays pending (retried), and is kept.
+        let retried = webhook(&app, "http://127.0.0.1:9/hook", json!(["execution.completed"])).await;
+        let p = json(app.post("/api/v1/policies", json!({"name": "keep", "policy_content": "package keep\n\nallow := true\n"})).await).await;
+        app.post("/api/v1/policies/associations", json!({"policy_id": p["id"], "entity_type": "organization", "entity_id": "default"})).await;
+        let (queue, agent, key) = setup_run(&app).await;
+        let ended = run_one(&app, &key, &queue, &agent).await;
+        receiver.wait_for("execution.completed", 1).await;
+        let running = json(app.post(&format!("/api/v1/agents/{agent}/execute"), json!({"prompt": "still going", "worker_queue_id": queue})).await).await;
+        let running = running["execution_id"].as_str().unwrap().to_string();
+        let w = TestWorker::start(&app.url, &key, &queue, "keeper").await;
+        w.claim(20).await;
+        // Stored rows (an execution's `total` is its event count, which stays).
+        let count = |path: String| {
+            let app = &app;
+            async move { json(app.get(&path).await).await["items"].as_array().unwrap().len() as i64 }
+        };
+        let deliveries = |id: &Value| format!("/api/v1/webhooks/{}/deliveries", id["id"].as_str().unwrap());
+        assert!(count(format!("/api/v1/executions/{ended}/events")).await > 0);
+        let decisions_before = count("/api/v1/policies/decisions".into()).await;
+        assert!(decisions_before >= 2, "{decisions_before}");
+        assert_eq!(count(deliveries(&delivered)).await, 1);
+        assert_eq!(count(deliveries(&retried)).await, 1);
+        // Another organization keeps its default retention.
+        let other = app.org_with_key("other-retention", Role::Admin).await;
+        assert_eq!(app.req_as(&other, Method::GET, "/api/v1/organization").send().await.unwrap().status(), 200);
+
+        // Within the retention nothing goes; two days later what is past one day does.
+        let now = cp_types::now();
+        assert_eq!(cp_server::services::retention::sweep(&app.store, now).await.unwrap(), Default::default());
+        let later = now + chrono::Duration::days(2);
+        let swept = cp_server::services::retention::sweep(&app.store, later).await.unwrap();
+        assert!(swept.events > 0 && swept.decisions as i64 == decisions_before && swept.deliveries == 1, "{swept:?}");
+        assert_eq!(count(format!("/api/v1/executions/{ended}/events")).await, 0);
+        assert!(count(format!("/api/v1/executions/{running}/events")).await > 0, "a running execution keeps its events");
+        assert_eq!(json(app.get(&format!("/api/v1/executions/{ended}")).await).await["status"], "completed", "the run itself stays");
+        assert_eq!(count("/api/v1/policies/decisions".into()).await, 0);
+        assert_eq!(count(deliveries(&delivered)).await, 0);
+        assert_eq!(count(deliveries(&retried)).await, 1, "a pending delivery is still being retried");
+    }
+}

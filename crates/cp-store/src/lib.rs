@@ -31,6 +31,7 @@ pub mod policies;
 pub mod policy_associations;
 pub mod policy_decisions;
 pub mod projects;
+pub mod retention;
 pub mod secrets;
 pub mod signals;
 pub mod skills;
