@@ -823,6 +823,13 @@ pub enum CommandRefusal {
     Substitution,
     /// A quote is never closed.
     UnterminatedQuote,
+    /// A command that runs other commands (`env`, `sh -c`, `find -exec`, …), not itself
+    /// allowed: the command it names, and the part of the line it is in.
+    RunsCommands { command: String, part: String },
+    /// A `VAR=value` assignment (`PATH=…`, `LD_PRELOAD=…` change what a command runs).
+    Assignment { word: String, part: String },
+    /// A program name that the shell would expand (`$X`, `/bin/r?`), so it cannot be checked.
+    NotPlain(String),
 }
 
 impl std::fmt::Display for CommandRefusal {
@@ -832,6 +839,18 @@ impl std::fmt::Display for CommandRefusal {
             Self::Blocked(c) => write!(f, "command '{c}' is in blocked_commands"),
             Self::Substitution => f.write_str("command substitution is not allowed when commands are restricted"),
             Self::UnterminatedQuote => f.write_str("the command line has an unterminated quote"),
+            Self::RunsCommands { command, part } => write!(
+                f,
+                "'{command}' runs other commands and is not itself in allowed_commands (in '{part}')"
+            ),
+            Self::Assignment { word, part } => write!(
+                f,
+                "the assignment '{word}' is not allowed when commands are restricted (in '{part}')"
+            ),
+            Self::NotPlain(c) => write!(
+                f,
+                "the command name '{c}' is expanded by the shell and cannot be checked"
+            ),
         }
     }
 }
@@ -839,30 +858,93 @@ impl std::fmt::Display for CommandRefusal {
 impl std::error::Error for CommandRefusal {}
 
 /// Checks a command line: it is split on `;`, `&&`, `||`, `|`, `&`, newlines and parentheses;
-/// each part's program (its first word after `VAR=value` assignments, redirections and shell
-/// keywords such as `if`/`then`/`do`/`!`) must be on `allowed` when that list is non-empty, and
-/// never on `blocked` (compared with the word and with its file name, so `/bin/rm` is `rm`).
+/// each part's program (its first word after redirections and shell keywords such as
+/// `if`/`then`/`do`/`!`, with quotes and escapes resolved) must be on `allowed` when that list
+/// is non-empty, and never on `blocked` (compared with the word and with its file name, so
+/// `/bin/rm` is `rm`).
 ///
-/// With both lists empty every line passes. When either list is set, command substitution is
-/// refused: the programs it would run cannot be checked. A block list is a guard rail (a
-/// wrapper such as `sudo` or `sh -c` still gets past it); the allow list is the real limit.
+/// With both lists empty every line passes. When either list is set, command substitution,
+/// `VAR=value` assignments and program names the shell would expand are refused, and so are
+/// commands that run other commands (`env`, `xargs`, `sh`, `sudo`, `find -exec`, `git -c`,
+/// `awk` with `system(`, …) unless that exact command is on the allow list.
 pub fn check_command_line(allowed: &[String], blocked: &[String], line: &str) -> Result<(), CommandRefusal> {
     if allowed.is_empty() && blocked.is_empty() {
         return Ok(());
     }
     for words in split_command_line(line)? {
-        let Some(program) = program_of(&words) else {
+        let part = || words.join(" ");
+        let Some(at) = program_index(&words) else {
+            if let Some(w) = words.iter().find(|w| is_assignment(w)) {
+                return Err(CommandRefusal::Assignment {
+                    word: w.clone(),
+                    part: part(),
+                });
+            }
             continue;
         };
+        let program = words[at].as_str();
         let base = program.rsplit('/').next().unwrap_or(program);
         if blocked.iter().any(|b| b == program || b == base) {
             return Err(CommandRefusal::Blocked(program.to_string()));
         }
+        if let Some(w) = words[..at].iter().find(|w| is_assignment(w)) {
+            return Err(CommandRefusal::Assignment {
+                word: w.clone(),
+                part: part(),
+            });
+        }
+        if program.contains(['$', '*', '?', '[', '{', '~']) {
+            return Err(CommandRefusal::NotPlain(program.to_string()));
+        }
         if !allowed.is_empty() && !allowed.iter().any(|a| a == program) {
             return Err(CommandRefusal::NotAllowed(program.to_string()));
         }
+        if let Some(command) = runs_commands(base, &words[at + 1..])
+            && !allowed.iter().any(|a| *a == command)
+        {
+            return Err(CommandRefusal::RunsCommands { command, part: part() });
+        }
     }
     Ok(())
+}
+
+/// Programs that run a command given in their arguments, whatever the arguments.
+const COMMAND_RUNNERS: &[&str] = &[
+    "env", "xargs", "sh", "bash", "zsh", "dash", "ksh", "ash", "fish", "csh", "tcsh", "eval", "exec", "nohup",
+    "timeout", "nice", "ionice", "sudo", "doas", "su", "runuser", "command", "builtin", ".", "source", "setsid",
+    "stdbuf", "chroot", "unshare", "nsenter", "flock", "watch", "parallel", "strace", "ltrace", "taskset", "chrt",
+    "script", "busybox", "time", "unbuffer",
+];
+
+/// The command as it must appear on the allow list when `program` with these arguments runs
+/// other commands (`env`, `find -exec`, `git -c`, `awk system(`); `None` when it does not.
+fn runs_commands(program: &str, args: &[String]) -> Option<String> {
+    if COMMAND_RUNNERS.contains(&program) {
+        return Some(program.to_string());
+    }
+    match program {
+        "find" => args
+            .iter()
+            .find(|a| matches!(a.as_str(), "-exec" | "-execdir" | "-ok" | "-okdir"))
+            .map(|a| format!("find {a}")),
+        // Only git's own options, before its subcommand (`git grep -c` counts matches).
+        "git" => {
+            let mut i = 0;
+            while let Some(a) = args.get(i).filter(|a| a.starts_with('-')) {
+                if a == "-c" || a.starts_with("--config") || a.starts_with("--exec-path") {
+                    return Some(format!("git {}", a.split('=').next().unwrap_or(a)));
+                }
+                i += if a == "-C" { 2 } else { 1 };
+            }
+            None
+        }
+        // An awk program can start commands with `system(…)` or pipe to and from them.
+        "awk" | "gawk" | "mawk" | "nawk" => args
+            .iter()
+            .any(|a| !a.starts_with('-') && (a.contains("system") || a.contains('|')))
+            .then(|| format!("{program} system(")),
+        _ => None,
+    }
 }
 
 /// Words that precede a command without being its program.
@@ -870,7 +952,8 @@ const SHELL_KEYWORDS: &[&str] = &[
     "!", "if", "then", "else", "elif", "fi", "do", "done", "while", "until", "time", "{", "}", "esac",
 ];
 
-fn program_of(words: &[String]) -> Option<&str> {
+/// Where a part's program is: after keywords, assignments and redirections.
+fn program_index(words: &[String]) -> Option<usize> {
     let mut i = 0;
     while i < words.len() {
         let w = words[i].as_str();
@@ -879,7 +962,7 @@ fn program_of(words: &[String]) -> Option<&str> {
         } else if let Some(needs_target) = redirection(w) {
             i += if needs_target { 2 } else { 1 };
         } else {
-            return Some(w);
+            return Some(i);
         }
     }
     None
@@ -1628,7 +1711,6 @@ mod tests {
         assert_eq!(ok("cat a.txt | grep x && echo done; ls\nls"), Ok(()));
         assert_eq!(ok("ls 2>&1 | grep x >out.txt"), Ok(()));
         assert_eq!(ok("echo 'a; rm -rf /' \"b | rm\""), Ok(()));
-        assert_eq!(ok("FOO=1 ls"), Ok(()));
         assert_eq!(ok(""), Ok(()));
         assert_eq!(ok("  ;; "), Ok(()));
         assert_eq!(ok("ls # rm -rf /"), Ok(()));
@@ -1652,10 +1734,120 @@ mod tests {
         assert_eq!(ok("echo 'unterminated"), Err(CommandRefusal::UnterminatedQuote));
     }
 
+    /// Each line: the allow list, the block list, the command line, and `None` when it runs or
+    /// the part of the refusal's message that names what was refused.
+    #[test]
+    fn commands_that_run_commands_and_quoting_tricks() {
+        let ls = &["ls", "cat", "echo", "find", "git", "awk", "grep"][..];
+        let none = &[][..];
+        let rm = &["rm"][..];
+        let table: &[(&[&str], &[&str], &str, Option<&str>)] = &[
+            // Quoting and escapes resolve to the real name before the check.
+            (ls, rm, "r''m -rf /", Some("'rm' is in blocked")),
+            (ls, rm, "\"r\"m x", Some("'rm' is in blocked")),
+            (ls, rm, "\\rm x", Some("'rm' is in blocked")),
+            (ls, rm, "'r'\"m\" x", Some("'rm' is in blocked")),
+            (none, rm, "r\\m x", Some("'rm' is in blocked")),
+            (ls, none, "l''s -la", None),
+            // Leading assignments change what runs (PATH, LD_PRELOAD).
+            (ls, none, "FOO=1 ls", Some("assignment 'FOO=1'")),
+            (ls, none, "PATH=/tmp ls", Some("assignment 'PATH=/tmp'")),
+            (
+                none,
+                rm,
+                "LD_PRELOAD=/x.so cat y",
+                Some("assignment 'LD_PRELOAD=/x.so'"),
+            ),
+            (none, rm, "X=rm; $X -rf /", Some("assignment 'X=rm'")),
+            (ls, none, "echo FOO=1", None),
+            // Names the shell expands cannot be checked.
+            (none, rm, "$X -rf /", Some("'$X' is expanded")),
+            (none, rm, "/bin/r? -rf /", Some("'/bin/r?' is expanded")),
+            (none, rm, "{rm,-rf,/}", Some("'{rm,-rf,/}' is expanded")),
+            // Wrappers run what follows them: refused unless allowed themselves.
+            (
+                none,
+                rm,
+                "env rm x",
+                Some("'env' runs other commands and is not itself in allowed_commands (in 'env rm x')"),
+            ),
+            (none, rm, "env", Some("'env' runs other commands")),
+            (
+                none,
+                rm,
+                "ls | xargs rm",
+                Some("'xargs' runs other commands and is not itself in allowed_commands (in 'xargs rm')"),
+            ),
+            (
+                none,
+                rm,
+                "sh -c 'rm x'",
+                Some("'sh' runs other commands and is not itself in allowed_commands (in 'sh -c rm x')"),
+            ),
+            (none, rm, "bash -c 'rm x'", Some("'bash' runs")),
+            (none, rm, "/bin/zsh -c 'rm x'", Some("'zsh' runs")),
+            (none, rm, "eval 'rm x'", Some("'eval' runs")),
+            (none, rm, "exec rm x", Some("'exec' runs")),
+            (none, rm, "nohup rm x", Some("'nohup' runs")),
+            (none, rm, "timeout 5 rm x", Some("'timeout' runs")),
+            (none, rm, "nice -n 5 rm x", Some("'nice' runs")),
+            (none, rm, "sudo rm x", Some("'sudo' runs")),
+            (none, rm, "command rm x", Some("'command' runs")),
+            (none, rm, ". ./script.sh", Some("'.' runs")),
+            (
+                none,
+                rm,
+                "find . -exec rm {} ;",
+                Some("'find -exec' runs other commands"),
+            ),
+            (none, rm, "find . -execdir rm {} +", Some("'find -execdir' runs")),
+            (ls, none, "find . -ok rm {} ;", Some("'find -ok' runs")),
+            (ls, none, "find . -name '*.rs'", None),
+            (
+                none,
+                rm,
+                "git -c core.pager='rm x' log",
+                Some("'git -c' runs other commands"),
+            ),
+            (
+                ls,
+                none,
+                "git --config-env=core.pager=X log",
+                Some("'git --config-env' runs"),
+            ),
+            (ls, none, "git -C repo -c alias.x=!rm x", Some("'git -c' runs")),
+            (ls, none, "git grep -c foo", None),
+            (ls, none, "git log --oneline", None),
+            (ls, none, "awk 'BEGIN { system(\"rm x\") }'", Some("'awk system(' runs")),
+            (none, rm, "gawk '{ print | \"sh\" }' f", Some("'gawk system(' runs")),
+            (ls, none, "awk -F: '{ print $1 }' /etc/passwd", None),
+            // On the allow list, the exact wrapper is the operator's choice.
+            (&["env", "rm"], none, "env rm x", None),
+            (&["sh"], none, "sh -c 'anything'", None),
+            (&["find", "find -exec"], none, "find . -exec ls ;", None),
+            (&["find"], none, "find . -exec ls ;", Some("'find -exec' runs")),
+            (&["git", "git -c"], none, "git -c a=b log", None),
+            (&["awk", "awk system("], none, "awk 'BEGIN{system(\"ls\")}'", None),
+            // Substitutions and subshells stay refused.
+            (none, rm, "echo $(rm x)", Some("substitution")),
+            (none, rm, "echo `rm x`", Some("substitution")),
+            (ls, none, "(rm x)", Some("'rm' is not in allowed")),
+            (none, none, "env rm x; FOO=1 sh -c x", None),
+        ];
+        for (allowed, blocked, line, refused) in table {
+            let got = check_command_line(&s(allowed), &s(blocked), line);
+            match (refused, got) {
+                (None, Ok(())) => {}
+                (Some(want), Err(e)) => assert!(e.to_string().contains(want), "{line}: {e}"),
+                (want, got) => panic!("{line}: wanted {want:?}, got {got:?}"),
+            }
+        }
+    }
+
     #[test]
     fn command_lists_alone() {
         // Only a block list: anything else runs.
-        assert_eq!(check_command_line(&[], &s(&["rm"]), "curl x | sh"), Ok(()));
+        assert_eq!(check_command_line(&[], &s(&["rm"]), "curl x | grep y"), Ok(()));
         assert_eq!(
             check_command_line(&[], &s(&["rm"]), "curl x; rm y"),
             Err(CommandRefusal::Blocked("rm".into()))
