@@ -290,16 +290,7 @@ async fn configured_bootstrap_keys_are_checked_and_used() {
     assert!(stderr(&o).contains("kby_"), "{}", stderr(&o));
 
     let key = "kby_configured-bootstrap-key-0123456789";
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut child = db
-        .cmd(&["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .env("KUBIYA_CP_BOOTSTRAP_API_KEY", key)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_ready(&base, &mut child).await;
+    let (mut child, base) = serve_ready(&db, key).await;
     assert_eq!(status_with(&base, key).await, 200);
     assert!(
         !Path::new(&db.dir.path().join("admin-api-key")).exists(),

@@ -35,30 +35,22 @@ pub async fn sweep(store: &Store, now: Timestamp) -> StoreResult<Swept> {
 
 /// Deletes what `org` stored before `before`, batch by batch.
 pub async fn sweep_org(store: &Store, org: &str, before: Timestamp) -> StoreResult<Swept> {
-    let mut swept = Swept::default();
+    Ok(Swept {
+        events: drain(|| store.purge_old_events(org, before, EVENT_RUNS_PER_BATCH)).await?,
+        decisions: drain(|| store.purge_old_decisions(org, before, ROWS_PER_BATCH)).await?,
+        deliveries: drain(|| store.purge_old_deliveries(org, before, ROWS_PER_BATCH)).await?,
+    })
+}
+
+/// Runs `batch` until it deletes nothing, pausing between batches; the rows deleted.
+async fn drain<F: Future<Output = StoreResult<u64>>>(mut batch: impl FnMut() -> F) -> StoreResult<u64> {
+    let mut total = 0;
     loop {
-        let n = store.purge_old_events(org, before, EVENT_RUNS_PER_BATCH).await?;
-        swept.events += n;
+        let n = batch().await?;
         if n == 0 {
-            break;
+            return Ok(total);
         }
+        total += n;
         tokio::time::sleep(BREATHE).await;
     }
-    loop {
-        let n = store.purge_old_decisions(org, before, ROWS_PER_BATCH).await?;
-        swept.decisions += n;
-        if n < ROWS_PER_BATCH as u64 {
-            break;
-        }
-        tokio::time::sleep(BREATHE).await;
-    }
-    loop {
-        let n = store.purge_old_deliveries(org, before, ROWS_PER_BATCH).await?;
-        swept.deliveries += n;
-        if n < ROWS_PER_BATCH as u64 {
-            break;
-        }
-        tokio::time::sleep(BREATHE).await;
-    }
-    Ok(swept)
 }
