@@ -338,12 +338,18 @@ both_backends! {
         let d = denied[0].json();
         assert_eq!((d["data"]["decision"]["entity_id"].as_str(), d["data"]["decision"]["blocked"].as_bool()), (Some(agent.as_str()), Some(true)), "{d}");
         let worker = TestWorker::start(&app.url, &key, &queue, "announced").await;
+        // Every change of status is announced: busy, idle again, draining; a heartbeat that
+        // changes nothing is not.
+        for status in ["busy", "busy", "online", "draining"] {
+            let r = worker.post(&format!("/api/v1/workers/{}/heartbeat", worker.id)).json(&json!({"status": status})).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+        }
         worker.disconnect().await;
-        let changes = receiver.wait_for("worker.status_changed", 2).await;
+        let changes = receiver.wait_for("worker.status_changed", 5).await;
         // Deliveries are concurrent, so they may arrive in any order (as Standard Webhooks allows).
         let mut statuses: Vec<String> = changes.iter().map(|c| c.json()["data"]["worker"]["status"].as_str().unwrap().to_string()).collect();
         statuses.sort();
-        assert_eq!(statuses, ["disconnected", "online"]);
+        assert_eq!(statuses, ["busy", "disconnected", "draining", "online", "online"]);
     }
 
     async fn an_event_written_before_a_restart_is_delivered_once(backend: Backend) {

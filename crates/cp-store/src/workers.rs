@@ -354,7 +354,8 @@ impl Workers<'_> {
                 return Err(StoreError::Conflict("the worker disconnected; register again".into()));
             }
             let alive_until = now_ms + 3 * self.second_ms * interval;
-            if current == "offline" {
+            // Every change is an event: back from offline, busy, idle again, draining.
+            if current != status.as_str() {
                 let back: Option<StatusRow> = sqlx::query_as(
                     "SELECT id, organization_id, worker_queue_id, hostname, runner_name FROM workers WHERE id = $1")
                     .bind(id).fetch_optional(&mut *tx).await?;
