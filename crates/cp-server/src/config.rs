@@ -25,6 +25,9 @@ pub struct ServerConfig {
     pub webhook_retry_unit: std::time::Duration,
     /// Whether this server sends webhooks (tests turn it off to hold deliveries back).
     pub webhook_sender: bool,
+    /// How policy sandbox children are started and bounded: by default this executable's
+    /// hidden `policy-sandbox` command (tests run another binary, see `kcp-policy-sandbox`).
+    pub policy_sandbox: cp_policy::SandboxConfig,
 }
 
 impl ServerConfig {
@@ -41,6 +44,7 @@ impl ServerConfig {
             second_ms: 1000,
             webhook_retry_unit: std::time::Duration::from_secs(1),
             webhook_sender: true,
+            policy_sandbox: cp_policy::SandboxConfig::current_exe(&["policy-sandbox"]),
         }
     }
 }

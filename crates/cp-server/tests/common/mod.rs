@@ -132,7 +132,7 @@ impl TestApp {
             .expect("fresh database");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let mut config = ServerConfig::new(addr, [7u8; 32]);
+        let mut config = server_config(addr);
         configure(&mut config);
         let state = AppState::new(store.clone(), config);
         let (tx, rx) = oneshot::channel::<()>();
@@ -249,7 +249,7 @@ impl TestApp {
         store.migrate().await.expect("migrate");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let mut config = ServerConfig::new(addr, [7u8; 32]);
+        let mut config = server_config(addr);
         configure(&mut config);
         let state = AppState::new(store.clone(), config);
         let (tx, rx) = oneshot::channel::<()>();
@@ -275,7 +275,7 @@ impl TestApp {
         let store = Store::connect(&self.db.url).await.expect("connect");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let state = AppState::new(store, ServerConfig::new(addr, [7u8; 32]));
+        let state = AppState::new(store, server_config(addr));
         let (tx, rx) = oneshot::channel::<()>();
         tokio::spawn(cp_server::serve(listener, state, async move {
             let _ = rx.await;
@@ -304,6 +304,14 @@ impl Drop for TestApp {
 }
 
 /// Reads a JSON body, panicking with the status and text when it is not JSON.
+/// The configuration of a test server on `addr`: policies run in the sandbox binary built
+/// for these tests (the test binary is not `kubiya-cp`).
+pub fn server_config(addr: std::net::SocketAddr) -> ServerConfig {
+    let mut config = ServerConfig::new(addr, [7u8; 32]);
+    config.policy_sandbox = cp_policy::SandboxConfig::new(env!("CARGO_BIN_EXE_kcp-policy-sandbox"), Vec::new());
+    config
+}
+
 pub async fn json(resp: Response) -> Value {
     let status = resp.status();
     let text = resp.text().await.expect("body");
