@@ -71,6 +71,10 @@ pub enum Command {
     Worker(WorkerArgs),
     /// Start a release server and measure it (requests/s, p50, p99).
     Bench(BenchArgs),
+    /// A policy sandbox child: the server starts these to compile and evaluate Rego within
+    /// memory and time limits (the protocol is on stdin and stdout).
+    #[command(hide = true)]
+    PolicySandbox,
 }
 
 #[derive(Args)]
@@ -174,7 +178,7 @@ pub struct BenchArgs {
     /// PostgreSQL database or schema to measure PostgreSQL.
     #[arg(long)]
     pub server_database_url: Option<String>,
-    /// Run one part only: the HTTP lists, policy decisions (in-process, no server) or executions.
+    /// Run one part only: the HTTP lists, policy decisions (through the policy sandbox, no server) or executions.
     #[arg(long, value_enum)]
     pub only: Option<BenchPart>,
 }
