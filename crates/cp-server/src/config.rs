@@ -35,6 +35,9 @@ pub struct ServerConfig {
     pub header_timeout: std::time::Duration,
     /// Connections served at once; past it new ones are closed at once.
     pub max_connections: usize,
+    /// How policy sandbox children are started and bounded: by default this executable's
+    /// hidden `policy-sandbox` command (tests run another binary, see `kcp-policy-sandbox`).
+    pub policy_sandbox: cp_policy::SandboxConfig,
 }
 
 impl ServerConfig {
@@ -55,6 +58,7 @@ impl ServerConfig {
             max_org_rate_limit: 6000,
             header_timeout: std::time::Duration::from_secs(10),
             max_connections: 10_000,
+            policy_sandbox: cp_policy::SandboxConfig::current_exe(&["policy-sandbox"]),
         }
     }
 }

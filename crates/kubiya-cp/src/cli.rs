@@ -73,6 +73,10 @@ pub enum Command {
     Bench(BenchArgs),
     /// Re-seal every secret with a new master key (in one transaction) and replace the key file.
     RotateMasterKey(MasterKeyArgs),
+    /// A policy sandbox child: the server starts these to compile and evaluate Rego within
+    /// memory and time limits (the protocol is on stdin and stdout).
+    #[command(hide = true)]
+    PolicySandbox,
 }
 
 #[derive(Args)]
@@ -197,7 +201,7 @@ pub struct BenchArgs {
     /// PostgreSQL database or schema to measure PostgreSQL.
     #[arg(long)]
     pub server_database_url: Option<String>,
-    /// Run one part only: the HTTP lists, policy decisions (in-process, no server) or executions.
+    /// Run one part only: the HTTP lists, policy decisions (through the policy sandbox, no server) or executions.
     #[arg(long, value_enum)]
     pub only: Option<BenchPart>,
 }

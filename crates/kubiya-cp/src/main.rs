@@ -17,6 +17,14 @@ use cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A sandbox child stays single-threaded and quiet: no runtime, no logging (its stdout is
+    // the protocol, its address space is bounded).
+    if let Command::PolicySandbox = cli.command {
+        return match cp_policy::sandbox::run_child() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(_) => ExitCode::FAILURE,
+        };
+    }
     cli::init_logging(&cli.global);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -34,6 +42,7 @@ fn main() -> ExitCode {
             Command::Worker(args) => worker::run(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::RotateMasterKey(args) => master_key::rotate(&cli.global, &args).await,
+            Command::PolicySandbox => Ok(()),
         }
     });
     match result {

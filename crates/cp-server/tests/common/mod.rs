@@ -19,6 +19,8 @@ use tokio::sync::oneshot;
 /// their organization's rate limit and send webhooks to loopback receivers.
 pub fn test_config(addr: SocketAddr) -> ServerConfig {
     let mut config = ServerConfig::new(addr, [7u8; 32]);
+    // The test binary is not kubiya-cp: policies are decided by the sandbox's own small binary.
+    config.policy_sandbox = cp_policy::SandboxConfig::new(env!("CARGO_BIN_EXE_kcp-policy-sandbox"), Vec::new());
     config.max_org_rate_limit = 1_000_000;
     config.allow_private_webhook_targets = true;
     config
@@ -312,7 +314,6 @@ impl Drop for TestApp {
     }
 }
 
-/// Reads a JSON body, panicking with the status and text when it is not JSON.
 pub async fn json(resp: Response) -> Value {
     let status = resp.status();
     let text = resp.text().await.expect("body");
