@@ -708,6 +708,11 @@ def policies_check_authorization():
     expect(yes.get("authorized") is True, "check_authorization (allowed)", yes)
 
 
+def policies_health():
+    code, h = http("GET", "/api/v1/policies/health")
+    expect(code == 200 and h.get("status") == "healthy", "GET /policies/health", h)
+
+
 def policies_delete():
     p = need(policy, "policies.create")
     expect_deleted(client.policies.delete(p["id"]), p["id"], "policies.delete")
@@ -717,6 +722,7 @@ def policies_delete():
     expect(after.get("allowed") is True and after.get("policies_evaluated") == 0, "a deleted policy applies", after)
 
 
+check("GET /api/v1/policies/health", policies_health)
 check("policies.list / get", policies_list_get)
 check("policies.update (PUT)", policies_update)
 check("policies.evaluate (POST /policies/evaluate)", policies_evaluate)

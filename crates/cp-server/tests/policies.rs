@@ -129,5 +129,8 @@ both_backends! {
         assert_eq!(json(r).await["valid"], true);
         // Stored content is never rewritten past the compiler: no bomb was stored.
         assert_eq!(json(app.get("/api/v1/policies").await).await["total"], 0);
+        // The engine is healthy after every bomb (the official client's GET /policies/health).
+        let h = json(app.get("/api/v1/policies/health").await).await;
+        assert_eq!(h["status"], "healthy", "{h}");
     }
 }

@@ -16,10 +16,10 @@ use cp_types::policy::{
     ResolvedPolicy, UpdatePolicy, UpdatePolicyAssociation, ValidatePolicy,
 };
 use cp_types::{Deleted, Page, PageParams, Timestamp};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::json;
-use utoipa::IntoParams;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
@@ -43,12 +43,45 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(authorize_short))
         .routes(routes!(enforce_tool_call))
         .routes(routes!(list_decisions))
+        .routes(routes!(policy_engine_health))
         .routes(routes!(get_policy, update_policy, delete_policy))
         .routes(routes!(validate_policy))
 }
 
 fn not_found(e: cp_store::StoreError) -> ApiError {
     ApiError::from_store(e, "policy")
+}
+
+/// Whether policies can be decided: a trivial policy is compiled in the sandbox (the official
+/// client's `GET /policies/health`).
+#[utoipa::path(get, path = "/api/v1/policies/health", tag = "policies",
+    responses((status = 200, body = PolicyEngineHealth)))]
+async fn policy_engine_health(State(state): State<AppState>, _auth: Auth<Read>) -> Json<PolicyEngineHealth> {
+    let started = std::time::Instant::now();
+    let probe = state.policies.compile("package kubiya.health\n\nallow := true\n").await;
+    let (status, error) = match probe {
+        Ok(Ok(_)) => ("healthy", None),
+        Ok(Err(e)) => ("degraded", Some(e.message)),
+        Err(e) => ("degraded", Some(e.to_string())),
+    };
+    Json(PolicyEngineHealth {
+        status: status.into(),
+        engine: "regorus (in-process Rego, in bounded sandbox processes)".into(),
+        latency_ms: started.elapsed().as_secs_f64() * 1e3,
+        error,
+    })
+}
+
+/// `GET /policies/health`.
+#[derive(Debug, Serialize, ToSchema)]
+struct PolicyEngineHealth {
+    /// `healthy` or `degraded`.
+    status: String,
+    engine: String,
+    /// How long compiling a trivial policy took.
+    latency_ms: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
 }
 
 /// Compiles `content` in the policy sandbox: the package it declares, or why not.
