@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::agent::{Emitter, RunError};
+use crate::sandbox::Sandbox;
 
 /// The message of a worker host without the CLI.
 pub const MISSING: &str = "claude_code runtime needs the `claude` CLI on the worker host";
@@ -28,7 +29,7 @@ fn is_executable(p: &Path) -> bool {
 }
 
 /// Runs the prompt (the conversation's last user message) through the CLI.
-pub async fn run(claim: &Claim, emit: &Emitter) -> Result<(String, Usage), RunError> {
+pub async fn run(claim: &Claim, emit: &Emitter, sandbox: &Sandbox) -> Result<(String, Usage), RunError> {
     let cli = find_cli(&std::env::var("PATH").unwrap_or_default()).ok_or_else(|| RunError::Fatal(MISSING.into()))?;
     let prompt = claim
         .history
@@ -37,14 +38,21 @@ pub async fn run(claim: &Claim, emit: &Emitter) -> Result<(String, Usage), RunEr
         .find(|m| m.role == "user")
         .map(|m| m.content.clone())
         .unwrap_or_else(|| claim.execution.prompt.clone());
-    let mut cmd = tokio::process::Command::new(cli);
+    // Only the run's variables, the model's key and URL and a usable PATH and HOME: nothing of
+    // the worker's own environment (its API key above all).
+    let mut cmd = sandbox
+        .command(&cli, claim.environment.working_dir.as_deref())
+        .map_err(RunError::Fatal)?;
     cmd.args(["-p", &prompt, "--output-format", "stream-json", "--verbose"])
+        .env(
+            "PATH",
+            std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
+        )
+        .env("HOME", std::env::var("HOME").unwrap_or_else(|_| "/tmp".into()))
         .envs(&claim.env_vars)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .kill_on_drop(true);
+        .stderr(Stdio::null());
     if let Some(system) = &claim.system_prompt {
         cmd.args(["--append-system-prompt", system]);
     }
@@ -56,9 +64,6 @@ pub async fn run(claim: &Claim, emit: &Emitter) -> Result<(String, Usage), RunEr
         if let Some(url) = &m.base_url {
             cmd.env("ANTHROPIC_BASE_URL", url);
         }
-    }
-    if let Some(dir) = &claim.environment.working_dir {
-        cmd.current_dir(dir);
     }
     let mut child = cmd
         .spawn()

@@ -308,3 +308,34 @@ async fn configured_bootstrap_keys_are_checked_and_used() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// The worker's help shows its operator flags and not `--api-key` (a flag's value is visible
+/// to every process of the host; the key comes from KUBIYA_API_KEY), which stays accepted.
+#[test]
+fn worker_help_hides_the_api_key_flag() {
+    let help = Command::new(BIN).args(["worker", "--help"]).output().unwrap();
+    let text = stdout(&help);
+    assert!(help.status.success(), "{text}");
+    for flag in ["--allow-private-http", "--unsandboxed-tools", "--queue-id"] {
+        assert!(text.contains(flag), "{flag} missing from {text}");
+    }
+    assert!(!text.contains("--api-key"), "{text}");
+    // Still accepted: an unreachable control plane, not an unknown flag, is what stops it.
+    let run = Command::new(BIN)
+        .args(["worker", "--queue-id", "00000000-0000-0000-0000-000000000000"])
+        .args(["--api-key", "x", "--control-plane-url", "not a url", "--help"])
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", stderr(&run));
+    // Without a key it says where the key goes.
+    let run = Command::new(BIN)
+        .args(["worker", "--queue-id", "00000000-0000-0000-0000-000000000000"])
+        .env_remove("KUBIYA_API_KEY")
+        .output()
+        .unwrap();
+    assert!(
+        !run.status.success() && stderr(&run).contains("KUBIYA_API_KEY"),
+        "{}",
+        stderr(&run)
+    );
+}
