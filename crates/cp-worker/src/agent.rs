@@ -380,34 +380,12 @@ impl<'a> Agent<'a> {
             let refusal = format!("the arguments of {} were not valid JSON; call it again", call.name);
             return Ok((refusal, true, Usage::default()));
         }
-        let claim = self.claim;
-        if claim.policy_enforcement != PolicyEnforcement::Off {
-            let risk = tool.kind.risk(&call.arguments);
-            match self
-                .cp
-                .enforce(claim.execution.id, &call.name, &call.arguments, risk)
-                .await
-            {
-                Ok(decision) => {
-                    if decision["policies_evaluated"].as_u64().unwrap_or(0) > 0 {
-                        self.emit.emit("policy_decision", self.tagged(decision.clone()));
-                    }
-                    if decision["blocked"] == true {
-                        let why: Vec<&str> = decision["violations"]
-                            .as_array()
-                            .map(|v| v.iter().filter_map(Value::as_str).collect())
-                            .unwrap_or_default();
-                        let refusal = format!("Tool execution blocked by policy: {}", why.join("; "));
-                        return Ok((refusal, true, Usage::default()));
-                    }
-                }
-                // Blocking mode fails closed: no decision, no tool call.
-                Err(e) if claim.policy_enforcement == PolicyEnforcement::Blocking => {
-                    let refusal = format!("Tool execution blocked: no policy decision ({e})");
-                    return Ok((refusal, true, Usage::default()));
-                }
-                Err(e) => tracing::warn!(error = %e, "no policy decision; monitoring mode lets the call run"),
-            }
+        let risk = tool.kind.risk(&call.arguments);
+        let tag = |d: Value| self.tagged(d);
+        if let Some(refusal) =
+            policy_refusal(self.cp, self.claim, self.emit, &call.name, &call.arguments, risk, &tag).await
+        {
+            return Ok((refusal, true, Usage::default()));
         }
         if let ToolKind::Delegate(index) = tool.kind {
             let task = call.arguments["task"].as_str().unwrap_or_default().to_string();
@@ -417,6 +395,45 @@ impl<'a> Agent<'a> {
         }
         let (output, is_error) = tool.kind.run(&call.arguments).await;
         Ok((output, is_error, Usage::default()))
+    }
+}
+
+/// The policy decision on a tool call (unless enforcement is off), reported as a
+/// `policy_decision` event; the refusal to return instead of running the tool, if any. Blocking
+/// mode fails closed: no decision, no tool call. Used by every runtime.
+pub(crate) async fn policy_refusal(
+    cp: &ControlPlane,
+    claim: &Claim,
+    emit: &Emitter,
+    tool: &str,
+    arguments: &Value,
+    risk: &str,
+    tag: &(dyn Fn(Value) -> Value + Sync),
+) -> Option<String> {
+    if claim.policy_enforcement == PolicyEnforcement::Off {
+        return None;
+    }
+    match cp.enforce(claim.execution.id, tool, arguments, risk).await {
+        Ok(decision) => {
+            if decision["policies_evaluated"].as_u64().unwrap_or(0) > 0 {
+                emit.emit("policy_decision", tag(decision.clone()));
+            }
+            if decision["blocked"] == true {
+                let why: Vec<&str> = decision["violations"]
+                    .as_array()
+                    .map(|v| v.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default();
+                return Some(format!("Tool execution blocked by policy: {}", why.join("; ")));
+            }
+            None
+        }
+        Err(e) if claim.policy_enforcement == PolicyEnforcement::Blocking => {
+            Some(format!("Tool execution blocked: no policy decision ({e})"))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "no policy decision; monitoring mode lets the call run");
+            None
+        }
     }
 }
 

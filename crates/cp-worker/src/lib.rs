@@ -12,6 +12,7 @@ pub mod agent;
 pub mod claude_code;
 pub mod client;
 pub mod files;
+pub mod hook;
 pub mod http;
 pub mod sandbox;
 pub mod shell;
@@ -322,7 +323,7 @@ async fn execute(cp: &ControlPlane, claim: &Claim, tools: &ToolSettings) {
     let claude_code = claim.agent.as_ref().map(|a| a.runtime) == Some(cp_types::runtime::Runtime::ClaudeCode)
         || claim.team.as_ref().map(|t| t.runtime) == Some(cp_types::runtime::Runtime::ClaudeCode);
     let result = if claude_code {
-        claude_code::run(claim, &emit, &tools.sandbox).await
+        claude_code::run(cp, claim, &emit, &tools.sandbox).await
     } else {
         agent::run(cp, claim, &emit, tools).await
     };

@@ -41,7 +41,7 @@ impl Sandbox {
         cmd.stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null());
-        match Plan::new(None) {
+        match Plan::new(None, &[]) {
             Ok(plan) => {
                 // SAFETY: the hook only makes async-signal-safe system calls (see `Plan::enter`).
                 unsafe {
@@ -57,8 +57,14 @@ impl Sandbox {
     }
 
     /// A command for `program` with an empty environment, its own process group (so stopping
-    /// it stops what it started), killed when dropped, in `working_dir`, inside the sandbox.
-    pub fn command(&self, program: &Path, working_dir: Option<&str>) -> Result<tokio::process::Command, String> {
+    /// it stops what it started), killed when dropped, in `working_dir`, inside the sandbox;
+    /// `keep` are files it needs that may be under /tmp (at most two).
+    pub fn command(
+        &self,
+        program: &Path,
+        working_dir: Option<&str>,
+        keep: &[&Path],
+    ) -> Result<tokio::process::Command, String> {
         let mut cmd = tokio::process::Command::new(program);
         cmd.env_clear().process_group(0).kill_on_drop(true);
         if let Some(dir) = working_dir {
@@ -78,7 +84,7 @@ impl Sandbox {
                     Some(d) => Some(std::path::absolute(d).map_err(|e| format!("bad working directory: {e}"))?),
                     None => std::env::current_dir().ok(),
                 };
-                let plan = Plan::new(dir.as_deref()).map_err(|e| format!("cannot prepare the sandbox: {e}"))?;
+                let plan = Plan::new(dir.as_deref(), keep).map_err(|e| format!("cannot prepare the sandbox: {e}"))?;
                 // SAFETY: the hook only makes async-signal-safe system calls (see `Plan::enter`).
                 unsafe {
                     cmd.pre_exec(move || plan.enter());
@@ -89,35 +95,67 @@ impl Sandbox {
     }
 }
 
+/// Most paths under /tmp kept visible in the private one.
+const MAX_KEPT: usize = 3;
+
+/// A path under /tmp that stays visible in the private /tmp: the directories to create there
+/// (the last one is the path itself when it is a directory), and the path.
+struct Kept {
+    dirs: Vec<CString>,
+    path: CString,
+    is_dir: bool,
+}
+
 /// Everything the hook needs, allocated before the fork (nothing may allocate after it).
 struct Plan {
     /// `uid_map` and `gid_map` lines when a user namespace is needed (not root).
     user_maps: Option<(CString, CString)>,
-    /// A working directory under /tmp: the directories to create in the private /tmp, the
-    /// last one being the directory itself, bound back there.
-    workdir_in_tmp: Vec<CString>,
+    /// The working directory first when it is under /tmp, then the files to keep.
+    kept: Vec<Kept>,
+    /// Whether the first kept path is the working directory (entered once bound back).
+    workdir_kept: bool,
 }
 
 impl Plan {
-    fn new(working_dir: Option<&Path>) -> io::Result<Plan> {
+    fn new(working_dir: Option<&Path>, files: &[&Path]) -> io::Result<Plan> {
         // SAFETY: getuid/getgid cannot fail and touch no memory.
         let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
         let user_maps = (uid != 0)
             .then(|| Ok::<_, io::Error>((CString::new(format!("0 {uid} 1"))?, CString::new(format!("0 {gid} 1"))?)))
             .transpose()?;
-        let mut workdir_in_tmp = Vec::new();
-        if let Some(dir) = working_dir
-            && let Ok(rest) = dir.strip_prefix("/tmp")
-        {
+        let kept_at = |path: &Path, is_dir: bool| -> io::Result<Option<Kept>> {
+            let Ok(rest) = path.strip_prefix("/tmp") else {
+                return Ok(None);
+            };
             let mut at = std::path::PathBuf::from("/tmp");
+            let mut dirs = Vec::new();
             for part in rest.components() {
                 at.push(part);
-                workdir_in_tmp.push(CString::new(at.as_os_str().as_bytes())?);
+                dirs.push(CString::new(at.as_os_str().as_bytes())?);
             }
+            if !is_dir {
+                dirs.pop();
+            }
+            Ok(Some(Kept {
+                dirs,
+                path: CString::new(path.as_os_str().as_bytes())?,
+                is_dir,
+            }))
+        };
+        let mut kept = Vec::new();
+        let workdir = working_dir.map(|d| kept_at(d, true)).transpose()?.flatten();
+        let workdir_kept = workdir.is_some();
+        kept.extend(workdir);
+        for f in files {
+            kept.extend(kept_at(f, false)?);
+        }
+        if kept.len() > MAX_KEPT {
+            return Err(io::Error::other("too many paths under /tmp to keep"));
         }
         Ok(Plan {
             user_maps,
-            workdir_in_tmp,
+            kept,
+            workdir_kept,
         })
     }
 
@@ -186,9 +224,15 @@ impl Plan {
             {
                 return Err(err());
             }
-            // The working directory, held open (in this mount namespace, where it can be bound
-            // from): the private /tmp may hide it by its path.
-            let cwd = libc::open(c".".as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC);
+            // The paths to keep, held open (in this mount namespace, where they can be bound
+            // from): the private /tmp hides them by their path.
+            let mut fds = [-1; MAX_KEPT];
+            for (fd, k) in fds.iter_mut().zip(&self.kept) {
+                *fd = libc::open(k.path.as_ptr(), libc::O_PATH | libc::O_CLOEXEC);
+                if *fd < 0 {
+                    return Err(err());
+                }
+            }
             let tmp_data = c"mode=1777".as_ptr().cast();
             let tmp_flags = libc::MS_NOSUID | libc::MS_NODEV;
             if libc::mount(
@@ -201,18 +245,22 @@ impl Plan {
             {
                 return Err(err());
             }
-            if let Some(target) = self.workdir_in_tmp.last()
-                && cwd >= 0
-            {
-                for dir in &self.workdir_in_tmp {
-                    libc::mkdir(dir.as_ptr(), 0o700);
+            for (fd, k) in fds.iter().zip(&self.kept) {
+                for dir in &k.dirs {
+                    libc::mkdir(dir.as_ptr(), 0o755);
+                }
+                if !k.is_dir {
+                    let f = libc::open(k.path.as_ptr(), libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC, 0o600);
+                    if f >= 0 {
+                        libc::close(f);
+                    }
                 }
                 // Bound from the descriptor: this /proc is the namespace's, where `self` is us.
                 let mut source = *b"/proc/self/fd/\0\0\0\0\0\0\0\0\0\0\0";
-                write_decimal(&mut source[14..], cwd);
+                write_decimal(&mut source[14..], *fd);
                 if libc::mount(
                     source.as_ptr().cast(),
-                    target.as_ptr(),
+                    k.path.as_ptr(),
                     none,
                     libc::MS_BIND,
                     std::ptr::null(),
@@ -220,12 +268,13 @@ impl Plan {
                 {
                     return Err(err());
                 }
-                if libc::chdir(target.as_ptr()) != 0 {
-                    return Err(err());
-                }
+                libc::close(*fd);
             }
-            if cwd >= 0 {
-                libc::close(cwd);
+            if self.workdir_kept
+                && let Some(k) = self.kept.first()
+                && libc::chdir(k.path.as_ptr()) != 0
+            {
+                return Err(err());
             }
             for cap in DROPPED_CAPS {
                 if libc::prctl(libc::PR_CAPBSET_DROP, *cap, 0, 0, 0) != 0 {

@@ -62,7 +62,7 @@ impl Shell {
         if let Err(refused) = self.check(command) {
             return (refused, true);
         }
-        let mut cmd = match self.sandbox.command(Path::new("sh"), self.working_dir.as_deref()) {
+        let mut cmd = match self.sandbox.command(Path::new("sh"), self.working_dir.as_deref(), &[]) {
             Ok(c) => c,
             Err(refused) => return (refused, true),
         };

@@ -71,6 +71,10 @@ pub enum Command {
     Worker(WorkerArgs),
     /// Start a release server and measure it (requests/s, p50, p99).
     Bench(BenchArgs),
+    /// Claude Code's PreToolUse hook, run by the worker's claude_code runtime: asks the worker
+    /// whether a tool use may run (exit code 2 and the reason on stderr when it may not).
+    #[command(hide = true)]
+    ClaudeHook,
 }
 
 #[derive(Args)]

@@ -377,13 +377,24 @@ async fn a_real_worker_runs_agents_end_to_end() {
     // (Outside /tmp: the CLI starts in the sandbox, whose /tmp is its own.)
     let bin_dir = tempfile::tempdir_in("/var/tmp").unwrap();
     let fake_claude = bin_dir.path().join("claude");
+    // It asks the PreToolUse hook from its --settings before a destructive Bash use, and
+    // reports whether the worker's key is in its environment.
     std::fs::write(&fake_claude, concat!(
         "#!/bin/sh\n",
+        "prompt=\"$2\"\n",
+        "while [ $# -gt 0 ]; do [ \"$1\" = --settings ] && settings=\"$2\"; shift; done\n",
+        "hook=$(printf '%s' \"$settings\" | sed 's/.*\"command\":\"\\([^\"]*\\)\".*/\\1/')\n",
         "echo '{\"type\":\"system\",\"subtype\":\"init\"}'\n",
         "echo '{\"type\":\"assistant\",\"message\":{\"content\":[{\"type\":\"text\",\"text\":\"Looking\"},{\"type\":\"tool_use\",\"id\":\"t1\",\"name\":\"Bash\",\"input\":{\"command\":\"ls\"}}]}}'\n",
-        "echo '{\"type\":\"user\",\"message\":{\"content\":[{\"type\":\"tool_result\",\"tool_use_id\":\"t1\",\"content\":\"a.txt\",\"is_error\":false}]}}'\n",
-        "printf '{\"type\":\"result\",\"is_error\":false,\"result\":\"claude code did: %s\",\"usage\":{\"input_tokens\":11,\"output_tokens\":3}}\\n' \"$2\"\n",
-    )).unwrap();
+        "printf '{\"type\":\"user\",\"message\":{\"content\":[{\"type\":\"tool_result\",\"tool_use_id\":\"t1\",\"content\":\"a.txt keys:%s\",\"is_error\":false}]}}\\n' \"$(env | grep -c -e '^KUBIYA_API_KEY=' -e \"$WORKER_KEY_VALUE\")\"\n",
+        "if why=$(echo '{\"hook_event_name\":\"PreToolUse\",\"tool_name\":\"Bash\",\"tool_input\":{\"command\":\"rm -rf /\"}}' | sh -c \"$hook\" 2>&1); then\n",
+        "  out='ran rm'\n",
+        "else\n",
+        "  out=\"hook refused: $(echo \"$why\" | tr -d '\"\\\\')\"\n",
+        "fi\n",
+        "printf '{\"type\":\"user\",\"message\":{\"content\":[{\"type\":\"tool_result\",\"tool_use_id\":\"t2\",\"content\":\"%s\",\"is_error\":true}]}}\\n' \"$out\"\n",
+        "printf '{\"type\":\"result\",\"is_error\":false,\"result\":\"claude code did: %s\",\"usage\":{\"input_tokens\":11,\"output_tokens\":3}}\\n' \"$prompt\"\n",
+    ).replace("$WORKER_KEY_VALUE", &worker_key)).unwrap();
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&fake_claude, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -604,6 +615,13 @@ async fn a_real_worker_runs_agents_end_to_end() {
             json!({"name": "coder", "runtime": "claude_code", "model_id": "fake/claude-test"}),
         )
         .await;
+    // Blocking again: the destructive-command policy must stop Claude Code's Bash use too.
+    api.call(
+        Method::PATCH,
+        "/api/v1/organization/settings",
+        Some(json!({"policy_enforcement": "blocking"})),
+    )
+    .await;
     let done = api.execute(coder["id"].as_str().unwrap(), &queue, "tidy up").await;
     assert_eq!(
         (done["status"].as_str(), done["response"].as_str()),
@@ -615,6 +633,21 @@ async fn a_real_worker_runs_agents_end_to_end() {
     for t in ["message_chunk", "tool_started", "tool_completed", "message"] {
         assert!(types.iter().any(|x| x == t), "{t} missing from {types:?}");
     }
+    // Its hook asked the worker, which asked the policies: the use was blocked and reported;
+    // the CLI had neither the worker's key variable nor its value.
+    let events = api
+        .get(&format!(
+            "/api/v1/executions/{}/events?limit=500",
+            done["id"].as_str().unwrap()
+        ))
+        .await
+        .to_string();
+    assert!(events.contains("policy_decision"), "{events}");
+    assert!(
+        events.contains("hook refused: Tool execution blocked by policy: destructive command refused: rm -rf /"),
+        "{events}"
+    );
+    assert!(events.contains("a.txt keys:0"), "{events}");
 
     // A team delegates to its two members, each on its own loop, and reports their answers.
     let mut members = Vec::new();
