@@ -108,7 +108,8 @@ impl Shell {
                 true,
             ),
             Ok((out, status)) => {
-                let mut text = String::from_utf8_lossy(&out).into_owned();
+                // NUL (from /proc files, binaries) is refused by the control plane's text fields.
+                let mut text = String::from_utf8_lossy(&out).replace('\0', "\u{fffd}");
                 if text.len() > MAX_OUTPUT {
                     let mut cut = MAX_OUTPUT;
                     while !text.is_char_boundary(cut) {
@@ -241,6 +242,7 @@ mod tests {
             "{}",
             &out[out.len().saturating_sub(80)..]
         );
+        assert_eq!(s.run("printf 'a\\0b'").await, ("a\u{fffd}b".to_string(), false));
         let (out, failed) = s.run("echo oops >&2; exit 3").await;
         assert!(failed && out.contains("oops"), "{out}");
         let started = std::time::Instant::now();
