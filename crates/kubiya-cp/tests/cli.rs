@@ -339,3 +339,27 @@ fn worker_help_hides_the_api_key_flag() {
         stderr(&run)
     );
 }
+
+/// The Claude Code hook blocks (exit code 2, the reason on stderr) when it cannot ask a
+/// worker: a tool use is never allowed by default.
+#[test]
+fn the_claude_hook_fails_closed() {
+    use std::io::Write;
+    let mut child = Command::new(BIN)
+        .arg("claude-hook")
+        .env_remove("KUBIYA_HOOK_SOCKET")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(br#"{"tool_name":"Bash","tool_input":{"command":"ls"}}"#)
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("KUBIYA_HOOK_SOCKET"), "{}", stderr(&out));
+}
