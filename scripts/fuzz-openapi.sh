@@ -17,7 +17,7 @@ work=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 key="kby_$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
 env -u KUBIYA_CP_DATABASE_URL -u DATABASE_URL KUBIYA_CP_LOG=warn \
-  "$bin" serve --data-dir "$work" --listen "127.0.0.1:$port" --bootstrap-api-key "$key" >"$work/server.log" 2>&1 &
+  "$bin" serve --data-dir "$work" --listen "127.0.0.1:$port" --bootstrap-api-key "$key" --max-org-rate-limit 1000000 >"$work/server.log" 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null || true; rm -rf "$work"' EXIT
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/api/ready" >/dev/null && break; sleep 0.1; done

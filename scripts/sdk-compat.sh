@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Compatibility with the official Python client: installs kubiya-sdk 2.1.6 from PyPI into a venv,
 # starts a fresh server and drives `kubiya.control_plane_client.ControlPlaneClient` through its
-# health, models, runtimes, skills, agents, context, secrets, integrations and policies services
+# health, models, runtimes, skills, agents, context, secrets, integrations, policies and workers services
 # (tests/sdk/compat.py). Exits non-zero if any step fails.
 # Usage: scripts/sdk-compat.sh [path to a built kubiya-cp]   (default: the debug build)
 set -euo pipefail
@@ -18,7 +18,7 @@ work=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 key="kby_$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
 env -u KUBIYA_CP_DATABASE_URL -u DATABASE_URL KUBIYA_CP_LOG=warn \
-  "$bin" serve --data-dir "$work" --listen "127.0.0.1:$port" --bootstrap-api-key "$key" >"$work/server.log" 2>&1 &
+  "$bin" serve --data-dir "$work" --listen "127.0.0.1:$port" --bootstrap-api-key "$key" --max-org-rate-limit 1000000 >"$work/server.log" 2>&1 &
 server=$!
 cleanup() {
   status=$?

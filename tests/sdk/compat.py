@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Drives the official Python client (kubiya-sdk 2.1.6, `kubiya.control_plane_client`) against a
 running server through every method of its health, models, runtimes, skills, agents, context,
-secrets and integrations services, and checks what comes back.
+secrets, integrations, policies and workers services, and checks what comes back.
 
 Run by scripts/sdk-compat.sh, which starts a fresh server and sets:
   KCP_SDK_BASE_URL   e.g. http://127.0.0.1:8001
@@ -722,6 +722,52 @@ check("policies.update (PUT)", policies_update)
 check("policies.evaluate (POST /policies/evaluate)", policies_evaluate)
 check("policies.check_authorization (POST /policies/authorize)", policies_check_authorization)
 check("policies.delete", policies_delete)
+
+
+# ---------------------------------------------------------------- workers
+
+RUNNER = f"sdk-runner-{RUN}"
+
+
+def worker_setup():
+    code, envs = http("GET", "/api/v1/environments")
+    expect(code == 200, "list environments", envs)
+    env = envs["items"][0]["id"]
+    code, queue = http("POST", f"/api/v1/environments/{env}/worker-queues", {"name": f"sdk-q-{RUN}"})
+    expect(code == 201, "create a worker queue", queue)
+    # The admin key registers a worker as its runner (workers.register speaks the legacy body).
+    code, reg = http("POST", f"/api/v1/worker-queues/{queue['id']}/start", {"hostname": RUNNER, "runner_name": RUNNER})
+    expect(code == 201, "register a worker", reg)
+    return reg
+
+
+registered = check("(setup) a worker registered on a new queue", worker_setup)
+
+
+def workers_list():
+    reg = need(registered, "worker registration")
+    rows = items_of(client.workers.list(), "workers.list")
+    expect(reg["worker_id"] in [r["id"] for r in rows], "workers.list lacks the worker", rows)
+
+
+def workers_get():
+    need(registered, "worker registration")
+    runner = client.workers.get(RUNNER)
+    expect(runner.get("name") == RUNNER and runner.get("worker_count") == 1, "workers.get(runner_name)", runner)
+    expect_status(lambda: client.workers.get(f"no-runner-{RUN}"), {404}, "unknown runner")
+
+
+def workers_start():
+    reg = need(registered, "worker registration")
+    started = client.workers.start(reg["worker_id"])
+    expect(started.get("worker_id") == reg["worker_id"], "workers.start worker_id", started)
+    expect(started.get("worker_queue_id") == reg["worker_queue_id"], "workers.start queue", started)
+    expect_status(lambda: client.workers.start(str(uuid.uuid4())), {404}, "workers.start of an unknown worker")
+
+
+check("workers.list", workers_list)
+check("workers.get (runner name)", workers_get)
+check("workers.start", workers_start)
 
 
 def agents_delete():

@@ -25,6 +25,19 @@ pub struct ServerConfig {
     pub webhook_retry_unit: std::time::Duration,
     /// Whether this server sends webhooks (tests turn it off to hold deliveries back).
     pub webhook_sender: bool,
+    /// The operator lets organizations send webhooks to private and loopback addresses (each
+    /// organization still has to turn it on).
+    pub allow_private_webhook_targets: bool,
+    /// The highest per-key rate limit (requests per minute) an organization may set.
+    pub max_org_rate_limit: u64,
+    /// How long a connection may take to send a request's headers, and to start the next
+    /// request on a kept-alive connection.
+    pub header_timeout: std::time::Duration,
+    /// Connections served at once; past it new ones are closed at once.
+    pub max_connections: usize,
+    /// How policy sandbox children are started and bounded: by default this executable's
+    /// hidden `policy-sandbox` command (tests run another binary, see `kcp-policy-sandbox`).
+    pub policy_sandbox: cp_policy::SandboxConfig,
 }
 
 impl ServerConfig {
@@ -41,6 +54,11 @@ impl ServerConfig {
             second_ms: 1000,
             webhook_retry_unit: std::time::Duration::from_secs(1),
             webhook_sender: true,
+            allow_private_webhook_targets: false,
+            max_org_rate_limit: 6000,
+            header_timeout: std::time::Duration::from_secs(10),
+            max_connections: 10_000,
+            policy_sandbox: cp_policy::SandboxConfig::current_exe(&["policy-sandbox"]),
         }
     }
 }

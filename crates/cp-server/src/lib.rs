@@ -7,7 +7,6 @@ pub mod services;
 pub mod state;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -43,9 +42,16 @@ pub async fn serve(
         shutdown.await;
         hub.close();
     };
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let limits = http::connections::ConnectionLimits {
+        header_timeout: state.config.header_timeout,
+        max_connections: http::connections::connection_cap(
+            state.config.max_connections,
+            http::connections::raise_file_limit(),
+        ),
+    };
+    let app = router(state);
     release_startup_memory();
-    let result = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+    let result = http::connections::serve(listener, app, limits, shutdown).await;
     background.abort();
     reaper.abort();
     if let Some(w) = webhooks {
@@ -90,6 +96,20 @@ async fn housekeeping(state: AppState) {
                 Ok(n) if n > 0 => tracing::debug!(purged = n, "idempotency records expired"),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "could not purge idempotency records"),
+            }
+        }
+        // Every ten minutes from five minutes after start: what is past each organization's
+        // retention.
+        if rounds % 20 == 10 {
+            match services::retention::sweep(&state.store, cp_types::now()).await {
+                Ok(s) if s != services::retention::Swept::default() => tracing::info!(
+                    events = s.events,
+                    decisions = s.decisions,
+                    deliveries = s.deliveries,
+                    "deleted what is past its retention"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "retention sweep failed"),
             }
         }
         rounds += 1;

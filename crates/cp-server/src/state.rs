@@ -31,6 +31,7 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(store: Store, config: ServerConfig) -> Self {
+        let policies = Arc::new(PolicyEngine::new(config.policy_sandbox.clone()));
         AppState {
             store: store.with_second_ms(config.second_ms),
             config: Arc::new(config),
@@ -38,7 +39,7 @@ impl AppState {
             keys: Arc::default(),
             lists: Arc::default(),
             hub: Arc::default(),
-            policies: Arc::default(),
+            policies,
             run_contexts: Arc::default(),
             webhooks: Arc::default(),
             started_at: Instant::now(),

@@ -307,4 +307,115 @@ both_backends! {
         let org = json(app.get("/api/v1/organization").await).await;
         assert_eq!(org["id"], "default");
     }
+    async fn settings_that_open_the_host_are_the_operators(backend: Backend) {
+        let app = TestApp::spawn_with(backend, |c| {
+            c.allow_private_webhook_targets = false;
+            c.max_org_rate_limit = 6000;
+        })
+        .await;
+        let patch = |body: serde_json::Value| app.req(Method::PATCH, "/api/v1/organization/settings").json(&body).send();
+        let r = patch(json!({"webhook_allow_private_targets": true})).await.unwrap();
+        let err = json(r).await;
+        assert_eq!(err["error"]["code"], "FORBIDDEN", "{err}");
+        assert!(err["error"]["message"].as_str().unwrap().contains("--allow-private-webhook-targets"), "{err}");
+        let r = patch(json!({"rate_limit_tier": "enterprise", "rate_limit_per_minute": 6001})).await.unwrap();
+        assert_error(r, 403, "FORBIDDEN").await;
+        let s = json(patch(json!({"rate_limit_tier": "enterprise", "rate_limit_per_minute": 6000, "webhook_allow_private_targets": false})).await.unwrap()).await;
+        assert_eq!((s["rate_limit_per_minute"].as_i64(), s["webhook_allow_private_targets"].as_bool()), (Some(6000), Some(false)));
+        // A limit stored before the operator lowered the ceiling is held to it.
+        let high = cp_types::org::UpdateOrgSettings { rate_limit_per_minute: Some(50_000), ..Default::default() };
+        app.store.update_org_settings("default", &high).await.unwrap();
+        let fresh = app.key("default", Role::Member).await;
+        let r = app.req_as(&fresh, Method::GET, "/api/v1/projects").send().await.unwrap();
+        assert_eq!(r.headers()["x-ratelimit-limit"], "6000");
+        // A webhook to a loopback receiver stays refused even with the org's switch on in the database.
+        let open = cp_types::org::UpdateOrgSettings { webhook_allow_private_targets: Some(true), ..Default::default() };
+        app.store.update_org_settings("default", &open).await.unwrap();
+        let r = app.post("/api/v1/webhooks", json!({"url": "http://127.0.0.1:9/hook", "events": ["execution.completed"]})).await;
+        assert_error(r, 422, "VALIDATION_ERROR").await;
+    }
+}
+
+/// Raw TCP connections that send part of a request's headers and stop.
+async fn stalled(addr: std::net::SocketAddr, n: usize) -> Vec<tokio::net::TcpStream> {
+    use tokio::io::AsyncWriteExt;
+    let mut conns = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        c.write_all(b"GET /api/health HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+        conns.push(c);
+    }
+    conns
+}
+
+/// Whether the server closed `c` (end of stream or reset) within `within`.
+async fn closed_within(c: &mut tokio::net::TcpStream, within: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 1024];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, c.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            // A 408 or other answer before the close is fine; keep reading to the end.
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn stalled_connections_are_dropped_and_capped() {
+    let app = TestApp::spawn_with(common::Backend::Sqlite, |c| c.header_timeout = Duration::from_secs(1)).await;
+    let mut conns = stalled(app.addr, 3000).await;
+    // The server keeps answering while 3,000 half-sent requests sit on it.
+    let r = app.anon(Method::GET, "/api/health").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let started = std::time::Instant::now();
+    for (i, c) in conns.iter_mut().enumerate() {
+        assert!(
+            closed_within(c, Duration::from_secs(10)).await,
+            "connection {i} still open after {:?}",
+            started.elapsed()
+        );
+    }
+    // A kept-alive connection that sends nothing more is closed after the same delay.
+    let mut idle = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        idle.write_all(b"GET /api/health HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 512];
+        let n = idle.read(&mut buf).await.unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    }
+    assert!(
+        closed_within(&mut idle, Duration::from_secs(10)).await,
+        "idle keep-alive connection left open"
+    );
+
+    // Past the cap, new connections are closed at once and old ones keep working.
+    let capped = TestApp::spawn_with(common::Backend::Sqlite, |c| {
+        c.header_timeout = Duration::from_secs(30);
+        c.max_connections = 20;
+    })
+    .await;
+    let held = stalled(capped.addr, 20).await;
+    let mut extra = tokio::net::TcpStream::connect(capped.addr).await.unwrap();
+    assert!(
+        closed_within(&mut extra, Duration::from_secs(5)).await,
+        "a connection past the cap was served"
+    );
+    drop(held);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        // The slots come back as the server notices the closed connections.
+        if let Ok(r) = capped.anon(Method::GET, "/api/health").send().await
+            && r.status() == 200
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "slots were not given back");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -726,14 +726,16 @@ async fn worker_process() {
         return;
     };
     let w = TestWorker::start(&url, &key, &queue, "doomed").await;
+    let claim = w.claim(10).await;
+    // Heartbeats extend the leases of the runs they list.
     let beating = w.clone();
+    let held = claim["execution"]["id"].as_str().unwrap().to_string();
     tokio::spawn(async move {
         loop {
-            beating.heartbeat(&[]).await;
+            beating.heartbeat(&[held.as_str()]).await;
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     });
-    let claim = w.claim(10).await;
     assert_eq!(
         w.events(&claim, json!([{"type": "thinking", "data": {"step": 1}}]))
             .await
@@ -1042,4 +1044,97 @@ async fn a_change_on_another_replica_wins_over_the_row_a_replica_kept() {
         (1..=e["event_count"].as_i64().unwrap()).collect::<Vec<_>>(),
         "{events}"
     );
+}
+
+both_backends! {
+    async fn a_forgotten_run_lapses_and_binary_output_still_ends_it(backend: Backend) {
+        let app = fast_app(backend).await;
+        let q = queue(&app, "main", json!({"heartbeat_interval": 10})).await;
+        let a = agent(&app, "forgetful").await;
+        let worker_key = app.key("default", Role::Worker).await;
+        let w = TestWorker::start(&app.url, &worker_key, &q, "forgetful").await;
+        let id = execute(&app, &a, &q, "forget me").await;
+        w.claim(3).await;
+        // The worker stays alive but no longer lists the run: its lease is not extended, and
+        // the run goes back to the queue.
+        let started = std::time::Instant::now();
+        loop {
+            assert_eq!(w.heartbeat(&[]).await.status(), 200);
+            let e = execution(&app, &id).await;
+            if e["status"] == "queued" {
+                assert_eq!(e["attempt"], 2);
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(10), "the forgotten run kept its lease: {e}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+
+        // Tool output with NUL (a binary file, /proc/*/environ) is stored, not refused.
+        let claim = w.claim(3).await;
+        let r = w.events(&claim, json!([{"type": "tool_completed", "data": {"tool_output": "bin\u{0}ary", "k\u{0}": 1}}])).await;
+        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+        assert_eq!(w.complete(&claim, "done\u{0}").await.status(), 200);
+        let e = execution(&app, &id).await;
+        assert_eq!((e["status"].as_str(), e["response"].as_str()), (Some("completed"), Some("done\u{FFFD}")));
+        // The final record names the worker that ran it.
+        assert_eq!(e["worker_id"], w.id.as_str(), "{e}");
+        let events = json(app.get(&format!("/api/v1/executions/{id}/events")).await).await;
+        let tool = events["items"].as_array().unwrap().iter().find(|e| e["event_type"] == "tool_completed" || e["type"] == "tool_completed").cloned();
+        let tool = tool.unwrap_or_else(|| panic!("no tool event: {events}"));
+        assert!(tool.to_string().contains("bin\u{FFFD}ary"), "{tool}");
+
+        // Failed and cancelled runs keep their worker too.
+        let failed = execute(&app, &a, &q, "fail me").await;
+        let claim = w.claim(3).await;
+        assert_eq!(w.fail(&claim, "broke\u{0}", false).await.status(), 200);
+        let e = execution(&app, &failed).await;
+        assert_eq!((e["status"].as_str(), e["worker_id"].as_str()), (Some("failed"), Some(w.id.as_str())), "{e}");
+        let cancelled = execute(&app, &a, &q, "cancel me").await;
+        w.claim(3).await;
+        assert!(app.post(&format!("/api/v1/executions/{cancelled}/cancel"), json!({})).await.status().is_success());
+        let e = wait_for(&app, &cancelled, "cancelled").await;
+        assert_eq!(e["worker_id"], w.id.as_str(), "{e}");
+    }
+}
+
+both_backends! {
+    async fn streams_are_bounded_per_key_and_end_with_their_key(backend: Backend) {
+        let (app, q, a, _) = ready(backend, "main", "streamed").await;
+        let id = execute(&app, &a, &q, "keep streaming").await;
+        let created = app.post("/api/v1/api-keys", json!({"name": "watcher", "role": "member"})).await;
+        let created = json(created).await;
+        let (key_id, member) = (created["id"].as_str().unwrap().to_string(), created["key"].as_str().unwrap().to_string());
+        let path = format!("/api/v1/executions/{id}/stream");
+        let client = reqwest::Client::new();
+        let open = || client.get(format!("{}{path}", app.url)).bearer_auth(&member).send();
+        let mut held = Vec::new();
+        for i in 0..100 {
+            let r = open().await.unwrap();
+            assert_eq!(r.status(), 200, "stream {i}");
+            held.push(r);
+        }
+        assert_error(open().await.unwrap(), 429, "RATE_LIMITED").await;
+        // Another key has its own streams; closing one gives its place back.
+        assert_eq!(app.get(&path).await.status(), 200);
+        drop(held.pop());
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let mut watched = loop {
+            let r = open().await.unwrap();
+            if r.status() == 200 {
+                break r;
+            }
+            assert!(std::time::Instant::now() < deadline, "a closed stream kept its place");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert!(watched.chunk().await.unwrap().is_some(), "the stored events are replayed");
+
+        // Revoking the key ends its open streams within seconds.
+        assert_eq!(app.req(Method::DELETE, &format!("/api/v1/api-keys/{key_id}")).send().await.unwrap().status(), 200);
+        let revoked = std::time::Instant::now();
+        let ended = tokio::time::timeout(Duration::from_secs(5), async {
+            while let Ok(Some(_)) = watched.chunk().await {}
+        })
+        .await;
+        assert!(ended.is_ok(), "the stream outlived its key by {:?}", revoked.elapsed());
+    }
 }

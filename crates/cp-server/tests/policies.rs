@@ -80,3 +80,54 @@ both_backends! {
         assert_error(app.get(&path).await, 404, "NOT_FOUND").await;
     }
 }
+
+/// Rego that blows a budget as soon as it is evaluated, and the limits it may name.
+const BOMBS: [(&str, &str, &[&str]); 4] = [
+    (
+        "range",
+        "package bomb\n\nallow if count(numbers.range(1, 100000000000)) > 0\n",
+        &["memory"],
+    ),
+    (
+        "nesting",
+        "package bomb\n\nallow if [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]\n",
+        &["nesting", "time"],
+    ),
+    (
+        "concat",
+        "package bomb\n\nallow if {\n    s := concat(\"\", [sprintf(\"%v-%v\", [x, x]) | some x in numbers.range(1, 40000000)])\n    count(s) > 0\n}\n",
+        &["memory", "time"],
+    ),
+    (
+        "comprehension",
+        "package bomb\n\nallow if count([x | some x in numbers.range(1, 3000); some y in numbers.range(1, 3000)]) > 0\n",
+        &["time"],
+    ),
+];
+
+both_backends! {
+    async fn policies_over_a_budget_are_refused_naming_the_limit_and_the_server_lives(backend: Backend) {
+        let app = TestApp::spawn(backend).await;
+        app.unlimited().await;
+        let member = app.key("default", Role::Member).await;
+        let stranger = app.org_with_key("bomb-stranger", Role::Admin).await;
+        for (name, content, limits) in BOMBS {
+            for path in ["/api/v1/policies/validate", "/api/v1/policies"] {
+                let r = app.req_as(&member, Method::POST, path).json(&json!({"name": name, "policy_content": content})).send().await.unwrap();
+                let err = assert_error(r, 422, "VALIDATION_ERROR").await;
+                let limit = err["details"]["limit"].as_str().unwrap_or_else(|| panic!("{name} {path}: {err}"));
+                assert!(limits.contains(&limit), "{name} {path}: {err}");
+                assert!(err["message"].as_str().unwrap().contains(&format!("{limit} limit")) || limit == "nesting", "{err}");
+            }
+            // The server answers, and another tenant's policies compile and evaluate.
+            assert_eq!(app.anon(Method::GET, "/api/health").send().await.unwrap().status(), 200, "after {name}");
+            let body = json!({"name": format!("fine-{name}"), "policy_content": DESTRUCTIVE});
+            let r = app.req_as(&stranger, Method::POST, "/api/v1/policies").json(&body).send().await.unwrap();
+            assert_eq!(r.status(), 201, "after {name}");
+        }
+        let r = app.req_as(&stranger, Method::POST, "/api/v1/policies/validate").json(&json!({"policy_content": DESTRUCTIVE})).send().await.unwrap();
+        assert_eq!(json(r).await["valid"], true);
+        // Stored content is never rewritten past the compiler: no bomb was stored.
+        assert_eq!(json(app.get("/api/v1/policies").await).await["total"], 0);
+    }
+}

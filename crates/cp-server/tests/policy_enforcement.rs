@@ -385,3 +385,43 @@ deny contains msg if {
         assert_error(enforce(&worker_key, call("ls")).await.unwrap(), 409, "CONFLICT").await;
     }
 }
+
+both_backends! {
+    async fn a_policy_that_blows_up_on_an_input_denies_and_the_server_lives(backend: Backend) {
+        let app = TestApp::spawn(backend).await;
+        app.unlimited().await;
+        let env = default_env(&app).await;
+        let queue = queue_in(&app, &env, "main").await;
+        let agent = id(&created(&app, "/api/v1/agents", json!({"name": "counter"})).await);
+        // Fine when written (the input is empty then); a bomb for a prompt of a huge number.
+        let bomb = "package bomb\n\ndeny contains \"odd\" if {\n    n := to_number(input.execution.prompt)\n    count(numbers.range(1, n)) == 7\n}\n";
+        let p = policy(&app, "counts", bomb).await;
+        associate(&app, &p, "agent", &agent).await;
+        let execute = |prompt: &'static str| {
+            app.req(Method::POST, &format!("/api/v1/agents/{agent}/execute"))
+                .json(&json!({"prompt": prompt, "worker_queue_id": queue}))
+                .send()
+        };
+        let stranger = app.org_with_key("bomb-victim", Role::Admin).await;
+        for _ in 0..2 {
+            // Blocking: the decision carries the error naming the limit and denies.
+            let err = assert_error(execute("100000000000").await.unwrap(), 403, "POLICY_DENIED").await;
+            assert!(err["message"].as_str().unwrap().contains("memory limit"), "{err}");
+            let log = decisions(&app, &format!("entity_id={agent}&allowed=false")).await;
+            assert!(log["items"][0]["error"].as_str().unwrap().contains("memory limit"), "{log}");
+            // The server lives: health, this org's next decision and another tenant's request.
+            assert_eq!(app.anon(Method::GET, "/api/health").send().await.unwrap().status(), 200);
+            assert_eq!(execute("3").await.unwrap().status(), 201);
+            assert_error(execute("7").await.unwrap(), 403, "POLICY_DENIED").await;
+            let r = app.req_as(&stranger, Method::GET, "/api/v1/policies").send().await.unwrap();
+            assert_eq!(r.status(), 200);
+        }
+        // A question gets the error per policy rather than an answer.
+        let v = json(app.post(&format!("/api/v1/policies/evaluate/agent/{agent}"), json!({"input_data": {"execution": {"prompt": "100000000000"}}})).await).await;
+        assert_eq!(v["allowed"], false, "{v}");
+        assert!(v["policy_results"][&p]["error"].as_str().unwrap().contains("memory limit"), "{v}");
+        // Monitoring lets the run through and still records the error.
+        settings(&app, "monitoring").await;
+        assert_eq!(execute("100000000000").await.unwrap().status(), 201);
+    }
+}

@@ -2,7 +2,9 @@
 
 mod common;
 
+use common::worker::TestWorker;
 use common::{TestApp, assert_error, json};
+use cp_types::org::Role;
 use reqwest::Method;
 use serde_json::json;
 
@@ -152,7 +154,8 @@ both_backends! {
         let command = cmd["command"].as_str().unwrap();
         assert!(command.starts_with("kubiya-cp worker --queue-id "), "{command}");
         assert!(command.contains(&format!("--control-plane-url {}", app.url)));
-        assert_eq!(cmd["command_parts"].as_array().unwrap().len(), 8);
+        assert_eq!(cmd["command_parts"].as_array().unwrap().len(), 6);
+        assert!(!command.contains("api-key") && !command.contains("KUBIYA_API_KEY"), "keys stay off command lines: {command}");
 
         let did = default["id"].as_str().unwrap();
         assert_error(app.req(Method::DELETE, &format!("/api/v1/environments/{did}")).send().await.unwrap(), 409, "CONFLICT").await;
@@ -174,9 +177,42 @@ both_backends! {
         assert_eq!(d["database"]["status"], "healthy");
         assert!(d["database"]["latency_ms"].is_f64());
         assert!(d["uptime_seconds"].is_u64());
+        // Counts are an organization's business: none without an admin key, the admin's own with one.
+        for key in [None, Some(app.key("default", Role::Member).await)] {
+            let mut r = app.anon(Method::GET, "/api/health/detailed");
+            if let Some(k) = &key {
+                r = r.bearer_auth(k);
+            }
+            let d = json(r.send().await.unwrap()).await;
+            assert_eq!(d["status"], "healthy");
+            for part in ["workers", "queues", "webhooks"] {
+                assert!(d.get(part).is_none(), "{part} shown to {key:?}: {d}");
+            }
+        }
+        let d = json(app.get("/api/health/detailed").await).await;
         for path in ["/workers/online", "/queues/queued", "/queues/running", "/webhooks/pending_deliveries"] {
             assert!(d.pointer(path).is_some_and(|v| v.is_i64()), "{path}");
         }
+        let envs = json(app.get("/api/v1/environments").await).await;
+        let env = envs["items"][0]["id"].as_str().unwrap().to_string();
+        let q = json(app.post(&format!("/api/v1/environments/{env}/worker-queues"), json!({"name": "health-q"})).await).await;
+        let qid = q["id"].as_str().unwrap().to_string();
+        let worker_key = app.key("default", Role::Worker).await;
+        let w = TestWorker::start(&app.url, &worker_key, &qid, "health-host").await;
+        // The official client's worker calls: get by runner name, and start a registered worker.
+        let runner = json(app.get("/api/v1/workers/health-host").await).await;
+        assert_eq!((runner["name"].as_str(), runner["worker_count"].as_i64()), (Some("health-host"), Some(1)), "{runner}");
+        assert_eq!(json(app.get(&format!("/api/v1/workers/{}", w.id)).await).await["id"], w.id.as_str());
+        assert_error(app.get("/api/v1/workers/no-such-runner").await, 404, "NOT_FOUND").await;
+        let started = json(w.post(&format!("/api/v1/workers/{}/start", w.id)).json(&json!({})).send().await.unwrap()).await;
+        assert_eq!((started["worker_id"].as_str(), started["worker_queue_id"].as_str()), (Some(w.id.as_str()), Some(qid.as_str())), "{started}");
+        let stranger = app.key("default", Role::Worker).await;
+        let r = app.req_as(&stranger, Method::POST, &format!("/api/v1/workers/{}/start", w.id)).json(&json!({})).send().await.unwrap();
+        assert_error(r, 404, "NOT_FOUND").await;
+        assert_eq!(json(app.get("/api/health/detailed").await).await["workers"]["online"], 1);
+        let other_admin = app.org_with_key("other-health", Role::Admin).await;
+        let d = json(app.req_as(&other_admin, Method::GET, "/api/health/detailed").send().await.unwrap()).await;
+        assert_eq!(d["workers"]["online"], 0, "another organization's workers are not counted: {d}");
 
         // Metrics count requests per route template, with latency histograms.
         app.get("/api/v1/projects").await;

@@ -196,6 +196,7 @@ both_backends! {
         let q = q["id"].as_str().unwrap();
         let r = app.post(&format!("/api/v1/agents/{}/execute", agent["id"].as_str().unwrap()), json!({"prompt": "go", "worker_queue_id": q})).await;
         assert_eq!(r.status(), 201);
+        let execution = json(r).await["execution_id"].as_str().unwrap().to_string();
         let w = common::worker::TestWorker::start(&app.url, &worker, q, "reader").await;
         let claim = w.claim(3).await;
         assert_eq!(claim["env_vars"]["API_TOKEN"], "tok");
@@ -207,23 +208,33 @@ both_backends! {
         let admin_info = json(app.get("/api/v1/auth/validate").await).await;
         let worker_info = json(send(&app, &worker, Method::GET, "/api/v1/auth/validate", None).await).await;
         let log = json(app.get("/api/v1/secrets/API_TOKEN/access-log").await).await;
-        assert_eq!(log["total"], 3, "refused reads are not reads: {log}");
+        assert_eq!(log["total"], 4, "{log}");
         let rows = log["items"].as_array().unwrap();
         assert_eq!(rows[0]["key_id"], worker_info["key_id"], "newest first");
         assert_eq!(rows[0]["role"], "worker");
         assert_eq!(rows[0]["key_name"], worker_info["key_name"]);
         assert_eq!(rows[0]["purpose"], "api");
         assert_eq!((rows[1]["key_id"].as_str(), rows[1]["purpose"].as_str()), (worker_info["key_id"].as_str(), Some("execution")));
-        assert_eq!(rows[2]["key_id"], admin_info["key_id"]);
-        assert_eq!(rows[2]["role"], "admin");
-        assert_eq!(rows[2]["purpose"], "api");
+        // A worker's reads name the run they were for and the key that started it.
+        for row in &rows[..2] {
+            assert_eq!(row["execution_id"], execution.as_str(), "{row}");
+            assert_eq!(row["started_by"]["key_id"], admin_info["key_id"], "{row}");
+            assert!(row["started_by"]["key_name"].is_string(), "{row}");
+        }
+        // The refused attempt is in the log too, with no run.
+        assert_eq!((rows[2]["key_id"].as_str(), rows[2]["purpose"].as_str()), (worker_info["key_id"].as_str(), Some("refused")));
+        assert!(rows[2].get("execution_id").is_none());
+        assert_eq!(rows[3]["key_id"], admin_info["key_id"]);
+        assert_eq!(rows[3]["role"], "admin");
+        assert_eq!(rows[3]["purpose"], "api");
+        assert!(rows[3].get("started_by").is_none());
         for row in rows {
             assert_eq!(row["secret_name"], "API_TOKEN");
             assert!(row["accessed_at"].as_str().unwrap().ends_with('Z'));
             assert!(row.get("value").is_none());
         }
         let page = json(app.get("/api/v1/secrets/API_TOKEN/access-log?limit=1&offset=1").await).await;
-        assert_eq!((page["total"].as_i64(), page["items"].as_array().unwrap().len()), (Some(3), 1));
+        assert_eq!((page["total"].as_i64(), page["items"].as_array().unwrap().len()), (Some(4), 1));
 
         // Admin only.
         for key in [&worker, &member] {
@@ -391,8 +402,9 @@ both_backends! {
         assert_eq!(t["env_var"], "GH_TOKEN");
         assert_eq!(t["integration_id"], gh_id.as_str());
         assert_eq!(t["integration_type"], "github");
-        let t = json(send(&app, &worker, Method::GET, &format!("/api/v1/integrations/github/creds/{gh_id}"), None).await).await;
-        assert_eq!((t["token"].as_str(), t["env_var"].as_str()), (Some("ghp_secret_1"), Some("GH_TOKEN")));
+        // A worker key whose workers hold no run using the integration gets nothing.
+        let body = text(send(&app, &worker, Method::GET, &format!("/api/v1/integrations/github/creds/{gh_id}"), None).await, 403).await;
+        assert!(!body.contains("ghp_secret_1"));
         let t = json(app.get("/api/v1/integrations/github/creds/0").await).await;
         assert_eq!(t["integration_id"], gh_id.as_str(), "0: the organization's one github integration");
         let t = json(app.get(&format!("/api/v1/integrations/aws/{aws_id}/token")).await).await;
@@ -424,6 +436,7 @@ both_backends! {
         assert_eq!(log["total"], 3);
         assert_eq!(log["items"][0]["role"], "admin");
         assert_eq!(log["items"][1]["role"], "worker");
+        assert_eq!(log["items"][1]["purpose"], "refused");
         assert_eq!(log["items"][0]["integration_type"], "github");
         assert_error(send(&app, &member, Method::GET, &format!("/api/v1/integrations/{gh_id}/access-log"), None).await, 403, "FORBIDDEN").await;
 
@@ -602,7 +615,7 @@ both_backends! {
 
         // The engine's call gets the real values, and with an audit reader the reads are logged.
         let resolved = resolve(&app.store, &MASTER_KEY, "default", Target::Agent(agent), Some(Reader {
-            key_id: Uuid::now_v7(), key_name: "worker-1", role: Role::Worker, purpose: "execution",
+            key_id: Uuid::now_v7(), key_name: "worker-1", role: Role::Worker, purpose: "execution", run: None,
         })).await.unwrap();
         assert!(!resolved.masked);
         assert_eq!(resolved.env_vars["DB_PASSWORD"], "db-pass-value");
@@ -666,5 +679,180 @@ both_backends! {
             resolve(&app.store, &MASTER_KEY, "org-b", Target::Agent(a_agent), None).await,
             Err(cp_store::StoreError::NotFound)
         ));
+    }
+}
+
+/// A queue in the default environment.
+async fn queue(app: &TestApp, name: &str) -> String {
+    let envs = json(app.get("/api/v1/environments").await).await;
+    let env = envs["items"][0]["id"].as_str().unwrap().to_string();
+    let q = json(
+        app.post(
+            &format!("/api/v1/environments/{env}/worker-queues"),
+            json!({"name": name}),
+        )
+        .await,
+    )
+    .await;
+    q["id"].as_str().unwrap().to_string()
+}
+
+/// Whether `needle` is anywhere in the database: every SQLite file (WAL included) byte by
+/// byte, or on PostgreSQL every stored idempotent answer.
+async fn stored_anywhere(app: &TestApp, needle: &str) -> bool {
+    match app.backend {
+        Backend::Sqlite => std::fs::read_dir(app.db.dir.path()).unwrap().any(|f| {
+            let bytes = std::fs::read(f.unwrap().path()).unwrap_or_default();
+            bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
+        }),
+        Backend::Postgres => {
+            let mut c = sqlx::PgConnection::connect(&app.db.url).await.unwrap();
+            let bodies: Vec<Option<Vec<u8>>> = sqlx::query_scalar("SELECT response_body FROM idempotency_keys")
+                .fetch_all(&mut c)
+                .await
+                .unwrap();
+            bodies
+                .iter()
+                .flatten()
+                .any(|b| b.windows(needle.len()).any(|w| w == needle.as_bytes()))
+        }
+    }
+}
+
+both_backends! {
+    async fn worker_keys_open_only_what_their_runs_use(backend: Backend) {
+        let app = TestApp::spawn(backend).await;
+        let gh = json(app.post("/api/v1/integrations", json!({"name": "GitHub", "integration_type": "github", "credentials": {"token": "ghp_run_only"}})).await).await;
+        let gh_id = gh["id"].as_str().unwrap().to_string();
+        let other = json(app.post("/api/v1/integrations", json!({"name": "Jira", "integration_type": "jira", "credentials": {"token": "jira_not_yours"}})).await).await;
+        let other_id = other["id"].as_str().unwrap().to_string();
+        let agent = json(app.post("/api/v1/agents", json!({"name": "gh-user", "execution_environment": {"integration_ids": [gh_id]}})).await).await;
+        let q = queue(&app, "scoped").await;
+        let worker = app.key("default", Role::Worker).await;
+        let token_path = format!("/api/v1/integrations/github/{gh_id}/token");
+        assert_error(send(&app, &worker, Method::GET, &token_path, None).await, 403, "FORBIDDEN").await;
+
+        let r = app.post(&format!("/api/v1/agents/{}/execute", agent["id"].as_str().unwrap()), json!({"prompt": "go", "worker_queue_id": q})).await;
+        let execution = json(r).await["execution_id"].as_str().unwrap().to_string();
+        let w = common::worker::TestWorker::start(&app.url, &worker, &q, "scoped").await;
+        w.claim(3).await;
+        // Held now: the integration the agent names opens; another one does not.
+        let t = json(send(&app, &worker, Method::GET, &token_path, None).await).await;
+        assert_eq!(t["token"], "ghp_run_only");
+        let body = text(send(&app, &worker, Method::GET, &format!("/api/v1/integrations/jira/{other_id}/token"), None).await, 403).await;
+        assert!(!body.contains("jira_not_yours"));
+        let log = json(app.get(&format!("/api/v1/integrations/{gh_id}/access-log")).await).await;
+        let api_read = log["items"].as_array().unwrap().iter().find(|r| r["purpose"] == "api").unwrap().clone();
+        assert_eq!(api_read["execution_id"], execution.as_str(), "{log}");
+        let refused = json(app.get(&format!("/api/v1/integrations/{other_id}/access-log")).await).await;
+        assert_eq!(refused["items"][0]["purpose"], "refused", "{refused}");
+        // Another worker key of the same organization holds nothing, so it opens nothing.
+        let idle = app.key("default", Role::Worker).await;
+        assert_error(send(&app, &idle, Method::GET, &token_path, None).await, 403, "FORBIDDEN").await;
+
+        // A key made for one queue registers only there; a worker key never on another org's queue.
+        let q2 = queue(&app, "elsewhere").await;
+        let made = json(app.post("/api/v1/api-keys", json!({"name": "q-bound", "role": "worker", "worker_queue_id": q})).await).await;
+        assert_eq!(made["worker_queue_id"], q.as_str(), "{made}");
+        let bound = made["key"].as_str().unwrap().to_string();
+        let r = send(&app, &bound, Method::POST, &format!("/api/v1/worker-queues/{q2}/start"), Some(json!({"hostname": "h"}))).await;
+        let err = assert_error(r, 403, "FORBIDDEN").await;
+        assert!(err["message"].as_str().unwrap().contains(&q), "{err}");
+        let r = send(&app, &bound, Method::POST, "/api/v1/workers/register", Some(json!({"worker_queue_id": q2, "hostname": "h"}))).await;
+        assert_error(r, 403, "FORBIDDEN").await;
+        common::worker::TestWorker::start(&app.url, &bound, &q, "bound-host").await;
+        let r = app.post("/api/v1/api-keys", json!({"name": "x", "role": "member", "worker_queue_id": q})).await;
+        assert_error(r, 422, "VALIDATION_ERROR").await;
+        let r = app.post("/api/v1/api-keys", json!({"name": "x", "role": "worker", "worker_queue_id": Uuid::now_v7()})).await;
+        assert_error(r, 404, "NOT_FOUND").await;
+        let foreign = app.org_with_key("org-foreign", Role::Worker).await;
+        let r = send(&app, &foreign, Method::POST, &format!("/api/v1/worker-queues/{q}/start"), Some(json!({"hostname": "h"}))).await;
+        assert_error(r, 404, "NOT_FOUND").await;
+    }
+
+    async fn idempotent_answers_keep_no_plaintext_secret(backend: Backend) {
+        let app = TestApp::spawn(backend).await;
+        let value = "s3cr3t-value-never-at-rest-0x51";
+        app.post("/api/v1/secrets", json!({"name": "DEPLOY_TOKEN", "value": value})).await;
+        let agent = json(app.post("/api/v1/agents", json!({"name": "deployer", "execution_environment": {"secrets": ["DEPLOY_TOKEN"]}})).await).await;
+        let q = queue(&app, "deploys").await;
+        app.post(&format!("/api/v1/agents/{}/execute", agent["id"].as_str().unwrap()), json!({"prompt": "go", "worker_queue_id": q})).await;
+        let worker = app.key("default", Role::Worker).await;
+        let w = common::worker::TestWorker::start(&app.url, &worker, &q, "idem").await;
+        let poll = |k: &'static str| w.post(&format!("/api/v1/workers/{}/poll?wait=5", w.id)).header("Idempotency-Key", k).send();
+        let first = poll("poll-1").await.unwrap();
+        assert_eq!(first.headers()["idempotent-replayed"], "false");
+        let first: Value = first.json().await.unwrap();
+        assert_eq!(first["claim"]["env_vars"]["DEPLOY_TOKEN"], value);
+        // The retry of a lost answer gets the same claim back, secret included.
+        let again = poll("poll-1").await.unwrap();
+        assert_eq!(again.headers()["idempotent-replayed"], "true");
+        assert_eq!(again.json::<Value>().await.unwrap(), first);
+
+        // A webhook's signing secret, on create and on rotation.
+        app.req(Method::PATCH, "/api/v1/organization/settings").json(&json!({"webhook_allow_private_targets": true})).send().await.unwrap();
+        let mut hooks = Vec::new();
+        for (i, path) in ["/api/v1/webhooks", "rotate"].into_iter().enumerate() {
+            let r = if path == "rotate" {
+                app.req(Method::POST, &format!("/api/v1/webhooks/{}/rotate-secret", hooks[0]))
+            } else {
+                app.req(Method::POST, path).json(&json!({"url": "http://127.0.0.1:9/x", "events": ["execution.completed"]}))
+            };
+            let r = r.header("Idempotency-Key", format!("hook-{i}")).send().await.unwrap();
+            assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+            let body: Value = r.json().await.unwrap();
+            hooks.push(body["id"].as_str().unwrap().to_string());
+            let secret = body["secret"].as_str().unwrap().to_string();
+            assert!(!stored_anywhere(&app, &secret).await, "a webhook secret is stored in plaintext");
+        }
+        assert!(!stored_anywhere(&app, value).await, "a claimed secret is stored in plaintext");
+    }
+
+    async fn members_cannot_hand_secrets_to_runs(backend: Backend) {
+        let app = TestApp::spawn(backend).await;
+        app.post("/api/v1/secrets", json!({"name": "PROD_DB_PASSWORD", "value": "pw"})).await;
+        let gh = json(app.post("/api/v1/integrations", json!({"name": "GitHub", "integration_type": "github", "credentials": {"token": "t"}})).await).await;
+        let gh_id = gh["id"].as_str().unwrap().to_string();
+        let member = app.key("default", Role::Member).await;
+        let secret_ee = json!({"execution_environment": {"secrets": ["PROD_DB_PASSWORD"]}});
+        let integration_ee = json!({"execution_environment": {"integration_ids": [gh_id]}});
+        let forbidden = |r: reqwest::Response| async move {
+            let err = assert_error(r, 403, "FORBIDDEN").await;
+            assert!(err["message"].as_str().unwrap().contains("admin"), "{err}");
+        };
+        let with = |base: Value, extra: &Value| {
+            let mut b = base;
+            b.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            b
+        };
+        for extra in [&secret_ee, &integration_ee] {
+            forbidden(send(&app, &member, Method::POST, "/api/v1/agents", Some(with(json!({"name": "a"}), extra))).await).await;
+            forbidden(send(&app, &member, Method::POST, "/api/v1/teams", Some(with(json!({"name": "t"}), extra))).await).await;
+            forbidden(send(&app, &member, Method::POST, "/api/v1/environments", Some(with(json!({"name": "env-x"}), extra))).await).await;
+        }
+        let r = send(&app, &member, Method::POST, "/api/v1/custom-integrations", Some(json!({"name": "db", "config": {"secrets": ["PROD_DB_PASSWORD"]}}))).await;
+        forbidden(r).await;
+        let r = send(&app, &member, Method::POST, "/api/v1/custom-integrations",
+            Some(json!({"name": "db", "config": {"files": [{"path": "/tmp/pw", "secret_ref": "PROD_DB_PASSWORD"}]}}))).await;
+        forbidden(r).await;
+
+        // A member edits an agent an admin gave a secret: keeping it is fine, adding one is not.
+        let agent = json(app.post("/api/v1/agents", with(json!({"name": "admins"}), &secret_ee)).await).await;
+        let path = format!("/api/v1/agents/{}", agent["id"].as_str().unwrap());
+        let r = send(&app, &member, Method::PATCH, &path, Some(json!({"description": "tidied", "execution_environment": {"secrets": ["PROD_DB_PASSWORD"], "env_vars": {"A": "1"}}}))).await;
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+        app.post("/api/v1/secrets", json!({"name": "OTHER", "value": "o"})).await;
+        let r = send(&app, &member, Method::PATCH, &path, Some(json!({"execution_environment": {"secrets": ["PROD_DB_PASSWORD", "OTHER"]}}))).await;
+        forbidden(r).await;
+        let env_id = json(app.get("/api/v1/environments").await).await["items"][0]["id"].as_str().unwrap().to_string();
+        let r = send(&app, &member, Method::PATCH, &format!("/api/v1/environments/{env_id}"), Some(secret_ee.clone())).await;
+        forbidden(r).await;
+        let q = queue(&app, "member-q").await;
+        let r = send(&app, &member, Method::POST, &format!("{path}/execute"),
+            Some(json!({"prompt": "x", "worker_queue_id": q, "execution_environment": {"secrets": ["OTHER"]}}))).await;
+        forbidden(r).await;
+        // The admin may.
+        assert_eq!(app.req(Method::PATCH, &path).json(&json!({"execution_environment": {"secrets": ["PROD_DB_PASSWORD", "OTHER"]}})).send().await.unwrap().status(), 200);
+        assert_eq!(app.post("/api/v1/custom-integrations", json!({"name": "db", "config": {"secrets": ["OTHER"]}})).await.status(), 201);
     }
 }

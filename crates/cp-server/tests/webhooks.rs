@@ -338,12 +338,18 @@ both_backends! {
         let d = denied[0].json();
         assert_eq!((d["data"]["decision"]["entity_id"].as_str(), d["data"]["decision"]["blocked"].as_bool()), (Some(agent.as_str()), Some(true)), "{d}");
         let worker = TestWorker::start(&app.url, &key, &queue, "announced").await;
+        // Every change of status is announced: busy, idle again, draining; a heartbeat that
+        // changes nothing is not.
+        for status in ["busy", "busy", "online", "draining"] {
+            let r = worker.post(&format!("/api/v1/workers/{}/heartbeat", worker.id)).json(&json!({"status": status})).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+        }
         worker.disconnect().await;
-        let changes = receiver.wait_for("worker.status_changed", 2).await;
+        let changes = receiver.wait_for("worker.status_changed", 5).await;
         // Deliveries are concurrent, so they may arrive in any order (as Standard Webhooks allows).
         let mut statuses: Vec<String> = changes.iter().map(|c| c.json()["data"]["worker"]["status"].as_str().unwrap().to_string()).collect();
         statuses.sort();
-        assert_eq!(statuses, ["disconnected", "online"]);
+        assert_eq!(statuses, ["busy", "disconnected", "draining", "online", "online"]);
     }
 
     async fn an_event_written_before_a_restart_is_delivered_once(backend: Backend) {
@@ -358,14 +364,14 @@ both_backends! {
         let execution = run_one(&app, &key, &queue, &agent).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(receiver.got().is_empty());
-        let health = json(app.anon(Method::GET, "/api/health/detailed").send().await.unwrap()).await;
+        let health = json(app.get("/api/health/detailed").await).await;
         assert_eq!(health["webhooks"]["pending_deliveries"], 1, "{health}");
         app.restart(fast).await;
         let got = receiver.wait_for("execution.completed", 1).await;
         assert_eq!(got[0].json()["data"]["execution"]["id"], execution.as_str());
         tokio::time::sleep(Duration::from_millis(700)).await;
         assert_eq!(receiver.got().len(), 1, "{:?}", receiver.got());
-        let health = json(app.anon(Method::GET, "/api/health/detailed").send().await.unwrap()).await;
+        let health = json(app.get("/api/health/detailed").await).await;
         assert_eq!(health["webhooks"]["pending_deliveries"], 0, "{health}");
     }
 }
@@ -428,4 +434,52 @@ async fn two_replicas_send_each_delivery_once() {
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), 30);
+}
+
+both_backends! {
+    async fn what_is_past_retention_is_swept_and_nothing_else(backend: Backend) {
+        let app = TestApp::spawn(backend).await;
+        app.req(Method::PATCH, "/api/v1/organization/settings").json(&json!({"webhook_allow_private_targets": true, "event_retention_days": 1})).send().await.unwrap();
+        let receiver = Receiver::default();
+        let url = receiver.start().await;
+        let delivered = webhook(&app, &url, json!(["execution.completed"])).await;
+        // Nothing listens on port 9: its delivery stays pending (retried), and is kept.
+        let retried = webhook(&app, "http://127.0.0.1:9/hook", json!(["execution.completed"])).await;
+        let p = json(app.post("/api/v1/policies", json!({"name": "keep", "policy_content": "package keep\n\nallow := true\n"})).await).await;
+        app.post("/api/v1/policies/associations", json!({"policy_id": p["id"], "entity_type": "organization", "entity_id": "default"})).await;
+        let (queue, agent, key) = setup_run(&app).await;
+        let ended = run_one(&app, &key, &queue, &agent).await;
+        receiver.wait_for("execution.completed", 1).await;
+        let running = json(app.post(&format!("/api/v1/agents/{agent}/execute"), json!({"prompt": "still going", "worker_queue_id": queue})).await).await;
+        let running = running["execution_id"].as_str().unwrap().to_string();
+        let w = TestWorker::start(&app.url, &key, &queue, "keeper").await;
+        w.claim(20).await;
+        // Stored rows (an execution's `total` is its event count, which stays).
+        let count = |path: String| {
+            let app = &app;
+            async move { json(app.get(&path).await).await["items"].as_array().unwrap().len() as i64 }
+        };
+        let deliveries = |id: &Value| format!("/api/v1/webhooks/{}/deliveries", id["id"].as_str().unwrap());
+        assert!(count(format!("/api/v1/executions/{ended}/events")).await > 0);
+        let decisions_before = count("/api/v1/policies/decisions".into()).await;
+        assert!(decisions_before >= 2, "{decisions_before}");
+        assert_eq!(count(deliveries(&delivered)).await, 1);
+        assert_eq!(count(deliveries(&retried)).await, 1);
+        // Another organization keeps its default retention.
+        let other = app.org_with_key("other-retention", Role::Admin).await;
+        assert_eq!(app.req_as(&other, Method::GET, "/api/v1/organization").send().await.unwrap().status(), 200);
+
+        // Within the retention nothing goes; two days later what is past one day does.
+        let now = cp_types::now();
+        assert_eq!(cp_server::services::retention::sweep(&app.store, now).await.unwrap(), Default::default());
+        let later = now + chrono::Duration::days(2);
+        let swept = cp_server::services::retention::sweep(&app.store, later).await.unwrap();
+        assert!(swept.events > 0 && swept.decisions as i64 == decisions_before && swept.deliveries == 1, "{swept:?}");
+        assert_eq!(count(format!("/api/v1/executions/{ended}/events")).await, 0);
+        assert!(count(format!("/api/v1/executions/{running}/events")).await > 0, "a running execution keeps its events");
+        assert_eq!(json(app.get(&format!("/api/v1/executions/{ended}")).await).await["status"], "completed", "the run itself stays");
+        assert_eq!(count("/api/v1/policies/decisions".into()).await, 0);
+        assert_eq!(count(deliveries(&delivered)).await, 0);
+        assert_eq!(count(deliveries(&retried)).await, 1, "a pending delivery is still being retried");
+    }
 }

@@ -392,7 +392,13 @@ impl Draft {
             e.started_at = Some(self.at);
         }
         if !to.is_held() && e.worker_id.is_some() {
-            self.released_worker = e.worker_id.take();
+            // An ended run keeps the worker of its last attempt (who ran it); one put back
+            // in the queue belongs to no worker.
+            self.released_worker = if to.is_terminal() {
+                e.worker_id
+            } else {
+                e.worker_id.take()
+            };
             self.row.lease_id = None;
             self.row.lease_until = None;
         }
@@ -695,6 +701,15 @@ impl Executions<'_> {
 
     pub async fn get(&self, id: Uuid) -> StoreResult<Execution> {
         self.record(id).await.map(|r| r.execution)
+    }
+
+    /// The key that started an execution (for the access logs of the values its run reads).
+    pub async fn started_by(&self, id: Uuid) -> StoreResult<Option<Uuid>> {
+        let created_by: Option<String> = with_db!(self.db, pool =>
+            sqlx::query_scalar("SELECT created_by FROM executions WHERE organization_id = $1 AND id = $2")
+                .bind(self.org).bind(id).fetch_optional(pool).await)?
+        .ok_or(StoreError::NotFound)?;
+        Ok(created_by.and_then(|c| Uuid::parse_str(&c).ok()))
     }
 
     /// The execution with its lease bookkeeping.

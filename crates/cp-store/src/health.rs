@@ -27,15 +27,16 @@ impl Store {
         Ok(())
     }
 
-    /// Totals over every organization for the detailed health report: online workers, queued
-    /// and running executions, pending webhook deliveries. One statement.
-    pub async fn health_counts(&self, now_ms: i64) -> StoreResult<(i64, i64, i64, i64)> {
+    /// One organization's totals for the detailed health report: online workers, queued and
+    /// running executions, pending webhook deliveries. One statement.
+    pub async fn health_counts(&self, org: &str, now_ms: i64) -> StoreResult<(i64, i64, i64, i64)> {
         Ok(with_db!(&self.db, pool =>
             sqlx::query_as(
-                "SELECT (SELECT COUNT(*) FROM workers WHERE status NOT IN ('offline', 'disconnected') AND alive_until > $1), \
-                   (SELECT COUNT(*) FROM executions WHERE status = 'queued'), \
-                   (SELECT COUNT(*) FROM executions WHERE status IN ('running', 'cancelling')), \
-                   (SELECT COUNT(*) FROM webhook_deliveries WHERE status = 'pending')")
-                .bind(now_ms).fetch_one(pool).await)?)
+                "SELECT (SELECT COUNT(*) FROM workers WHERE organization_id = $2 \
+                     AND status NOT IN ('offline', 'disconnected') AND alive_until > $1), \
+                   (SELECT COUNT(*) FROM executions WHERE organization_id = $2 AND status = 'queued'), \
+                   (SELECT COUNT(*) FROM executions WHERE organization_id = $2 AND status IN ('running', 'cancelling')), \
+                   (SELECT COUNT(*) FROM webhook_deliveries WHERE organization_id = $2 AND status = 'pending')")
+                .bind(now_ms).bind(org).fetch_one(pool).await)?)
     }
 }

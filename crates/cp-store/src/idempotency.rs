@@ -22,6 +22,8 @@ pub enum Claim {
         status: u16,
         content_type: Option<String>,
         body: Vec<u8>,
+        /// The body was stored encrypted (it carries a secret): the caller opens it.
+        sealed: bool,
     },
     /// Seen before with a different request.
     Mismatch,
@@ -35,6 +37,7 @@ struct RecordRow {
     status_code: Option<i64>,
     content_type: Option<String>,
     response_body: Option<Vec<u8>>,
+    sealed: bool,
 }
 
 impl Store {
@@ -79,7 +82,7 @@ impl Idempotency<'_> {
         }
         let row: Option<RecordRow> = with_db!(self.db, pool =>
             sqlx::query_as(
-                "SELECT request_hash, status_code, content_type, response_body FROM idempotency_keys \
+                "SELECT request_hash, status_code, content_type, response_body, sealed FROM idempotency_keys \
                  WHERE organization_id = $1 AND idempotency_key = $2")
                 .bind(self.org).bind(key).fetch_optional(pool).await)?;
         Ok(match row {
@@ -91,23 +94,33 @@ impl Idempotency<'_> {
                 status_code: Some(status),
                 content_type,
                 response_body,
+                sealed,
                 ..
             }) => Claim::Replay {
                 status: u16::try_from(status).unwrap_or(500),
                 content_type,
                 body: response_body.unwrap_or_default(),
+                sealed,
             },
             Some(_) => Claim::InProgress,
         })
     }
 
     /// Stores the answer to replay.
-    pub async fn finish(&self, key: &str, status: u16, content_type: Option<&str>, body: &[u8]) -> StoreResult<()> {
+    /// `sealed`: the body is encrypted (the answer carries a secret).
+    pub async fn finish(
+        &self,
+        key: &str,
+        status: u16,
+        content_type: Option<&str>,
+        body: &[u8],
+        sealed: bool,
+    ) -> StoreResult<()> {
         with_db!(self.db, pool =>
             sqlx::query(
-                "UPDATE idempotency_keys SET status_code = $3, content_type = $4, response_body = $5 \
+                "UPDATE idempotency_keys SET status_code = $3, content_type = $4, response_body = $5, sealed = $6 \
                  WHERE organization_id = $1 AND idempotency_key = $2")
-                .bind(self.org).bind(key).bind(i64::from(status)).bind(content_type).bind(body)
+                .bind(self.org).bind(key).bind(i64::from(status)).bind(content_type).bind(body).bind(sealed)
                 .execute(pool).await.map(|r| r.rows_affected()))?;
         Ok(())
     }

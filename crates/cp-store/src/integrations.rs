@@ -6,6 +6,7 @@ use cp_types::integration::{
 };
 use cp_types::org::Role;
 use cp_types::page::PageRequest;
+use cp_types::secret::KeyRef;
 use cp_types::{Page, Timestamp, now};
 use serde_json::Value;
 use sqlx::types::Json;
@@ -121,6 +122,9 @@ struct AccessRow {
     role: String,
     purpose: String,
     accessed_at: Timestamp,
+    execution_id: Option<Uuid>,
+    started_by: Option<Uuid>,
+    started_by_name: Option<String>,
 }
 
 /// Filters of `GET /integrations`.
@@ -307,8 +311,8 @@ impl Integrations<'_> {
             for i in integrations {
                 sqlx::query(
                     "INSERT INTO integration_access_log (id, organization_id, integration_id, integration_name, \
-                       integration_type, key_id, key_name, role, purpose, accessed_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
+                       integration_type, key_id, key_name, role, purpose, accessed_at, execution_id, started_by) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)")
                     .bind(Uuid::now_v7())
                     .bind(self.org)
                     .bind(i.id)
@@ -319,6 +323,8 @@ impl Integrations<'_> {
                     .bind(reader.role.as_str())
                     .bind(reader.purpose)
                     .bind(at)
+                    .bind(reader.execution_id())
+                    .bind(reader.started_by())
                     .execute(&mut *tx).await?;
             }
             tx.commit().await?;
@@ -329,9 +335,10 @@ impl Integrations<'_> {
     /// The reads of an integration's credentials, newest first.
     pub async fn access_log(&self, id: Uuid, page: PageRequest) -> StoreResult<Page<IntegrationAccess>> {
         let rows: Vec<AccessRow> = with_db!(self.db, pool =>
-            sqlx::query_as("SELECT id, integration_id, integration_name, integration_type, key_id, key_name, role, \
-                purpose, accessed_at FROM integration_access_log \
-                WHERE organization_id = $1 AND integration_id = $2 ORDER BY id DESC LIMIT $3 OFFSET $4")
+            sqlx::query_as("SELECT l.id, l.integration_id, l.integration_name, l.integration_type, l.key_id, l.key_name, \
+                l.role, l.purpose, l.accessed_at, l.execution_id, l.started_by, k.name AS started_by_name \
+                FROM integration_access_log l LEFT JOIN api_keys k ON k.id = l.started_by \
+                WHERE l.organization_id = $1 AND l.integration_id = $2 ORDER BY l.id DESC LIMIT $3 OFFSET $4")
                 .bind(self.org).bind(id).bind(page.limit).bind(page.offset).fetch_all(pool).await)?;
         let count = async {
             Ok(with_db!(self.db, pool =>
@@ -349,6 +356,11 @@ impl Integrations<'_> {
                 role: parse::<Role>(&r.role)?,
                 purpose: r.purpose,
                 accessed_at: r.accessed_at,
+                execution_id: r.execution_id,
+                started_by: r.started_by.map(|key_id| KeyRef {
+                    key_id,
+                    key_name: r.started_by_name,
+                }),
             })
         })
         .await

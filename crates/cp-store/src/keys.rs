@@ -53,6 +53,8 @@ pub(crate) struct NewKey {
     pub hash: String,
     pub created_at: Timestamp,
     pub expires_at: Option<Timestamp>,
+    /// The one queue a worker key may register on.
+    pub worker_queue_id: Option<Uuid>,
 }
 
 impl NewKey {
@@ -66,6 +68,7 @@ impl NewKey {
             hash: hash_key(secret),
             created_at: at,
             expires_at,
+            worker_queue_id: None,
         }
     }
 
@@ -80,6 +83,7 @@ impl NewKey {
             last_used_at: None,
             expires_at: self.expires_at,
             revoked_at: None,
+            worker_queue_id: self.worker_queue_id,
         }
     }
 }
@@ -89,8 +93,8 @@ macro_rules! insert_key {
     ($key:expr, $exec:expr) => {{
         let k: &$crate::keys::NewKey = $key;
         sqlx::query(
-            "INSERT INTO api_keys (id, organization_id, name, role, prefix, key_hash, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO api_keys (id, organization_id, name, role, prefix, key_hash, created_at, expires_at, \
+               worker_queue_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(k.id)
         .bind(&k.org)
@@ -100,6 +104,7 @@ macro_rules! insert_key {
         .bind(&k.hash)
         .bind(k.created_at)
         .bind(k.expires_at)
+        .bind(k.worker_queue_id)
         .execute($exec)
         .await?;
     }};
@@ -117,6 +122,7 @@ struct KeyRow {
     last_used_at: Option<Timestamp>,
     expires_at: Option<Timestamp>,
     revoked_at: Option<Timestamp>,
+    worker_queue_id: Option<Uuid>,
 }
 
 impl KeyRow {
@@ -131,13 +137,14 @@ impl KeyRow {
             last_used_at: self.last_used_at,
             expires_at: self.expires_at,
             revoked_at: self.revoked_at,
+            worker_queue_id: self.worker_queue_id,
         })
     }
 }
 
 macro_rules! key_columns {
     () => {
-        "id, organization_id, name, role, prefix, created_at, last_used_at, expires_at, revoked_at"
+        "id, organization_id, name, role, prefix, created_at, last_used_at, expires_at, revoked_at, worker_queue_id"
     };
 }
 
@@ -153,6 +160,8 @@ pub struct KeyPrincipal {
     pub revoked_at: Option<Timestamp>,
     /// Requests per minute of the organization's tier (worker keys are metered separately).
     pub rate_limit_per_minute: i64,
+    /// The one queue a worker key may register on.
+    pub worker_queue_id: Option<Uuid>,
 }
 
 impl KeyPrincipal {
@@ -173,6 +182,7 @@ struct PrincipalRow {
     revoked_at: Option<Timestamp>,
     rate_limit_tier: String,
     rate_limit_per_minute: Option<i64>,
+    worker_queue_id: Option<Uuid>,
 }
 
 impl Store {
@@ -181,7 +191,7 @@ impl Store {
         let row: Option<PrincipalRow> = with_db!(&self.db, pool =>
             sqlx::query_as(
                 "SELECT k.id, k.name, k.role, k.organization_id, o.name AS org_name, k.expires_at, k.revoked_at, \
-                        o.rate_limit_tier, o.rate_limit_per_minute \
+                        o.rate_limit_tier, o.rate_limit_per_minute, k.worker_queue_id \
                  FROM api_keys k JOIN organizations o ON o.id = k.organization_id WHERE k.key_hash = $1")
                 .bind(hash_key(secret)).fetch_optional(pool).await)?;
         row.map(|r| {
@@ -195,6 +205,7 @@ impl Store {
                 expires_at: r.expires_at,
                 revoked_at: r.revoked_at,
                 rate_limit_per_minute: effective_rate_limit(tier, r.rate_limit_per_minute),
+                worker_queue_id: r.worker_queue_id,
             })
         })
         .transpose()
@@ -238,10 +249,18 @@ pub struct Keys<'a> {
 }
 
 impl Keys<'_> {
-    /// Creates a key; the answer is the only place its secret ever appears.
-    pub async fn create(&self, name: &str, role: Role, expires_at: Option<Timestamp>) -> StoreResult<CreatedApiKey> {
+    /// Creates a key (a worker key for `worker_queue_id` registers only there); the answer is
+    /// the only place its secret ever appears.
+    pub async fn create(
+        &self,
+        name: &str,
+        role: Role,
+        expires_at: Option<Timestamp>,
+        worker_queue_id: Option<Uuid>,
+    ) -> StoreResult<CreatedApiKey> {
         let secret = generate_key();
-        let new = NewKey::new(self.org, name, role, expires_at, &secret, now());
+        let mut new = NewKey::new(self.org, name, role, expires_at, &secret, now());
+        new.worker_queue_id = worker_queue_id;
         with_db!(self.db, pool => insert_key!(&new, pool));
         Ok(CreatedApiKey {
             api_key: new.into_api_key(),

@@ -210,7 +210,7 @@ impl Store {
         expires_at: Option<Timestamp>,
     ) -> StoreResult<cp_types::org::CreatedApiKey> {
         self.get_org(org).await?;
-        self.keys(org).create(name, role, expires_at).await
+        self.keys(org).create(name, role, expires_at, None).await
     }
 
     /// Whether a key hash exists (used to confirm a configured bootstrap key).

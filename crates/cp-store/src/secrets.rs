@@ -3,7 +3,7 @@
 
 use cp_types::org::Role;
 use cp_types::page::PageRequest;
-use cp_types::secret::{Secret, SecretAccess};
+use cp_types::secret::{KeyRef, Secret, SecretAccess};
 use cp_types::{Page, Timestamp, now};
 use sqlx::types::Json;
 use uuid::Uuid;
@@ -69,8 +69,28 @@ pub struct Reader<'a> {
     pub key_id: Uuid,
     pub key_name: &'a str,
     pub role: Role,
-    /// `api` (an endpoint that returns the value) or `execution` (handed to a worker's run).
+    /// `api` (an endpoint that returns the value), `execution` (handed to a worker's run) or
+    /// `refused` (a worker key asked for a value its runs do not use).
     pub purpose: &'a str,
+    /// The run the value was read for, and the key that started it.
+    pub run: Option<RunRef>,
+}
+
+/// A run that a value was read for: the execution and the key that started it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunRef {
+    pub execution_id: Uuid,
+    pub started_by: Option<Uuid>,
+}
+
+impl Reader<'_> {
+    pub(crate) fn execution_id(&self) -> Option<Uuid> {
+        self.run.map(|r| r.execution_id)
+    }
+
+    pub(crate) fn started_by(&self) -> Option<Uuid> {
+        self.run.and_then(|r| r.started_by)
+    }
 }
 
 #[derive(sqlx::FromRow)]
@@ -82,6 +102,9 @@ struct AccessRow {
     role: String,
     purpose: String,
     accessed_at: Timestamp,
+    execution_id: Option<Uuid>,
+    started_by: Option<Uuid>,
+    started_by_name: Option<String>,
 }
 
 impl Store {
@@ -215,7 +238,8 @@ impl Secrets<'_> {
             for (id, name) in secrets {
                 sqlx::query(
                     "INSERT INTO secret_access_log (id, organization_id, secret_id, secret_name, key_id, key_name, \
-                       role, purpose, accessed_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+                       role, purpose, accessed_at, execution_id, started_by) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)")
                     .bind(Uuid::now_v7())
                     .bind(self.org)
                     .bind(id)
@@ -225,6 +249,8 @@ impl Secrets<'_> {
                     .bind(reader.role.as_str())
                     .bind(reader.purpose)
                     .bind(at)
+                    .bind(reader.execution_id())
+                    .bind(reader.started_by())
                     .execute(&mut *tx).await?;
             }
             tx.commit().await?;
@@ -235,8 +261,10 @@ impl Secrets<'_> {
     /// The reads of the values of secrets with this name, newest first.
     pub async fn access_log(&self, name: &str, page: PageRequest) -> StoreResult<Page<SecretAccess>> {
         let rows: Vec<AccessRow> = with_db!(self.db, pool =>
-            sqlx::query_as("SELECT id, secret_name, key_id, key_name, role, purpose, accessed_at FROM secret_access_log \
-                WHERE organization_id = $1 AND secret_name = $2 ORDER BY id DESC LIMIT $3 OFFSET $4")
+            sqlx::query_as("SELECT l.id, l.secret_name, l.key_id, l.key_name, l.role, l.purpose, l.accessed_at, \
+                l.execution_id, l.started_by, k.name AS started_by_name FROM secret_access_log l \
+                LEFT JOIN api_keys k ON k.id = l.started_by \
+                WHERE l.organization_id = $1 AND l.secret_name = $2 ORDER BY l.id DESC LIMIT $3 OFFSET $4")
                 .bind(self.org).bind(name).bind(page.limit).bind(page.offset).fetch_all(pool).await)?;
         let count = async {
             Ok(with_db!(self.db, pool =>
@@ -252,6 +280,11 @@ impl Secrets<'_> {
                 role: parse::<Role>(&r.role)?,
                 purpose: r.purpose,
                 accessed_at: r.accessed_at,
+                execution_id: r.execution_id,
+                started_by: r.started_by.map(|key_id| KeyRef {
+                    key_id,
+                    key_name: r.started_by_name,
+                }),
             })
         })
         .await

@@ -107,6 +107,17 @@ pub struct WorkerFilter {
     pub online_only: bool,
 }
 
+/// A run one of a key's workers holds.
+#[derive(Debug, Clone, Copy)]
+pub struct HeldRun {
+    pub execution_id: Uuid,
+    /// A team's run (else an agent's).
+    pub team: bool,
+    pub entity_id: Uuid,
+    /// The key that started the run.
+    pub started_by: Option<Uuid>,
+}
+
 impl Store {
     /// The workers of one organization.
     pub fn workers<'a>(&'a self, org: &'a str) -> Workers<'a> {
@@ -281,13 +292,23 @@ impl Workers<'_> {
         Ok(owner.ok_or(StoreError::NotFound)? == Some(key))
     }
 
-    /// The agents and teams whose runs the workers registered by `key` hold right now.
-    pub async fn held_entities(&self, key: Uuid) -> StoreResult<Vec<(String, Uuid)>> {
-        Ok(with_db!(self.db, pool =>
+    /// The runs that workers registered with `key` hold right now, with the agent or team
+    /// each runs and the key that started it.
+    pub async fn held_runs(&self, key: Uuid) -> StoreResult<Vec<HeldRun>> {
+        let rows: Vec<(Uuid, String, Uuid, String)> = with_db!(self.db, pool =>
             sqlx::query_as(
-                "SELECT DISTINCT e.execution_type, e.entity_id FROM executions e JOIN workers w ON w.id = e.worker_id \
+                "SELECT e.id, e.execution_type, e.entity_id, e.created_by FROM executions e JOIN workers w ON w.id = e.worker_id \
                  WHERE e.organization_id = $1 AND w.key_id = $2 AND e.status IN ('running', 'cancelling')")
-                .bind(self.org).bind(key).fetch_all(pool).await)?)
+                .bind(self.org).bind(key).fetch_all(pool).await)?;
+        Ok(rows
+            .into_iter()
+            .map(|(execution_id, kind, entity_id, created_by)| HeldRun {
+                execution_id,
+                team: kind == "team",
+                entity_id,
+                started_by: Uuid::parse_str(&created_by).ok(),
+            })
+            .collect())
     }
 
     /// The worker's queue and lease length; `NotFound` for another organization's worker.
@@ -309,7 +330,8 @@ impl Workers<'_> {
     }
 
     /// Records a heartbeat: the worker is alive for 3 more intervals and so are the leases of
-    /// the runs it holds. Answers the runs it must stop: those being cancelled, and those it
+    /// the runs it holds and lists in `current_executions` (a run it forgot lapses and goes back
+    /// to the queue). Answers the runs it must stop: those being cancelled, and those it
     /// reports but no longer holds (paused, re-queued after it went silent, ended).
     pub async fn heartbeat(&self, id: Uuid, hb: &Heartbeat) -> StoreResult<HeartbeatAck> {
         let org = self.org;
@@ -332,7 +354,8 @@ impl Workers<'_> {
                 return Err(StoreError::Conflict("the worker disconnected; register again".into()));
             }
             let alive_until = now_ms + 3 * self.second_ms * interval;
-            if current == "offline" {
+            // Every change is an event: back from offline, busy, idle again, draining.
+            if current != status.as_str() {
                 let back: Option<StatusRow> = sqlx::query_as(
                     "SELECT id, organization_id, worker_queue_id, hostname, runner_name FROM workers WHERE id = $1")
                     .bind(id).fetch_optional(&mut *tx).await?;
@@ -347,10 +370,19 @@ impl Workers<'_> {
                 .bind(org).bind(id).bind(status.as_str()).bind(Json(&hb.current_executions)).bind(hb.tasks_processed)
                 .bind(hb.system_info.clone().map(Json)).bind(at).bind(alive_until)
                 .execute(&mut *tx).await?;
-            let held: Vec<(Uuid, String)> = sqlx::query_as(
-                "UPDATE executions SET lease_until = $3 WHERE organization_id = $1 AND worker_id = $2 \
-                   AND status IN ('running', 'cancelling') RETURNING id, status")
-                .bind(org).bind(id).bind(alive_until).fetch_all(&mut *tx).await?;
+            // Ids compared in each backend's text form of its uuid column.
+            let (listed_sql, listed): (&str, Vec<String>) = if pg {
+                ("id::text IN (SELECT jsonb_array_elements_text($4))",
+                 hb.current_executions.iter().map(Uuid::to_string).collect())
+            } else {
+                ("hex(id) IN (SELECT value FROM json_each($4))",
+                 hb.current_executions.iter().map(|u| u.simple().to_string().to_uppercase()).collect())
+            };
+            let held: Vec<(Uuid, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "UPDATE executions SET lease_until = CASE WHEN {listed_sql} THEN $3 ELSE lease_until END \
+                 WHERE organization_id = $1 AND worker_id = $2 AND status IN ('running', 'cancelling') \
+                 RETURNING id, status")))
+                .bind(org).bind(id).bind(alive_until).bind(Json(listed)).fetch_all(&mut *tx).await?;
             let running: HashSet<Uuid> = held.iter().filter(|(_, s)| s == "running").map(|(id, _)| *id).collect();
             let mut cancel: Vec<Uuid> = held.iter().filter(|(_, s)| s == "cancelling").map(|(id, _)| *id).collect();
             for e in &hb.current_executions {

@@ -26,9 +26,13 @@ pub struct DetailedHealth {
     pub version: String,
     pub uptime_seconds: u64,
     pub database: DatabaseHealth,
-    pub workers: WorkersHealth,
-    pub queues: QueuesHealth,
-    pub webhooks: WebhooksHealth,
+    /// The counts below are the caller's organization's, shown only to an admin key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers: Option<WorkersHealth>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queues: Option<QueuesHealth>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhooks: Option<WebhooksHealth>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -280,10 +280,17 @@ pub struct IntegrationAccess {
     pub key_id: Uuid,
     pub key_name: String,
     pub role: Role,
-    /// `api` for the token endpoints, `execution` when handed to a worker's run.
+    /// `api` for the token endpoints, `execution` when handed to a worker's run, `refused`
+    /// when a worker key asked for credentials none of its runs uses.
     pub purpose: String,
     #[serde(serialize_with = "crate::common::rfc3339::serialize")]
     pub accessed_at: DateTime<Utc>,
+    /// The run the credentials were read for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution_id: Option<Uuid>,
+    /// The key that started that run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_by: Option<crate::secret::KeyRef>,
 }
 
 #[cfg(test)]

@@ -60,6 +60,9 @@ pub struct ApiKey {
     pub expires_at: Option<DateTime<Utc>>,
     #[serde(default, serialize_with = "crate::common::rfc3339::option::serialize")]
     pub revoked_at: Option<DateTime<Utc>>,
+    /// For a worker key made for one queue: the only queue its workers may register on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_queue_id: Option<Uuid>,
 }
 
 /// The answer to creating a key: the only time `key` is shown.
@@ -78,6 +81,9 @@ pub struct CreateApiKey {
     pub role: Role,
     #[serde(default, serialize_with = "crate::common::rfc3339::option::serialize")]
     pub expires_at: Option<DateTime<Utc>>,
+    /// With `role: worker`: the one queue the key's workers may register on.
+    #[serde(default)]
+    pub worker_queue_id: Option<Uuid>,
 }
 
 impl CreateApiKey {
@@ -87,6 +93,11 @@ impl CreateApiKey {
         if let Some(at) = self.expires_at {
             v.check(at > now, "expires_at", "must be in the future");
         }
+        v.check(
+            self.worker_queue_id.is_none() || self.role == Role::Worker,
+            "worker_queue_id",
+            "only a worker key is made for a queue",
+        );
         v.finish()
     }
 }

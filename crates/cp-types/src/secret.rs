@@ -186,10 +186,25 @@ pub struct SecretAccess {
     pub key_id: Uuid,
     pub key_name: String,
     pub role: Role,
-    /// `api` for `GET /secrets/value/{name}`, `execution` when handed to a worker's run.
+    /// `api` for `GET /secrets/value/{name}`, `execution` when handed to a worker's run,
+    /// `refused` when a worker key asked for a value none of its runs uses.
     pub purpose: String,
     #[serde(serialize_with = "crate::common::rfc3339::serialize")]
     pub accessed_at: DateTime<Utc>,
+    /// The run the value was read for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution_id: Option<Uuid>,
+    /// The key that started that run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_by: Option<KeyRef>,
+}
+
+/// An API key named in a log: its id, and its name while the key exists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct KeyRef {
+    pub key_id: Uuid,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_name: Option<String>,
 }
 
 #[cfg(test)]

@@ -163,6 +163,14 @@ pub struct Worker {
     pub last_heartbeat_at: DateTime<Utc>,
 }
 
+/// `GET /workers/{id}`: a worker when `id` is a worker id, else the runner of that name.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum WorkerOrRunner {
+    Worker(Worker),
+    Runner(Runner),
+}
+
 /// Workers grouped by runner (`runner_name`, the hostname unless set).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Runner {

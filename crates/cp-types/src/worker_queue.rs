@@ -168,7 +168,8 @@ impl UpdateWorkerQueue {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct QueueWorkerCommand {
     pub queue_id: Uuid,
-    /// The exact command that starts a worker on this queue (the key as `$KUBIYA_API_KEY`).
+    /// The exact command that starts a worker on this queue; the worker reads its key from the
+    /// `KUBIYA_API_KEY` environment variable, never from its command line.
     pub command: String,
     pub command_parts: Vec<String>,
     pub can_register: bool,

@@ -154,8 +154,15 @@ async fn start_server(
     };
     let key = cp_store::keys::generate_key();
     let mut cmd = tokio::process::Command::new(exe);
-    cmd.args(["serve", "--listen", &addr.to_string(), "--data-dir"])
-        .arg(dir.path());
+    cmd.args([
+        "serve",
+        "--max-org-rate-limit",
+        "1000000",
+        "--listen",
+        &addr.to_string(),
+        "--data-dir",
+    ])
+    .arg(dir.path());
     if let Some(url) = database_url {
         cmd.args(["--database-url", url]);
     }

@@ -75,6 +75,12 @@ pub enum Command {
     /// whether a tool use may run (exit code 2 and the reason on stderr when it may not).
     #[command(hide = true)]
     ClaudeHook,
+    /// Re-seal every secret with a new master key (in one transaction) and replace the key file.
+    RotateMasterKey(MasterKeyArgs),
+    /// A policy sandbox child: the server starts these to compile and evaluate Rego within
+    /// memory and time limits (the protocol is on stdin and stdout).
+    #[command(hide = true)]
+    PolicySandbox,
 }
 
 #[derive(Args)]
@@ -107,6 +113,18 @@ pub struct WorkerArgs {
     pub unsandboxed_tools: bool,
 }
 
+/// Where the master key that seals secrets at rest comes from.
+#[derive(Args)]
+pub struct MasterKeyArgs {
+    /// File holding the 32-byte master key (hex, mode 0600); created only for a database
+    /// that holds nothing sealed yet.
+    #[arg(long, env = "KUBIYA_CP_MASTER_KEY_FILE")]
+    pub master_key_file: Option<PathBuf>,
+    /// The master key itself (64 hex characters); wins over the file.
+    #[arg(long, env = "KUBIYA_CP_MASTER_KEY", hide_env_values = true)]
+    pub master_key: Option<String>,
+}
+
 #[derive(Args)]
 pub struct ServeArgs {
     /// Address to listen on.
@@ -115,12 +133,8 @@ pub struct ServeArgs {
     /// URL that workers and clients use to reach this server (default: http://<listen>).
     #[arg(long, env = "KUBIYA_CP_PUBLIC_URL")]
     pub public_url: Option<String>,
-    /// File holding the 32-byte master key (hex); generated with mode 0600 when missing.
-    #[arg(long, env = "KUBIYA_CP_MASTER_KEY_FILE")]
-    pub master_key_file: Option<PathBuf>,
-    /// The master key itself (64 hex characters); wins over the file.
-    #[arg(long, env = "KUBIYA_CP_MASTER_KEY", hide_env_values = true)]
-    pub master_key: Option<String>,
+    #[command(flatten)]
+    pub key: MasterKeyArgs,
     /// First admin key of org `default` on an empty database (`kby_` and 24+ URL-safe characters).
     #[arg(long, env = "KUBIYA_CP_BOOTSTRAP_API_KEY", hide_env_values = true)]
     pub bootstrap_api_key: Option<String>,
@@ -130,6 +144,19 @@ pub struct ServeArgs {
     /// Requests per minute allowed to each worker-role key.
     #[arg(long, env = "KUBIYA_CP_WORKER_RATE_LIMIT", default_value_t = 6000)]
     pub worker_rate_limit: u64,
+    /// The highest per-key rate limit (requests per minute) an organization admin may set.
+    #[arg(long, env = "KUBIYA_CP_MAX_ORG_RATE_LIMIT", default_value_t = 6000)]
+    pub max_org_rate_limit: u64,
+    /// Let organizations that turn on `webhook_allow_private_targets` send webhooks to
+    /// private, loopback and link-local addresses (off: no organization can).
+    #[arg(long, env = "KUBIYA_CP_ALLOW_PRIVATE_WEBHOOK_TARGETS")]
+    pub allow_private_webhook_targets: bool,
+    /// Seconds a connection has to send a request's headers (and to start its next request).
+    #[arg(long, env = "KUBIYA_CP_HEADER_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub header_timeout: u64,
+    /// Connections served at once; new ones past it are closed (and logged).
+    #[arg(long, env = "KUBIYA_CP_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections: u64,
 }
 
 #[derive(Subcommand)]
@@ -187,7 +214,7 @@ pub struct BenchArgs {
     /// PostgreSQL database or schema to measure PostgreSQL.
     #[arg(long)]
     pub server_database_url: Option<String>,
-    /// Run one part only: the HTTP lists, policy decisions (in-process, no server) or executions.
+    /// Run one part only: the HTTP lists, policy decisions (through the policy sandbox, no server) or executions.
     #[arg(long, value_enum)]
     pub only: Option<BenchPart>,
 }

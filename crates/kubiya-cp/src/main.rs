@@ -5,6 +5,7 @@ mod bench;
 mod bench_exec;
 mod bench_policy;
 mod cli;
+mod master_key;
 mod serve;
 mod worker;
 
@@ -18,6 +19,14 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::ClaudeHook = cli.command {
         return claude_hook();
+    }
+    // A sandbox child stays single-threaded and quiet: no runtime, no logging (its stdout is
+    // the protocol, its address space is bounded).
+    if let Command::PolicySandbox = cli.command {
+        return match cp_policy::sandbox::run_child() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(_) => ExitCode::FAILURE,
+        };
     }
     cli::init_logging(&cli.global);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -36,6 +45,8 @@ fn main() -> ExitCode {
             Command::Worker(args) => worker::run(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::ClaudeHook => Ok(()),
+            Command::RotateMasterKey(args) => master_key::rotate(&cli.global, &args).await,
+            Command::PolicySandbox => Ok(()),
         }
     });
     match result {

@@ -11,9 +11,9 @@ use cp_store::keys::is_well_formed;
 
 use crate::admin::{open, redact};
 use crate::cli::{Global, ServeArgs};
+use crate::master_key;
 
 const ADMIN_KEY_FILE: &str = "admin-api-key";
-const MASTER_KEY_FILE: &str = "master.key";
 
 pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
     let started = Instant::now();
@@ -24,8 +24,8 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(&global.data_dir)
         .with_context(|| format!("cannot create the data dir {}", global.data_dir.display()))?;
-    let master_key = master_key(&args, &global.data_dir)?;
     let store = open(global).await?;
+    let master_key = master_key::load(&args.key, &global.data_dir, &store).await?;
 
     let boot = store
         .bootstrap(args.bootstrap_api_key.as_deref())
@@ -61,6 +61,10 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
     config.public_url = args.public_url.clone().unwrap_or_else(|| format!("http://{listen}"));
     config.body_limit = args.body_limit;
     config.worker_rate_limit = args.worker_rate_limit;
+    config.max_org_rate_limit = args.max_org_rate_limit;
+    config.allow_private_webhook_targets = args.allow_private_webhook_targets;
+    config.header_timeout = std::time::Duration::from_secs(args.header_timeout);
+    config.max_connections = usize::try_from(args.max_connections).unwrap_or(usize::MAX);
     tracing::info!(
         listen = %listen,
         database = %redact(&global.database_url()),
@@ -92,36 +96,8 @@ pub(crate) async fn shutdown_signal() {
     tracing::info!("shutting down: draining in-flight requests");
 }
 
-/// The master key: `--master-key`, else the key file (generated with mode 0600 when missing).
-fn master_key(args: &ServeArgs, data_dir: &Path) -> anyhow::Result<[u8; 32]> {
-    if let Some(hex_key) = &args.master_key {
-        return parse_master_key(hex_key).context("--master-key / KUBIYA_CP_MASTER_KEY");
-    }
-    let path = args
-        .master_key_file
-        .clone()
-        .unwrap_or_else(|| data_dir.join(MASTER_KEY_FILE));
-    match std::fs::read_to_string(&path) {
-        Ok(text) => parse_master_key(text.trim()).with_context(|| format!("master key file {}", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let key: [u8; 32] = rand::random();
-            write_secret_file(&path, &hex::encode(key))?;
-            tracing::info!(path = %path.display(), "generated a new master key");
-            Ok(key)
-        }
-        Err(e) => Err(e).with_context(|| format!("cannot read the master key file {}", path.display())),
-    }
-}
-
-fn parse_master_key(text: &str) -> anyhow::Result<[u8; 32]> {
-    let bytes = hex::decode(text).context("the master key must be 64 hex characters")?;
-    bytes
-        .try_into()
-        .map_err(|_| anyhow::anyhow!("the master key must be 32 bytes (64 hex characters)"))
-}
-
 /// Writes a secret readable only by its owner.
-fn write_secret_file(path: &Path, content: &str) -> anyhow::Result<()> {
+pub(crate) fn write_secret_file(path: &Path, content: &str) -> anyhow::Result<()> {
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)

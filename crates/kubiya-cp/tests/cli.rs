@@ -290,6 +290,18 @@ async fn configured_bootstrap_keys_are_checked_and_used() {
     assert!(stderr(&o).contains("kby_"), "{}", stderr(&o));
 
     let key = "kby_configured-bootstrap-key-0123456789";
+    let (mut child, base) = serve_ready(&db, key).await;
+    assert_eq!(status_with(&base, key).await, 200);
+    assert!(
+        !Path::new(&db.dir.path().join("admin-api-key")).exists(),
+        "a configured key is not written out"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// `serve` on `db` with `key` as its bootstrap admin key, once it is ready.
+async fn serve_ready(db: &Db, key: &str) -> (Child, String) {
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let mut child = db
@@ -300,13 +312,82 @@ async fn configured_bootstrap_keys_are_checked_and_used() {
         .spawn()
         .unwrap();
     wait_ready(&base, &mut child).await;
-    assert_eq!(status_with(&base, key).await, 200);
-    assert!(
-        !Path::new(&db.dir.path().join("admin-api-key")).exists(),
-        "a configured key is not written out"
-    );
+    (child, base)
+}
+
+async fn secret_value(base: &str, key: &str) -> String {
+    let r = reqwest::Client::new()
+        .get(format!("{base}/api/v1/secrets/value/DB_PASSWORD"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap();
+    let body: serde_json::Value = r.json().await.unwrap();
+    body["value"].as_str().unwrap_or_default().to_string()
+}
+
+/// A server that must refuse to start; its error output.
+fn refused(db: &Db, extra: &[&str]) -> String {
+    let mut args = vec!["serve", "--listen", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    let o = db.run(&args);
+    assert!(!o.status.success(), "serve started: {}", stderr(&o));
+    stderr(&o)
+}
+
+async fn the_master_key_is_checked_and_rotated(postgres: bool) {
+    let db = Db::new(postgres).await;
+    let key = "kby_master-key-test-bootstrap-0123456789";
+    let (mut child, base) = serve_ready(&db, key).await;
+    let r = reqwest::Client::new()
+        .post(format!("{base}/api/v1/secrets"))
+        .bearer_auth(key)
+        .json(&serde_json::json!({"name": "DB_PASSWORD", "value": "hunter2"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
     child.kill().unwrap();
     child.wait().unwrap();
+
+    // A lost key file is not silently replaced by a new key.
+    let file = db.dir.path().join("master.key");
+    let original = std::fs::read_to_string(&file).unwrap();
+    std::fs::remove_file(&file).unwrap();
+    assert!(refused(&db, &[]).contains("missing"));
+    assert!(!file.exists(), "a new key was generated over sealed data");
+    // A key file others may read is refused.
+    std::fs::write(&file, &original).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    assert!(refused(&db, &[]).contains("chmod 600"));
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // Another key does not match the database's check value.
+    let other = "11".repeat(32);
+    assert!(refused(&db, &["--master-key", &other]).contains("does not match"));
+
+    // Rotation re-seals everything and replaces the file; the server reads the secret again.
+    let o = db.run(&["rotate-master-key"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rotated = std::fs::read_to_string(&file).unwrap();
+    assert_ne!(rotated, original);
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+    let (mut child, base) = serve_ready(&db, key).await;
+    assert_eq!(secret_value(&base, key).await, "hunter2");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The old key no longer opens this database.
+    assert!(refused(&db, &["--master-key", original.trim()]).contains("does not match"));
+    db.drop_schema().await;
+}
+
+#[tokio::test]
+async fn the_master_key_is_checked_and_rotated_sqlite() {
+    the_master_key_is_checked_and_rotated(false).await;
+}
+
+#[tokio::test]
+async fn the_master_key_is_checked_and_rotated_postgres() {
+    the_master_key_is_checked_and_rotated(true).await;
 }
 
 /// The worker's help shows its operator flags and not `--api-key` (a flag's value is visible

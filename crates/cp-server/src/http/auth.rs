@@ -37,6 +37,8 @@ pub struct Principal {
     pub role: Role,
     pub org_id: String,
     pub org_name: String,
+    /// For a worker key made for one queue: that queue.
+    pub worker_queue_id: Option<Uuid>,
 }
 
 /// Keys found in the database, cached briefly. Unknown keys are not cached (that would let a
@@ -46,12 +48,73 @@ pub struct Principal {
 pub struct KeyCache {
     entries: DashMap<String, (Instant, KeyPrincipal)>,
     touched: DashMap<Uuid, Instant>,
+    /// Whether a key is still usable, by id, for long requests that outlive their check.
+    usable: DashMap<Uuid, (Instant, bool)>,
+    /// Open event streams per key.
+    streams: DashMap<Uuid, usize>,
+}
+
+/// Most event streams one key may hold open at once.
+pub const MAX_STREAMS_PER_KEY: usize = 100;
+
+/// An open stream's place in its key's count; given back when dropped.
+pub struct StreamSlot {
+    keys: Arc<KeyCache>,
+    key: Uuid,
+}
+
+impl StreamSlot {
+    /// The key whose stream this is.
+    pub fn key(&self) -> Uuid {
+        self.key
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        if let Some(mut n) = self.keys.streams.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+        }
+        self.keys.streams.remove_if(&self.key, |_, n| *n == 0);
+    }
 }
 
 impl KeyCache {
     /// Forgets everything (after a revocation or a settings change).
     pub fn clear(&self) {
         self.entries.clear();
+        self.usable.clear();
+    }
+
+    /// A place for one more stream of `key`, unless it holds [`MAX_STREAMS_PER_KEY`] already.
+    pub fn open_stream(self: &Arc<Self>, key: Uuid) -> Option<StreamSlot> {
+        let mut n = self.streams.entry(key).or_insert(0);
+        if *n >= MAX_STREAMS_PER_KEY {
+            return None;
+        }
+        *n += 1;
+        Some(StreamSlot {
+            keys: self.clone(),
+            key,
+        })
+    }
+
+    /// Whether the key is still neither revoked nor expired, read at most once per
+    /// [`CACHE_TTL`] per key (streams ask every few seconds).
+    pub async fn still_usable(&self, store: &cp_store::Store, org: &str, key: Uuid) -> bool {
+        if let Some(hit) = self.usable.get(&key)
+            && hit.0.elapsed() < CACHE_TTL
+        {
+            return hit.1;
+        }
+        let usable = match store.keys(org).get(key).await {
+            Ok(k) => k.revoked_at.is_none() && k.expires_at.is_none_or(|e| e > cp_types::now()),
+            Err(cp_store::StoreError::NotFound) => false,
+            // The database is away: keep the stream; the next check decides.
+            Err(_) => return true,
+        };
+        self.usable.insert(key, (Instant::now(), usable));
+        usable
     }
 
     fn get(&self, token: &str) -> Option<KeyPrincipal> {
@@ -81,6 +144,7 @@ impl KeyCache {
     /// Drops expired entries so memory follows active keys.
     pub fn sweep(&self) {
         self.entries.retain(|_, (at, _)| at.elapsed() < CACHE_TTL);
+        self.usable.retain(|_, (at, _)| at.elapsed() < CACHE_TTL);
         self.touched.retain(|_, at| at.elapsed() < TOUCH_EVERY);
     }
 }
@@ -166,7 +230,10 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
 
     let limit = match principal.role {
         Role::Worker => state.config.worker_rate_limit,
-        _ => u64::try_from(principal.rate_limit_per_minute).unwrap_or(0),
+        // A limit set before the operator lowered the ceiling is held to it.
+        _ => u64::try_from(principal.rate_limit_per_minute)
+            .unwrap_or(0)
+            .min(state.config.max_org_rate_limit),
     };
     let decision = state.limiter.check(Meter::Key(principal.key_id), limit, now);
     if !decision.allowed {
@@ -192,10 +259,19 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
         role: principal.role,
         org_id: principal.org_id,
         org_name: principal.org_name,
+        worker_queue_id: principal.worker_queue_id,
     }));
     let mut resp = next.run(req).await;
     decision.write_headers(resp.headers_mut());
     resp
+}
+
+/// The organization of a request's key when it is a usable admin key, for endpoints that need
+/// no key but tell an organization's admin more (the detailed health report).
+pub async fn admin_org(state: &AppState, headers: &HeaderMap) -> Option<String> {
+    let token = presented_key(headers)?;
+    let found = resolve(state, token).await.ok()??;
+    (found.is_usable(cp_types::now()) && found.role == Role::Admin).then_some(found.org_id)
 }
 
 /// The key's owner, from the cache or the database. Malformed keys are refused without a

@@ -94,23 +94,63 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(value).map_err(field_issue)
 }
 
+/// The bytes of a JSON request body: 415 for another content type, 400 for an empty body.
+async fn json_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    if !is_json(&req) {
+        return Err(ApiError::new(
+            ErrorCode::UnsupportedMediaType,
+            "expected Content-Type: application/json",
+        ));
+    }
+    let bytes = Bytes::from_request(req, state).await.map_err(body_error)?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request(
+            "the request body is empty; a JSON object was expected",
+        ));
+    }
+    Ok(bytes)
+}
+
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        if !is_json(&req) {
-            return Err(ApiError::new(
-                ErrorCode::UnsupportedMediaType,
-                "expected Content-Type: application/json",
-            ));
+        parse_json(&json_bytes(req, state).await?).map(JsonBody)
+    }
+}
+
+/// What a worker reports of a run (events, its result, its failure): a NUL character, which the
+/// databases cannot store, becomes U+FFFD instead of refusing the report, so a run whose tool
+/// printed binary output still ends.
+pub struct RunReport<T>(pub T);
+
+/// Replaces NUL in every string (keys included) with U+FFFD.
+fn replace_nul(value: &mut Value) {
+    match value {
+        Value::String(s) if s.contains('\0') => *s = s.replace('\0', "\u{FFFD}"),
+        Value::Array(items) => items.iter_mut().for_each(replace_nul),
+        Value::Object(map) => {
+            if map.keys().any(|k| k.contains('\0')) {
+                let entries = std::mem::take(map);
+                map.extend(entries.into_iter().map(|(k, v)| (k.replace('\0', "\u{FFFD}"), v)));
+            }
+            map.values_mut().for_each(replace_nul);
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(body_error)?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Err(ApiError::bad_request(
-                "the request body is empty; a JSON object was expected",
-            ));
-        }
-        parse_json(&bytes).map(JsonBody)
+        _ => {}
+    }
+}
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for RunReport<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = json_bytes(req, state).await?;
+        let mut value: Value =
+            serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?;
+        replace_nul(&mut value);
+        serde_path_to_error::deserialize(value)
+            .map(RunReport)
+            .map_err(field_issue)
     }
 }
 

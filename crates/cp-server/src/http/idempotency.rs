@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 
 use super::auth::Principal;
 use super::error::ApiError;
+use crate::services::crypto::{Cipher, idempotency_aad};
 use crate::state::AppState;
 
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -23,6 +24,12 @@ const REPLAYED: &str = "idempotent-replayed";
 /// API key): it is never stored for replay, so a retry creates a new one instead.
 #[derive(Debug, Clone, Copy)]
 pub struct NoReplay;
+
+/// Put in a response's extensions by handlers whose answer carries a secret that a retry must
+/// get again (a claim's secret values, a new webhook's signing secret): it is stored encrypted
+/// with the master key, never in plaintext.
+#[derive(Debug, Clone, Copy)]
+pub struct SealedReplay;
 
 pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next) -> Response {
     if req.method() != Method::POST {
@@ -63,7 +70,19 @@ pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next
             status,
             content_type,
             body,
+            sealed,
         }) => {
+            let body = if sealed {
+                match Cipher::new(&state.config.master_key).open(&body, &idempotency_aad(&principal.org_id, &key)) {
+                    Ok(plain) => plain,
+                    Err(_) => {
+                        tracing::error!("a sealed idempotent answer does not decrypt (wrong master key?)");
+                        return ApiError::internal().into_response();
+                    }
+                }
+            } else {
+                body
+            };
             let mut resp = (StatusCode::from_u16(status).unwrap_or(StatusCode::OK), body).into_response();
             if let Some(ct) = content_type.and_then(|c| HeaderValue::from_str(&c).ok()) {
                 resp.headers_mut().insert(header::CONTENT_TYPE, ct);
@@ -102,7 +121,23 @@ pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next
         }
     };
     let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-    if let Err(e) = records.finish(&key, status.as_u16(), content_type, &body).await {
+    let sealed = parts.extensions.get::<SealedReplay>().is_some();
+    let stored = if sealed {
+        match Cipher::new(&state.config.master_key).seal(&body, &idempotency_aad(&principal.org_id, &key)) {
+            Ok(s) => s,
+            Err(_) => {
+                // Nothing is stored rather than a plaintext secret: a retry runs again.
+                let _ = records.abandon(&key).await;
+                return Response::from_parts(parts, Body::from(body));
+            }
+        }
+    } else {
+        body.to_vec()
+    };
+    if let Err(e) = records
+        .finish(&key, status.as_u16(), content_type, &stored, sealed)
+        .await
+    {
         tracing::warn!(error = %e, "could not store idempotent response");
     }
     parts.headers.insert(REPLAYED, HeaderValue::from_static("false"));

@@ -2,6 +2,7 @@
 //! idempotency, metrics and the extractors that turn bad input into envelope errors.
 
 pub mod auth;
+pub mod connections;
 pub mod context;
 pub mod error;
 pub mod extract;

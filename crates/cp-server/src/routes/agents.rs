@@ -16,6 +16,7 @@ use uuid::Uuid;
 use crate::http::{ApiError, ApiResult, Auth, JsonBody, Pagination, Path, Query, Read, Write};
 use crate::services::catalog::{check_runtime, check_skill_configurations, resolve_model};
 use crate::services::list_cache::JsonBytes;
+use crate::services::vault::{self, Named};
 use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -72,6 +73,11 @@ async fn create_agent(
     JsonBody(req): JsonBody<CreateAgent>,
 ) -> ApiResult<(StatusCode, Json<Agent>)> {
     req.validate()?;
+    vault::check_may_name(
+        &auth,
+        &Named::of_environment(req.execution_environment.as_ref()),
+        &Named::default(),
+    )?;
     let model = resolve_model(
         &state.store,
         &auth.org_id,
@@ -122,6 +128,11 @@ async fn update_agent(
     req.validate()?;
     let agents = state.store.agents(&auth.org_id);
     let current = agents.get(id).await.map_err(not_found)?;
+    vault::check_may_name(
+        &auth,
+        &Named::of_environment(req.execution_environment.as_ref()),
+        &Named::of_environment(Some(&current.execution_environment)),
+    )?;
     let requested = requested_model(&req.model, &req.model_id);
     let mut model_id = None;
     if requested.is_some() || req.runtime.is_some() {

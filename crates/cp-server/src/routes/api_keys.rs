@@ -29,10 +29,18 @@ async fn create_key(
 ) -> ApiResult<(StatusCode, Extension<NoReplay>, Json<CreatedApiKey>)> {
     req.validate(cp_types::now())?;
     let expires_at = req.expires_at.map(|t| t.trunc_subsecs(6));
+    if let Some(queue) = req.worker_queue_id {
+        state
+            .store
+            .worker_queues(&auth.org_id)
+            .get(queue)
+            .await
+            .map_err(|e| ApiError::from_store(e, "worker queue"))?;
+    }
     let created = state
         .store
         .keys(&auth.org_id)
-        .create(req.name.trim(), req.role, expires_at)
+        .create(req.name.trim(), req.role, expires_at, req.worker_queue_id)
         .await?;
     // The secret is shown once: never kept for an Idempotency-Key replay.
     Ok((StatusCode::CREATED, Extension(NoReplay), Json(created)))

@@ -10,6 +10,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::http::{ApiError, ApiResult, Auth, JsonBody, Pagination, Path, Read, Write};
+use crate::services::vault::{self, Named};
 use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -45,6 +46,11 @@ async fn create_custom_integration(
     JsonBody(req): JsonBody<CreateCustomIntegration>,
 ) -> ApiResult<(StatusCode, Json<CustomIntegration>)> {
     req.validate()?;
+    vault::check_may_name(
+        &auth,
+        &Named::of_custom_integration(req.config.as_ref()),
+        &Named::default(),
+    )?;
     let created = state.store.custom_integrations(&auth.org_id).create(&req).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
@@ -77,6 +83,16 @@ async fn update_custom_integration(
     JsonBody(req): JsonBody<UpdateCustomIntegration>,
 ) -> ApiResult<Json<CustomIntegration>> {
     req.validate()?;
+    let wanted = Named::of_custom_integration(req.config.as_ref());
+    if !wanted.is_empty() {
+        let current = state
+            .store
+            .custom_integrations(&auth.org_id)
+            .get(id)
+            .await
+            .map_err(not_found)?;
+        vault::check_may_name(&auth, &wanted, &Named::of_custom_integration(Some(&current.config)))?;
+    }
     Ok(Json(
         state
             .store

@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use crate::http::{ApiError, ApiResult, Auth, JsonBody, Pagination, Path, Query, Read, Write};
 use crate::routes::worker_queues::worker_command_parts;
+use crate::services::vault::{self, Named};
 use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -58,6 +59,11 @@ async fn create_environment(
     JsonBody(req): JsonBody<CreateEnvironment>,
 ) -> ApiResult<(StatusCode, Json<Environment>)> {
     req.validate()?;
+    vault::check_may_name(
+        &auth,
+        &Named::of_environment(req.execution_environment.as_ref()),
+        &Named::default(),
+    )?;
     let env = state.store.environments(&auth.org_id).create(&req).await?;
     Ok((StatusCode::CREATED, Json(env)))
 }
@@ -89,6 +95,20 @@ async fn update_environment(
     JsonBody(req): JsonBody<UpdateEnvironment>,
 ) -> ApiResult<Json<Environment>> {
     req.validate()?;
+    let wanted = Named::of_environment(req.execution_environment.as_ref());
+    if !wanted.is_empty() {
+        let current = state
+            .store
+            .environments(&auth.org_id)
+            .get(id)
+            .await
+            .map_err(not_found)?;
+        vault::check_may_name(
+            &auth,
+            &wanted,
+            &Named::of_environment(Some(&current.execution_environment)),
+        )?;
+    }
     Ok(Json(
         state
             .store
@@ -148,19 +168,7 @@ async fn worker_command(
             name: q.name,
         })
         .collect();
-    let parts: Vec<String> = [
-        "kubiya-cp",
-        "worker",
-        "--queue-id",
-        "<WORKER_QUEUE_ID>",
-        "--control-plane-url",
-        &url,
-        "--api-key",
-        "$KUBIYA_API_KEY",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let parts = worker_command_parts(&url, "<WORKER_QUEUE_ID>");
     Ok(Json(WorkerCommand {
         environment_id: env.id,
         environment_name: env.name,

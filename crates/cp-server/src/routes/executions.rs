@@ -16,7 +16,7 @@ use cp_types::execution::{
     CompleteExecution, EventBatch, EventsStored, ExecuteRequest, Execution, ExecutionAccepted, ExecutionEvent,
     ExecutionMessage, ExecutionStatus, ExecutionType, FailExecution, PatchExecution, Session,
 };
-use cp_types::{Page, PageParams, Timestamp};
+use cp_types::{ErrorCode, Page, PageParams, Timestamp};
 use futures::Stream;
 use serde::Deserialize;
 use tokio::sync::broadcast;
@@ -25,6 +25,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use crate::http::auth::{MAX_STREAMS_PER_KEY, Principal, StreamSlot};
+use crate::http::extract::RunReport;
 use crate::http::idempotency::NoReplay;
 use crate::http::{ApiError, ApiResult, Auth, JsonBody, Pagination, Path, Query, Read, WorkerApi, Write};
 use crate::services::dispatch;
@@ -55,14 +57,16 @@ fn not_found(e: cp_store::StoreError) -> ApiError {
 /// 201 with the accepted execution, or (with `stream: true`) 200 with its event stream.
 async fn accept(
     state: AppState,
-    auth: &crate::http::auth::Principal,
+    auth: &Principal,
     kind: ExecutionType,
     id: Uuid,
     req: ExecuteRequest,
 ) -> ApiResult<Response> {
+    // A stream's place is taken first, so a key past its limit starts no run.
+    let slot = req.stream.then(|| stream_slot(&state, auth)).transpose()?;
     let execution = dispatch::execute(&state, auth, kind, id, &req).await?;
-    if req.stream {
-        let mut resp = sse(state, auth.org_id.clone(), execution.id, 0).into_response();
+    if let Some(slot) = slot {
+        let mut resp = sse(state, auth.org_id.clone(), execution.id, 0, slot).into_response();
         if let Ok(v) = HeaderValue::from_str(&execution.id.to_string()) {
             resp.headers_mut().insert("x-execution-id", v);
         }
@@ -210,7 +214,7 @@ async fn post_events(
     auth: Auth<WorkerApi>,
     Path(id): Path<Uuid>,
     headers: HeaderMap,
-    JsonBody(batch): JsonBody<EventBatch>,
+    RunReport(batch): RunReport<EventBatch>,
 ) -> ApiResult<(StatusCode, Json<EventsStored>)> {
     let lease_id = lease(&headers)?;
     let events = batch.into_events()?;
@@ -251,7 +255,7 @@ async fn complete(
     auth: Auth<WorkerApi>,
     Path(id): Path<Uuid>,
     headers: HeaderMap,
-    JsonBody(req): JsonBody<CompleteExecution>,
+    RunReport(req): RunReport<CompleteExecution>,
 ) -> ApiResult<Json<Execution>> {
     let lease_id = lease(&headers)?;
     let outcome = Outcome::Completed {
@@ -271,7 +275,7 @@ async fn fail(
     auth: Auth<WorkerApi>,
     Path(id): Path<Uuid>,
     headers: HeaderMap,
-    JsonBody(req): JsonBody<FailExecution>,
+    RunReport(req): RunReport<FailExecution>,
 ) -> ApiResult<Json<Execution>> {
     let lease_id = lease(&headers)?;
     let outcome = Outcome::Failed {
@@ -431,17 +435,38 @@ async fn stream(
         return Err(ApiError::invalid("after", "must not be negative"));
     }
     state.store.executions(&auth.org_id).get(id).await.map_err(not_found)?;
-    Ok(sse(state, auth.org_id.clone(), id, after).into_response())
+    let slot = stream_slot(&state, &auth)?;
+    Ok(sse(state, auth.org_id.clone(), id, after, slot).into_response())
 }
 
-/// The SSE response following `id` from `after`.
-fn sse(state: AppState, org: String, id: Uuid, after: i64) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+/// A place for one more stream of the caller's key: at most [`MAX_STREAMS_PER_KEY`] at once
+/// (429 past it).
+fn stream_slot(state: &AppState, caller: &Principal) -> ApiResult<StreamSlot> {
+    state.keys.open_stream(caller.key_id).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::RateLimited,
+            format!("this key already follows {MAX_STREAMS_PER_KEY} streams; close one first"),
+        )
+    })
+}
+
+/// The SSE response following `id` from `after`; it ends once the key that holds `slot` is
+/// revoked or expires.
+fn sse(
+    state: AppState,
+    org: String,
+    id: Uuid,
+    after: i64,
+    slot: StreamSlot,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     // Subscribe before the first read of stored events: whatever is stored from here on
     // arrives live, whatever was stored before is read; overlaps are dropped by `seq`.
     let follower = Follower {
         rx: state.hub.follow(id),
         state,
         org,
+        slot,
+        next_key_check: tokio::time::Instant::now() + KEY_CHECK_EVERY,
         id,
         last: after,
         pending: VecDeque::new(),
@@ -456,6 +481,9 @@ fn sse(state: AppState, org: String, id: Uuid, after: i64) -> Sse<impl Stream<It
     Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)).text("keepalive"))
 }
 
+/// How often a stream looks whether its key was revoked or expired.
+const KEY_CHECK_EVERY: Duration = Duration::from_secs(2);
+
 /// Events stored per database read while catching up.
 const REPLAY_BATCH: i64 = 500;
 
@@ -465,6 +493,9 @@ const RECHECK_EVERY: Duration = Duration::from_secs(10);
 struct Follower {
     state: AppState,
     org: String,
+    /// The opening key's place in its count of streams.
+    slot: StreamSlot,
+    next_key_check: tokio::time::Instant,
     id: Uuid,
     rx: broadcast::Receiver<Arc<Followed>>,
     /// The last `seq` sent.
@@ -478,6 +509,17 @@ impl Follower {
         loop {
             if self.finished {
                 return None;
+            }
+            if tokio::time::Instant::now() >= self.next_key_check {
+                if !self
+                    .state
+                    .keys
+                    .still_usable(&self.state.store, &self.org, self.slot.key())
+                    .await
+                {
+                    return None;
+                }
+                self.next_key_check = tokio::time::Instant::now() + KEY_CHECK_EVERY;
             }
             if let Some(e) = self.pending.pop_front() {
                 if e.seq != self.last + 1 {
@@ -518,6 +560,7 @@ impl Follower {
                 // A nudge from another replica can be lost (its notification failed, or it
                 // did not know of this replica yet): look at the database now and then.
                 _ = tokio::time::sleep(RECHECK_EVERY) => continue,
+                _ = tokio::time::sleep_until(self.next_key_check) => continue,
             };
             match received.as_deref() {
                 Ok(Followed::Event(e)) if e.seq == self.last + 1 => self.pending.push_back(e.clone()),

@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use cp_types::ErrorCode;
 use cp_types::health::{DatabaseHealth, DetailedHealth, Health, QueuesHealth, Ready, WebhooksHealth, WorkersHealth};
@@ -10,6 +10,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::http::ApiError;
+use crate::http::auth::admin_org;
 use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -47,10 +48,11 @@ async fn ready(State(state): State<AppState>) -> Response {
     }
 }
 
-/// Health of the parts: database latency, workers, queues, webhook backlog.
+/// Health of the parts: database latency; with an admin key also that organization's workers,
+/// queues and webhook backlog (nothing about any organization without one).
 #[utoipa::path(get, path = "/api/health/detailed", tag = "health", security(()),
     responses((status = 200, body = DetailedHealth)))]
-async fn detailed(State(state): State<AppState>) -> (StatusCode, Json<DetailedHealth>) {
+async fn detailed(State(state): State<AppState>, headers: HeaderMap) -> (StatusCode, Json<DetailedHealth>) {
     let database = match state.store.ping().await {
         Ok(latency) => DatabaseHealth {
             status: "healthy".into(),
@@ -71,19 +73,28 @@ async fn detailed(State(state): State<AppState>) -> (StatusCode, Json<DetailedHe
     } else {
         "degraded"
     };
-    let counts = state.store.health_counts(chrono::Utc::now().timestamp_millis()).await;
-    let (online, queued, running, pending_deliveries) = counts.unwrap_or_else(|e| {
-        tracing::warn!(error = %e, "cannot count workers, executions and deliveries");
-        (0, 0, 0, 0)
-    });
-    let report = DetailedHealth {
+    let mut report = DetailedHealth {
         status: status.into(),
         version: env!("CARGO_PKG_VERSION").into(),
         uptime_seconds: state.started_at.elapsed().as_secs(),
         database,
-        workers: WorkersHealth { online },
-        queues: QueuesHealth { queued, running },
-        webhooks: WebhooksHealth { pending_deliveries },
+        workers: None,
+        queues: None,
+        webhooks: None,
     };
+    if let Some(org) = admin_org(&state, &headers).await {
+        match state
+            .store
+            .health_counts(&org, chrono::Utc::now().timestamp_millis())
+            .await
+        {
+            Ok((online, queued, running, pending_deliveries)) => {
+                report.workers = Some(WorkersHealth { online });
+                report.queues = Some(QueuesHealth { queued, running });
+                report.webhooks = Some(WebhooksHealth { pending_deliveries });
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot count workers, executions and deliveries"),
+        }
+    }
     (StatusCode::OK, Json(report))
 }

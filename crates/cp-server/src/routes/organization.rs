@@ -6,8 +6,9 @@ use cp_types::org::{OrgSettings, Organization, UpdateOrgSettings};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::config::ServerConfig;
 use crate::http::auth::AnyRole;
-use crate::http::{Admin, ApiResult, Auth, JsonBody};
+use crate::http::{Admin, ApiError, ApiResult, Auth, JsonBody};
 use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -36,8 +37,30 @@ async fn update_settings(
     JsonBody(req): JsonBody<UpdateOrgSettings>,
 ) -> ApiResult<Json<OrgSettings>> {
     req.validate()?;
+    check_operator_ceilings(&state.config, &req)?;
     let settings = state.store.update_org_settings(&auth.org_id, &req).await?;
     // Rate-limit tiers ride on cached keys: make the change visible at once.
     state.keys.clear();
     Ok(Json(settings))
+}
+
+/// Settings that open the host or its capacity belong to the server's operator: an
+/// organization admin may turn them on only as far as the operator allowed.
+fn check_operator_ceilings(config: &ServerConfig, req: &UpdateOrgSettings) -> ApiResult<()> {
+    if req.webhook_allow_private_targets == Some(true) && !config.allow_private_webhook_targets {
+        return Err(ApiError::forbidden(
+            "private webhook targets are off on this server: its operator must start it with \
+             --allow-private-webhook-targets (KUBIYA_CP_ALLOW_PRIVATE_WEBHOOK_TARGETS) first",
+        ));
+    }
+    if let Some(n) = req.rate_limit_per_minute
+        && u64::try_from(n).unwrap_or(0) > config.max_org_rate_limit
+    {
+        return Err(ApiError::forbidden(format!(
+            "rate_limit_per_minute may be at most {} on this server (its operator sets the \
+             ceiling with --max-org-rate-limit)",
+            config.max_org_rate_limit
+        )));
+    }
+    Ok(())
 }

@@ -5,6 +5,7 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use cp_policy::CompileError;
 use cp_store::policy_associations::AssociationFilter;
 use cp_types::context::{ContextEntity, ContextEntityType};
 use cp_types::execution::ExecutionType;
@@ -50,23 +51,35 @@ fn not_found(e: cp_store::StoreError) -> ApiError {
     ApiError::from_store(e, "policy")
 }
 
-/// Compiles `content`; the package it declares, or a 422 with the compiler's message and line.
-fn compile(content: &str) -> ApiResult<String> {
-    cp_policy::compile(content)
-        .map(|c| c.package().to_string())
-        .map_err(|e| {
-            ApiError::invalid("policy_content", e.message.clone())
-                .with_details(json!({"field": "policy_content", "issue": e.message, "line": e.line}))
-        })
+/// Compiles `content` in the policy sandbox: the package it declares, or why not.
+async fn compiled(state: &AppState, content: &str) -> ApiResult<Result<String, CompileError>> {
+    state.policies.compile(content).await.map_err(|e| {
+        tracing::error!(error = %e, "the policy sandbox failed");
+        ApiError::internal()
+    })
 }
 
-fn validation(content: &str) -> PolicyValidation {
-    match cp_policy::compile(content) {
-        Ok(c) => PolicyValidation {
+/// The 422 of content that does not compile: the compiler's message and line, or the limit
+/// (memory, time, nesting) compiling it exceeded.
+fn refused(e: CompileError) -> ApiError {
+    ApiError::invalid("policy_content", e.message.clone())
+        .with_details(json!({"field": "policy_content", "issue": e.message, "line": e.line, "limit": e.limit}))
+}
+
+/// Compiles `content`; the package it declares, or a 422.
+async fn compile(state: &AppState, content: &str) -> ApiResult<String> {
+    compiled(state, content).await?.map_err(refused)
+}
+
+/// Whether `content` compiles; content over a budget is refused with a 422 naming the limit.
+async fn validation(state: &AppState, content: &str) -> ApiResult<PolicyValidation> {
+    Ok(match compiled(state, content).await? {
+        Ok(package) => PolicyValidation {
             valid: true,
             errors: Vec::new(),
-            package: Some(c.package().to_string()),
+            package: Some(package),
         },
+        Err(e) if e.limit.is_some() => return Err(refused(e)),
         Err(e) => PolicyValidation {
             valid: false,
             errors: vec![PolicyError {
@@ -75,7 +88,7 @@ fn validation(content: &str) -> PolicyValidation {
             }],
             package: None,
         },
-    }
+    })
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -107,7 +120,7 @@ async fn create_policy(
     JsonBody(req): JsonBody<CreatePolicy>,
 ) -> ApiResult<(StatusCode, Json<Policy>)> {
     req.validate()?;
-    let package = compile(&req.policy_content)?;
+    let package = compile(&state, &req.policy_content).await?;
     let policy = state.store.policies(&auth.org_id).create(&req, &package).await?;
     Ok((StatusCode::CREATED, Json(policy)))
 }
@@ -130,7 +143,10 @@ async fn update_policy(
     JsonBody(req): JsonBody<UpdatePolicy>,
 ) -> ApiResult<Json<Policy>> {
     req.validate()?;
-    let package = req.policy_content.as_deref().map(compile).transpose()?;
+    let package = match req.policy_content.as_deref() {
+        Some(content) => Some(compile(&state, content).await?),
+        None => None,
+    };
     let policy = state
         .store
         .policies(&auth.org_id)
@@ -153,27 +169,28 @@ async fn delete_policy(
 
 /// Whether some content compiles, without storing it.
 #[utoipa::path(post, path = "/api/v1/policies/validate", tag = "policies", request_body = ValidatePolicy,
-    responses((status = 200, body = PolicyValidation)))]
+    responses((status = 200, body = PolicyValidation), (status = 422, body = cp_types::ErrorEnvelope)))]
 async fn validate_content(
+    State(state): State<AppState>,
     _auth: Auth<Read>,
     JsonBody(req): JsonBody<ValidatePolicy>,
 ) -> ApiResult<Json<PolicyValidation>> {
     if req.policy_content.len() > cp_types::policy::MAX_POLICY_BYTES {
         return Err(ApiError::invalid("policy_content", "at most 262144 bytes"));
     }
-    Ok(Json(validation(&req.policy_content)))
+    Ok(Json(validation(&state, &req.policy_content).await?))
 }
 
 /// Whether a stored policy compiles (with this build's Rego engine).
 #[utoipa::path(post, path = "/api/v1/policies/{id}/validate", tag = "policies", params(("id" = Uuid, Path)),
-    responses((status = 200, body = PolicyValidation)))]
+    responses((status = 200, body = PolicyValidation), (status = 422, body = cp_types::ErrorEnvelope)))]
 async fn validate_policy(
     State(state): State<AppState>,
     auth: Auth<Read>,
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<PolicyValidation>> {
     let policy = state.store.policies(&auth.org_id).get(id).await.map_err(not_found)?;
-    Ok(Json(validation(&policy.policy_content)))
+    Ok(Json(validation(&state, &policy.policy_content).await?))
 }
 
 fn association_not_found(e: cp_store::StoreError) -> ApiError {
@@ -315,7 +332,7 @@ async fn evaluate(
     authorization: bool,
 ) -> ApiResult<Json<PolicyEvaluation>> {
     let (mode, _) = state.store.policy_state(&caller.org_id).await?;
-    let evaluation = set.evaluate(&input, DECISION_LIMIT);
+    let evaluation = state.policies.evaluate(set, &input, DECISION_LIMIT).await;
     Ok(Json(PolicyEvaluation {
         allowed: evaluation.allowed,
         authorized: authorization.then_some(evaluation.allowed),

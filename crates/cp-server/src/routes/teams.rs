@@ -15,6 +15,7 @@ use uuid::Uuid;
 use crate::http::{ApiError, ApiResult, Auth, JsonBody, Pagination, Path, Query, Read, Write};
 use crate::services::catalog::{check_runtime, check_skill_configurations, resolve_model};
 use crate::services::list_cache::JsonBytes;
+use crate::services::vault::{self, Named};
 use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -67,6 +68,11 @@ async fn create_team(
     JsonBody(req): JsonBody<CreateTeam>,
 ) -> ApiResult<(StatusCode, Json<Team>)> {
     let parts = req.validate()?;
+    vault::check_may_name(
+        &auth,
+        &Named::of_environment(req.execution_environment.as_ref()),
+        &Named::default(),
+    )?;
     let requested = req.model_id.as_deref().or(parts.model.as_deref());
     let field = if req.model_id.is_some() {
         "model_id"
@@ -113,6 +119,11 @@ async fn update_team(
     let parts = req.validate()?;
     let teams = state.store.teams(&auth.org_id);
     let current = teams.get(id).await.map_err(not_found)?;
+    vault::check_may_name(
+        &auth,
+        &Named::of_environment(req.execution_environment.as_ref()),
+        &Named::of_environment(Some(&current.execution_environment)),
+    )?;
     let requested = req
         .model_id
         .as_deref()

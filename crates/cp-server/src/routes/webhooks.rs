@@ -1,8 +1,8 @@
 //! `/api/v1/webhooks`: endpoints, their signing secrets, deliveries, redelivery and test events.
 
-use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::{Extension, Json};
 use cp_types::webhook::{CreateWebhook, UpdateWebhook, Webhook, WebhookDelivery, WebhookWithSecret};
 use cp_types::{Deleted, Page, PageParams};
 use utoipa_axum::router::OpenApiRouter;
@@ -10,6 +10,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::http::auth::Principal;
+use crate::http::idempotency::SealedReplay;
 use crate::http::{ApiError, ApiResult, Auth, JsonBody, Pagination, Path, Read, Write};
 use crate::services::webhooks::{self as sender, ROTATION_OVERLAP_MS};
 use crate::state::AppState;
@@ -31,7 +32,8 @@ fn not_found(e: cp_store::StoreError) -> ApiError {
 /// 422 when the target is private and the organization does not allow that.
 async fn check_target(state: &AppState, caller: &Principal, url: &str) -> ApiResult<()> {
     let settings = state.store.org_settings(&caller.org_id).await?;
-    sender::check_target(url.trim(), settings.webhook_allow_private_targets)
+    let allow_private = settings.webhook_allow_private_targets && state.config.allow_private_webhook_targets;
+    sender::check_target(url.trim(), allow_private)
         .await
         .map_err(|issue| ApiError::invalid("url", issue))
 }
@@ -60,7 +62,7 @@ async fn create_webhook(
     State(state): State<AppState>,
     auth: Auth<Write>,
     JsonBody(req): JsonBody<CreateWebhook>,
-) -> ApiResult<(StatusCode, Json<WebhookWithSecret>)> {
+) -> ApiResult<(StatusCode, Extension<SealedReplay>, Json<WebhookWithSecret>)> {
     req.validate()?;
     check_target(&state, &auth, &req.url).await?;
     let id = Uuid::now_v7();
@@ -70,7 +72,11 @@ async fn create_webhook(
         .webhooks(&auth.org_id)
         .create(id, &req, &sealed(&state, &auth, id, &secret)?)
         .await?;
-    Ok((StatusCode::CREATED, Json(WebhookWithSecret { webhook, secret })))
+    Ok((
+        StatusCode::CREATED,
+        Extension(SealedReplay),
+        Json(WebhookWithSecret { webhook, secret }),
+    ))
 }
 
 #[utoipa::path(get, path = "/api/v1/webhooks/{id}", tag = "webhooks", params(("id" = Uuid, Path)),
@@ -122,7 +128,7 @@ async fn rotate_secret(
     State(state): State<AppState>,
     auth: Auth<Write>,
     Path(id): Path<Uuid>,
-) -> ApiResult<Json<WebhookWithSecret>> {
+) -> ApiResult<(Extension<SealedReplay>, Json<WebhookWithSecret>)> {
     let secret = sender::new_secret();
     let until = chrono::Utc::now().timestamp_millis() + ROTATION_OVERLAP_MS;
     let webhook = state
@@ -131,7 +137,7 @@ async fn rotate_secret(
         .rotate(id, &sealed(&state, &auth, id, &secret)?, until)
         .await
         .map_err(not_found)?;
-    Ok(Json(WebhookWithSecret { webhook, secret }))
+    Ok((Extension(SealedReplay), Json(WebhookWithSecret { webhook, secret })))
 }
 
 /// The endpoint's deliveries, newest first.

@@ -242,8 +242,9 @@ async fn queue_metrics(
     }))
 }
 
-/// The command that starts a worker on a queue.
-pub fn worker_command_parts(public_url: &str, queue: Uuid) -> Vec<String> {
+/// The command that starts a worker on a queue. The key is never on the command line (any
+/// local user can read a process's arguments): the worker reads it from `KUBIYA_API_KEY`.
+pub fn worker_command_parts(public_url: &str, queue: impl std::fmt::Display) -> Vec<String> {
     [
         "kubiya-cp",
         "worker",
@@ -251,8 +252,6 @@ pub fn worker_command_parts(public_url: &str, queue: Uuid) -> Vec<String> {
         &queue.to_string(),
         "--control-plane-url",
         public_url.trim_end_matches('/'),
-        "--api-key",
-        "$KUBIYA_API_KEY",
     ]
     .iter()
     .map(|s| s.to_string())

@@ -12,7 +12,7 @@ use cp_store::workers::WorkerFilter;
 use cp_types::execution::PollAnswer;
 use cp_types::worker::{
     Disconnect, Disconnected, Heartbeat, HeartbeatAck, RegisterWorker, Runner, RunnerHealth, RunnerHealthReport,
-    Worker, WorkerRegistration, WorkerStatus,
+    Worker, WorkerOrRunner, WorkerRegistration, WorkerStatus,
 };
 use cp_types::{Page, PageParams};
 use serde::Deserialize;
@@ -22,6 +22,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::http::auth::Principal;
+use crate::http::idempotency::SealedReplay;
 use crate::http::{Admin, ApiError, ApiResult, Auth, JsonBody, Pagination, Path, Query, Read, WorkerApi};
 use crate::services::dispatch;
 use crate::state::AppState;
@@ -36,6 +37,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(drain))
         .routes(routes!(list_workers))
         .routes(routes!(get_worker))
+        .routes(routes!(start_registered))
         .routes(routes!(list_runners))
         .routes(routes!(runner_health))
 }
@@ -71,6 +73,13 @@ pub async fn register_on(
     req: &RegisterWorker,
 ) -> ApiResult<WorkerRegistration> {
     req.validate()?;
+    if let Some(own) = caller.worker_queue_id
+        && own != queue
+    {
+        return Err(ApiError::forbidden(format!(
+            "this worker key was made for worker queue {own} and registers only there"
+        )));
+    }
     let hostname = req.hostname.clone().unwrap_or_else(|| "unknown".into());
     let runner = req.runner_name.clone().unwrap_or_else(|| hostname.clone());
     let r = state
@@ -170,6 +179,13 @@ async fn poll(
     Path(id): Path<Uuid>,
     Query(q): Query<PollQuery>,
 ) -> ApiResult<Response> {
+    let mut answer = poll_answer(state, auth, id, q).await?;
+    // A claim carries the run's secret values: a replay keeps them encrypted at rest.
+    answer.extensions_mut().insert(SealedReplay);
+    Ok(answer)
+}
+
+async fn poll_answer(state: AppState, auth: Auth<WorkerApi>, id: Uuid, q: PollQuery) -> ApiResult<Response> {
     let wait = q.wait.unwrap_or(30.0);
     if !wait.is_finite() || !(0.0..=MAX_WAIT_SECONDS).contains(&wait) {
         return Err(ApiError::invalid("wait", "must be between 0 and 60 seconds"));
@@ -352,12 +368,61 @@ async fn list_workers(
     Ok(Json(state.store.workers(&auth.org_id).list(filter, page).await?))
 }
 
-#[utoipa::path(get, path = "/api/v1/workers/{id}", tag = "workers", params(("id" = Uuid, Path)),
-    responses((status = 200, body = Worker), (status = 404, body = cp_types::ErrorEnvelope)))]
-async fn get_worker(State(state): State<AppState>, auth: Auth<Read>, Path(id): Path<Uuid>) -> ApiResult<Json<Worker>> {
-    Ok(Json(
-        state.store.workers(&auth.org_id).get(id).await.map_err(not_found)?,
-    ))
+/// A worker by its id, or the runner of that name (the official client's `workers.get(runner_name)`).
+#[utoipa::path(get, path = "/api/v1/workers/{id}", tag = "workers", params(("id" = String, Path, description = "A worker id or a runner name")),
+    responses((status = 200, body = WorkerOrRunner), (status = 404, body = cp_types::ErrorEnvelope)))]
+async fn get_worker(
+    State(state): State<AppState>,
+    auth: Auth<Read>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<WorkerOrRunner>> {
+    let workers = state.store.workers(&auth.org_id);
+    if let Ok(id) = Uuid::parse_str(&id) {
+        return Ok(Json(WorkerOrRunner::Worker(workers.get(id).await.map_err(not_found)?)));
+    }
+    let runner = runners_of(workers.all(RUNNER_SCAN).await?)
+        .into_iter()
+        .find(|r| r.name == id)
+        .ok_or_else(|| ApiError::not_found("worker or runner"))?;
+    Ok(Json(WorkerOrRunner::Runner(runner)))
+}
+
+/// The official client's `workers.start(worker_id)`: what a registered worker starts with (its
+/// queue, intervals and the control plane's URL), as its registration answered.
+#[utoipa::path(post, path = "/api/v1/workers/{id}/start", tag = "workers", params(("id" = Uuid, Path)),
+    responses((status = 200, body = WorkerRegistration), (status = 404, body = cp_types::ErrorEnvelope)))]
+async fn start_registered(
+    State(state): State<AppState>,
+    auth: Auth<WorkerApi>,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<WorkerRegistration>> {
+    check_owner(&state, &auth, id).await?;
+    let org = auth.org_id.as_str();
+    let worker = state.store.workers(org).get(id).await.map_err(not_found)?;
+    let queue = state
+        .store
+        .worker_queues(org)
+        .get(worker.worker_queue_id)
+        .await
+        .map_err(|e| ApiError::from_store(e, "worker queue"))?;
+    let environment = state
+        .store
+        .environments(org)
+        .get(queue.environment_id)
+        .await
+        .map_err(|e| ApiError::from_store(e, "environment"))?;
+    Ok(Json(WorkerRegistration {
+        worker_id: id,
+        worker_queue_id: queue.id,
+        heartbeat_interval: queue.heartbeat_interval,
+        heartbeat_interval_ms: queue.heartbeat_interval * state.config.second_ms,
+        lease_seconds: 3 * queue.heartbeat_interval,
+        queue_name: queue.name,
+        environment_name: environment.name,
+        organization_id: auth.org_id.clone(),
+        control_plane_url: state.config.public_url.clone(),
+        task_queue_name: queue.id.to_string(),
+    }))
 }
 
 /// Runner views are built from at most this many of the newest registrations.

@@ -65,6 +65,28 @@ impl Cipher {
     }
 }
 
+/// The master key's check value: tells whether a key is the one a database was sealed with,
+/// without revealing anything of the key (HMAC-SHA-256 of a fixed label under the key).
+pub fn key_check_value(master_key: &[u8; 32]) -> String {
+    use hmac::Mac;
+    let mut mac = <hmac::Hmac<sha2::Sha256> as hmac::KeyInit>::new_from_slice(master_key)
+        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+    mac.update(b"kubiya-cp master key check v1");
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// The associated data of a value the master key sealed, from where it is stored.
+pub fn sealed_aad(at: &cp_store::master_key::SealedRef) -> Vec<u8> {
+    use cp_store::master_key::SealedRef;
+    match at {
+        SealedRef::Secret { org, name } => secret_aad(org, name),
+        SealedRef::Integration { org, id } => integration_aad(org, *id),
+        // A webhook's previous secret is sealed for the same webhook as its current one.
+        SealedRef::Webhook { org, id, .. } => webhook_aad(org, *id),
+        SealedRef::Idempotent { org, key } => idempotency_aad(org, key),
+    }
+}
+
 /// Associated data of a secret value: its organization and name (both immutable).
 pub fn secret_aad(org: &str, name: &str) -> Vec<u8> {
     aad(b"secret", org, name.as_bytes())
@@ -78,6 +100,11 @@ pub fn integration_aad(org: &str, id: Uuid) -> Vec<u8> {
 /// Associated data of a webhook's signing secret: its organization and id.
 pub fn webhook_aad(org: &str, id: Uuid) -> Vec<u8> {
     aad(b"webhook", org, id.as_bytes())
+}
+
+/// Associated data of a stored idempotent answer: its organization and record key.
+pub fn idempotency_aad(org: &str, key: &str) -> Vec<u8> {
+    aad(b"idempotency", org, key.as_bytes())
 }
 
 /// `kind 0 org 0 subject`: the separators keep ("a", "b_c") and ("a_b", "c") apart; neither

@@ -12,7 +12,7 @@ use cp_types::execution::{Claim, ExecuteRequest, Execution, ExecutionStatus, Exe
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::exec_env::{self, Target};
+use super::vault::{self, Named};
 use super::{policy, run_context};
 use crate::http::auth::Principal;
 use crate::http::{ApiError, ApiResult};
@@ -27,6 +27,11 @@ pub async fn execute(
     req: &ExecuteRequest,
 ) -> ApiResult<Execution> {
     let queue = req.validate()?;
+    vault::check_may_name(
+        caller,
+        &Named::of_environment(req.execution_environment.as_ref()),
+        &Named::default(),
+    )?;
     let org = caller.org_id.as_str();
     let subject = state
         .store
@@ -207,37 +212,4 @@ pub async fn reaper(state: AppState, every: Duration) {
             Err(e) => tracing::warn!(error = %e, "reaper sweep failed"),
         }
     }
-}
-
-/// A worker-role key reads only the secrets its workers' current runs use: those their
-/// agent's or team's execution environment names, and the provider key of its model. Admin
-/// keys read any secret of their organization.
-pub async fn check_secret_read(state: &AppState, caller: &Principal, name: &str) -> ApiResult<()> {
-    if caller.role != cp_types::org::Role::Worker {
-        return Ok(());
-    }
-    let org = caller.org_id.as_str();
-    for (kind, entity) in state.store.workers(org).held_entities(caller.key_id).await? {
-        let (target, model) = if kind == ExecutionType::Team.as_str() {
-            let team = state.store.teams(org).get(entity).await;
-            (Target::Team(entity), team.ok().and_then(|t| t.model_id))
-        } else {
-            let agent = state.store.agents(org).get(entity).await;
-            (Target::Agent(entity), agent.ok().and_then(|a| a.model_id))
-        };
-        if let Some(value) = model
-            && let Ok(m) = state.store.models(org).find(&value).await
-            && m.api_key_secret.as_deref() == Some(name)
-        {
-            return Ok(());
-        }
-        match exec_env::resolve(&state.store, &state.config.master_key, org, target, None).await {
-            Ok(env) if env.secrets.iter().any(|s| s == name) => return Ok(()),
-            Ok(_) | Err(StoreError::NotFound) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(ApiError::forbidden(
-        "a worker key reads only the secrets of the runs its workers hold",
-    ))
 }

@@ -30,6 +30,16 @@ pub enum Target {
     Team(Uuid),
 }
 
+/// The secret names and integration ids the layers of `target` name, without reading any value.
+pub async fn references(store: &Store, org: &str, target: Target) -> StoreResult<Merged> {
+    let repo = store.execution_environments(org);
+    let layers = match target {
+        Target::Agent(id) => repo.agent_layers(id).await?,
+        Target::Team(id) => repo.team_layers(id).await?,
+    };
+    Ok(merge(&layers))
+}
+
 /// Resolves the execution environment of `target` in `org`, with real secret and credential
 /// values. `NotFound` when the agent or team is not the organization's. With `audit`, every
 /// secret value and integration credential handed out is recorded in the access logs.

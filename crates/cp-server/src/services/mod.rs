@@ -1,5 +1,5 @@
 //! Rules that sit between the handlers and the store and span several repositories:
-//! catalog rules, cryptography, credential reads, execution-environment resolution.
+//! catalog rules, cryptography, credential reads, execution-environment resolution, retention.
 
 pub mod catalog;
 pub mod crypto;
@@ -8,6 +8,7 @@ pub mod exec_env;
 pub mod hub;
 pub mod list_cache;
 pub mod policy;
+pub mod retention;
 pub mod run_context;
 pub mod vault;
 pub mod webhooks;

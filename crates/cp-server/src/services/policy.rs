@@ -1,16 +1,18 @@
-//! Policy decisions (API §4): the policies that apply to an entity, evaluated in-process.
+//! Policy decisions (API §4): the policies that apply to an entity, evaluated in the policy
+//! sandbox (bounded child processes, see `cp_policy::sandbox`), so no policy can take the
+//! server down.
 //!
 //! The set of policies of an entity is resolved from the database once per catalog version
-//! (policies, associations and contexts move it too, see migration 0009) and kept compiled, so
-//! a decision costs one primary-key read (the org's mode and version) plus the Rego
-//! evaluation. Enforcement decisions go to the decision log through a background writer that
+//! (policies, associations and contexts move it too, see migration 0009), so a decision costs
+//! one primary-key read (the org's mode and version) plus one round trip to a sandbox child,
+//! which keeps the policies it was sent compiled. Enforcement decisions go to the decision log through a background writer that
 //! stores them in batches: the request never waits for that write.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use cp_policy::{Compiled, Input};
+use cp_policy::sandbox::{Pool, SandboxConfig};
 use cp_store::Store;
 use cp_store::executions::Subject;
 use cp_types::context::ContextEntity;
@@ -32,10 +34,9 @@ const MAX_SETS: usize = 10_000;
 /// Decisions stored per transaction by the log writer.
 const LOG_BATCH: usize = 512;
 
-/// Compiled policies, resolved sets and the decision log of the server.
-#[derive(Default)]
+/// The policy sandbox, resolved sets and the decision log of the server.
 pub struct PolicyEngine {
-    compiled: cp_policy::Cache,
+    sandbox: Pool,
     sets: DashMap<SetKey, (i64, Arc<PolicySet>)>,
     log: DecisionLog,
 }
@@ -47,7 +48,7 @@ struct SetKey {
     environment: Option<Uuid>,
 }
 
-/// The policies that apply to one entity (and environment), compiled.
+/// The policies that apply to one entity (and environment).
 pub struct PolicySet {
     pub entity: ContextEntity,
     pub entity_name: String,
@@ -56,8 +57,11 @@ pub struct PolicySet {
 
 pub struct LoadedPolicy {
     pub resolved: ResolvedPolicy,
-    /// A stored policy that no longer compiles (say, with a newer engine) evaluates as an error.
-    compiled: Result<Arc<Compiled>, String>,
+    /// What the sandbox caches its compiled form under.
+    key: String,
+    /// The Rego text; a stored policy that no longer compiles (say, with a newer engine)
+    /// evaluates as an error.
+    content: String,
 }
 
 /// What the policies of a set said about one input.
@@ -71,23 +75,15 @@ pub struct Evaluation {
 }
 
 impl PolicySet {
-    /// Evaluates every policy for `input`, all of them within `limit` together.
-    pub fn evaluate(&self, input: &Value, limit: Duration) -> Evaluation {
-        let started = Instant::now();
-        let input = Input::new(input);
+    /// What each policy said (`verdicts`, in the set's order) folded into one evaluation.
+    fn fold(&self, verdicts: Vec<Result<cp_policy::Verdict, String>>) -> Evaluation {
         let mut out = Evaluation {
             allowed: true,
             violations: Vec::new(),
             results: BTreeMap::new(),
             error: None,
         };
-        for p in &self.policies {
-            let left = limit.saturating_sub(started.elapsed());
-            let verdict = match &p.compiled {
-                Ok(_) if left.is_zero() => Err("the decision ran out of time".to_string()),
-                Ok(c) => c.evaluate_input(&input, left).map_err(|e| e.to_string()),
-                Err(e) => Err(e.clone()),
-            };
+        for (p, verdict) in self.policies.iter().zip(verdicts) {
             let result = match verdict {
                 Ok(v) => {
                     let allowed = v.allowed();
@@ -136,7 +132,49 @@ impl PolicySet {
 }
 
 impl PolicyEngine {
-    /// The compiled policies that apply to `entity` (and to `environment`, the one an
+    pub fn new(sandbox: SandboxConfig) -> PolicyEngine {
+        PolicyEngine {
+            sandbox: Pool::new(sandbox),
+            sets: DashMap::new(),
+            log: DecisionLog::default(),
+        }
+    }
+
+    /// Compiles `content` in the sandbox: its package, or why not (a limit it hit included).
+    /// `Err` only when the sandbox itself failed.
+    pub async fn compile(
+        &self,
+        content: &str,
+    ) -> Result<Result<String, cp_policy::CompileError>, cp_policy::SandboxError> {
+        self.sandbox.compile(content).await
+    }
+
+    /// Evaluates every policy of `set` for `input`, all of them within `limit` together. A
+    /// policy that errs, runs out of time or makes the sandbox child die is an error, which
+    /// denies.
+    pub async fn evaluate(&self, set: &PolicySet, input: &Value, limit: Duration) -> Evaluation {
+        let policies: Vec<cp_policy::sandbox::Policy<'_>> = set
+            .policies
+            .iter()
+            .map(|p| cp_policy::sandbox::Policy {
+                id: &p.key,
+                version: p.resolved.version,
+                content: &p.content,
+            })
+            .collect();
+        let verdicts = match self.sandbox.evaluate(&policies, input, limit).await {
+            Ok(verdicts) => verdicts,
+            Err(e) => {
+                if e.limit.is_none() {
+                    tracing::error!(error = %e, "the policy sandbox failed");
+                }
+                vec![Err(e.message); policies.len()]
+            }
+        };
+        set.fold(verdicts)
+    }
+
+    /// The policies that apply to `entity` (and to `environment`, the one an
     /// execution runs in) at catalog `version`. `NotFound` when the entity is unknown.
     pub async fn set(
         &self,
@@ -163,15 +201,10 @@ impl PolicyEngine {
         )?;
         let policies = applicable
             .into_iter()
-            .map(|p| {
-                let compiled = self
-                    .compiled
-                    .get_or_compile(&p.resolved.policy_id.to_string(), p.resolved.version, &p.content)
-                    .map_err(|e| format!("does not compile: {e}"));
-                LoadedPolicy {
-                    resolved: p.resolved,
-                    compiled,
-                }
+            .map(|p| LoadedPolicy {
+                key: p.resolved.policy_id.to_string(),
+                resolved: p.resolved,
+                content: p.content,
             })
             .collect();
         let set = Arc::new(PolicySet {
@@ -259,7 +292,7 @@ pub async fn enforce(
     let evaluation = if mode == PolicyEnforcement::Off || set.policies.is_empty() {
         None
     } else {
-        Some(set.evaluate(&input, DECISION_LIMIT))
+        Some(state.policies.evaluate(set, &input, DECISION_LIMIT).await)
     };
     let allowed = evaluation.as_ref().is_none_or(|e| e.allowed);
     let decision = PolicyDecision {

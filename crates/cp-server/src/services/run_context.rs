@@ -13,11 +13,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use cp_store::executions::Claimed;
-use cp_store::secrets::Reader;
+use cp_store::secrets::{Reader, RunRef};
 use cp_store::workers::WorkerSeat;
 use cp_types::agent::Agent;
 use cp_types::exec_env::ResolvedExecutionEnvironment;
-use cp_types::execution::{Claim, ExecutionType, RunModel};
+use cp_types::execution::{Claim, Execution, ExecutionType, RunModel};
 use cp_types::org::PolicyEnforcement;
 use cp_types::skill::{EntityRef, ResolvedSkill, SkillEntityType};
 use cp_types::team::Team;
@@ -96,7 +96,7 @@ pub async fn build(state: &AppState, worker: &Principal, claimed: Claimed, seat:
     {
         Some(ctx) => ctx,
         None => {
-            let ctx = Arc::new(resolve(state, worker, execution.execution_type, execution.entity_id).await?);
+            let ctx = Arc::new(resolve(state, worker, &execution).await?);
             if ctx.handed_out_nothing() {
                 state
                     .run_contexts
@@ -128,12 +128,8 @@ pub async fn build(state: &AppState, worker: &Principal, claimed: Claimed, seat:
 }
 
 /// Reads and resolves what an agent or team contributes to a claim.
-async fn resolve(
-    state: &AppState,
-    worker: &Principal,
-    kind: ExecutionType,
-    entity_id: Uuid,
-) -> ApiResult<EntityContext> {
+async fn resolve(state: &AppState, worker: &Principal, execution: &Execution) -> ApiResult<EntityContext> {
+    let (kind, entity_id) = (execution.execution_type, execution.entity_id);
     let org = worker.org_id.as_str();
     let store = &state.store;
     let (agent, team, members, target, skills_of, model_ref, system_prompt, llm_config) = match kind {
@@ -185,11 +181,17 @@ async fn resolve(
             (Some(agent), None, Vec::new(), target, entity, model, prompt, llm)
         }
     };
+    // The access logs name the run and who started it, not only the worker's key.
+    let run = RunRef {
+        execution_id: execution.id,
+        started_by: store.executions(org).started_by(execution.id).await.ok().flatten(),
+    };
     let reader = Reader {
         key_id: worker.key_id,
         key_name: &worker.key_name,
         role: worker.role,
         purpose: "execution",
+        run: Some(run),
     };
     // Independent reads, run side by side: the claim's latency is the slowest of them, not
     // their sum.

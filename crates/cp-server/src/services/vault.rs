@@ -5,24 +5,108 @@ use std::str::FromStr;
 
 use cp_store::StoreError;
 use cp_store::integrations::SealedIntegration;
-use cp_store::secrets::Reader;
+use cp_store::secrets::{Reader, RunRef};
+use cp_types::custom_integration::CustomIntegrationConfig;
+use cp_types::environment::ExecutionEnvironment;
 use cp_types::integration::{Credentials, IntegrationStatus, IntegrationToken, IntegrationType};
+use cp_types::org::Role;
 use cp_types::secret::{SecretString, SecretValue};
 use uuid::Uuid;
 
 use super::crypto::{Cipher, integration_aad, secret_aad};
+use super::exec_env::{self, Target};
 use crate::http::auth::Principal;
 use crate::http::{ApiError, ApiResult};
 use crate::state::AppState;
 
-/// The access-log entry of a caller reading through the API.
-pub fn api_reader(p: &Principal) -> Reader<'_> {
+/// The access-log entry of a caller reading through the API (for `run`, when a worker key).
+pub fn api_reader(p: &Principal, run: Option<RunRef>) -> Reader<'_> {
     Reader {
         key_id: p.key_id,
         key_name: &p.key_name,
         role: p.role,
         purpose: "api",
+        run,
     }
+}
+
+/// A value a caller asks the vault for.
+#[derive(Debug, Clone, Copy)]
+enum Wanted<'a> {
+    Secret(&'a str),
+    Integration(Uuid),
+}
+
+/// The run a worker key reads a value for: one its workers hold right now whose agent or team
+/// uses the value (its execution environment names it, or its model's key is that secret).
+/// Other keys read for no run. A worker key with no such run gets 403, and the refusal is
+/// written to the value's access log.
+async fn run_needing(state: &AppState, caller: &Principal, wanted: Wanted<'_>) -> ApiResult<Option<RunRef>> {
+    if caller.role != Role::Worker {
+        return Ok(None);
+    }
+    let org = caller.org_id.as_str();
+    for held in state.store.workers(org).held_runs(caller.key_id).await? {
+        let run = RunRef {
+            execution_id: held.execution_id,
+            started_by: held.started_by,
+        };
+        let (target, model) = if held.team {
+            let team = state.store.teams(org).get(held.entity_id).await;
+            (Target::Team(held.entity_id), team.ok().and_then(|t| t.model_id))
+        } else {
+            let agent = state.store.agents(org).get(held.entity_id).await;
+            (Target::Agent(held.entity_id), agent.ok().and_then(|a| a.model_id))
+        };
+        if let Wanted::Secret(name) = wanted
+            && let Some(value) = model
+            && let Ok(m) = state.store.models(org).find(&value).await
+            && m.api_key_secret.as_deref() == Some(name)
+        {
+            return Ok(Some(run));
+        }
+        let layers = match exec_env::references(&state.store, org, target).await {
+            Ok(l) => l,
+            Err(StoreError::NotFound) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let used = match wanted {
+            Wanted::Secret(name) => layers.secrets.iter().any(|s| s == name),
+            Wanted::Integration(id) => layers
+                .integration_ids
+                .iter()
+                .any(|i| Uuid::parse_str(i).ok() == Some(id)),
+        };
+        if used {
+            return Ok(Some(run));
+        }
+    }
+    tracing::warn!(
+        org,
+        key = %caller.key_id,
+        wanted = ?wanted,
+        "refused a worker key a value none of its workers' runs uses"
+    );
+    let refused = Reader {
+        purpose: "refused",
+        ..api_reader(caller, None)
+    };
+    let logged = match wanted {
+        Wanted::Secret(name) => match state.store.secrets(org).sealed(name).await {
+            Ok(s) => state.store.secrets(org).record_reads(&[(s.id, &s.name)], refused).await,
+            Err(_) => Ok(()),
+        },
+        Wanted::Integration(id) => match state.store.integrations(org).sealed(id).await {
+            Ok(i) => state.store.integrations(org).record_reads(&[&i], refused).await,
+            Err(_) => Ok(()),
+        },
+    };
+    if let Err(e) = logged {
+        tracing::warn!(error = %e, "could not record a refused read");
+    }
+    Err(ApiError::forbidden(
+        "a worker key reads only the secrets and credentials of the runs its workers hold",
+    ))
 }
 
 fn cipher(state: &AppState) -> Cipher {
@@ -51,6 +135,7 @@ pub fn seal_credentials(state: &AppState, org: &str, id: Uuid, credentials: &Cre
 
 /// `GET /secrets/value/{name}`: decrypts, records the read, answers the value.
 pub async fn read_secret(state: &AppState, caller: &Principal, name: &str) -> ApiResult<SecretValue> {
+    let run = run_needing(state, caller, Wanted::Secret(name)).await?;
     let org = caller.org_id.as_str();
     let secrets = state.store.secrets(org);
     let sealed = secrets
@@ -64,7 +149,7 @@ pub async fn read_secret(state: &AppState, caller: &Principal, name: &str) -> Ap
             ApiError::internal()
         })?;
     secrets
-        .record_reads(&[(sealed.id, &sealed.name)], api_reader(caller))
+        .record_reads(&[(sealed.id, &sealed.name)], api_reader(caller, run))
         .await?;
     Ok(SecretValue {
         name: sealed.name,
@@ -115,6 +200,7 @@ pub async fn integration_token(
 ) -> ApiResult<IntegrationToken> {
     let org = caller.org_id.as_str();
     let integration = find_integration(state, org, kind, id).await?;
+    let run = run_needing(state, caller, Wanted::Integration(integration.id)).await?;
     if integration.status != IntegrationStatus::Active {
         return Err(ApiError::conflict(format!(
             "integration '{}' is {}: activate it first",
@@ -145,7 +231,7 @@ pub async fn integration_token(
     state
         .store
         .integrations(org)
-        .record_reads(&[&integration], api_reader(caller))
+        .record_reads(&[&integration], api_reader(caller, run))
         .await?;
     Ok(IntegrationToken {
         token,
@@ -155,4 +241,59 @@ pub async fn integration_token(
         integration_type: integration.integration_type,
         integration_name: integration.name,
     })
+}
+
+/// The secrets and integrations a catalog write names: a run of an agent or team given them
+/// receives their values, and so can any command it runs.
+#[derive(Debug, Default)]
+pub struct Named<'a> {
+    secrets: Vec<&'a str>,
+    integrations: Vec<&'a str>,
+}
+
+impl<'a> Named<'a> {
+    pub fn is_empty(&self) -> bool {
+        self.secrets.is_empty() && self.integrations.is_empty()
+    }
+
+    pub fn of_environment(ee: Option<&'a ExecutionEnvironment>) -> Named<'a> {
+        ee.map(|ee| Named {
+            secrets: ee.secrets.iter().map(String::as_str).collect(),
+            integrations: ee.integration_ids.iter().map(String::as_str).collect(),
+        })
+        .unwrap_or_default()
+    }
+
+    pub fn of_custom_integration(config: Option<&'a CustomIntegrationConfig>) -> Named<'a> {
+        config
+            .map(|c| Named {
+                secrets: c
+                    .secrets
+                    .iter()
+                    .map(String::as_str)
+                    .chain(c.files.iter().filter_map(|f| f.secret_ref.as_deref()))
+                    .collect(),
+                integrations: Vec::new(),
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// Only an admin key may name a secret or an integration that `current` (what is stored) does
+/// not name already: naming one gives its value to the runs, which is reading it.
+pub fn check_may_name(caller: &Principal, wanted: &Named<'_>, current: &Named<'_>) -> ApiResult<()> {
+    if caller.role == Role::Admin {
+        return Ok(());
+    }
+    let secret = wanted.secrets.iter().find(|s| !current.secrets.contains(s));
+    let integration = wanted.integrations.iter().find(|i| !current.integrations.contains(i));
+    let named = match (secret, integration) {
+        (Some(s), _) => format!("the secret '{s}'"),
+        (None, Some(i)) => format!("the integration '{i}'"),
+        (None, None) => return Ok(()),
+    };
+    Err(ApiError::forbidden(format!(
+        "only an admin key may give a run {named}: a run hands its value to the commands it \
+         runs, so naming it here would read it"
+    )))
 }

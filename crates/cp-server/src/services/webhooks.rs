@@ -259,7 +259,7 @@ async fn send(state: &AppState, d: &DueDelivery) -> Sent {
         return Sent::Final("the endpoint is disabled".into());
     }
     let allow_private = match state.store.org_settings(org).await {
-        Ok(s) => s.webhook_allow_private_targets,
+        Ok(s) => s.webhook_allow_private_targets && state.config.allow_private_webhook_targets,
         Err(e) => return Sent::Retry(None, format!("cannot read the organization's settings: {e}")),
     };
     if let Err(reason) = check_target(&endpoint.url, allow_private).await {

@@ -15,6 +15,17 @@ use serde_json::Value;
 use sqlx::Connection;
 use tokio::sync::oneshot;
 
+/// The server settings of every test app: the operator's ceilings lifted, since tests lift
+/// their organization's rate limit and send webhooks to loopback receivers.
+pub fn test_config(addr: SocketAddr) -> ServerConfig {
+    let mut config = ServerConfig::new(addr, [7u8; 32]);
+    // The test binary is not kubiya-cp: policies are decided by the sandbox's own small binary.
+    config.policy_sandbox = cp_policy::SandboxConfig::new(env!("CARGO_BIN_EXE_kcp-policy-sandbox"), Vec::new());
+    config.max_org_rate_limit = 1_000_000;
+    config.allow_private_webhook_targets = true;
+    config
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
@@ -132,7 +143,7 @@ impl TestApp {
             .expect("fresh database");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let mut config = ServerConfig::new(addr, [7u8; 32]);
+        let mut config = test_config(addr);
         configure(&mut config);
         let state = AppState::new(store.clone(), config);
         let (tx, rx) = oneshot::channel::<()>();
@@ -249,7 +260,7 @@ impl TestApp {
         store.migrate().await.expect("migrate");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let mut config = ServerConfig::new(addr, [7u8; 32]);
+        let mut config = test_config(addr);
         configure(&mut config);
         let state = AppState::new(store.clone(), config);
         let (tx, rx) = oneshot::channel::<()>();
@@ -275,7 +286,7 @@ impl TestApp {
         let store = Store::connect(&self.db.url).await.expect("connect");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let state = AppState::new(store, ServerConfig::new(addr, [7u8; 32]));
+        let state = AppState::new(store, test_config(addr));
         let (tx, rx) = oneshot::channel::<()>();
         tokio::spawn(cp_server::serve(listener, state, async move {
             let _ = rx.await;
@@ -303,7 +314,6 @@ impl Drop for TestApp {
     }
 }
 
-/// Reads a JSON body, panicking with the status and text when it is not JSON.
 pub async fn json(resp: Response) -> Value {
     let status = resp.status();
     let text = resp.text().await.expect("body");

@@ -1,0 +1,56 @@
+//! The retention sweeper: what is older than an organization's `event_retention_days` (events
+//! of ended runs, policy decisions, finished webhook deliveries) is deleted in small batches,
+//! with a pause between them so writers are never held up for long.
+
+use std::time::Duration;
+
+use cp_store::{Store, StoreResult};
+use cp_types::Timestamp;
+
+/// Runs whose events one batch deletes; rows of the other tables one batch deletes.
+const EVENT_RUNS_PER_BATCH: i64 = 100;
+const ROWS_PER_BATCH: i64 = 1000;
+/// The pause between two batches.
+const BREATHE: Duration = Duration::from_millis(20);
+
+/// What one sweep of an organization deleted.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Swept {
+    pub events: u64,
+    pub decisions: u64,
+    pub deliveries: u64,
+}
+
+/// Sweeps every organization as of `now`.
+pub async fn sweep(store: &Store, now: Timestamp) -> StoreResult<Swept> {
+    let mut total = Swept::default();
+    for (org, days) in store.retention_days().await? {
+        let swept = sweep_org(store, &org, now - chrono::Duration::days(days.max(1))).await?;
+        total.events += swept.events;
+        total.decisions += swept.decisions;
+        total.deliveries += swept.deliveries;
+    }
+    Ok(total)
+}
+
+/// Deletes what `org` stored before `before`, batch by batch.
+pub async fn sweep_org(store: &Store, org: &str, before: Timestamp) -> StoreResult<Swept> {
+    Ok(Swept {
+        events: drain(|| store.purge_old_events(org, before, EVENT_RUNS_PER_BATCH)).await?,
+        decisions: drain(|| store.purge_old_decisions(org, before, ROWS_PER_BATCH)).await?,
+        deliveries: drain(|| store.purge_old_deliveries(org, before, ROWS_PER_BATCH)).await?,
+    })
+}
+
+/// Runs `batch` until it deletes nothing, pausing between batches; the rows deleted.
+async fn drain<F: Future<Output = StoreResult<u64>>>(mut batch: impl FnMut() -> F) -> StoreResult<u64> {
+    let mut total = 0;
+    loop {
+        let n = batch().await?;
+        if n == 0 {
+            return Ok(total);
+        }
+        total += n;
+        tokio::time::sleep(BREATHE).await;
+    }
+}
