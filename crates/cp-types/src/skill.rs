@@ -900,7 +900,7 @@ pub fn check_command_line(allowed: &[String], blocked: &[String], line: &str) ->
             return Err(CommandRefusal::NotAllowed(program.to_string()));
         }
         if let Some(command) = runs_commands(base, &words[at + 1..])
-            && !allowed.iter().any(|a| *a == command)
+            && !allowed.contains(&command)
         {
             return Err(CommandRefusal::RunsCommands { command, part: part() });
         }
@@ -1738,10 +1738,16 @@ mod tests {
     /// the part of the refusal's message that names what was refused.
     #[test]
     fn commands_that_run_commands_and_quoting_tricks() {
+        type Case = (
+            &'static [&'static str],
+            &'static [&'static str],
+            &'static str,
+            Option<&'static str>,
+        );
         let ls = &["ls", "cat", "echo", "find", "git", "awk", "grep"][..];
         let none = &[][..];
         let rm = &["rm"][..];
-        let table: &[(&[&str], &[&str], &str, Option<&str>)] = &[
+        let table: &[Case] = &[
             // Quoting and escapes resolve to the real name before the check.
             (ls, rm, "r''m -rf /", Some("'rm' is in blocked")),
             (ls, rm, "\"r\"m x", Some("'rm' is in blocked")),

@@ -14,6 +14,7 @@ use futures::future::BoxFuture;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use crate::ToolSettings;
 use crate::client::{CallError, ControlPlane};
 use crate::files::Files;
 use crate::http::Http;
@@ -190,7 +191,7 @@ fn tool_name(name: &str) -> String {
 }
 
 /// `skills` (shell, file_system, http) as tools, named after the skill.
-fn tools(claim: &Claim, skills: &[ResolvedSkill]) -> Vec<Tool> {
+fn tools(claim: &Claim, skills: &[ResolvedSkill], settings: &ToolSettings) -> Vec<Tool> {
     let working_dir = claim.environment.working_dir.clone();
     skills
         .iter()
@@ -198,7 +199,12 @@ fn tools(claim: &Claim, skills: &[ResolvedSkill]) -> Vec<Tool> {
         .filter_map(|s| {
             let (kind, parameters, fallback) = match s.skill_type {
                 SkillType::Shell => (
-                    ToolKind::Shell(Shell::from_config(&s.configuration, claim.env_vars.clone(), working_dir.clone())),
+                    ToolKind::Shell(Shell::from_config(
+                        &s.configuration,
+                        claim.env_vars.clone(),
+                        working_dir.clone(),
+                        settings.sandbox.clone(),
+                    )),
                     json!({
                         "type": "object",
                         "properties": {"command": {"type": "string", "description": "The command line to run with sh -c"}},
@@ -212,7 +218,7 @@ fn tools(claim: &Claim, skills: &[ResolvedSkill]) -> Vec<Tool> {
                     (ToolKind::Files(files), parameters, "Reads, saves, lists and searches files.")
                 }
                 SkillType::Http => {
-                    let http = Http::from_config(&s.configuration);
+                    let http = Http::from_config(&s.configuration, settings.allow_private_http);
                     let parameters = http.parameters();
                     (ToolKind::Http(http), parameters, "Sends an HTTP request and returns the answer.")
                 }
@@ -260,6 +266,7 @@ fn conversation(claim: &Claim) -> Vec<Message> {
 /// coordinator is one too, with its members as tools.
 struct Agent<'a> {
     cp: &'a ControlPlane,
+    settings: &'a ToolSettings,
     claim: &'a Claim,
     emit: &'a Emitter,
     client: Client,
@@ -373,43 +380,60 @@ impl<'a> Agent<'a> {
             let refusal = format!("the arguments of {} were not valid JSON; call it again", call.name);
             return Ok((refusal, true, Usage::default()));
         }
-        let claim = self.claim;
-        if claim.policy_enforcement != PolicyEnforcement::Off {
-            let risk = tool.kind.risk(&call.arguments);
-            match self
-                .cp
-                .enforce(claim.execution.id, &call.name, &call.arguments, risk)
-                .await
-            {
-                Ok(decision) => {
-                    if decision["policies_evaluated"].as_u64().unwrap_or(0) > 0 {
-                        self.emit.emit("policy_decision", self.tagged(decision.clone()));
-                    }
-                    if decision["blocked"] == true {
-                        let why: Vec<&str> = decision["violations"]
-                            .as_array()
-                            .map(|v| v.iter().filter_map(Value::as_str).collect())
-                            .unwrap_or_default();
-                        let refusal = format!("Tool execution blocked by policy: {}", why.join("; "));
-                        return Ok((refusal, true, Usage::default()));
-                    }
-                }
-                // Blocking mode fails closed: no decision, no tool call.
-                Err(e) if claim.policy_enforcement == PolicyEnforcement::Blocking => {
-                    let refusal = format!("Tool execution blocked: no policy decision ({e})");
-                    return Ok((refusal, true, Usage::default()));
-                }
-                Err(e) => tracing::warn!(error = %e, "no policy decision; monitoring mode lets the call run"),
-            }
+        let risk = tool.kind.risk(&call.arguments);
+        let tag = |d: Value| self.tagged(d);
+        if let Some(refusal) =
+            policy_refusal(self.cp, self.claim, self.emit, &call.name, &call.arguments, risk, &tag).await
+        {
+            return Ok((refusal, true, Usage::default()));
         }
         if let ToolKind::Delegate(index) = tool.kind {
             let task = call.arguments["task"].as_str().unwrap_or_default().to_string();
-            let member = member_agent(self.cp, self.claim, self.emit, index)?;
+            let member = member_agent(self.cp, self.claim, self.emit, self.settings, index)?;
             let (answer, usage) = member.answer(vec![Message::User { content: task }]).await?;
             return Ok((answer, false, usage));
         }
         let (output, is_error) = tool.kind.run(&call.arguments).await;
         Ok((output, is_error, Usage::default()))
+    }
+}
+
+/// The policy decision on a tool call (unless enforcement is off), reported as a
+/// `policy_decision` event; the refusal to return instead of running the tool, if any. Blocking
+/// mode fails closed: no decision, no tool call. Used by every runtime.
+pub(crate) async fn policy_refusal(
+    cp: &ControlPlane,
+    claim: &Claim,
+    emit: &Emitter,
+    tool: &str,
+    arguments: &Value,
+    risk: &str,
+    tag: &(dyn Fn(Value) -> Value + Sync),
+) -> Option<String> {
+    if claim.policy_enforcement == PolicyEnforcement::Off {
+        return None;
+    }
+    match cp.enforce(claim.execution.id, tool, arguments, risk).await {
+        Ok(decision) => {
+            if decision["policies_evaluated"].as_u64().unwrap_or(0) > 0 {
+                emit.emit("policy_decision", tag(decision.clone()));
+            }
+            if decision["blocked"] == true {
+                let why: Vec<&str> = decision["violations"]
+                    .as_array()
+                    .map(|v| v.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default();
+                return Some(format!("Tool execution blocked by policy: {}", why.join("; ")));
+            }
+            None
+        }
+        Err(e) if claim.policy_enforcement == PolicyEnforcement::Blocking => {
+            Some(format!("Tool execution blocked: no policy decision ({e})"))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "no policy decision; monitoring mode lets the call run");
+            None
+        }
     }
 }
 
@@ -424,6 +448,7 @@ fn member_agent<'a>(
     cp: &'a ControlPlane,
     claim: &'a Claim,
     emit: &'a Emitter,
+    settings: &'a ToolSettings,
     index: usize,
 ) -> Result<Agent<'a>, RunError> {
     let member = &claim.members[index];
@@ -440,12 +465,13 @@ fn member_agent<'a>(
     let llm = &member.llm_config;
     Ok(Agent {
         cp,
+        settings,
         claim,
         emit,
         client: model_client(model)?,
         model,
         system: member.system_prompt.clone(),
-        tools: tools(claim, skills),
+        tools: tools(claim, skills, settings),
         temperature: llm["temperature"].as_f64(),
         max_tokens: llm["max_tokens"].as_u64().map(|n| n as u32),
         max_turns: llm["max_turns"].as_u64().unwrap_or(20).clamp(1, 200),
@@ -455,16 +481,22 @@ fn member_agent<'a>(
 
 /// Runs the agent or team of `claim` to its answer; the answer and the usage of every model
 /// call (members' included).
-pub async fn run(cp: &ControlPlane, claim: &Claim, emit: &Emitter) -> Result<(String, Usage), RunError> {
+pub async fn run(
+    cp: &ControlPlane,
+    claim: &Claim,
+    emit: &Emitter,
+    settings: &ToolSettings,
+) -> Result<(String, Usage), RunError> {
     let llm = claim.model.as_ref().map(|m| m.llm_config.clone()).unwrap_or_default();
     let mut agent = Agent {
         cp,
+        settings,
         claim,
         emit,
         client: model_client(claim.model.as_ref())?,
         model: claim.model.as_ref(),
         system: claim.system_prompt.clone(),
-        tools: tools(claim, &claim.skills),
+        tools: tools(claim, &claim.skills, settings),
         temperature: llm["temperature"].as_f64(),
         max_tokens: llm["max_tokens"].as_u64().map(|n| n as u32),
         max_turns: llm["max_turns"].as_u64().unwrap_or(20).clamp(1, 200),

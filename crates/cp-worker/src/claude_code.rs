@@ -9,6 +9,9 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::agent::{Emitter, RunError};
+use crate::client::ControlPlane;
+use crate::hook::{self, HookSocket};
+use crate::sandbox::Sandbox;
 
 /// The message of a worker host without the CLI.
 pub const MISSING: &str = "claude_code runtime needs the `claude` CLI on the worker host";
@@ -28,7 +31,12 @@ fn is_executable(p: &Path) -> bool {
 }
 
 /// Runs the prompt (the conversation's last user message) through the CLI.
-pub async fn run(claim: &Claim, emit: &Emitter) -> Result<(String, Usage), RunError> {
+pub async fn run(
+    cp: &ControlPlane,
+    claim: &Claim,
+    emit: &Emitter,
+    sandbox: &Sandbox,
+) -> Result<(String, Usage), RunError> {
     let cli = find_cli(&std::env::var("PATH").unwrap_or_default()).ok_or_else(|| RunError::Fatal(MISSING.into()))?;
     let prompt = claim
         .history
@@ -37,14 +45,34 @@ pub async fn run(claim: &Claim, emit: &Emitter) -> Result<(String, Usage), RunEr
         .find(|m| m.role == "user")
         .map(|m| m.content.clone())
         .unwrap_or_else(|| claim.execution.prompt.clone());
-    let mut cmd = tokio::process::Command::new(cli);
+    // Only the run's variables, the model's key and URL and a usable PATH and HOME: nothing of
+    // the worker's own environment (its API key above all).
+    // Every tool use is decided by the control plane's policies, through a PreToolUse hook
+    // that runs this same executable (`kubiya-cp claude-hook`).
+    let hook = HookSocket::bind(claim.execution.id)
+        .map_err(|e| RunError::Fatal(format!("cannot open the policy hook's socket: {e}")))?;
+    let exe =
+        std::env::current_exe().map_err(|e| RunError::Fatal(format!("cannot find the worker's executable: {e}")))?;
+    let settings = json!({"hooks": {"PreToolUse": [{"matcher": "*", "hooks": [{
+        "type": "command",
+        "command": format!("'{}' claude-hook", exe.display().to_string().replace('\'', "'\\''")),
+    }]}]}});
+    let mut cmd = sandbox
+        .command(&cli, claim.environment.working_dir.as_deref(), &[&cli, &exe])
+        .map_err(RunError::Fatal)?;
     cmd.args(["-p", &prompt, "--output-format", "stream-json", "--verbose"])
+        .env(
+            "PATH",
+            std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
+        )
+        .env("HOME", std::env::var("HOME").unwrap_or_else(|_| "/tmp".into()))
         .envs(&claim.env_vars)
+        .env(hook::SOCKET_VAR, &hook.name)
+        .env(hook::TOKEN_VAR, &hook.token)
+        .args(["--settings", &settings.to_string()])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .kill_on_drop(true);
+        .stderr(Stdio::null());
     if let Some(system) = &claim.system_prompt {
         cmd.args(["--append-system-prompt", system]);
     }
@@ -57,9 +85,6 @@ pub async fn run(claim: &Claim, emit: &Emitter) -> Result<(String, Usage), RunEr
             cmd.env("ANTHROPIC_BASE_URL", url);
         }
     }
-    if let Some(dir) = &claim.environment.working_dir {
-        cmd.current_dir(dir);
-    }
     let mut child = cmd
         .spawn()
         .map_err(|e| RunError::Fatal(format!("cannot start the claude CLI: {e}")))?;
@@ -67,7 +92,16 @@ pub async fn run(claim: &Claim, emit: &Emitter) -> Result<(String, Usage), RunEr
     let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
     emit.emit("run_started", json!({"runtime": "claude_code"}));
     let mut answer: Option<(String, Usage, bool)> = None;
-    while let Ok(Some(line)) = lines.next_line().await {
+    let serving = hook.serve(cp, claim, emit);
+    tokio::pin!(serving);
+    loop {
+        let line = tokio::select! {
+            line = lines.next_line() => line,
+            _ = &mut serving => continue,
+        };
+        let Ok(Some(line)) = line else {
+            break;
+        };
         let Ok(msg) = serde_json::from_str::<Value>(&line) else {
             continue;
         };

@@ -107,6 +107,27 @@ impl ControlPlane {
 
     const CALL: Duration = Duration::from_secs(30);
 
+    /// The role of the worker's key (`GET /auth/validate`).
+    pub async fn key_role(&self) -> Result<String, CallError> {
+        let resp = self
+            .http
+            .get(format!("{}/api/v1/auth/validate", self.base))
+            .bearer_auth(&self.key)
+            .timeout(Self::CALL)
+            .send()
+            .await
+            .map_err(|e| CallError::Unreachable(e.to_string()))?;
+        let status = resp.status().as_u16();
+        let body: Value = resp.json().await.map_err(|e| CallError::Unreachable(e.to_string()))?;
+        match body["role"].as_str() {
+            Some(role) if (200..300).contains(&status) => Ok(role.to_string()),
+            _ => Err(CallError::Refused {
+                status,
+                message: "no role in the answer".into(),
+            }),
+        }
+    }
+
     pub async fn register(
         &self,
         queue: Uuid,

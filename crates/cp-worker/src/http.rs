@@ -1,5 +1,7 @@
 //! The http skill as a tool: requests to the skill's `allowed_hosts` only, with its methods
-//! and timeout, the answer's status and body (capped) back to the model.
+//! and timeout, the answer's status and body (capped) back to the model. Private, loopback and
+//! link-local addresses are refused unless the worker's operator allows them
+//! (`--allow-private-http`): the skill's author cannot.
 
 use std::time::Duration;
 
@@ -13,11 +15,12 @@ pub struct Http {
     allowed_hosts: Vec<String>,
     /// Upper-case; empty: every method.
     allowed_methods: Vec<String>,
+    allow_private: bool,
     client: reqwest::Client,
 }
 
 impl Http {
-    pub fn from_config(config: &Value) -> Http {
+    pub fn from_config(config: &Value, allow_private: bool) -> Http {
         let list = |k: &str| -> Vec<String> {
             config[k]
                 .as_array()
@@ -28,12 +31,20 @@ impl Http {
         Http {
             allowed_hosts: list("allowed_hosts"),
             allowed_methods: list("allowed_methods").iter().map(|m| m.to_ascii_uppercase()).collect(),
-            // Redirects could lead to a host outside the list: they are returned, not followed.
-            client: reqwest::Client::builder()
-                .timeout(timeout)
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap_or_default(),
+            allow_private,
+            client: {
+                // Redirects could lead to a host outside the list: they are returned, not followed.
+                let builder = reqwest::Client::builder()
+                    .timeout(timeout)
+                    .redirect(reqwest::redirect::Policy::none());
+                // Connections go only to the public addresses the name resolved to.
+                let builder = if allow_private {
+                    builder
+                } else {
+                    cp_net::public_only(builder)
+                };
+                builder.build().unwrap_or_default()
+            },
         }
     }
 
@@ -60,6 +71,10 @@ impl Http {
         let host = parsed.host_str().unwrap_or_default();
         if !host_allowed(&self.allowed_hosts, host, parsed.port_or_known_default()) {
             return (format!("the host {host} is not in the skill's allowed_hosts"), true);
+        }
+        // IP literals never reach the client's resolver: this check covers them.
+        if let Err(refused) = cp_net::check_target(parsed.as_str(), self.allow_private).await {
+            return (format!("the request to {host} was refused: {refused}"), true);
         }
         if !self.allowed_methods.is_empty() && !self.allowed_methods.contains(&method) {
             return (
@@ -102,5 +117,47 @@ impl Http {
                 (format!("HTTP {}\n{body}", status.as_u16()), !status.is_success())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A one-request HTTP server on loopback; its address.
+    async fn answer_once() -> std::net::SocketAddr {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut buf = [0u8; 4096];
+                let _ = socket.read(&mut buf).await;
+                let _ = socket
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello")
+                    .await;
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn private_addresses_only_when_the_operator_allows_them() {
+        let addr = answer_once().await;
+        let config = json!({"allowed_hosts": ["127.0.0.1", "localhost", "169.254.169.254"]});
+        let tool = Http::from_config(&config, false);
+        for url in [
+            format!("http://127.0.0.1:{}/", addr.port()),
+            format!("http://localhost:{}/", addr.port()),
+            "http://169.254.169.254/latest/meta-data/".to_string(),
+        ] {
+            let (out, failed) = tool.run(&json!({"url": url})).await;
+            assert!(failed && out.contains("private"), "{url}: {out}");
+        }
+        let open = Http::from_config(&config, true);
+        let (out, failed) = open
+            .run(&json!({"url": format!("http://127.0.0.1:{}/", addr.port())}))
+            .await;
+        assert_eq!((out.as_str(), failed), ("HTTP 200\nhello", false));
     }
 }

@@ -12,7 +12,9 @@ pub mod agent;
 pub mod claude_code;
 pub mod client;
 pub mod files;
+pub mod hook;
 pub mod http;
+pub mod sandbox;
 pub mod shell;
 
 use std::collections::HashMap;
@@ -41,6 +43,16 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// How long one long poll waits.
     pub poll_wait: Duration,
+    pub tools: ToolSettings,
+}
+
+/// What the worker's operator decides for the tools of every run (a skill's author cannot).
+#[derive(Debug, Clone, Default)]
+pub struct ToolSettings {
+    /// The http tool may reach loopback, private and link-local addresses.
+    pub allow_private_http: bool,
+    /// Where child-process tools run.
+    pub sandbox: sandbox::Sandbox,
 }
 
 /// The runs in progress, by execution id.
@@ -118,6 +130,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let cp = ControlPlane::new(&config.control_plane_url, &config.api_key);
     let runs = Runs::default();
     let (mut worker, mut heartbeat) = join(&cp, &config, &runs).await?;
+    // An admin key still works, but it opens the whole organization to this host.
+    match cp.key_role().await {
+        Ok(role) if role == "admin" => {
+            tracing::warn!("this worker uses an admin key: create a worker key (role \"worker\") and use it instead")
+        }
+        Ok(_) => {}
+        Err(e) => tracing::debug!(error = %e, "could not read the key's role"),
+    }
     tokio::pin!(shutdown);
     let mut backoff = Duration::from_millis(500);
     loop {
@@ -138,7 +158,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                     runs.cancel(&cp, id, "cancelled", false).await;
                 }
                 if let Some(claim) = answer.claim {
-                    start(&cp, &runs, claim);
+                    start(&cp, &runs, claim, &config.tools);
                 }
                 if answer.drain {
                     // Asked by the control plane: no more work; the runs in progress finish
@@ -210,17 +230,19 @@ async fn heartbeats(cp: ControlPlane, worker: Uuid, runs: Runs, every: Duration)
 }
 
 /// Starts a claimed run on a task of its own.
-fn start(cp: &ControlPlane, runs: &Runs, claim: Box<Claim>) {
+fn start(cp: &ControlPlane, runs: &Runs, claim: Box<Claim>, tools: &ToolSettings) {
     let id = claim.execution.id;
     let lease = claim.lease_id;
-    let (cp2, runs2) = (cp.clone(), runs.clone());
+    let (cp2, runs2, tools) = (cp.clone(), runs.clone(), tools.clone());
     // The task waits for its entry to exist, so a run that ends at once still finds it.
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         let _ = ready_rx.await;
         // A panic in a run must still end it on the control plane, or its lease would be
         // renewed by every heartbeat forever.
-        let ran = std::panic::AssertUnwindSafe(execute(&cp2, &claim)).catch_unwind().await;
+        let ran = std::panic::AssertUnwindSafe(execute(&cp2, &claim, &tools))
+            .catch_unwind()
+            .await;
         if ran.is_err() {
             tracing::error!(execution = %id, "the run panicked");
             report(
@@ -278,7 +300,7 @@ async fn report(cp: &ControlPlane, id: Uuid, lease: Uuid, outcome: Outcome<'_>) 
 }
 
 /// One run, from the claim to its result.
-async fn execute(cp: &ControlPlane, claim: &Claim) {
+async fn execute(cp: &ControlPlane, claim: &Claim, tools: &ToolSettings) {
     let id = claim.execution.id;
     let lease = claim.lease_id;
     let emit = Emitter::new(cp.clone(), id, lease);
@@ -301,9 +323,9 @@ async fn execute(cp: &ControlPlane, claim: &Claim) {
     let claude_code = claim.agent.as_ref().map(|a| a.runtime) == Some(cp_types::runtime::Runtime::ClaudeCode)
         || claim.team.as_ref().map(|t| t.runtime) == Some(cp_types::runtime::Runtime::ClaudeCode);
     let result = if claude_code {
-        claude_code::run(claim, &emit).await
+        claude_code::run(cp, claim, &emit, &tools.sandbox).await
     } else {
-        agent::run(cp, claim, &emit).await
+        agent::run(cp, claim, &emit, tools).await
     };
     done.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = flusher.await;

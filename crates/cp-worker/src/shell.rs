@@ -2,10 +2,13 @@
 //! skill's allowed and blocked command lists, a timeout, and output capped for the model.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
 use cp_types::skill::check_command_line;
+
+use crate::sandbox::Sandbox;
 use serde_json::Value;
 use tokio::io::AsyncReadExt;
 
@@ -19,12 +22,18 @@ pub struct Shell {
     timeout: Duration,
     working_dir: Option<String>,
     env: BTreeMap<String, String>,
+    sandbox: Sandbox,
 }
 
 impl Shell {
     /// From a shell skill's configuration (API §10: `allowed_commands`, `blocked_commands`,
     /// `timeout` in seconds, `working_directory`).
-    pub fn from_config(config: &Value, env: BTreeMap<String, String>, working_dir: Option<String>) -> Shell {
+    pub fn from_config(
+        config: &Value,
+        env: BTreeMap<String, String>,
+        working_dir: Option<String>,
+        sandbox: Sandbox,
+    ) -> Shell {
         let list = |k: &str| -> Vec<String> {
             config[k]
                 .as_array()
@@ -37,6 +46,7 @@ impl Shell {
             timeout: Duration::from_secs(config["timeout"].as_u64().unwrap_or(60).clamp(1, 3600)),
             working_dir: config["working_directory"].as_str().map(str::to_owned).or(working_dir),
             env,
+            sandbox,
         }
     }
 
@@ -52,13 +62,15 @@ impl Shell {
         if let Err(refused) = self.check(command) {
             return (refused, true);
         }
-        let mut cmd = tokio::process::Command::new("sh");
+        let mut cmd = match self.sandbox.command(Path::new("sh"), self.working_dir.as_deref(), &[]) {
+            Ok(c) => c,
+            Err(refused) => return (refused, true),
+        };
         cmd.arg("-c")
             // Both streams into one pipe, in the order they were written.
             .arg(format!("exec 2>&1\n{command}"))
             // Only the run's variables (and a usable PATH and HOME): the worker's own key and
             // provider keys must not be readable by the commands a model writes.
-            .env_clear()
             .env(
                 "PATH",
                 std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
@@ -67,14 +79,7 @@ impl Shell {
             .envs(&self.env)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            // Its own process group, so stopping it stops what it started too (`sleep` under
-            // `sh`, a pipeline's other commands).
-            .process_group(0)
-            .kill_on_drop(true);
-        if let Some(dir) = &self.working_dir {
-            cmd.current_dir(dir);
-        }
+            .stderr(Stdio::null());
         let mut child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => return (format!("cannot start the shell: {e}"), true),
@@ -103,7 +108,8 @@ impl Shell {
                 true,
             ),
             Ok((out, status)) => {
-                let mut text = String::from_utf8_lossy(&out).into_owned();
+                // NUL (from /proc files, binaries) is refused by the control plane's text fields.
+                let mut text = String::from_utf8_lossy(&out).replace('\0', "\u{fffd}");
                 if text.len() > MAX_OUTPUT {
                     let mut cut = MAX_OUTPUT;
                     while !text.is_char_boundary(cut) {
@@ -148,6 +154,7 @@ mod tests {
             &json!({"allowed_commands": ["ls", "echo"], "blocked_commands": ["rm"]}),
             BTreeMap::new(),
             None,
+            Sandbox::Unsandboxed,
         );
         assert!(s.check("ls -la && echo hi | echo x").is_ok());
         assert!(s.check("ls; rm -rf /").unwrap_err().contains("'rm' is in blocked"));
@@ -168,10 +175,61 @@ mod tests {
         }
     }
 
+    /// The worker's environment is not readable from a tool: not through its parent, not
+    /// through process 1, not through `ps e`. Cargo puts CARGO_MANIFEST_DIR in the test
+    /// process's own environment.
+    #[tokio::test]
+    async fn tools_cannot_see_the_worker() {
+        let secret = "CARGO_MANIFEST_DIR=";
+        assert!(std::fs::read_to_string("/proc/self/environ").unwrap().contains(secret));
+        let s = Shell::from_config(&json!({}), BTreeMap::new(), None, Sandbox::probe(false));
+        for probe in [
+            "cat /proc/$PPID/environ",
+            "cat /proc/1/environ",
+            "ps e",
+            "ps aux",
+            "cat /proc/*/environ",
+            "cat /proc/*/cmdline",
+            "umount /proc; cat /proc/*/environ",
+        ] {
+            let (out, _) = s.run(probe).await;
+            assert!(!out.contains(secret), "{probe}: {out}");
+        }
+        // The test's own process is not among those `ps` lists.
+        let (out, _) = s.run("ps -e -o pid= | wc -l").await;
+        assert!(out.trim().parse::<u32>().unwrap() <= 3, "{out}");
+        // A private /tmp: what the worker's host has there is not visible.
+        let marker = format!("/tmp/kcp-sandbox-{}", std::process::id());
+        std::fs::write(&marker, "x").unwrap();
+        let (out, failed) = s.run(&format!("ls {marker}")).await;
+        let _ = std::fs::remove_file(&marker);
+        assert!(failed && out.contains("No such file"), "{out}");
+        // A working directory under /tmp stays reachable by its path.
+        let dir = tempfile::tempdir_in("/tmp").unwrap();
+        std::fs::write(dir.path().join("seen"), "yes").unwrap();
+        let s = Shell::from_config(
+            &json!({}),
+            BTreeMap::new(),
+            Some(dir.path().display().to_string()),
+            Sandbox::probe(false),
+        );
+        let (out, failed) = s.run(&format!("pwd; cat seen {}/seen", dir.path().display())).await;
+        assert_eq!((out, failed), (format!("{}\nyesyes", dir.path().display()), false));
+        // Unavailable namespaces: the tool is refused, not run in the open.
+        let s = Shell::from_config(&json!({}), BTreeMap::new(), None, Sandbox::Unavailable);
+        let (out, failed) = s.run("echo hi").await;
+        assert!(failed && out.contains("--unsandboxed-tools"), "{out}");
+    }
+
     #[tokio::test]
     async fn runs_with_env_and_reports_failures_and_timeouts() {
         let env = BTreeMap::from([("GREETING".to_string(), "hello".to_string())]);
-        let s = Shell::from_config(&json!({"timeout": 1}), env, None);
+        let s = Shell::from_config(&json!({"timeout": 1}), env, None, Sandbox::probe(false));
+        assert_eq!(
+            s.sandbox,
+            Sandbox::Namespaces,
+            "this host must allow namespaces for the tests"
+        );
         assert_eq!(s.run("echo $GREETING").await, ("hello\n".to_string(), false));
         // The worker's own variables are not passed on.
         // SAFETY (edition 2024 makes env writes unsafe): this test owns the variable.
@@ -184,6 +242,7 @@ mod tests {
             "{}",
             &out[out.len().saturating_sub(80)..]
         );
+        assert_eq!(s.run("printf 'a\\0b'").await, ("a\u{fffd}b".to_string(), false));
         let (out, failed) = s.run("echo oops >&2; exit 3").await;
         assert!(failed && out.contains("oops"), "{out}");
         let started = std::time::Instant::now();

@@ -71,6 +71,10 @@ pub enum Command {
     Worker(WorkerArgs),
     /// Start a release server and measure it (requests/s, p50, p99).
     Bench(BenchArgs),
+    /// Claude Code's PreToolUse hook, run by the worker's claude_code runtime: asks the worker
+    /// whether a tool use may run (exit code 2 and the reason on stderr when it may not).
+    #[command(hide = true)]
+    ClaudeHook,
     /// Re-seal every secret with a new master key (in one transaction) and replace the key file.
     RotateMasterKey(MasterKeyArgs),
     /// A policy sandbox child: the server starts these to compile and evaluate Rego within
@@ -84,9 +88,10 @@ pub struct WorkerArgs {
     /// The worker queue to take executions from.
     #[arg(long, env = "QUEUE_ID")]
     pub queue_id: uuid::Uuid,
-    /// A worker-role (or admin) key of the queue's organization.
-    #[arg(long, env = "KUBIYA_API_KEY", hide_env_values = true)]
-    pub api_key: String,
+    /// A worker-role key of the queue's organization; set KUBIYA_API_KEY (a flag's value is
+    /// visible to every process of the host, so the flag is hidden).
+    #[arg(long, env = "KUBIYA_API_KEY", hide_env_values = true, hide = true)]
+    pub api_key: Option<String>,
     #[arg(long, env = "KUBIYA_CONTROL_PLANE_URL", default_value = "http://127.0.0.1:8001")]
     pub control_plane_url: String,
     /// Executions run at once.
@@ -98,6 +103,14 @@ pub struct WorkerArgs {
     /// Seconds runs get to finish on shutdown before they are handed back to the queue.
     #[arg(long, default_value_t = 10)]
     pub drain_timeout: u64,
+    /// Let the http tool reach loopback, private and link-local addresses (cloud metadata
+    /// included); refused by default.
+    #[arg(long, env = "KUBIYA_WORKER_ALLOW_PRIVATE_HTTP")]
+    pub allow_private_http: bool,
+    /// Run shell and claude_code processes without their sandbox (new PID and mount
+    /// namespaces) on hosts that cannot create namespaces; they can then read the worker.
+    #[arg(long, env = "KUBIYA_WORKER_UNSANDBOXED_TOOLS")]
+    pub unsandboxed_tools: bool,
 }
 
 /// Where the master key that seals secrets at rest comes from.

@@ -17,6 +17,9 @@ use cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::ClaudeHook = cli.command {
+        return claude_hook();
+    }
     // A sandbox child stays single-threaded and quiet: no runtime, no logging (its stdout is
     // the protocol, its address space is bounded).
     if let Command::PolicySandbox = cli.command {
@@ -41,6 +44,7 @@ fn main() -> ExitCode {
             Command::Keys(cmd) => admin::keys(&cli.global, cmd).await,
             Command::Worker(args) => worker::run(args).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::ClaudeHook => Ok(()),
             Command::RotateMasterKey(args) => master_key::rotate(&cli.global, &args).await,
             Command::PolicySandbox => Ok(()),
         }
@@ -50,6 +54,23 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `kubiya-cp claude-hook`: the tool use on stdin, allowed (exit 0) or blocked (exit 2, the
+/// reason on stderr, which Claude Code shows the model).
+fn claude_hook() -> ExitCode {
+    let mut input = String::new();
+    if let Err(e) = std::io::Read::read_to_string(&mut std::io::stdin(), &mut input) {
+        eprintln!("blocked: cannot read the hook input: {e}");
+        return ExitCode::from(2);
+    }
+    match cp_worker::hook::ask(&input) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(reason) => {
+            eprintln!("{reason}");
+            ExitCode::from(2)
         }
     }
 }

@@ -389,3 +389,58 @@ async fn the_master_key_is_checked_and_rotated_sqlite() {
 async fn the_master_key_is_checked_and_rotated_postgres() {
     the_master_key_is_checked_and_rotated(true).await;
 }
+
+/// The worker's help shows its operator flags and not `--api-key` (a flag's value is visible
+/// to every process of the host; the key comes from KUBIYA_API_KEY), which stays accepted.
+#[test]
+fn worker_help_hides_the_api_key_flag() {
+    let help = Command::new(BIN).args(["worker", "--help"]).output().unwrap();
+    let text = stdout(&help);
+    assert!(help.status.success(), "{text}");
+    for flag in ["--allow-private-http", "--unsandboxed-tools", "--queue-id"] {
+        assert!(text.contains(flag), "{flag} missing from {text}");
+    }
+    assert!(!text.contains("--api-key"), "{text}");
+    // Still accepted: an unreachable control plane, not an unknown flag, is what stops it.
+    let run = Command::new(BIN)
+        .args(["worker", "--queue-id", "00000000-0000-0000-0000-000000000000"])
+        .args(["--api-key", "x", "--control-plane-url", "not a url", "--help"])
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", stderr(&run));
+    // Without a key it says where the key goes.
+    let run = Command::new(BIN)
+        .args(["worker", "--queue-id", "00000000-0000-0000-0000-000000000000"])
+        .env_remove("KUBIYA_API_KEY")
+        .output()
+        .unwrap();
+    assert!(
+        !run.status.success() && stderr(&run).contains("KUBIYA_API_KEY"),
+        "{}",
+        stderr(&run)
+    );
+}
+
+/// The Claude Code hook blocks (exit code 2, the reason on stderr) when it cannot ask a
+/// worker: a tool use is never allowed by default.
+#[test]
+fn the_claude_hook_fails_closed() {
+    use std::io::Write;
+    let mut child = Command::new(BIN)
+        .arg("claude-hook")
+        .env_remove("KUBIYA_HOOK_SOCKET")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(br#"{"tool_name":"Bash","tool_input":{"command":"ls"}}"#)
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("KUBIYA_HOOK_SOCKET"), "{}", stderr(&out));
+}

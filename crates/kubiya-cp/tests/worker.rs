@@ -153,6 +153,9 @@ async fn chat(Json(body): Json<Value>) -> axum::response::Response {
     if prompt == "take a nap" {
         return stream(None, Some(("shell", json!({"command": "sleep 30"}))));
     }
+    if let Some(command) = prompt.strip_prefix("run: ") {
+        return stream(None, Some(("open-shell", json!({"command": command}))));
+    }
     if let Some(dir) = prompt.strip_prefix("list files in ") {
         return stream(None, Some(("shell", json!({"command": format!("ls {dir}")}))));
     }
@@ -378,15 +381,27 @@ async fn a_real_worker_runs_agents_end_to_end() {
 
     // A stand-in for the Claude Code CLI on the worker's PATH, printing what the real one
     // prints in stream-json mode.
-    let bin_dir = tempfile::tempdir().unwrap();
+    // (Outside /tmp: the CLI starts in the sandbox, whose /tmp is its own.)
+    let bin_dir = tempfile::tempdir_in("/var/tmp").unwrap();
     let fake_claude = bin_dir.path().join("claude");
+    // It asks the PreToolUse hook from its --settings before a destructive Bash use, and
+    // reports whether the worker's key is in its environment.
     std::fs::write(&fake_claude, concat!(
         "#!/bin/sh\n",
+        "prompt=\"$2\"\n",
+        "while [ $# -gt 0 ]; do [ \"$1\" = --settings ] && settings=\"$2\"; shift; done\n",
+        "hook=$(printf '%s' \"$settings\" | sed 's/.*\"command\":\"\\([^\"]*\\)\".*/\\1/')\n",
         "echo '{\"type\":\"system\",\"subtype\":\"init\"}'\n",
         "echo '{\"type\":\"assistant\",\"message\":{\"content\":[{\"type\":\"text\",\"text\":\"Looking\"},{\"type\":\"tool_use\",\"id\":\"t1\",\"name\":\"Bash\",\"input\":{\"command\":\"ls\"}}]}}'\n",
-        "echo '{\"type\":\"user\",\"message\":{\"content\":[{\"type\":\"tool_result\",\"tool_use_id\":\"t1\",\"content\":\"a.txt\",\"is_error\":false}]}}'\n",
-        "printf '{\"type\":\"result\",\"is_error\":false,\"result\":\"claude code did: %s\",\"usage\":{\"input_tokens\":11,\"output_tokens\":3}}\\n' \"$2\"\n",
-    )).unwrap();
+        "printf '{\"type\":\"user\",\"message\":{\"content\":[{\"type\":\"tool_result\",\"tool_use_id\":\"t1\",\"content\":\"a.txt keys:%s\",\"is_error\":false}]}}\\n' \"$(env | grep -c -e '^KUBIYA_API_KEY=' -e \"$WORKER_KEY_VALUE\")\"\n",
+        "if why=$(echo '{\"hook_event_name\":\"PreToolUse\",\"tool_name\":\"Bash\",\"tool_input\":{\"command\":\"rm -rf /\"}}' | sh -c \"$hook\" 2>&1); then\n",
+        "  out='ran rm'\n",
+        "else\n",
+        "  out=\"hook refused: $(echo \"$why\" | tr -d '\"\\\\')\"\n",
+        "fi\n",
+        "printf '{\"type\":\"user\",\"message\":{\"content\":[{\"type\":\"tool_result\",\"tool_use_id\":\"t2\",\"content\":\"%s\",\"is_error\":true}]}}\\n' \"$out\"\n",
+        "printf '{\"type\":\"result\",\"is_error\":false,\"result\":\"claude code did: %s\",\"usage\":{\"input_tokens\":11,\"output_tokens\":3}}\\n' \"$prompt\"\n",
+    ).replace("$WORKER_KEY_VALUE", &worker_key)).unwrap();
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&fake_claude, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -440,8 +455,9 @@ async fn a_real_worker_runs_agents_end_to_end() {
         assert!(types.iter().any(|x| x == t), "{t} missing from {types:?}");
     }
 
-    // The shell skill: the model lists a folder and answers with what it saw.
-    let dir = tempfile::tempdir().unwrap();
+    // The shell skill: the model lists a folder and answers with what it saw (outside /tmp:
+    // tools get a private one).
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
     std::fs::write(dir.path().join("marker-file.txt"), "x").unwrap();
     let done = api
         .execute(&agent, &queue, &format!("list files in {}", dir.path().display()))
@@ -459,7 +475,7 @@ async fn a_real_worker_runs_agents_end_to_end() {
     assert_eq!(done["status"], "completed", "{done}");
     let response = done["response"].as_str().unwrap();
     assert!(
-        response.contains("'cat' is not allowed") && !response.contains("root:"),
+        response.contains("'cat' is not in allowed_commands") && !response.contains("root:"),
         "{response}"
     );
 
@@ -521,7 +537,10 @@ async fn a_real_worker_runs_agents_end_to_end() {
     let done = api.execute(&agent, &queue, "wipe the disk").await;
     // Not blocked by the policy: the skill's allow list (ls, sleep) still refuses rm.
     assert!(
-        done["response"].as_str().unwrap().contains("'rm' is not allowed"),
+        done["response"]
+            .as_str()
+            .unwrap()
+            .contains("'rm' is not in allowed_commands"),
         "{done}"
     );
     let log = api
@@ -606,6 +625,13 @@ async fn a_real_worker_runs_agents_end_to_end() {
             json!({"name": "coder", "runtime": "claude_code", "model_id": "fake/claude-test"}),
         )
         .await;
+    // Blocking again: the destructive-command policy must stop Claude Code's Bash use too.
+    api.call(
+        Method::PATCH,
+        "/api/v1/organization/settings",
+        Some(json!({"policy_enforcement": "blocking"})),
+    )
+    .await;
     let done = api.execute(coder["id"].as_str().unwrap(), &queue, "tidy up").await;
     assert_eq!(
         (done["status"].as_str(), done["response"].as_str()),
@@ -617,6 +643,21 @@ async fn a_real_worker_runs_agents_end_to_end() {
     for t in ["message_chunk", "tool_started", "tool_completed", "message"] {
         assert!(types.iter().any(|x| x == t), "{t} missing from {types:?}");
     }
+    // Its hook asked the worker, which asked the policies: the use was blocked and reported;
+    // the CLI had neither the worker's key variable nor its value.
+    let events = api
+        .get(&format!(
+            "/api/v1/executions/{}/events?limit=500",
+            done["id"].as_str().unwrap()
+        ))
+        .await
+        .to_string();
+    assert!(events.contains("policy_decision"), "{events}");
+    assert!(
+        events.contains("hook refused: Tool execution blocked by policy: destructive command refused: rm -rf /"),
+        "{events}"
+    );
+    assert!(events.contains("a.txt keys:0"), "{events}");
 
     // A team delegates to its two members, each on its own loop, and reports their answers.
     let mut members = Vec::new();
@@ -849,4 +890,82 @@ async fn a_run_outlives_a_control_plane_restart() {
         .filter_map(|e| e["data"]["content"].as_str())
         .collect();
     assert_eq!(streamed, "one two three four five six ", "every chunk, once, in order");
+}
+
+/// A shell tool cannot read the worker's key: not from its parent, not from process 1, not
+/// with `ps e`. A worker started with an admin key says a worker key should be used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tools_cannot_see_the_worker_and_admin_keys_are_warned() {
+    let llm_url = fake_llm().await;
+    let (_server, api, _data) = start_server().await;
+    api.post(
+        "/api/v1/models",
+        json!({"value": "fake/snoop", "label": "snoop", "provider": "openai", "base_url": llm_url}),
+    )
+    .await;
+    let shell = api
+        .post(
+            "/api/v1/skills",
+            json!({"name": "open-shell", "type": "shell", "configuration": {}}),
+        )
+        .await;
+    let agent = api
+        .post(
+            "/api/v1/agents",
+            json!({"name": "snoop", "model_id": "fake/snoop", "skill_ids": [shell["id"]]}),
+        )
+        .await;
+    let agent = agent["id"].as_str().unwrap().to_string();
+    let envs = api.get("/api/v1/environments").await;
+    let env = envs["items"][0]["id"].as_str().unwrap().to_string();
+    let queue = api
+        .post(
+            &format!("/api/v1/environments/{env}/worker-queues"),
+            json!({"name": "snoopq"}),
+        )
+        .await;
+    let queue = queue["id"].as_str().unwrap().to_string();
+
+    // The admin key, in the worker's environment only.
+    let mut child = Command::new(BIN)
+        .args(["worker", "--queue-id", &queue, "--control-plane-url", &api.base])
+        .env("KUBIYA_API_KEY", &api.key)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let _worker = Killed(child);
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let warned = loop {
+        match lines_rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(line) if line.contains("admin key") => break line,
+            Ok(_) => {}
+            Err(e) => panic!("no warning about the admin key: {e}"),
+        }
+    };
+    assert!(warned.contains("worker key"), "{warned}");
+
+    let done = api
+        .execute(
+            &agent,
+            &queue,
+            "run: { cat /proc/$PPID/environ; cat /proc/1/environ; ps e; cat /proc/*/environ; } | tr '\\0' ' '",
+        )
+        .await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let response = done["response"].as_str().unwrap();
+    // The commands ran (their own environment is there) and the key is not.
+    assert!(response.contains("PATH="), "{response}");
+    assert!(
+        !response.contains(&api.key),
+        "the tool saw the worker's key: {response}"
+    );
+    assert!(!response.contains("KUBIYA_API_KEY"), "{response}");
 }

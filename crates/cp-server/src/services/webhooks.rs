@@ -6,7 +6,6 @@
 //! fixed schedule with jitter that spans more than 72 hours, then the delivery fails; a 410
 //! answer disables the endpoint.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -41,26 +40,6 @@ const DEFER_MS: i64 = 500;
 /// How long the previous secret keeps signing after a rotation.
 pub const ROTATION_OVERLAP_MS: i64 = 24 * 3600 * 1000;
 
-/// Resolves webhook hosts for the connection itself and drops private addresses, so a name
-/// that resolved to a public address at the check cannot connect to a private one a moment
-/// later (DNS rebinding).
-struct PublicOnly;
-
-impl reqwest::dns::Resolve for PublicOnly {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let host = name.as_str().to_string();
-        Box::pin(async move {
-            let found =
-                tokio::time::timeout(Duration::from_secs(5), tokio::net::lookup_host((host.as_str(), 0))).await??;
-            let public: Vec<std::net::SocketAddr> = found.filter(|a| !is_private(a.ip())).collect();
-            if public.is_empty() {
-                return Err(format!("{host} resolves to no public address").into());
-            }
-            Ok(Box::new(public.into_iter()) as reqwest::dns::Addrs)
-        })
-    }
-}
-
 fn http_client(public_only: bool) -> reqwest::Client {
     let builder = reqwest::Client::builder()
         .timeout(ATTEMPT_TIMEOUT)
@@ -69,7 +48,7 @@ fn http_client(public_only: bool) -> reqwest::Client {
         .no_proxy()
         .user_agent(concat!("kubiya-cp-webhooks/", env!("CARGO_PKG_VERSION")));
     let builder = if public_only {
-        builder.dns_resolver(PublicOnly)
+        cp_net::public_only(builder)
     } else {
         builder
     };
@@ -158,87 +137,18 @@ pub fn sign(secret: &str, id: &str, timestamp: i64, body: &str) -> String {
     format!("v1,{}", BASE64.encode(mac.finalize().into_bytes()))
 }
 
-/// Whether an address is one a webhook may not reach unless the org allows private targets:
-/// loopback, private, link-local, carrier-grade NAT, unspecified, multicast or broadcast.
-fn is_private(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
-            v4.is_private()
-                || v4.is_loopback()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_multicast()
-                || (a == 100 && (64..128).contains(&b))
-                || (a == 198 && (18..20).contains(&b))
-                || a == 0
-                || a >= 240
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_private(IpAddr::V4(v4));
-            }
-            let seg = v6.segments();
-            // IPv4 embedded in NAT64 (64:ff9b::/96), 6to4 (2002::/16) and the deprecated
-            // IPv4-compatible form (::a.b.c.d) reaches the IPv4 address it carries.
-            let embedded =
-                |hi: u16, lo: u16| std::net::Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8);
-            let carried = if seg[0] == 0x64 && seg[1] == 0xff9b && seg[2..6] == [0, 0, 0, 0] {
-                Some(embedded(seg[6], seg[7]))
-            } else if seg[0] == 0x2002 {
-                Some(embedded(seg[1], seg[2]))
-            } else if seg[..6] == [0, 0, 0, 0, 0, 0] && !v6.is_loopback() && !v6.is_unspecified() {
-                Some(embedded(seg[6], seg[7]))
-            } else {
-                None
-            };
-            if let Some(v4) = carried {
-                return is_private(IpAddr::V4(v4));
-            }
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (seg[0] & 0xfe00) == 0xfc00
-                || (seg[0] & 0xffc0) == 0xfe80
-                || (seg[0] & 0xffc0) == 0xfec0
-        }
-    }
-}
-
-/// Refuses a URL whose host resolves to a private address (unless `allow_private`), or that
-/// does not parse or resolve. The check runs when the endpoint is written and again before
-/// each attempt (the name may resolve elsewhere by then).
+/// Refuses a URL whose host is or resolves to a private address (unless `allow_private`), or
+/// that does not parse or resolve (the rule the worker's http tool follows too). The check runs
+/// when the endpoint is written and again before each attempt (the name may resolve elsewhere
+/// by then).
 pub async fn check_target(url: &str, allow_private: bool) -> Result<(), String> {
-    let parsed = reqwest::Url::parse(url).map_err(|e| format!("not a valid URL: {e}"))?;
-    if !matches!(parsed.scheme(), "http" | "https") {
-        return Err("must be an http:// or https:// URL".into());
-    }
-    let host = parsed.host_str().ok_or("the URL has no host")?;
-    if allow_private {
-        return Ok(());
-    }
-    let port = parsed.port_or_known_default().unwrap_or(443);
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let addrs: Vec<IpAddr> = match host.parse::<IpAddr>() {
-        Ok(ip) => vec![ip],
-        Err(_) => tokio::time::timeout(Duration::from_secs(5), tokio::net::lookup_host((host, port)))
-            .await
-            .map_err(|_| "the host did not resolve within 5 s".to_string())?
-            .map_err(|e| format!("the host does not resolve: {e}"))?
-            .map(|a| a.ip())
-            .collect(),
-    };
-    if addrs.is_empty() {
-        return Err("the host does not resolve".into());
-    }
-    if let Some(ip) = addrs.into_iter().find(|ip| is_private(*ip)) {
-        return Err(format!(
-            "the host resolves to {ip}, a private, loopback or link-local address \
-             (allowed only with the organization setting webhook_allow_private_targets)"
-        ));
-    }
-    Ok(())
+    cp_net::check_target(url, allow_private).await.map_err(|e| {
+        if e.contains("private") {
+            format!("{e} (allowed only with the organization setting webhook_allow_private_targets)")
+        } else {
+            e
+        }
+    })
 }
 
 /// Delivers the outbox until the server stops: claims due deliveries when woken or every
@@ -402,34 +312,6 @@ async fn send(state: &AppState, d: &DueDelivery) -> Sent {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn private_addresses_are_recognised() {
-        for ip in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "172.16.0.1",
-            "192.168.1.1",
-            "169.254.169.254",
-            "100.64.0.1",
-            "0.0.0.0",
-            "::1",
-            "fd00::1",
-            "fe80::1",
-            "::ffff:127.0.0.1",
-        ] {
-            assert!(is_private(ip.parse().unwrap()), "{ip}");
-        }
-        for ip in [
-            "1.1.1.1",
-            "8.8.8.8",
-            "2606:4700::1111",
-            "100.128.0.1",
-            "64:ff9b::808:808",
-        ] {
-            assert!(!is_private(ip.parse().unwrap()), "{ip}");
-        }
-    }
 
     #[test]
     fn the_schedule_spans_more_than_72_hours() {
