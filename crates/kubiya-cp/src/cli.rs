@@ -121,6 +121,10 @@ pub struct ServeArgs {
     /// Requests per minute allowed to each worker-role key.
     #[arg(long, env = "KUBIYA_CP_WORKER_RATE_LIMIT", default_value_t = 6000)]
     pub worker_rate_limit: u64,
+    /// Address space of each policy sandbox child, in MiB: a policy that needs more is refused
+    /// (at create) or denied (at evaluation).
+    #[arg(long, env = "KUBIYA_CP_POLICY_MEMORY_MIB", default_value_t = 512)]
+    pub policy_memory_mib: u64,
 }
 
 #[derive(Subcommand)]

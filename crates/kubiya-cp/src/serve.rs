@@ -61,6 +61,7 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
     config.public_url = args.public_url.clone().unwrap_or_else(|| format!("http://{listen}"));
     config.body_limit = args.body_limit;
     config.worker_rate_limit = args.worker_rate_limit;
+    config.policy_sandbox.memory_bytes = args.policy_memory_mib << 20;
     tracing::info!(
         listen = %listen,
         database = %redact(&global.database_url()),
