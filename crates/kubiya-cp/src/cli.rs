@@ -157,6 +157,10 @@ pub struct ServeArgs {
     /// Connections served at once; new ones past it are closed (and logged).
     #[arg(long, env = "KUBIYA_CP_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_connections: u64,
+    /// Address space of each policy sandbox child, in MiB: a policy that needs more is refused
+    /// (at create) or denied (at evaluation).
+    #[arg(long, env = "KUBIYA_CP_POLICY_MEMORY_MIB", default_value_t = 512, value_parser = clap::value_parser!(u64).range(64..=65536))]
+    pub policy_memory_mib: u64,
 }
 
 #[derive(Subcommand)]

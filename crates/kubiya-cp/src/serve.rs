@@ -65,6 +65,7 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
     config.allow_private_webhook_targets = args.allow_private_webhook_targets;
     config.header_timeout = std::time::Duration::from_secs(args.header_timeout);
     config.max_connections = usize::try_from(args.max_connections).unwrap_or(usize::MAX);
+    config.policy_sandbox.memory_bytes = args.policy_memory_mib << 20;
     tracing::info!(
         listen = %listen,
         database = %redact(&global.database_url()),
