@@ -34,7 +34,7 @@ async fn env_id(app: &TestApp, name: &str) -> String {
 
 fn ids(v: &Value) -> Vec<String> {
     v.as_array()
-        .unwrap()
+        .unwrap_or_else(|| panic!("not a list of ids: {v}"))
         .iter()
         .map(|x| x.as_str().unwrap().to_string())
         .collect()
@@ -327,6 +327,7 @@ both_backends! {
 
         // The membership endpoints edit member_ids.
         let t = json(app.req(Method::POST, &format!("/api/v1/teams/{tid}/agents/{a3}")).send().await.unwrap()).await;
+        assert!(t["configuration"]["member_ids"].is_array(), "{t}");
         assert_eq!(ids(&t["configuration"]["member_ids"]), vec![a2.clone(), a1.clone(), a3.clone()]);
         let again = json(app.req(Method::POST, &format!("/api/v1/teams/{tid}/agents/{a3}")).send().await.unwrap()).await;
         assert_eq!(again["configuration"]["member_ids"], t["configuration"]["member_ids"], "adding twice changes nothing");
