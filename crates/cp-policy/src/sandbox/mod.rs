@@ -114,6 +114,12 @@ pub struct Pool {
 /// What regorus says when its timer stops an evaluation.
 pub(crate) const TIMER_MESSAGE: &str = "exceeded time limit";
 
+/// A child's place in the pool, held while it serves one request.
+type Slot<'a> = MutexGuard<'a, Option<Child>>;
+
+/// Decisions of at least this many policies are split over two children.
+const SPLIT_FROM: usize = 4;
+
 /// Most (id, version) pairs remembered per child; past it content is simply sent again.
 const MAX_KNOWN: usize = 4096;
 
@@ -162,15 +168,46 @@ impl Pool {
         }
     }
 
-    /// Evaluates every policy of one decision for `input`, all within `limit`, in one round
-    /// trip to one child. `Err` when the child could not answer (it hit a limit and died).
+    /// Evaluates every policy of one decision for `input`, all within `limit`. A decision of
+    /// several policies is split over two idle children, which evaluate side by side; else
+    /// it is one round trip to one child. `Err` when a child could not answer (it hit a
+    /// limit and died).
     pub async fn evaluate(
         &self,
         policies: &[Policy<'_>],
         input: &serde_json::Value,
         limit: Duration,
     ) -> Result<Verdicts, SandboxError> {
-        let mut slot = self.acquire().await;
+        if policies.len() >= SPLIT_FROM
+            && let Some((a, b)) = self.two_idle()
+        {
+            let (first, second) = policies.split_at(policies.len() / 2);
+            let (x, y) = tokio::join!(
+                self.evaluate_on(a, first, input, limit),
+                self.evaluate_on(b, second, input, limit)
+            );
+            let mut verdicts = x?;
+            verdicts.extend(y?);
+            return Ok(verdicts);
+        }
+        let slot = self.acquire().await;
+        self.evaluate_on(slot, policies, input, limit).await
+    }
+
+    /// Two children free right now, if there are.
+    fn two_idle(&self) -> Option<(Slot<'_>, Slot<'_>)> {
+        let mut free = self.slots.iter().filter_map(|s| s.try_lock().ok());
+        Some((free.next()?, free.next()?))
+    }
+
+    /// One round trip (two when the child lost its policies) to the child in `slot`.
+    async fn evaluate_on(
+        &self,
+        mut slot: Slot<'_>,
+        policies: &[Policy<'_>],
+        input: &serde_json::Value,
+        limit: Duration,
+    ) -> Result<Verdicts, SandboxError> {
         let deadline = limit + self.config.kill_margin;
         for resend in [false, true] {
             let known = slot.as_ref().map(|c| &c.known);
@@ -507,6 +544,34 @@ mod tests {
         }];
         let verdicts = pool.evaluate(&edited, &json!({}), LIMIT).await.unwrap();
         assert_eq!(verdicts[0].as_ref().unwrap().allow, Some(false));
+    }
+
+    #[tokio::test]
+    async fn a_large_decision_is_split_over_two_children_and_keeps_its_order() {
+        let pool = pool(2);
+        let contents: Vec<String> = (0..6)
+            .map(|i| format!("package p{i}\ndeny contains \"p{i}\" if input.deny[_] == {i}\n"))
+            .collect();
+        let ids: Vec<String> = (0..6).map(|i| format!("p{i}")).collect();
+        let policies: Vec<Policy<'_>> = ids
+            .iter()
+            .zip(&contents)
+            .map(|(id, content)| Policy {
+                id,
+                version: 1,
+                content,
+            })
+            .collect();
+        for deny in [vec![1, 4], vec![0, 5], vec![]] {
+            let verdicts = pool.evaluate(&policies, &json!({"deny": deny}), LIMIT).await.unwrap();
+            let denied: Vec<usize> = (0..6).filter(|i| !verdicts[*i].as_ref().unwrap().allowed()).collect();
+            assert_eq!(denied, deny, "{verdicts:?}");
+            for (i, v) in verdicts.iter().enumerate() {
+                if deny.contains(&i) {
+                    assert_eq!(v.as_ref().unwrap().violations, vec![format!("p{i}")]);
+                }
+            }
+        }
     }
 
     #[tokio::test]
