@@ -209,6 +209,16 @@ struct Api {
 }
 
 impl Api {
+    /// A worker queue in the default environment; its id.
+    async fn queue(&self, body: Value) -> String {
+        let envs = self.get("/api/v1/environments").await;
+        let env = envs["items"][0]["id"].as_str().unwrap().to_string();
+        let queue = self
+            .post(&format!("/api/v1/environments/{env}/worker-queues"), body)
+            .await;
+        queue["id"].as_str().unwrap().to_string()
+    }
+
     async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Value {
         let mut r = self
             .http
@@ -365,15 +375,7 @@ async fn a_real_worker_runs_agents_end_to_end() {
         .await;
     let agent = api.post("/api/v1/agents", json!({"name": "lister", "model_id": "fake/gpt-test", "system_prompt": "You list files.", "skill_ids": [skill["id"], files["id"]]})).await;
     let agent = agent["id"].as_str().unwrap().to_string();
-    let envs = api.get("/api/v1/environments").await;
-    let env = envs["items"][0]["id"].as_str().unwrap().to_string();
-    let queue = api
-        .post(
-            &format!("/api/v1/environments/{env}/worker-queues"),
-            json!({"name": "local"}),
-        )
-        .await;
-    let queue = queue["id"].as_str().unwrap().to_string();
+    let queue = api.queue(json!({"name": "local"})).await;
     let worker_key = api
         .post("/api/v1/api-keys", json!({"name": "worker", "role": "worker"}))
         .await;
@@ -747,16 +749,12 @@ async fn one_agent(api: &Api, llm_url: &str, name: &str, queue: Value) -> (Strin
     let agent = api
         .post("/api/v1/agents", json!({"name": name, "model_id": model}))
         .await;
-    let envs = api.get("/api/v1/environments").await;
-    let env = envs["items"][0]["id"].as_str().unwrap().to_string();
-    let queue = api
-        .post(&format!("/api/v1/environments/{env}/worker-queues"), queue)
-        .await;
+    let queue = api.queue(queue).await;
     let key = api
         .post("/api/v1/api-keys", json!({"name": "w", "role": "worker"}))
         .await;
     let id = |v: &Value, k: &str| v[k].as_str().unwrap().to_string();
-    (id(&agent, "id"), id(&queue, "id"), id(&key, "key"))
+    (id(&agent, "id"), queue, id(&key, "key"))
 }
 
 fn spawn_worker(queue: &str, base: &str, key: &str) -> Killed {
@@ -916,15 +914,7 @@ async fn tools_cannot_see_the_worker_and_admin_keys_are_warned() {
         )
         .await;
     let agent = agent["id"].as_str().unwrap().to_string();
-    let envs = api.get("/api/v1/environments").await;
-    let env = envs["items"][0]["id"].as_str().unwrap().to_string();
-    let queue = api
-        .post(
-            &format!("/api/v1/environments/{env}/worker-queues"),
-            json!({"name": "snoopq"}),
-        )
-        .await;
-    let queue = queue["id"].as_str().unwrap().to_string();
+    let queue = api.queue(json!({"name": "snoopq"})).await;
 
     // The admin key, in the worker's environment only.
     let mut child = Command::new(BIN)
