@@ -1,8 +1,10 @@
 //! Rego policies evaluated with regorus (API §4), in bounded child processes ([`sandbox`]).
 //!
-//! A policy is compiled once per version ([`compile`], kept in a [`Cache`]); a decision clones
-//! the prepared engine (cheap: regorus shares its modules behind `Arc`), sets the input and
-//! reads the policy's `allow`, `deny` and `violations` rules under a time limit. The decision
+//! A policy is compiled once per version ([`compile`]): parsed and checked by regorus'
+//! interpreter, then its decision rules (`allow`, `deny`, `violations`) are compiled to
+//! regorus' bytecode VM, which evaluates them two to four times faster. A policy using what
+//! the VM does not support (`with`, some partial object rules), or an evaluation the VM
+//! fails, is answered by the interpreter: its answer is the reference. The decision
 //! rule: a request is allowed iff no evaluated policy yields a violation and none yields
 //! `allow == false`. A policy that fails or times out yields an error, which the caller treats
 //! as a denial in blocking mode (fail closed).
@@ -10,8 +12,11 @@
 pub mod sandbox;
 
 use std::num::NonZeroU32;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use regorus::languages::rego::compiler::Compiler;
+use regorus::rvm::RegoVM;
 use regorus::utils::limits::ExecutionTimerConfig;
 use regorus::{Engine, Value};
 use serde::{Deserialize, Serialize};
@@ -34,13 +39,14 @@ pub struct CompileError {
 pub struct EvalError(pub String);
 
 /// A policy parsed and ready to evaluate.
-#[derive(Clone)]
 pub struct Compiled {
     engine: Engine,
     /// `data.<package>`, where its rules live.
     package: String,
     /// The paths of the decision rules (`allow`, `deny`, `violations`) the policy defines.
     rules: Vec<(Rule, String)>,
+    /// The decision rules as bytecode, when the VM compiles them.
+    vm: Option<RegoVM>,
 }
 
 /// The rules the decision reads.
@@ -102,10 +108,7 @@ pub fn compile(content: &str) -> Result<Compiled, CompileError> {
     for rule in Rule::ALL {
         let path = format!("{package}.{}", rule.name());
         let mut probe = engine.clone();
-        probe.set_execution_timer_config(ExecutionTimerConfig {
-            limit: DETECTION_LIMIT,
-            check_interval: NonZeroU32::MIN,
-        });
+        probe.set_execution_timer_config(timer(DETECTION_LIMIT));
         match probe.eval_rule(path.clone()) {
             Err(e) if undefined_rule(&e.to_string()) => {}
             Err(e) if e.to_string().contains(sandbox::TIMER_MESSAGE) => {
@@ -122,7 +125,30 @@ pub fn compile(content: &str) -> Result<Compiled, CompileError> {
             _ => rules.push((rule, path)),
         }
     }
-    Ok(Compiled { engine, package, rules })
+    let vm = if rules.is_empty() {
+        None
+    } else {
+        bytecode(&engine, &rules).ok()
+    };
+    Ok(Compiled {
+        engine,
+        package,
+        rules,
+        vm,
+    })
+}
+
+/// A VM loaded with the decision rules as entry points. It runs until the timer stops it:
+/// its own instruction cap (25,000 by default) would refuse policies the interpreter answers.
+fn bytecode(engine: &Engine, rules: &[(Rule, String)]) -> anyhow::Result<RegoVM> {
+    let paths: Vec<&str> = rules.iter().map(|(_, path)| path.as_str()).collect();
+    // Compiling for an entry point changes engine settings (it gathers prints): use a copy.
+    let policy = engine.clone().compile_with_entrypoint(&Arc::from(paths[0]))?;
+    let program = Compiler::compile_from_policy(&policy, &paths)?;
+    let mut vm = RegoVM::new();
+    vm.load_program(program);
+    vm.set_max_instructions(usize::MAX);
+    Ok(vm)
 }
 
 fn compile_error(message: &str) -> CompileError {
@@ -174,38 +200,65 @@ impl Compiled {
     }
 
     /// Evaluates the policy for `input` within `limit`.
-    pub fn evaluate(&self, input: &serde_json::Value, limit: Duration) -> Result<Verdict, EvalError> {
+    pub fn evaluate(&mut self, input: &serde_json::Value, limit: Duration) -> Result<Verdict, EvalError> {
         self.evaluate_input(&Input::new(input), limit)
     }
 
     /// Like [`Compiled::evaluate`] with the input already converted, so a decision over several
     /// policies converts it once.
-    pub fn evaluate_input(&self, input: &Input, limit: Duration) -> Result<Verdict, EvalError> {
-        let mut verdict = Verdict::default();
+    pub fn evaluate_input(&mut self, input: &Input, limit: Duration) -> Result<Verdict, EvalError> {
         if self.rules.is_empty() {
-            return Ok(verdict);
+            return Ok(Verdict::default());
         }
-        let mut engine = self.engine.clone();
-        engine.set_execution_timer_config(ExecutionTimerConfig {
-            limit,
-            check_interval: NonZeroU32::MIN,
-        });
-        engine.set_input(input.0.clone());
-        for (rule, path) in &self.rules {
-            let value = engine.eval_rule(path.clone()).map_err(|e| EvalError(e.to_string()))?;
-            match rule {
-                Rule::Allow => {
-                    verdict.allow = match value {
-                        Value::Undefined => None,
-                        Value::Bool(b) => Some(b),
-                        other => return Err(EvalError(format!("`allow` must be a boolean, not {other}"))),
-                    }
-                }
-                Rule::Deny | Rule::Violations => collect_strings(value, &mut verdict.violations),
+        let started = Instant::now();
+        if let Some(vm) = &mut self.vm {
+            vm.set_input(input.0.clone());
+            let answer = verdict(&self.rules, |path| {
+                vm.set_execution_timer_config(Some(timer(limit.saturating_sub(started.elapsed()))));
+                vm.execute_entry_point_by_name(path)
+                    .map_err(|e| EvalError(e.to_string()))
+            });
+            match answer {
+                Err(e) if !e.0.contains(sandbox::TIMER_MESSAGE) => {}
+                answer => return answer,
             }
         }
-        Ok(verdict)
+        let mut engine = self.engine.clone();
+        engine.set_execution_timer_config(timer(limit.saturating_sub(started.elapsed())));
+        engine.set_input(input.0.clone());
+        verdict(&self.rules, |path| {
+            engine.eval_rule(path.to_string()).map_err(|e| EvalError(e.to_string()))
+        })
     }
+}
+
+fn timer(limit: Duration) -> ExecutionTimerConfig {
+    ExecutionTimerConfig {
+        limit,
+        check_interval: NonZeroU32::MIN,
+    }
+}
+
+/// The verdict from the value of each decision rule, as `eval` gives them.
+fn verdict(
+    rules: &[(Rule, String)],
+    mut eval: impl FnMut(&str) -> Result<Value, EvalError>,
+) -> Result<Verdict, EvalError> {
+    let mut verdict = Verdict::default();
+    for (rule, path) in rules {
+        let value = eval(path)?;
+        match rule {
+            Rule::Allow => {
+                verdict.allow = match value {
+                    Value::Undefined => None,
+                    Value::Bool(b) => Some(b),
+                    other => return Err(EvalError(format!("`allow` must be a boolean, not {other}"))),
+                }
+            }
+            Rule::Deny | Rule::Violations => collect_strings(value, &mut verdict.violations),
+        }
+    }
+    Ok(verdict)
 }
 
 /// Strings of a set or array of violations; other members are rendered as JSON.
@@ -253,7 +306,7 @@ deny contains msg if {
 
     #[test]
     fn violations_and_allow_follow_the_decision_rule() {
-        let p = compile(DESTRUCTIVE).unwrap();
+        let mut p = compile(DESTRUCTIVE).unwrap();
         assert_eq!(p.package(), "data.kubiya.tools");
         let bad = json!({"action": "tool_execution", "tool": {"arguments": {"command": "rm -rf /"}}});
         let v = p.evaluate(&bad, LIMIT).unwrap();
@@ -262,14 +315,14 @@ deny contains msg if {
         let ok = json!({"action": "tool_execution", "tool": {"arguments": {"command": "ls -la"}}});
         assert!(p.evaluate(&ok, LIMIT).unwrap().allowed());
 
-        let gate = compile("package gate\nallow if input.user == \"root\"\ndefault allow := false\n").unwrap();
+        let mut gate = compile("package gate\nallow if input.user == \"root\"\ndefault allow := false\n").unwrap();
         assert_eq!(
             gate.evaluate(&json!({"user": "root"}), LIMIT).unwrap().allow,
             Some(true)
         );
         assert!(!gate.evaluate(&json!({"user": "bob"}), LIMIT).unwrap().allowed());
         // A policy with neither rule allows.
-        let silent = compile("package silent\nx := 1\n").unwrap();
+        let mut silent = compile("package silent\nx := 1\n").unwrap();
         assert_eq!(silent.evaluate(&json!({}), LIMIT).unwrap(), Verdict::default());
     }
 
@@ -285,8 +338,9 @@ deny contains msg if {
 
     #[test]
     fn a_runaway_policy_times_out() {
-        let p = compile("package slow\nallow if {\n    count([x | some x in numbers.range(1, input.n); some y in numbers.range(1, input.n)]) > 0\n}\n")
+        let mut p = compile("package slow\nallow if {\n    count([x | some x in numbers.range(1, input.n); some y in numbers.range(1, input.n)]) > 0\n}\n")
             .unwrap();
+        assert!(p.vm.is_some());
         let started = std::time::Instant::now();
         let r = p.evaluate(&json!({"n": 3000}), Duration::from_millis(20));
         assert!(r.is_err(), "{r:?}");
@@ -302,5 +356,58 @@ deny contains msg if {
         assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
         assert_eq!(err.limit, Some(Limit::Time), "{err:?}");
         assert!(err.message.contains("time limit"), "{err:?}");
+    }
+
+    /// The VM and the interpreter give the same verdicts, and what the VM cannot compile is
+    /// still answered (by the interpreter).
+    #[test]
+    fn the_vm_answers_as_the_interpreter_does() {
+        let shipped = include_str!("../../../examples/policies/destructive_commands.rego");
+        let policies = [
+            (shipped, true),
+            (DESTRUCTIVE, true),
+            (
+                "package a\ndefault allow := false\nallow if input.user in {\"root\", \"ops\"}\n",
+                true,
+            ),
+            (
+                "package b\nviolations contains {\"msg\": m} if { some t in input.tags; startswith(t, \"x-\"); m := upper(t) }\n",
+                true,
+            ),
+            (
+                "package c\ndeny := [m | some k, v in input.env; contains(v, \"secret\"); m := concat(\"=\", [k, v])]\n",
+                true,
+            ),
+            (
+                "package d\nallow if { every t in input.tags { count(t) < 5 } }\ndeny contains \"none\" if count(object.keys(input)) == 0\n",
+                true,
+            ),
+            ("package e\nallow := input.n > 2\n", true),
+            ("package f\nallow := \"yes\"\n", true),
+            // `with` is not supported by the VM: the interpreter answers.
+            (
+                "package g\nis_root if input.user == \"root\"\nallow if is_root with input.user as \"root\"\n",
+                false,
+            ),
+        ];
+        let inputs = [
+            json!({}),
+            json!({"user": "root", "tags": ["x-a", "b"], "env": {"A": "secret-1", "B": "2"}, "n": 3}),
+            json!({"user": "bob", "tags": ["longer-tag"], "env": {}, "n": 1}),
+            json!({"action": "tool_execution", "tool": {"arguments": {"command": "sudo rm -rf /"}}}),
+            json!({"action": "tool_execution", "tool": {"arguments": {"cmd": "ls; mkfs.ext4 /dev/sda"}}}),
+            json!({"action": "tool_execution", "tool": {"arguments": {"command": "echo mkfs"}}}),
+        ];
+        for (content, on_vm) in policies {
+            let mut vm = compile(content).unwrap();
+            assert_eq!(vm.vm.is_some(), on_vm, "{content}");
+            let mut interpreter = compile(content).unwrap();
+            interpreter.vm = None;
+            for input in &inputs {
+                let a = vm.evaluate(input, LIMIT);
+                let b = interpreter.evaluate(input, LIMIT);
+                assert_eq!(a, b, "{content} for {input}");
+            }
+        }
     }
 }

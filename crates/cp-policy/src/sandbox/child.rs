@@ -69,7 +69,7 @@ impl Cache {
                 self.map.insert(p.id.clone(), (p.version, compile(content)));
             }
             let left = limit.saturating_sub(started.elapsed());
-            let verdict = match self.map.get(&p.id).map(|e| &e.1) {
+            let verdict = match self.map.get_mut(&p.id).map(|e| &mut e.1) {
                 Some(Ok(_)) if left.is_zero() => Err(time_limit(limit)),
                 Some(Ok(c)) => c.evaluate_input(&input, left).map_err(|e| {
                     if e.0.contains(TIMER_MESSAGE) {
