@@ -7,7 +7,7 @@ use std::io::{BufReader, BufWriter, Write};
 use std::time::{Duration, Instant};
 
 use super::TIMER_MESSAGE;
-use super::protocol::{ChildPolicy, ChildRequest, MAGIC, Reply, read_frame, write_frame};
+use super::protocol::{ChildPolicy, ChildRequest, MAGIC, Reply, encode_frame, read_frame};
 use crate::{CompileError, Compiled, Input, compile};
 
 /// Most compiled policies a child keeps; past it the cache starts over (the parent then
@@ -37,9 +37,9 @@ pub fn run() -> std::io::Result<()> {
             }) => cache.evaluate(policies, Input(input), Duration::from_micros(limit_us)),
             Err(e) => Reply::Malformed(e.to_string()),
         };
-        reply.clear();
-        serde_json::to_writer(&mut reply, &answer).map_err(std::io::Error::other)?;
-        write_frame(&mut output, &reply)?;
+        encode_frame(&mut reply, &answer)?;
+        output.write_all(&reply)?;
+        output.flush()?;
     }
     Ok(())
 }

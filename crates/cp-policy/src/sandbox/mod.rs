@@ -4,6 +4,7 @@
 //! dies is respawned on the next request; the request it was serving gets an error naming
 //! the limit it hit (told apart by what the child wrote on stderr before dying).
 
+mod affinity;
 mod child;
 mod protocol;
 
@@ -16,12 +17,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{ChildStderr, ChildStdin, ChildStdout};
 use tokio::sync::{Mutex, MutexGuard};
 
 pub use child::run as run_child;
-use protocol::{PolicyRef, Reply, Request, read_frame_async, write_frame_async};
+use protocol::{PolicyRef, Reply, Request, encode_frame, read_frame_async};
 
 use crate::{CompileError, Verdict};
 
@@ -117,8 +118,9 @@ pub(crate) const TIMER_MESSAGE: &str = "exceeded time limit";
 /// A child's place in the pool, held while it serves one request.
 type Slot<'a> = MutexGuard<'a, Option<Child>>;
 
-/// Decisions of at least this many policies are split over two children.
-const SPLIT_FROM: usize = 4;
+/// How long the caller waits for a reply without sleeping (a decision takes tens of µs);
+/// past it, it sleeps until the reply comes.
+const SPIN: Duration = Duration::from_micros(500);
 
 /// Most (id, version) pairs remembered per child; past it content is simply sent again.
 const MAX_KNOWN: usize = 4096;
@@ -131,6 +133,8 @@ struct Child {
     /// The policy versions this child has been sent.
     known: HashMap<String, i64>,
     buf: Vec<u8>,
+    /// The CPU the child was last moved to.
+    cpu: Option<i32>,
 }
 
 impl Pool {
@@ -168,36 +172,16 @@ impl Pool {
         }
     }
 
-    /// Evaluates every policy of one decision for `input`, all within `limit`. A decision of
-    /// several policies is split over two idle children, which evaluate side by side; else
-    /// it is one round trip to one child. `Err` when a child could not answer (it hit a
-    /// limit and died).
+    /// Evaluates every policy of one decision for `input`, all within `limit`, in one round
+    /// trip to one child (which runs on the caller's CPU meanwhile, see [`affinity`]). `Err` when the child could not answer (it hit a limit and died).
     pub async fn evaluate(
         &self,
         policies: &[Policy<'_>],
         input: &serde_json::Value,
         limit: Duration,
     ) -> Result<Verdicts, SandboxError> {
-        if policies.len() >= SPLIT_FROM
-            && let Some((a, b)) = self.two_idle()
-        {
-            let (first, second) = policies.split_at(policies.len() / 2);
-            let (x, y) = tokio::join!(
-                self.evaluate_on(a, first, input, limit),
-                self.evaluate_on(b, second, input, limit)
-            );
-            let mut verdicts = x?;
-            verdicts.extend(y?);
-            return Ok(verdicts);
-        }
         let slot = self.acquire().await;
         self.evaluate_on(slot, policies, input, limit).await
-    }
-
-    /// Two children free right now, if there are.
-    fn two_idle(&self) -> Option<(Slot<'_>, Slot<'_>)> {
-        let mut free = self.slots.iter().filter_map(|s| s.try_lock().ok());
-        Some((free.next()?, free.next()?))
     }
 
     /// One round trip (two when the child lost its policies) to the child in `slot`.
@@ -279,10 +263,15 @@ impl Pool {
         let Some(child) = slot.as_mut() else {
             return Err(failed("no sandbox child"));
         };
-        child.buf.clear();
-        serde_json::to_writer(&mut child.buf, request).map_err(|e| failed(&e.to_string()))?;
+        encode_frame(&mut child.buf, request).map_err(|e| failed(&e.to_string()))?;
+        if let Some(pid) = child.process.id() {
+            child.cpu = affinity::follow_caller(pid, child.cpu);
+        }
         let exchange = async {
-            write_frame_async(&mut child.stdin, &child.buf).await?;
+            child.stdin.write_all(&child.buf).await?;
+            if child.stdout.buffer().is_empty() {
+                affinity::spin_until_readable(child.stdout.get_ref(), SPIN);
+            }
             read_frame_async(&mut child.stdout, &mut child.buf).await
         };
         let outcome = tokio::time::timeout(deadline, exchange).await;
@@ -388,6 +377,7 @@ impl Pool {
             stderr,
             known: HashMap::new(),
             buf: Vec::new(),
+            cpu: None,
         })
     }
 }
@@ -547,8 +537,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_large_decision_is_split_over_two_children_and_keeps_its_order() {
-        let pool = pool(2);
+    async fn a_decision_of_many_policies_keeps_its_order_on_the_callers_cpu() {
+        let pool = pool(1);
         let contents: Vec<String> = (0..6)
             .map(|i| format!("package p{i}\ndeny contains \"p{i}\" if input.deny[_] == {i}\n"))
             .collect();
@@ -572,6 +562,14 @@ mod tests {
                 }
             }
         }
+        // The child was moved to one CPU (the caller's at the time).
+        let pid = pool.slots[0].lock().await.as_ref().unwrap().process.id().unwrap();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let cpus = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .unwrap();
+        assert!(cpus.trim().parse::<u32>().is_ok(), "{cpus}");
     }
 
     #[tokio::test]

@@ -1,10 +1,10 @@
 //! What the server and a sandbox child say to each other: frames of a little-endian `u32`
 //! length followed by that many bytes of JSON, one request answered by one reply.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::{CompileError, Verdict};
 
@@ -84,10 +84,18 @@ pub(crate) fn read_frame(r: &mut impl Read, buf: &mut Vec<u8>) -> io::Result<boo
     Ok(true)
 }
 
-pub(crate) fn write_frame(w: &mut impl Write, body: &[u8]) -> io::Result<()> {
-    w.write_all(&header(body)?)?;
-    w.write_all(body)?;
-    w.flush()
+/// Serializes `message` into `buf` as one whole frame (length and body), so it goes out in
+/// one write: a reader woken by the length alone would sleep again for the body.
+pub(crate) fn encode_frame(buf: &mut Vec<u8>, message: &impl Serialize) -> io::Result<()> {
+    buf.clear();
+    buf.extend_from_slice(&[0; 4]);
+    serde_json::to_writer(&mut *buf, message).map_err(io::Error::other)?;
+    let len = buf.len() - 4;
+    if len > MAX_FRAME {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "frame too large"));
+    }
+    buf[..4].copy_from_slice(&(len as u32).to_le_bytes());
+    Ok(())
 }
 
 pub(crate) async fn read_frame_async(r: &mut (impl AsyncRead + Unpin), buf: &mut Vec<u8>) -> io::Result<()> {
@@ -97,19 +105,6 @@ pub(crate) async fn read_frame_async(r: &mut (impl AsyncRead + Unpin), buf: &mut
     buf.resize(len, 0);
     r.read_exact(buf).await?;
     Ok(())
-}
-
-pub(crate) async fn write_frame_async(w: &mut (impl AsyncWrite + Unpin), body: &[u8]) -> io::Result<()> {
-    w.write_all(&header(body)?).await?;
-    w.write_all(body).await?;
-    w.flush().await
-}
-
-fn header(body: &[u8]) -> io::Result<[u8; 4]> {
-    if body.len() > MAX_FRAME {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "frame too large"));
-    }
-    Ok((body.len() as u32).to_le_bytes())
 }
 
 fn frame_len(len: [u8; 4]) -> io::Result<usize> {
