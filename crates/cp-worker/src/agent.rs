@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::ToolSettings;
-use crate::client::{CallError, ControlPlane};
+use crate::client::ControlPlane;
 use crate::files::Files;
 use crate::http::Http;
 use crate::shell::Shell;
@@ -85,7 +85,7 @@ impl Emitter {
                     key = Uuid::now_v7();
                     delay = Duration::from_millis(200);
                 }
-                Err(CallError::Refused { status: 409 | 404, .. }) => return Err(RunError::Lost),
+                Err(e) if e.lease_gone() => return Err(RunError::Lost),
                 Err(e) if e.is_transient() => {
                     tracing::warn!(error = %e, execution = %self.execution, "events not delivered yet; retrying");
                     // Put them back in front, keeping the order; the retry reuses the key.

@@ -29,6 +29,11 @@ impl CallError {
         }
     }
 
+    /// The run is no longer this worker's: another attempt holds it, or it ended.
+    pub fn lease_gone(&self) -> bool {
+        matches!(self.status(), Some(404 | 409))
+    }
+
     pub fn status(&self) -> Option<u16> {
         match self {
             CallError::Refused { status, .. } => Some(*status),

@@ -275,14 +275,17 @@ enum Outcome<'a> {
 
 /// Reports the end of a run, retrying while the control plane is away: until it is recorded
 /// the control plane keeps the run (its lease is renewed by our heartbeats). A refusal for a
-/// lease that is gone means the run was taken away already.
+/// lease that is gone means the run was taken away already. A result the control plane
+/// refuses (too large, say) fails the run with that reason rather than leaving it running.
 async fn report(cp: &ControlPlane, id: Uuid, lease: Uuid, outcome: Outcome<'_>) {
     let mut delay = Duration::from_millis(200);
     let started = tokio::time::Instant::now();
+    let mut refused: Option<String> = None;
     loop {
-        let sent = match &outcome {
-            Outcome::Complete(answer, usage) => cp.complete(id, lease, answer, usage).await,
-            Outcome::Fail(message, retryable) => cp.fail(id, lease, message, *retryable, &Usage::default()).await,
+        let sent = match (&outcome, &refused) {
+            (Outcome::Complete(_, usage), Some(reason)) => cp.fail(id, lease, reason, false, usage).await,
+            (Outcome::Complete(answer, usage), None) => cp.complete(id, lease, answer, usage).await,
+            (Outcome::Fail(message, retryable), _) => cp.fail(id, lease, message, *retryable, &Usage::default()).await,
         };
         match sent {
             Ok(()) => return,
@@ -290,6 +293,10 @@ async fn report(cp: &ControlPlane, id: Uuid, lease: Uuid, outcome: Outcome<'_>) 
                 tracing::warn!(error = %e, execution = %id, "the end of the run is not recorded yet; retrying");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(10));
+            }
+            Err(e) if matches!(outcome, Outcome::Complete(..)) && refused.is_none() && !e.lease_gone() => {
+                tracing::warn!(error = %e, execution = %id, "the result was refused; failing the run");
+                refused = Some(format!("the control plane refused the run's result: {e}"));
             }
             Err(e) => {
                 tracing::warn!(error = %e, execution = %id, "could not report the end of the run");

@@ -62,6 +62,25 @@ fn stream(text: Option<&str>, call: Option<(&str, Value)>) -> axum::response::Re
     stream_calls(text, call.as_slice())
 }
 
+/// A streamed answer of `chunks`, `pause` apart.
+fn slow_stream(chunks: Vec<String>, pause: Duration) -> axum::response::Response {
+    let last = chunks.len() - 1;
+    let chunks = futures::stream::iter(chunks.into_iter().enumerate()).then(move |(i, w)| async move {
+        tokio::time::sleep(pause).await;
+        let chunk = json!({"choices": [{"index": 0, "delta": {"content": w}, "finish_reason": if i == last { json!("stop") } else { Value::Null }}]});
+        let mut text = format!("data: {chunk}\n\n");
+        if i == last {
+            text.push_str("data: [DONE]\n\n");
+        }
+        Ok::<_, std::convert::Infallible>(text)
+    });
+    (
+        [("content-type", "text/event-stream")],
+        axum::body::Body::from_stream(chunks),
+    )
+        .into_response()
+}
+
 /// The fake model: answers a tool result with it, asks the shell to list a folder or to run
 /// a refused command when told to, and otherwise says hello.
 async fn chat(Json(body): Json<Value>) -> axum::response::Response {
@@ -106,20 +125,13 @@ async fn chat(Json(body): Json<Value>) -> axum::response::Response {
     let prompt = last["content"].as_str().unwrap_or_default();
     // Six words, half a second apart: long enough to restart the control plane meanwhile.
     if prompt == "talk slowly" {
-        let words = futures::stream::iter(["one ", "two ", "three ", "four ", "five ", "six "].into_iter().enumerate()).then(|(i, w)| async move {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            let chunk = json!({"choices": [{"index": 0, "delta": {"content": w}, "finish_reason": if i == 5 { json!("stop") } else { Value::Null }}]});
-            let mut text = format!("data: {chunk}\n\n");
-            if i == 5 {
-                text.push_str("data: [DONE]\n\n");
-            }
-            Ok::<_, std::convert::Infallible>(text)
-        });
-        return (
-            [("content-type", "text/event-stream")],
-            axum::body::Body::from_stream(words),
-        )
-            .into_response();
+        let words = ["one ", "two ", "three ", "four ", "five ", "six "].map(String::from);
+        return slow_stream(words.to_vec(), Duration::from_millis(500));
+    }
+    // Twelve chunks of 100 KiB, 200 ms apart: each post of events stays small, while the
+    // whole answer is over the control plane's body limit (1 MiB).
+    if prompt == "talk at length" {
+        return slow_stream(vec!["x".repeat(100 << 10); 12], Duration::from_millis(200));
     }
     // The first worker to ask about the slow job waits forever (it will be killed meanwhile);
     // the next one gets the answer at once.
@@ -714,6 +726,14 @@ async fn a_real_worker_runs_agents_end_to_end() {
         4 * 30,
         "two coordinator turns and two members"
     );
+
+    // An answer the control plane refuses (over its body limit) fails the run with the reason;
+    // it is not left running.
+    let done = api.execute(&agent, &queue, "talk at length").await;
+    assert_eq!(done["status"], "failed", "{}", &done.to_string()[..500]);
+    let error = done["error_message"].as_str().unwrap_or_default();
+    assert!(error.contains("refused the run's result"), "{error}");
+    assert!(error.contains("413"), "{error}");
 
     // SIGTERM: the worker drains, disconnects and exits 0.
     let pid = worker.0.id().to_string();
