@@ -13,8 +13,9 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
+use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
 use crate::db::PgEngine;
@@ -59,16 +60,11 @@ impl<R: Send + Sync + 'static, A: Send + 'static> Batcher<R, A> {
         }
     }
 
-    fn queue(&self) -> std::sync::MutexGuard<'_, Queue<R, A>> {
-        // Only pushes and drains happen under the lock: a panic cannot leave it half-done.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Runs `request` in the next batch and answers its part.
     pub(crate) async fn submit(&self, engine: &Arc<PgEngine>, request: R) -> StoreResult<A> {
         let (tx, rx) = oneshot::channel();
         let start = {
-            let mut q = self.queue();
+            let mut q = self.state.lock();
             q.waiting.push((request, tx));
             !std::mem::replace(&mut q.running, true)
         };
@@ -138,7 +134,7 @@ impl<R: Send + Sync + 'static, A: Send + 'static> Batcher<R, A> {
     /// dropped unwritten, as a statement never sent would be. An empty batch ends the task,
     /// in the same lock as `running`.
     fn next_batch(&self) -> Vec<Waiting<R, A>> {
-        let mut q = self.queue();
+        let mut q = self.state.lock();
         q.waiting.retain(|(_, tx)| !tx.is_closed());
         let take = q.waiting.len().min(MAX_BATCH);
         let batch: Vec<Waiting<R, A>> = q.waiting.drain(..take).collect();
@@ -160,7 +156,7 @@ struct Stop<'b, R, A> {
 impl<R, A> Drop for Stop<'_, R, A> {
     fn drop(&mut self) {
         if !self.done {
-            let mut q = self.batcher.state.lock().unwrap_or_else(|p| p.into_inner());
+            let mut q = self.batcher.state.lock();
             q.waiting.clear();
             q.running = false;
         }
@@ -188,7 +184,7 @@ mod tests {
 
     fn doubled<'a>(_: &'a PgEngine, requests: &'a [Req]) -> BatchFuture<'a, u32> {
         Box::pin(async move {
-            RUN.lock().unwrap().push(requests.iter().map(|r| r.0).collect());
+            RUN.lock().push(requests.iter().map(|r| r.0).collect());
             // In the database for a while: what arrives meanwhile waits for the next batch.
             tokio::time::sleep(Duration::from_millis(50)).await;
             if requests.iter().any(|r| r.0 == 13) {
@@ -228,7 +224,7 @@ mod tests {
                 Err(e) => panic!("{n}: {e}"),
             }
         }
-        let run = RUN.lock().unwrap().clone();
+        let run = RUN.lock().clone();
         assert_eq!(run[0], vec![0], "a lone request goes at once");
         // The next batch held everything that waited; it broke on 13, so its requests ran
         // again one by one, each getting its own answer.
@@ -239,7 +235,7 @@ mod tests {
 
         // A database that is down fails the whole batch, without running each again; a caller
         // that went away before its batch is not written.
-        RUN.lock().unwrap().clear();
+        RUN.lock().clear();
         let lone = submit(98);
         in_flight().await;
         let gone = submit(97);
@@ -249,6 +245,6 @@ mod tests {
         assert_eq!(lone.await.unwrap().unwrap(), 196);
         assert!(matches!(down.await.unwrap(), Err(StoreError::Unavailable(_))));
         assert!(matches!(also.await.unwrap(), Err(StoreError::Unavailable(_))));
-        assert_eq!(*RUN.lock().unwrap(), [vec![98], vec![99, 100]]);
+        assert_eq!(*RUN.lock(), [vec![98], vec![99, 100]]);
     }
 }

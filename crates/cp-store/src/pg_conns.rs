@@ -9,9 +9,9 @@
 //! One that sat idle for a while is pinged before use, as the pool does.
 
 use std::ops::{Deref, DerefMut};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
@@ -43,11 +43,6 @@ impl HotConns {
         }
     }
 
-    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<(PgConnection, Instant)>> {
-        // A plain list of connections: a panic elsewhere cannot leave it half-updated.
-        self.idle.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// A connection for one piece of work; call [`HotConn::release`] when it went through.
     pub async fn get(&self) -> StoreResult<HotConn<'_>> {
         let slot = tokio::time::timeout(ACQUIRE_TIMEOUT, self.slots.acquire())
@@ -55,7 +50,7 @@ impl HotConns {
             .map_err(|_| StoreError::Unavailable("no database connection free in time".into()))?
             .map_err(|_| StoreError::Unavailable("the store is closing".into()))?;
         loop {
-            let kept = self.idle().pop();
+            let kept = self.idle.lock().pop();
             let conn = match kept {
                 Some((mut conn, since)) => {
                     if since.elapsed() >= PING_WHEN_IDLE_FOR && conn.ping().await.is_err() {
@@ -77,7 +72,9 @@ impl HotConns {
 
 impl std::fmt::Debug for HotConns {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HotConns").field("idle", &self.idle().len()).finish()
+        f.debug_struct("HotConns")
+            .field("idle", &self.idle.lock().len())
+            .finish()
     }
 }
 
@@ -118,7 +115,7 @@ impl Drop for HotConn<'_> {
         if let Some(conn) = self.conn.take()
             && self.reusable
         {
-            self.home.idle().push((conn, Instant::now()));
+            self.home.idle.lock().push((conn, Instant::now()));
         }
     }
 }
@@ -151,7 +148,7 @@ mod tests {
         // An error leaves the connection unreleased: it is closed, not kept.
         assert!(sqlx::query("SELECT 1/0").execute(&mut *c).await.is_err());
         drop(c);
-        assert_eq!(hot.idle().len(), 0);
+        assert_eq!(hot.idle.lock().len(), 0);
         let mut c = hot.get().await.unwrap();
         assert_ne!(backend_pid(&mut c).await, first);
         // A request cancelled mid-statement drops its connection unreleased too.
@@ -161,9 +158,9 @@ mod tests {
             c.release();
         };
         assert!(tokio::time::timeout(Duration::from_millis(100), slow).await.is_err());
-        assert_eq!(hot.idle().len(), 0);
+        assert_eq!(hot.idle.lock().len(), 0);
         c.release();
-        assert_eq!(hot.idle().len(), 1);
+        assert_eq!(hot.idle.lock().len(), 1);
     }
 
     #[tokio::test]

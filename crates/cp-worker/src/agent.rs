@@ -2,7 +2,7 @@
 //! skills as tools go to the model; tool calls are decided by the control plane's policies,
 //! run, and their results sent back, until the model answers or `max_turns` runs out.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use cp_llm::{ChatRequest, Client, Delta, INVALID_ARGUMENTS, Message, ModelConfig, Provider, ToolSpec};
@@ -11,6 +11,7 @@ use cp_types::org::PolicyEnforcement;
 use cp_types::skill::{ResolvedSkill, SkillType};
 use futures::FutureExt;
 use futures::future::BoxFuture;
+use parking_lot::Mutex;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -60,7 +61,7 @@ impl Emitter {
 
     pub fn emit(&self, event_type: &str, data: Value) {
         let event = json!({"event_type": event_type, "data": data, "timestamp": chrono::Utc::now()});
-        self.pending.lock().unwrap_or_else(|p| p.into_inner()).push(event);
+        self.pending.lock().push(event);
     }
 
     /// Sends what is pending, in batches the control plane accepts (at most 500 events), each
@@ -73,7 +74,7 @@ impl Emitter {
         let mut key = Uuid::now_v7();
         loop {
             let batch: Vec<Value> = {
-                let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+                let mut pending = self.pending.lock();
                 let n = pending.len().min(MAX_BATCH);
                 pending.drain(..n).collect()
             };
@@ -90,7 +91,7 @@ impl Emitter {
                     tracing::warn!(error = %e, execution = %self.execution, "events not delivered yet; retrying");
                     // Put them back in front, keeping the order; the retry reuses the key.
                     {
-                        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+                        let mut pending = self.pending.lock();
                         let later = std::mem::take(&mut *pending);
                         *pending = batch;
                         pending.extend(later);

@@ -19,11 +19,12 @@ pub mod shell;
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use cp_types::execution::{Claim, Usage};
 use futures::FutureExt;
+use parking_lot::Mutex;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
@@ -65,22 +66,18 @@ struct Run {
 }
 
 impl Runs {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Run>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     fn ids(&self) -> Vec<Uuid> {
-        self.lock().keys().copied().collect()
+        self.0.lock().keys().copied().collect()
     }
 
     fn len(&self) -> usize {
-        self.lock().len()
+        self.0.lock().len()
     }
 
     /// Stops a run (its LLM request and tool process go with its task) and reports it ended;
     /// the control plane turns a cancelling run's end into `cancelled`.
     async fn cancel(&self, cp: &ControlPlane, id: Uuid, reason: &str, retryable: bool) {
-        let run = self.lock().remove(&id);
+        let run = self.0.lock().remove(&id);
         if let Some(run) = run {
             run.task.abort();
             if let Err(e) = cp.fail(id, run.lease, reason, retryable, &Usage::default()).await {
@@ -254,13 +251,13 @@ fn start(cp: &ControlPlane, runs: &Runs, claim: Box<Claim>, tools: &ToolSettings
             .await;
         }
         // Only this run's own entry: the same execution claimed again has a newer lease.
-        let mut all = runs2.lock();
+        let mut all = runs2.0.lock();
         if all.get(&id).is_some_and(|r| r.lease == lease) {
             all.remove(&id);
         }
     });
     // A run of the same execution still here lost its lease: it must not keep running.
-    if let Some(old) = runs.lock().insert(id, Run { lease, task }) {
+    if let Some(old) = runs.0.lock().insert(id, Run { lease, task }) {
         old.task.abort();
     }
     let _ = ready_tx.send(());

@@ -18,12 +18,13 @@
 //! since wake-ups sent before it may have been skipped.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use cp_store::Store;
 use cp_types::execution::ExecutionEvent;
+use parking_lot::Mutex;
 use tokio::sync::{Notify, broadcast, mpsc, watch};
 use uuid::Uuid;
 
@@ -77,15 +78,10 @@ impl Default for Hub {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // The maps hold plain handles; a panic elsewhere cannot leave them half-updated.
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl Hub {
     /// What pollers of `queue` wait on.
     pub fn queue(&self, queue: Uuid) -> Arc<Notify> {
-        lock(&self.queues).entry(queue).or_default().clone()
+        self.queues.lock().entry(queue).or_default().clone()
     }
 
     /// A run became claimable on `queue`.
@@ -102,7 +98,7 @@ impl Hub {
     }
 
     fn wake_whole_queue_here(&self, queue: Uuid) {
-        if let Some(n) = lock(&self.queues).get(&queue) {
+        if let Some(n) = self.queues.lock().get(&queue) {
             n.notify_waiters();
         }
     }
@@ -112,7 +108,7 @@ impl Hub {
     /// something else (or went away) passes the wake-up on when it drops its `Notified`, and
     /// one that comes to wait finds a wake-up nobody took.
     fn wake_queue_here(&self, queue: Uuid) {
-        if let Some(n) = lock(&self.queues).get(&queue) {
+        if let Some(n) = self.queues.lock().get(&queue) {
             n.notify_one();
         }
     }
@@ -124,7 +120,7 @@ impl Hub {
     }
 
     fn send(&self, kind: char, id: Uuid) {
-        if let Some(tx) = lock(&self.outbox).as_ref() {
+        if let Some(tx) = self.outbox.lock().as_ref() {
             let _ = tx.send(format!("{} {kind} {id}", self.replica));
         }
     }
@@ -145,7 +141,7 @@ impl Hub {
 
     /// What a worker's poll waits on besides its queue.
     pub fn worker(&self, worker: Uuid) -> Arc<Notify> {
-        lock(&self.workers).entry(worker).or_default().clone()
+        self.workers.lock().entry(worker).or_default().clone()
     }
 
     /// One of `worker`'s runs was cancelled or taken away.
@@ -155,18 +151,19 @@ impl Hub {
     }
 
     fn signal_worker_here(&self, worker: Uuid) {
-        if let Some(n) = lock(&self.workers).get(&worker) {
+        if let Some(n) = self.workers.lock().get(&worker) {
             n.notify_waiters();
         }
     }
 
     pub fn forget_worker(&self, worker: Uuid) {
-        lock(&self.workers).remove(&worker);
+        self.workers.lock().remove(&worker);
     }
 
     /// A receiver of the events of `execution` stored from now on.
     pub fn follow(&self, execution: Uuid) -> broadcast::Receiver<Arc<Followed>> {
-        lock(&self.followers)
+        self.followers
+            .lock()
             .entry(execution)
             .or_insert_with(|| broadcast::channel(FOLLOWER_BUFFER).0)
             .subscribe()
@@ -178,7 +175,7 @@ impl Hub {
             return;
         }
         self.tell_others('e', execution);
-        let mut followers = lock(&self.followers);
+        let mut followers = self.followers.lock();
         let Some(tx) = followers.get(&execution) else {
             return;
         };
@@ -192,7 +189,7 @@ impl Hub {
     }
 
     fn nudge_followers(&self, execution: Uuid) {
-        if let Some(tx) = lock(&self.followers).get(&execution) {
+        if let Some(tx) = self.followers.lock().get(&execution) {
             let _ = tx.send(Arc::new(Followed::Stored));
         }
     }
@@ -228,10 +225,10 @@ impl Hub {
 
     /// After notifications may have been lost: everyone waiting looks again.
     fn wake_everyone(&self) {
-        for n in lock(&self.queues).values().chain(lock(&self.workers).values()) {
+        for n in self.queues.lock().values().chain(self.workers.lock().values()) {
             n.notify_waiters();
         }
-        for tx in lock(&self.followers).values() {
+        for tx in self.followers.lock().values() {
             let _ = tx.send(Arc::new(Followed::Stored));
         }
     }
@@ -249,9 +246,9 @@ impl Hub {
 
     /// Drops channels nobody listens to any more.
     pub fn sweep(&self) {
-        lock(&self.followers).retain(|_, tx| tx.receiver_count() > 0);
-        lock(&self.queues).retain(|_, n| Arc::strong_count(n) > 1);
-        lock(&self.workers).retain(|_, n| Arc::strong_count(n) > 1);
+        self.followers.lock().retain(|_, tx| tx.receiver_count() > 0);
+        self.queues.lock().retain(|_, n| Arc::strong_count(n) > 1);
+        self.workers.lock().retain(|_, n| Arc::strong_count(n) > 1);
     }
 }
 
@@ -263,7 +260,7 @@ pub async fn bridge(store: Store, hub: Arc<Hub>) -> cp_store::StoreResult<Option
         return Ok(None);
     };
     let (tx, mut rx) = mpsc::unbounded_channel::<String>();
-    *lock(&hub.outbox) = Some(tx);
+    *hub.outbox.lock() = Some(tx);
     let greeter = hub.clone();
     let hello_loop = async move {
         let mut tick = tokio::time::interval(HELLO_EVERY);
@@ -314,7 +311,7 @@ mod tests {
     fn with_outbox() -> (Hub, mpsc::UnboundedReceiver<String>) {
         let hub = Hub::default();
         let (tx, rx) = mpsc::unbounded_channel();
-        *lock(&hub.outbox) = Some(tx);
+        *hub.outbox.lock() = Some(tx);
         (hub, rx)
     }
 

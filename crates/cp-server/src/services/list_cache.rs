@@ -9,12 +9,12 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Mutex;
 
 use axum::body::Bytes;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use cp_store::Store;
+use parking_lot::Mutex;
 use serde::Serialize;
 
 use crate::http::{ApiError, ApiResult};
@@ -55,7 +55,7 @@ impl ListCache {
     {
         let version = store.catalog_version(org).await?;
         let key = (org.to_owned(), query);
-        if let Some((v, body)) = self.lock().map.get(&key)
+        if let Some((v, body)) = self.inner.lock().map.get(&key)
             && *v == version
         {
             return Ok(JsonBytes(body.clone()));
@@ -65,7 +65,7 @@ impl ListCache {
             ApiError::internal()
         })?;
         let body = Bytes::from(body);
-        let mut entries = self.lock();
+        let mut entries = self.inner.lock();
         if entries.map.len() >= MAX_ENTRIES || entries.bytes + body.len() > MAX_BYTES {
             entries.map.clear();
             entries.bytes = 0;
@@ -75,10 +75,5 @@ impl ListCache {
             entries.bytes -= old.len();
         }
         Ok(JsonBytes(body))
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
-        // The map holds plain data; a panic elsewhere cannot leave it half-updated.
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }

@@ -10,7 +10,7 @@
 //! those reads must land in the access log.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use cp_store::executions::Claimed;
 use cp_store::secrets::{Reader, RunRef};
@@ -21,6 +21,7 @@ use cp_types::execution::{Claim, Execution, ExecutionType, RunModel};
 use cp_types::org::PolicyEnforcement;
 use cp_types::skill::{EntityRef, ResolvedSkill, SkillEntityType};
 use cp_types::team::Team;
+use parking_lot::Mutex;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -69,7 +70,7 @@ pub struct RunContextCache {
 
 impl RunContextCache {
     fn get(&self, org: &str, entity: Uuid, version: i64) -> Option<Arc<EntityContext>> {
-        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let entries = self.entries.lock();
         match entries.get(&(org.to_owned(), entity)) {
             Some((v, ctx)) if *v == version => Some(ctx.clone()),
             _ => None,
@@ -77,7 +78,7 @@ impl RunContextCache {
     }
 
     fn put(&self, org: &str, entity: Uuid, version: i64, ctx: Arc<EntityContext>) {
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let mut entries = self.entries.lock();
         if entries.len() >= MAX_ENTRIES {
             entries.clear();
         }

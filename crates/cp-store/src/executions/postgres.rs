@@ -10,11 +10,12 @@
 //! enabled webhooks takes them; one without never pays for webhooks it does not have.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cp_types::Timestamp;
 use cp_types::execution::{ExecutionEvent, NewEvent};
+use parking_lot::Mutex;
 use serde_json::Value;
 use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::query::Query;
@@ -49,15 +50,10 @@ const HELD_ROWS: usize = 1024;
 const HELD_ROW_SIZE: usize = 16 * 1024;
 
 impl HeldRows {
-    fn rows(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, ExecutionRecord>> {
-        // Whole rows are inserted and removed: a panic elsewhere cannot leave one half-written.
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Keeps `record` as written, while a worker holds its run.
     fn keep(&self, record: &ExecutionRecord) {
         let e = &record.execution;
-        let mut rows = self.rows();
+        let mut rows = self.0.lock();
         if !e.status.is_held() || !small(e) {
             rows.remove(&e.id);
             return;
@@ -70,7 +66,7 @@ impl HeldRows {
 
     /// The kept row of `id`, if it belongs to `org`; the caller writes it back or drops it.
     fn take(&self, org: &str, id: Uuid) -> Option<ExecutionRecord> {
-        let mut rows = self.rows();
+        let mut rows = self.0.lock();
         match rows.get(&id) {
             Some(r) if r.execution.organization_id == org => rows.remove(&id),
             _ => None,
@@ -81,7 +77,7 @@ impl HeldRows {
     /// `lease_until`. Unless the kept row was the one just before (nobody else wrote in
     /// between), it is out of date and dropped.
     fn appended(&self, id: Uuid, n: i64, last: i64, lease_until: Option<i64>) {
-        let mut rows = self.rows();
+        let mut rows = self.0.lock();
         let Some(r) = rows.get_mut(&id) else { return };
         if r.execution.event_count + n == last {
             r.execution.event_count = last;
@@ -115,14 +111,9 @@ const CURSOR_LIFE: Duration = Duration::from_millis(250);
 const CURSORS: usize = 4096;
 
 impl ClaimCursors {
-    fn cursors(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, (Uuid, Instant)>> {
-        // Whole entries are inserted: a panic elsewhere cannot leave one half-written.
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Where the next claim of `queue` starts looking (the nil id: from the beginning).
     fn start(&self, queue: Uuid) -> Uuid {
-        match self.cursors().get(&queue) {
+        match self.0.lock().get(&queue) {
             Some((cursor, set)) if set.elapsed() < CURSOR_LIFE => *cursor,
             _ => Uuid::nil(),
         }
@@ -131,7 +122,7 @@ impl ClaimCursors {
     /// A claim of `queue` took the run `claimed`.
     fn claimed(&self, queue: Uuid, claimed: Uuid) {
         let cursor = behind(claimed, CURSOR_BACK_MS);
-        let mut cursors = self.cursors();
+        let mut cursors = self.0.lock();
         if cursors.len() >= CURSORS && !cursors.contains_key(&queue) {
             cursors.clear();
         }
