@@ -46,4 +46,3 @@ pub use db::{Backend, Store};
 /// Rows sqlx may buffer between its SQLite thread and the caller: more than the largest page.
 const SQLITE_ROW_CHANNEL: usize = cp_types::page::MAX_LIMIT as usize + 16;
 pub use error::{StoreError, StoreResult};
-pub use links::merge_config;

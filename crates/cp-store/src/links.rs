@@ -31,18 +31,7 @@ pub(crate) fn skill_ref((id, name, skill_type, description, enabled, config, ove
         skill_type,
         description,
         enabled,
-        configuration: merge_config(config, over),
-    }
-}
-
-/// `base` with the keys of `over` replacing its own.
-pub fn merge_config(base: Value, over: Option<Value>) -> Value {
-    match (base, over) {
-        (Value::Object(mut base), Some(Value::Object(over))) => {
-            base.extend(over);
-            Value::Object(base)
-        }
-        (base, _) => base,
+        configuration: cp_types::skill::merge_configuration(&config, over.as_ref()),
     }
 }
 

@@ -260,12 +260,7 @@ async fn run_model(state: &AppState, worker: &Principal, value: &str, llm_config
         },
         None => None,
     };
-    let provider_model = m.provider_model.clone().unwrap_or_else(|| {
-        m.value
-            .split_once('/')
-            .map(|(_, rest)| rest.to_owned())
-            .unwrap_or_else(|| m.value.clone())
-    });
+    let provider_model = m.provider_model_name().to_owned();
     Ok(RunModel {
         id: m.id,
         value: m.value,
