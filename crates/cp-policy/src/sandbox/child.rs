@@ -2,16 +2,17 @@
 //! It runs the untrusted Rego, so whatever kills it (an allocation past its memory limit, a
 //! stack overflow, the parent's kill) kills only it.
 
-use std::collections::HashMap;
 use std::io::{BufReader, BufWriter, Write};
 use std::time::{Duration, Instant};
+
+use cp_types::bounded::BoundedMap;
 
 use super::TIMER_MESSAGE;
 use super::protocol::{ChildPolicy, ChildRequest, MAGIC, Reply, encode_frame, read_frame};
 use crate::{CompileError, Compiled, Input, compile};
 
-/// Most compiled policies a child keeps; past it the cache starts over (the parent then
-/// resends content on a `Missing` reply).
+/// Most compiled policies a child keeps; past it the oldest make room (the parent resends
+/// content on a `Missing` reply).
 const MAX_CACHED: usize = 4096;
 
 /// The child's loop until stdin closes; what the hidden `policy-sandbox` command runs.
@@ -20,7 +21,9 @@ pub fn run() -> std::io::Result<()> {
     let mut output = BufWriter::new(std::io::stdout().lock());
     output.write_all(MAGIC)?;
     output.flush()?;
-    let mut cache = Cache::default();
+    let mut cache = Cache {
+        map: BoundedMap::new(MAX_CACHED),
+    };
     let (mut frame, mut reply) = (Vec::new(), Vec::new());
     while read_frame(&mut input, &mut frame)? {
         let answer = match serde_json::from_slice::<ChildRequest>(&frame) {
@@ -45,19 +48,15 @@ pub fn run() -> std::io::Result<()> {
 }
 
 /// Compiled policies by id, with their version.
-#[derive(Default)]
 struct Cache {
-    map: HashMap<String, (i64, Result<Compiled, CompileError>)>,
+    map: BoundedMap<String, (i64, Result<Compiled, CompileError>)>,
 }
 
 impl Cache {
     /// Every policy of one decision, all within `limit` together.
     fn evaluate(&mut self, policies: Vec<ChildPolicy>, input: Input, limit: Duration) -> Reply {
         let started = Instant::now();
-        if self.map.len() > MAX_CACHED {
-            self.map.clear();
-        }
-        let held = |p: &ChildPolicy, map: &HashMap<_, (i64, _)>| map.get(&p.id).is_some_and(|e| e.0 == p.version);
+        let held = |p: &ChildPolicy, map: &BoundedMap<_, (i64, _)>| map.get(&p.id).is_some_and(|e| e.0 == p.version);
         if policies.iter().any(|p| p.content.is_none() && !held(p, &self.map)) {
             return Reply::Missing;
         }

@@ -8,7 +8,6 @@ mod affinity;
 mod child;
 mod protocol;
 
-use std::collections::HashMap;
 use std::ffi::OsString;
 use std::io;
 use std::path::PathBuf;
@@ -16,6 +15,7 @@ use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use cp_types::bounded::BoundedMap;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{ChildStderr, ChildStdin, ChildStdout};
@@ -122,7 +122,7 @@ type Slot<'a> = MutexGuard<'a, Option<Child>>;
 /// past it, it sleeps until the reply comes.
 const SPIN: Duration = Duration::from_micros(500);
 
-/// Most (id, version) pairs remembered per child; past it content is simply sent again.
+/// Most (id, version) pairs remembered per child; a forgotten one is simply sent again.
 const MAX_KNOWN: usize = 4096;
 
 struct Child {
@@ -131,7 +131,7 @@ struct Child {
     stdout: BufReader<ChildStdout>,
     stderr: ChildStderr,
     /// The policy versions this child has been sent.
-    known: HashMap<String, i64>,
+    known: BoundedMap<String, i64>,
     buf: Vec<u8>,
     /// The CPU the child was last moved to.
     cpu: Option<i32>,
@@ -211,9 +211,6 @@ impl Pool {
             match self.round_trip(&mut slot, &request, deadline).await? {
                 Reply::Verdicts(verdicts) if verdicts.len() == policies.len() => {
                     if let Some(child) = slot.as_mut() {
-                        if child.known.len() > MAX_KNOWN {
-                            child.known.clear();
-                        }
                         for p in policies {
                             child.known.insert(p.id.to_string(), p.version);
                         }
@@ -375,7 +372,7 @@ impl Pool {
             stdin,
             stdout,
             stderr,
-            known: HashMap::new(),
+            known: BoundedMap::new(MAX_KNOWN),
             buf: Vec::new(),
             cpu: None,
         })

@@ -7,32 +7,41 @@
 //! than its data: a write racing with a fill at worst costs the next reader a miss. Because the
 //! version lives in the database, replicas sharing PostgreSQL never serve each other's stale pages.
 
-use std::collections::HashMap;
 use std::future::Future;
 
 use axum::body::Bytes;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use cp_store::Store;
+use cp_types::bounded::BoundedMap;
 use parking_lot::Mutex;
 use serde::Serialize;
 
 use crate::http::{ApiError, ApiResult};
 
-/// Upper bounds on what the cache holds; past either, it starts over (stale entries of old
-/// versions are then dropped with the rest).
+/// Upper bounds on what the cache holds; past either, the oldest entries make room (stale
+/// entries of old versions among them).
 const MAX_ENTRIES: usize = 1024;
 const MAX_BYTES: usize = 64 << 20;
 
 /// Cached list bodies keyed by organization and the list's canonical query.
-#[derive(Default)]
 pub struct ListCache {
     inner: Mutex<Entries>,
 }
 
-#[derive(Default)]
+impl Default for ListCache {
+    fn default() -> Self {
+        ListCache {
+            inner: Mutex::new(Entries {
+                map: BoundedMap::new(MAX_ENTRIES),
+                bytes: 0,
+            }),
+        }
+    }
+}
+
 struct Entries {
-    map: HashMap<(String, String), (i64, Bytes)>,
+    map: BoundedMap<(String, String), (i64, Bytes)>,
     bytes: usize,
 }
 
@@ -66,14 +75,22 @@ impl ListCache {
         })?;
         let body = Bytes::from(body);
         let mut entries = self.inner.lock();
-        if entries.map.len() >= MAX_ENTRIES || entries.bytes + body.len() > MAX_BYTES {
-            entries.map.clear();
-            entries.bytes = 0;
-        }
-        entries.bytes += body.len();
-        if let Some((_, old)) = entries.map.insert(key, (version, body.clone())) {
+        if let Some((_, old)) = entries.map.remove(&key) {
             entries.bytes -= old.len();
         }
+        while entries.bytes + body.len() > MAX_BYTES
+            && let Some((_, (_, old))) = entries.map.pop_oldest()
+        {
+            entries.bytes -= old.len();
+        }
+        entries.bytes += body.len();
+        // At the entry bound the oldest goes without a word: account for it first.
+        if entries.map.len() >= MAX_ENTRIES
+            && let Some((_, (_, old))) = entries.map.pop_oldest()
+        {
+            entries.bytes -= old.len();
+        }
+        entries.map.insert(key, (version, body.clone()));
         Ok(JsonBytes(body))
     }
 }

@@ -15,11 +15,12 @@ use std::time::{Duration, Instant};
 use cp_policy::sandbox::{Pool, SandboxConfig};
 use cp_store::Store;
 use cp_store::executions::Subject;
+use cp_types::bounded::BoundedMap;
 use cp_types::context::ContextEntity;
 use cp_types::org::PolicyEnforcement;
 use cp_types::policy::{PolicyDecision, PolicyOutcome, PolicyResult, ResolvedPolicy, ToolCall};
 use cp_types::{ErrorCode, now};
-use dashmap::DashMap;
+use parking_lot::Mutex;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
@@ -29,7 +30,7 @@ use crate::http::auth::Principal;
 use crate::http::{ApiError, ApiResult};
 use crate::state::AppState;
 
-/// Most resolved sets kept; past it the map starts over (a set is rebuilt in a few reads).
+/// Most resolved sets kept (a set is rebuilt in a few reads).
 const MAX_SETS: usize = 10_000;
 /// Decisions stored per transaction by the log writer.
 const LOG_BATCH: usize = 512;
@@ -37,7 +38,7 @@ const LOG_BATCH: usize = 512;
 /// The policy sandbox, resolved sets and the decision log of the server.
 pub struct PolicyEngine {
     sandbox: Pool,
-    sets: DashMap<SetKey, (i64, Arc<PolicySet>)>,
+    sets: Mutex<BoundedMap<SetKey, (i64, Arc<PolicySet>)>>,
     log: DecisionLog,
 }
 
@@ -135,7 +136,7 @@ impl PolicyEngine {
     pub fn new(sandbox: SandboxConfig) -> PolicyEngine {
         PolicyEngine {
             sandbox: Pool::new(sandbox),
-            sets: DashMap::new(),
+            sets: Mutex::new(BoundedMap::new(MAX_SETS)),
             log: DecisionLog::default(),
         }
     }
@@ -189,10 +190,10 @@ impl PolicyEngine {
             entity: entity.clone(),
             environment,
         };
-        if let Some(hit) = self.sets.get(&key)
-            && hit.0 == version
+        if let Some((v, set)) = self.sets.lock().get(&key)
+            && *v == version
         {
-            return Ok(hit.1.clone());
+            return Ok(set.clone());
         }
         let contexts = store.contexts(org);
         let (applicable, entity_name) = tokio::try_join!(
@@ -212,12 +213,9 @@ impl PolicyEngine {
             entity_name,
             policies,
         });
-        if self.sets.len() >= MAX_SETS {
-            self.sets.clear();
-        }
         // The version was read before the set was built: a racing write makes the entry
         // stale at once, never newer than its content.
-        self.sets.insert(key, (version, set.clone()));
+        self.sets.lock().insert(key, (version, set.clone()));
         Ok(set)
     }
 

@@ -9,13 +9,14 @@
 //! out a secret value or integration credential is never served from the cache: each of
 //! those reads must land in the access log.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use cp_store::executions::Claimed;
 use cp_store::secrets::{Reader, RunRef};
 use cp_store::workers::WorkerSeat;
 use cp_types::agent::Agent;
+use cp_types::bounded::BoundedMap;
 use cp_types::exec_env::ResolvedExecutionEnvironment;
 use cp_types::execution::{Claim, Execution, ExecutionType, RunModel};
 use cp_types::org::PolicyEnforcement;
@@ -63,9 +64,16 @@ impl EntityContext {
 type Versioned = (i64, Arc<EntityContext>);
 
 /// Entity contexts by (organization, entity).
-#[derive(Default)]
 pub struct RunContextCache {
-    entries: Mutex<HashMap<(String, Uuid), Versioned>>,
+    entries: Mutex<BoundedMap<(String, Uuid), Versioned>>,
+}
+
+impl Default for RunContextCache {
+    fn default() -> Self {
+        RunContextCache {
+            entries: Mutex::new(BoundedMap::new(MAX_ENTRIES)),
+        }
+    }
 }
 
 impl RunContextCache {
@@ -78,11 +86,7 @@ impl RunContextCache {
     }
 
     fn put(&self, org: &str, entity: Uuid, version: i64, ctx: Arc<EntityContext>) {
-        let mut entries = self.entries.lock();
-        if entries.len() >= MAX_ENTRIES {
-            entries.clear();
-        }
-        entries.insert((org.to_owned(), entity), (version, ctx));
+        self.entries.lock().insert((org.to_owned(), entity), (version, ctx));
     }
 }
 

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cp_types::Timestamp;
+use cp_types::bounded::BoundedMap;
 use cp_types::execution::{ExecutionEvent, NewEvent};
 use parking_lot::Mutex;
 use serde_json::Value;
@@ -38,12 +39,17 @@ use crate::webhooks::enqueue_webhooks;
 /// same guard as a row just read (`last_seq`, which every other writer bumps, and
 /// `lease_until`, which heartbeats move), so a row changed meanwhile by another replica, a
 /// heartbeat or a client's cancel fails the guard and is read as before.
-#[derive(Debug, Default)]
-pub struct HeldRows(Mutex<HashMap<Uuid, ExecutionRecord>>);
+#[derive(Debug)]
+pub struct HeldRows(Mutex<BoundedMap<Uuid, ExecutionRecord>>);
 
-/// Rows kept at most; more held runs than that on one replica clear the set (they are read
-/// again when they end).
+/// Rows kept at most; past it the oldest make room (their runs are read again when they end).
 const HELD_ROWS: usize = 1024;
+
+impl Default for HeldRows {
+    fn default() -> Self {
+        HeldRows(Mutex::new(BoundedMap::new(HELD_ROWS)))
+    }
+}
 
 /// A row larger than this (its texts and JSON documents) is not kept: memory stays bounded
 /// by a few MB whatever the prompts and metadata, and such a run costs the read it always did.
@@ -57,9 +63,6 @@ impl HeldRows {
         if !e.status.is_held() || !small(e) {
             rows.remove(&e.id);
             return;
-        }
-        if rows.len() >= HELD_ROWS && !rows.contains_key(&e.id) {
-            rows.clear();
         }
         rows.insert(e.id, record.clone());
     }
@@ -98,8 +101,14 @@ impl HeldRows {
 /// time), so runs created just before it and stored a moment later are still found, and it
 /// is forgotten [`CURSOR_LIFE`] after it was set: a run that went back to the queue (its
 /// worker died) waits at most that long for a claim that starts from the beginning.
-#[derive(Debug, Default)]
-pub struct ClaimCursors(Mutex<HashMap<Uuid, (Uuid, Instant)>>);
+#[derive(Debug)]
+pub struct ClaimCursors(Mutex<BoundedMap<Uuid, (Uuid, Instant)>>);
+
+impl Default for ClaimCursors {
+    fn default() -> Self {
+        ClaimCursors(Mutex::new(BoundedMap::new(CURSORS)))
+    }
+}
 
 /// How far behind the last claimed run's creation a queue's next claim starts.
 const CURSOR_BACK_MS: u64 = 10;
@@ -107,7 +116,7 @@ const CURSOR_BACK_MS: u64 = 10;
 /// How long a cursor lives from when it was set after the last reset.
 const CURSOR_LIFE: Duration = Duration::from_millis(250);
 
-/// Queues with a cursor at most; more clears them (each claim then starts from the beginning).
+/// Queues with a cursor at most; past it the oldest cursors are forgotten.
 const CURSORS: usize = 4096;
 
 impl ClaimCursors {
@@ -123,9 +132,6 @@ impl ClaimCursors {
     fn claimed(&self, queue: Uuid, claimed: Uuid) {
         let cursor = behind(claimed, CURSOR_BACK_MS);
         let mut cursors = self.0.lock();
-        if cursors.len() >= CURSORS && !cursors.contains_key(&queue) {
-            cursors.clear();
-        }
         match cursors.get_mut(&queue) {
             // Its life counts from the reset, not from the last claim: under steady load the
             // cursor still goes back to the beginning every `CURSOR_LIFE`.
