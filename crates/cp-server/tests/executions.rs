@@ -426,6 +426,9 @@ both_backends! {
         let id2 = execute(&app, &a, &q, "stubborn").await;
         let _claim2 = w.claim(3).await;
         app.post(&format!("/api/v1/executions/{id2}/cancel"), json!({})).await;
+        // A poll that begins after the cancel answers it at once, not after its wait.
+        let polled = tokio::time::timeout(Duration::from_secs(3), w.poll(20.0)).await.expect("the poll saw the earlier cancel");
+        assert!(matches!(polled, Polled::Cancel(ref ids) if ids == &vec![id2.clone()]), "{polled:?}");
         for _ in 0..5 {
             w.heartbeat(&[&id2]).await;
             tokio::time::sleep(Duration::from_millis(250)).await;

@@ -91,6 +91,8 @@ pub struct WorkerSeat {
     pub heartbeat_ms: i64,
     pub drain: bool,
     pub online: bool,
+    /// One of its runs is being cancelled (its poll answers that first).
+    pub cancelling: bool,
 }
 
 impl WorkerSeat {
@@ -98,6 +100,17 @@ impl WorkerSeat {
     pub fn lease_ms(&self) -> i64 {
         3 * self.heartbeat_ms
     }
+}
+
+#[derive(sqlx::FromRow)]
+struct SeatRow {
+    worker_queue_id: Uuid,
+    key_id: Option<Uuid>,
+    heartbeat_interval: i64,
+    drain: bool,
+    status: String,
+    alive_until: i64,
+    cancelling: bool,
 }
 
 /// Filters of `GET /workers`.
@@ -313,19 +326,21 @@ impl Workers<'_> {
 
     /// The worker's queue and lease length; `NotFound` for another organization's worker.
     pub async fn seat(&self, id: Uuid) -> StoreResult<WorkerSeat> {
-        let row: Option<(Uuid, Option<Uuid>, i64, bool, String, i64)> = with_hot_db!(self.db, conn =>
+        let row: Option<SeatRow> = with_hot_db!(self.db, conn =>
             sqlx::query_as(
-                "SELECT w.worker_queue_id, w.key_id, q.heartbeat_interval, w.drain, w.status, w.alive_until FROM workers w \
-                 JOIN worker_queues q ON q.id = w.worker_queue_id WHERE w.organization_id = $1 AND w.id = $2")
+                "SELECT w.worker_queue_id, w.key_id, q.heartbeat_interval, w.drain, w.status, w.alive_until, \
+                 EXISTS (SELECT 1 FROM executions e WHERE e.worker_id = w.id AND e.status = 'cancelling') AS cancelling \
+                 FROM workers w JOIN worker_queues q ON q.id = w.worker_queue_id \
+                 WHERE w.organization_id = $1 AND w.id = $2")
                 .bind(self.org).bind(id).fetch_optional(conn).await)?;
-        let (worker_queue_id, key_id, heartbeat_interval, drain, status, alive_until) =
-            row.ok_or(StoreError::NotFound)?;
+        let r = row.ok_or(StoreError::NotFound)?;
         Ok(WorkerSeat {
-            worker_queue_id,
-            key_id,
-            heartbeat_ms: heartbeat_interval * self.second_ms,
-            drain,
-            online: status != "disconnected" && status != "offline" && alive_until > now_ms(),
+            worker_queue_id: r.worker_queue_id,
+            key_id: r.key_id,
+            heartbeat_ms: r.heartbeat_interval * self.second_ms,
+            drain: r.drain,
+            online: r.status != "disconnected" && r.status != "offline" && r.alive_until > now_ms(),
+            cancelling: r.cancelling,
         })
     }
 

@@ -211,7 +211,8 @@ async fn poll_answer(state: AppState, auth: Auth<WorkerApi>, id: Uuid, q: PollQu
     let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(wait);
     let queue = state.hub.queue(seat.worker_queue_id);
     let signals = state.hub.worker(id);
-    let mut signalled = false;
+    // A cancel recorded before this poll began signalled nobody: look for it now.
+    let mut signalled = seat.cancelling;
     let mut woken = false;
     loop {
         // Registered before looking, so a wake-up between the look and the wait is not lost.

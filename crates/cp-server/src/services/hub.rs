@@ -152,7 +152,10 @@ impl Hub {
 
     fn signal_worker_here(&self, worker: Uuid) {
         if let Some(n) = self.workers.lock().get(&worker) {
+            // Every parked poll wakes, and a permit stays for a poll that is between its
+            // look and its wait, so the signal is not lost in that gap.
             n.notify_waiters();
+            n.notify_one();
         }
     }
 
