@@ -1,8 +1,6 @@
 //! Models, runtimes, agents and teams (API §3 rows), on both backends.
 
-mod common;
-
-use common::{Backend, TestApp, assert_error, json};
+use crate::common::{Backend, TestApp, assert_error, json};
 use cp_types::org::Role;
 use reqwest::Method;
 use serde_json::{Value, json};

@@ -1,9 +1,7 @@
 //! Context of organizations, projects, environments, teams and agents, and its resolution
 //! (API §3, Context row), on both backends.
 
-mod common;
-
-use common::{Backend, TestApp, assert_error, json};
+use crate::common::{Backend, TestApp, assert_error, json};
 use cp_types::org::Role;
 use reqwest::Method;
 use serde_json::{Value, json};

@@ -1,17 +1,15 @@
 //! The policies of `examples/policies/`, loaded through the API and enforced end to end, on
 //! both backends.
 
-mod common;
-
-use common::worker::TestWorker;
-use common::{TestApp, assert_error, json};
+use crate::common::worker::TestWorker;
+use crate::common::{TestApp, assert_error, json};
 use cp_types::org::Role;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-const DESTRUCTIVE: &str = include_str!("../../../examples/policies/destructive_commands.rego");
-const PRODUCTION_HOURS: &str = include_str!("../../../examples/policies/production_hours.rego");
-const TEAM_MODELS: &str = include_str!("../../../examples/policies/team_models.rego");
+const DESTRUCTIVE: &str = include_str!("../../../../examples/policies/destructive_commands.rego");
+const PRODUCTION_HOURS: &str = include_str!("../../../../examples/policies/production_hours.rego");
+const TEAM_MODELS: &str = include_str!("../../../../examples/policies/team_models.rego");
 
 fn id(v: &Value) -> String {
     v["id"].as_str().unwrap_or_else(|| panic!("no id in {v}")).to_string()

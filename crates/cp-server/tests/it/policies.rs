@@ -1,8 +1,6 @@
 //! Policies (API §4): compile-on-write, versions, validation, tenancy, on both backends.
 
-mod common;
-
-use common::{TestApp, assert_error, json};
+use crate::common::{TestApp, assert_error, json};
 use cp_types::org::Role;
 use reqwest::Method;
 use serde_json::{Value, json};

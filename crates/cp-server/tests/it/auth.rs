@@ -1,10 +1,8 @@
 //! API §1 auth, keys, tenancy and rate limits, and API §2, on both backends.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{TestApp, assert_error, json};
+use crate::common::{TestApp, assert_error, json};
 use cp_types::org::Role;
 use reqwest::Method;
 use serde_json::json;
@@ -365,7 +363,10 @@ async fn closed_within(c: &mut tokio::net::TcpStream, within: Duration) -> bool 
 
 #[tokio::test]
 async fn stalled_connections_are_dropped_and_capped() {
-    let app = TestApp::spawn_with(common::Backend::Sqlite, |c| c.header_timeout = Duration::from_secs(1)).await;
+    let app = TestApp::spawn_with(crate::common::Backend::Sqlite, |c| {
+        c.header_timeout = Duration::from_secs(1)
+    })
+    .await;
     let mut conns = stalled(app.addr, 3000).await;
     // The server keeps answering while 3,000 half-sent requests sit on it.
     let r = app.anon(Method::GET, "/api/health").send().await.unwrap();
@@ -395,7 +396,7 @@ async fn stalled_connections_are_dropped_and_capped() {
     );
 
     // Past the cap, new connections are closed at once and old ones keep working.
-    let capped = TestApp::spawn_with(common::Backend::Sqlite, |c| {
+    let capped = TestApp::spawn_with(crate::common::Backend::Sqlite, |c| {
         c.header_timeout = Duration::from_secs(30);
         c.max_connections = 20;
     })

@@ -1,9 +1,7 @@
 //! Projects, project membership and environments (API §3 rows), on both backends.
 
-mod common;
-
-use common::worker::TestWorker;
-use common::{TestApp, assert_error, json};
+use crate::common::worker::TestWorker;
+use crate::common::{TestApp, assert_error, json};
 use cp_types::org::Role;
 use reqwest::Method;
 use serde_json::json;

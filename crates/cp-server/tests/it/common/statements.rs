@@ -1,5 +1,5 @@
 //! sqlx's own statement log, for the tests that bound what a request costs. It is
-//! process-wide: a test binary that records it runs nothing else meanwhile.
+//! process-wide, so such a test runs [`alone`]: in a child process running nothing else.
 
 use std::sync::Mutex;
 
@@ -37,9 +37,17 @@ impl<S: Subscriber> Layer<S> for Log {
     }
 }
 
-/// Starts recording; once per test binary.
-pub fn record() {
-    tracing::subscriber::set_global_default(tracing_subscriber::registry().with(Log)).unwrap();
+/// Whether the calling test (`module_path!()` and its name) should go on and count: in the
+/// test run, it starts itself again in a child process, waits for it to pass and answers
+/// false; in that child, it starts recording and answers true.
+pub async fn alone(module: &str, test: &str) -> bool {
+    let name = super::child::test_name(module, test);
+    if super::child::role().as_deref() == Some("alone") {
+        tracing::subscriber::set_global_default(tracing_subscriber::registry().with(Log)).unwrap();
+        return true;
+    }
+    super::child::run(&name, "alone").await;
+    false
 }
 
 /// The statements since the last call, without the notifications between replicas that

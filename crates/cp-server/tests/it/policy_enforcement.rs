@@ -2,10 +2,8 @@
 //! layering and priority, both path styles, blocking vs monitoring vs off at execute, fail
 //! closed, tool-call enforcement as the worker sends it, the decision log, and tenancy.
 
-mod common;
-
-use common::worker::TestWorker;
-use common::{TestApp, assert_error, json};
+use crate::common::worker::TestWorker;
+use crate::common::{TestApp, assert_error, json};
 use cp_types::org::Role;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -328,7 +326,7 @@ deny contains msg if {
         let env = default_env(&app).await;
         let queue = queue_in(&app, &env, "tools").await;
         let agent = id(&created(&app, "/api/v1/agents", json!({"name": "shell-user"})).await);
-        let destructive = include_str!("../../../examples/policies/destructive_commands.rego");
+        let destructive = include_str!("../../../../examples/policies/destructive_commands.rego");
         let p = policy(&app, "no-destructive-commands", destructive).await;
         associate(&app, &p, "organization", "default").await;
         let execution = json(app.post(&format!("/api/v1/agents/{agent}/execute"), json!({"prompt": "clean up", "worker_queue_id": queue})).await).await;

@@ -1,9 +1,7 @@
 //! Skills (API §3 Skill row, §10): CRUD and per-type validation, definitions, types, templates,
 //! both validate endpoints, associations, inference, resolution and tenancy, on both backends.
 
-mod common;
-
-use common::{Backend, TestApp, assert_error, json};
+use crate::common::{Backend, TestApp, assert_error, json};
 use cp_types::org::Role;
 use reqwest::{Method, Response};
 use serde_json::{Value, json};

@@ -1,11 +1,9 @@
 //! Lists are one statement each (plus a count when the page is full), whatever the page size
 //! and however many links each row embeds: counted from sqlx's own statement log.
 //!
-//! Its own test binary: the counter is process-wide, so nothing else may run queries meanwhile.
+//! It runs in a process of its own (`statements::alone`): the log is process-wide.
 
-mod common;
-
-use common::{Backend, TestApp, json, statements};
+use crate::common::{Backend, TestApp, json, statements};
 use serde_json::json;
 
 async fn statements_for(app: &TestApp, path: &str) -> usize {
@@ -70,7 +68,9 @@ async fn check(backend: Backend) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lists_are_one_statement_whatever_the_page_size() {
-    statements::record();
+    if !statements::alone(module_path!(), "lists_are_one_statement_whatever_the_page_size").await {
+        return;
+    }
     check(Backend::Sqlite).await;
     check(Backend::Postgres).await;
 }

@@ -2,6 +2,7 @@
 //! fresh PostgreSQL schema, talked to with a real HTTP client.
 #![allow(dead_code)]
 
+pub mod child;
 pub mod statements;
 pub mod worker;
 

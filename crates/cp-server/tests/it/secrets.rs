@@ -1,9 +1,7 @@
 //! Secrets, integrations, custom integrations and the resolved execution environment
 //! (API §3 Secret and Integration rows), on both backends.
 
-mod common;
-
-use common::{Backend, TestApp, assert_error, json};
+use crate::common::{Backend, TestApp, assert_error, json};
 use cp_server::services::exec_env::{Target, resolve};
 use cp_store::secrets::Reader;
 use cp_types::org::Role;
@@ -197,7 +195,7 @@ both_backends! {
         let r = app.post(&format!("/api/v1/agents/{}/execute", agent["id"].as_str().unwrap()), json!({"prompt": "go", "worker_queue_id": q})).await;
         assert_eq!(r.status(), 201);
         let execution = json(r).await["execution_id"].as_str().unwrap().to_string();
-        let w = common::worker::TestWorker::start(&app.url, &worker, q, "reader").await;
+        let w = crate::common::worker::TestWorker::start(&app.url, &worker, q, "reader").await;
         let claim = w.claim(3).await;
         assert_eq!(claim["env_vars"]["API_TOKEN"], "tok");
         let v = json(send(&app, &worker, Method::GET, "/api/v1/secrets/value/API_TOKEN", None).await).await;
@@ -734,7 +732,7 @@ both_backends! {
 
         let r = app.post(&format!("/api/v1/agents/{}/execute", agent["id"].as_str().unwrap()), json!({"prompt": "go", "worker_queue_id": q})).await;
         let execution = json(r).await["execution_id"].as_str().unwrap().to_string();
-        let w = common::worker::TestWorker::start(&app.url, &worker, &q, "scoped").await;
+        let w = crate::common::worker::TestWorker::start(&app.url, &worker, &q, "scoped").await;
         w.claim(3).await;
         // Held now: the integration the agent names opens; another one does not.
         let t = json(send(&app, &worker, Method::GET, &token_path, None).await).await;
@@ -760,7 +758,7 @@ both_backends! {
         assert!(err["message"].as_str().unwrap().contains(&q), "{err}");
         let r = send(&app, &bound, Method::POST, "/api/v1/workers/register", Some(json!({"worker_queue_id": q2, "hostname": "h"}))).await;
         assert_error(r, 403, "FORBIDDEN").await;
-        common::worker::TestWorker::start(&app.url, &bound, &q, "bound-host").await;
+        crate::common::worker::TestWorker::start(&app.url, &bound, &q, "bound-host").await;
         let r = app.post("/api/v1/api-keys", json!({"name": "x", "role": "member", "worker_queue_id": q})).await;
         assert_error(r, 422, "VALIDATION_ERROR").await;
         let r = app.post("/api/v1/api-keys", json!({"name": "x", "role": "worker", "worker_queue_id": Uuid::now_v7()})).await;
@@ -778,7 +776,7 @@ both_backends! {
         let q = queue(&app, "deploys").await;
         app.post(&format!("/api/v1/agents/{}/execute", agent["id"].as_str().unwrap()), json!({"prompt": "go", "worker_queue_id": q})).await;
         let worker = app.key("default", Role::Worker).await;
-        let w = common::worker::TestWorker::start(&app.url, &worker, &q, "idem").await;
+        let w = crate::common::worker::TestWorker::start(&app.url, &worker, &q, "idem").await;
         let poll = |k: &'static str| w.post(&format!("/api/v1/workers/{}/poll?wait=5", w.id)).header("Idempotency-Key", k).send();
         let first = poll("poll-1").await.unwrap();
         assert_eq!(first.headers()["idempotent-replayed"], "false");

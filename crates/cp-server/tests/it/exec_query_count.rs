@@ -2,12 +2,10 @@
 //! statements, and a claim of an agent claimed before reads nothing of the catalog: counted
 //! from sqlx's own statement log.
 //!
-//! Its own test binary: the counter is process-wide, so nothing else may run queries meanwhile.
+//! It runs in a process of its own (`statements::alone`): the log is process-wide.
 
-mod common;
-
-use common::worker::TestWorker;
-use common::{Backend, TestApp, json, statements};
+use crate::common::worker::TestWorker;
+use crate::common::{Backend, TestApp, json, statements};
 use cp_types::org::Role;
 use serde_json::json;
 use statements::take;
@@ -95,7 +93,9 @@ async fn check(backend: Backend) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_warm_execution_reads_no_catalog_rows() {
-    statements::record();
+    if !statements::alone(module_path!(), "a_warm_execution_reads_no_catalog_rows").await {
+        return;
+    }
     check(Backend::Sqlite).await;
     check(Backend::Postgres).await;
 }

@@ -1,14 +1,12 @@
 //! The execution engine (API §5): worker queues, workers, dispatch with leases, events and
 //! streams, on both backends.
 
-mod common;
-
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::worker::{Polled, TestWorker, parse_sse, read_sse};
-use common::{Backend, TestApp, assert_error, json};
+use crate::common::worker::{Polled, TestWorker, parse_sse, read_sse};
+use crate::common::{Backend, TestApp, assert_error, json};
 use cp_types::org::Role;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -704,30 +702,17 @@ async fn two_replicas_on_postgres_wake_and_stream_across() {
     );
 }
 
-/// A child process that does not outlive a failed test.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Not a test on its own: the body of the worker process that
-/// `a_killed_worker_process_loses_its_run_to_another` starts (this test binary run again with
-/// the worker's settings in its environment) and kills in the middle of a run.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "started as a child process by the kill test"]
+/// The worker process of `a_killed_worker_process_loses_its_run_to_another`: the same test
+/// started again as a child (role `worker`), with the worker's settings in its environment;
+/// it claims the run, reports it and waits to be killed.
 async fn worker_process() {
-    let (Ok(url), Ok(key), Ok(queue), Ok(report)) = (
-        std::env::var("KCP_TEST_WORKER_URL"),
-        std::env::var("KCP_TEST_WORKER_KEY"),
-        std::env::var("KCP_TEST_WORKER_QUEUE"),
-        std::env::var("KCP_TEST_WORKER_REPORT"),
-    ) else {
-        return;
-    };
+    let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set"));
+    let (url, key, queue, report) = (
+        var("KCP_TEST_WORKER_URL"),
+        var("KCP_TEST_WORKER_KEY"),
+        var("KCP_TEST_WORKER_QUEUE"),
+        var("KCP_TEST_WORKER_REPORT"),
+    );
     let w = TestWorker::start(&url, &key, &queue, "doomed").await;
     let claim = w.claim(10).await;
     // Heartbeats extend the leases of the runs they list.
@@ -752,14 +737,17 @@ async fn worker_process() {
 
 both_backends! {
     async fn a_killed_worker_process_loses_its_run_to_another(backend: Backend) {
+        if crate::common::child::role().as_deref() == Some("worker") {
+            return worker_process().await;
+        }
         let app = fast_app(backend).await;
         let q = queue(&app, "main", json!({"heartbeat_interval": 10})).await;
         let a = agent(&app, "outlives-its-worker").await;
         let worker_key = app.key("default", Role::Worker).await;
         let id = execute(&app, &a, &q, "do not get lost").await;
         let report = app.db.dir.path().join("claimed");
-        let mut child = KillOnDrop(std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["worker_process", "--exact", "--ignored", "--nocapture", "--test-threads", "1"])
+        let leaf = if backend == Backend::Sqlite { "sqlite" } else { "postgres" };
+        let mut child = crate::common::child::command(&crate::common::child::test_name(module_path!(), leaf), "worker")
             .env("KCP_TEST_WORKER_URL", &app.url)
             .env("KCP_TEST_WORKER_KEY", &worker_key)
             .env("KCP_TEST_WORKER_QUEUE", &q)
@@ -767,7 +755,7 @@ both_backends! {
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
-            .unwrap());
+            .unwrap();
         let mut claimed = None;
         for _ in 0..200 {
             if let Ok(text) = std::fs::read_to_string(&report) {
@@ -781,8 +769,7 @@ both_backends! {
         tokio::time::sleep(Duration::from_millis(2000)).await;
         assert_eq!(execution(&app, &id).await["status"], "running");
         // ...until its process dies.
-        child.0.kill().unwrap();
-        child.0.wait().unwrap();
+        child.kill().await.unwrap();
         let e = wait_for(&app, &id, "queued").await;
         assert_eq!(e["attempt"], 2);
         let survivor = TestWorker::start(&app.url, &worker_key, &q, "survivor").await;

@@ -1,11 +1,9 @@
 //! Reading, writing and resolving a context are one statement each, however long the chain:
 //! counted from sqlx's own statement log.
 //!
-//! Its own test binary: the counter is process-wide, so nothing else may run queries meanwhile.
+//! It runs in a process of its own (`statements::alone`): the log is process-wide.
 
-mod common;
-
-use common::{Backend, TestApp, json, statements};
+use crate::common::{Backend, TestApp, json, statements};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -98,7 +96,9 @@ async fn check(backend: Backend) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn context_reads_writes_and_resolution_are_one_statement() {
-    statements::record();
+    if !statements::alone(module_path!(), "context_reads_writes_and_resolution_are_one_statement").await {
+        return;
+    }
     check(Backend::Sqlite).await;
     check(Backend::Postgres).await;
 }

@@ -3,17 +3,15 @@
 //! delivery log, redelivery, test events, 410, a restart before delivery, and (PostgreSQL)
 //! two replicas sending each delivery once.
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::common::worker::TestWorker;
+use crate::common::{TestApp, assert_error, json};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use common::worker::TestWorker;
-use common::{TestApp, assert_error, json};
 use cp_types::org::Role;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -381,7 +379,7 @@ both_backends! {
 /// sender's total capacity.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_endpoint_does_not_delay_the_others() {
-    let app = TestApp::spawn_with(common::Backend::Sqlite, fast).await;
+    let app = TestApp::spawn_with(crate::common::Backend::Sqlite, fast).await;
     app.unlimited().await;
     allow_private(&app).await;
     let slow = Receiver::default();
@@ -416,7 +414,7 @@ async fn a_slow_endpoint_does_not_delay_the_others() {
 /// PostgreSQL only: two replicas share the outbox and send each delivery once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_send_each_delivery_once() {
-    let app = TestApp::spawn_with(common::Backend::Postgres, fast).await;
+    let app = TestApp::spawn_with(crate::common::Backend::Postgres, fast).await;
     app.unlimited().await;
     allow_private(&app).await;
     let _b = app.replica().await;

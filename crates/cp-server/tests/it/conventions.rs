@@ -1,9 +1,7 @@
 //! API §1 conventions, each on both backends: the error envelope for every failure class,
 //! request ids, pagination, partial updates, deletes, idempotency, unknown fields.
 
-mod common;
-
-use common::{TestApp, assert_error, json};
+use crate::common::{TestApp, assert_error, json};
 use reqwest::Method;
 use serde_json::json;
 

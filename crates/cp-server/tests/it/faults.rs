@@ -1,13 +1,11 @@
 //! Cutting the database: readiness goes 503, requests answer 503 with the envelope, and the
 //! server recovers on its own when the database is back (no restart).
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Backend, TestApp, TestDb, assert_error};
+use crate::common::{Backend, TestApp, TestDb, assert_error};
 use reqwest::Method;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Mutex;
@@ -97,7 +95,7 @@ async fn a_cut_database_answers_503_and_recovers_without_restart() {
     );
     let health = app.anon(Method::GET, "/api/health").send().await.unwrap();
     assert_eq!(health.status(), 200, "liveness does not depend on the database");
-    let detailed = common::json(app.anon(Method::GET, "/api/health/detailed").send().await.unwrap()).await;
+    let detailed = crate::common::json(app.anon(Method::GET, "/api/health/detailed").send().await.unwrap()).await;
     assert_eq!(detailed["status"], "degraded");
 
     proxy.restore();

@@ -1,0 +1,22 @@
+//! The server's integration tests, in one binary: each module is one area of the API, run
+//! against a real server on loopback over SQLite and PostgreSQL (see `common`).
+
+#[macro_use]
+mod common;
+
+mod auth;
+mod catalog;
+mod context;
+mod context_query_count;
+mod conventions;
+mod exec_query_count;
+mod executions;
+mod faults;
+mod policies;
+mod policy_enforcement;
+mod policy_examples;
+mod query_count;
+mod resources;
+mod secrets;
+mod skills;
+mod webhooks;
