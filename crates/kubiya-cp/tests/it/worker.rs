@@ -522,7 +522,7 @@ async fn a_real_worker_runs_agents_end_to_end() {
 
     // A destructive command is refused by a Rego policy before it reaches the shell
     // (blocking); in monitoring mode the decision is recorded, not enforced.
-    let rego = include_str!("../../../examples/policies/destructive_commands.rego");
+    let rego = include_str!("../../../../examples/policies/destructive_commands.rego");
     let p = api
         .post(
             "/api/v1/policies",
