@@ -2,7 +2,7 @@
 # The whole test suite: every integration test runs on SQLite and on PostgreSQL, then the
 # OpenAPI document is fuzzed against a running server (scripts/fuzz-openapi.sh) and the official
 # Python client is driven against one (scripts/sdk-compat.sh).
-# Extra arguments go to `cargo test` (e.g. `scripts/test.sh -p cp-server --test auth`); with
+# Extra arguments go to `cargo test` (e.g. `scripts/test.sh -p cp-server --test it auth::`); with
 # arguments the fuzzing and client steps are skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."

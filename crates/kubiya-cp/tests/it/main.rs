@@ -2,4 +2,5 @@
 //! process running agents against a real server and a fake model provider (`worker`).
 
 mod cli;
+mod db;
 mod worker;

@@ -15,9 +15,10 @@ use futures::StreamExt;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_kubiya-cp");
+use crate::db::{BIN, Db};
 
-static SLOW_ONCE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// Whether a fake provider already held back its first "slow job" answer.
+type SlowedOnce = std::sync::Arc<std::sync::atomic::AtomicBool>;
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -83,7 +84,10 @@ fn slow_stream(chunks: Vec<String>, pause: Duration) -> axum::response::Response
 
 /// The fake model: answers a tool result with it, asks the shell to list a folder or to run
 /// a refused command when told to, and otherwise says hello.
-async fn chat(Json(body): Json<Value>) -> axum::response::Response {
+async fn chat(
+    axum::extract::State(slowed): axum::extract::State<SlowedOnce>,
+    Json(body): Json<Value>,
+) -> axum::response::Response {
     let messages = body["messages"].as_array().cloned().unwrap_or_default();
     let last = messages.last().cloned().unwrap_or_default();
     let system = messages
@@ -136,7 +140,7 @@ async fn chat(Json(body): Json<Value>) -> axum::response::Response {
     // The first worker to ask about the slow job waits forever (it will be killed meanwhile);
     // the next one gets the answer at once.
     if prompt == "slow job" {
-        if !SLOW_ONCE.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        if !slowed.swap(true, std::sync::atomic::Ordering::SeqCst) {
             tokio::time::sleep(Duration::from_secs(120)).await;
         }
         return stream(Some("slow job done"), None);
@@ -303,17 +307,19 @@ async fn fake_llm() -> String {
     tokio::spawn(async move {
         let app = axum::Router::new()
             .route("/v1/chat/completions", axum::routing::post(chat))
-            .route("/v1/messages", axum::routing::post(messages));
+            .route("/v1/messages", axum::routing::post(messages))
+            .with_state(SlowedOnce::default());
         axum::serve(llm, app).await.unwrap()
     });
     url
 }
 
-/// `kubiya-cp serve` on a fresh data dir, ready, with the rate limit lifted.
-async fn start_server() -> (Killed, Api, tempfile::TempDir) {
-    let data = tempfile::tempdir().unwrap();
+/// `kubiya-cp serve` on a fresh database (SQLite, or a PostgreSQL schema), ready, with the
+/// rate limit lifted.
+async fn start_server(postgres: bool) -> (Killed, Api, Db) {
+    let data = Db::new(postgres).await;
     let port = free_port();
-    let server = serve_on(data.path(), port).await;
+    let server = serve_on(&data, port).await;
     let api = Api {
         base: format!("http://127.0.0.1:{port}"),
         key: KEY.into(),
@@ -332,20 +338,10 @@ async fn start_server() -> (Killed, Api, tempfile::TempDir) {
 const KEY: &str = "kby_worker-test-bootstrap-key-0123456789";
 
 /// `kubiya-cp serve` on `data` and `port`, once it is ready.
-async fn serve_on(data: &std::path::Path, port: u16) -> Killed {
+async fn serve_on(data: &Db, port: u16) -> Killed {
+    let listen = format!("127.0.0.1:{port}");
     let server = Killed(
-        Command::new(BIN)
-            .args([
-                "serve",
-                "--max-org-rate-limit",
-                "1000000",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--data-dir",
-            ])
-            .arg(data)
-            .env_remove("DATABASE_URL")
-            .env_remove("KUBIYA_CP_DATABASE_URL")
+        data.cmd(&["serve", "--max-org-rate-limit", "1000000", "--listen", &listen])
             .env("KUBIYA_CP_BOOTSTRAP_API_KEY", KEY)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -365,10 +361,19 @@ async fn serve_on(data: &std::path::Path, port: u16) -> Killed {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_real_worker_runs_agents_end_to_end() {
+async fn a_real_worker_runs_agents_end_to_end_sqlite() {
+    a_real_worker_runs_agents_end_to_end(false).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_worker_runs_agents_end_to_end_postgres() {
+    a_real_worker_runs_agents_end_to_end(true).await
+}
+
+async fn a_real_worker_runs_agents_end_to_end(postgres: bool) {
     let llm_url = fake_llm().await;
 
-    let (server, api, _data) = start_server().await;
+    let (server, api, _data) = start_server(postgres).await;
 
     // A model on the fake provider, a shell skill that allows ls and sleep only, an agent, a queue.
     api.post("/api/v1/models", json!({"value": "fake/gpt-test", "label": "Fake", "provider": "openai", "provider_model": "gpt-test", "base_url": llm_url, "pricing": {"input_per_1k": 1.0, "output_per_1k": 2.0}})).await;
@@ -792,9 +797,18 @@ fn spawn_worker(queue: &str, base: &str, key: &str) -> Killed {
 /// A worker process killed mid-run stops heartbeating; after its lease (3 heartbeat intervals)
 /// the run goes back to the queue and another worker finishes it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_worker_s_run_is_finished_by_another() {
+async fn a_killed_worker_s_run_is_finished_by_another_sqlite() {
+    a_killed_worker_s_run_is_finished_by_another(false).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_worker_s_run_is_finished_by_another_postgres() {
+    a_killed_worker_s_run_is_finished_by_another(true).await
+}
+
+async fn a_killed_worker_s_run_is_finished_by_another(postgres: bool) {
     let llm_url = fake_llm().await;
-    let (_server, api, _data) = start_server().await;
+    let (_server, api, _data) = start_server(postgres).await;
     let (agent, queue, key) = one_agent(
         &api,
         &llm_url,
@@ -857,9 +871,18 @@ async fn a_killed_worker_s_run_is_finished_by_another() {
 /// The control plane restarts while a run streams: the worker keeps running it, buffers its
 /// events while nobody answers and sends them, in order, once the server is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_run_outlives_a_control_plane_restart() {
+async fn a_run_outlives_a_control_plane_restart_sqlite() {
+    a_run_outlives_a_control_plane_restart(false).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_outlives_a_control_plane_restart_postgres() {
+    a_run_outlives_a_control_plane_restart(true).await
+}
+
+async fn a_run_outlives_a_control_plane_restart(postgres: bool) {
     let llm_url = fake_llm().await;
-    let (server, api, data) = start_server().await;
+    let (server, api, data) = start_server(postgres).await;
     let (agent, queue, key) = one_agent(&api, &llm_url, "chatty", json!({"name": "steady"})).await;
     let _worker = spawn_worker(&queue, &api.base, &key);
     let e = api
@@ -880,7 +903,7 @@ async fn a_run_outlives_a_control_plane_restart() {
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     drop(server);
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let _server = serve_on(data.path(), port).await;
+    let _server = serve_on(&data, port).await;
     let started = Instant::now();
     let done = loop {
         let x = api.get(&format!("/api/v1/executions/{id}")).await;
@@ -913,9 +936,18 @@ async fn a_run_outlives_a_control_plane_restart() {
 /// A shell tool cannot read the worker's key: not from its parent, not from process 1, not
 /// with `ps e`. A worker started with an admin key says a worker key should be used.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tools_cannot_see_the_worker_and_admin_keys_are_warned() {
+async fn tools_cannot_see_the_worker_and_admin_keys_are_warned_sqlite() {
+    tools_cannot_see_the_worker_and_admin_keys_are_warned(false).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tools_cannot_see_the_worker_and_admin_keys_are_warned_postgres() {
+    tools_cannot_see_the_worker_and_admin_keys_are_warned(true).await
+}
+
+async fn tools_cannot_see_the_worker_and_admin_keys_are_warned(postgres: bool) {
     let llm_url = fake_llm().await;
-    let (_server, api, _data) = start_server().await;
+    let (_server, api, _data) = start_server(postgres).await;
     api.post(
         "/api/v1/models",
         json!({"value": "fake/snoop", "label": "snoop", "provider": "openai", "base_url": llm_url}),

@@ -1,0 +1,96 @@
+//! The database of one test, SQLite or PostgreSQL, and the binary under test.
+
+use std::process::{Command, Output};
+
+use sqlx::Connection;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_kubiya-cp");
+
+/// A database for one test: a SQLite file in `dir`, or a fresh PostgreSQL schema.
+pub struct Db {
+    pub dir: tempfile::TempDir,
+    pub url: Option<String>,
+    schema: Option<String>,
+}
+
+fn pg_base() -> String {
+    std::env::var("KUBIYA_CP_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+impl Db {
+    pub async fn new(postgres: bool) -> Db {
+        let dir = tempfile::tempdir().unwrap();
+        if !postgres {
+            return Db {
+                dir,
+                url: None,
+                schema: None,
+            };
+        }
+        let schema = format!("kcp_t_{}", uuid::Uuid::now_v7().simple());
+        let mut conn = sqlx::PgConnection::connect(&pg_base())
+            .await
+            .expect("PostgreSQL must be running");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let base = pg_base();
+        let sep = if base.contains('?') { '&' } else { '?' };
+        let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
+        Db {
+            dir,
+            url: Some(url),
+            schema: Some(schema),
+        }
+    }
+
+    /// The binary with this database's flags (given after the subcommand's words, as users may).
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.args(args).arg("--data-dir").arg(self.dir.path());
+        if let Some(url) = &self.url {
+            c.arg("--database-url").arg(url);
+        }
+        c.env_remove("KUBIYA_CP_DATABASE_URL")
+            .env_remove("DATABASE_URL")
+            .env_remove("KUBIYA_CP_BOOTSTRAP_API_KEY")
+            .env("KUBIYA_CP_LOG", "warn");
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("run kubiya-cp")
+    }
+
+    pub async fn drop_schema(&self) {
+        if let Some(schema) = &self.schema
+            && let Ok(mut conn) = sqlx::PgConnection::connect(&pg_base()).await
+        {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {schema} CASCADE")))
+                .execute(&mut conn)
+                .await;
+        }
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        let Some(schema) = self.schema.take() else { return };
+        // From a thread of its own: Drop cannot await, and the test's runtime may be ending.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async {
+                let mut conn = sqlx::PgConnection::connect(&pg_base()).await.ok()?;
+                sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {schema} CASCADE")))
+                    .execute(&mut conn)
+                    .await
+                    .ok()
+            })
+        })
+        .join();
+    }
+}
