@@ -252,6 +252,7 @@ async fn poll_answer(state: AppState, auth: Auth<WorkerApi>, id: Uuid, q: PollQu
             return Ok(Json(answer).into_response());
         }
         (signalled, woken) = (false, false);
+        let _parked = state.hub.park();
         tokio::select! {
             _ = &mut queue_ready => woken = true,
             _ = &mut signal => signalled = true,

@@ -19,7 +19,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use cp_store::Store;
@@ -61,6 +61,17 @@ pub struct Hub {
     /// Flips to true when the server stops: long polls answer 204 and streams end, so a
     /// graceful shutdown is not held open by clients that would wait for minutes.
     closing: watch::Sender<bool>,
+    /// Worker polls waiting right now.
+    parked: AtomicUsize,
+}
+
+/// A poll counted as waiting until it is dropped.
+pub struct Parked<'a>(&'a AtomicUsize);
+
+impl Drop for Parked<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Default for Hub {
@@ -74,6 +85,7 @@ impl Default for Hub {
             workers: Mutex::default(),
             followers: Mutex::default(),
             closing: watch::channel(false).0,
+            parked: AtomicUsize::new(0),
         }
     }
 }
@@ -137,6 +149,17 @@ impl Hub {
     /// Tells the other replicas this one is there.
     fn hello(&self) {
         self.send('h', self.replica);
+    }
+
+    /// Counts a poll as waiting for as long as the answer lives.
+    pub fn park(&self) -> Parked<'_> {
+        self.parked.fetch_add(1, Ordering::Relaxed);
+        Parked(&self.parked)
+    }
+
+    /// Worker polls waiting right now (on this replica).
+    pub fn parked_polls(&self) -> usize {
+        self.parked.load(Ordering::Relaxed)
     }
 
     /// What a worker's poll waits on besides its queue.

@@ -404,7 +404,7 @@ both_backends! {
         let claim = w.claim(3).await;
         // The worker is long-polling for more work when the cancel arrives: the poll answers at once.
         let poller = { let w = w.clone(); tokio::spawn(async move { w.poll(20.0).await }) };
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        crate::common::until_parked(&app.state, 1).await;
         let started = std::time::Instant::now();
         let c = json(app.post(&format!("/api/v1/executions/{id}/cancel"), json!({})).await).await;
         assert_eq!(c["status"], "cancelling");
@@ -631,7 +631,7 @@ async fn two_replicas_on_postgres_wake_and_stream_across() {
                 (polled, std::time::Instant::now())
             })
         };
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        crate::common::until_parked(&app.state, 1).await;
         let sent = std::time::Instant::now();
         let r = client
             .post(format!("{}/api/v1/agents/{a}/execute", b.url))
@@ -684,7 +684,7 @@ async fn two_replicas_on_postgres_wake_and_stream_across() {
         let w = w.clone();
         tokio::spawn(async move { w.poll(20.0).await })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    crate::common::until_parked(&app.state, 1).await;
     let r = client
         .post(format!("{}/api/v1/executions/{id}/cancel", b.url))
         .bearer_auth(&app.admin_key)
@@ -807,7 +807,7 @@ both_backends! {
         let w = TestWorker::start(&app.url, &worker_key, &q, "host").await;
         let claim = w.claim(3).await;
         let poller = { let w = w.clone(); tokio::spawn(async move { w.poll(20.0).await }) };
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        crate::common::until_parked(&app.state, 1).await;
         let r = app.post(&format!("/api/v1/workers/{}/drain", w.id), json!({"drain": true})).await;
         assert_eq!(json(r).await["drain"], true);
         let polled = tokio::time::timeout(Duration::from_secs(3), poller).await.expect("poll woke").unwrap();

@@ -109,6 +109,8 @@ pub struct TestApp {
     pub admin_key: String,
     pub store: Store,
     pub db: TestDb,
+    /// The running server's state (its hub, to wait on what it does).
+    pub state: AppState,
     shutdown: Option<oneshot::Sender<()>>,
 }
 
@@ -148,7 +150,7 @@ impl TestApp {
         configure(&mut config);
         let state = AppState::new(store.clone(), config);
         let (tx, rx) = oneshot::channel::<()>();
-        tokio::spawn(cp_server::serve(listener, state, async move {
+        tokio::spawn(cp_server::serve(listener, state.clone(), async move {
             let _ = rx.await;
         }));
         TestApp {
@@ -159,6 +161,7 @@ impl TestApp {
             admin_key,
             store,
             db,
+            state,
             shutdown: Some(tx),
         }
     }
@@ -265,9 +268,10 @@ impl TestApp {
         configure(&mut config);
         let state = AppState::new(store.clone(), config);
         let (tx, rx) = oneshot::channel::<()>();
-        tokio::spawn(cp_server::serve(listener, state, async move {
+        tokio::spawn(cp_server::serve(listener, state.clone(), async move {
             let _ = rx.await;
         }));
+        self.state = state;
         self.addr = addr;
         self.url = format!("http://{addr}");
         self.store = store;
@@ -278,6 +282,7 @@ impl TestApp {
 /// A second server process on a test app's database (scale-out tests).
 pub struct Replica {
     pub url: String,
+    pub state: AppState,
     shutdown: Option<oneshot::Sender<()>>,
 }
 
@@ -289,11 +294,12 @@ impl TestApp {
         let addr = listener.local_addr().expect("addr");
         let state = AppState::new(store, test_config(addr));
         let (tx, rx) = oneshot::channel::<()>();
-        tokio::spawn(cp_server::serve(listener, state, async move {
+        tokio::spawn(cp_server::serve(listener, state.clone(), async move {
             let _ = rx.await;
         }));
         Replica {
             url: format!("http://{addr}"),
+            state,
             shutdown: Some(tx),
         }
     }
@@ -349,6 +355,18 @@ pub async fn assert_error(resp: Response, status: u16, code: &str) -> Value {
         "request id in body and header"
     );
     err
+}
+
+/// Waits until `state`'s server has at least `n` worker polls waiting.
+pub async fn until_parked(state: &AppState, n: usize) {
+    let started = std::time::Instant::now();
+    while state.hub.parked_polls() < n {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "no poll parked in 10 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
 }
 
 /// Declares each test once and runs it on SQLite and on PostgreSQL.
