@@ -15,6 +15,7 @@ use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use cp_types::Timestamp;
+use rusqlite::trace::{TraceEvent, TraceEventCodes};
 use rusqlite::{Connection, OpenFlags, ToSql};
 use tokio::sync::{Mutex, oneshot};
 use uuid::Uuid;
@@ -78,6 +79,15 @@ pub(crate) struct SqliteWriter {
     _stop: mpsc::Sender<()>,
 }
 
+/// The target of the writer's statement log.
+const STATEMENT_TARGET: &str = "kubiya_cp::sqlite_writer";
+
+fn log_statement(event: TraceEvent<'_>) {
+    if let TraceEvent::Stmt(_, sql) = event {
+        tracing::debug!(target: STATEMENT_TARGET, writer = true, db.statement = sql);
+    }
+}
+
 impl SqliteWriter {
     /// Opens the writer's connection to the database file and starts its thread.
     pub(crate) fn open(path: &Path, busy_timeout: Duration) -> StoreResult<SqliteWriter> {
@@ -91,6 +101,11 @@ impl SqliteWriter {
              PRAGMA wal_autocheckpoint = 0;",
         )?;
         conn.set_prepared_statement_cache_capacity(64);
+        // The writer's statements are logged as sqlx logs its own (`db.statement`), so whoever
+        // watches statements sees every one. Only when someone listens: it costs a callback each.
+        if tracing::enabled!(target: STATEMENT_TARGET, tracing::Level::DEBUG) {
+            conn.trace_v2(TraceEventCodes::SQLITE_TRACE_STMT, Some(log_statement));
+        }
         let checkpointer = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
         checkpointer.busy_timeout(busy_timeout)?;
         let (stop, stopped) = mpsc::channel();

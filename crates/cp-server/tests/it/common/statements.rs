@@ -29,7 +29,8 @@ struct Log;
 
 impl<S: Subscriber> Layer<S> for Log {
     fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
-        if event.metadata().target() == "sqlx::query" {
+        // sqlx's statements, and those of the store's SQLite writer thread.
+        if matches!(event.metadata().target(), "sqlx::query" | "kubiya_cp::sqlite_writer") {
             let mut s = Statement(String::new());
             event.record(&mut s);
             LOG.lock().unwrap().push(s.0);
