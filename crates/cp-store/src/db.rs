@@ -197,7 +197,8 @@ impl Store {
                         Ok(true)
                     })
                 })
-                .max_connections(16)
+                // One bound for the replica: the hot connections (`pg_conns`) are half of it.
+                .max_connections(2 * crate::pg_conns::MAX_CONNECTIONS as u32)
                 .min_connections(1)
                 .acquire_timeout(Duration::from_secs(3))
                 .connect_with(opts)

@@ -1,25 +1,28 @@
-//! PostgreSQL connections for the execution engine's hot statements, kept beside sqlx's pool
-//! rather than in it: the pool pings every connection it takes back, a round trip after
-//! every statement (sqlx 0.9 has no option to skip it), which was half of an execution's
-//! round trips to the database.
+//! PostgreSQL connections for the execution engine's hot statements, held out of sqlx's pool
+//! between uses: the pool pings every connection it takes back, a round trip after every
+//! statement (sqlx 0.9 has no option to skip it), which was half of an execution's round
+//! trips to the database. They are the pool's own connections (checked out, never detached),
+//! so the pool's bound is the replica's one bound on connections.
 //!
 //! A connection comes back here only when its user says the work on it went through
 //! ([`HotConn::release`]); one dropped mid-statement (a cancelled request) or after a
-//! database error is closed instead, so a connection in an unknown state is never reused.
-//! One that sat idle for a while is pinged before use, as the pool does.
+//! database error goes back to the pool instead, which tests it before reusing it. One that
+//! sat idle here for a while is pinged before use, as the pool does.
 
 use std::ops::{Deref, DerefMut};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::pool::PoolConnection;
+use sqlx::{Connection, PgConnection, PgPool, Postgres};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::error::{StoreError, StoreResult};
 
-/// Connections in use or kept at most: bounded like the pool, so a burst of requests waits
-/// instead of opening a connection each.
-const MAX_CONNECTIONS: usize = 16;
+/// Connections in use or kept at most: half of the pool's (see `db.rs`), so the other
+/// statements always find connections, and a burst of hot requests waits instead of taking
+/// them all.
+pub(crate) const MAX_CONNECTIONS: usize = 16;
 
 /// How long a connection sits idle before it is pinged on checkout.
 pub(crate) const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(1);
@@ -29,12 +32,12 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
 pub struct HotConns {
     pool: PgPool,
-    idle: Mutex<Vec<(PgConnection, Instant)>>,
+    idle: Mutex<Vec<(PoolConnection<Postgres>, Instant)>>,
     slots: Semaphore,
 }
 
 impl HotConns {
-    /// New connections come from `pool` (and leave it).
+    /// Connections come from `pool` and count against its bound.
     pub fn new(pool: PgPool) -> HotConns {
         HotConns {
             pool,
@@ -58,7 +61,7 @@ impl HotConns {
                     }
                     conn
                 }
-                None => self.pool.acquire().await?.detach(),
+                None => self.pool.acquire().await?,
             };
             return Ok(HotConn {
                 conn: Some(conn),
@@ -80,7 +83,7 @@ impl std::fmt::Debug for HotConns {
 
 /// A connection out of [`HotConns`].
 pub struct HotConn<'a> {
-    conn: Option<PgConnection>,
+    conn: Option<PoolConnection<Postgres>>,
     home: &'a HotConns,
     reusable: bool,
     _slot: SemaphorePermit<'a>,
@@ -97,7 +100,7 @@ impl Deref for HotConn<'_> {
     type Target = PgConnection;
     fn deref(&self) -> &PgConnection {
         self.conn
-            .as_ref()
+            .as_deref()
             .expect("a checked-out connection is present until drop")
     }
 }
@@ -105,7 +108,7 @@ impl Deref for HotConn<'_> {
 impl DerefMut for HotConn<'_> {
     fn deref_mut(&mut self) -> &mut PgConnection {
         self.conn
-            .as_mut()
+            .as_deref_mut()
             .expect("a checked-out connection is present until drop")
     }
 }
@@ -127,7 +130,12 @@ mod tests {
     async fn conns() -> HotConns {
         let url = std::env::var("KUBIYA_CP_TEST_DATABASE_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-        HotConns::new(PgPool::connect(&url).await.expect("PostgreSQL for the tests"))
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(2 * MAX_CONNECTIONS as u32)
+            .connect(&url)
+            .await
+            .expect("PostgreSQL for the tests");
+        HotConns::new(pool)
     }
 
     async fn backend_pid(conn: &mut PgConnection) -> i32 {
@@ -145,12 +153,11 @@ mod tests {
         c.release();
         let mut c = hot.get().await.unwrap();
         assert_eq!(backend_pid(&mut c).await, first, "a released connection is reused");
-        // An error leaves the connection unreleased: it is closed, not kept.
+        // An error leaves the connection unreleased: it goes back to the pool, not here.
         assert!(sqlx::query("SELECT 1/0").execute(&mut *c).await.is_err());
         drop(c);
         assert_eq!(hot.idle.lock().len(), 0);
-        let mut c = hot.get().await.unwrap();
-        assert_ne!(backend_pid(&mut c).await, first);
+        let c = hot.get().await.unwrap();
         // A request cancelled mid-statement drops its connection unreleased too.
         let slow = async {
             let mut c = hot.get().await.unwrap();
@@ -172,6 +179,8 @@ mod tests {
         }
         let waited = tokio::time::timeout(Duration::from_millis(200), hot.get()).await;
         assert!(waited.is_err(), "the next caller waits for a free connection");
+        // They are the pool's: it counts them against its own bound.
+        assert_eq!(hot.pool.size() as usize, MAX_CONNECTIONS);
         out.pop().unwrap().release();
         let next = tokio::time::timeout(Duration::from_millis(500), hot.get()).await;
         assert!(matches!(next, Ok(Ok(_))));
