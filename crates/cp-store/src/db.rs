@@ -48,8 +48,6 @@ pub(crate) struct PgEngine {
     pub conns: crate::pg_conns::HotConns,
     /// The rows of the runs this replica's workers hold, as last written here.
     pub held: crate::executions::HeldRows,
-    /// Where each queue's next claim starts looking.
-    pub cursors: crate::executions::ClaimCursors,
     /// Executes' inserts, in batches (see `pg_batch`).
     pub creates: Batcher<crate::executions::NewRow, crate::executions::ExecutionRow>,
 }
@@ -59,7 +57,6 @@ impl PgEngine {
         PgEngine {
             conns: crate::pg_conns::HotConns::new(pool),
             held: Default::default(),
-            cursors: Default::default(),
             creates: Batcher::new(crate::executions::create_batch, |e| &e.creates),
         }
     }

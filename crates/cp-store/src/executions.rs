@@ -512,45 +512,19 @@ macro_rules! create_columns {
 
 /// The claim: the oldest queued execution of the queue becomes `running` under a new lease.
 /// `$lock` is PostgreSQL's `FOR UPDATE SKIP LOCKED` (SQLite has one writer anyway); `$gate`
-/// is a further condition on claiming at all. With `after`, the oldest past that condition
-/// is taken first, and the oldest of all only when nothing waits there.
+/// is a further condition on claiming at all.
 macro_rules! claim_sql {
-    (@take $pick:expr) => {
+    ($lock:literal, $gate:expr) => {
         concat!(
             "UPDATE executions SET status = 'running', worker_id = $3, lease_id = $4, lease_until = $5, \
                started_at = COALESCE(started_at, $6), updated_at = $6, last_seq = last_seq + 1 \
-             WHERE id = ",
-            $pick,
-            " AND status = 'queued' RETURNING ",
-            exec_columns!()
-        )
-    };
-    ($lock:literal, $gate:expr) => {
-        claim_sql!(@take claim_pick_sql!($lock, $gate, ""))
-    };
-    ($lock:literal, $gate:expr, after $after:literal) => {
-        claim_sql!(@take concat!(
-            "COALESCE(",
-            claim_pick_sql!($lock, $gate, $after),
-            ", ",
-            claim_pick_sql!($lock, $gate, ""),
-            ")"
-        ))
-    };
-}
-
-/// The id a claim takes: the first queued run of the queue (past `$after`, when given).
-macro_rules! claim_pick_sql {
-    ($lock:literal, $gate:expr, $after:literal) => {
-        concat!(
-            "(SELECT id FROM executions WHERE worker_queue_id = $1 AND organization_id = $2 \
+             WHERE id = (SELECT id FROM executions WHERE worker_queue_id = $1 AND organization_id = $2 \
                AND status = 'queued' ",
             $gate,
-            " ",
-            $after,
             " ORDER BY id LIMIT 1 ",
             $lock,
-            ")"
+            ") AND status = 'queued' RETURNING ",
+            exec_columns!()
         )
     };
 }
@@ -582,7 +556,7 @@ macro_rules! update_sql {
 }
 
 mod postgres;
-pub(crate) use postgres::{ClaimCursors, HeldRows, NewRow, create_batch};
+pub(crate) use postgres::{HeldRows, NewRow, create_batch};
 mod sqlite;
 
 /// An event to store, as `(type, data)`.

@@ -11,7 +11,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use cp_types::Timestamp;
 use cp_types::bounded::BoundedMap;
@@ -89,70 +88,6 @@ impl HeldRows {
             rows.remove(&id);
         }
     }
-}
-
-/// Where each queue's claims on this replica last found a run. A claimed run leaves its
-/// entry in the claim index until the next vacuum, and a claim that starts from the queue's
-/// first entry walks (and visits the rows of) all of them: under load, most of a claim's
-/// cost. A claim looks past the cursor first, and from the start only when nothing waits
-/// there.
-///
-/// The cursor is a little behind the last claimed id (ids are UUIDv7, ordered by creation
-/// time), so runs created just before it and stored a moment later are still found, and it
-/// is forgotten [`CURSOR_LIFE`] after it was set: a run that went back to the queue (its
-/// worker died) waits at most that long for a claim that starts from the beginning.
-#[derive(Debug)]
-pub struct ClaimCursors(Mutex<BoundedMap<Uuid, (Uuid, Instant)>>);
-
-impl Default for ClaimCursors {
-    fn default() -> Self {
-        ClaimCursors(Mutex::new(BoundedMap::new(CURSORS)))
-    }
-}
-
-/// How far behind the last claimed run's creation a queue's next claim starts.
-const CURSOR_BACK_MS: u64 = 10;
-
-/// How long a cursor lives from when it was set after the last reset.
-const CURSOR_LIFE: Duration = Duration::from_millis(250);
-
-/// Queues with a cursor at most; past it the oldest cursors are forgotten.
-const CURSORS: usize = 4096;
-
-impl ClaimCursors {
-    /// Where the next claim of `queue` starts looking (the nil id: from the beginning).
-    fn start(&self, queue: Uuid) -> Uuid {
-        match self.0.lock().get(&queue) {
-            Some((cursor, set)) if set.elapsed() < CURSOR_LIFE => *cursor,
-            _ => Uuid::nil(),
-        }
-    }
-
-    /// A claim of `queue` took the run `claimed`.
-    fn claimed(&self, queue: Uuid, claimed: Uuid) {
-        let cursor = behind(claimed, CURSOR_BACK_MS);
-        let mut cursors = self.0.lock();
-        match cursors.get_mut(&queue) {
-            // Its life counts from the reset, not from the last claim: under steady load the
-            // cursor still goes back to the beginning every `CURSOR_LIFE`.
-            Some((c, set)) if set.elapsed() < CURSOR_LIFE => *c = cursor,
-            _ => {
-                cursors.insert(queue, (cursor, Instant::now()));
-            }
-        }
-    }
-}
-
-/// The smallest UUIDv7 created `ms` milliseconds before `id` (the nil id for anything else).
-fn behind(id: Uuid, ms: u64) -> Uuid {
-    if id.get_version_num() != 7 {
-        return Uuid::nil();
-    }
-    let b = id.as_bytes();
-    let at = u64::from_be_bytes([0, 0, b[0], b[1], b[2], b[3], b[4], b[5]]);
-    let mut out = [0u8; 16];
-    out[..6].copy_from_slice(&at.saturating_sub(ms).to_be_bytes()[2..]);
-    Uuid::from_bytes(out)
 }
 
 /// Whether a row is at most [`HELD_ROW_SIZE`], counted without serializing it.
@@ -380,11 +315,10 @@ pub(super) async fn claim(
 ) -> StoreResult<Option<Claimed>> {
     // The event's data is made here; only the attempt comes from the claimed row.
     let (event_type, template) = claim_event(0, worker);
-    let start = pg.cursors.start(queue);
     let mut conn = pg.conns.get().await?;
     let row: PgRow = sqlx::query(concat!(
         "WITH c AS (",
-        claim_sql!("FOR UPDATE SKIP LOCKED", concat!("AND NOT ", hooked_sql!()), after "AND id > $9"),
+        claim_sql!("FOR UPDATE SKIP LOCKED", concat!("AND NOT ", hooked_sql!())),
         "), ev AS (INSERT INTO execution_events (execution_id, seq, organization_id, event_type, data, created_at) \
            SELECT c.id, c.last_seq, c.organization_id, $7, jsonb_set($8::jsonb, '{attempt}', to_jsonb(c.attempt))::text, $6 \
            FROM c) \
@@ -411,7 +345,6 @@ pub(super) async fn claim(
     .bind(at)
     .bind(&event_type)
     .bind(Json(&template))
-    .bind(start)
     .fetch_one(&mut *conn)
     .await?;
     conn.release();
@@ -431,7 +364,6 @@ pub(super) async fn claim(
     let history = history.map(|h| h.0).unwrap_or_default();
     let catalog_version = row.try_get("catalog_version")?;
     pg.held.keep(&record);
-    pg.cursors.claimed(queue, e.id);
     Ok(Some(Claimed::new(record, events, false, catalog_version, history)))
 }
 
@@ -703,46 +635,6 @@ mod tests {
             lease_until: Some(1),
             cancel_deadline: None,
         }
-    }
-
-    #[test]
-    fn a_claim_cursor_sits_a_little_behind_the_last_claim_and_is_forgotten() {
-        let claimed = Uuid::now_v7();
-        let cursor = behind(claimed, CURSOR_BACK_MS);
-        assert!(cursor < claimed);
-        // A run created a moment before the claimed one is still past the cursor; one created
-        // well before is not.
-        let ms = |id: Uuid| {
-            id.get_timestamp()
-                .map(|t| t.to_unix())
-                .map(|(s, n)| s * 1000 + u64::from(n) / 1_000_000)
-        };
-        assert_eq!(ms(claimed).unwrap() - CURSOR_BACK_MS, {
-            let b = cursor.as_bytes();
-            u64::from_be_bytes([0, 0, b[0], b[1], b[2], b[3], b[4], b[5]])
-        });
-        assert_eq!(
-            behind(
-                Uuid::from_u128(0x1234_5678_9abc_4def_8123_4567_89ab_cdef),
-                CURSOR_BACK_MS
-            ),
-            Uuid::nil(),
-            "not time-ordered: from the start"
-        );
-
-        let cursors = ClaimCursors::default();
-        let queue = Uuid::now_v7();
-        assert_eq!(cursors.start(queue), Uuid::nil());
-        cursors.claimed(queue, claimed);
-        assert_eq!(cursors.start(queue), cursor);
-        assert_eq!(cursors.start(Uuid::now_v7()), Uuid::nil(), "per queue");
-        // Moving it does not extend its life.
-        std::thread::sleep(CURSOR_LIFE / 2);
-        cursors.claimed(queue, Uuid::now_v7());
-        std::thread::sleep(CURSOR_LIFE / 2 + Duration::from_millis(10));
-        assert_eq!(cursors.start(queue), Uuid::nil());
-        cursors.claimed(queue, claimed);
-        assert_eq!(cursors.start(queue), cursor, "a new life after the reset");
     }
 
     #[test]
