@@ -46,8 +46,6 @@ pub(crate) enum Db {
 pub(crate) struct PgEngine {
     /// The connections its hot statements use (see `pg_conns`).
     pub conns: crate::pg_conns::HotConns,
-    /// The rows of the runs this replica's workers hold, as last written here.
-    pub held: crate::executions::HeldRows,
     /// Executes' inserts, in batches (see `pg_batch`).
     pub creates: Batcher<crate::executions::NewRow, crate::executions::ExecutionRow>,
 }
@@ -56,7 +54,6 @@ impl PgEngine {
     pub(crate) fn new(pool: PgPool) -> PgEngine {
         PgEngine {
             conns: crate::pg_conns::HotConns::new(pool),
-            held: Default::default(),
             creates: Batcher::new(crate::executions::create_batch, |e| &e.creates),
         }
     }

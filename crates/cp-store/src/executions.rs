@@ -556,7 +556,7 @@ macro_rules! update_sql {
 }
 
 mod postgres;
-pub(crate) use postgres::{HeldRows, NewRow, create_batch};
+pub(crate) use postgres::{NewRow, create_batch};
 mod sqlite;
 
 /// An event to store, as `(type, data)`.

@@ -13,10 +13,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use cp_types::Timestamp;
-use cp_types::bounded::BoundedMap;
 use cp_types::execution::{ExecutionEvent, NewEvent};
-use parking_lot::Mutex;
-use serde_json::Value;
 use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::query::Query;
 use sqlx::types::Json;
@@ -31,100 +28,6 @@ use crate::db::PgEngine;
 use crate::error::{StoreError, StoreResult};
 use crate::pg_batch::BatchFuture;
 use crate::webhooks::enqueue_webhooks;
-
-/// The rows of the runs this replica's workers hold, as this replica last wrote them (by a
-/// claim, an event batch or a status change). A worker's complete or fail then starts from
-/// that row instead of reading it again: one statement less per run. It is written with the
-/// same guard as a row just read (`last_seq`, which every other writer bumps, and
-/// `lease_until`, which heartbeats move), so a row changed meanwhile by another replica, a
-/// heartbeat or a client's cancel fails the guard and is read as before.
-#[derive(Debug)]
-pub struct HeldRows(Mutex<BoundedMap<Uuid, ExecutionRecord>>);
-
-/// Rows kept at most; past it the oldest make room (their runs are read again when they end).
-const HELD_ROWS: usize = 1024;
-
-impl Default for HeldRows {
-    fn default() -> Self {
-        HeldRows(Mutex::new(BoundedMap::new(HELD_ROWS)))
-    }
-}
-
-/// A row larger than this (its texts and JSON documents) is not kept: memory stays bounded
-/// by a few MB whatever the prompts and metadata, and such a run costs the read it always did.
-const HELD_ROW_SIZE: usize = 16 * 1024;
-
-impl HeldRows {
-    /// Keeps `record` as written, while a worker holds its run.
-    fn keep(&self, record: &ExecutionRecord) {
-        let e = &record.execution;
-        let mut rows = self.0.lock();
-        if !e.status.is_held() || !small(e) {
-            rows.remove(&e.id);
-            return;
-        }
-        rows.insert(e.id, record.clone());
-    }
-
-    /// The kept row of `id`, if it belongs to `org`; the caller writes it back or drops it.
-    fn take(&self, org: &str, id: Uuid) -> Option<ExecutionRecord> {
-        let mut rows = self.0.lock();
-        match rows.get(&id) {
-            Some(r) if r.execution.organization_id == org => rows.remove(&id),
-            _ => None,
-        }
-    }
-
-    /// A batch of `n` events moved the row's `last_seq` to `last` and its lease to
-    /// `lease_until`. Unless the kept row was the one just before (nobody else wrote in
-    /// between), it is out of date and dropped.
-    fn appended(&self, id: Uuid, n: i64, last: i64, lease_until: Option<i64>) {
-        let mut rows = self.0.lock();
-        let Some(r) = rows.get_mut(&id) else { return };
-        if r.execution.event_count + n == last {
-            r.execution.event_count = last;
-            r.lease_until = lease_until;
-        } else {
-            rows.remove(&id);
-        }
-    }
-}
-
-/// Whether a row is at most [`HELD_ROW_SIZE`], counted without serializing it.
-fn small(e: &cp_types::execution::Execution) -> bool {
-    /// What is left of `left` after a JSON document's strings and keys (and a few bytes for
-    /// anything else); `None` when it does not fit.
-    fn fits(v: &Value, left: usize) -> Option<usize> {
-        match v {
-            Value::String(s) => left.checked_sub(s.len()),
-            Value::Array(a) => a.iter().try_fold(left, |left, v| fits(v, left.checked_sub(1)?)),
-            Value::Object(o) => o
-                .iter()
-                .try_fold(left, |left, (k, v)| fits(v, left.checked_sub(k.len() + 1)?)),
-            _ => left.checked_sub(8),
-        }
-    }
-    let env = &e.execution_environment;
-    let left = || {
-        let mut left = HELD_ROW_SIZE.checked_sub(e.prompt.len())?;
-        let texts = [&e.system_prompt, &e.response, &e.error_message, &env.working_dir];
-        let names = env.secrets.iter().chain(&env.integration_ids);
-        for text in texts.into_iter().flatten().chain(names) {
-            left = left.checked_sub(text.len())?;
-        }
-        for (name, value) in &env.env_vars {
-            left = left.checked_sub(name.len() + value.len())?;
-        }
-        for (name, server) in &env.mcp_servers {
-            left = fits(server, left.checked_sub(name.len())?)?;
-        }
-        for doc in [&e.user_metadata, &e.execution_metadata] {
-            left = fits(doc, left)?;
-        }
-        Some(left)
-    };
-    left().is_some()
-}
 
 /// Whether the organization has any enabled webhook: then a change that emits a webhook
 /// event takes the transactional path.
@@ -363,7 +266,6 @@ pub(super) async fn claim(
     let history: Option<Json<Vec<EventRow>>> = row.try_get("history")?;
     let history = history.map(|h| h.0).unwrap_or_default();
     let catalog_version = row.try_get("catalog_version")?;
-    pg.held.keep(&record);
     Ok(Some(Claimed::new(record, events, false, catalog_version, history)))
 }
 
@@ -454,10 +356,7 @@ pub(super) async fn append(
     .fetch_optional(&mut *conn)
     .await?;
     conn.release();
-    Ok(moved.map(|(last, lease_until)| {
-        pg.held.appended(id, n, last, lease_until);
-        numbered(events, last, at)
-    }))
+    Ok(moved.map(|(last, _)| numbered(events, last, at)))
 }
 
 /// How often a change is tried against a row that keeps moving before it takes the row lock.
@@ -474,40 +373,27 @@ where
     F: Fn(&mut Draft) -> StoreResult<()>,
 {
     let mut conn = pg.conns.get().await?;
-    // The kept row is tried first as if just read. It cannot know about webhooks; the write's
-    // webhook check holds back a change that emits one, and the read after that sees them.
-    let mut kept = pg.held.take(org, id);
-    for _ in 0..OPTIMISTIC_TRIES + kept.is_some() as usize {
-        let (record, hooked, read) = match kept.take() {
-            Some(record) => (record, false, false),
-            None => {
-                let row = sqlx::query(concat!(
-                    "SELECT ",
-                    exec_columns!(),
-                    ", ",
-                    hooked_sql!(),
-                    " AS hooked FROM executions WHERE id = $1 AND organization_id = $2"
-                ))
-                .bind(id)
-                .bind(org)
-                .fetch_optional(&mut *conn)
-                .await?;
-                let Some(row) = row else {
-                    conn.release();
-                    return Err(StoreError::NotFound);
-                };
-                (
-                    ExecutionRow::from_row(&row)?.into_record()?,
-                    row.try_get("hooked")?,
-                    true,
-                )
-            }
+    for _ in 0..OPTIMISTIC_TRIES {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            exec_columns!(),
+            ", ",
+            hooked_sql!(),
+            " AS hooked FROM executions WHERE id = $1 AND organization_id = $2"
+        ))
+        .bind(id)
+        .bind(org)
+        .fetch_optional(&mut *conn)
+        .await?;
+        let Some(row) = row else {
+            conn.release();
+            return Err(StoreError::NotFound);
         };
+        let (record, hooked): (ExecutionRecord, bool) =
+            (ExecutionRow::from_row(&row)?.into_record()?, row.try_get("hooked")?);
         let seen = (record.execution.event_count, record.lease_until);
         let (mut draft, first) = match Draft::edit(record, &change) {
             Ok(edited) => edited,
-            // The kept row may be out of date: only the row as stored can refuse a change.
-            Err(_) if !read => continue,
             // A change the state machine refuses is an answer, not a broken connection.
             Err(e) => {
                 conn.release();
@@ -548,7 +434,6 @@ where
         .try_get::<i64, _>(0)?;
         if written == 1 {
             conn.release();
-            pg.held.keep(&draft.row);
             return Ok(draft.into_changed(stored, false));
         }
     }
@@ -611,73 +496,4 @@ fn bind_change<'q>(
         .bind(e.started_at)
         .bind(e.completed_at)
         .bind(e.updated_at)
-}
-
-#[cfg(test)]
-mod tests {
-    use serde_json::json;
-
-    use super::*;
-
-    fn record(prompt: &str, user_metadata: Value) -> ExecutionRecord {
-        let mut e: cp_types::execution::Execution = serde_json::from_value(json!({
-            "id": Uuid::now_v7(), "organization_id": "org", "execution_type": "agent",
-            "entity_id": Uuid::now_v7(), "prompt": prompt, "status": "running",
-            "usage": cp_types::execution::Usage::default(), "execution_metadata": {}, "user_metadata": {},
-            "execution_environment": {}, "attempt": 1, "max_attempts": 3, "event_count": 3,
-            "created_at": "2026-11-29T00:00:00Z", "updated_at": "2026-11-29T00:00:00Z"
-        }))
-        .expect("a minimal execution");
-        e.user_metadata = user_metadata;
-        ExecutionRecord {
-            execution: e,
-            lease_id: Some(Uuid::now_v7()),
-            lease_until: Some(1),
-            cancel_deadline: None,
-        }
-    }
-
-    #[test]
-    fn only_small_held_rows_of_the_organization_are_kept() {
-        let held = HeldRows::default();
-        let small = record("hi", json!({"team": "a"}));
-        held.keep(&small);
-        let id = small.execution.id;
-        assert!(
-            held.take("another org", id).is_none(),
-            "another organization's id finds nothing"
-        );
-        assert!(held.take("org", id).is_some());
-        assert!(held.take("org", id).is_none(), "taken once");
-
-        // Large texts, client documents or environments are read again instead of kept.
-        for large in [
-            record(&"p".repeat(HELD_ROW_SIZE + 1), json!({})),
-            record(
-                "hi",
-                json!({"blob": ["x".repeat(HELD_ROW_SIZE / 2), "y".repeat(HELD_ROW_SIZE / 2)]}),
-            ),
-            {
-                let mut r = record("hi", json!({}));
-                r.execution
-                    .execution_environment
-                    .env_vars
-                    .insert("BIG".into(), "v".repeat(HELD_ROW_SIZE));
-                r
-            },
-        ] {
-            held.keep(&large);
-            assert!(held.take("org", large.execution.id).is_none());
-        }
-
-        // A batch of events moves the kept row only when nobody else wrote in between.
-        held.keep(&small);
-        let seq = small.execution.event_count;
-        held.appended(id, 2, seq + 2, Some(9));
-        let moved = held.take("org", id).unwrap();
-        assert_eq!((moved.execution.event_count, moved.lease_until), (seq + 2, Some(9)));
-        held.keep(&small);
-        held.appended(id, 2, seq + 3, Some(9));
-        assert!(held.take("org", id).is_none(), "someone else wrote: dropped");
-    }
 }
