@@ -15,18 +15,10 @@ use futures::StreamExt;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::db::{BIN, Db};
+use crate::db::{BIN, Db, free_port};
 
 /// Whether a fake provider already held back its first "slow job" answer.
 type SlowedOnce = std::sync::Arc<std::sync::atomic::AtomicBool>;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A chat-completions stream: text in chunks, or tool calls (arguments in two fragments each);
 /// then usage and `[DONE]`.
@@ -266,13 +258,24 @@ impl Api {
             )
             .await;
         let id = e["execution_id"].as_str().unwrap().to_string();
+        self.execution_when(&id, Duration::from_secs(20), |x| {
+            ["completed", "failed", "cancelled"].contains(&x["status"].as_str().unwrap_or_default())
+        })
+        .await
+    }
+
+    /// Execution `id` once `ready` holds for it; the test fails after `within`.
+    async fn execution_when(&self, id: &str, within: Duration, ready: impl Fn(&Value) -> bool) -> Value {
         let started = Instant::now();
         loop {
             let x = self.get(&format!("/api/v1/executions/{id}")).await;
-            if ["completed", "failed", "cancelled"].contains(&x["status"].as_str().unwrap()) {
+            if ready(&x) {
                 return x;
             }
-            assert!(started.elapsed() < Duration::from_secs(20), "not done in 20 s: {x}");
+            assert!(
+                started.elapsed() < within,
+                "execution {id} not as awaited in {within:?}: {x}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -698,18 +701,11 @@ async fn a_real_worker_runs_agents_end_to_end(postgres: bool) {
         )
         .await;
     let id = e["execution_id"].as_str().unwrap().to_string();
-    let started = Instant::now();
-    let done = loop {
-        let x = api.get(&format!("/api/v1/executions/{id}")).await;
-        if ["completed", "failed"].contains(&x["status"].as_str().unwrap()) {
-            break x;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "the team did not finish: {x}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let done = api
+        .execution_when(&id, Duration::from_secs(20), |x| {
+            ["completed", "failed"].contains(&x["status"].as_str().unwrap_or_default())
+        })
+        .await;
     assert_eq!(
         done["response"], "Team says: alpha reporting | beta reporting",
         "{done}"
@@ -825,30 +821,16 @@ async fn a_killed_worker_s_run_is_finished_by_another(postgres: bool) {
         )
         .await;
     let id = e["execution_id"].as_str().unwrap().to_string();
-    let started = Instant::now();
-    let held_by = loop {
-        let x = api.get(&format!("/api/v1/executions/{id}")).await;
-        if x["status"] == "running" {
-            break x["worker_id"].clone();
-        }
-        assert!(started.elapsed() < Duration::from_secs(10), "never claimed: {x}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let held_by = api
+        .execution_when(&id, Duration::from_secs(10), |x| x["status"] == "running")
+        .await["worker_id"]
+        .clone();
     first.0.kill().unwrap();
     first.0.wait().unwrap();
     let _second = spawn_worker(&queue, &api.base, &key);
-    let started = Instant::now();
-    let done = loop {
-        let x = api.get(&format!("/api/v1/executions/{id}")).await;
-        if x["status"] == "completed" {
-            break x;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "not finished by another worker: {x}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let done = api
+        .execution_when(&id, Duration::from_secs(60), |x| x["status"] == "completed")
+        .await;
     assert_eq!(done["response"], "slow job done");
     assert_eq!(done["attempt"], 2, "{done}");
     // The second claim went to the other worker (its status event names it).
@@ -904,18 +886,9 @@ async fn a_run_outlives_a_control_plane_restart(postgres: bool) {
     drop(server);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let _server = serve_on(&data, port).await;
-    let started = Instant::now();
-    let done = loop {
-        let x = api.get(&format!("/api/v1/executions/{id}")).await;
-        if x["status"] == "completed" {
-            break x;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the run did not finish after the restart: {x}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let done = api
+        .execution_when(&id, Duration::from_secs(30), |x| x["status"] == "completed")
+        .await;
     assert_eq!(done["response"], "one two three four five six ");
     let page = api.get(&format!("/api/v1/executions/{id}/events?limit=500")).await;
     let items = page["items"]
