@@ -17,6 +17,31 @@ use serde_json::{Value, json};
 
 use crate::db::{BIN, Db, free_port};
 
+/// Runs each named test (an `async fn(postgres: bool)`) on SQLite and on PostgreSQL, as
+/// `<name>::sqlite` and `<name>::postgres`.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(false).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name(true).await
+            }
+        }
+    )*};
+}
+
+on_both_backends!(
+    a_real_worker_runs_agents_end_to_end,
+    a_killed_worker_s_run_is_finished_by_another,
+    a_run_outlives_a_control_plane_restart,
+    tools_cannot_see_the_worker_and_admin_keys_are_warned,
+);
+
 /// Whether a fake provider already held back its first "slow job" answer.
 type SlowedOnce = std::sync::Arc<std::sync::atomic::AtomicBool>;
 
@@ -361,16 +386,6 @@ async fn serve_on(data: &Db, port: u16) -> Killed {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     server
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_real_worker_runs_agents_end_to_end_sqlite() {
-    a_real_worker_runs_agents_end_to_end(false).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_real_worker_runs_agents_end_to_end_postgres() {
-    a_real_worker_runs_agents_end_to_end(true).await
 }
 
 async fn a_real_worker_runs_agents_end_to_end(postgres: bool) {
@@ -792,16 +807,6 @@ fn spawn_worker(queue: &str, base: &str, key: &str) -> Killed {
 
 /// A worker process killed mid-run stops heartbeating; after its lease (3 heartbeat intervals)
 /// the run goes back to the queue and another worker finishes it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_worker_s_run_is_finished_by_another_sqlite() {
-    a_killed_worker_s_run_is_finished_by_another(false).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_worker_s_run_is_finished_by_another_postgres() {
-    a_killed_worker_s_run_is_finished_by_another(true).await
-}
-
 async fn a_killed_worker_s_run_is_finished_by_another(postgres: bool) {
     let llm_url = fake_llm().await;
     let (_server, api, _data) = start_server(postgres).await;
@@ -852,16 +857,6 @@ async fn a_killed_worker_s_run_is_finished_by_another(postgres: bool) {
 
 /// The control plane restarts while a run streams: the worker keeps running it, buffers its
 /// events while nobody answers and sends them, in order, once the server is back.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_run_outlives_a_control_plane_restart_sqlite() {
-    a_run_outlives_a_control_plane_restart(false).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_run_outlives_a_control_plane_restart_postgres() {
-    a_run_outlives_a_control_plane_restart(true).await
-}
-
 async fn a_run_outlives_a_control_plane_restart(postgres: bool) {
     let llm_url = fake_llm().await;
     let (server, api, data) = start_server(postgres).await;
@@ -908,16 +903,6 @@ async fn a_run_outlives_a_control_plane_restart(postgres: bool) {
 
 /// A shell tool cannot read the worker's key: not from its parent, not from process 1, not
 /// with `ps e`. A worker started with an admin key says a worker key should be used.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tools_cannot_see_the_worker_and_admin_keys_are_warned_sqlite() {
-    tools_cannot_see_the_worker_and_admin_keys_are_warned(false).await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tools_cannot_see_the_worker_and_admin_keys_are_warned_postgres() {
-    tools_cannot_see_the_worker_and_admin_keys_are_warned(true).await
-}
-
 async fn tools_cannot_see_the_worker_and_admin_keys_are_warned(postgres: bool) {
     let llm_url = fake_llm().await;
     let (_server, api, _data) = start_server(postgres).await;
