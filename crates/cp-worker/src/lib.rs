@@ -87,8 +87,9 @@ impl Runs {
     }
 }
 
-/// Registers, retrying with backoff while the control plane is away; a refusal (bad key, full
-/// or inactive queue) is final.
+/// Registers, retrying with backoff while the control plane is away or busy (no answer, 408,
+/// 429, 5xx: a server starting up or rate limiting); a refusal (bad key, full or inactive
+/// queue) is final.
 async fn register(cp: &ControlPlane, config: &Config) -> anyhow::Result<cp_types::worker::WorkerRegistration> {
     let mut delay = Duration::from_millis(500);
     loop {
@@ -102,8 +103,8 @@ async fn register(cp: &ControlPlane, config: &Config) -> anyhow::Result<cp_types
             .await
         {
             Ok(r) => return Ok(r),
-            Err(CallError::Unreachable(e)) => {
-                tracing::warn!(error = %e, ?delay, "control plane unreachable; retrying registration");
+            Err(e) if e.is_transient() => {
+                tracing::warn!(error = %e, ?delay, "control plane away or busy; retrying registration");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(30));
             }
@@ -355,5 +356,60 @@ struct StopOnDrop(Arc<std::sync::atomic::AtomicBool>);
 impl Drop for StopOnDrop {
     fn drop(&mut self) {
         self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A control plane that answers the first registration 503 and 429, then registers.
+    async fn busy_then_ready() -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let registered = serde_json::json!({
+                "worker_id": Uuid::nil(), "worker_queue_id": Uuid::nil(), "heartbeat_interval": 30,
+                "heartbeat_interval_ms": 30000, "lease_seconds": 90, "queue_name": "q",
+                "environment_name": "e", "organization_id": "o", "control_plane_url": "",
+                "task_queue_name": "q"
+            })
+            .to_string();
+            let answers = [
+                (503, "Service Unavailable", "{}".to_string()),
+                (429, "Too Many Requests", "{}".to_string()),
+                (200, "OK", registered),
+            ];
+            for (status, reason, body) in answers {
+                let (mut conn, _) = listener.accept().await.unwrap();
+                let mut request = vec![0u8; 16 << 10];
+                let _ = conn.read(&mut request).await.unwrap();
+                let response = format!(
+                    "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                conn.write_all(response.as_bytes()).await.unwrap();
+            }
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn registration_waits_out_a_busy_control_plane() {
+        let url = busy_then_ready().await;
+        let config = Config {
+            control_plane_url: url.clone(),
+            api_key: "k".into(),
+            queue_id: Uuid::nil(),
+            concurrency: 1,
+            runner_name: "r".into(),
+            hostname: "h".into(),
+            drain_timeout: Duration::from_secs(1),
+            poll_wait: Duration::from_secs(1),
+            tools: ToolSettings::default(),
+        };
+        let registered = register(&ControlPlane::new(&url, "k"), &config).await.unwrap();
+        assert_eq!(registered.lease_seconds, 90);
     }
 }
