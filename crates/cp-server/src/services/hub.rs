@@ -151,7 +151,7 @@ impl Hub {
         self.send('h', self.replica);
     }
 
-    /// Counts a poll as waiting for as long as the answer lives.
+    /// Counts a poll as waiting for as long as the returned guard lives.
     pub fn park(&self) -> Parked<'_> {
         self.parked.fetch_add(1, Ordering::Relaxed);
         Parked(&self.parked)

@@ -78,18 +78,13 @@ impl ListCache {
         if let Some((_, old)) = entries.map.remove(&key) {
             entries.bytes -= old.len();
         }
-        while entries.bytes + body.len() > MAX_BYTES
+        // Room by either bound, made here so the byte count follows every entry that goes.
+        while (entries.bytes + body.len() > MAX_BYTES || entries.map.len() >= MAX_ENTRIES)
             && let Some((_, (_, old))) = entries.map.pop_oldest()
         {
             entries.bytes -= old.len();
         }
         entries.bytes += body.len();
-        // At the entry bound the oldest goes without a word: account for it first.
-        if entries.map.len() >= MAX_ENTRIES
-            && let Some((_, (_, old))) = entries.map.pop_oldest()
-        {
-            entries.bytes -= old.len();
-        }
         entries.map.insert(key, (version, body.clone()));
         Ok(JsonBytes(body))
     }
