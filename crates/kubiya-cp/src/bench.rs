@@ -73,7 +73,7 @@ async fn measure(target: &Target, args: &BenchArgs, server_pid: Option<u32>) -> 
     let duration = Duration::from_secs(args.duration);
     unlimit(target).await?;
     if args.only == Some(BenchPart::Executions) {
-        return crate::bench_exec::run(target.addr, &target.key, duration, || server_pid.and_then(rss_kib)).await;
+        return executions(target, args, server_pid).await;
     }
     setup(target).await?;
     let scenarios: [(&str, &str, bool); 3] = [
@@ -139,7 +139,28 @@ async fn measure(target: &Target, args: &BenchArgs, server_pid: Option<u32>) -> 
         return Ok(());
     }
     crate::bench_policy::run(duration.min(Duration::from_secs(3)))?;
-    crate::bench_exec::run(target.addr, &target.key, duration, || server_pid.and_then(rss_kib)).await
+    executions(target, args, server_pid).await
+}
+
+/// The executions scenarios; on PostgreSQL also the database's own ceiling for the same writes
+/// (`bench_floor`), measured right after, and the server's share of it.
+async fn executions(target: &Target, args: &BenchArgs, server_pid: Option<u32>) -> anyhow::Result<()> {
+    let duration = Duration::from_secs(args.duration);
+    let rate = crate::bench_exec::run(target.addr, &target.key, duration, || server_pid.and_then(rss_kib)).await?;
+    let Some(url) = args
+        .server_database_url
+        .as_deref()
+        .filter(|u| u.starts_with("postgres"))
+    else {
+        return Ok(());
+    };
+    let floor = crate::bench_floor::run(url, duration).await?;
+    println!(
+        "PostgreSQL alone, the same writes from 16 clients (pg-floor): {floor:.0} executions/s; \
+         the server reaches {:.0}% of it",
+        100.0 * rate / floor
+    );
+    Ok(())
 }
 
 /// Starts `kubiya-cp serve` (this executable) on a free port with a fresh data dir.

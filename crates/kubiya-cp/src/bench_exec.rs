@@ -313,8 +313,14 @@ async fn throughput(
     })
 }
 
-/// Runs both scenarios and prints their figures; `rss` reads the server's memory.
-pub async fn run(addr: SocketAddr, key: &str, duration: Duration, rss: impl Fn() -> Option<u64>) -> anyhow::Result<()> {
+/// Runs both scenarios and prints their figures; `rss` reads the server's memory. Returns the
+/// executions/s end to end.
+pub async fn run(
+    addr: SocketAddr,
+    key: &str,
+    duration: Duration,
+    rss: impl Fn() -> Option<u64>,
+) -> anyhow::Result<f64> {
     let latency = dispatch_latency(addr, key, 500).await?;
     let rss_before = rss();
     let t = throughput(addr, key, 8, 8, duration).await?;
@@ -326,10 +332,10 @@ pub async fn run(addr: SocketAddr, key: &str, duration: Duration, rss: impl Fn()
         latency.value_at_quantile(0.99) as f64 / 1000.0,
         latency.max() as f64 / 1000.0
     );
+    let rate = t.completed as f64 / t.elapsed.as_secs_f64();
     println!(
-        "executions end to end (8 producers; 8 workers: claim, 3 events in one post, complete): {:.0}/s \
+        "executions end to end (8 producers; 8 workers: claim, 3 events in one post, complete): {rate:.0}/s \
          ({} created, {} completed in {:.1} s, {} errors)",
-        t.completed as f64 / t.elapsed.as_secs_f64(),
         t.created,
         t.completed,
         t.elapsed.as_secs_f64(),
@@ -343,5 +349,5 @@ pub async fn run(addr: SocketAddr, key: &str, duration: Duration, rss: impl Fn()
             t.completed
         );
     }
-    Ok(())
+    Ok(rate)
 }

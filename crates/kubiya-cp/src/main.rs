@@ -3,6 +3,7 @@
 mod admin;
 mod bench;
 mod bench_exec;
+mod bench_floor;
 mod bench_policy;
 mod cli;
 mod master_key;
