@@ -409,7 +409,8 @@ impl Draft {
             e.completed_at = Some(self.at);
             self.events.push((
                 "done".into(),
-                json!({"status": to.as_str(), "response": e.response, "error_message": e.error_message, "usage": e.usage}),
+                json!({"status": to.as_str(), "response": e.response, "error_message": e.error_message,
+                       "usage": e.usage, "attempt": e.attempt, "worker_id": e.worker_id}),
             ));
         } else {
             e.completed_at = None;
@@ -460,32 +461,45 @@ fn webhook_event(from: ExecutionStatus, status: ExecutionStatus) -> Option<&'sta
 /// Longest response excerpt a webhook carries.
 const WEBHOOK_RESPONSE_CHARS: usize = 1000;
 
-/// What a webhook says of an execution: who ran what, where, and how it ended; never the
+/// The body of an execution webhook, made from the event that caused it (the claim's `status`
+/// event for `execution.started`, the `done` event for the end of a run) and the fields of
+/// the execution no change rewrites; so it is the same whenever it is made. Never the
 /// execution environment (it may carry values given at execute).
-fn webhook_data(e: &Execution) -> Value {
-    let excerpt = e
-        .response
-        .as_ref()
-        .map(|r| match r.char_indices().nth(WEBHOOK_RESPONSE_CHARS) {
+pub(crate) fn webhook_payload(event_type: &str, e: &Execution, event: &ExecutionEvent) -> String {
+    let field = |k: &str| event.data.get(k).cloned().unwrap_or(Value::Null);
+    let excerpt = event.data.get("response").and_then(Value::as_str).map(|r| {
+        match r.char_indices().nth(WEBHOOK_RESPONSE_CHARS) {
             Some((cut, _)) => format!("{}…", &r[..cut]),
-            None => r.clone(),
-        });
-    json!({"execution": {
+            None => r.to_owned(),
+        }
+    });
+    let data = json!({"execution": {
         "id": e.id,
         "execution_type": e.execution_type,
         "entity_id": e.entity_id,
         "entity_name": e.entity_name,
-        "status": e.status,
+        "status": field("status"),
         "worker_queue_id": e.worker_queue_id,
-        "worker_id": e.worker_id,
-        "attempt": e.attempt,
+        "worker_id": field("worker_id"),
+        "attempt": field("attempt"),
         "response": excerpt,
-        "error_message": e.error_message,
-        "usage": e.usage,
+        "error_message": field("error_message"),
+        "usage": field("usage"),
         "created_at": e.created_at,
         "started_at": e.started_at,
-        "completed_at": e.completed_at,
-    }})
+        "completed_at": (event.event_type == "done").then_some(event.timestamp),
+    }});
+    crate::webhooks::payload_at(event_type, data, event.timestamp)
+}
+
+/// The webhook event a change emits and the `seq` of the stored event it is made from (the
+/// last one: `done`), if it emits one.
+fn change_webhook(
+    from: ExecutionStatus,
+    to: ExecutionStatus,
+    events: &[ExecutionEvent],
+) -> Option<(&'static str, i64)> {
+    Some((webhook_event(from, to)?, events.last()?.seq))
 }
 
 /// The statements both paths share (sqlx, and the SQLite writer's jobs in [`sqlite`]).
@@ -799,7 +813,7 @@ impl Executions<'_> {
                     .run(move |conn| sqlite::claim(conn, &org, queue, worker, lease, at))
                     .await
             }
-            Db::Postgres(pool, pg) => postgres::claim(pool, pg, self.org, queue, worker, lease, at).await,
+            Db::Postgres(_, pg) => postgres::claim(pg, self.org, queue, worker, lease, at).await,
         }
     }
 

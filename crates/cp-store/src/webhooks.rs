@@ -66,11 +66,16 @@ macro_rules! enqueue_webhooks {
 }
 pub(crate) use enqueue_webhooks;
 
-/// The body of a delivery: `{type, timestamp, data}`.
+/// The body of a delivery made now: `{type, timestamp, data}`.
 pub fn payload(event_type: &str, data: Value) -> String {
+    payload_at(event_type, data, now())
+}
+
+/// The body of a delivery of an event that happened `at`.
+pub(crate) fn payload_at(event_type: &str, data: Value, at: Timestamp) -> String {
     let event = WebhookEvent {
         event_type: event_type.to_string(),
-        timestamp: now(),
+        timestamp: at,
         data,
     };
     serde_json::to_string(&event).unwrap_or_default()
@@ -167,8 +172,23 @@ pub struct Endpoint {
     pub previous_secret_until: Option<i64>,
 }
 
+/// A due delivery as claimed: an execution's has no payload until its first attempt.
+#[derive(sqlx::FromRow)]
+struct DueRow {
+    id: Uuid,
+    claim_token: Uuid,
+    organization_id: String,
+    webhook_id: Uuid,
+    event_id: Uuid,
+    event_type: String,
+    payload: Option<String>,
+    execution_id: Option<Uuid>,
+    event_seq: Option<i64>,
+    attempts: i64,
+}
+
 /// A due delivery, claimed by one sender.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct DueDelivery {
     pub id: Uuid,
     /// This claim's token: only it may record the attempt.
@@ -226,18 +246,68 @@ impl Store {
         }
         let busy: Vec<String> = busy.iter().map(|id| id.simple().to_string()).collect();
         let token = Uuid::now_v7();
-        Ok(with_db_sql!(&self.db, pool, sql = (
+        let rows: Vec<DueRow> = with_db_sql!(&self.db, pool, sql = (
             "UPDATE webhook_deliveries SET claimed_until = $2, claim_token = $5 WHERE id IN (SELECT id FROM webhook_deliveries \
                WHERE status = 'pending' AND next_attempt_at <= $1 AND (claimed_until IS NULL OR claimed_until <= $1) \
                AND lower(hex(webhook_id)) NOT IN (SELECT value FROM json_each($4)) \
                ORDER BY next_attempt_at LIMIT $3) \
-             RETURNING id, claim_token, organization_id, webhook_id, event_id, event_type, payload, attempts",
+             RETURNING id, claim_token, organization_id, webhook_id, event_id, event_type, payload, execution_id, \
+               event_seq, attempts",
             "UPDATE webhook_deliveries SET claimed_until = $2, claim_token = $5 WHERE id IN (SELECT id FROM webhook_deliveries \
                WHERE status = 'pending' AND next_attempt_at <= $1 AND (claimed_until IS NULL OR claimed_until <= $1) \
                AND replace(webhook_id::text, '-', '') NOT IN (SELECT jsonb_array_elements_text($4)) \
                ORDER BY next_attempt_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
-             RETURNING id, claim_token, organization_id, webhook_id, event_id, event_type, payload, attempts"
-        ) => sqlx::query_as(sql).bind(now_ms).bind(now_ms + lease_ms).bind(limit).bind(Json(&busy)).bind(token).fetch_all(pool).await)?)
+             RETURNING id, claim_token, organization_id, webhook_id, event_id, event_type, payload, execution_id, \
+               event_seq, attempts"
+        ) => sqlx::query_as(sql).bind(now_ms).bind(now_ms + lease_ms).bind(limit).bind(Json(&busy)).bind(token).fetch_all(pool).await)?;
+        let mut due = Vec::with_capacity(rows.len());
+        for r in rows {
+            let payload = match (r.payload, r.execution_id, r.event_seq) {
+                (Some(p), _, _) => p,
+                (None, Some(execution), Some(seq)) => {
+                    self.execution_payload(&r.organization_id, r.id, &r.event_type, execution, seq)
+                        .await?
+                }
+                (None, ..) => return Err(StoreError::Corrupt(format!("delivery {} has no payload", r.id))),
+            };
+            due.push(DueDelivery {
+                id: r.id,
+                claim_token: r.claim_token,
+                organization_id: r.organization_id,
+                webhook_id: r.webhook_id,
+                event_id: r.event_id,
+                event_type: r.event_type,
+                payload,
+                attempts: r.attempts,
+            });
+        }
+        Ok(due)
+    }
+
+    /// Makes and keeps the payload of delivery `id`, an execution's `event_type` caused by its
+    /// event `seq`: every attempt then signs the same body. An execution deleted meanwhile
+    /// leaves its id alone.
+    async fn execution_payload(
+        &self,
+        org: &str,
+        id: Uuid,
+        event_type: &str,
+        execution: Uuid,
+        seq: i64,
+    ) -> StoreResult<String> {
+        let executions = self.executions(org);
+        let event = executions.events(execution, seq - 1, 1).await?.into_iter().next();
+        let payload = match (executions.get(execution).await, event) {
+            (Ok(e), Some(event)) => crate::executions::webhook_payload(event_type, &e, &event),
+            (Err(StoreError::NotFound), _) | (Ok(_), None) => {
+                payload(event_type, serde_json::json!({"execution": {"id": execution}}))
+            }
+            (Err(e), _) => return Err(e),
+        };
+        with_db!(&self.db, pool =>
+            sqlx::query("UPDATE webhook_deliveries SET payload = $2 WHERE id = $1 AND payload IS NULL")
+                .bind(id).bind(&payload).execute(pool).await.map(|r| r.rows_affected()))?;
+        Ok(payload)
     }
 
     /// Gives a claimed delivery back, to be claimed again from `at_ms` (its endpoint was busy).

@@ -75,6 +75,50 @@ async fn check(backend: Backend) {
     }
     let counts: Vec<usize> = warm.iter().map(Vec::len).collect();
     println!("{backend:?}: statements per step of a warm execution: {counts:?}");
+    // An organization with webhooks takes the same path: its deliveries are written by the
+    // same statements (the sender is off here, so they stay pending). The settings change
+    // moves the catalog version: one life warms the cache again first.
+    crate::webhooks::allow_private(&app).await;
+    let hook = json(
+        app.post(
+            "/api/v1/webhooks",
+            json!({"url": "http://127.0.0.1:9/hook", "events": ["execution.started", "execution.completed"]}),
+        )
+        .await,
+    )
+    .await;
+    life(&app, &w, &a, &q).await;
+    let hooked = life(&app, &w, &a, &q).await;
+    let hooked_counts: Vec<usize> = hooked.iter().map(Vec::len).collect();
+    // SQLite's writer inserts each delivery row with a call of its own (no round trip).
+    let rows = match backend {
+        Backend::Sqlite => [0, 1, 0, 1],
+        Backend::Postgres => [0; 4],
+    };
+    let expected: Vec<usize> = counts.iter().zip(rows).map(|(n, r)| n + r).collect();
+    assert_eq!(hooked_counts, expected, "{backend:?}: with webhooks {hooked:?}");
+    let log = json(
+        app.get(&format!("/api/v1/webhooks/{}/deliveries", hook["id"].as_str().unwrap()))
+            .await,
+    )
+    .await;
+    let mut kinds: Vec<&str> = log["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["event_type"].as_str().unwrap())
+        .collect();
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        [
+            "execution.completed",
+            "execution.completed",
+            "execution.started",
+            "execution.started"
+        ],
+        "{log}"
+    );
     // Every statement, the SQLite writer thread's included (its BEGIN and COMMIT are in-process
     // calls, not round trips). On PostgreSQL a status change reads the row and writes it.
     let most = match backend {

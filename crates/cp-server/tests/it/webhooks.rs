@@ -122,7 +122,7 @@ fn signed_with(r: &Received, secret: &str) -> bool {
     r.signature.split(' ').any(|s| s == format!("v1,{expected}"))
 }
 
-async fn allow_private(app: &TestApp) {
+pub(crate) async fn allow_private(app: &TestApp) {
     let r = app
         .req(Method::PATCH, "/api/v1/organization/settings")
         .json(&json!({"webhook_allow_private_targets": true}))

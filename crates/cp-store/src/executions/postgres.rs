@@ -5,9 +5,9 @@
 //! also reads what the run context needs, and a status change is a read and a guarded
 //! write instead of a locked transaction.
 //!
-//! The transactional versions stay for what one statement cannot do: writing webhook
-//! deliveries, whose payload is made from the changed row in Rust. An organization with
-//! enabled webhooks takes them; one without never pays for webhooks it does not have.
+//! Webhook deliveries are part of the same statements: they refer to the event that caused
+//! them, and the sender makes their payload (see `webhook_payload`), so an organization with
+//! webhooks takes the same path as one without.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,53 +17,34 @@ use cp_types::execution::{ExecutionEvent, NewEvent};
 use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::query::Query;
 use sqlx::types::Json;
-use sqlx::{FromRow, PgPool, Postgres, Row};
+use sqlx::{FromRow, PgConnection, PgPool, Postgres, Row};
 use uuid::Uuid;
 
 use super::{
-    Changed, Claimed, Draft, EventRow, ExecutionRecord, ExecutionRow, NewExecution, NewTypedEvent, claim_event,
-    creation, numbered, stamp, webhook_data, webhook_event,
+    Changed, Claimed, Draft, EventRow, ExecutionRecord, ExecutionRow, NewExecution, change_webhook, claim_event,
+    creation, numbered, stamp,
 };
 use crate::db::PgEngine;
 use crate::error::{StoreError, StoreResult};
 use crate::pg_batch::BatchFuture;
-use crate::webhooks::enqueue_webhooks;
 
-/// Whether the organization has any enabled webhook: then a change that emits a webhook
-/// event takes the transactional path.
-macro_rules! hooked_sql {
-    () => {
-        "EXISTS (SELECT 1 FROM webhooks WHERE organization_id = $2 AND enabled)"
-    };
-}
-
-/// Stores `(type, data)` events of one execution, numbered from `first`, in one statement.
-async fn insert_events<'c>(
-    conn: impl sqlx::PgExecutor<'c>,
-    org: &str,
-    id: Uuid,
-    first: i64,
-    at: Timestamp,
-    events: Vec<NewTypedEvent>,
-) -> StoreResult<Vec<ExecutionEvent>> {
-    let stored = stamp(first, at, events);
-    if !stored.is_empty() {
-        let (types, data) = columns(&stored);
-        sqlx::query(
-            "INSERT INTO execution_events (execution_id, seq, organization_id, event_type, data, created_at) \
-             SELECT $1, $2 + e.ord - 1, $3, e.event_type, e.data, $4 \
-             FROM UNNEST($5::text[], $6::text[]) WITH ORDINALITY AS e(event_type, data, ord)",
+/// A statement's last CTE `wh`: one delivery of the webhook event `$type` (none when it is
+/// null) for every enabled endpoint of organization `$org` subscribed to it, made later from
+/// event `$seq` of execution `$exec` (`u` or `c` the CTE holding it); `$event_id`, `$ms` and
+/// `$at` are the message id, now in Unix ms and as a timestamp. The endpoints are key-share
+/// locked, so one deleted meanwhile is skipped instead of failing the foreign key.
+macro_rules! deliveries_sql {
+    ($from:literal, $org:literal, $type:literal, $exec:literal, $seq:literal, $event_id:literal, $ms:literal, $at:literal) => {
+        concat!(
+            "wh AS (INSERT INTO webhook_deliveries (id, organization_id, webhook_id, event_id, event_type, execution_id, \
+               event_seq, status, attempts, next_attempt_at, created_at, updated_at) \
+             SELECT kcp_uuid_v7(), w.organization_id, w.id, ", $event_id, ", ", $type, ", ", $exec, ", ", $seq,
+            ", 'pending', 0, ", $ms, ", ", $at, ", ", $at, " FROM ", $from, ", webhooks w \
+             WHERE w.organization_id = ", $org, " AND w.enabled AND ", $type, "::text IS NOT NULL \
+               AND (jsonb_exists(w.events, ", $type, ") OR jsonb_exists(w.events, '*')) \
+             FOR KEY SHARE OF w RETURNING 1)"
         )
-        .bind(id)
-        .bind(first)
-        .bind(org)
-        .bind(at)
-        .bind(&types)
-        .bind(&data)
-        .execute(conn)
-        .await?;
-    }
-    Ok(stored)
+    };
 }
 
 /// The type and data columns of events, as arrays for `UNNEST`.
@@ -204,11 +185,9 @@ pub(crate) fn create_batch<'a>(pg: &'a PgEngine, rows: &'a [NewRow]) -> BatchFut
     })
 }
 
-/// See `Executions::claim`: the claim, its `status` event, the catalog version and the
-/// conversation in one statement, unless the organization has webhooks (then
-/// [`claim_in_transaction`]).
+/// See `Executions::claim`: the claim, its `status` event, its `execution.started`
+/// deliveries, the catalog version and the conversation in one statement.
 pub(super) async fn claim(
-    pool: &PgPool,
     pg: &PgEngine,
     org: &str,
     queue: Uuid,
@@ -219,26 +198,19 @@ pub(super) async fn claim(
     // The event's data is made here; only the attempt comes from the claimed row.
     let (event_type, template) = claim_event(0, worker);
     let mut conn = pg.conns.get().await?;
-    let row: PgRow = sqlx::query(concat!(
+    let row: Option<PgRow> = sqlx::query(concat!(
         "WITH c AS (",
-        claim_sql!("FOR UPDATE SKIP LOCKED", concat!("AND NOT ", hooked_sql!())),
+        claim_sql!("FOR UPDATE SKIP LOCKED", ""),
         "), ev AS (INSERT INTO execution_events (execution_id, seq, organization_id, event_type, data, created_at) \
            SELECT c.id, c.last_seq, c.organization_id, $7, jsonb_set($8::jsonb, '{attempt}', to_jsonb(c.attempt))::text, $6 \
-           FROM c) \
-         SELECT ",
-        hooked_sql!(),
-        // Whether the gate held something back matters only with webhooks: the index walk it
-        // costs (past the entries of every run claimed since the last vacuum) is skipped
-        // otherwise.
-        " AS hooked, CASE WHEN ",
-        hooked_sql!(),
-        " THEN EXISTS (SELECT 1 FROM executions WHERE worker_queue_id = $1 AND organization_id = $2 \
-           AND status = 'queued') ELSE false END AS claimable, \
+           FROM c), ",
+        deliveries_sql!("c", "$2", "'execution.started'", "c.id", "c.last_seq", "$9", "$10", "$6"),
+        " SELECT (SELECT COUNT(*) FROM wh) AS deliveries, \
            (SELECT version FROM catalog_versions WHERE organization_id = $2) AS catalog_version, \
            (SELECT json_agg(json_build_array(h.seq, h.event_type, h.data, h.created_at) ORDER BY h.seq) \
             FROM execution_events h WHERE h.execution_id = c.id AND h.organization_id = $2 \
               AND h.event_type = 'message') AS history, c.* \
-         FROM (SELECT 1) AS one LEFT JOIN c ON true"
+         FROM c"
     ))
     .bind(queue)
     .bind(org)
@@ -248,74 +220,22 @@ pub(super) async fn claim(
     .bind(at)
     .bind(&event_type)
     .bind(Json(&template))
-    .fetch_one(&mut *conn)
+    .bind(Uuid::now_v7())
+    .bind(at.timestamp_millis())
+    .fetch_optional(&mut *conn)
     .await?;
     conn.release();
-    if row.try_get::<Option<Uuid>, _>("id")?.is_none() {
-        // Nothing claimed: nothing waits, or the webhooks' gate held back what does.
-        let gated: bool = row.try_get::<bool, _>("hooked")? && row.try_get::<bool, _>("claimable")?;
-        if !gated {
-            return Ok(None);
-        }
-        // Not kept: the end of a run of an organization with webhooks takes the locked path.
-        return claim_in_transaction(pool, org, queue, worker, (lease_id, lease_until), at).await;
-    }
+    let Some(row) = row else {
+        return Ok(None);
+    };
     let record = ExecutionRow::from_row(&row)?.into_record()?;
     let e = &record.execution;
     let events = stamp(e.event_count, at, vec![claim_event(e.attempt, worker)]);
     let history: Option<Json<Vec<EventRow>>> = row.try_get("history")?;
     let history = history.map(|h| h.0).unwrap_or_default();
     let catalog_version = row.try_get("catalog_version")?;
-    Ok(Some(Claimed::new(record, events, false, catalog_version, history)))
-}
-
-/// The claim of an organization with webhooks: the `execution.started` deliveries are
-/// written in the claim's transaction.
-async fn claim_in_transaction(
-    pool: &PgPool,
-    org: &str,
-    queue: Uuid,
-    worker: Uuid,
-    (lease_id, lease_until): (Uuid, i64),
-    at: Timestamp,
-) -> StoreResult<Option<Claimed>> {
-    let mut tx = pool.begin().await?;
-    let row: Option<ExecutionRow> = sqlx::query_as(claim_sql!("FOR UPDATE SKIP LOCKED", ""))
-        .bind(queue)
-        .bind(org)
-        .bind(worker)
-        .bind(lease_id)
-        .bind(lease_until)
-        .bind(at)
-        .fetch_optional(&mut *tx)
-        .await?;
-    let Some(row) = row else {
-        return Ok(None);
-    };
-    let record = row.into_record()?;
-    let e = &record.execution;
-    let events = insert_events(
-        &mut *tx,
-        org,
-        e.id,
-        e.event_count,
-        at,
-        vec![claim_event(e.attempt, worker)],
-    )
-    .await?;
-    let deliveries = enqueue_webhooks!(tx, true, org, "execution.started", webhook_data(e)) > 0;
-    let catalog_version: Option<i64> =
-        sqlx::query_scalar("SELECT version FROM catalog_versions WHERE organization_id = $1")
-            .bind(org)
-            .fetch_optional(&mut *tx)
-            .await?;
-    let rows: Vec<EventRow> = sqlx::query_as(session_sql!())
-        .bind(e.id)
-        .bind(org)
-        .fetch_all(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    Ok(Some(Claimed::new(record, events, deliveries, catalog_version, rows)))
+    let deliveries = row.try_get::<i64, _>("deliveries")? > 0;
+    Ok(Some(Claimed::new(record, events, deliveries, catalog_version, history)))
 }
 
 /// See `Executions::append`: one statement, so one round trip and no explicit transaction.
@@ -363,114 +283,116 @@ pub(super) async fn append(
 const OPTIMISTIC_TRIES: usize = 3;
 
 /// See `Executions::apply`: reads the row, lets `change` edit it, and writes it back with its
-/// events in one statement guarded by what the read saw (`last_seq`, which every other change
-/// and every stored event bumps, and `lease_until`, which heartbeats extend). A row that moved
-/// meanwhile is read again; after [`OPTIMISTIC_TRIES`], or when the change writes webhook
-/// deliveries (the organization has webhooks, read with the row and checked again by the
-/// write), the row is locked in a transaction instead.
+/// events and webhook deliveries in one statement guarded by what the read saw (`last_seq`,
+/// which every other change and every stored event bumps, and `lease_until`, which heartbeats
+/// extend). A row that moved meanwhile is read again; after [`OPTIMISTIC_TRIES`] the same read
+/// and write run in a transaction that holds the row lock between them.
 pub(super) async fn apply<F>(pool: &PgPool, pg: &PgEngine, org: &str, id: Uuid, change: F) -> StoreResult<Changed>
 where
     F: Fn(&mut Draft) -> StoreResult<()>,
 {
     let mut conn = pg.conns.get().await?;
     for _ in 0..OPTIMISTIC_TRIES {
-        let row = sqlx::query(concat!(
+        // An error out of `?` drops the connection: it may be broken.
+        match apply_once(&mut conn, false, org, id, &change).await? {
+            Tried::Moved => continue,
+            Tried::Written(changed) => {
+                conn.release();
+                return Ok(*changed);
+            }
+            Tried::Refused(e) => {
+                conn.release();
+                return Err(e);
+            }
+        }
+    }
+    conn.release();
+    let mut tx = pool.begin().await?;
+    let tried = apply_once(&mut tx, true, org, id, &change).await?;
+    tx.commit().await?;
+    match tried {
+        Tried::Written(changed) => Ok(*changed),
+        Tried::Refused(e) => Err(e),
+        Tried::Moved => Err(StoreError::Unavailable("a locked execution moved".into())),
+    }
+}
+
+/// What one try of a change did.
+enum Tried {
+    Written(Box<Changed>),
+    /// The row moved between the read and the write: nothing was written.
+    Moved,
+    /// The change refused the row (the state machine's answer, or no such execution).
+    Refused(StoreError),
+}
+
+/// One read and guarded write of `apply`; `lock` holds the row from the read on (inside the
+/// caller's transaction).
+async fn apply_once<F>(conn: &mut PgConnection, lock: bool, org: &str, id: Uuid, change: &F) -> StoreResult<Tried>
+where
+    F: Fn(&mut Draft) -> StoreResult<()>,
+{
+    let read = if lock {
+        concat!(
             "SELECT ",
             exec_columns!(),
-            ", ",
-            hooked_sql!(),
-            " AS hooked FROM executions WHERE id = $1 AND organization_id = $2"
-        ))
+            " FROM executions WHERE id = $1 AND organization_id = $2 FOR UPDATE"
+        )
+    } else {
+        concat!(
+            "SELECT ",
+            exec_columns!(),
+            " FROM executions WHERE id = $1 AND organization_id = $2"
+        )
+    };
+    let row: Option<ExecutionRow> = sqlx::query_as(read)
         .bind(id)
         .bind(org)
         .fetch_optional(&mut *conn)
         .await?;
-        let Some(row) = row else {
-            conn.release();
-            return Err(StoreError::NotFound);
-        };
-        let (record, hooked): (ExecutionRecord, bool) =
-            (ExecutionRow::from_row(&row)?.into_record()?, row.try_get("hooked")?);
-        let seen = (record.execution.event_count, record.lease_until);
-        let (mut draft, first) = match Draft::edit(record, &change) {
-            Ok(edited) => edited,
-            // A change the state machine refuses is an answer, not a broken connection.
-            Err(e) => {
-                conn.release();
-                return Err(e);
-            }
-        };
-        let emits = webhook_event(draft.from, draft.row.execution.status).is_some();
-        if hooked && emits {
-            break;
-        }
-        let stored = stamp(first, draft.at, std::mem::take(&mut draft.events));
-        let (types, data) = columns(&stored);
-        let written = bind_change(
-            sqlx::query(concat!(
-                "WITH u AS (",
-                update_sql!(),
-                " AND last_seq = $16 AND lease_until IS NOT DISTINCT FROM $17::bigint \
-               AND NOT ($21::boolean AND EXISTS (SELECT 1 FROM webhooks WHERE organization_id = $1 AND enabled)) \
-             RETURNING id), \
+    let Some(row) = row else {
+        return Ok(Tried::Refused(StoreError::NotFound));
+    };
+    let record = row.into_record()?;
+    let seen = (record.execution.event_count, record.lease_until);
+    let (mut draft, first) = match Draft::edit(record, change) {
+        Ok(edited) => edited,
+        Err(e) => return Ok(Tried::Refused(e)),
+    };
+    let stored = stamp(first, draft.at, std::mem::take(&mut draft.events));
+    let (types, data) = columns(&stored);
+    let hook = change_webhook(draft.from, draft.row.execution.status, &stored);
+    let row = bind_change(
+        sqlx::query(concat!(
+            "WITH u AS (",
+            update_sql!(),
+            " AND last_seq = $16 AND lease_until IS NOT DISTINCT FROM $17::bigint RETURNING id), \
              ev AS (INSERT INTO execution_events (execution_id, seq, organization_id, event_type, data, created_at) \
                SELECT u.id, $18 + e.ord - 1, $1, e.event_type, e.data, $15 \
-               FROM u, UNNEST($19::text[], $20::text[]) WITH ORDINALITY AS e(event_type, data, ord)) \
-             SELECT COUNT(*) FROM u"
-            )),
-            org,
-            id,
-            &draft,
-        )
-        .bind(seen.0)
-        .bind(seen.1)
-        .bind(first)
-        .bind(&types)
-        .bind(&data)
-        // A webhook enabled since the read holds the write back; the next read sees it.
-        .bind(emits)
-        .fetch_one(&mut *conn)
-        .await?
-        .try_get::<i64, _>(0)?;
-        if written == 1 {
-            conn.release();
-            return Ok(draft.into_changed(stored, false));
-        }
+               FROM u, UNNEST($19::text[], $20::text[]) WITH ORDINALITY AS e(event_type, data, ord)), ",
+            deliveries_sql!("u", "$1", "$21", "u.id", "$22", "$23", "$24", "$15"),
+            " SELECT (SELECT COUNT(*) FROM u) AS written, (SELECT COUNT(*) FROM wh) AS deliveries"
+        )),
+        org,
+        id,
+        &draft,
+    )
+    .bind(seen.0)
+    .bind(seen.1)
+    .bind(first)
+    .bind(&types)
+    .bind(&data)
+    .bind(hook.map(|(event_type, _)| event_type))
+    .bind(hook.map(|(_, seq)| seq))
+    .bind(Uuid::now_v7())
+    .bind(draft.at.timestamp_millis())
+    .fetch_one(&mut *conn)
+    .await?;
+    if row.try_get::<i64, _>("written")? != 1 {
+        return Ok(Tried::Moved);
     }
-    conn.release();
-    apply_locked(pool, org, id, change).await
-}
-
-/// `apply` under the row lock, in a transaction that also writes the change's webhook
-/// deliveries.
-async fn apply_locked<F>(pool: &PgPool, org: &str, id: Uuid, change: F) -> StoreResult<Changed>
-where
-    F: Fn(&mut Draft) -> StoreResult<()>,
-{
-    let mut tx = pool.begin().await?;
-    let row: ExecutionRow = sqlx::query_as(concat!(
-        "SELECT ",
-        exec_columns!(),
-        " FROM executions WHERE organization_id = $1 AND id = $2 FOR UPDATE"
-    ))
-    .bind(org)
-    .bind(id)
-    .fetch_optional(&mut *tx)
-    .await?
-    .ok_or(StoreError::NotFound)?;
-    let (mut draft, first) = Draft::edit(row.into_record()?, &change)?;
-    bind_change(sqlx::query(update_sql!()), org, id, &draft)
-        .execute(&mut *tx)
-        .await?;
-    let e = &draft.row.execution;
-    let deliveries = match webhook_event(draft.from, e.status) {
-        Some(event_type) => enqueue_webhooks!(tx, true, org, event_type, webhook_data(e)) > 0,
-        None => false,
-    };
-    let events = std::mem::take(&mut draft.events);
-    let stored = insert_events(&mut *tx, org, id, first, draft.at, events).await?;
-    tx.commit().await?;
-    Ok(draft.into_changed(stored, deliveries))
+    let deliveries = row.try_get::<i64, _>("deliveries")? > 0;
+    Ok(Tried::Written(Box::new(draft.into_changed(stored, deliveries))))
 }
 
 /// Binds `update_sql!`'s parameters (`$1`–`$15`): the row as the change left it.

@@ -6,13 +6,12 @@ use cp_types::{Timestamp, now};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension, Row, ToSql};
 use serde::de::DeserializeOwned;
-use serde_json::Value;
 use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::{
-    Changed, Claimed, Draft, EventRow, ExecutionRecord, ExecutionRow, NewExecution, NewTypedEvent, claim_event,
-    creation, numbered, stamp, webhook_data, webhook_event,
+    Changed, Claimed, Draft, EventRow, ExecutionRecord, ExecutionRow, NewExecution, NewTypedEvent, change_webhook,
+    claim_event, creation, numbered, stamp,
 };
 use crate::error::{StoreError, StoreResult};
 use crate::sqlite_writer::{bind_numbered, ts_parse, ts_text, uuid_blob, uuid_of};
@@ -123,9 +122,9 @@ fn insert_events(
     Ok(stored)
 }
 
-/// `enqueue_webhooks!` for this path: one delivery per subscribed endpoint; whether there
-/// was any.
-fn enqueue_webhooks(conn: &Connection, org: &str, event_type: &str, data: Value) -> StoreResult<bool> {
+/// One delivery of `event_type` for every enabled endpoint of `org` subscribed to it, made
+/// from the execution's event `seq` when it is sent; whether there was any.
+fn enqueue_webhooks(conn: &Connection, org: &str, event_type: &str, execution: Uuid, seq: i64) -> StoreResult<bool> {
     let mut stmt = conn.prepare_cached(
         "SELECT id FROM webhooks w WHERE organization_id = ?1 AND enabled \
          AND EXISTS (SELECT 1 FROM json_each(w.events) WHERE value = ?2 OR value = '*')",
@@ -135,30 +134,27 @@ fn enqueue_webhooks(conn: &Connection, org: &str, event_type: &str, data: Value)
     while let Some(r) = rows.next()? {
         endpoints.push(uuid_at(r, 0)?);
     }
-    if endpoints.is_empty() {
-        return Ok(false);
-    }
-    let payload = crate::webhooks::payload(event_type, data);
     let event_id = Uuid::now_v7();
     let at = now();
     let mut insert = conn.prepare_cached(
-        "INSERT INTO webhook_deliveries (id, organization_id, webhook_id, event_id, event_type, payload, \
-         status, attempts, next_attempt_at, created_at, updated_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', 0, ?7, ?8, ?8)",
+        "INSERT INTO webhook_deliveries (id, organization_id, webhook_id, event_id, event_type, execution_id, \
+         event_seq, status, attempts, next_attempt_at, created_at, updated_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', 0, ?8, ?9, ?9)",
     )?;
-    for endpoint in endpoints {
+    for endpoint in &endpoints {
         insert.execute(rusqlite::params![
             uuid_blob(&Uuid::now_v7()),
             org,
-            uuid_blob(&endpoint),
+            uuid_blob(endpoint),
             uuid_blob(&event_id),
             event_type,
-            payload,
+            uuid_blob(&execution),
+            seq,
             at.timestamp_millis(),
             ts_text(&at)
         ])?;
     }
-    Ok(true)
+    Ok(!endpoints.is_empty())
 }
 
 /// See `Executions::create`.
@@ -229,7 +225,7 @@ pub(super) fn claim(
     };
     let e = &record.execution;
     let events = insert_events(conn, org, e.id, e.event_count, at, vec![claim_event(e.attempt, worker)])?;
-    let deliveries = enqueue_webhooks(conn, org, "execution.started", webhook_data(e))?;
+    let deliveries = enqueue_webhooks(conn, org, "execution.started", e.id, events[0].seq)?;
     let id = e.id;
     let catalog_version: Option<i64> = conn
         .prepare_cached("SELECT version FROM catalog_versions WHERE organization_id = ?1")?
@@ -308,7 +304,7 @@ pub(super) fn apply(
     )?
     .ok_or(StoreError::NotFound)?;
     let (mut draft, first) = Draft::edit(row, change)?;
-    let e = &mut draft.row.execution;
+    let e = &draft.row.execution;
     {
         let mut stmt = conn.prepare_cached(update_sql!())?;
         let usage = serde_json::to_string(&e.usage).unwrap_or_else(|_| "{}".into());
@@ -334,11 +330,11 @@ pub(super) fn apply(
         )?;
         stmt.raw_execute()?;
     }
-    let deliveries = match webhook_event(draft.from, e.status) {
-        Some(event_type) => enqueue_webhooks(conn, org, event_type, webhook_data(e))?,
-        None => false,
-    };
     let events = std::mem::take(&mut draft.events);
     let events = insert_events(conn, org, id, first, draft.at, events)?;
+    let deliveries = match change_webhook(draft.from, draft.row.execution.status, &events) {
+        Some((event_type, seq)) => enqueue_webhooks(conn, org, event_type, id, seq)?,
+        None => false,
+    };
     Ok(draft.into_changed(events, deliveries))
 }
