@@ -61,9 +61,10 @@ impl Receiver {
         self.got.lock().unwrap().clone()
     }
 
-    /// Waits until `n` requests of `event_type` came in; all of that type.
+    /// Waits until `n` requests of `event_type` came in; all of that type. The deadline is
+    /// generous: a loaded 2-core CI machine was seen needing more than 5 s.
     async fn wait_for(&self, event_type: &str, n: usize) -> Vec<Received> {
-        for _ in 0..100 {
+        for _ in 0..400 {
             let of_type: Vec<Received> = self
                 .got()
                 .into_iter()
