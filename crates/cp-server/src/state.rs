@@ -6,9 +6,9 @@ use std::time::Instant;
 use cp_store::Store;
 
 use crate::config::ServerConfig;
-use crate::http::auth::KeyCache;
 use crate::http::rate_limit::RateLimiter;
 use crate::services::hub::Hub;
+use crate::services::keys::KeyCache;
 use crate::services::list_cache::ListCache;
 use crate::services::policy::PolicyEngine;
 use crate::services::run_context::RunContextCache;

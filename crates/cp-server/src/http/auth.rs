@@ -4,7 +4,6 @@
 use std::marker::PhantomData;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::request::Parts;
@@ -14,140 +13,11 @@ use axum::response::{IntoResponse, Response};
 use cp_store::keys::{KeyPrincipal, is_well_formed};
 use cp_types::ErrorCode;
 use cp_types::org::Role;
-use dashmap::DashMap;
-use uuid::Uuid;
 
-use super::error::ApiError;
 use super::rate_limit::{Decision, Meter};
+use crate::services::caller::Caller;
+use crate::services::error::ServiceError;
 use crate::state::AppState;
-
-/// How long a resolved key is trusted before it is looked up again. Revocations and setting
-/// changes made through this process clear the cache at once; other replicas and the CLI
-/// take effect within this delay.
-const CACHE_TTL: Duration = Duration::from_secs(1);
-/// How often `last_used_at` is written per key (it is informational; per-request writes would
-/// turn every read into a write).
-const TOUCH_EVERY: Duration = Duration::from_secs(60);
-
-/// The caller of a request: its key, organization and role.
-#[derive(Debug, Clone)]
-pub struct Principal {
-    pub key_id: Uuid,
-    pub key_name: String,
-    pub role: Role,
-    pub org_id: String,
-    pub org_name: String,
-    /// For a worker key made for one queue: that queue.
-    pub worker_queue_id: Option<Uuid>,
-}
-
-/// Keys found in the database, cached briefly. Unknown keys are not cached (that would let a
-/// flood of random keys grow the map); malformed ones never reach the database, and well-formed
-/// unknown ones cost one indexed lookup and count against their address's limit.
-#[derive(Default)]
-pub struct KeyCache {
-    entries: DashMap<String, (Instant, KeyPrincipal)>,
-    touched: DashMap<Uuid, Instant>,
-    /// Whether a key is still usable, by id, for long requests that outlive their check.
-    usable: DashMap<Uuid, (Instant, bool)>,
-    /// Open event streams per key.
-    streams: DashMap<Uuid, usize>,
-}
-
-/// Most event streams one key may hold open at once.
-pub const MAX_STREAMS_PER_KEY: usize = 100;
-
-/// An open stream's place in its key's count; given back when dropped.
-pub struct StreamSlot {
-    keys: Arc<KeyCache>,
-    key: Uuid,
-}
-
-impl StreamSlot {
-    /// The key whose stream this is.
-    pub fn key(&self) -> Uuid {
-        self.key
-    }
-}
-
-impl Drop for StreamSlot {
-    fn drop(&mut self) {
-        if let Some(mut n) = self.keys.streams.get_mut(&self.key) {
-            *n = n.saturating_sub(1);
-        }
-        self.keys.streams.remove_if(&self.key, |_, n| *n == 0);
-    }
-}
-
-impl KeyCache {
-    /// Forgets everything (after a revocation or a settings change).
-    pub fn clear(&self) {
-        self.entries.clear();
-        self.usable.clear();
-    }
-
-    /// A place for one more stream of `key`, unless it holds [`MAX_STREAMS_PER_KEY`] already.
-    pub fn open_stream(self: &Arc<Self>, key: Uuid) -> Option<StreamSlot> {
-        let mut n = self.streams.entry(key).or_insert(0);
-        if *n >= MAX_STREAMS_PER_KEY {
-            return None;
-        }
-        *n += 1;
-        Some(StreamSlot {
-            keys: self.clone(),
-            key,
-        })
-    }
-
-    /// Whether the key is still neither revoked nor expired, read at most once per
-    /// [`CACHE_TTL`] per key (streams ask every few seconds).
-    pub async fn still_usable(&self, store: &cp_store::Store, org: &str, key: Uuid) -> bool {
-        if let Some(hit) = self.usable.get(&key)
-            && hit.0.elapsed() < CACHE_TTL
-        {
-            return hit.1;
-        }
-        let usable = match store.keys(org).get(key).await {
-            Ok(k) => k.revoked_at.is_none() && k.expires_at.is_none_or(|e| e > cp_types::now()),
-            Err(cp_store::StoreError::NotFound) => false,
-            // The database is away: keep the stream; the next check decides.
-            Err(_) => return true,
-        };
-        self.usable.insert(key, (Instant::now(), usable));
-        usable
-    }
-
-    fn get(&self, token: &str) -> Option<KeyPrincipal> {
-        let entry = self.entries.get(token)?;
-        (entry.0.elapsed() < CACHE_TTL).then(|| entry.1.clone())
-    }
-
-    /// Whether `last_used_at` should be written now for this key.
-    fn should_touch(&self, key_id: Uuid) -> bool {
-        let now = Instant::now();
-        let mut due = false;
-        self.touched
-            .entry(key_id)
-            .and_modify(|last| {
-                if now.duration_since(*last) >= TOUCH_EVERY {
-                    *last = now;
-                    due = true;
-                }
-            })
-            .or_insert_with(|| {
-                due = true;
-                now
-            });
-        due
-    }
-
-    /// Drops expired entries so memory follows active keys.
-    pub fn sweep(&self) {
-        self.entries.retain(|_, (at, _)| at.elapsed() < CACHE_TTL);
-        self.usable.retain(|_, (at, _)| at.elapsed() < CACHE_TTL);
-        self.touched.retain(|_, at| at.elapsed() < TOUCH_EVERY);
-    }
-}
 
 /// The key presented by a request: `Authorization: Bearer <key>`, `Authorization: UserKey <key>`
 /// (the Python client), or a `UserKey: <key>` header.
@@ -187,7 +57,7 @@ fn unix_now() -> u64 {
 }
 
 fn limited(decision: Decision) -> Response {
-    let mut resp = ApiError::new(
+    let mut resp = ServiceError::new(
         ErrorCode::RateLimited,
         "rate limit exceeded; retry after the window resets",
     )
@@ -221,7 +91,7 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
                 (None, Some(_)) => "invalid API key",
                 (None, None) => "missing API key: send 'Authorization: Bearer <key>'",
             };
-            let mut resp = ApiError::unauthorized(message).into_response();
+            let mut resp = ServiceError::unauthorized(message).into_response();
             decision.write_headers(resp.headers_mut());
             return resp;
         }
@@ -240,7 +110,7 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
         return limited(decision);
     }
     if principal.role == Role::Viewer && !matches!(*req.method(), Method::GET | Method::HEAD) {
-        let mut resp = ApiError::forbidden("viewer keys can only read").into_response();
+        let mut resp = ServiceError::forbidden("viewer keys can only read").into_response();
         decision.write_headers(resp.headers_mut());
         return resp;
     }
@@ -253,7 +123,7 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
             }
         });
     }
-    req.extensions_mut().insert(Arc::new(Principal {
+    req.extensions_mut().insert(Arc::new(Caller {
         key_id: principal.key_id,
         key_name: principal.key_name,
         role: principal.role,
@@ -289,9 +159,9 @@ async fn resolve(state: &AppState, token: &str) -> Result<Option<KeyPrincipal>, 
         .store
         .lookup_key(token)
         .await
-        .map_err(|e| ApiError::from(e).into_response())?;
+        .map_err(|e| ServiceError::from(e).into_response())?;
     if let Some(p) = &found {
-        state.keys.entries.insert(token.to_owned(), (Instant::now(), p.clone()));
+        state.keys.remember(token, p.clone());
     }
     Ok(found)
 }
@@ -340,28 +210,28 @@ impl Access for SecretReader {
 
 /// The authenticated caller, admitted only if its role is in `A::ROLES` (else 403).
 pub struct Auth<A: Access = Read> {
-    pub principal: Arc<Principal>,
+    pub principal: Arc<Caller>,
     _access: PhantomData<A>,
 }
 
 impl<A: Access> std::ops::Deref for Auth<A> {
-    type Target = Principal;
-    fn deref(&self) -> &Principal {
+    type Target = Caller;
+    fn deref(&self) -> &Caller {
         &self.principal
     }
 }
 
 impl<A: Access, S: Send + Sync> FromRequestParts<S> for Auth<A> {
-    type Rejection = ApiError;
+    type Rejection = ServiceError;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ServiceError> {
         let principal = parts
             .extensions
-            .get::<Arc<Principal>>()
+            .get::<Arc<Caller>>()
             .cloned()
-            .ok_or_else(|| ApiError::unauthorized("missing API key"))?;
+            .ok_or_else(|| ServiceError::unauthorized("missing API key"))?;
         if !A::ROLES.contains(&principal.role) {
-            return Err(ApiError::forbidden(format!(
+            return Err(ServiceError::forbidden(format!(
                 "the {} role cannot use this endpoint",
                 principal.role
             )));

@@ -10,8 +10,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use cp_types::ErrorCode;
 
-use super::error::ApiError;
 use super::metrics::record_request;
+use crate::services::error::ServiceError;
 
 pub const REQUEST_ID: &str = "x-request-id";
 
@@ -84,7 +84,7 @@ fn envelope_errors(resp: Response) -> Response {
         _ => status.canonical_reason().unwrap_or("request failed"),
     };
     let (mut parts, _) = resp.into_parts();
-    let fresh = ApiError::new(code, message).into_response();
+    let fresh = ServiceError::new(code, message).into_response();
     parts.headers.remove(header::CONTENT_LENGTH);
     parts
         .headers
@@ -96,11 +96,11 @@ fn envelope_errors(resp: Response) -> Response {
 }
 
 /// Unknown routes: 404 with the envelope, with or without a key.
-pub async fn not_found() -> ApiError {
-    ApiError::new(ErrorCode::NotFound, "no such route")
+pub async fn not_found() -> ServiceError {
+    ServiceError::new(ErrorCode::NotFound, "no such route")
 }
 
 /// Known route, wrong method: 405 with the envelope.
-pub async fn method_not_allowed() -> ApiError {
-    ApiError::new(ErrorCode::MethodNotAllowed, "method not allowed on this route")
+pub async fn method_not_allowed() -> ServiceError {
+    ServiceError::new(ErrorCode::MethodNotAllowed, "method not allowed on this route")
 }

@@ -6,12 +6,13 @@ use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
+use cp_types::context::{ContextEntity, ContextEntityType};
 use cp_types::page::{PageParams, PageRequest};
 use cp_types::{ErrorCode, FieldIssue};
 use serde::de::DeserializeOwned;
-use serde_json::Value;
+use serde_json::{Value, json};
 
-use super::error::ApiError;
+use crate::services::error::{ServiceError, ServiceResult};
 
 /// A JSON request body. Unknown fields are ignored; known ones are validated strictly.
 pub struct JsonBody<T>(pub T);
@@ -28,16 +29,16 @@ fn is_json(req: &Request) -> bool {
         .unwrap_or(false)
 }
 
-fn body_error(e: BytesRejection) -> ApiError {
+fn body_error(e: BytesRejection) -> ServiceError {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::new(ErrorCode::PayloadTooLarge, "request body too large")
+        ServiceError::new(ErrorCode::PayloadTooLarge, "request body too large")
     } else {
-        ApiError::bad_request(format!("could not read the request body: {e}"))
+        ServiceError::bad_request(format!("could not read the request body: {e}"))
     }
 }
 
 /// Turns a serde error at a path into a 422 naming the most useful field.
-fn field_issue(err: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+fn field_issue(err: serde_path_to_error::Error<serde_json::Error>) -> ServiceError {
     let path = err.path().to_string();
     let message = err.into_inner().to_string();
     // "missing field `name` at line 1 column 2" names the field in the message, not the path.
@@ -51,7 +52,7 @@ fn field_issue(err: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
         (None, p) => p.to_string(),
     };
     let issue = message.split(" at line ").next().unwrap_or(&message).to_string();
-    ApiError::validation(vec![FieldIssue::new(field, issue)])
+    ServiceError::validation(vec![FieldIssue::new(field, issue)])
 }
 
 /// The path of the first string (key or value) holding a NUL character, which PostgreSQL's
@@ -79,9 +80,9 @@ fn nul_path(value: &Value, path: &mut Vec<String>) -> bool {
 
 /// Parses JSON bytes into `T`: malformed JSON (including trailing garbage) is a 400; a wrong
 /// type, a missing field or a NUL character is a 422 naming the field.
-pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ServiceError> {
     let value: Value =
-        serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?;
+        serde_json::from_slice(bytes).map_err(|e| ServiceError::bad_request(format!("malformed JSON: {e}")))?;
     let mut path = Vec::new();
     if nul_path(&value, &mut path) {
         let field = if path.is_empty() {
@@ -89,22 +90,22 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         } else {
             path.join(".")
         };
-        return Err(ApiError::invalid(&field, "must not contain NUL characters"));
+        return Err(ServiceError::invalid(&field, "must not contain NUL characters"));
     }
     serde_path_to_error::deserialize(value).map_err(field_issue)
 }
 
 /// The bytes of a JSON request body: 415 for another content type, 400 for an empty body.
-async fn json_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+async fn json_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ServiceError> {
     if !is_json(&req) {
-        return Err(ApiError::new(
+        return Err(ServiceError::new(
             ErrorCode::UnsupportedMediaType,
             "expected Content-Type: application/json",
         ));
     }
     let bytes = Bytes::from_request(req, state).await.map_err(body_error)?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::bad_request(
+        return Err(ServiceError::bad_request(
             "the request body is empty; a JSON object was expected",
         ));
     }
@@ -112,9 +113,9 @@ async fn json_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Ap
 }
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
-    type Rejection = ApiError;
+    type Rejection = ServiceError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+    async fn from_request(req: Request, state: &S) -> Result<Self, ServiceError> {
         parse_json(&json_bytes(req, state).await?).map(JsonBody)
     }
 }
@@ -141,12 +142,12 @@ fn replace_nul(value: &mut Value) {
 }
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for RunReport<T> {
-    type Rejection = ApiError;
+    type Rejection = ServiceError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+    async fn from_request(req: Request, state: &S) -> Result<Self, ServiceError> {
         let bytes = json_bytes(req, state).await?;
         let mut value: Value =
-            serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?;
+            serde_json::from_slice(&bytes).map_err(|e| ServiceError::bad_request(format!("malformed JSON: {e}")))?;
         replace_nul(&mut value);
         serde_path_to_error::deserialize(value)
             .map(RunReport)
@@ -158,17 +159,17 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for RunReport<T> {
 pub struct Path<T>(pub T);
 
 impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T> {
-    type Rejection = ApiError;
+    type Rejection = ServiceError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ServiceError> {
         match axum::extract::Path::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Path(v)) => Ok(Path(v)),
-            Err(PathRejection::FailedToDeserializePathParams(e)) => Err(ApiError::bad_request(format!(
+            Err(PathRejection::FailedToDeserializePathParams(e)) => Err(ServiceError::bad_request(format!(
                 "invalid path parameter: {}",
                 e.body_text()
             ))
             .with_details(serde_json::json!({"issue": e.body_text()}))),
-            Err(e) => Err(ApiError::bad_request(e.body_text())),
+            Err(e) => Err(ServiceError::bad_request(e.body_text())),
         }
     }
 }
@@ -177,9 +178,9 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T>
 pub struct Query<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
-    type Rejection = ApiError;
+    type Rejection = ServiceError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ServiceError> {
         let parsed = match python_booleans(parts.uri.query()) {
             Some(uri) => axum::extract::Query::<T>::try_from_uri(&uri),
             None => axum::extract::Query::<T>::from_request_parts(parts, state).await,
@@ -193,11 +194,11 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
                     .unwrap_or(&text)
                     .to_string();
                 Err(
-                    ApiError::new(ErrorCode::ValidationError, format!("invalid query string: {issue}"))
+                    ServiceError::new(ErrorCode::ValidationError, format!("invalid query string: {issue}"))
                         .with_details(serde_json::json!({"field": "query", "issue": issue})),
                 )
             }
-            Err(e) => Err(ApiError::bad_request(e.body_text())),
+            Err(e) => Err(ServiceError::bad_request(e.body_text())),
         }
     }
 }
@@ -224,10 +225,22 @@ fn python_booleans(query: Option<&str>) -> Option<axum::http::Uri> {
 pub struct Pagination(pub PageRequest);
 
 impl<S: Send + Sync> FromRequestParts<S> for Pagination {
-    type Rejection = ApiError;
+    type Rejection = ServiceError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ServiceError> {
         let Query(params) = Query::<PageParams>::from_request_parts(parts, state).await?;
-        params.validate().map(Pagination).map_err(ApiError::validation)
+        params.validate().map(Pagination).map_err(ServiceError::validation)
     }
+}
+
+/// Reads `{entity_type}/{entity_id}`: an unknown type is a 422 naming the allowed ones, an id
+/// that is not a UUID (for every type but the organization) a 400.
+pub fn context_entity(entity_type: &str, entity_id: &str) -> ServiceResult<ContextEntity> {
+    let kind: ContextEntityType = entity_type
+        .parse()
+        .map_err(|issue: String| ServiceError::invalid("entity_type", issue))?;
+    ContextEntity::parse(kind, entity_id).map_err(|issue| {
+        ServiceError::bad_request(format!("invalid path parameter: {issue}"))
+            .with_details(json!({"field": "entity_id", "issue": issue}))
+    })
 }

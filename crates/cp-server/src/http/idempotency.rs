@@ -12,9 +12,9 @@ use cp_store::idempotency::Claim;
 use cp_types::ErrorCode;
 use sha2::{Digest, Sha256};
 
-use super::auth::Principal;
-use super::error::ApiError;
+use crate::services::caller::Caller;
 use crate::services::crypto::{Cipher, idempotency_aad};
+use crate::services::error::ServiceError;
 use crate::state::AppState;
 
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -38,21 +38,21 @@ pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next
     let Some(key) = req.headers().get(IDEMPOTENCY_KEY) else {
         return next.run(req).await;
     };
-    let Some(principal) = req.extensions().get::<Arc<Principal>>().cloned() else {
+    let Some(principal) = req.extensions().get::<Arc<Caller>>().cloned() else {
         return next.run(req).await;
     };
     // Records belong to the API key that made them: another caller (even of the same
     // organization, with another role) never sees a stored answer.
     let key = match key.to_str() {
         Ok(k) if !k.is_empty() && k.len() <= 255 => format!("{}:{k}", principal.key_id),
-        _ => return ApiError::bad_request("Idempotency-Key must be 1 to 255 visible characters").into_response(),
+        _ => return ServiceError::bad_request("Idempotency-Key must be 1 to 255 visible characters").into_response(),
     };
 
     let (parts, body) = req.into_parts();
     let bytes = match to_bytes(body, state.config.body_limit).await {
         Ok(b) => b,
         Err(_) => {
-            return ApiError::new(ErrorCode::PayloadTooLarge, "request body too large").into_response();
+            return ServiceError::new(ErrorCode::PayloadTooLarge, "request body too large").into_response();
         }
     };
     let mut hasher = Sha256::new();
@@ -77,7 +77,7 @@ pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next
                     Ok(plain) => plain,
                     Err(_) => {
                         tracing::error!("a sealed idempotent answer does not decrypt (wrong master key?)");
-                        return ApiError::internal().into_response();
+                        return ServiceError::internal().into_response();
                     }
                 }
             } else {
@@ -91,14 +91,14 @@ pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next
             return resp;
         }
         Ok(Claim::Mismatch) => {
-            return ApiError::conflict("this Idempotency-Key was already used with a different request")
+            return ServiceError::conflict("this Idempotency-Key was already used with a different request")
                 .into_response();
         }
         Ok(Claim::InProgress) => {
-            return ApiError::conflict("a request with this Idempotency-Key is still in progress; retry later")
+            return ServiceError::conflict("a request with this Idempotency-Key is still in progress; retry later")
                 .into_response();
         }
-        Err(e) => return ApiError::from(e).into_response(),
+        Err(e) => return ServiceError::from(e).into_response(),
     }
 
     let resp = next.run(Request::from_parts(parts, Body::from(bytes))).await;
@@ -117,7 +117,7 @@ pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next
         Err(e) => {
             tracing::error!(error = %e, "could not buffer response for idempotency");
             let _ = records.abandon(&key).await;
-            return ApiError::internal().into_response();
+            return ServiceError::internal().into_response();
         }
     };
     let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());

@@ -11,5 +11,4 @@ pub mod metrics;
 pub mod rate_limit;
 
 pub use auth::{Admin, Auth, Enforcer, Read, WorkerApi, Write};
-pub use error::{ApiError, ApiResult};
 pub use extract::{JsonBody, Pagination, Path, Query};

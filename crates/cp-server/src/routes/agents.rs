@@ -13,8 +13,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::http::{ApiError, ApiResult, Auth, JsonBody, Pagination, Path, Query, Read, Write};
+use crate::http::{Auth, JsonBody, Pagination, Path, Query, Read, Write};
 use crate::services::catalog::{check_runtime, check_skill_configurations, resolve_model};
+use crate::services::error::{ServiceError, ServiceResult};
 use crate::services::list_cache::JsonBytes;
 use crate::services::vault::{self, Named};
 use crate::state::AppState;
@@ -25,8 +26,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(get_agent, update_agent, delete_agent))
 }
 
-fn not_found(e: cp_store::StoreError) -> ApiError {
-    ApiError::from_store(e, "agent")
+fn not_found(e: cp_store::StoreError) -> ServiceError {
+    ServiceError::from_store(e, "agent")
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -50,7 +51,7 @@ async fn list_agents(
     auth: Auth<Read>,
     Pagination(page): Pagination,
     Query(q): Query<AgentQuery>,
-) -> ApiResult<JsonBytes> {
+) -> ServiceResult<JsonBytes> {
     let filter = AgentFilter {
         status: q.status_filter,
         team_id: q.team_id,
@@ -71,7 +72,7 @@ async fn create_agent(
     State(state): State<AppState>,
     auth: Auth<Write>,
     JsonBody(req): JsonBody<CreateAgent>,
-) -> ApiResult<(StatusCode, Json<Agent>)> {
+) -> ServiceResult<(StatusCode, Json<Agent>)> {
     req.validate()?;
     vault::check_may_name(
         &auth,
@@ -111,7 +112,11 @@ async fn create_agent(
 
 #[utoipa::path(get, path = "/api/v1/agents/{id}", tag = "agents", params(("id" = Uuid, Path)),
     responses((status = 200, body = Agent), (status = 404, body = cp_types::ErrorEnvelope)))]
-async fn get_agent(State(state): State<AppState>, auth: Auth<Read>, Path(id): Path<Uuid>) -> ApiResult<Json<Agent>> {
+async fn get_agent(
+    State(state): State<AppState>,
+    auth: Auth<Read>,
+    Path(id): Path<Uuid>,
+) -> ServiceResult<Json<Agent>> {
     Ok(Json(state.store.agents(&auth.org_id).get(id).await.map_err(not_found)?))
 }
 
@@ -124,7 +129,7 @@ async fn update_agent(
     auth: Auth<Write>,
     Path(id): Path<Uuid>,
     JsonBody(req): JsonBody<UpdateAgent>,
-) -> ApiResult<Json<Agent>> {
+) -> ServiceResult<Json<Agent>> {
     req.validate()?;
     let agents = state.store.agents(&auth.org_id);
     let current = agents.get(id).await.map_err(not_found)?;
@@ -173,7 +178,7 @@ async fn delete_agent(
     State(state): State<AppState>,
     auth: Auth<Write>,
     Path(id): Path<Uuid>,
-) -> ApiResult<Json<Deleted>> {
+) -> ServiceResult<Json<Deleted>> {
     state.store.agents(&auth.org_id).delete(id).await.map_err(not_found)?;
     Ok(Json(Deleted::new(id)))
 }

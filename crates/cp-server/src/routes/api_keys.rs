@@ -11,7 +11,8 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::http::idempotency::NoReplay;
-use crate::http::{Admin, ApiError, ApiResult, Auth, JsonBody, Pagination, Path};
+use crate::http::{Admin, Auth, JsonBody, Pagination, Path};
+use crate::services::error::{ServiceError, ServiceResult};
 use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -26,7 +27,7 @@ async fn create_key(
     State(state): State<AppState>,
     auth: Auth<Admin>,
     JsonBody(req): JsonBody<CreateApiKey>,
-) -> ApiResult<(StatusCode, Extension<NoReplay>, Json<CreatedApiKey>)> {
+) -> ServiceResult<(StatusCode, Extension<NoReplay>, Json<CreatedApiKey>)> {
     req.validate(cp_types::now())?;
     let expires_at = req.expires_at.map(|t| t.trunc_subsecs(6));
     if let Some(queue) = req.worker_queue_id {
@@ -35,7 +36,7 @@ async fn create_key(
             .worker_queues(&auth.org_id)
             .get(queue)
             .await
-            .map_err(|e| ApiError::from_store(e, "worker queue"))?;
+            .map_err(|e| ServiceError::from_store(e, "worker queue"))?;
     }
     let created = state
         .store
@@ -52,19 +53,23 @@ async fn list_keys(
     State(state): State<AppState>,
     auth: Auth<Admin>,
     Pagination(page): Pagination,
-) -> ApiResult<Json<Page<ApiKey>>> {
+) -> ServiceResult<Json<Page<ApiKey>>> {
     Ok(Json(state.store.keys(&auth.org_id).list(page).await?))
 }
 
 #[utoipa::path(get, path = "/api/v1/api-keys/{id}", tag = "api-keys", params(("id" = Uuid, Path)),
     responses((status = 200, body = ApiKey), (status = 404, body = cp_types::ErrorEnvelope)))]
-async fn get_key(State(state): State<AppState>, auth: Auth<Admin>, Path(id): Path<Uuid>) -> ApiResult<Json<ApiKey>> {
+async fn get_key(
+    State(state): State<AppState>,
+    auth: Auth<Admin>,
+    Path(id): Path<Uuid>,
+) -> ServiceResult<Json<ApiKey>> {
     let key = state
         .store
         .keys(&auth.org_id)
         .get(id)
         .await
-        .map_err(|e| ApiError::from_store(e, "API key"))?;
+        .map_err(|e| ServiceError::from_store(e, "API key"))?;
     Ok(Json(key))
 }
 
@@ -75,13 +80,13 @@ async fn revoke_key(
     State(state): State<AppState>,
     auth: Auth<Admin>,
     Path(id): Path<Uuid>,
-) -> ApiResult<Json<Deleted>> {
+) -> ServiceResult<Json<Deleted>> {
     state
         .store
         .keys(&auth.org_id)
         .revoke(id, true)
         .await
-        .map_err(|e| ApiError::from_store(e, "API key"))?;
+        .map_err(|e| ServiceError::from_store(e, "API key"))?;
     state.keys.clear();
     Ok(Json(Deleted::new(id)))
 }

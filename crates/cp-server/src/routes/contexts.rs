@@ -4,12 +4,13 @@ use axum::Json;
 use axum::extract::State;
 use cp_types::Deleted;
 use cp_types::context::{Context, ContextEntity, ContextEntityType, ResolvedContext, UpdateContext};
-use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::http::{ApiError, ApiResult, Auth, JsonBody, Path, Read, Write};
+use crate::http::extract::context_entity;
+use crate::http::{Auth, JsonBody, Path, Read, Write};
+use crate::services::error::{ServiceResult, or_not_found};
 use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -18,22 +19,6 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(resolve_context))
         .routes(routes!(resolve_agent_context))
         .routes(routes!(resolve_team_context))
-}
-
-/// Reads `{entity_type}/{entity_id}`: an unknown type is a 422 naming the allowed ones, an id
-/// that is not a UUID (for every type but the organization) a 400.
-pub(crate) fn entity(entity_type: &str, entity_id: &str) -> ApiResult<ContextEntity> {
-    let kind: ContextEntityType = entity_type
-        .parse()
-        .map_err(|issue: String| ApiError::invalid("entity_type", issue))?;
-    ContextEntity::parse(kind, entity_id).map_err(|issue| {
-        ApiError::bad_request(format!("invalid path parameter: {issue}"))
-            .with_details(json!({"field": "entity_id", "issue": issue}))
-    })
-}
-
-pub(crate) fn not_found(entity: &ContextEntity) -> impl Fn(cp_store::StoreError) -> ApiError + '_ {
-    move |e| ApiError::from_store(e, entity.kind().as_str())
 }
 
 /// The context stored for an entity; empty lists (and a null `id`) when nothing is stored.
@@ -45,10 +30,10 @@ async fn get_context(
     State(state): State<AppState>,
     auth: Auth<Read>,
     Path((entity_type, entity_id)): Path<(String, String)>,
-) -> ApiResult<Json<Context>> {
-    let entity = entity(&entity_type, &entity_id)?;
+) -> ServiceResult<Json<Context>> {
+    let entity = context_entity(&entity_type, &entity_id)?;
     let context = state.store.contexts(&auth.org_id).get(&entity).await;
-    Ok(Json(context.map_err(not_found(&entity))?))
+    Ok(Json(context.map_err(or_not_found(entity.kind().as_str()))?))
 }
 
 /// Partial update: fields left out stay as they are; a given list or `variables` replaces the
@@ -64,11 +49,11 @@ async fn update_context(
     auth: Auth<Write>,
     Path((entity_type, entity_id)): Path<(String, String)>,
     JsonBody(req): JsonBody<UpdateContext>,
-) -> ApiResult<Json<Context>> {
-    let entity = entity(&entity_type, &entity_id)?;
+) -> ServiceResult<Json<Context>> {
+    let entity = context_entity(&entity_type, &entity_id)?;
     req.validate()?;
     let context = state.store.contexts(&auth.org_id).update(&entity, &req).await;
-    Ok(Json(context.map_err(not_found(&entity))?))
+    Ok(Json(context.map_err(or_not_found(entity.kind().as_str()))?))
 }
 
 /// Removes what is stored for the entity; 200 with `{"id": "<type>/<id>", "deleted": true}`
@@ -81,16 +66,16 @@ async fn delete_context(
     State(state): State<AppState>,
     auth: Auth<Write>,
     Path((entity_type, entity_id)): Path<(String, String)>,
-) -> ApiResult<Json<Deleted>> {
-    let entity = entity(&entity_type, &entity_id)?;
+) -> ServiceResult<Json<Deleted>> {
+    let entity = context_entity(&entity_type, &entity_id)?;
     let deleted = state.store.contexts(&auth.org_id).delete(&entity).await;
-    deleted.map_err(not_found(&entity))?;
+    deleted.map_err(or_not_found(entity.kind().as_str()))?;
     Ok(Json(Deleted::new(entity.path())))
 }
 
-async fn resolve(state: &AppState, org: &str, entity: &ContextEntity) -> ApiResult<Json<ResolvedContext>> {
+async fn resolve(state: &AppState, org: &str, entity: &ContextEntity) -> ServiceResult<Json<ResolvedContext>> {
     let resolved = state.store.contexts(org).resolve(entity).await;
-    Ok(Json(resolved.map_err(not_found(entity))?))
+    Ok(Json(resolved.map_err(or_not_found(entity.kind().as_str()))?))
 }
 
 /// The context that applies to an entity: its layers (organization → projects → environments
@@ -104,8 +89,8 @@ async fn resolve_context(
     State(state): State<AppState>,
     auth: Auth<Read>,
     Path((entity_type, entity_id)): Path<(String, String)>,
-) -> ApiResult<Json<ResolvedContext>> {
-    let entity = entity(&entity_type, &entity_id)?;
+) -> ServiceResult<Json<ResolvedContext>> {
+    let entity = context_entity(&entity_type, &entity_id)?;
     resolve(&state, &auth.org_id, &entity).await
 }
 
@@ -116,7 +101,7 @@ async fn resolve_agent_context(
     State(state): State<AppState>,
     auth: Auth<Read>,
     Path(id): Path<Uuid>,
-) -> ApiResult<Json<ResolvedContext>> {
+) -> ServiceResult<Json<ResolvedContext>> {
     resolve(&state, &auth.org_id, &ContextEntity::Agent(id)).await
 }
 
@@ -127,6 +112,6 @@ async fn resolve_team_context(
     State(state): State<AppState>,
     auth: Auth<Read>,
     Path(id): Path<Uuid>,
-) -> ApiResult<Json<ResolvedContext>> {
+) -> ServiceResult<Json<ResolvedContext>> {
     resolve(&state, &auth.org_id, &ContextEntity::Team(id)).await
 }

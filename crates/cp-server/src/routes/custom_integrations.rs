@@ -9,7 +9,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::http::{ApiError, ApiResult, Auth, JsonBody, Pagination, Path, Read, Write};
+use crate::http::{Auth, JsonBody, Pagination, Path, Read, Write};
+use crate::services::error::{ServiceError, ServiceResult};
 use crate::services::vault::{self, Named};
 use crate::state::AppState;
 
@@ -23,8 +24,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         ))
 }
 
-fn not_found(e: cp_store::StoreError) -> ApiError {
-    ApiError::from_store(e, "custom integration")
+fn not_found(e: cp_store::StoreError) -> ServiceError {
+    ServiceError::from_store(e, "custom integration")
 }
 
 /// Newest first.
@@ -34,7 +35,7 @@ async fn list_custom_integrations(
     State(state): State<AppState>,
     auth: Auth<Read>,
     Pagination(page): Pagination,
-) -> ApiResult<Json<Page<CustomIntegration>>> {
+) -> ServiceResult<Json<Page<CustomIntegration>>> {
     Ok(Json(state.store.custom_integrations(&auth.org_id).list(page).await?))
 }
 
@@ -44,7 +45,7 @@ async fn create_custom_integration(
     State(state): State<AppState>,
     auth: Auth<Write>,
     JsonBody(req): JsonBody<CreateCustomIntegration>,
-) -> ApiResult<(StatusCode, Json<CustomIntegration>)> {
+) -> ServiceResult<(StatusCode, Json<CustomIntegration>)> {
     req.validate()?;
     vault::check_may_name(
         &auth,
@@ -61,7 +62,7 @@ async fn get_custom_integration(
     State(state): State<AppState>,
     auth: Auth<Read>,
     Path(id): Path<Uuid>,
-) -> ApiResult<Json<CustomIntegration>> {
+) -> ServiceResult<Json<CustomIntegration>> {
     Ok(Json(
         state
             .store
@@ -81,7 +82,7 @@ async fn update_custom_integration(
     auth: Auth<Write>,
     Path(id): Path<Uuid>,
     JsonBody(req): JsonBody<UpdateCustomIntegration>,
-) -> ApiResult<Json<CustomIntegration>> {
+) -> ServiceResult<Json<CustomIntegration>> {
     req.validate()?;
     let wanted = Named::of_custom_integration(req.config.as_ref());
     if !wanted.is_empty() {
@@ -109,7 +110,7 @@ async fn delete_custom_integration(
     State(state): State<AppState>,
     auth: Auth<Write>,
     Path(id): Path<Uuid>,
-) -> ApiResult<Json<Deleted>> {
+) -> ServiceResult<Json<Deleted>> {
     state
         .store
         .custom_integrations(&auth.org_id)

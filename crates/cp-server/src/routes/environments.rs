@@ -14,9 +14,10 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::http::{ApiError, ApiResult, Auth, JsonBody, Pagination, Path, Query, Read, Write};
-use crate::routes::worker_queues::worker_command_parts;
+use crate::http::{Auth, JsonBody, Pagination, Path, Query, Read, Write};
+use crate::services::error::{ServiceError, ServiceResult};
 use crate::services::vault::{self, Named};
+use crate::services::workers::worker_command_parts;
 use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -26,8 +27,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(worker_command))
 }
 
-fn not_found(e: cp_store::StoreError) -> ApiError {
-    ApiError::from_store(e, "environment")
+fn not_found(e: cp_store::StoreError) -> ServiceError {
+    ServiceError::from_store(e, "environment")
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -44,7 +45,7 @@ async fn list_environments(
     auth: Auth<Read>,
     Pagination(page): Pagination,
     Query(q): Query<EnvironmentQuery>,
-) -> ApiResult<Json<Page<Environment>>> {
+) -> ServiceResult<Json<Page<Environment>>> {
     let filter = EnvironmentFilter {
         status: q.status_filter,
     };
@@ -57,7 +58,7 @@ async fn create_environment(
     State(state): State<AppState>,
     auth: Auth<Write>,
     JsonBody(req): JsonBody<CreateEnvironment>,
-) -> ApiResult<(StatusCode, Json<Environment>)> {
+) -> ServiceResult<(StatusCode, Json<Environment>)> {
     req.validate()?;
     vault::check_may_name(
         &auth,
@@ -74,7 +75,7 @@ async fn get_environment(
     State(state): State<AppState>,
     auth: Auth<Read>,
     Path(id): Path<Uuid>,
-) -> ApiResult<Json<Environment>> {
+) -> ServiceResult<Json<Environment>> {
     Ok(Json(
         state
             .store
@@ -93,7 +94,7 @@ async fn update_environment(
     auth: Auth<Write>,
     Path(id): Path<Uuid>,
     JsonBody(req): JsonBody<UpdateEnvironment>,
-) -> ApiResult<Json<Environment>> {
+) -> ServiceResult<Json<Environment>> {
     req.validate()?;
     let wanted = Named::of_environment(req.execution_environment.as_ref());
     if !wanted.is_empty() {
@@ -126,7 +127,7 @@ async fn delete_environment(
     State(state): State<AppState>,
     auth: Auth<Write>,
     Path(id): Path<Uuid>,
-) -> ApiResult<Json<Deleted>> {
+) -> ServiceResult<Json<Deleted>> {
     state
         .store
         .environments(&auth.org_id)
@@ -143,7 +144,7 @@ async fn worker_command(
     State(state): State<AppState>,
     auth: Auth<Read>,
     Path(id): Path<Uuid>,
-) -> ApiResult<Json<WorkerCommand>> {
+) -> ServiceResult<Json<WorkerCommand>> {
     let env = state
         .store
         .environments(&auth.org_id)

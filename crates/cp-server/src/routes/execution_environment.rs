@@ -8,7 +8,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::http::{Admin, ApiError, ApiResult, Auth, Path};
+use crate::http::{Admin, Auth, Path};
+use crate::services::error::{ServiceError, ServiceResult};
 use crate::services::exec_env::{Target, resolve};
 use crate::state::AppState;
 
@@ -18,11 +19,16 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(resolved_team_environment))
 }
 
-async fn masked(state: &AppState, org: &str, target: Target, what: &str) -> ApiResult<ResolvedExecutionEnvironment> {
+async fn masked(
+    state: &AppState,
+    org: &str,
+    target: Target,
+    what: &str,
+) -> ServiceResult<ResolvedExecutionEnvironment> {
     // No audit entry: nothing secret leaves the server through this view.
     let env = resolve(&state.store, &state.config.master_key, org, target, None)
         .await
-        .map_err(|e| ApiError::from_store(e, what))?;
+        .map_err(|e| ServiceError::from_store(e, what))?;
     Ok(env.masked())
 }
 
@@ -35,7 +41,7 @@ async fn resolved_agent_environment(
     State(state): State<AppState>,
     auth: Auth<Admin>,
     Path(id): Path<Uuid>,
-) -> ApiResult<Json<ResolvedExecutionEnvironment>> {
+) -> ServiceResult<Json<ResolvedExecutionEnvironment>> {
     Ok(Json(masked(&state, &auth.org_id, Target::Agent(id), "agent").await?))
 }
 
@@ -48,6 +54,6 @@ async fn resolved_team_environment(
     State(state): State<AppState>,
     auth: Auth<Admin>,
     Path(id): Path<Uuid>,
-) -> ApiResult<Json<ResolvedExecutionEnvironment>> {
+) -> ServiceResult<Json<ResolvedExecutionEnvironment>> {
     Ok(Json(masked(&state, &auth.org_id, Target::Team(id), "team").await?))
 }

@@ -1,9 +1,7 @@
 //! Executions: execute an agent or team, read and control executions, follow their events
 //! (SSE), and the worker's side of a run (events, complete, fail) under its lease.
 
-use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
@@ -19,18 +17,20 @@ use cp_types::execution::{
 use cp_types::{ErrorCode, Page, PageParams, Timestamp};
 use futures::Stream;
 use serde::Deserialize;
-use tokio::sync::broadcast;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::http::auth::{MAX_STREAMS_PER_KEY, Principal, StreamSlot};
 use crate::http::extract::RunReport;
 use crate::http::idempotency::NoReplay;
-use crate::http::{ApiError, ApiResult, Auth, JsonBody, Pagination, Path, Query, Read, WorkerApi, Write};
+use crate::http::{Auth, JsonBody, Pagination, Path, Query, Read, WorkerApi, Write};
+use crate::services::caller::Caller;
 use crate::services::dispatch;
-use crate::services::hub::Followed;
+use crate::services::error::{ServiceError, ServiceResult};
+use crate::services::keys::{MAX_STREAMS_PER_KEY, StreamSlot};
+use crate::services::notify::{Notice, notify};
+use crate::services::stream::Follower;
 use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -50,18 +50,18 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(fail))
 }
 
-fn not_found(e: cp_store::StoreError) -> ApiError {
-    ApiError::from_store(e, "execution")
+fn not_found(e: cp_store::StoreError) -> ServiceError {
+    ServiceError::from_store(e, "execution")
 }
 
 /// 201 with the accepted execution, or (with `stream: true`) 200 with its event stream.
 async fn accept(
     state: AppState,
-    auth: &Principal,
+    auth: &Caller,
     kind: ExecutionType,
     id: Uuid,
     req: ExecuteRequest,
-) -> ApiResult<Response> {
+) -> ServiceResult<Response> {
     // A stream's place is taken first, so a key past its limit starts no run.
     let slot = req.stream.then(|| stream_slot(&state, auth)).transpose()?;
     let execution = dispatch::execute(&state, auth, kind, id, &req).await?;
@@ -94,7 +94,7 @@ async fn execute_agent(
     auth: Auth<Write>,
     Path(id): Path<Uuid>,
     JsonBody(req): JsonBody<ExecuteRequest>,
-) -> ApiResult<Response> {
+) -> ServiceResult<Response> {
     accept(state, &auth, ExecutionType::Agent, id, req).await
 }
 
@@ -108,7 +108,7 @@ async fn execute_team(
     auth: Auth<Write>,
     Path(id): Path<Uuid>,
     JsonBody(req): JsonBody<ExecuteRequest>,
-) -> ApiResult<Response> {
+) -> ServiceResult<Response> {
     accept(state, &auth, ExecutionType::Team, id, req).await
 }
 
@@ -133,7 +133,7 @@ async fn list_executions(
     auth: Auth<Read>,
     Pagination(page): Pagination,
     Query(q): Query<ExecutionQuery>,
-) -> ApiResult<Json<Page<Execution>>> {
+) -> ServiceResult<Json<Page<Execution>>> {
     let filter = ExecutionFilter {
         status: q.status,
         execution_type: q.execution_type,
@@ -150,7 +150,7 @@ async fn get_execution(
     State(state): State<AppState>,
     auth: Auth<Read>,
     Path(id): Path<Uuid>,
-) -> ApiResult<Json<Execution>> {
+) -> ServiceResult<Json<Execution>> {
     Ok(Json(
         state.store.executions(&auth.org_id).get(id).await.map_err(not_found)?,
     ))
@@ -173,14 +173,14 @@ async fn list_events(
     auth: Auth<Read>,
     Path(id): Path<Uuid>,
     Query(q): Query<EventsQuery>,
-) -> ApiResult<Json<Page<ExecutionEvent>>> {
+) -> ServiceResult<Json<Page<ExecutionEvent>>> {
     let after = q.after.unwrap_or(0);
     let limit = q.limit.unwrap_or(100);
     if after < 0 {
-        return Err(ApiError::invalid("after", "must not be negative"));
+        return Err(ServiceError::invalid("after", "must not be negative"));
     }
     if !(1..=500).contains(&limit) {
-        return Err(ApiError::invalid("limit", "must be between 1 and 500"));
+        return Err(ServiceError::invalid("limit", "must be between 1 and 500"));
     }
     let executions = state.store.executions(&auth.org_id);
     let execution = executions.get(id).await.map_err(not_found)?;
@@ -194,15 +194,15 @@ async fn list_events(
 }
 
 /// The lease id a worker sends with every write to its run.
-fn lease(headers: &HeaderMap) -> ApiResult<Uuid> {
+fn lease(headers: &HeaderMap) -> ServiceResult<Uuid> {
     let value = headers
         .get("x-lease-id")
-        .ok_or_else(|| ApiError::invalid("X-Lease-Id", "the header with the claim's lease_id is required"))?;
+        .ok_or_else(|| ServiceError::invalid("X-Lease-Id", "the header with the claim's lease_id is required"))?;
     value
         .to_str()
         .ok()
         .and_then(|s| Uuid::parse_str(s.trim()).ok())
-        .ok_or_else(|| ApiError::invalid("X-Lease-Id", "must be a UUID"))
+        .ok_or_else(|| ServiceError::invalid("X-Lease-Id", "must be a UUID"))
 }
 
 /// A worker's events for its run, stored with the next sequence numbers (409 on a stale lease).
@@ -215,7 +215,7 @@ async fn post_events(
     Path(id): Path<Uuid>,
     headers: HeaderMap,
     RunReport(batch): RunReport<EventBatch>,
-) -> ApiResult<(StatusCode, Json<EventsStored>)> {
+) -> ServiceResult<(StatusCode, Json<EventsStored>)> {
     let lease_id = lease(&headers)?;
     let events = batch.into_events()?;
     let stored = state
@@ -224,7 +224,13 @@ async fn post_events(
         .append(id, lease_id, events)
         .await
         .map_err(not_found)?;
-    state.hub.publish(id, &stored);
+    notify(
+        &state,
+        Notice::Events {
+            execution: id,
+            events: &stored,
+        },
+    );
     Ok((
         StatusCode::CREATED,
         Json(EventsStored {
@@ -235,14 +241,20 @@ async fn post_events(
     ))
 }
 
-async fn finish(state: &AppState, org: &str, id: Uuid, lease_id: Uuid, outcome: Outcome) -> ApiResult<Json<Execution>> {
+async fn finish(
+    state: &AppState,
+    org: &str,
+    id: Uuid,
+    lease_id: Uuid,
+    outcome: Outcome,
+) -> ServiceResult<Json<Execution>> {
     let changed = state
         .store
         .executions(org)
         .finish(id, lease_id, outcome)
         .await
         .map_err(not_found)?;
-    dispatch::publish(state, &changed);
+    notify(state, Notice::Changed(&changed));
     Ok(Json(changed.record.execution))
 }
 
@@ -256,7 +268,7 @@ async fn complete(
     Path(id): Path<Uuid>,
     headers: HeaderMap,
     RunReport(req): RunReport<CompleteExecution>,
-) -> ApiResult<Json<Execution>> {
+) -> ServiceResult<Json<Execution>> {
     let lease_id = lease(&headers)?;
     let outcome = Outcome::Completed {
         response: req.response,
@@ -276,7 +288,7 @@ async fn fail(
     Path(id): Path<Uuid>,
     headers: HeaderMap,
     RunReport(req): RunReport<FailExecution>,
-) -> ApiResult<Json<Execution>> {
+) -> ServiceResult<Json<Execution>> {
     let lease_id = lease(&headers)?;
     let outcome = Outcome::Failed {
         error_message: req.error_message,
@@ -297,7 +309,7 @@ async fn patch_execution(
     Path(id): Path<Uuid>,
     headers: HeaderMap,
     JsonBody(req): JsonBody<PatchExecution>,
-) -> ApiResult<Json<Execution>> {
+) -> ServiceResult<Json<Execution>> {
     let lease_id = lease(&headers)?;
     let outcome = match req.status {
         Some(ExecutionStatus::Completed) | Some(ExecutionStatus::WaitingForInput) => Outcome::Completed {
@@ -318,14 +330,14 @@ async fn patch_execution(
                 .await
                 .map_err(not_found)?;
             if record.lease_id != Some(lease_id) || !record.execution.status.is_held() {
-                return Err(ApiError::conflict(
+                return Err(ServiceError::conflict(
                     "the lease is no longer valid: the execution moved on",
                 ));
             }
             return Ok(Json(record.execution));
         }
         Some(other) => {
-            return Err(ApiError::invalid(
+            return Err(ServiceError::invalid(
                 "status",
                 format!("a worker reports completed, waiting_for_input, failed or cancelled, not {other}"),
             ));
@@ -334,14 +346,14 @@ async fn patch_execution(
     finish(&state, &auth.org_id, id, lease_id, outcome).await
 }
 
-async fn control(state: &AppState, org: &str, id: Uuid, control: Control) -> ApiResult<Json<Execution>> {
+async fn control(state: &AppState, org: &str, id: Uuid, control: Control) -> ServiceResult<Json<Execution>> {
     let changed = state
         .store
         .executions(org)
         .control(id, control)
         .await
         .map_err(not_found)?;
-    dispatch::publish(state, &changed);
+    notify(state, Notice::Changed(&changed));
     Ok(Json(changed.record.execution))
 }
 
@@ -349,7 +361,11 @@ async fn control(state: &AppState, org: &str, id: Uuid, control: Control) -> Api
 /// stops (or 2 heartbeat intervals pass).
 #[utoipa::path(post, path = "/api/v1/executions/{id}/cancel", tag = "executions", params(("id" = Uuid, Path)),
     responses((status = 200, body = Execution), (status = 409, body = cp_types::ErrorEnvelope)))]
-async fn cancel(State(state): State<AppState>, auth: Auth<Write>, Path(id): Path<Uuid>) -> ApiResult<Json<Execution>> {
+async fn cancel(
+    State(state): State<AppState>,
+    auth: Auth<Write>,
+    Path(id): Path<Uuid>,
+) -> ServiceResult<Json<Execution>> {
     control(&state, &auth.org_id, id, Control::Cancel).await
 }
 
@@ -357,14 +373,22 @@ async fn cancel(State(state): State<AppState>, auth: Auth<Write>, Path(id): Path
 /// resumed.
 #[utoipa::path(post, path = "/api/v1/executions/{id}/pause", tag = "executions", params(("id" = Uuid, Path)),
     responses((status = 200, body = Execution), (status = 409, body = cp_types::ErrorEnvelope)))]
-async fn pause(State(state): State<AppState>, auth: Auth<Write>, Path(id): Path<Uuid>) -> ApiResult<Json<Execution>> {
+async fn pause(
+    State(state): State<AppState>,
+    auth: Auth<Write>,
+    Path(id): Path<Uuid>,
+) -> ServiceResult<Json<Execution>> {
     control(&state, &auth.org_id, id, Control::Pause).await
 }
 
 /// Puts a paused execution back on its queue.
 #[utoipa::path(post, path = "/api/v1/executions/{id}/resume", tag = "executions", params(("id" = Uuid, Path)),
     responses((status = 200, body = Execution), (status = 409, body = cp_types::ErrorEnvelope)))]
-async fn resume(State(state): State<AppState>, auth: Auth<Write>, Path(id): Path<Uuid>) -> ApiResult<Json<Execution>> {
+async fn resume(
+    State(state): State<AppState>,
+    auth: Auth<Write>,
+    Path(id): Path<Uuid>,
+) -> ServiceResult<Json<Execution>> {
     dispatch::check_continuation(&state, &auth, id, None).await?;
     control(&state, &auth.org_id, id, Control::Resume).await
 }
@@ -378,9 +402,9 @@ async fn message(
     auth: Auth<Write>,
     Path(id): Path<Uuid>,
     JsonBody(req): JsonBody<ExecutionMessage>,
-) -> ApiResult<Json<Execution>> {
+) -> ServiceResult<Json<Execution>> {
     if req.message.trim().is_empty() || req.message.len() > 200_000 {
-        return Err(ApiError::invalid("message", "must be 1 to 200000 bytes"));
+        return Err(ServiceError::invalid("message", "must be 1 to 200000 bytes"));
     }
     dispatch::check_continuation(&state, &auth, id, Some(&req.message)).await?;
     control(&state, &auth.org_id, id, Control::Message { text: req.message }).await
@@ -389,7 +413,11 @@ async fn message(
 /// The conversation as messages.
 #[utoipa::path(get, path = "/api/v1/executions/{id}/session", tag = "executions", params(("id" = Uuid, Path)),
     responses((status = 200, body = Session)))]
-async fn session(State(state): State<AppState>, auth: Auth<Read>, Path(id): Path<Uuid>) -> ApiResult<Json<Session>> {
+async fn session(
+    State(state): State<AppState>,
+    auth: Auth<Read>,
+    Path(id): Path<Uuid>,
+) -> ServiceResult<Json<Session>> {
     let executions = state.store.executions(&auth.org_id);
     executions.get(id).await.map_err(not_found)?;
     let messages = executions.session(id).await?;
@@ -419,20 +447,20 @@ async fn stream(
     Path(id): Path<Uuid>,
     headers: HeaderMap,
     Query(q): Query<StreamQuery>,
-) -> ApiResult<Response> {
+) -> ServiceResult<Response> {
     let from_header = match headers.get("last-event-id") {
         Some(v) => Some(
             v.to_str()
                 .ok()
                 .and_then(|s| s.trim().parse::<i64>().ok())
                 .filter(|n| *n >= 0)
-                .ok_or_else(|| ApiError::invalid("Last-Event-ID", "must be a non-negative event seq"))?,
+                .ok_or_else(|| ServiceError::invalid("Last-Event-ID", "must be a non-negative event seq"))?,
         ),
         None => None,
     };
     let after = from_header.or(q.after).unwrap_or(0);
     if after < 0 {
-        return Err(ApiError::invalid("after", "must not be negative"));
+        return Err(ServiceError::invalid("after", "must not be negative"));
     }
     state.store.executions(&auth.org_id).get(id).await.map_err(not_found)?;
     let slot = stream_slot(&state, &auth)?;
@@ -441,9 +469,9 @@ async fn stream(
 
 /// A place for one more stream of the caller's key: at most [`MAX_STREAMS_PER_KEY`] at once
 /// (429 past it).
-fn stream_slot(state: &AppState, caller: &Principal) -> ApiResult<StreamSlot> {
+fn stream_slot(state: &AppState, caller: &Caller) -> ServiceResult<StreamSlot> {
     state.keys.open_stream(caller.key_id).ok_or_else(|| {
-        ApiError::new(
+        ServiceError::new(
             ErrorCode::RateLimited,
             format!("this key already follows {MAX_STREAMS_PER_KEY} streams; close one first"),
         )
@@ -459,19 +487,7 @@ fn sse(
     after: i64,
     slot: StreamSlot,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    // Subscribe before the first read of stored events: whatever is stored from here on
-    // arrives live, whatever was stored before is read; overlaps are dropped by `seq`.
-    let follower = Follower {
-        rx: state.hub.follow(id),
-        state,
-        org,
-        slot,
-        next_key_check: tokio::time::Instant::now() + KEY_CHECK_EVERY,
-        id,
-        last: after,
-        pending: VecDeque::new(),
-        finished: false,
-    };
+    let follower = Follower::new(state, org, id, after, slot);
     let events = futures::stream::unfold(follower, |mut f| async move {
         let e = f.next().await?;
         let data = serde_json::to_string(&e.data).unwrap_or_else(|_| "null".into());
@@ -479,106 +495,4 @@ fn sse(
         Some((Ok(event), f))
     });
     Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)).text("keepalive"))
-}
-
-/// How often a stream looks whether its key was revoked or expired.
-const KEY_CHECK_EVERY: Duration = Duration::from_secs(2);
-
-/// Events stored per database read while catching up.
-const REPLAY_BATCH: i64 = 500;
-
-/// How long a follower waits for a nudge before it reads the database anyway.
-const RECHECK_EVERY: Duration = Duration::from_secs(10);
-
-struct Follower {
-    state: AppState,
-    org: String,
-    /// The opening key's place in its count of streams.
-    slot: StreamSlot,
-    next_key_check: tokio::time::Instant,
-    id: Uuid,
-    rx: broadcast::Receiver<Arc<Followed>>,
-    /// The last `seq` sent.
-    last: i64,
-    pending: VecDeque<ExecutionEvent>,
-    finished: bool,
-}
-
-impl Follower {
-    async fn next(&mut self) -> Option<ExecutionEvent> {
-        loop {
-            if self.finished {
-                return None;
-            }
-            if tokio::time::Instant::now() >= self.next_key_check {
-                if !self
-                    .state
-                    .keys
-                    .still_usable(&self.state.store, &self.org, self.slot.key())
-                    .await
-                {
-                    return None;
-                }
-                self.next_key_check = tokio::time::Instant::now() + KEY_CHECK_EVERY;
-            }
-            if let Some(e) = self.pending.pop_front() {
-                if e.seq != self.last + 1 {
-                    // A duplicate (already sent) or ahead of a gap: the database fills the gap.
-                    if e.seq > self.last + 1 {
-                        self.pending.clear();
-                    }
-                    continue;
-                }
-                self.last = e.seq;
-                if e.event_type == "done" {
-                    self.finished = self.ended_at(e.seq).await;
-                }
-                return Some(e);
-            }
-            match self
-                .state
-                .store
-                .executions(&self.org)
-                .events(self.id, self.last, REPLAY_BATCH)
-                .await
-            {
-                Ok(batch) if !batch.is_empty() => {
-                    self.pending.extend(batch);
-                    continue;
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, execution = %self.id, "stream could not read stored events");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    continue;
-                }
-            }
-            let received = tokio::select! {
-                r = self.rx.recv() => r,
-                // The server is stopping: the client resumes elsewhere with Last-Event-ID.
-                _ = self.state.hub.closed() => return None,
-                // A nudge from another replica can be lost (its notification failed, or it
-                // did not know of this replica yet): look at the database now and then.
-                _ = tokio::time::sleep(RECHECK_EVERY) => continue,
-                _ = tokio::time::sleep_until(self.next_key_check) => continue,
-            };
-            match received.as_deref() {
-                Ok(Followed::Event(e)) if e.seq == self.last + 1 => self.pending.push_back(e.clone()),
-                // Already sent, a gap (published out of order), or stored by another replica:
-                // re-read the database.
-                Ok(_) => {}
-                Err(broadcast::error::RecvError::Lagged(_)) => {}
-                Err(broadcast::error::RecvError::Closed) => self.rx = self.state.hub.follow(self.id),
-            }
-        }
-    }
-
-    /// A `done` ends the stream when nothing came after it and the run is still over (a
-    /// message may have continued the conversation since).
-    async fn ended_at(&self, seq: i64) -> bool {
-        match self.state.store.executions(&self.org).get(self.id).await {
-            Ok(e) => e.status.is_terminal() && e.event_count == seq,
-            Err(_) => true,
-        }
-    }
 }

@@ -9,8 +9,8 @@ use cp_types::health::{DatabaseHealth, DetailedHealth, Health, QueuesHealth, Rea
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::http::ApiError;
 use crate::http::auth::admin_org;
+use crate::services::error::ServiceError;
 use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -39,7 +39,7 @@ async fn ready(State(state): State<AppState>) -> Response {
         Ok(()) => Json(Ready { status: "ready".into() }).into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "not ready");
-            ApiError::new(
+            ServiceError::new(
                 ErrorCode::ServiceUnavailable,
                 "not ready: the database is not available",
             )

@@ -16,7 +16,8 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::http::auth::SecretReader;
-use crate::http::{Admin, ApiError, ApiResult, Auth, JsonBody, Pagination, Path, Query, Read, Write};
+use crate::http::{Admin, Auth, JsonBody, Pagination, Path, Query, Read, Write};
+use crate::services::error::{ServiceError, ServiceResult};
 use crate::services::vault;
 use crate::state::AppState;
 
@@ -29,8 +30,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(integration_access_log))
 }
 
-fn not_found(e: cp_store::StoreError) -> ApiError {
-    ApiError::from_store(e, "integration")
+fn not_found(e: cp_store::StoreError) -> ServiceError {
+    ServiceError::from_store(e, "integration")
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -50,7 +51,7 @@ async fn list_integrations(
     auth: Auth<Read>,
     Pagination(page): Pagination,
     Query(q): Query<IntegrationQuery>,
-) -> ApiResult<Json<Page<Integration>>> {
+) -> ServiceResult<Json<Page<Integration>>> {
     let filter = IntegrationFilter {
         connected_only: q.connected_only,
         integration_type: q.integration_type,
@@ -65,7 +66,7 @@ async fn create_integration(
     State(state): State<AppState>,
     auth: Auth<Write>,
     JsonBody(req): JsonBody<CreateIntegration>,
-) -> ApiResult<(StatusCode, Json<Integration>)> {
+) -> ServiceResult<(StatusCode, Json<Integration>)> {
     req.validate()?;
     // The id is chosen first: the credentials are sealed for it.
     let id = Uuid::now_v7();
@@ -87,7 +88,7 @@ async fn get_integration(
     State(state): State<AppState>,
     auth: Auth<Read>,
     Path(id): Path<Uuid>,
-) -> ApiResult<Json<Integration>> {
+) -> ServiceResult<Json<Integration>> {
     Ok(Json(
         state
             .store
@@ -106,7 +107,7 @@ async fn update_integration(
     auth: Auth<Write>,
     Path(id): Path<Uuid>,
     JsonBody(req): JsonBody<UpdateIntegration>,
-) -> ApiResult<Json<Integration>> {
+) -> ServiceResult<Json<Integration>> {
     let repo = state.store.integrations(&auth.org_id);
     let current = repo.get(id).await.map_err(not_found)?;
     req.validate(current.integration_type)?;
@@ -125,7 +126,7 @@ async fn delete_integration(
     State(state): State<AppState>,
     auth: Auth<Write>,
     Path(id): Path<Uuid>,
-) -> ApiResult<Json<Deleted>> {
+) -> ServiceResult<Json<Deleted>> {
     state
         .store
         .integrations(&auth.org_id)
@@ -144,7 +145,7 @@ async fn integration_token(
     State(state): State<AppState>,
     auth: Auth<SecretReader>,
     Path((kind, id)): Path<(String, String)>,
-) -> ApiResult<Json<IntegrationToken>> {
+) -> ServiceResult<Json<IntegrationToken>> {
     Ok(Json(vault::integration_token(&state, &auth, &kind, &id).await?))
 }
 
@@ -156,7 +157,7 @@ async fn integration_creds(
     State(state): State<AppState>,
     auth: Auth<SecretReader>,
     Path((kind, id)): Path<(String, String)>,
-) -> ApiResult<Json<IntegrationToken>> {
+) -> ServiceResult<Json<IntegrationToken>> {
     Ok(Json(vault::integration_token(&state, &auth, &kind, &id).await?))
 }
 
@@ -168,7 +169,7 @@ async fn integration_access_log(
     auth: Auth<Admin>,
     Path(id): Path<Uuid>,
     Pagination(page): Pagination,
-) -> ApiResult<Json<Page<IntegrationAccess>>> {
+) -> ServiceResult<Json<Page<IntegrationAccess>>> {
     let repo = state.store.integrations(&auth.org_id);
     repo.get(id).await.map_err(not_found)?;
     Ok(Json(repo.access_log(id, page).await?))

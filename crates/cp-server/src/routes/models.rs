@@ -13,7 +13,8 @@ use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::http::{Admin, ApiError, ApiResult, Auth, JsonBody, Pagination, Path, Query, Read};
+use crate::http::{Admin, Auth, JsonBody, Pagination, Path, Query, Read};
+use crate::services::error::{ServiceError, ServiceResult};
 use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -33,8 +34,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         )
 }
 
-fn not_found(e: cp_store::StoreError) -> ApiError {
-    ApiError::from_store(e, "model")
+fn not_found(e: cp_store::StoreError) -> ServiceError {
+    ServiceError::from_store(e, "model")
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -59,7 +60,7 @@ async fn list_models(
     auth: Auth<Read>,
     Pagination(page): Pagination,
     Query(q): Query<ModelQuery>,
-) -> ApiResult<Json<Page<Model>>> {
+) -> ServiceResult<Json<Page<Model>>> {
     let filter = ModelFilter {
         enabled_only: q.enabled_only,
         provider: q.provider.map(|p| p.trim().to_ascii_lowercase()),
@@ -77,7 +78,7 @@ async fn create_model(
     State(state): State<AppState>,
     auth: Auth<Admin>,
     JsonBody(req): JsonBody<CreateModel>,
-) -> ApiResult<(StatusCode, Json<Model>)> {
+) -> ServiceResult<(StatusCode, Json<Model>)> {
     req.validate()?;
     let model = state.store.models(&auth.org_id).create(&req).await?;
     Ok((StatusCode::CREATED, Json(model)))
@@ -85,9 +86,9 @@ async fn create_model(
 
 /// The organization's default model (used by agents and teams that name none).
 #[utoipa::path(get, path = "/api/v1/models/default", tag = "models", responses((status = 200, body = Model)))]
-async fn default_model(State(state): State<AppState>, auth: Auth<Read>) -> ApiResult<Json<Model>> {
+async fn default_model(State(state): State<AppState>, auth: Auth<Read>) -> ServiceResult<Json<Model>> {
     let model = state.store.models(&auth.org_id).default_model().await;
-    Ok(Json(model.map_err(|e| ApiError::from_store(e, "default model"))?))
+    Ok(Json(model.map_err(|e| ServiceError::from_store(e, "default model"))?))
 }
 
 /// The distinct providers of the catalog, alphabetically.
@@ -97,7 +98,7 @@ async fn list_providers(
     State(state): State<AppState>,
     auth: Auth<Read>,
     Pagination(page): Pagination,
-) -> ApiResult<Json<Page<String>>> {
+) -> ServiceResult<Json<Page<String>>> {
     Ok(Json(state.store.models(&auth.org_id).providers(page).await?))
 }
 
@@ -109,7 +110,7 @@ async fn get_model(
     State(state): State<AppState>,
     auth: Auth<Read>,
     Path(model): Path<String>,
-) -> ApiResult<Json<Model>> {
+) -> ServiceResult<Json<Model>> {
     Ok(Json(
         state.store.models(&auth.org_id).find(&model).await.map_err(not_found)?,
     ))
@@ -124,7 +125,7 @@ async fn update_model(
     auth: Auth<Admin>,
     Path(model): Path<String>,
     JsonBody(req): JsonBody<UpdateModel>,
-) -> ApiResult<Json<Model>> {
+) -> ServiceResult<Json<Model>> {
     req.validate()?;
     let models = state.store.models(&auth.org_id);
     let current = models.find(&model).await.map_err(not_found)?;
@@ -139,7 +140,7 @@ async fn delete_model(
     State(state): State<AppState>,
     auth: Auth<Admin>,
     Path(model): Path<String>,
-) -> ApiResult<Json<Deleted>> {
+) -> ServiceResult<Json<Deleted>> {
     let models = state.store.models(&auth.org_id);
     let current = models.find(&model).await.map_err(not_found)?;
     models.delete(current.id).await.map_err(not_found)?;
@@ -154,7 +155,7 @@ async fn get_model_by_value(
     state: State<AppState>,
     auth: Auth<Read>,
     Path(parts): Path<(String, String)>,
-) -> ApiResult<Json<Model>> {
+) -> ServiceResult<Json<Model>> {
     get_model(state, auth, Path(joined(parts))).await
 }
 
@@ -163,7 +164,7 @@ async fn update_model_by_value(
     auth: Auth<Admin>,
     Path(parts): Path<(String, String)>,
     body: JsonBody<UpdateModel>,
-) -> ApiResult<Json<Model>> {
+) -> ServiceResult<Json<Model>> {
     update_model(state, auth, Path(joined(parts)), body).await
 }
 
@@ -171,6 +172,6 @@ async fn delete_model_by_value(
     state: State<AppState>,
     auth: Auth<Admin>,
     Path(parts): Path<(String, String)>,
-) -> ApiResult<Json<Deleted>> {
+) -> ServiceResult<Json<Deleted>> {
     delete_model(state, auth, Path(joined(parts))).await
 }

@@ -8,7 +8,8 @@ use utoipa_axum::routes;
 
 use crate::config::ServerConfig;
 use crate::http::auth::AnyRole;
-use crate::http::{Admin, ApiError, ApiResult, Auth, JsonBody};
+use crate::http::{Admin, Auth, JsonBody};
+use crate::services::error::{ServiceError, ServiceResult};
 use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -18,13 +19,13 @@ pub fn routes() -> OpenApiRouter<AppState> {
 }
 
 #[utoipa::path(get, path = "/api/v1/organization", tag = "organization", responses((status = 200, body = Organization)))]
-async fn get_org(State(state): State<AppState>, auth: Auth<AnyRole>) -> ApiResult<Json<Organization>> {
+async fn get_org(State(state): State<AppState>, auth: Auth<AnyRole>) -> ServiceResult<Json<Organization>> {
     Ok(Json(state.store.get_org(&auth.org_id).await?))
 }
 
 #[utoipa::path(get, path = "/api/v1/organization/settings", tag = "organization",
     responses((status = 200, body = OrgSettings)))]
-async fn get_settings(State(state): State<AppState>, auth: Auth<Admin>) -> ApiResult<Json<OrgSettings>> {
+async fn get_settings(State(state): State<AppState>, auth: Auth<Admin>) -> ServiceResult<Json<OrgSettings>> {
     Ok(Json(state.store.org_settings(&auth.org_id).await?))
 }
 
@@ -35,7 +36,7 @@ async fn update_settings(
     State(state): State<AppState>,
     auth: Auth<Admin>,
     JsonBody(req): JsonBody<UpdateOrgSettings>,
-) -> ApiResult<Json<OrgSettings>> {
+) -> ServiceResult<Json<OrgSettings>> {
     req.validate()?;
     check_operator_ceilings(&state.config, &req)?;
     let settings = state.store.update_org_settings(&auth.org_id, &req).await?;
@@ -46,9 +47,9 @@ async fn update_settings(
 
 /// Settings that open the host or its capacity belong to the server's operator: an
 /// organization admin may turn them on only as far as the operator allowed.
-fn check_operator_ceilings(config: &ServerConfig, req: &UpdateOrgSettings) -> ApiResult<()> {
+fn check_operator_ceilings(config: &ServerConfig, req: &UpdateOrgSettings) -> ServiceResult<()> {
     if req.webhook_allow_private_targets == Some(true) && !config.allow_private_webhook_targets {
-        return Err(ApiError::forbidden(
+        return Err(ServiceError::forbidden(
             "private webhook targets are off on this server: its operator must start it with \
              --allow-private-webhook-targets (KUBIYA_CP_ALLOW_PRIVATE_WEBHOOK_TARGETS) first",
         ));
@@ -56,7 +57,7 @@ fn check_operator_ceilings(config: &ServerConfig, req: &UpdateOrgSettings) -> Ap
     if let Some(n) = req.rate_limit_per_minute
         && u64::try_from(n).unwrap_or(0) > config.max_org_rate_limit
     {
-        return Err(ApiError::forbidden(format!(
+        return Err(ServiceError::forbidden(format!(
             "rate_limit_per_minute may be at most {} on this server (its operator sets the \
              ceiling with --max-org-rate-limit)",
             config.max_org_rate_limit

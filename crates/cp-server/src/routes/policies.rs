@@ -24,9 +24,10 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::http::auth::Principal;
-use crate::http::{ApiError, ApiResult, Auth, Enforcer, JsonBody, Pagination, Path, Query, Read, Write};
-use crate::routes::contexts::entity as path_entity;
+use crate::http::extract::context_entity;
+use crate::http::{Auth, Enforcer, JsonBody, Pagination, Path, Query, Read, Write};
+use crate::services::caller::Caller;
+use crate::services::error::{ServiceError, ServiceResult, or_not_found};
 use crate::services::policy::{self, DECISION_LIMIT, PolicySet, Request};
 use crate::state::AppState;
 
@@ -48,8 +49,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(validate_policy))
 }
 
-fn not_found(e: cp_store::StoreError) -> ApiError {
-    ApiError::from_store(e, "policy")
+fn not_found(e: cp_store::StoreError) -> ServiceError {
+    ServiceError::from_store(e, "policy")
 }
 
 /// Whether policies can be decided: a trivial policy is compiled in the sandbox (the official
@@ -85,27 +86,27 @@ struct PolicyEngineHealth {
 }
 
 /// Compiles `content` in the policy sandbox: the package it declares, or why not.
-async fn compiled(state: &AppState, content: &str) -> ApiResult<Result<String, CompileError>> {
+async fn compiled(state: &AppState, content: &str) -> ServiceResult<Result<String, CompileError>> {
     state.policies.compile(content).await.map_err(|e| {
         tracing::error!(error = %e, "the policy sandbox failed");
-        ApiError::internal()
+        ServiceError::internal()
     })
 }
 
 /// The 422 of content that does not compile: the compiler's message and line, or the limit
 /// (memory, time, nesting) compiling it exceeded.
-fn refused(e: CompileError) -> ApiError {
-    ApiError::invalid("policy_content", e.message.clone())
+fn refused(e: CompileError) -> ServiceError {
+    ServiceError::invalid("policy_content", e.message.clone())
         .with_details(json!({"field": "policy_content", "issue": e.message, "line": e.line, "limit": e.limit}))
 }
 
 /// Compiles `content`; the package it declares, or a 422.
-async fn compile(state: &AppState, content: &str) -> ApiResult<String> {
+async fn compile(state: &AppState, content: &str) -> ServiceResult<String> {
     compiled(state, content).await?.map_err(refused)
 }
 
 /// Whether `content` compiles; content over a budget is refused with a 422 naming the limit.
-async fn validation(state: &AppState, content: &str) -> ApiResult<PolicyValidation> {
+async fn validation(state: &AppState, content: &str) -> ServiceResult<PolicyValidation> {
     Ok(match compiled(state, content).await? {
         Ok(package) => PolicyValidation {
             valid: true,
@@ -139,7 +140,7 @@ async fn list_policies(
     auth: Auth<Read>,
     Pagination(page): Pagination,
     Query(q): Query<PolicyQuery>,
-) -> ApiResult<Json<Page<Policy>>> {
+) -> ServiceResult<Json<Page<Policy>>> {
     Ok(Json(state.store.policies(&auth.org_id).list(q.enabled, page).await?))
 }
 
@@ -151,7 +152,7 @@ async fn create_policy(
     State(state): State<AppState>,
     auth: Auth<Write>,
     JsonBody(req): JsonBody<CreatePolicy>,
-) -> ApiResult<(StatusCode, Json<Policy>)> {
+) -> ServiceResult<(StatusCode, Json<Policy>)> {
     req.validate()?;
     let package = compile(&state, &req.policy_content).await?;
     let policy = state.store.policies(&auth.org_id).create(&req, &package).await?;
@@ -160,7 +161,11 @@ async fn create_policy(
 
 #[utoipa::path(get, path = "/api/v1/policies/{id}", tag = "policies", params(("id" = Uuid, Path)),
     responses((status = 200, body = Policy), (status = 404, body = cp_types::ErrorEnvelope)))]
-async fn get_policy(State(state): State<AppState>, auth: Auth<Read>, Path(id): Path<Uuid>) -> ApiResult<Json<Policy>> {
+async fn get_policy(
+    State(state): State<AppState>,
+    auth: Auth<Read>,
+    Path(id): Path<Uuid>,
+) -> ServiceResult<Json<Policy>> {
     Ok(Json(
         state.store.policies(&auth.org_id).get(id).await.map_err(not_found)?,
     ))
@@ -174,7 +179,7 @@ async fn update_policy(
     auth: Auth<Write>,
     Path(id): Path<Uuid>,
     JsonBody(req): JsonBody<UpdatePolicy>,
-) -> ApiResult<Json<Policy>> {
+) -> ServiceResult<Json<Policy>> {
     req.validate()?;
     let package = match req.policy_content.as_deref() {
         Some(content) => Some(compile(&state, content).await?),
@@ -195,7 +200,7 @@ async fn delete_policy(
     State(state): State<AppState>,
     auth: Auth<Write>,
     Path(id): Path<Uuid>,
-) -> ApiResult<Json<Deleted>> {
+) -> ServiceResult<Json<Deleted>> {
     state.store.policies(&auth.org_id).delete(id).await.map_err(not_found)?;
     Ok(Json(Deleted::new(id)))
 }
@@ -207,9 +212,9 @@ async fn validate_content(
     State(state): State<AppState>,
     _auth: Auth<Read>,
     JsonBody(req): JsonBody<ValidatePolicy>,
-) -> ApiResult<Json<PolicyValidation>> {
+) -> ServiceResult<Json<PolicyValidation>> {
     if req.policy_content.len() > cp_types::policy::MAX_POLICY_BYTES {
-        return Err(ApiError::invalid("policy_content", "at most 262144 bytes"));
+        return Err(ServiceError::invalid("policy_content", "at most 262144 bytes"));
     }
     Ok(Json(validation(&state, &req.policy_content).await?))
 }
@@ -221,13 +226,13 @@ async fn validate_policy(
     State(state): State<AppState>,
     auth: Auth<Read>,
     Path(id): Path<Uuid>,
-) -> ApiResult<Json<PolicyValidation>> {
+) -> ServiceResult<Json<PolicyValidation>> {
     let policy = state.store.policies(&auth.org_id).get(id).await.map_err(not_found)?;
     Ok(Json(validation(&state, &policy.policy_content).await?))
 }
 
-fn association_not_found(e: cp_store::StoreError) -> ApiError {
-    ApiError::from_store(e, "policy association")
+fn association_not_found(e: cp_store::StoreError) -> ServiceError {
+    ServiceError::from_store(e, "policy association")
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -247,7 +252,7 @@ async fn list_associations(
     auth: Auth<Read>,
     Pagination(page): Pagination,
     Query(q): Query<AssociationQuery>,
-) -> ApiResult<Json<Page<PolicyAssociation>>> {
+) -> ServiceResult<Json<Page<PolicyAssociation>>> {
     let filter = AssociationFilter {
         entity_type: q.entity_type,
         entity_id: q.entity_id,
@@ -271,12 +276,12 @@ async fn create_association(
     State(state): State<AppState>,
     auth: Auth<Write>,
     JsonBody(req): JsonBody<CreatePolicyAssociation>,
-) -> ApiResult<(StatusCode, Json<PolicyAssociation>)> {
+) -> ServiceResult<(StatusCode, Json<PolicyAssociation>)> {
     let entity = req.validate()?;
     if let ContextEntity::Organization(slug) = &entity
         && *slug != auth.org_id
     {
-        return Err(ApiError::invalid("entity_id", "no such organization"));
+        return Err(ServiceError::invalid("entity_id", "no such organization"));
     }
     let created = state
         .store
@@ -292,7 +297,7 @@ async fn get_association(
     State(state): State<AppState>,
     auth: Auth<Read>,
     Path(id): Path<Uuid>,
-) -> ApiResult<Json<PolicyAssociation>> {
+) -> ServiceResult<Json<PolicyAssociation>> {
     let found = state.store.policy_associations(&auth.org_id).get(id).await;
     Ok(Json(found.map_err(association_not_found)?))
 }
@@ -306,7 +311,7 @@ async fn update_association(
     auth: Auth<Write>,
     Path(id): Path<Uuid>,
     JsonBody(req): JsonBody<UpdatePolicyAssociation>,
-) -> ApiResult<Json<PolicyAssociation>> {
+) -> ServiceResult<Json<PolicyAssociation>> {
     req.validate()?;
     let updated = state.store.policy_associations(&auth.org_id).update(id, &req).await;
     Ok(Json(updated.map_err(association_not_found)?))
@@ -318,7 +323,7 @@ async fn delete_association(
     State(state): State<AppState>,
     auth: Auth<Write>,
     Path(id): Path<Uuid>,
-) -> ApiResult<Json<Deleted>> {
+) -> ServiceResult<Json<Deleted>> {
     let deleted = state.store.policy_associations(&auth.org_id).delete(id).await;
     deleted.map_err(association_not_found)?;
     Ok(Json(Deleted::new(id)))
@@ -327,15 +332,15 @@ async fn delete_association(
 /// The compiled set of `entity`'s policies at the current catalog version.
 async fn entity_set(
     state: &AppState,
-    caller: &Principal,
+    caller: &Caller,
     entity: &ContextEntity,
-) -> ApiResult<std::sync::Arc<PolicySet>> {
+) -> ServiceResult<std::sync::Arc<PolicySet>> {
     let (_, version) = state.store.policy_state(&caller.org_id).await?;
     let set = state
         .policies
         .set(&state.store, &caller.org_id, version, entity, None)
         .await;
-    set.map_err(crate::routes::contexts::not_found(entity))
+    set.map_err(or_not_found(entity.kind().as_str()))
 }
 
 /// The policies that apply to an entity: those associated with it or with any entity of its
@@ -349,8 +354,8 @@ async fn resolved_policies(
     auth: Auth<Read>,
     Path((entity_type, entity_id)): Path<(String, String)>,
     Pagination(page): Pagination,
-) -> ApiResult<Json<Page<ResolvedPolicy>>> {
-    let entity = path_entity(&entity_type, &entity_id)?;
+) -> ServiceResult<Json<Page<ResolvedPolicy>>> {
+    let entity = context_entity(&entity_type, &entity_id)?;
     let set = entity_set(&state, &auth, &entity).await?;
     let all: Vec<ResolvedPolicy> = set.policies.iter().map(|p| p.resolved.clone()).collect();
     Ok(Json(Page::of_slice(all, page)))
@@ -359,11 +364,11 @@ async fn resolved_policies(
 /// Evaluates `set` for a document (nothing is enforced or recorded: this is a question).
 async fn evaluate(
     state: &AppState,
-    caller: &Principal,
+    caller: &Caller,
     set: &PolicySet,
     input: Value,
     authorization: bool,
-) -> ApiResult<Json<PolicyEvaluation>> {
+) -> ServiceResult<Json<PolicyEvaluation>> {
     let (mode, _) = state.store.policy_state(&caller.org_id).await?;
     let evaluation = state.policies.evaluate(set, &input, DECISION_LIMIT).await;
     Ok(Json(PolicyEvaluation {
@@ -379,13 +384,7 @@ async fn evaluate(
 }
 
 /// The input of an authorization question about `set`'s entity.
-fn question(
-    caller: &Principal,
-    set: &PolicySet,
-    action: &str,
-    resource: Option<Value>,
-    context: Option<Value>,
-) -> Value {
+fn question(caller: &Caller, set: &PolicySet, action: &str, resource: Option<Value>, context: Option<Value>) -> Value {
     let req = Request {
         action: action.to_string(),
         resource,
@@ -405,8 +404,8 @@ async fn evaluate_entity(
     auth: Auth<Read>,
     Path((entity_type, entity_id)): Path<(String, String)>,
     JsonBody(req): JsonBody<EvaluatePolicies>,
-) -> ApiResult<Json<PolicyEvaluation>> {
-    let entity = path_entity(&entity_type, &entity_id)?;
+) -> ServiceResult<Json<PolicyEvaluation>> {
+    let entity = context_entity(&entity_type, &entity_id)?;
     req.validate()?;
     let set = entity_set(&state, &auth, &entity).await?;
     let action = req
@@ -426,13 +425,13 @@ async fn evaluate_entity(
 /// among agents, teams, environments and projects.
 async fn short_question(
     state: &AppState,
-    caller: &Principal,
+    caller: &Caller,
     req: EntityAuthorization,
     authorization: bool,
-) -> ApiResult<Json<PolicyEvaluation>> {
+) -> ServiceResult<Json<PolicyEvaluation>> {
     req.validate()?;
     let entity = state.store.contexts(&caller.org_id).infer(req.entity_id.trim()).await;
-    let entity = entity.map_err(|e| ApiError::from_store(e, "entity"))?;
+    let entity = entity.map_err(|e| ServiceError::from_store(e, "entity"))?;
     let set = entity_set(state, caller, &entity).await?;
     let input = question(caller, &set, &req.action, req.resource, req.context);
     evaluate(state, caller, &set, input, authorization).await
@@ -445,7 +444,7 @@ async fn evaluate_short(
     State(state): State<AppState>,
     auth: Auth<Read>,
     JsonBody(req): JsonBody<EntityAuthorization>,
-) -> ApiResult<Json<PolicyEvaluation>> {
+) -> ServiceResult<Json<PolicyEvaluation>> {
     short_question(&state, &auth, req, false).await
 }
 
@@ -458,8 +457,8 @@ async fn check_authorization(
     auth: Auth<Read>,
     Path((entity_type, entity_id)): Path<(String, String)>,
     JsonBody(req): JsonBody<CheckAuthorization>,
-) -> ApiResult<Json<PolicyEvaluation>> {
-    let entity = path_entity(&entity_type, &entity_id)?;
+) -> ServiceResult<Json<PolicyEvaluation>> {
+    let entity = context_entity(&entity_type, &entity_id)?;
     req.validate()?;
     let set = entity_set(&state, &auth, &entity).await?;
     let input = question(&auth, &set, &req.action, req.resource, req.context);
@@ -473,7 +472,7 @@ async fn authorize_short(
     State(state): State<AppState>,
     auth: Auth<Read>,
     JsonBody(req): JsonBody<EntityAuthorization>,
-) -> ApiResult<Json<PolicyEvaluation>> {
+) -> ServiceResult<Json<PolicyEvaluation>> {
     short_question(&state, &auth, req, true).await
 }
 
@@ -488,16 +487,16 @@ async fn enforce_tool_call(
     State(state): State<AppState>,
     auth: Auth<Enforcer>,
     JsonBody(req): JsonBody<EnforceRequest>,
-) -> ApiResult<Json<PolicyDecision>> {
+) -> ServiceResult<Json<PolicyDecision>> {
     req.validate()?;
     let org = auth.org_id.as_str();
     let executions = state.store.executions(org);
     let execution = executions
         .get(req.execution_id)
         .await
-        .map_err(|e| ApiError::from_store(e, "execution"))?;
+        .map_err(|e| ServiceError::from_store(e, "execution"))?;
     if execution.status.is_terminal() {
-        return Err(ApiError::conflict(format!("the execution is {}", execution.status)));
+        return Err(ServiceError::conflict(format!("the execution is {}", execution.status)));
     }
     if auth.role == Role::Worker {
         let held = match execution.worker_id {
@@ -510,7 +509,7 @@ async fn enforce_tool_call(
             None => false,
         };
         if !held {
-            return Err(ApiError::forbidden(
+            return Err(ServiceError::forbidden(
                 "a worker key enforces only the runs its workers hold",
             ));
         }
@@ -518,7 +517,7 @@ async fn enforce_tool_call(
     let subject = executions
         .subject(execution.execution_type, execution.entity_id, execution.worker_queue_id)
         .await
-        .map_err(|e| ApiError::from_store(e, execution.execution_type.as_str()))?;
+        .map_err(|e| ServiceError::from_store(e, execution.execution_type.as_str()))?;
     let entity = match execution.execution_type {
         ExecutionType::Team => ContextEntity::Team(execution.entity_id),
         _ => ContextEntity::Agent(execution.entity_id),
@@ -528,7 +527,7 @@ async fn enforce_tool_call(
         .policies
         .set(&state.store, org, version, &entity, subject.environment_id)
         .await
-        .map_err(|e| ApiError::from_store(e, entity.kind().as_str()))?;
+        .map_err(|e| ServiceError::from_store(e, entity.kind().as_str()))?;
     let request = Request {
         action: req.action.unwrap_or_else(|| "tool_execution".into()),
         execution: Some(policy::execution_document(
@@ -569,7 +568,7 @@ async fn list_decisions(
     auth: Auth<Read>,
     Pagination(page): Pagination,
     Query(q): Query<DecisionQuery>,
-) -> ApiResult<Json<Page<PolicyDecision>>> {
+) -> ServiceResult<Json<Page<PolicyDecision>>> {
     // The log is written in the background: what this replica decided so far is stored first.
     state.policies.flush_log(&state.store).await;
     let filter = DecisionFilter {

@@ -14,7 +14,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::http::{ApiError, ApiResult, Auth, JsonBody, Pagination, Path, Query, Read, Write};
+use crate::http::{Auth, JsonBody, Pagination, Path, Query, Read, Write};
+use crate::services::error::{ServiceError, ServiceResult};
 use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -28,8 +29,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(remove_team))
 }
 
-fn not_found(e: cp_store::StoreError) -> ApiError {
-    ApiError::from_store(e, "project")
+fn not_found(e: cp_store::StoreError) -> ServiceError {
+    ServiceError::from_store(e, "project")
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -46,7 +47,7 @@ async fn list_projects(
     auth: Auth<Read>,
     Pagination(page): Pagination,
     Query(q): Query<ProjectQuery>,
-) -> ApiResult<Json<Page<Project>>> {
+) -> ServiceResult<Json<Page<Project>>> {
     let filter = ProjectFilter {
         status: q.status_filter,
     };
@@ -60,7 +61,7 @@ async fn create_project(
     State(state): State<AppState>,
     auth: Auth<Write>,
     JsonBody(req): JsonBody<CreateProject>,
-) -> ApiResult<(StatusCode, Json<Project>)> {
+) -> ServiceResult<(StatusCode, Json<Project>)> {
     req.validate()?;
     let project = state.store.projects(&auth.org_id).create(&req).await?;
     Ok((StatusCode::CREATED, Json(project)))
@@ -68,7 +69,7 @@ async fn create_project(
 
 /// The organization's `DEFAULT` project, which every new agent and team joins.
 #[utoipa::path(get, path = "/api/v1/projects/default", tag = "projects", responses((status = 200, body = Project)))]
-async fn default_project(State(state): State<AppState>, auth: Auth<Read>) -> ApiResult<Json<Project>> {
+async fn default_project(State(state): State<AppState>, auth: Auth<Read>) -> ServiceResult<Json<Project>> {
     Ok(Json(
         state
             .store
@@ -85,7 +86,7 @@ async fn get_project(
     State(state): State<AppState>,
     auth: Auth<Read>,
     Path(id): Path<Uuid>,
-) -> ApiResult<Json<Project>> {
+) -> ServiceResult<Json<Project>> {
     Ok(Json(
         state.store.projects(&auth.org_id).get(id).await.map_err(not_found)?,
     ))
@@ -99,7 +100,7 @@ async fn update_project(
     auth: Auth<Write>,
     Path(id): Path<Uuid>,
     JsonBody(req): JsonBody<UpdateProject>,
-) -> ApiResult<Json<Project>> {
+) -> ServiceResult<Json<Project>> {
     req.validate()?;
     Ok(Json(
         state
@@ -118,7 +119,7 @@ async fn delete_project(
     State(state): State<AppState>,
     auth: Auth<Write>,
     Path(id): Path<Uuid>,
-) -> ApiResult<Json<Deleted>> {
+) -> ServiceResult<Json<Deleted>> {
     state.store.projects(&auth.org_id).delete(id).await.map_err(not_found)?;
     Ok(Json(Deleted::new(id)))
 }
@@ -130,12 +131,12 @@ async fn add_member(
     kind: MemberKind,
     member_id: Uuid,
     role: Option<&str>,
-) -> ApiResult<(StatusCode, Json<ProjectMember>)> {
+) -> ServiceResult<(StatusCode, Json<ProjectMember>)> {
     let projects = state.store.projects(&auth.org_id);
     let member = projects
         .add_member(project_id, kind, member_id, role, Some(&auth.key_name))
         .await
-        .map_err(|e| ApiError::from_store(e, &format!("project or {kind}")))?;
+        .map_err(|e| ServiceError::from_store(e, &format!("project or {kind}")))?;
     Ok((StatusCode::CREATED, Json(member)))
 }
 
@@ -146,7 +147,7 @@ async fn add_agent(
     auth: Auth<Write>,
     Path(id): Path<Uuid>,
     JsonBody(req): JsonBody<AddProjectAgent>,
-) -> ApiResult<(StatusCode, Json<ProjectMember>)> {
+) -> ServiceResult<(StatusCode, Json<ProjectMember>)> {
     add_member(&state, &auth, id, MemberKind::Agent, req.agent_id, req.role.as_deref()).await
 }
 
@@ -157,7 +158,7 @@ async fn list_agents(
     auth: Auth<Read>,
     Path(id): Path<Uuid>,
     Pagination(page): Pagination,
-) -> ApiResult<Json<Page<ProjectMember>>> {
+) -> ServiceResult<Json<Page<ProjectMember>>> {
     let members = state
         .store
         .projects(&auth.org_id)
@@ -172,13 +173,13 @@ async fn remove_agent(
     State(state): State<AppState>,
     auth: Auth<Write>,
     Path((id, agent_id)): Path<(Uuid, Uuid)>,
-) -> ApiResult<Json<Deleted>> {
+) -> ServiceResult<Json<Deleted>> {
     let removed = state
         .store
         .projects(&auth.org_id)
         .remove_member(id, MemberKind::Agent, agent_id)
         .await;
-    removed.map_err(|e| ApiError::from_store(e, "project membership"))?;
+    removed.map_err(|e| ServiceError::from_store(e, "project membership"))?;
     Ok(Json(Deleted::new(agent_id)))
 }
 
@@ -189,7 +190,7 @@ async fn add_team(
     auth: Auth<Write>,
     Path(id): Path<Uuid>,
     JsonBody(req): JsonBody<AddProjectTeam>,
-) -> ApiResult<(StatusCode, Json<ProjectMember>)> {
+) -> ServiceResult<(StatusCode, Json<ProjectMember>)> {
     add_member(&state, &auth, id, MemberKind::Team, req.team_id, req.role.as_deref()).await
 }
 
@@ -200,7 +201,7 @@ async fn list_teams(
     auth: Auth<Read>,
     Path(id): Path<Uuid>,
     Pagination(page): Pagination,
-) -> ApiResult<Json<Page<ProjectMember>>> {
+) -> ServiceResult<Json<Page<ProjectMember>>> {
     let members = state
         .store
         .projects(&auth.org_id)
@@ -215,12 +216,12 @@ async fn remove_team(
     State(state): State<AppState>,
     auth: Auth<Write>,
     Path((id, team_id)): Path<(Uuid, Uuid)>,
-) -> ApiResult<Json<Deleted>> {
+) -> ServiceResult<Json<Deleted>> {
     let removed = state
         .store
         .projects(&auth.org_id)
         .remove_member(id, MemberKind::Team, team_id)
         .await;
-    removed.map_err(|e| ApiError::from_store(e, "project membership"))?;
+    removed.map_err(|e| ServiceError::from_store(e, "project membership"))?;
     Ok(Json(Deleted::new(team_id)))
 }

@@ -10,8 +10,9 @@ use cp_types::{Page, PageParams};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::http::{ApiError, ApiResult, Auth, JsonBody, Pagination, Path, Read};
+use crate::http::{Auth, JsonBody, Pagination, Path, Read};
 use crate::services::catalog::resolve_model;
+use crate::services::error::{ServiceError, ServiceResult};
 use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -23,15 +24,15 @@ pub fn routes() -> OpenApiRouter<AppState> {
 
 #[utoipa::path(get, path = "/api/v1/runtimes", tag = "runtimes", params(PageParams),
     responses((status = 200, body = Page<RuntimeInfo>)))]
-async fn list_runtimes(_auth: Auth<Read>, Pagination(page): Pagination) -> ApiResult<Json<Page<RuntimeInfo>>> {
+async fn list_runtimes(_auth: Auth<Read>, Pagination(page): Pagination) -> ServiceResult<Json<Page<RuntimeInfo>>> {
     Ok(Json(Page::of_slice(runtimes(), page)))
 }
 
 #[utoipa::path(get, path = "/api/v1/runtimes/{id}/requirements", tag = "runtimes",
     params(("id" = String, Path, description = "`default` or `claude_code`")),
     responses((status = 200, body = RuntimeRequirements), (status = 404, body = cp_types::ErrorEnvelope)))]
-async fn requirements(_auth: Auth<Read>, Path(id): Path<String>) -> ApiResult<Json<RuntimeRequirements>> {
-    let runtime: Runtime = id.parse().map_err(|_| ApiError::not_found("runtime"))?;
+async fn requirements(_auth: Auth<Read>, Path(id): Path<String>) -> ServiceResult<Json<RuntimeRequirements>> {
+    let runtime: Runtime = id.parse().map_err(|_| ServiceError::not_found("runtime"))?;
     Ok(Json(runtime_info(runtime).requirements))
 }
 
@@ -43,7 +44,7 @@ async fn validate(
     State(state): State<AppState>,
     auth: Auth<Read>,
     JsonBody(req): JsonBody<ValidateRuntime>,
-) -> ApiResult<Json<RuntimeValidation>> {
+) -> ServiceResult<Json<RuntimeValidation>> {
     let runtime: Result<Runtime, String> = req.runtime_type.parse();
     let model = resolve_model(&state.store, &auth.org_id, req.model_id.as_deref(), "model_id").await;
     let mut errors = Vec::new();

@@ -9,7 +9,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::http::auth::SecretReader;
-use crate::http::{Admin, ApiError, ApiResult, Auth, JsonBody, Pagination, Path, Read, Write};
+use crate::http::{Admin, Auth, JsonBody, Pagination, Path, Read, Write};
+use crate::services::error::{ServiceError, ServiceResult};
 use crate::services::vault;
 use crate::state::AppState;
 
@@ -21,8 +22,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(secret_access_log))
 }
 
-fn not_found(e: cp_store::StoreError) -> ApiError {
-    ApiError::from_store(e, "secret")
+fn not_found(e: cp_store::StoreError) -> ServiceError {
+    ServiceError::from_store(e, "secret")
 }
 
 /// Newest first; values are never listed.
@@ -32,7 +33,7 @@ async fn list_secrets(
     State(state): State<AppState>,
     auth: Auth<Read>,
     Pagination(page): Pagination,
-) -> ApiResult<Json<Page<Secret>>> {
+) -> ServiceResult<Json<Page<Secret>>> {
     Ok(Json(state.store.secrets(&auth.org_id).list(page).await?))
 }
 
@@ -43,7 +44,7 @@ async fn create_secret(
     State(state): State<AppState>,
     auth: Auth<Write>,
     JsonBody(req): JsonBody<CreateSecret>,
-) -> ApiResult<(StatusCode, Json<Secret>)> {
+) -> ServiceResult<(StatusCode, Json<Secret>)> {
     req.validate()?;
     let sealed = vault::seal_secret(&state, &auth.org_id, &req.name, &req.value)?;
     let secret = state
@@ -60,7 +61,7 @@ async fn get_secret(
     State(state): State<AppState>,
     auth: Auth<Read>,
     Path(name): Path<String>,
-) -> ApiResult<Json<Secret>> {
+) -> ServiceResult<Json<Secret>> {
     Ok(Json(
         state.store.secrets(&auth.org_id).get(&name).await.map_err(not_found)?,
     ))
@@ -74,7 +75,7 @@ async fn update_secret(
     auth: Auth<Write>,
     Path(name): Path<String>,
     JsonBody(req): JsonBody<UpdateSecret>,
-) -> ApiResult<Json<Secret>> {
+) -> ServiceResult<Json<Secret>> {
     req.validate(&name)?;
     let sealed = match &req.value {
         Some(value) => Some(vault::seal_secret(&state, &auth.org_id, &name, value)?),
@@ -97,7 +98,7 @@ async fn delete_secret(
     State(state): State<AppState>,
     auth: Auth<Write>,
     Path(name): Path<String>,
-) -> ApiResult<Json<Deleted>> {
+) -> ServiceResult<Json<Deleted>> {
     let id = state
         .store
         .secrets(&auth.org_id)
@@ -114,7 +115,7 @@ async fn secret_value(
     State(state): State<AppState>,
     auth: Auth<SecretReader>,
     Path(name): Path<String>,
-) -> ApiResult<Json<SecretValue>> {
+) -> ServiceResult<Json<SecretValue>> {
     Ok(Json(vault::read_secret(&state, &auth, &name).await?))
 }
 
@@ -126,7 +127,7 @@ async fn secret_access_log(
     auth: Auth<Admin>,
     Path(name): Path<String>,
     Pagination(page): Pagination,
-) -> ApiResult<Json<Page<SecretAccess>>> {
+) -> ServiceResult<Json<Page<SecretAccess>>> {
     let secrets = state.store.secrets(&auth.org_id);
     secrets.get(&name).await.map_err(not_found)?;
     Ok(Json(secrets.access_log(&name, page).await?))

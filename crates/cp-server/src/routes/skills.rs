@@ -20,7 +20,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::http::{ApiError, ApiResult, Auth, JsonBody, Pagination, Path, Query, Read, Write};
+use crate::http::{Auth, JsonBody, Pagination, Path, Query, Read, Write};
+use crate::services::error::{ServiceError, ServiceResult};
 use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -39,8 +40,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(get_skill, update_skill, delete_skill))
 }
 
-fn not_found(e: cp_store::StoreError) -> ApiError {
-    ApiError::from_store(e, "skill")
+fn not_found(e: cp_store::StoreError) -> ServiceError {
+    ServiceError::from_store(e, "skill")
 }
 
 /// One page of a list computed in memory.
@@ -51,23 +52,23 @@ fn page_of<T>(items: Vec<T>, page: PageRequest) -> Page<T> {
     Page::new(items.into_iter().skip(offset).take(limit).collect(), total, page)
 }
 
-fn skill_type(text: &str) -> ApiResult<SkillType> {
+fn skill_type(text: &str) -> ServiceResult<SkillType> {
     text.parse()
-        .map_err(|_| ApiError::not_found(&format!("skill type '{text}'")))
+        .map_err(|_| ServiceError::not_found(&format!("skill type '{text}'")))
 }
 
 /// The `{entity_type}/{entity_id}` of association paths; an unknown type is an unknown path.
-fn entity_ref(entity_type: &str, id: Uuid) -> ApiResult<EntityRef> {
+fn entity_ref(entity_type: &str, id: Uuid) -> ServiceResult<EntityRef> {
     let kind = SkillEntityType::parse_loose(entity_type).ok_or_else(|| {
-        ApiError::not_found(&format!(
+        ServiceError::not_found(&format!(
             "entity type '{entity_type}' (expected agents, teams or environments)"
         ))
     })?;
     Ok(EntityRef { kind, id })
 }
 
-fn entity_not_found(entity: EntityRef) -> impl FnOnce(cp_store::StoreError) -> ApiError {
-    move |e| ApiError::from_store(e, entity.kind.as_str())
+fn entity_not_found(entity: EntityRef) -> impl FnOnce(cp_store::StoreError) -> ServiceError {
+    move |e| ServiceError::from_store(e, entity.kind.as_str())
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -87,7 +88,7 @@ async fn list_skills(
     auth: Auth<Read>,
     Pagination(page): Pagination,
     Query(q): Query<SkillQuery>,
-) -> ApiResult<Json<Page<Skill>>> {
+) -> ServiceResult<Json<Page<Skill>>> {
     let filter = SkillFilter {
         skill_type: q.skill_type,
         enabled: q.enabled,
@@ -103,7 +104,7 @@ async fn create_skill(
     State(state): State<AppState>,
     auth: Auth<Write>,
     JsonBody(req): JsonBody<CreateSkill>,
-) -> ApiResult<(StatusCode, Json<Skill>)> {
+) -> ServiceResult<(StatusCode, Json<Skill>)> {
     let configuration = req.validate()?;
     let skill = state.store.skills(&auth.org_id).create(&req, &configuration).await?;
     Ok((StatusCode::CREATED, Json(skill)))
@@ -111,7 +112,11 @@ async fn create_skill(
 
 #[utoipa::path(get, path = "/api/v1/skills/{id}", tag = "skills", params(("id" = Uuid, Path)),
     responses((status = 200, body = Skill), (status = 404, body = cp_types::ErrorEnvelope)))]
-async fn get_skill(State(state): State<AppState>, auth: Auth<Read>, Path(id): Path<Uuid>) -> ApiResult<Json<Skill>> {
+async fn get_skill(
+    State(state): State<AppState>,
+    auth: Auth<Read>,
+    Path(id): Path<Uuid>,
+) -> ServiceResult<Json<Skill>> {
     Ok(Json(state.store.skills(&auth.org_id).get(id).await.map_err(not_found)?))
 }
 
@@ -125,7 +130,7 @@ async fn update_skill(
     auth: Auth<Write>,
     Path(id): Path<Uuid>,
     JsonBody(req): JsonBody<UpdateSkill>,
-) -> ApiResult<Json<Skill>> {
+) -> ServiceResult<Json<Skill>> {
     let skills = state.store.skills(&auth.org_id);
     // The type never changes, so validating against the stored one cannot race with an update.
     let current = skills.get(id).await.map_err(not_found)?;
@@ -145,7 +150,7 @@ async fn delete_skill(
     State(state): State<AppState>,
     auth: Auth<Write>,
     Path(id): Path<Uuid>,
-) -> ApiResult<Json<Deleted>> {
+) -> ServiceResult<Json<Deleted>> {
     state.store.skills(&auth.org_id).delete(id).await.map_err(not_found)?;
     Ok(Json(Deleted::new(id)))
 }
@@ -159,7 +164,7 @@ async fn list_definitions(_auth: Auth<Read>, Pagination(page): Pagination) -> Js
 
 #[utoipa::path(get, path = "/api/v1/skills/definitions/{type}", tag = "skills", params(("type" = SkillType, Path)),
     responses((status = 200, body = SkillDefinition), (status = 404, body = cp_types::ErrorEnvelope)))]
-async fn get_definition(_auth: Auth<Read>, Path(ty): Path<String>) -> ApiResult<Json<SkillDefinition>> {
+async fn get_definition(_auth: Auth<Read>, Path(ty): Path<String>) -> ServiceResult<Json<SkillDefinition>> {
     Ok(Json(definition(skill_type(&ty)?)))
 }
 
@@ -171,7 +176,7 @@ async fn validate_definition(
     _auth: Auth<Read>,
     Path(ty): Path<String>,
     JsonBody(config): JsonBody<Value>,
-) -> ApiResult<Json<SkillValidation>> {
+) -> ServiceResult<Json<SkillValidation>> {
     Ok(Json(SkillValidation::of(skill_type(&ty)?, &config)))
 }
 
@@ -211,7 +216,7 @@ async fn add_entity_skill(
     auth: Auth<Write>,
     Path((entity_type, entity_id)): Path<(String, Uuid)>,
     JsonBody(req): JsonBody<CreateSkillAssociation>,
-) -> ApiResult<(StatusCode, Json<SkillAssociation>)> {
+) -> ServiceResult<(StatusCode, Json<SkillAssociation>)> {
     let entity = entity_ref(&entity_type, entity_id)?;
     let skills = state.store.skills(&auth.org_id);
     skills.require_entity(entity).await.map_err(entity_not_found(entity))?;
@@ -224,7 +229,7 @@ async fn add_entity_skill(
         .associate(entity, skill.id, configuration_override.as_ref())
         .await
         // Only a concurrent delete of the skill or the entity gets here.
-        .map_err(|e| ApiError::from_store(e, &format!("skill or {}", entity.kind)))?;
+        .map_err(|e| ServiceError::from_store(e, &format!("skill or {}", entity.kind)))?;
     Ok((StatusCode::CREATED, Json(association)))
 }
 
@@ -237,7 +242,7 @@ async fn list_entity_skills(
     auth: Auth<Read>,
     Path((entity_type, entity_id)): Path<(String, Uuid)>,
     Pagination(page): Pagination,
-) -> ApiResult<Json<Page<AssociatedSkill>>> {
+) -> ServiceResult<Json<Page<AssociatedSkill>>> {
     let entity = entity_ref(&entity_type, entity_id)?;
     let listed = state.store.skills(&auth.org_id).list_associated(entity, page).await;
     Ok(Json(listed.map_err(entity_not_found(entity))?))
@@ -251,14 +256,14 @@ async fn remove_entity_skill(
     State(state): State<AppState>,
     auth: Auth<Write>,
     Path((entity_type, entity_id, skill_id)): Path<(String, Uuid, Uuid)>,
-) -> ApiResult<Json<Deleted>> {
+) -> ServiceResult<Json<Deleted>> {
     let entity = entity_ref(&entity_type, entity_id)?;
     let skills = state.store.skills(&auth.org_id);
     skills.require_entity(entity).await.map_err(entity_not_found(entity))?;
     skills
         .dissociate(entity, skill_id)
         .await
-        .map_err(|e| ApiError::from_store(e, "skill association"))?;
+        .map_err(|e| ServiceError::from_store(e, "skill association"))?;
     Ok(Json(Deleted::new(skill_id)))
 }
 
@@ -273,7 +278,7 @@ async fn resolved_skills(
     auth: Auth<Read>,
     Path((entity_type, entity_id)): Path<(String, Uuid)>,
     Pagination(page): Pagination,
-) -> ApiResult<Json<Page<ResolvedSkill>>> {
+) -> ServiceResult<Json<Page<ResolvedSkill>>> {
     let entity = entity_ref(&entity_type, entity_id)?;
     let resolved = state.store.skills(&auth.org_id).resolved(entity).await;
     Ok(Json(page_of(resolved.map_err(entity_not_found(entity))?, page)))
@@ -289,9 +294,9 @@ async fn associate_skills(
     State(state): State<AppState>,
     auth: Auth<Write>,
     JsonBody(req): JsonBody<AssociateSkills>,
-) -> ApiResult<Json<SkillsAssociated>> {
+) -> ServiceResult<Json<SkillsAssociated>> {
     if req.skill_ids.len() > MAX_ASSOCIATE {
-        return Err(ApiError::invalid(
+        return Err(ServiceError::invalid(
             "skill_ids",
             format!("at most {MAX_ASSOCIATE} skills per request"),
         ));
@@ -299,19 +304,19 @@ async fn associate_skills(
     let skills = state.store.skills(&auth.org_id);
     let kind = match req.entity_type.as_deref() {
         Some(t) if t.trim().trim_end_matches('s').eq_ignore_ascii_case("project") => {
-            return Err(ApiError::invalid("entity_type", "projects have no skills"));
+            return Err(ServiceError::invalid("entity_type", "projects have no skills"));
         }
         Some(t) => SkillEntityType::parse_loose(t)
-            .ok_or_else(|| ApiError::invalid("entity_type", "must be one of: agent, team, environment"))?,
+            .ok_or_else(|| ServiceError::invalid("entity_type", "must be one of: agent, team, environment"))?,
         None => match skills.find_entity(req.entity_id).await? {
             Some(FoundEntity::Skillable(kind)) => kind,
             Some(FoundEntity::Project) => {
-                return Err(ApiError::invalid(
+                return Err(ServiceError::invalid(
                     "entity_id",
                     "names a project; projects have no skills",
                 ));
             }
-            None => return Err(ApiError::not_found("entity")),
+            None => return Err(ServiceError::not_found("entity")),
         },
     };
     let entity = EntityRef {
@@ -330,7 +335,7 @@ async fn associate_skills(
         .map_err(entity_not_found(entity))?
     {
         Ok(n) => n,
-        Err(MissingSkill(id)) => return Err(ApiError::not_found(&format!("skill {id}"))),
+        Err(MissingSkill(id)) => return Err(ServiceError::not_found(&format!("skill {id}"))),
     };
     Ok(Json(SkillsAssociated {
         entity_type: kind,

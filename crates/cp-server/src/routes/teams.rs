@@ -12,8 +12,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::http::{ApiError, ApiResult, Auth, JsonBody, Pagination, Path, Query, Read, Write};
+use crate::http::{Auth, JsonBody, Pagination, Path, Query, Read, Write};
 use crate::services::catalog::{check_runtime, check_skill_configurations, resolve_model};
+use crate::services::error::{ServiceError, ServiceResult};
 use crate::services::list_cache::JsonBytes;
 use crate::services::vault::{self, Named};
 use crate::state::AppState;
@@ -25,8 +26,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(add_agent, remove_agent))
 }
 
-fn not_found(e: cp_store::StoreError) -> ApiError {
-    ApiError::from_store(e, "team")
+fn not_found(e: cp_store::StoreError) -> ServiceError {
+    ServiceError::from_store(e, "team")
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -46,7 +47,7 @@ async fn list_teams(
     auth: Auth<Read>,
     Pagination(page): Pagination,
     Query(q): Query<TeamQuery>,
-) -> ApiResult<JsonBytes> {
+) -> ServiceResult<JsonBytes> {
     let filter = TeamFilter {
         status: q.status_filter,
         project_id: q.project_id,
@@ -66,7 +67,7 @@ async fn create_team(
     State(state): State<AppState>,
     auth: Auth<Write>,
     JsonBody(req): JsonBody<CreateTeam>,
-) -> ApiResult<(StatusCode, Json<Team>)> {
+) -> ServiceResult<(StatusCode, Json<Team>)> {
     let parts = req.validate()?;
     vault::check_may_name(
         &auth,
@@ -102,7 +103,7 @@ async fn create_team(
 
 #[utoipa::path(get, path = "/api/v1/teams/{id}", tag = "teams", params(("id" = Uuid, Path)),
     responses((status = 200, body = Team), (status = 404, body = cp_types::ErrorEnvelope)))]
-async fn get_team(State(state): State<AppState>, auth: Auth<Read>, Path(id): Path<Uuid>) -> ApiResult<Json<Team>> {
+async fn get_team(State(state): State<AppState>, auth: Auth<Read>, Path(id): Path<Uuid>) -> ServiceResult<Json<Team>> {
     Ok(Json(state.store.teams(&auth.org_id).get(id).await.map_err(not_found)?))
 }
 
@@ -115,7 +116,7 @@ async fn update_team(
     auth: Auth<Write>,
     Path(id): Path<Uuid>,
     JsonBody(req): JsonBody<UpdateTeam>,
-) -> ApiResult<Json<Team>> {
+) -> ServiceResult<Json<Team>> {
     let parts = req.validate()?;
     let teams = state.store.teams(&auth.org_id);
     let current = teams.get(id).await.map_err(not_found)?;
@@ -170,7 +171,7 @@ async fn delete_team(
     State(state): State<AppState>,
     auth: Auth<Write>,
     Path(id): Path<Uuid>,
-) -> ApiResult<Json<Deleted>> {
+) -> ServiceResult<Json<Deleted>> {
     state.store.teams(&auth.org_id).delete(id).await.map_err(not_found)?;
     Ok(Json(Deleted::new(id)))
 }
@@ -183,9 +184,9 @@ async fn add_agent(
     State(state): State<AppState>,
     auth: Auth<Write>,
     Path((id, agent_id)): Path<(Uuid, Uuid)>,
-) -> ApiResult<Json<Team>> {
+) -> ServiceResult<Json<Team>> {
     if !state.store.agents(&auth.org_id).exists(agent_id).await? {
-        return Err(ApiError::not_found("agent"));
+        return Err(ServiceError::not_found("agent"));
     }
     Ok(Json(
         state
@@ -205,7 +206,7 @@ async fn remove_agent(
     State(state): State<AppState>,
     auth: Auth<Write>,
     Path((id, agent_id)): Path<(Uuid, Uuid)>,
-) -> ApiResult<Json<Team>> {
+) -> ServiceResult<Json<Team>> {
     let team = state.store.teams(&auth.org_id).remove_member(id, agent_id).await;
-    Ok(Json(team.map_err(|e| ApiError::from_store(e, "team membership"))?))
+    Ok(Json(team.map_err(|e| ServiceError::from_store(e, "team membership"))?))
 }

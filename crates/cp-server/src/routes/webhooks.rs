@@ -9,9 +9,11 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::http::auth::Principal;
 use crate::http::idempotency::SealedReplay;
-use crate::http::{ApiError, ApiResult, Auth, JsonBody, Pagination, Path, Read, Write};
+use crate::http::{Auth, JsonBody, Pagination, Path, Read, Write};
+use crate::services::caller::Caller;
+use crate::services::error::{ServiceError, ServiceResult};
+use crate::services::notify::{Notice, notify};
 use crate::services::webhooks::{self as sender, ROTATION_OVERLAP_MS};
 use crate::state::AppState;
 
@@ -25,23 +27,23 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(send_test))
 }
 
-fn not_found(e: cp_store::StoreError) -> ApiError {
-    ApiError::from_store(e, "webhook")
+fn not_found(e: cp_store::StoreError) -> ServiceError {
+    ServiceError::from_store(e, "webhook")
 }
 
 /// 422 when the target is private and the organization does not allow that.
-async fn check_target(state: &AppState, caller: &Principal, url: &str) -> ApiResult<()> {
+async fn check_target(state: &AppState, caller: &Caller, url: &str) -> ServiceResult<()> {
     let settings = state.store.org_settings(&caller.org_id).await?;
     let allow_private = settings.webhook_allow_private_targets && state.config.allow_private_webhook_targets;
     sender::check_target(url.trim(), allow_private)
         .await
-        .map_err(|issue| ApiError::invalid("url", issue))
+        .map_err(|issue| ServiceError::invalid("url", issue))
 }
 
-fn sealed(state: &AppState, caller: &Principal, id: Uuid, secret: &str) -> ApiResult<Vec<u8>> {
+fn sealed(state: &AppState, caller: &Caller, id: Uuid, secret: &str) -> ServiceResult<Vec<u8>> {
     sender::seal_secret(state, &caller.org_id, id, secret).map_err(|e| {
         tracing::error!(error = %e, "cannot seal a webhook secret");
-        ApiError::internal()
+        ServiceError::internal()
     })
 }
 
@@ -51,7 +53,7 @@ async fn list_webhooks(
     State(state): State<AppState>,
     auth: Auth<Read>,
     Pagination(page): Pagination,
-) -> ApiResult<Json<Page<Webhook>>> {
+) -> ServiceResult<Json<Page<Webhook>>> {
     Ok(Json(state.store.webhooks(&auth.org_id).list(page).await?))
 }
 
@@ -62,7 +64,7 @@ async fn create_webhook(
     State(state): State<AppState>,
     auth: Auth<Write>,
     JsonBody(req): JsonBody<CreateWebhook>,
-) -> ApiResult<(StatusCode, Extension<SealedReplay>, Json<WebhookWithSecret>)> {
+) -> ServiceResult<(StatusCode, Extension<SealedReplay>, Json<WebhookWithSecret>)> {
     req.validate()?;
     check_target(&state, &auth, &req.url).await?;
     let id = Uuid::now_v7();
@@ -85,7 +87,7 @@ async fn get_webhook(
     State(state): State<AppState>,
     auth: Auth<Read>,
     Path(id): Path<Uuid>,
-) -> ApiResult<Json<Webhook>> {
+) -> ServiceResult<Json<Webhook>> {
     Ok(Json(
         state.store.webhooks(&auth.org_id).get(id).await.map_err(not_found)?,
     ))
@@ -100,7 +102,7 @@ async fn update_webhook(
     auth: Auth<Write>,
     Path(id): Path<Uuid>,
     JsonBody(req): JsonBody<UpdateWebhook>,
-) -> ApiResult<Json<Webhook>> {
+) -> ServiceResult<Json<Webhook>> {
     req.validate()?;
     if let Some(url) = &req.url {
         check_target(&state, &auth, url).await?;
@@ -115,7 +117,7 @@ async fn delete_webhook(
     State(state): State<AppState>,
     auth: Auth<Write>,
     Path(id): Path<Uuid>,
-) -> ApiResult<Json<Deleted>> {
+) -> ServiceResult<Json<Deleted>> {
     state.store.webhooks(&auth.org_id).delete(id).await.map_err(not_found)?;
     Ok(Json(Deleted::new(id)))
 }
@@ -128,7 +130,7 @@ async fn rotate_secret(
     State(state): State<AppState>,
     auth: Auth<Write>,
     Path(id): Path<Uuid>,
-) -> ApiResult<(Extension<SealedReplay>, Json<WebhookWithSecret>)> {
+) -> ServiceResult<(Extension<SealedReplay>, Json<WebhookWithSecret>)> {
     let secret = sender::new_secret();
     let until = chrono::Utc::now().timestamp_millis() + ROTATION_OVERLAP_MS;
     let webhook = state
@@ -149,7 +151,7 @@ async fn list_deliveries(
     auth: Auth<Read>,
     Path(id): Path<Uuid>,
     Pagination(page): Pagination,
-) -> ApiResult<Json<Page<WebhookDelivery>>> {
+) -> ServiceResult<Json<Page<WebhookDelivery>>> {
     let page = state.store.webhooks(&auth.org_id).deliveries(id, page).await;
     Ok(Json(page.map_err(not_found)?))
 }
@@ -162,10 +164,10 @@ async fn redeliver(
     State(state): State<AppState>,
     auth: Auth<Write>,
     Path((id, delivery_id)): Path<(Uuid, Uuid)>,
-) -> ApiResult<Json<WebhookDelivery>> {
+) -> ServiceResult<Json<WebhookDelivery>> {
     let delivery = state.store.webhooks(&auth.org_id).redeliver(id, delivery_id).await;
-    let delivery = delivery.map_err(|e| ApiError::from_store(e, "delivery"))?;
-    state.webhooks.wake.notify_one();
+    let delivery = delivery.map_err(|e| ServiceError::from_store(e, "delivery"))?;
+    notify(&state, Notice::Deliveries);
     Ok(Json(delivery))
 }
 
@@ -176,13 +178,13 @@ async fn send_test(
     State(state): State<AppState>,
     auth: Auth<Write>,
     Path(id): Path<Uuid>,
-) -> ApiResult<Json<WebhookDelivery>> {
+) -> ServiceResult<Json<WebhookDelivery>> {
     let delivery = state
         .store
         .webhooks(&auth.org_id)
         .enqueue_test(id)
         .await
         .map_err(not_found)?;
-    state.webhooks.wake.notify_one();
+    notify(&state, Notice::Deliveries);
     Ok(Json(delivery))
 }

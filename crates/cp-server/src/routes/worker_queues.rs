@@ -18,8 +18,10 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::http::{ApiError, ApiResult, Auth, JsonBody, Pagination, Path, Query, Read, WorkerApi, Write};
-use crate::routes::workers::register_on;
+use crate::http::{Auth, JsonBody, Pagination, Path, Query, Read, WorkerApi, Write};
+use crate::services::error::{ServiceError, ServiceResult};
+use crate::services::notify::{Notice, notify};
+use crate::services::workers::{register_on, worker_command_parts};
 use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -34,8 +36,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(start_worker))
 }
 
-fn not_found(e: cp_store::StoreError) -> ApiError {
-    ApiError::from_store(e, "worker queue")
+fn not_found(e: cp_store::StoreError) -> ServiceError {
+    ServiceError::from_store(e, "worker queue")
 }
 
 /// Queues of one environment, newest first.
@@ -46,13 +48,13 @@ async fn list_environment_queues(
     auth: Auth<Read>,
     Path(env_id): Path<Uuid>,
     Pagination(page): Pagination,
-) -> ApiResult<Json<Page<WorkerQueue>>> {
+) -> ServiceResult<Json<Page<WorkerQueue>>> {
     state
         .store
         .environments(&auth.org_id)
         .get(env_id)
         .await
-        .map_err(|e| ApiError::from_store(e, "environment"))?;
+        .map_err(|e| ServiceError::from_store(e, "environment"))?;
     Ok(Json(
         state.store.worker_queues(&auth.org_id).list(Some(env_id), page).await?,
     ))
@@ -68,14 +70,14 @@ async fn create_queue(
     auth: Auth<Write>,
     Path(env_id): Path<Uuid>,
     JsonBody(req): JsonBody<CreateWorkerQueue>,
-) -> ApiResult<(StatusCode, Json<WorkerQueue>)> {
+) -> ServiceResult<(StatusCode, Json<WorkerQueue>)> {
     req.validate()?;
     let queue = state
         .store
         .worker_queues(&auth.org_id)
         .create(env_id, &req, &auth.key_id.to_string())
         .await
-        .map_err(|e| ApiError::from_store(e, "environment"))?;
+        .map_err(|e| ServiceError::from_store(e, "environment"))?;
     Ok((StatusCode::CREATED, Json(queue)))
 }
 
@@ -86,7 +88,7 @@ async fn list_queues(
     State(state): State<AppState>,
     auth: Auth<Read>,
     Pagination(page): Pagination,
-) -> ApiResult<Json<Page<WorkerQueue>>> {
+) -> ServiceResult<Json<Page<WorkerQueue>>> {
     Ok(Json(state.store.worker_queues(&auth.org_id).list(None, page).await?))
 }
 
@@ -96,7 +98,7 @@ async fn get_queue(
     State(state): State<AppState>,
     auth: Auth<Read>,
     Path(id): Path<Uuid>,
-) -> ApiResult<Json<WorkerQueue>> {
+) -> ServiceResult<Json<WorkerQueue>> {
     Ok(Json(
         state
             .store
@@ -115,7 +117,7 @@ async fn update_queue(
     auth: Auth<Write>,
     Path(id): Path<Uuid>,
     JsonBody(req): JsonBody<UpdateWorkerQueue>,
-) -> ApiResult<Json<WorkerQueue>> {
+) -> ServiceResult<Json<WorkerQueue>> {
     req.validate()?;
     let queue = state
         .store
@@ -124,7 +126,7 @@ async fn update_queue(
         .await
         .map_err(not_found)?;
     // Pollers re-check the queue: a queue made active again has claimable work.
-    state.hub.wake_whole_queue(id);
+    notify(&state, Notice::Queue { queue: id });
     Ok(Json(queue))
 }
 
@@ -135,7 +137,7 @@ async fn delete_queue(
     State(state): State<AppState>,
     auth: Auth<Write>,
     Path(id): Path<Uuid>,
-) -> ApiResult<Json<Deleted>> {
+) -> ServiceResult<Json<Deleted>> {
     state
         .store
         .worker_queues(&auth.org_id)
@@ -162,7 +164,7 @@ async fn queue_workers(
     Path(id): Path<Uuid>,
     Pagination(page): Pagination,
     Query(q): Query<WorkersQuery>,
-) -> ApiResult<Json<Page<Worker>>> {
+) -> ServiceResult<Json<Page<Worker>>> {
     state
         .store
         .worker_queues(&auth.org_id)
@@ -192,7 +194,7 @@ async fn queue_executions(
     Path(id): Path<Uuid>,
     Pagination(page): Pagination,
     Query(q): Query<QueueExecutionsQuery>,
-) -> ApiResult<Json<Page<Execution>>> {
+) -> ServiceResult<Json<Page<Execution>>> {
     state
         .store
         .worker_queues(&auth.org_id)
@@ -222,7 +224,7 @@ async fn queue_metrics(
     State(state): State<AppState>,
     auth: Auth<Read>,
     Path(id): Path<Uuid>,
-) -> ApiResult<Json<QueueMetrics>> {
+) -> ServiceResult<Json<QueueMetrics>> {
     let queues = state.store.worker_queues(&auth.org_id);
     let queue = queues.get(id).await.map_err(not_found)?;
     let figures = queues.figures(id).await?;
@@ -242,22 +244,6 @@ async fn queue_metrics(
     }))
 }
 
-/// The command that starts a worker on a queue. The key is never on the command line (any
-/// local user can read a process's arguments): the worker reads it from `KUBIYA_API_KEY`.
-pub fn worker_command_parts(public_url: &str, queue: impl std::fmt::Display) -> Vec<String> {
-    [
-        "kubiya-cp",
-        "worker",
-        "--queue-id",
-        &queue.to_string(),
-        "--control-plane-url",
-        public_url.trim_end_matches('/'),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
-}
-
 /// The exact `kubiya-cp worker …` command for this queue.
 #[utoipa::path(get, path = "/api/v1/worker-queues/{id}/worker-command", tag = "worker-queues",
     params(("id" = Uuid, Path)), responses((status = 200, body = QueueWorkerCommand)))]
@@ -265,7 +251,7 @@ async fn queue_worker_command(
     State(state): State<AppState>,
     auth: Auth<Read>,
     Path(id): Path<Uuid>,
-) -> ApiResult<Json<QueueWorkerCommand>> {
+) -> ServiceResult<Json<QueueWorkerCommand>> {
     let queue = state
         .store
         .worker_queues(&auth.org_id)
@@ -294,6 +280,6 @@ async fn start_worker(
     auth: Auth<WorkerApi>,
     Path(id): Path<Uuid>,
     JsonBody(req): JsonBody<RegisterWorker>,
-) -> ApiResult<(StatusCode, Json<WorkerRegistration>)> {
+) -> ServiceResult<(StatusCode, Json<WorkerRegistration>)> {
     Ok((StatusCode::CREATED, Json(register_on(&state, &auth, id, &req).await?)))
 }

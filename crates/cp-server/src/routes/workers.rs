@@ -21,10 +21,13 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::http::auth::Principal;
 use crate::http::idempotency::SealedReplay;
-use crate::http::{Admin, ApiError, ApiResult, Auth, JsonBody, Pagination, Path, Query, Read, WorkerApi};
+use crate::http::{Admin, Auth, JsonBody, Pagination, Path, Query, Read, WorkerApi};
+use crate::services::caller::Caller;
 use crate::services::dispatch;
+use crate::services::error::{ServiceError, ServiceResult};
+use crate::services::notify::{Notice, notify};
+use crate::services::workers::register_on;
 use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -42,13 +45,13 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(runner_health))
 }
 
-fn not_found(e: cp_store::StoreError) -> ApiError {
-    ApiError::from_store(e, "worker")
+fn not_found(e: cp_store::StoreError) -> ServiceError {
+    ServiceError::from_store(e, "worker")
 }
 
 /// A worker-role key acts only on the workers it registered (another key's worker looks
 /// unknown); an admin key may act on any worker of its organization.
-async fn check_owner(state: &AppState, caller: &Principal, worker: Uuid) -> ApiResult<()> {
+async fn check_owner(state: &AppState, caller: &Caller, worker: Uuid) -> ServiceResult<()> {
     if caller.role == cp_types::org::Role::Admin {
         return Ok(());
     }
@@ -61,45 +64,8 @@ async fn check_owner(state: &AppState, caller: &Principal, worker: Uuid) -> ApiR
     if own {
         Ok(())
     } else {
-        Err(ApiError::not_found("worker"))
+        Err(ServiceError::not_found("worker"))
     }
-}
-
-/// Registers a worker on `queue` of the caller's organization.
-pub async fn register_on(
-    state: &AppState,
-    caller: &Principal,
-    queue: Uuid,
-    req: &RegisterWorker,
-) -> ApiResult<WorkerRegistration> {
-    req.validate()?;
-    if let Some(own) = caller.worker_queue_id
-        && own != queue
-    {
-        return Err(ApiError::forbidden(format!(
-            "this worker key was made for worker queue {own} and registers only there"
-        )));
-    }
-    let hostname = req.hostname.clone().unwrap_or_else(|| "unknown".into());
-    let runner = req.runner_name.clone().unwrap_or_else(|| hostname.clone());
-    let r = state
-        .store
-        .workers(&caller.org_id)
-        .register(queue, req, &hostname, &runner, caller.key_id)
-        .await
-        .map_err(|e| ApiError::from_store(e, "worker queue"))?;
-    Ok(WorkerRegistration {
-        worker_id: r.worker.id,
-        worker_queue_id: queue,
-        heartbeat_interval: r.heartbeat_interval,
-        heartbeat_interval_ms: r.heartbeat_ms,
-        lease_seconds: 3 * r.heartbeat_interval,
-        queue_name: r.queue_name,
-        environment_name: r.environment_name,
-        organization_id: caller.org_id.clone(),
-        control_plane_url: state.config.public_url.clone(),
-        task_queue_name: queue.to_string(),
-    })
 }
 
 /// Registers a worker on the queue named in the body.
@@ -109,17 +75,17 @@ async fn register(
     State(state): State<AppState>,
     auth: Auth<WorkerApi>,
     JsonBody(req): JsonBody<RegisterWorker>,
-) -> ApiResult<(StatusCode, Json<WorkerRegistration>)> {
+) -> ServiceResult<(StatusCode, Json<WorkerRegistration>)> {
     let queue = req
         .worker_queue_id
-        .ok_or_else(|| ApiError::invalid("worker_queue_id", "is required"))?;
+        .ok_or_else(|| ServiceError::invalid("worker_queue_id", "is required"))?;
     Ok((
         StatusCode::CREATED,
         Json(register_on(&state, &auth, queue, &req).await?),
     ))
 }
 
-async fn beat(state: &AppState, caller: &Principal, id: Uuid, hb: &Heartbeat) -> ApiResult<HeartbeatAck> {
+async fn beat(state: &AppState, caller: &Caller, id: Uuid, hb: &Heartbeat) -> ServiceResult<HeartbeatAck> {
     hb.validate()?;
     check_owner(state, caller, id).await?;
     state
@@ -139,7 +105,7 @@ async fn heartbeat(
     auth: Auth<WorkerApi>,
     Path(id): Path<Uuid>,
     JsonBody(hb): JsonBody<Heartbeat>,
-) -> ApiResult<Json<HeartbeatAck>> {
+) -> ServiceResult<Json<HeartbeatAck>> {
     beat(&state, &auth, id, &hb).await.map(Json)
 }
 
@@ -150,10 +116,10 @@ async fn heartbeat_by_body(
     State(state): State<AppState>,
     auth: Auth<WorkerApi>,
     JsonBody(hb): JsonBody<Heartbeat>,
-) -> ApiResult<Json<HeartbeatAck>> {
+) -> ServiceResult<Json<HeartbeatAck>> {
     let id = hb
         .worker_id
-        .ok_or_else(|| ApiError::invalid("worker_id", "is required"))?;
+        .ok_or_else(|| ServiceError::invalid("worker_id", "is required"))?;
     beat(&state, &auth, id, &hb).await.map(Json)
 }
 
@@ -178,108 +144,24 @@ async fn poll(
     auth: Auth<WorkerApi>,
     Path(id): Path<Uuid>,
     Query(q): Query<PollQuery>,
-) -> ApiResult<Response> {
+) -> ServiceResult<Response> {
     let mut answer = poll_answer(state, auth, id, q).await?;
     // A claim carries the run's secret values: a replay keeps them encrypted at rest.
     answer.extensions_mut().insert(SealedReplay);
     Ok(answer)
 }
 
-async fn poll_answer(state: AppState, auth: Auth<WorkerApi>, id: Uuid, q: PollQuery) -> ApiResult<Response> {
+async fn poll_answer(state: AppState, auth: Auth<WorkerApi>, id: Uuid, q: PollQuery) -> ServiceResult<Response> {
     let wait = q.wait.unwrap_or(30.0);
     if !wait.is_finite() || !(0.0..=MAX_WAIT_SECONDS).contains(&wait) {
-        return Err(ApiError::invalid("wait", "must be between 0 and 60 seconds"));
+        return Err(ServiceError::invalid("wait", "must be between 0 and 60 seconds"));
     }
-    let workers = state.store.workers(&auth.org_id);
-    // The seat names the key that registered the worker: one read checks both.
-    let seat = workers.seat(id).await.map_err(not_found)?;
-    if auth.role != cp_types::org::Role::Admin && seat.key_id != Some(auth.key_id) {
-        return Err(ApiError::not_found("worker"));
-    }
-    if !seat.online {
-        return Err(ApiError::conflict(
-            "the worker is offline or disconnected and its runs went back to the queue; register again",
-        ));
-    }
-    if seat.drain {
-        return Ok(Json(PollAnswer {
-            drain: true,
-            ..Default::default()
-        })
-        .into_response());
-    }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(wait);
-    let queue = state.hub.queue(seat.worker_queue_id);
-    let signals = state.hub.worker(id);
-    // A cancel recorded before this poll began signalled nobody: look for it now.
-    let mut signalled = seat.cancelling;
-    let mut woken = false;
-    loop {
-        // Registered before looking, so a wake-up between the look and the wait is not lost.
-        let queue_ready = queue.notified();
-        let signal = signals.notified();
-        tokio::pin!(queue_ready, signal);
-        queue_ready.as_mut().enable();
-        signal.as_mut().enable();
-        // A run wakes one poller: this one, if it was woken, passes the wake-up on unless its
-        // claim goes through (see `PassOn`).
-        let pass_on = PassOn(woken.then_some(&*queue));
-        if signalled {
-            if workers.seat(id).await.map_err(not_found)?.drain {
-                return Ok(Json(PollAnswer {
-                    drain: true,
-                    ..Default::default()
-                })
-                .into_response());
-            }
-            let cancel = workers.cancelling(id).await?;
-            if !cancel.is_empty() {
-                let answer = PollAnswer {
-                    cancel_execution_ids: cancel,
-                    ..Default::default()
-                };
-                return Ok(Json(answer).into_response());
-            }
-        }
-        let claimed = dispatch::claim(&state, &auth, id, seat).await?;
-        // Claimed, or found nothing (the run went to another poller): the wake-up is used.
-        pass_on.used();
-        if let Some(claim) = claimed {
-            let answer = PollAnswer {
-                claim: Some(Box::new(claim)),
-                ..Default::default()
-            };
-            return Ok(Json(answer).into_response());
-        }
-        (signalled, woken) = (false, false);
-        let _parked = state.hub.park();
-        tokio::select! {
-            _ = &mut queue_ready => woken = true,
-            _ = &mut signal => signalled = true,
-            _ = tokio::time::sleep_until(deadline) => return Ok(StatusCode::NO_CONTENT.into_response()),
-            _ = state.hub.closed() => return Ok(StatusCode::NO_CONTENT.into_response()),
-        }
-    }
-}
-
-/// A queue wake-up a poll took and has not used yet. Each claimable run wakes one poller; if
-/// that poll then ends without a claim attempt that went through (a database error, a drain
-/// or cancel answer, a client that hung up), the wake-up goes to the next poller instead of
-/// being lost, which would leave the run to wait for someone's poll timeout.
-struct PassOn<'a>(Option<&'a tokio::sync::Notify>);
-
-impl PassOn<'_> {
-    fn used(mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for PassOn<'_> {
-    fn drop(&mut self) {
-        if let Some(queue) = self.0 {
-            queue.notify_one();
-        }
-    }
+    Ok(
+        match dispatch::poll(&state, &auth, id, Duration::from_secs_f64(wait)).await? {
+            Some(answer) => Json(answer).into_response(),
+            None => StatusCode::NO_CONTENT.into_response(),
+        },
+    )
 }
 
 /// The worker leaves: it is marked disconnected and its runs go back to the queue at once.
@@ -290,26 +172,10 @@ async fn disconnect(
     auth: Auth<WorkerApi>,
     Path(id): Path<Uuid>,
     JsonBody(req): JsonBody<Disconnect>,
-) -> ApiResult<Json<Disconnected>> {
+) -> ServiceResult<Json<Disconnected>> {
     check_owner(&state, &auth, id).await?;
-    let workers = state.store.workers(&auth.org_id);
-    workers.disconnect(id).await.map_err(not_found)?;
     let reason = format!("worker disconnected: {}", req.reason.as_deref().unwrap_or("shutdown"));
-    let executions = state.store.executions(&auth.org_id);
-    let mut requeued = 0;
-    for run in workers.held(id).await? {
-        match executions.release(run, id, &reason).await {
-            Ok(changed) => {
-                requeued += 1;
-                dispatch::publish(&state, &changed);
-            }
-            // Ended or moved on meanwhile: nothing to hand back.
-            Err(cp_store::StoreError::Conflict(_)) | Err(cp_store::StoreError::NotFound) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    state.hub.signal_worker(id);
-    state.hub.forget_worker(id);
+    let requeued = dispatch::disconnect(&state, &auth, id, &reason).await?;
     Ok(Json(Disconnected {
         id,
         status: "disconnected".into(),
@@ -337,10 +203,10 @@ async fn drain(
     auth: Auth<Admin>,
     Path(id): Path<Uuid>,
     JsonBody(req): JsonBody<DrainRequest>,
-) -> ApiResult<Json<Worker>> {
+) -> ServiceResult<Json<Worker>> {
     let workers = state.store.workers(&auth.org_id);
     workers.set_drain(id, req.drain).await.map_err(not_found)?;
-    state.hub.signal_worker(id);
+    notify(&state, Notice::Drain { worker: id });
     Ok(Json(workers.get(id).await.map_err(not_found)?))
 }
 
@@ -362,7 +228,7 @@ async fn list_workers(
     auth: Auth<Read>,
     Pagination(page): Pagination,
     Query(q): Query<WorkerListQuery>,
-) -> ApiResult<Json<Page<Worker>>> {
+) -> ServiceResult<Json<Page<Worker>>> {
     let filter = WorkerFilter {
         worker_queue_id: q.worker_queue_id,
         online_only: q.online_only,
@@ -377,7 +243,7 @@ async fn get_worker(
     State(state): State<AppState>,
     auth: Auth<Read>,
     Path(id): Path<String>,
-) -> ApiResult<Json<WorkerOrRunner>> {
+) -> ServiceResult<Json<WorkerOrRunner>> {
     let workers = state.store.workers(&auth.org_id);
     if let Ok(id) = Uuid::parse_str(&id) {
         return Ok(Json(WorkerOrRunner::Worker(workers.get(id).await.map_err(not_found)?)));
@@ -385,7 +251,7 @@ async fn get_worker(
     let runner = runners_of(workers.all(RUNNER_SCAN).await?)
         .into_iter()
         .find(|r| r.name == id)
-        .ok_or_else(|| ApiError::not_found("worker or runner"))?;
+        .ok_or_else(|| ServiceError::not_found("worker or runner"))?;
     Ok(Json(WorkerOrRunner::Runner(runner)))
 }
 
@@ -397,7 +263,7 @@ async fn start_registered(
     State(state): State<AppState>,
     auth: Auth<WorkerApi>,
     Path(id): Path<Uuid>,
-) -> ApiResult<Json<WorkerRegistration>> {
+) -> ServiceResult<Json<WorkerRegistration>> {
     check_owner(&state, &auth, id).await?;
     let org = auth.org_id.as_str();
     let worker = state.store.workers(org).get(id).await.map_err(not_found)?;
@@ -406,13 +272,13 @@ async fn start_registered(
         .worker_queues(org)
         .get(worker.worker_queue_id)
         .await
-        .map_err(|e| ApiError::from_store(e, "worker queue"))?;
+        .map_err(|e| ServiceError::from_store(e, "worker queue"))?;
     let environment = state
         .store
         .environments(org)
         .get(queue.environment_id)
         .await
-        .map_err(|e| ApiError::from_store(e, "environment"))?;
+        .map_err(|e| ServiceError::from_store(e, "environment"))?;
     Ok(Json(WorkerRegistration {
         worker_id: id,
         worker_queue_id: queue.id,
@@ -471,7 +337,7 @@ async fn list_runners(
     State(state): State<AppState>,
     auth: Auth<Read>,
     Pagination(page): Pagination,
-) -> ApiResult<Json<Page<Runner>>> {
+) -> ServiceResult<Json<Page<Runner>>> {
     let workers = state.store.workers(&auth.org_id).all(RUNNER_SCAN).await?;
     Ok(Json(Page::of_slice(runners_of(workers), page)))
 }
@@ -483,12 +349,12 @@ async fn runner_health(
     State(state): State<AppState>,
     auth: Auth<Read>,
     Path(name): Path<String>,
-) -> ApiResult<Json<RunnerHealthReport>> {
+) -> ServiceResult<Json<RunnerHealthReport>> {
     let workers = state.store.workers(&auth.org_id).all(RUNNER_SCAN).await?;
     let runner = runners_of(workers)
         .into_iter()
         .find(|r| r.name == name)
-        .ok_or_else(|| ApiError::not_found("runner"))?;
+        .ok_or_else(|| ServiceError::not_found("runner"))?;
     Ok(Json(RunnerHealthReport {
         running_executions: runner.workers.iter().map(|w| w.current_executions.len() as i64).sum(),
         last_heartbeat_at: runner

@@ -5,17 +5,17 @@ use cp_store::{Store, StoreError};
 use cp_types::model::Model;
 use cp_types::runtime::{Runtime, runtime_issues};
 
-use crate::http::{ApiError, ApiResult};
+use crate::services::error::{ServiceError, ServiceResult};
 
 /// The model a request names (by id or value), or the organization's default when it names
 /// none. Unknown or disabled models are a 422 on `field`.
-pub async fn resolve_model(store: &Store, org: &str, requested: Option<&str>, field: &str) -> ApiResult<Model> {
+pub async fn resolve_model(store: &Store, org: &str, requested: Option<&str>, field: &str) -> ServiceResult<Model> {
     let models = store.models(org);
     match requested {
         Some(name) => match models.find(name).await {
-            Ok(m) if !m.enabled => Err(ApiError::invalid(field, format!("model '{}' is disabled", m.value))),
+            Ok(m) if !m.enabled => Err(ServiceError::invalid(field, format!("model '{}' is disabled", m.value))),
             Ok(m) => Ok(m),
-            Err(StoreError::NotFound) => Err(ApiError::invalid(
+            Err(StoreError::NotFound) => Err(ServiceError::invalid(
                 field,
                 format!("no model '{name}' in this organization (see GET /api/v1/models)"),
             )),
@@ -23,7 +23,7 @@ pub async fn resolve_model(store: &Store, org: &str, requested: Option<&str>, fi
         },
         None => match models.default_model().await {
             Ok(m) => Ok(m),
-            Err(StoreError::NotFound) => Err(ApiError::invalid(
+            Err(StoreError::NotFound) => Err(ServiceError::invalid(
                 field,
                 "no model given and the organization has no default model",
             )),
@@ -33,11 +33,11 @@ pub async fn resolve_model(store: &Store, org: &str, requested: Option<&str>, fi
 }
 
 /// The runtime rules (API §3 Runtime row) as a 422 on `runtime`.
-pub fn check_runtime(runtime: Runtime, model: &Model) -> ApiResult<()> {
+pub fn check_runtime(runtime: Runtime, model: &Model) -> ServiceResult<()> {
     let issues = runtime_issues(runtime, Some(model.facts()));
     match issues.into_iter().next() {
         None => Ok(()),
-        Some(issue) => Err(ApiError::invalid("runtime", issue)),
+        Some(issue) => Err(ServiceError::invalid("runtime", issue)),
     }
 }
 
@@ -45,9 +45,9 @@ pub fn check_runtime(runtime: Runtime, model: &Model) -> ApiResult<()> {
 pub fn check_skill_configurations(
     skill_ids: &[uuid::Uuid],
     configs: &std::collections::BTreeMap<uuid::Uuid, serde_json::Value>,
-) -> ApiResult<()> {
+) -> ServiceResult<()> {
     match configs.keys().find(|id| !skill_ids.contains(id)) {
-        Some(id) => Err(ApiError::invalid(
+        Some(id) => Err(ServiceError::invalid(
             &format!("skill_configurations.{id}"),
             "names a skill that is not attached",
         )),

@@ -4,28 +4,29 @@
 
 use std::time::Duration;
 
-use cp_store::executions::{Changed, NewExecution};
+use cp_store::executions::NewExecution;
 use cp_store::workers::WorkerSeat;
 use cp_store::{StoreError, StoreResult};
 use cp_types::context::ContextEntity;
-use cp_types::execution::{Claim, ExecuteRequest, Execution, ExecutionStatus, ExecutionType};
+use cp_types::execution::{Claim, ExecuteRequest, Execution, ExecutionType, PollAnswer};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use super::notify::{Notice, notify};
 use super::vault::{self, Named};
 use super::{policy, run_context};
-use crate::http::auth::Principal;
-use crate::http::{ApiError, ApiResult};
+use crate::services::caller::Caller;
+use crate::services::error::{ServiceError, ServiceResult};
 use crate::state::AppState;
 
 /// Validates and stores a new execution of an agent or team, then wakes the queue's pollers.
 pub async fn execute(
     state: &AppState,
-    caller: &Principal,
+    caller: &Caller,
     kind: ExecutionType,
     entity_id: Uuid,
     req: &ExecuteRequest,
-) -> ApiResult<Execution> {
+) -> ServiceResult<Execution> {
     let queue = req.validate()?;
     vault::check_may_name(
         caller,
@@ -38,7 +39,7 @@ pub async fn execute(
         .executions(org)
         .subject(kind, entity_id, Some(queue))
         .await
-        .map_err(|e| ApiError::from_store(e, kind.as_str()))?;
+        .map_err(|e| ServiceError::from_store(e, kind.as_str()))?;
     // Before anything is stored: a denied execution leaves no row behind (only its decision).
     let entity = match kind {
         ExecutionType::Team => ContextEntity::Team(entity_id),
@@ -69,25 +70,36 @@ pub async fn execute(
         .executions(org)
         .create(new)
         .await
-        .map_err(|e| ApiError::from_store(e, "worker queue"))?;
-    state.hub.publish(execution.id, &events);
-    state.hub.wake_queue(queue);
+        .map_err(|e| ServiceError::from_store(e, "worker queue"))?;
+    notify(
+        state,
+        Notice::Created {
+            execution: execution.id,
+            queue,
+            events: &events,
+        },
+    );
     Ok(execution)
 }
 
 /// The policy check of a continuation (a follow-up message or a resume): it puts the run back
 /// on a queue, so the organization's policies decide it as they decide an execute, with the
 /// new message as the prompt.
-pub async fn check_continuation(state: &AppState, caller: &Principal, id: Uuid, prompt: Option<&str>) -> ApiResult<()> {
+pub async fn check_continuation(
+    state: &AppState,
+    caller: &Caller,
+    id: Uuid,
+    prompt: Option<&str>,
+) -> ServiceResult<()> {
     let executions = state.store.executions(&caller.org_id);
     let e = executions
         .get(id)
         .await
-        .map_err(|e| ApiError::from_store(e, "execution"))?;
+        .map_err(|e| ServiceError::from_store(e, "execution"))?;
     let subject = executions
         .subject(e.execution_type, e.entity_id, e.worker_queue_id)
         .await
-        .map_err(|err| ApiError::from_store(err, e.execution_type.as_str()))?;
+        .map_err(|err| ServiceError::from_store(err, e.execution_type.as_str()))?;
     let entity = match e.execution_type {
         ExecutionType::Team => ContextEntity::Team(e.entity_id),
         _ => ContextEntity::Agent(e.entity_id),
@@ -96,37 +108,15 @@ pub async fn check_continuation(state: &AppState, caller: &Principal, id: Uuid, 
     policy::check_execute(state, caller, entity, prompt, e.worker_queue_id, &subject).await
 }
 
-/// Tells everyone concerned about a stored change.
-pub fn publish(state: &AppState, changed: &Changed) {
-    let e = &changed.record.execution;
-    state.hub.publish(e.id, &changed.events);
-    if changed.deliveries {
-        state.webhooks.wake.notify_one();
-    }
-    if e.status == ExecutionStatus::Queued
-        && let Some(q) = e.worker_queue_id
-    {
-        state.hub.wake_queue(q);
-    }
-    if let Some(w) = changed.released_worker {
-        state.hub.signal_worker(w);
-    }
-    if e.status == ExecutionStatus::Cancelling
-        && let Some(w) = e.worker_id
-    {
-        state.hub.signal_worker(w);
-    }
-}
-
 /// Claims the next execution of the worker's queue and builds its run context. A run whose
 /// context cannot be built (its agent was deleted meanwhile) fails at once with the reason and
 /// the next one is tried.
 pub async fn claim(
     state: &AppState,
-    worker: &Principal,
+    worker: &Caller,
     worker_id: Uuid,
     seat: WorkerSeat,
-) -> ApiResult<Option<Claim>> {
+) -> ServiceResult<Option<Claim>> {
     let org = worker.org_id.as_str();
     let executions = state.store.executions(org);
     loop {
@@ -136,7 +126,7 @@ pub async fn claim(
         else {
             return Ok(None);
         };
-        publish(state, &claimed.changed);
+        notify(state, Notice::Changed(&claimed.changed));
         let id = claimed.changed.record.execution.id;
         let lease_id = claimed.changed.record.lease_id.unwrap_or_default();
         match run_context::build(state, worker, claimed, seat).await {
@@ -150,12 +140,131 @@ pub async fn claim(
                     usage: None,
                 };
                 match executions.finish(id, lease_id, outcome).await {
-                    Ok(failed) => publish(state, &failed),
+                    Ok(failed) => notify(state, Notice::Changed(&failed)),
                     Err(e) => tracing::warn!(error = %e, "could not fail an unpreparable run"),
                 }
             }
         }
     }
+}
+
+/// A worker's long poll: a claimed run with its context, the runs to cancel, or the order to
+/// drain, as soon as there is one; `None` when `wait` passes (or the server stops) first.
+pub async fn poll(state: &AppState, worker: &Caller, id: Uuid, wait: Duration) -> ServiceResult<Option<PollAnswer>> {
+    let not_found = |e| ServiceError::from_store(e, "worker");
+    let workers = state.store.workers(&worker.org_id);
+    // The seat names the key that registered the worker: one read checks both.
+    let seat = workers.seat(id).await.map_err(not_found)?;
+    if worker.role != cp_types::org::Role::Admin && seat.key_id != Some(worker.key_id) {
+        return Err(ServiceError::not_found("worker"));
+    }
+    if !seat.online {
+        return Err(ServiceError::conflict(
+            "the worker is offline or disconnected and its runs went back to the queue; register again",
+        ));
+    }
+    if seat.drain {
+        return Ok(Some(PollAnswer {
+            drain: true,
+            ..Default::default()
+        }));
+    }
+    let deadline = tokio::time::Instant::now() + wait;
+    let queue = state.hub.queue(seat.worker_queue_id);
+    let signals = state.hub.worker(id);
+    // A cancel recorded before this poll began signalled nobody: look for it now.
+    let mut signalled = seat.cancelling;
+    let mut woken = false;
+    loop {
+        // Registered before looking, so a wake-up between the look and the wait is not lost.
+        let queue_ready = queue.notified();
+        let signal = signals.notified();
+        tokio::pin!(queue_ready, signal);
+        queue_ready.as_mut().enable();
+        signal.as_mut().enable();
+        // A run wakes one poller: this one, if it was woken, passes the wake-up on unless its
+        // claim goes through (see `PassOn`).
+        let pass_on = PassOn(woken.then_some(&*queue));
+        if signalled {
+            if workers.seat(id).await.map_err(not_found)?.drain {
+                return Ok(Some(PollAnswer {
+                    drain: true,
+                    ..Default::default()
+                }));
+            }
+            let cancel = workers.cancelling(id).await?;
+            if !cancel.is_empty() {
+                let answer = PollAnswer {
+                    cancel_execution_ids: cancel,
+                    ..Default::default()
+                };
+                return Ok(Some(answer));
+            }
+        }
+        let claimed = claim(state, worker, id, seat).await?;
+        // Claimed, or found nothing (the run went to another poller): the wake-up is used.
+        pass_on.used();
+        if let Some(claim) = claimed {
+            let answer = PollAnswer {
+                claim: Some(Box::new(claim)),
+                ..Default::default()
+            };
+            return Ok(Some(answer));
+        }
+        (signalled, woken) = (false, false);
+        let _parked = state.hub.park();
+        tokio::select! {
+            _ = &mut queue_ready => woken = true,
+            _ = &mut signal => signalled = true,
+            _ = tokio::time::sleep_until(deadline) => return Ok(None),
+            _ = state.hub.closed() => return Ok(None),
+        }
+    }
+}
+
+/// A queue wake-up a poll took and has not used yet. Each claimable run wakes one poller; if
+/// that poll then ends without a claim attempt that went through (a database error, a drain
+/// or cancel answer, a client that hung up), the wake-up goes to the next poller instead of
+/// being lost, which would leave the run to wait for someone's poll timeout.
+struct PassOn<'a>(Option<&'a tokio::sync::Notify>);
+
+impl PassOn<'_> {
+    fn used(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for PassOn<'_> {
+    fn drop(&mut self) {
+        if let Some(queue) = self.0 {
+            queue.notify_one();
+        }
+    }
+}
+
+/// A worker leaves: it is marked disconnected and the runs it held go back to their queue at
+/// once; returns how many did.
+pub async fn disconnect(state: &AppState, worker: &Caller, id: Uuid, reason: &str) -> ServiceResult<i64> {
+    let workers = state.store.workers(&worker.org_id);
+    workers
+        .disconnect(id)
+        .await
+        .map_err(|e| ServiceError::from_store(e, "worker"))?;
+    let executions = state.store.executions(&worker.org_id);
+    let mut requeued = 0;
+    for run in workers.held(id).await? {
+        match executions.release(run, id, reason).await {
+            Ok(changed) => {
+                requeued += 1;
+                notify(state, Notice::Changed(&changed));
+            }
+            // Ended or moved on meanwhile: nothing to hand back.
+            Err(StoreError::Conflict(_)) | Err(StoreError::NotFound) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    notify(state, Notice::Left { worker: id });
+    Ok(requeued)
 }
 
 /// One sweep of the reaper: workers silent past their deadline go offline, and runs whose
@@ -170,7 +279,7 @@ pub async fn reap(state: &AppState) -> StoreResult<usize> {
         match state.store.executions(&org).expire(id, now_ms).await {
             Ok(changed) => {
                 n += 1;
-                publish(state, &changed);
+                notify(state, Notice::Changed(&changed));
             }
             Err(StoreError::Conflict(_)) | Err(StoreError::NotFound) => {}
             Err(e) => return Err(e),

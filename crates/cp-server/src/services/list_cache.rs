@@ -17,7 +17,7 @@ use cp_types::bounded::BoundedMap;
 use parking_lot::Mutex;
 use serde::Serialize;
 
-use crate::http::{ApiError, ApiResult};
+use crate::services::error::{ServiceError, ServiceResult};
 
 /// Upper bounds on what the cache holds; past either, the oldest entries make room (stale
 /// entries of old versions among them).
@@ -57,10 +57,10 @@ impl IntoResponse for JsonBytes {
 impl ListCache {
     /// The body for `query` in `org`: the cached one if the catalog has not changed since it was
     /// built, else `load`'s result, serialized and kept.
-    pub async fn get_or_load<T, F>(&self, store: &Store, org: &str, query: String, load: F) -> ApiResult<JsonBytes>
+    pub async fn get_or_load<T, F>(&self, store: &Store, org: &str, query: String, load: F) -> ServiceResult<JsonBytes>
     where
         T: Serialize,
-        F: Future<Output = ApiResult<T>>,
+        F: Future<Output = ServiceResult<T>>,
     {
         let version = store.catalog_version(org).await?;
         let key = (org.to_owned(), query);
@@ -71,7 +71,7 @@ impl ListCache {
         }
         let body = serde_json::to_vec(&load.await?).map_err(|e| {
             tracing::error!(error = %e, "cannot serialize a list page");
-            ApiError::internal()
+            ServiceError::internal()
         })?;
         let body = Bytes::from(body);
         let mut entries = self.inner.lock();

@@ -1,14 +1,20 @@
 //! Rules that sit between the handlers and the store and span several repositories:
 //! catalog rules, cryptography, credential reads, execution-environment resolution, retention.
 
+pub mod caller;
 pub mod catalog;
 pub mod crypto;
 pub mod dispatch;
+pub mod error;
 pub mod exec_env;
 pub mod hub;
+pub mod keys;
 pub mod list_cache;
+pub mod notify;
 pub mod policy;
 pub mod retention;
 pub mod run_context;
+pub mod stream;
 pub mod vault;
 pub mod webhooks;
+pub mod workers;

@@ -26,8 +26,8 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use crate::http::auth::Principal;
-use crate::http::{ApiError, ApiResult};
+use crate::services::caller::Caller;
+use crate::services::error::{ServiceError, ServiceResult};
 use crate::state::AppState;
 
 /// Most resolved sets kept (a set is rebuilt in a few reads).
@@ -237,7 +237,7 @@ pub struct Request {
 }
 
 /// The document Rego sees as `input` (API §10).
-pub fn input_document(caller: &Principal, set: &PolicySet, req: &Request) -> Value {
+pub fn input_document(caller: &Caller, set: &PolicySet, req: &Request) -> Value {
     let mut doc = json!({
         "action": req.action,
         "organization": {"id": caller.org_id, "name": caller.org_name},
@@ -279,7 +279,7 @@ pub const DECISION_LIMIT: Duration = Duration::from_millis(100);
 /// decision unless the mode is `off` (nothing is decided then: everything is allowed).
 pub async fn enforce(
     state: &AppState,
-    caller: &Principal,
+    caller: &Caller,
     mode: PolicyEnforcement,
     set: &PolicySet,
     req: &Request,
@@ -328,13 +328,13 @@ pub async fn enforce(
 }
 
 /// The 403 of a blocked decision.
-pub fn denied(decision: &PolicyDecision, what: &str) -> ApiError {
+pub fn denied(decision: &PolicyDecision, what: &str) -> ServiceError {
     let first = decision
         .violations
         .first()
         .cloned()
         .unwrap_or_else(|| "denied".to_string());
-    ApiError::new(ErrorCode::PolicyDenied, format!("{what} denied by policy: {first}")).with_details(json!({
+    ServiceError::new(ErrorCode::PolicyDenied, format!("{what} denied by policy: {first}")).with_details(json!({
         "violations": decision.violations,
         "policies_evaluated": decision.policies_evaluated,
         "policy_ids": decision.policy_ids,
@@ -346,12 +346,12 @@ pub fn denied(decision: &PolicyDecision, what: &str) -> ApiError {
 /// The policy check before an execution is queued: 403 `POLICY_DENIED` in blocking mode.
 pub async fn check_execute(
     state: &AppState,
-    caller: &Principal,
+    caller: &Caller,
     entity: ContextEntity,
     prompt: &str,
     queue: Option<Uuid>,
     subject: &Subject,
-) -> ApiResult<()> {
+) -> ServiceResult<()> {
     let (mode, version) = subject.policy_state()?;
     if mode == PolicyEnforcement::Off {
         return Ok(());

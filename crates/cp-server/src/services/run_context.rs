@@ -28,8 +28,8 @@ use uuid::Uuid;
 
 use super::exec_env::{self, Target};
 use super::vault;
-use crate::http::auth::Principal;
-use crate::http::{ApiError, ApiResult};
+use crate::services::caller::Caller;
+use crate::services::error::{ServiceError, ServiceResult};
 use crate::state::AppState;
 
 /// Most entities whose context is kept; past it the cache starts over.
@@ -91,7 +91,7 @@ impl RunContextCache {
 }
 
 /// The claim handed to the worker for what `claimed` took.
-pub async fn build(state: &AppState, worker: &Principal, claimed: Claimed, seat: WorkerSeat) -> ApiResult<Claim> {
+pub async fn build(state: &AppState, worker: &Caller, claimed: Claimed, seat: WorkerSeat) -> ServiceResult<Claim> {
     let org = worker.org_id.as_str();
     let execution = claimed.changed.record.execution;
     let lease_id = claimed.changed.record.lease_id.unwrap_or_default();
@@ -133,7 +133,7 @@ pub async fn build(state: &AppState, worker: &Principal, claimed: Claimed, seat:
 }
 
 /// Reads and resolves what an agent or team contributes to a claim.
-async fn resolve(state: &AppState, worker: &Principal, execution: &Execution) -> ApiResult<EntityContext> {
+async fn resolve(state: &AppState, worker: &Caller, execution: &Execution) -> ServiceResult<EntityContext> {
     let (kind, entity_id) = (execution.execution_type, execution.entity_id);
     let org = worker.org_id.as_str();
     let store = &state.store;
@@ -143,7 +143,7 @@ async fn resolve(state: &AppState, worker: &Principal, execution: &Execution) ->
                 .teams(org)
                 .get(entity_id)
                 .await
-                .map_err(|e| ApiError::from_store(e, "team"))?;
+                .map_err(|e| ServiceError::from_store(e, "team"))?;
             // One query for all members (the agent list filtered by team), then member order.
             let filter = cp_store::agents::AgentFilter {
                 team_id: Some(team.id),
@@ -174,7 +174,7 @@ async fn resolve(state: &AppState, worker: &Principal, execution: &Execution) ->
                 .agents(org)
                 .get(entity_id)
                 .await
-                .map_err(|e| ApiError::from_store(e, "agent"))?;
+                .map_err(|e| ServiceError::from_store(e, "agent"))?;
             let prompt = agent.system_prompt.clone();
             let model = agent.model_id.clone();
             let llm = agent.llm_config.clone();
@@ -206,11 +206,11 @@ async fn resolve(state: &AppState, worker: &Principal, execution: &Execution) ->
             None => Ok(None),
         }
     };
-    let skills = async { Ok::<_, ApiError>(store.skills(org).resolved(skills_of).await?) };
+    let skills = async { Ok::<_, ServiceError>(store.skills(org).resolved(skills_of).await?) };
     let environment = async {
-        Ok::<_, ApiError>(exec_env::resolve(store, &state.config.master_key, org, target, Some(reader)).await?)
+        Ok::<_, ServiceError>(exec_env::resolve(store, &state.config.master_key, org, target, Some(reader)).await?)
     };
-    let settings = async { Ok::<_, ApiError>(store.org_settings(org).await?) };
+    let settings = async { Ok::<_, ServiceError>(store.org_settings(org).await?) };
     // A team's members run on their own models with their own skills, read side by side.
     let member_models = async {
         let mut values: Vec<String> = members.iter().filter_map(|a| a.model_id.clone()).collect();
@@ -218,7 +218,7 @@ async fn resolve(state: &AppState, worker: &Principal, execution: &Execution) ->
         values.dedup();
         let found =
             futures::future::try_join_all(values.iter().map(|v| run_model(state, worker, v, json!({})))).await?;
-        Ok::<_, ApiError>(values.into_iter().zip(found).collect::<BTreeMap<_, _>>())
+        Ok::<_, ServiceError>(values.into_iter().zip(found).collect::<BTreeMap<_, _>>())
     };
     let member_skill_repo = store.skills(org);
     let member_skills = async {
@@ -229,7 +229,7 @@ async fn resolve(state: &AppState, worker: &Principal, execution: &Execution) ->
             })
         }))
         .await?;
-        Ok::<_, ApiError>(members.iter().map(|a| a.id).zip(resolved).collect::<BTreeMap<_, _>>())
+        Ok::<_, ServiceError>(members.iter().map(|a| a.id).zip(resolved).collect::<BTreeMap<_, _>>())
     };
     let (model, skills, environment, settings, member_models, member_skills) =
         tokio::try_join!(model, skills, environment, settings, member_models, member_skills)?;
@@ -247,13 +247,13 @@ async fn resolve(state: &AppState, worker: &Principal, execution: &Execution) ->
     })
 }
 
-async fn run_model(state: &AppState, worker: &Principal, value: &str, llm_config: Value) -> ApiResult<RunModel> {
+async fn run_model(state: &AppState, worker: &Caller, value: &str, llm_config: Value) -> ServiceResult<RunModel> {
     let m = state
         .store
         .models(&worker.org_id)
         .find(value)
         .await
-        .map_err(|e| ApiError::from_store(e, "model"))?;
+        .map_err(|e| ServiceError::from_store(e, "model"))?;
     // A key that is not stored as a secret may live on the worker host instead (the worker
     // looks up the variable named by `api_key_secret`): not a reason to refuse the run.
     let api_key = match &m.api_key_secret {

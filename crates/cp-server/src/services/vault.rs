@@ -15,12 +15,12 @@ use uuid::Uuid;
 
 use super::crypto::{Cipher, integration_aad, secret_aad};
 use super::exec_env::{self, Target};
-use crate::http::auth::Principal;
-use crate::http::{ApiError, ApiResult};
+use crate::services::caller::Caller;
+use crate::services::error::{ServiceError, ServiceResult};
 use crate::state::AppState;
 
 /// The access-log entry of a caller reading through the API (for `run`, when a worker key).
-pub fn api_reader(p: &Principal, run: Option<RunRef>) -> Reader<'_> {
+pub fn api_reader(p: &Caller, run: Option<RunRef>) -> Reader<'_> {
     Reader {
         key_id: p.key_id,
         key_name: &p.key_name,
@@ -41,7 +41,7 @@ enum Wanted<'a> {
 /// uses the value (its execution environment names it, or its model's key is that secret).
 /// Other keys read for no run. A worker key with no such run gets 403, and the refusal is
 /// written to the value's access log.
-async fn run_needing(state: &AppState, caller: &Principal, wanted: Wanted<'_>) -> ApiResult<Option<RunRef>> {
+async fn run_needing(state: &AppState, caller: &Caller, wanted: Wanted<'_>) -> ServiceResult<Option<RunRef>> {
     if caller.role != Role::Worker {
         return Ok(None);
     }
@@ -104,7 +104,7 @@ async fn run_needing(state: &AppState, caller: &Principal, wanted: Wanted<'_>) -
     if let Err(e) = logged {
         tracing::warn!(error = %e, "could not record a refused read");
     }
-    Err(ApiError::forbidden(
+    Err(ServiceError::forbidden(
         "a worker key reads only the secrets and credentials of the runs its workers hold",
     ))
 }
@@ -113,40 +113,40 @@ fn cipher(state: &AppState) -> Cipher {
     Cipher::new(&state.config.master_key)
 }
 
-fn no_randomness() -> ApiError {
+fn no_randomness() -> ServiceError {
     tracing::error!("the system random number generator failed; nothing was encrypted");
-    ApiError::internal()
+    ServiceError::internal()
 }
 
 /// Encrypts a secret value for its organization and name.
-pub fn seal_secret(state: &AppState, org: &str, name: &str, value: &SecretString) -> ApiResult<Vec<u8>> {
+pub fn seal_secret(state: &AppState, org: &str, name: &str, value: &SecretString) -> ServiceResult<Vec<u8>> {
     cipher(state)
         .seal(value.expose().as_bytes(), &secret_aad(org, name))
         .map_err(|_| no_randomness())
 }
 
 /// Encrypts integration credentials for their organization and integration id.
-pub fn seal_credentials(state: &AppState, org: &str, id: Uuid, credentials: &Credentials) -> ApiResult<Vec<u8>> {
-    let plain = serde_json::to_vec(credentials).map_err(|_| ApiError::internal())?;
+pub fn seal_credentials(state: &AppState, org: &str, id: Uuid, credentials: &Credentials) -> ServiceResult<Vec<u8>> {
+    let plain = serde_json::to_vec(credentials).map_err(|_| ServiceError::internal())?;
     cipher(state)
         .seal(&plain, &integration_aad(org, id))
         .map_err(|_| no_randomness())
 }
 
 /// `GET /secrets/value/{name}`: decrypts, records the read, answers the value.
-pub async fn read_secret(state: &AppState, caller: &Principal, name: &str) -> ApiResult<SecretValue> {
+pub async fn read_secret(state: &AppState, caller: &Caller, name: &str) -> ServiceResult<SecretValue> {
     let run = run_needing(state, caller, Wanted::Secret(name)).await?;
     let org = caller.org_id.as_str();
     let secrets = state.store.secrets(org);
     let sealed = secrets
         .sealed(name)
         .await
-        .map_err(|e| ApiError::from_store(e, "secret"))?;
+        .map_err(|e| ServiceError::from_store(e, "secret"))?;
     let value = cipher(state)
         .open_string(&sealed.ciphertext, &secret_aad(org, &sealed.name))
         .map_err(|_| {
             tracing::error!(org, secret = %sealed.name, "a secret does not decrypt (wrong master key or altered row)");
-            ApiError::internal()
+            ServiceError::internal()
         })?;
     secrets
         .record_reads(&[(sealed.id, &sealed.name)], api_reader(caller, run))
@@ -160,8 +160,8 @@ pub async fn read_secret(state: &AppState, caller: &Principal, name: &str) -> Ap
 /// Finds the integration a token path names: `{type}/{id}` where `id` is a UUID, or `0` for
 /// the organization's one integration of that type (what the Python client sends for jira
 /// and github_app). A type that does not match the row's is "not found", like a foreign id.
-async fn find_integration(state: &AppState, org: &str, kind: &str, id: &str) -> ApiResult<SealedIntegration> {
-    let not_found = || ApiError::not_found("integration");
+async fn find_integration(state: &AppState, org: &str, kind: &str, id: &str) -> ServiceResult<SealedIntegration> {
+    let not_found = || ServiceError::not_found("integration");
     let kind = IntegrationType::from_str(kind).map_err(|_| not_found())?;
     let repo = state.store.integrations(org);
     if id == "0" {
@@ -174,12 +174,13 @@ async fn find_integration(state: &AppState, org: &str, kind: &str, id: &str) -> 
             (1, _) => Ok(all.into_iter().next().ok_or_else(not_found)?),
             (_, [one]) => Ok((*one).clone()),
             (0, _) => Err(not_found()),
-            _ => Err(ApiError::not_found("integration").with_details(serde_json::json!({
+            _ => Err(ServiceError::not_found("integration").with_details(serde_json::json!({
                 "issue": format!("several {kind} integrations are connected: address one by its id")
             }))),
         };
     }
-    let id = Uuid::parse_str(id).map_err(|_| ApiError::bad_request("invalid integration id: expected a UUID or 0"))?;
+    let id =
+        Uuid::parse_str(id).map_err(|_| ServiceError::bad_request("invalid integration id: expected a UUID or 0"))?;
     let found = repo.sealed(id).await.map_err(|e| match e {
         StoreError::NotFound => not_found(),
         other => other.into(),
@@ -194,28 +195,28 @@ async fn find_integration(state: &AppState, org: &str, kind: &str, id: &str) -> 
 /// answers the token and the env vars it becomes.
 pub async fn integration_token(
     state: &AppState,
-    caller: &Principal,
+    caller: &Caller,
     kind: &str,
     id: &str,
-) -> ApiResult<IntegrationToken> {
+) -> ServiceResult<IntegrationToken> {
     let org = caller.org_id.as_str();
     let integration = find_integration(state, org, kind, id).await?;
     let run = run_needing(state, caller, Wanted::Integration(integration.id)).await?;
     if integration.status != IntegrationStatus::Active {
-        return Err(ApiError::conflict(format!(
+        return Err(ServiceError::conflict(format!(
             "integration '{}' is {}: activate it first",
             integration.name, integration.status
         )));
     }
     let Some(sealed) = &integration.credentials else {
-        return Err(ApiError::conflict(format!(
+        return Err(ServiceError::conflict(format!(
             "integration '{}' has no credentials",
             integration.name
         )));
     };
     let unreadable = || {
         tracing::error!(org, integration = %integration.id, "integration credentials do not decrypt (wrong master key or altered row)");
-        ApiError::internal()
+        ServiceError::internal()
     };
     let plain = cipher(state)
         .open(sealed, &integration_aad(org, integration.id))
@@ -223,7 +224,7 @@ pub async fn integration_token(
     let credentials: Credentials = serde_json::from_slice(&plain).map_err(|_| unreadable())?;
     let vars = integration.integration_type.env_vars(&credentials);
     let Some((env_var, token)) = vars.first().cloned() else {
-        return Err(ApiError::conflict(format!(
+        return Err(ServiceError::conflict(format!(
             "the credentials of integration '{}' lack the fields a {} integration needs",
             integration.name, integration.integration_type
         )));
@@ -281,7 +282,7 @@ impl<'a> Named<'a> {
 
 /// Only an admin key may name a secret or an integration that `current` (what is stored) does
 /// not name already: naming one gives its value to the runs, which is reading it.
-pub fn check_may_name(caller: &Principal, wanted: &Named<'_>, current: &Named<'_>) -> ApiResult<()> {
+pub fn check_may_name(caller: &Caller, wanted: &Named<'_>, current: &Named<'_>) -> ServiceResult<()> {
     if caller.role == Role::Admin {
         return Ok(());
     }
@@ -292,7 +293,7 @@ pub fn check_may_name(caller: &Principal, wanted: &Named<'_>, current: &Named<'_
         (None, Some(i)) => format!("the integration '{i}'"),
         (None, None) => return Ok(()),
     };
-    Err(ApiError::forbidden(format!(
+    Err(ServiceError::forbidden(format!(
         "only an admin key may give a run {named}: a run hands its value to the commands it \
          runs, so naming it here would read it"
     )))
