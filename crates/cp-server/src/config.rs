@@ -47,7 +47,7 @@ impl ServerConfig {
             listen,
             public_url: format!("http://{listen}"),
             body_limit: 1024 * 1024,
-            standard_rate_limit: cp_store::orgs::STANDARD_RATE_LIMIT as u64,
+            standard_rate_limit: cp_types::org::STANDARD_RATE_LIMIT as u64,
             worker_rate_limit: 6000,
             master_key,
             reaper_interval: std::time::Duration::from_secs(1),

@@ -12,7 +12,6 @@ use uuid::Uuid;
 use crate::Store;
 use crate::db::{Db, with_db};
 use crate::error::{StoreError, StoreResult, parse};
-use crate::orgs::effective_rate_limit;
 use crate::page::page_of;
 
 /// Every key starts with this.
@@ -204,7 +203,7 @@ impl Store {
                 org_name: r.org_name,
                 expires_at: r.expires_at,
                 revoked_at: r.revoked_at,
-                rate_limit_per_minute: effective_rate_limit(tier, r.rate_limit_per_minute),
+                rate_limit_per_minute: tier.per_minute(r.rate_limit_per_minute),
                 worker_queue_id: r.worker_queue_id,
             })
         })

@@ -1,7 +1,7 @@
 //! Organizations, their settings and the bootstrap of an empty database.
 
 use cp_types::environment::DEFAULT_ENVIRONMENT_NAME;
-use cp_types::org::{OrgSettings, Organization, RateLimitTier, Role, UpdateOrgSettings};
+use cp_types::org::{OrgSettings, Organization, Role, UpdateOrgSettings};
 use cp_types::project::DEFAULT_PROJECT_KEY;
 use cp_types::{Timestamp, now};
 use uuid::Uuid;
@@ -13,11 +13,6 @@ use crate::{Store, keys};
 
 /// The organization created on an empty database.
 pub const BOOTSTRAP_ORG: &str = "default";
-
-/// Requests per minute of the standard tier (API §1).
-pub const STANDARD_RATE_LIMIT: i64 = 100;
-/// Enterprise organizations that have not set their own number get this one.
-pub const ENTERPRISE_DEFAULT_RATE_LIMIT: i64 = 1000;
 
 const INSERT_ORG: &str = "INSERT INTO organizations (id, name, created_at, updated_at) VALUES ($1, $2, $3, $3) \
      ON CONFLICT (id) DO NOTHING RETURNING id";
@@ -44,21 +39,13 @@ struct SettingsRow {
     updated_at: Timestamp,
 }
 
-/// The per-key limit an organization's tier gives.
-pub fn effective_rate_limit(tier: RateLimitTier, custom: Option<i64>) -> i64 {
-    match tier {
-        RateLimitTier::Standard => STANDARD_RATE_LIMIT,
-        RateLimitTier::Enterprise => custom.unwrap_or(ENTERPRISE_DEFAULT_RATE_LIMIT),
-    }
-}
-
 impl SettingsRow {
     fn into_settings(self) -> StoreResult<OrgSettings> {
         let tier = parse(&self.rate_limit_tier)?;
         Ok(OrgSettings {
             organization_id: self.id,
             rate_limit_tier: tier,
-            rate_limit_per_minute: effective_rate_limit(tier, self.rate_limit_per_minute),
+            rate_limit_per_minute: tier.per_minute(self.rate_limit_per_minute),
             policy_enforcement: parse(&self.policy_enforcement)?,
             event_retention_days: self.event_retention_days,
             webhook_allow_private_targets: self.webhook_allow_private_targets,

@@ -18,6 +18,21 @@ wire_enum! {
     RateLimitTier { Standard = "standard", Enterprise = "enterprise" }
 }
 
+/// Requests per minute of the standard tier (API §1).
+pub const STANDARD_RATE_LIMIT: i64 = 100;
+/// Enterprise organizations that have not set their own number get this one.
+pub const ENTERPRISE_DEFAULT_RATE_LIMIT: i64 = 1000;
+
+impl RateLimitTier {
+    /// The per-key limit this tier gives, with an enterprise organization's own number.
+    pub fn per_minute(self, custom: Option<i64>) -> i64 {
+        match self {
+            RateLimitTier::Standard => STANDARD_RATE_LIMIT,
+            RateLimitTier::Enterprise => custom.unwrap_or(ENTERPRISE_DEFAULT_RATE_LIMIT),
+        }
+    }
+}
+
 wire_enum! {
     /// How policy decisions are applied.
     PolicyEnforcement { Blocking = "blocking", Monitoring = "monitoring", Off = "off" }
