@@ -9,7 +9,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{PgPool, SqlitePool};
 
 use crate::error::{StoreError, StoreResult};
-use crate::pg_batch::Batcher;
+use crate::pg_conns::HotConns;
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -37,26 +37,8 @@ pub(crate) enum Db {
     /// milliseconds, while waiting on this lock hands over the moment the previous writer
     /// commits); its thread runs the execution engine's hot writes.
     Sqlite(SqlitePool, std::sync::Arc<crate::sqlite_writer::SqliteWriter>),
-    /// The pool, and what the execution engine keeps beside it.
-    Postgres(PgPool, std::sync::Arc<PgEngine>),
-}
-
-/// What the execution engine keeps beside sqlx's pool on PostgreSQL.
-#[derive(Debug)]
-pub(crate) struct PgEngine {
-    /// The connections its hot statements use (see `pg_conns`).
-    pub conns: crate::pg_conns::HotConns,
-    /// Executes' inserts, in batches (see `pg_batch`).
-    pub creates: Batcher<crate::executions::NewRow, crate::executions::ExecutionRow>,
-}
-
-impl PgEngine {
-    pub(crate) fn new(pool: PgPool) -> PgEngine {
-        PgEngine {
-            conns: crate::pg_conns::HotConns::new(pool),
-            creates: Batcher::new(crate::executions::create_batch, |e| &e.creates),
-        }
-    }
+    /// The pool, and the connections the execution engine keeps checked out of it.
+    Postgres(PgPool, std::sync::Arc<HotConns>),
 }
 
 /// Runs the same code against either pool: `with_db!(self.db, pool => query.fetch_all(pool).await)`.
@@ -80,7 +62,7 @@ macro_rules! with_hot_db {
         match $db {
             $crate::db::Db::Sqlite($conn, _) => $body,
             $crate::db::Db::Postgres(_, hot) => {
-                let mut guard = hot.conns.get().await?;
+                let mut guard = hot.get().await?;
                 let $conn = &mut *guard;
                 let out = $body;
                 if out.is_ok() {
@@ -197,7 +179,7 @@ impl Store {
                 .acquire_timeout(Duration::from_secs(3))
                 .connect_with(opts)
                 .await?;
-            Db::Postgres(pool.clone(), std::sync::Arc::new(PgEngine::new(pool)))
+            Db::Postgres(pool.clone(), std::sync::Arc::new(HotConns::new(pool)))
         } else if url.starts_with("sqlite:") {
             let opts = SqliteConnectOptions::from_str(url)?
                 .create_if_missing(true)

@@ -461,11 +461,11 @@ fn webhook_event(from: ExecutionStatus, status: ExecutionStatus) -> Option<&'sta
 /// Longest response excerpt a webhook carries.
 const WEBHOOK_RESPONSE_CHARS: usize = 1000;
 
-/// The body of an execution webhook, made from the event that caused it (the claim's `status`
+/// The data of an execution webhook, made from the event that caused it (the claim's `status`
 /// event for `execution.started`, the `done` event for the end of a run) and the fields of
 /// the execution no change rewrites; so it is the same whenever it is made. Never the
 /// execution environment (it may carry values given at execute).
-pub(crate) fn webhook_payload(event_type: &str, e: &Execution, event: &ExecutionEvent) -> String {
+pub(crate) fn webhook_data(e: &Execution, event: &ExecutionEvent) -> Value {
     let field = |k: &str| event.data.get(k).cloned().unwrap_or(Value::Null);
     let excerpt = event.data.get("response").and_then(Value::as_str).map(|r| {
         match r.char_indices().nth(WEBHOOK_RESPONSE_CHARS) {
@@ -473,7 +473,7 @@ pub(crate) fn webhook_payload(event_type: &str, e: &Execution, event: &Execution
             None => r.to_owned(),
         }
     });
-    let data = json!({"execution": {
+    json!({"execution": {
         "id": e.id,
         "execution_type": e.execution_type,
         "entity_id": e.entity_id,
@@ -488,8 +488,7 @@ pub(crate) fn webhook_payload(event_type: &str, e: &Execution, event: &Execution
         "created_at": e.created_at,
         "started_at": e.started_at,
         "completed_at": (event.event_type == "done").then_some(event.timestamp),
-    }});
-    crate::webhooks::payload_at(event_type, data, event.timestamp)
+    }})
 }
 
 /// The webhook event a change emits and the `seq` of the stored event it is made from (the
@@ -502,40 +501,29 @@ fn change_webhook(
     Some((webhook_event(from, to)?, events.last()?.seq))
 }
 
-/// The statements both paths share (sqlx, and the SQLite writer's jobs in [`sqlite`]).
+/// The statements both backends share (the SQLite writer's jobs in [`sqlite`], PostgreSQL's
+/// in [`postgres`]): a new execution, `queued`, on its first attempt.
 macro_rules! create_sql {
     () => {
         concat!(
-            "INSERT INTO executions (",
-            create_columns!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', $9, $10, $11, 1, $12, $13, $14, $15, $15) RETURNING ",
+            "INSERT INTO executions (id, organization_id, execution_type, entity_id, entity_name, worker_queue_id, \
+               prompt, system_prompt, status, execution_metadata, user_metadata, execution_environment, attempt, \
+               max_attempts, last_seq, created_by, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', $9, $10, $11, 1, $12, $13, $14, $15, $15) RETURNING ",
             exec_columns!()
         )
     };
 }
 
-/// The columns a new execution is stored with, in the order `create_sql!` and PostgreSQL's
-/// batch of creates give their values.
-macro_rules! create_columns {
-    () => {
-        "id, organization_id, execution_type, entity_id, entity_name, worker_queue_id, prompt, system_prompt, \
-         status, execution_metadata, user_metadata, execution_environment, attempt, max_attempts, last_seq, \
-         created_by, created_at, updated_at"
-    };
-}
-
 /// The claim: the oldest queued execution of the queue becomes `running` under a new lease.
-/// `$lock` is PostgreSQL's `FOR UPDATE SKIP LOCKED` (SQLite has one writer anyway); `$gate`
-/// is a further condition on claiming at all.
+/// `$lock` is PostgreSQL's `FOR UPDATE SKIP LOCKED` (SQLite has one writer anyway).
 macro_rules! claim_sql {
-    ($lock:literal, $gate:expr) => {
+    ($lock:literal) => {
         concat!(
             "UPDATE executions SET status = 'running', worker_id = $3, lease_id = $4, lease_until = $5, \
                started_at = COALESCE(started_at, $6), updated_at = $6, last_seq = last_seq + 1 \
              WHERE id = (SELECT id FROM executions WHERE worker_queue_id = $1 AND organization_id = $2 \
-               AND status = 'queued' ",
-            $gate,
-            " ORDER BY id LIMIT 1 ",
+               AND status = 'queued' ORDER BY id LIMIT 1 ",
             $lock,
             ") AND status = 'queued' RETURNING ",
             exec_columns!()
@@ -570,7 +558,6 @@ macro_rules! update_sql {
 }
 
 mod postgres;
-pub(crate) use postgres::{NewRow, create_batch};
 mod sqlite;
 
 /// An event to store, as `(type, data)`.
@@ -797,9 +784,7 @@ impl Executions<'_> {
 
     /// Takes the oldest queued execution of `queue` for `worker` with a new lease; `None` when
     /// nothing is waiting. Concurrent claimers never get the same row (`SKIP LOCKED` on
-    /// PostgreSQL, the single writer on SQLite). On PostgreSQL a busy queue's claims first look
-    /// past the run claimed last, so a run put back in the queue may wait up to a quarter of a
-    /// second behind newer ones (see `ClaimCursors`).
+    /// PostgreSQL, the single writer on SQLite).
     pub async fn claim(&self, queue: Uuid, worker: Uuid, lease_ms: i64) -> StoreResult<Option<Claimed>> {
         let lease_id = Uuid::now_v7();
         let at = now();

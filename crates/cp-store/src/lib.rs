@@ -10,7 +10,6 @@ mod db;
 mod error;
 mod links;
 mod page;
-mod pg_batch;
 mod pg_conns;
 mod sqlite_writer;
 

@@ -17,6 +17,7 @@ use uuid::Uuid;
 use crate::Store;
 use crate::db::{Db, with_db, with_db_sql, write_tx};
 use crate::error::{StoreError, StoreResult, parse};
+use crate::executions::webhook_data;
 use crate::page::page_of;
 
 /// Inserts one delivery of `$event_type` with `$data` for every enabled endpoint of `$org`
@@ -72,7 +73,7 @@ pub fn payload(event_type: &str, data: Value) -> String {
 }
 
 /// The body of a delivery of an event that happened `at`.
-pub(crate) fn payload_at(event_type: &str, data: Value, at: Timestamp) -> String {
+fn payload_at(event_type: &str, data: Value, at: Timestamp) -> String {
     let event = WebhookEvent {
         event_type: event_type.to_string(),
         timestamp: at,
@@ -298,7 +299,7 @@ impl Store {
         let executions = self.executions(org);
         let event = executions.events(execution, seq - 1, 1).await?.into_iter().next();
         let payload = match (executions.get(execution).await, event) {
-            (Ok(e), Some(event)) => crate::executions::webhook_payload(event_type, &e, &event),
+            (Ok(e), Some(event)) => payload_at(event_type, webhook_data(&e, &event), event.timestamp),
             (Err(StoreError::NotFound), _) | (Ok(_), None) => {
                 payload(event_type, serde_json::json!({"execution": {"id": execution}}))
             }

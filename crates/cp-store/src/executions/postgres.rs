@@ -9,9 +9,6 @@
 //! them, and the sender makes their payload (see `webhook_payload`), so an organization with
 //! webhooks takes the same path as one without.
 
-use std::collections::HashMap;
-use std::sync::Arc;
-
 use cp_types::Timestamp;
 use cp_types::execution::{ExecutionEvent, NewEvent};
 use sqlx::postgres::{PgArguments, PgRow};
@@ -24,9 +21,8 @@ use super::{
     Changed, Claimed, Draft, EventRow, ExecutionRecord, ExecutionRow, NewExecution, change_webhook, claim_event,
     creation, numbered, stamp,
 };
-use crate::db::PgEngine;
 use crate::error::{StoreError, StoreResult};
-use crate::pg_batch::BatchFuture;
+use crate::pg_conns::HotConns;
 
 /// A statement's last CTE `wh`: one delivery of the webhook event `$type` (none when it is
 /// null) for every enabled endpoint of organization `$org` subscribed to it, made later from
@@ -55,10 +51,10 @@ fn columns(events: &[ExecutionEvent]) -> (Vec<&str>, Vec<String>) {
         .unzip()
 }
 
-/// See `Executions::create`: the execution and its first events, stored against the queue
-/// as the execute read it, in the next batch of creates.
+/// See `Executions::create`: the execution and its first events in one statement, stored
+/// against the queue as the execute read it.
 pub(super) async fn create(
-    pg: &Arc<PgEngine>,
+    conns: &HotConns,
     org: &str,
     id: Uuid,
     new: NewExecution,
@@ -67,128 +63,47 @@ pub(super) async fn create(
     let (metadata, max_attempts, events) = creation(id, &new, new.queue_seen.clone(), at)?;
     let stored = stamp(1, at, events);
     let (types, data) = columns(&stored);
-    let request = NewRow {
-        id,
-        org: org.to_owned(),
-        kind: new.execution_type.as_str(),
-        entity: new.entity_id,
-        name: new.entity_name,
-        queue: new.worker_queue_id,
-        prompt: new.prompt,
-        system_prompt: new.system_prompt,
-        metadata: metadata.to_string(),
-        user_metadata: new.user_metadata.to_string(),
-        environment: serde_json::to_string(&new.execution_environment)
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-        max_attempts,
-        created_by: new.created_by,
-        at,
-        types: types.into_iter().map(str::to_owned).collect(),
-        data,
-    };
-    let row = pg.creates.submit(pg, request).await?;
+    let mut conn = conns.get().await?;
+    let row: ExecutionRow = sqlx::query_as(concat!(
+        "WITH x AS (",
+        create_sql!(),
+        "), ev AS (INSERT INTO execution_events (execution_id, seq, organization_id, event_type, data, created_at) \
+           SELECT x.id, e.ord, x.organization_id, e.event_type, e.data, x.created_at \
+           FROM x, UNNEST($16::text[], $17::text[]) WITH ORDINALITY AS e(event_type, data, ord)) \
+         SELECT * FROM x"
+    ))
+    .bind(id)
+    .bind(org)
+    .bind(new.execution_type.as_str())
+    .bind(new.entity_id)
+    .bind(&new.entity_name)
+    .bind(new.worker_queue_id)
+    .bind(&new.prompt)
+    .bind(&new.system_prompt)
+    .bind(Json(&metadata))
+    .bind(Json(&new.user_metadata))
+    .bind(Json(&new.execution_environment))
+    .bind(max_attempts)
+    .bind(stored.len() as i64)
+    .bind(&new.created_by)
+    .bind(at)
+    .bind(&types)
+    .bind(&data)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(|e| match e {
+        // The queue was deleted since the execute read it.
+        sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::NotFound,
+        e => e.into(),
+    })?;
+    conn.release();
     Ok((row.into_record()?, stored))
-}
-
-/// An execute's row and its first events, as a batch of creates takes them.
-pub(crate) struct NewRow {
-    id: Uuid,
-    org: String,
-    kind: &'static str,
-    entity: Uuid,
-    name: String,
-    queue: Uuid,
-    prompt: String,
-    system_prompt: Option<String>,
-    metadata: String,
-    user_metadata: String,
-    environment: String,
-    max_attempts: i64,
-    created_by: String,
-    at: Timestamp,
-    types: Vec<String>,
-    data: Vec<String>,
-}
-
-/// A batch of creates: the rows and their events in one statement, the rows answered in the
-/// requests' order.
-pub(crate) fn create_batch<'a>(pg: &'a PgEngine, rows: &'a [NewRow]) -> BatchFuture<'a, ExecutionRow> {
-    Box::pin(async move {
-        fn col<'r, T>(rows: &'r [NewRow], f: impl Fn(&'r NewRow) -> T) -> Vec<T> {
-            rows.iter().map(f).collect()
-        }
-        // The events flattened, each with its execution and seq.
-        let (mut ev_ids, mut ev_seqs, mut ev_types, mut ev_data) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for r in rows {
-            for (i, (t, d)) in r.types.iter().zip(&r.data).enumerate() {
-                ev_ids.push(r.id);
-                ev_seqs.push(i as i64 + 1);
-                ev_types.push(t.as_str());
-                ev_data.push(d.as_str());
-            }
-        }
-        let mut conn = pg.conns.get().await?;
-        let stored: Vec<ExecutionRow> = sqlx::query_as(concat!(
-            "WITH x AS (INSERT INTO executions (",
-            create_columns!(),
-            ") SELECT n.id, n.org, n.kind, n.entity, n.name, n.queue, n.prompt, n.system_prompt, 'queued', \
-               n.metadata::jsonb, n.user_metadata::jsonb, n.environment::jsonb, 1, n.max_attempts, n.last_seq, \
-               n.created_by, n.at, n.at \
-             FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::text[], $6::uuid[], $7::text[], \
-               $8::text[], $9::text[], $10::text[], $11::text[], $12::bigint[], $13::bigint[], $14::text[], \
-               $15::timestamptz[]) AS n(id, org, kind, entity, name, queue, prompt, system_prompt, metadata, \
-               user_metadata, environment, max_attempts, last_seq, created_by, at) \
-             RETURNING ",
-            exec_columns!(),
-            "), ev AS (INSERT INTO execution_events (execution_id, seq, organization_id, event_type, data, created_at) \
-               SELECT e.id, e.seq, x.organization_id, e.event_type, e.data, x.created_at \
-               FROM UNNEST($16::uuid[], $17::bigint[], $18::text[], $19::text[]) AS e(id, seq, event_type, data) \
-               JOIN x ON x.id = e.id) \
-             SELECT * FROM x"
-        ))
-        .bind(col(rows, |r| r.id))
-        .bind(col(rows, |r| r.org.as_str()))
-        .bind(col(rows, |r| r.kind))
-        .bind(col(rows, |r| r.entity))
-        .bind(col(rows, |r| r.name.as_str()))
-        .bind(col(rows, |r| r.queue))
-        .bind(col(rows, |r| r.prompt.as_str()))
-        .bind(col(rows, |r| r.system_prompt.as_deref()))
-        .bind(col(rows, |r| r.metadata.as_str()))
-        .bind(col(rows, |r| r.user_metadata.as_str()))
-        .bind(col(rows, |r| r.environment.as_str()))
-        .bind(col(rows, |r| r.max_attempts))
-        .bind(col(rows, |r| r.types.len() as i64))
-        .bind(col(rows, |r| r.created_by.as_str()))
-        .bind(col(rows, |r| r.at))
-        .bind(&ev_ids)
-        .bind(&ev_seqs)
-        .bind(&ev_types)
-        .bind(&ev_data)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(|e| match e {
-            // The queue was deleted since the execute read it.
-            sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::NotFound,
-            e => e.into(),
-        })?;
-        conn.release();
-        // Answered in the requests' order.
-        let mut by_id: HashMap<Uuid, ExecutionRow> = stored.into_iter().map(|s| (s.id, s)).collect();
-        rows.iter()
-            .map(|r| {
-                by_id
-                    .remove(&r.id)
-                    .ok_or_else(|| StoreError::Unavailable("a batch answered out of step".into()))
-            })
-            .collect()
-    })
 }
 
 /// See `Executions::claim`: the claim, its `status` event, its `execution.started`
 /// deliveries, the catalog version and the conversation in one statement.
 pub(super) async fn claim(
-    pg: &PgEngine,
+    conns: &HotConns,
     org: &str,
     queue: Uuid,
     worker: Uuid,
@@ -197,10 +112,10 @@ pub(super) async fn claim(
 ) -> StoreResult<Option<Claimed>> {
     // The event's data is made here; only the attempt comes from the claimed row.
     let (event_type, template) = claim_event(0, worker);
-    let mut conn = pg.conns.get().await?;
+    let mut conn = conns.get().await?;
     let row: Option<PgRow> = sqlx::query(concat!(
         "WITH c AS (",
-        claim_sql!("FOR UPDATE SKIP LOCKED", ""),
+        claim_sql!("FOR UPDATE SKIP LOCKED"),
         "), ev AS (INSERT INTO execution_events (execution_id, seq, organization_id, event_type, data, created_at) \
            SELECT c.id, c.last_seq, c.organization_id, $7, jsonb_set($8::jsonb, '{attempt}', to_jsonb(c.attempt))::text, $6 \
            FROM c), ",
@@ -242,7 +157,7 @@ pub(super) async fn claim(
 /// The events are numbered from the `last_seq` the lease-guarded update returns, and nothing
 /// is stored when the lease is stale (`None`).
 pub(super) async fn append(
-    pg: &PgEngine,
+    conns: &HotConns,
     org: &str,
     id: Uuid,
     lease_id: Uuid,
@@ -254,7 +169,7 @@ pub(super) async fn append(
     let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
     let data: Vec<String> = events.iter().map(|e| e.data.to_string()).collect();
     let times: Vec<Timestamp> = events.iter().map(|e| e.timestamp.unwrap_or(at)).collect();
-    let mut conn = pg.conns.get().await?;
+    let mut conn = conns.get().await?;
     // An empty batch is the lease check and its extension alone: `UNNEST` yields no rows.
     let moved: Option<(i64, Option<i64>)> = sqlx::query_as(concat!(
         "WITH u AS (",
@@ -287,11 +202,11 @@ const OPTIMISTIC_TRIES: usize = 3;
 /// which every other change and every stored event bumps, and `lease_until`, which heartbeats
 /// extend). A row that moved meanwhile is read again; after [`OPTIMISTIC_TRIES`] the same read
 /// and write run in a transaction that holds the row lock between them.
-pub(super) async fn apply<F>(pool: &PgPool, pg: &PgEngine, org: &str, id: Uuid, change: F) -> StoreResult<Changed>
+pub(super) async fn apply<F>(pool: &PgPool, conns: &HotConns, org: &str, id: Uuid, change: F) -> StoreResult<Changed>
 where
     F: Fn(&mut Draft) -> StoreResult<()>,
 {
-    let mut conn = pg.conns.get().await?;
+    let mut conn = conns.get().await?;
     for _ in 0..OPTIMISTIC_TRIES {
         // An error out of `?` drops the connection: it may be broken.
         match apply_once(&mut conn, false, org, id, &change).await? {

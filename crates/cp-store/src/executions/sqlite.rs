@@ -210,7 +210,7 @@ pub(super) fn claim(
 ) -> StoreResult<Option<Claimed>> {
     let Some(record) = one_row(
         conn,
-        claim_sql!("", ""),
+        claim_sql!(""),
         &[
             &uuid_blob(&queue),
             &org,
