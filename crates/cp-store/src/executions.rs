@@ -9,6 +9,7 @@
 
 use cp_types::environment::ExecutionEnvironment;
 use cp_types::execution::{Execution, ExecutionEvent, ExecutionStatus, ExecutionType, NewEvent, SessionMessage, Usage};
+use cp_types::ids::{ExecutionId, LeaseId, OrgId, QueueId, WorkerId};
 use cp_types::page::PageRequest;
 use cp_types::{Page, Timestamp, now};
 use serde_json::{Value, json};
@@ -64,7 +65,7 @@ pub(crate) struct ExecutionRow {
 #[derive(Debug, Clone)]
 pub struct ExecutionRecord {
     pub execution: Execution,
-    pub lease_id: Option<Uuid>,
+    pub lease_id: Option<LeaseId>,
     pub lease_until: Option<i64>,
     pub cancel_deadline: Option<i64>,
 }
@@ -72,7 +73,7 @@ pub struct ExecutionRecord {
 impl ExecutionRow {
     fn into_record(self) -> StoreResult<ExecutionRecord> {
         Ok(ExecutionRecord {
-            lease_id: self.lease_id,
+            lease_id: self.lease_id.map(LeaseId),
             lease_until: self.lease_until,
             cancel_deadline: self.cancel_deadline,
             execution: Execution {
@@ -226,7 +227,7 @@ pub struct Changed {
     /// The events stored by the change, in `seq` order.
     pub events: Vec<ExecutionEvent>,
     /// The worker that held the run before the change, if the change took it away.
-    pub released_worker: Option<Uuid>,
+    pub released_worker: Option<WorkerId>,
     /// Webhook deliveries were written with the change: the sender has work.
     pub deliveries: bool,
 }
@@ -349,7 +350,7 @@ struct Draft {
     row: ExecutionRecord,
     from: ExecutionStatus,
     events: Vec<(String, Value)>,
-    released_worker: Option<Uuid>,
+    released_worker: Option<WorkerId>,
     at: Timestamp,
 }
 
@@ -398,7 +399,8 @@ impl Draft {
                 e.worker_id
             } else {
                 e.worker_id.take()
-            };
+            }
+            .map(WorkerId);
             self.row.lease_id = None;
             self.row.lease_until = None;
         }
@@ -630,10 +632,11 @@ impl Executions<'_> {
     /// Lets `change` edit the row and writes it back with the change's events: the one place
     /// a status changes. `change` may run more than once (PostgreSQL re-reads the row when it
     /// moved on between the read and the write).
-    async fn apply<F>(&self, id: Uuid, change: F) -> StoreResult<Changed>
+    async fn apply<F>(&self, id: ExecutionId, change: F) -> StoreResult<Changed>
     where
         F: Fn(&mut Draft) -> StoreResult<()> + Send + Sync + 'static,
     {
+        let id = id.uuid();
         match self.db {
             Db::Sqlite(_, writer) => {
                 let org = self.org.to_owned();
@@ -732,8 +735,8 @@ impl Executions<'_> {
     }
 
     /// A client's cancel, pause, resume or message.
-    pub async fn control(&self, id: Uuid, control: Control) -> StoreResult<Changed> {
-        let grace_ms = 2 * self.second_ms * self.heartbeat_interval(id).await?;
+    pub async fn control(&self, id: ExecutionId, control: Control) -> StoreResult<Changed> {
+        let grace_ms = 2 * self.second_ms * self.heartbeat_interval(id.uuid()).await?;
         self.apply(id, move |d: &mut Draft| -> StoreResult<()> {
             use ExecutionStatus::*;
             match &control {
@@ -785,7 +788,8 @@ impl Executions<'_> {
     /// Takes the oldest queued execution of `queue` for `worker` with a new lease; `None` when
     /// nothing is waiting. Concurrent claimers never get the same row (`SKIP LOCKED` on
     /// PostgreSQL, the single writer on SQLite).
-    pub async fn claim(&self, queue: Uuid, worker: Uuid, lease_ms: i64) -> StoreResult<Option<Claimed>> {
+    pub async fn claim(&self, queue: QueueId, worker: WorkerId, lease_ms: i64) -> StoreResult<Option<Claimed>> {
+        let (queue, worker) = (queue.uuid(), worker.uuid());
         let lease_id = Uuid::now_v7();
         let at = now();
         let lease = (lease_id, at.timestamp_millis() + lease_ms);
@@ -805,7 +809,13 @@ impl Executions<'_> {
     /// Stores a worker's events under its lease, numbered after the last stored one; also
     /// keeps the lease at least 2 heartbeat intervals ahead (posting events proves the worker
     /// alive).
-    pub async fn append(&self, id: Uuid, lease_id: Uuid, events: Vec<NewEvent>) -> StoreResult<Vec<ExecutionEvent>> {
+    pub async fn append(
+        &self,
+        id: ExecutionId,
+        lease_id: LeaseId,
+        events: Vec<NewEvent>,
+    ) -> StoreResult<Vec<ExecutionEvent>> {
+        let (id, lease_id) = (id.uuid(), lease_id.uuid());
         let at = now();
         let stored = match self.db {
             Db::Sqlite(_, writer) => {
@@ -827,7 +837,7 @@ impl Executions<'_> {
 
     /// A worker's end of run. Needs the current lease. A retryable failure goes back to the
     /// queue while attempts remain; a run being cancelled ends `cancelled` unless it completed.
-    pub async fn finish(&self, id: Uuid, lease_id: Uuid, outcome: Outcome) -> StoreResult<Changed> {
+    pub async fn finish(&self, id: ExecutionId, lease_id: LeaseId, outcome: Outcome) -> StoreResult<Changed> {
         self.apply(id, move |d: &mut Draft| -> StoreResult<()> {
             use ExecutionStatus::*;
             if d.row.lease_id != Some(lease_id) || !d.row.execution.status.is_held() {
@@ -876,10 +886,10 @@ impl Executions<'_> {
     /// Gives a run back to its queue because its worker is gone (`attempt + 1`), or fails it
     /// when its attempts are used up; a run being cancelled ends `cancelled`. `worker` guards
     /// against a run that has meanwhile been claimed by someone else.
-    pub async fn release(&self, id: Uuid, worker: Uuid, reason: &str) -> StoreResult<Changed> {
+    pub async fn release(&self, id: ExecutionId, worker: WorkerId, reason: &str) -> StoreResult<Changed> {
         let reason = reason.to_owned();
         self.apply(id, move |d: &mut Draft| -> StoreResult<()> {
-            if d.row.execution.worker_id != Some(worker) || !d.row.execution.status.is_held() {
+            if d.row.execution.worker_id != Some(worker.uuid()) || !d.row.execution.status.is_held() {
                 return Err(stale_lease());
             }
             release_draft(d, &reason)
@@ -889,7 +899,7 @@ impl Executions<'_> {
 
     /// Ends a run whose cancel grace period passed, or re-queues one whose lease expired:
     /// both re-checked under the row lock, so a heartbeat that arrived meanwhile wins.
-    pub async fn expire(&self, id: Uuid, now_ms: i64) -> StoreResult<Changed> {
+    pub async fn expire(&self, id: ExecutionId, now_ms: i64) -> StoreResult<Changed> {
         self.apply(id, move |d: &mut Draft| -> StoreResult<()> {
             use ExecutionStatus::*;
             let e = &d.row.execution;
@@ -925,13 +935,14 @@ fn release_draft(d: &mut Draft, reason: &str) -> StoreResult<()> {
 /// Runs needing the reaper: `(organization, execution)` pairs whose lease or cancel grace
 /// period ran out before `now_ms`.
 impl Store {
-    pub async fn expired_executions(&self, now_ms: i64, limit: i64) -> StoreResult<Vec<(String, Uuid)>> {
-        Ok(with_db!(&self.db, pool =>
+    pub async fn expired_executions(&self, now_ms: i64, limit: i64) -> StoreResult<Vec<(OrgId, ExecutionId)>> {
+        let due: Vec<(String, Uuid)> = with_db!(&self.db, pool =>
             sqlx::query_as(
                 "SELECT organization_id, id FROM executions \
                  WHERE (lease_until IS NOT NULL AND lease_until <= $1 AND status IN ('running', 'cancelling')) \
                     OR (cancel_deadline IS NOT NULL AND cancel_deadline <= $1 AND status = 'cancelling') \
                  ORDER BY id LIMIT $2")
-                .bind(now_ms).bind(limit).fetch_all(pool).await)?)
+                .bind(now_ms).bind(limit).fetch_all(pool).await)?;
+        Ok(due.into_iter().map(|(org, id)| (OrgId(org), ExecutionId(id))).collect())
     }
 }

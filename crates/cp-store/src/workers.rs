@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 
+use cp_types::ids::{ExecutionId, QueueId, WorkerId};
 use cp_types::page::PageRequest;
 use cp_types::worker::{Heartbeat, HeartbeatAck, RegisterWorker, Worker, WorkerCapabilities, WorkerStatus};
 use cp_types::{Page, Timestamp, now};
@@ -84,7 +85,7 @@ pub struct Registered {
 /// A worker's queue and timing, for its polls and claims.
 #[derive(Debug, Clone, Copy)]
 pub struct WorkerSeat {
-    pub worker_queue_id: Uuid,
+    pub worker_queue_id: QueueId,
     /// The key that registered the worker.
     pub key_id: Option<Uuid>,
     /// Time between heartbeats.
@@ -335,7 +336,7 @@ impl Workers<'_> {
                 .bind(self.org).bind(id).fetch_optional(conn).await)?;
         let r = row.ok_or(StoreError::NotFound)?;
         Ok(WorkerSeat {
-            worker_queue_id: r.worker_queue_id,
+            worker_queue_id: QueueId(r.worker_queue_id),
             key_id: r.key_id,
             heartbeat_ms: r.heartbeat_interval * self.second_ms,
             drain: r.drain,
@@ -411,18 +412,20 @@ impl Workers<'_> {
     }
 
     /// The runs `worker` holds that are being cancelled.
-    pub async fn cancelling(&self, worker: Uuid) -> StoreResult<Vec<Uuid>> {
-        Ok(with_db!(self.db, pool =>
+    pub async fn cancelling(&self, worker: WorkerId) -> StoreResult<Vec<ExecutionId>> {
+        let ids: Vec<Uuid> = with_db!(self.db, pool =>
             sqlx::query_scalar("SELECT id FROM executions WHERE organization_id = $1 AND worker_id = $2 AND status = 'cancelling'")
-                .bind(self.org).bind(worker).fetch_all(pool).await)?)
+                .bind(self.org).bind(worker.uuid()).fetch_all(pool).await)?;
+        Ok(ids.into_iter().map(ExecutionId).collect())
     }
 
     /// The runs `worker` holds.
-    pub async fn held(&self, worker: Uuid) -> StoreResult<Vec<Uuid>> {
-        Ok(with_db!(self.db, pool =>
+    pub async fn held(&self, worker: WorkerId) -> StoreResult<Vec<ExecutionId>> {
+        let ids: Vec<Uuid> = with_db!(self.db, pool =>
             sqlx::query_scalar("SELECT id FROM executions WHERE organization_id = $1 AND worker_id = $2 \
                                 AND status IN ('running', 'cancelling')")
-                .bind(self.org).bind(worker).fetch_all(pool).await)?)
+                .bind(self.org).bind(worker.uuid()).fetch_all(pool).await)?;
+        Ok(ids.into_iter().map(ExecutionId).collect())
     }
 
     /// Marks the worker disconnected; it must register again to get work.

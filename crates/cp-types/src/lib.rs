@@ -13,6 +13,7 @@ pub mod error;
 pub mod exec_env;
 pub mod execution;
 pub mod health;
+pub mod ids;
 pub mod integration;
 pub mod model;
 pub mod org;

@@ -14,6 +14,7 @@ use cp_types::execution::{
     CompleteExecution, EventBatch, EventsStored, ExecuteRequest, Execution, ExecutionAccepted, ExecutionEvent,
     ExecutionMessage, ExecutionStatus, ExecutionType, FailExecution, PatchExecution, Session,
 };
+use cp_types::ids::{ExecutionId, LeaseId};
 use cp_types::{ErrorCode, Page, PageParams, Timestamp};
 use futures::Stream;
 use serde::Deserialize;
@@ -194,7 +195,7 @@ async fn list_events(
 }
 
 /// The lease id a worker sends with every write to its run.
-fn lease(headers: &HeaderMap) -> ServiceResult<Uuid> {
+fn lease(headers: &HeaderMap) -> ServiceResult<LeaseId> {
     let value = headers
         .get("x-lease-id")
         .ok_or_else(|| ServiceError::invalid("X-Lease-Id", "the header with the claim's lease_id is required"))?;
@@ -202,6 +203,7 @@ fn lease(headers: &HeaderMap) -> ServiceResult<Uuid> {
         .to_str()
         .ok()
         .and_then(|s| Uuid::parse_str(s.trim()).ok())
+        .map(LeaseId)
         .ok_or_else(|| ServiceError::invalid("X-Lease-Id", "must be a UUID"))
 }
 
@@ -221,7 +223,7 @@ async fn post_events(
     let stored = state
         .store
         .executions(&auth.org_id)
-        .append(id, lease_id, events)
+        .append(ExecutionId(id), lease_id, events)
         .await
         .map_err(not_found)?;
     notify(
@@ -245,13 +247,13 @@ async fn finish(
     state: &AppState,
     org: &str,
     id: Uuid,
-    lease_id: Uuid,
+    lease_id: LeaseId,
     outcome: Outcome,
 ) -> ServiceResult<Json<Execution>> {
     let changed = state
         .store
         .executions(org)
-        .finish(id, lease_id, outcome)
+        .finish(ExecutionId(id), lease_id, outcome)
         .await
         .map_err(not_found)?;
     notify(state, Notice::Changed(&changed));
@@ -350,7 +352,7 @@ async fn control(state: &AppState, org: &str, id: Uuid, control: Control) -> Ser
     let changed = state
         .store
         .executions(org)
-        .control(id, control)
+        .control(ExecutionId(id), control)
         .await
         .map_err(not_found)?;
     notify(state, Notice::Changed(&changed));

@@ -23,6 +23,7 @@ use crate::services::error::{ServiceError, ServiceResult};
 use crate::services::notify::{Notice, notify};
 use crate::services::workers::{register_on, worker_command_parts};
 use crate::state::AppState;
+use cp_types::ids::QueueId;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -126,7 +127,7 @@ async fn update_queue(
         .await
         .map_err(not_found)?;
     // Pollers re-check the queue: a queue made active again has claimable work.
-    notify(&state, Notice::Queue { queue: id });
+    notify(&state, Notice::Queue { queue: QueueId(id) });
     Ok(Json(queue))
 }
 

@@ -29,6 +29,7 @@ use crate::services::error::{ServiceError, ServiceResult};
 use crate::services::notify::{Notice, notify};
 use crate::services::workers::register_on;
 use crate::state::AppState;
+use cp_types::ids::WorkerId;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -157,7 +158,7 @@ async fn poll_answer(state: AppState, auth: Auth<WorkerApi>, id: Uuid, q: PollQu
         return Err(ServiceError::invalid("wait", "must be between 0 and 60 seconds"));
     }
     Ok(
-        match dispatch::poll(&state, &auth, id, Duration::from_secs_f64(wait)).await? {
+        match dispatch::poll(&state, &auth, WorkerId(id), Duration::from_secs_f64(wait)).await? {
             Some(answer) => Json(answer).into_response(),
             None => StatusCode::NO_CONTENT.into_response(),
         },
@@ -175,7 +176,7 @@ async fn disconnect(
 ) -> ServiceResult<Json<Disconnected>> {
     check_owner(&state, &auth, id).await?;
     let reason = format!("worker disconnected: {}", req.reason.as_deref().unwrap_or("shutdown"));
-    let requeued = dispatch::disconnect(&state, &auth, id, &reason).await?;
+    let requeued = dispatch::disconnect(&state, &auth, WorkerId(id), &reason).await?;
     Ok(Json(Disconnected {
         id,
         status: "disconnected".into(),
@@ -206,7 +207,7 @@ async fn drain(
 ) -> ServiceResult<Json<Worker>> {
     let workers = state.store.workers(&auth.org_id);
     workers.set_drain(id, req.drain).await.map_err(not_found)?;
-    notify(&state, Notice::Drain { worker: id });
+    notify(&state, Notice::Drain { worker: WorkerId(id) });
     Ok(Json(workers.get(id).await.map_err(not_found)?))
 }
 

@@ -9,6 +9,7 @@ use cp_store::workers::WorkerSeat;
 use cp_store::{StoreError, StoreResult};
 use cp_types::context::ContextEntity;
 use cp_types::execution::{Claim, ExecuteRequest, Execution, ExecutionType, PollAnswer};
+use cp_types::ids::{ExecutionId, QueueId, WorkerId};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -75,7 +76,7 @@ pub async fn execute(
         state,
         Notice::Created {
             execution: execution.id,
-            queue,
+            queue: QueueId(queue),
             events: &events,
         },
     );
@@ -114,7 +115,7 @@ pub async fn check_continuation(
 pub async fn claim(
     state: &AppState,
     worker: &Caller,
-    worker_id: Uuid,
+    worker_id: WorkerId,
     seat: WorkerSeat,
 ) -> ServiceResult<Option<Claim>> {
     let org = worker.org_id.as_str();
@@ -139,7 +140,7 @@ pub async fn claim(
                     retryable: false,
                     usage: None,
                 };
-                match executions.finish(id, lease_id, outcome).await {
+                match executions.finish(ExecutionId(id), lease_id, outcome).await {
                     Ok(failed) => notify(state, Notice::Changed(&failed)),
                     Err(e) => tracing::warn!(error = %e, "could not fail an unpreparable run"),
                 }
@@ -150,11 +151,16 @@ pub async fn claim(
 
 /// A worker's long poll: a claimed run with its context, the runs to cancel, or the order to
 /// drain, as soon as there is one; `None` when `wait` passes (or the server stops) first.
-pub async fn poll(state: &AppState, worker: &Caller, id: Uuid, wait: Duration) -> ServiceResult<Option<PollAnswer>> {
+pub async fn poll(
+    state: &AppState,
+    worker: &Caller,
+    id: WorkerId,
+    wait: Duration,
+) -> ServiceResult<Option<PollAnswer>> {
     let not_found = |e| ServiceError::from_store(e, "worker");
     let workers = state.store.workers(&worker.org_id);
     // The seat names the key that registered the worker: one read checks both.
-    let seat = workers.seat(id).await.map_err(not_found)?;
+    let seat = workers.seat(id.uuid()).await.map_err(not_found)?;
     if worker.role != cp_types::org::Role::Admin && seat.key_id != Some(worker.key_id) {
         return Err(ServiceError::not_found("worker"));
     }
@@ -186,7 +192,7 @@ pub async fn poll(state: &AppState, worker: &Caller, id: Uuid, wait: Duration) -
         // claim goes through (see `PassOn`).
         let pass_on = PassOn(woken.then_some(&*queue));
         if signalled {
-            if workers.seat(id).await.map_err(not_found)?.drain {
+            if workers.seat(id.uuid()).await.map_err(not_found)?.drain {
                 return Ok(Some(PollAnswer {
                     drain: true,
                     ..Default::default()
@@ -195,7 +201,7 @@ pub async fn poll(state: &AppState, worker: &Caller, id: Uuid, wait: Duration) -
             let cancel = workers.cancelling(id).await?;
             if !cancel.is_empty() {
                 let answer = PollAnswer {
-                    cancel_execution_ids: cancel,
+                    cancel_execution_ids: cancel.into_iter().map(Uuid::from).collect(),
                     ..Default::default()
                 };
                 return Ok(Some(answer));
@@ -244,10 +250,10 @@ impl Drop for PassOn<'_> {
 
 /// A worker leaves: it is marked disconnected and the runs it held go back to their queue at
 /// once; returns how many did.
-pub async fn disconnect(state: &AppState, worker: &Caller, id: Uuid, reason: &str) -> ServiceResult<i64> {
+pub async fn disconnect(state: &AppState, worker: &Caller, id: WorkerId, reason: &str) -> ServiceResult<i64> {
     let workers = state.store.workers(&worker.org_id);
     workers
-        .disconnect(id)
+        .disconnect(id.uuid())
         .await
         .map_err(|e| ServiceError::from_store(e, "worker"))?;
     let executions = state.store.executions(&worker.org_id);
@@ -276,7 +282,7 @@ pub async fn reap(state: &AppState) -> StoreResult<usize> {
     let due = state.store.expired_executions(now_ms, 500).await?;
     let mut n = 0;
     for (org, id) in due {
-        match state.store.executions(&org).expire(id, now_ms).await {
+        match state.store.executions(org.as_str()).expire(id, now_ms).await {
             Ok(changed) => {
                 n += 1;
                 notify(state, Notice::Changed(&changed));

@@ -17,6 +17,7 @@
 //! with a welcome, and a welcome makes its receivers look again at everything they wait on,
 //! since wake-ups sent before it may have been skipped.
 
+use cp_types::ids::{QueueId, WorkerId};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -92,21 +93,21 @@ impl Default for Hub {
 
 impl Hub {
     /// What pollers of `queue` wait on.
-    pub fn queue(&self, queue: Uuid) -> Arc<Notify> {
-        self.queues.lock().entry(queue).or_default().clone()
+    pub fn queue(&self, queue: QueueId) -> Arc<Notify> {
+        self.queues.lock().entry(queue.uuid()).or_default().clone()
     }
 
     /// A run became claimable on `queue`.
-    pub fn wake_queue(&self, queue: Uuid) {
-        self.wake_queue_here(queue);
-        self.tell_others('q', queue);
+    pub fn wake_queue(&self, queue: QueueId) {
+        self.wake_queue_here(queue.uuid());
+        self.tell_others('q', queue.uuid());
     }
 
     /// Any number of runs may have become claimable on `queue` (it was made active again):
     /// every poller looks.
-    pub fn wake_whole_queue(&self, queue: Uuid) {
-        self.wake_whole_queue_here(queue);
-        self.tell_others('Q', queue);
+    pub fn wake_whole_queue(&self, queue: QueueId) {
+        self.wake_whole_queue_here(queue.uuid());
+        self.tell_others('Q', queue.uuid());
     }
 
     fn wake_whole_queue_here(&self, queue: Uuid) {
@@ -163,14 +164,14 @@ impl Hub {
     }
 
     /// What a worker's poll waits on besides its queue.
-    pub fn worker(&self, worker: Uuid) -> Arc<Notify> {
-        self.workers.lock().entry(worker).or_default().clone()
+    pub fn worker(&self, worker: WorkerId) -> Arc<Notify> {
+        self.workers.lock().entry(worker.uuid()).or_default().clone()
     }
 
     /// One of `worker`'s runs was cancelled or taken away.
-    pub fn signal_worker(&self, worker: Uuid) {
-        self.signal_worker_here(worker);
-        self.tell_others('w', worker);
+    pub fn signal_worker(&self, worker: WorkerId) {
+        self.signal_worker_here(worker.uuid());
+        self.tell_others('w', worker.uuid());
     }
 
     fn signal_worker_here(&self, worker: Uuid) {
@@ -182,8 +183,8 @@ impl Hub {
         }
     }
 
-    pub fn forget_worker(&self, worker: Uuid) {
-        self.workers.lock().remove(&worker);
+    pub fn forget_worker(&self, worker: WorkerId) {
+        self.workers.lock().remove(&worker.uuid());
     }
 
     /// A receiver of the events of `execution` stored from now on.
@@ -348,9 +349,9 @@ mod tests {
     #[test]
     fn a_lone_replica_sends_nothing_until_another_says_hello() {
         let (hub, mut rx) = with_outbox();
-        let queue = Uuid::now_v7();
+        let queue = QueueId::new_v7();
         hub.wake_queue(queue);
-        hub.publish(queue, &[]);
+        hub.publish(queue.uuid(), &[]);
         assert!(sent(&mut rx).is_empty());
 
         let other = Uuid::now_v7();
@@ -372,7 +373,7 @@ mod tests {
     #[tokio::test]
     async fn a_welcome_makes_everyone_waiting_look_again() {
         let (hub, _rx) = with_outbox();
-        let waiting = hub.queue(Uuid::now_v7());
+        let waiting = hub.queue(QueueId::new_v7());
         let woken = waiting.notified();
         tokio::pin!(woken);
         woken.as_mut().enable();
@@ -386,7 +387,7 @@ mod tests {
     #[tokio::test]
     async fn a_run_wakes_one_poller_and_a_wake_up_not_taken_passes_on() {
         let (hub, _rx) = with_outbox();
-        let queue = Uuid::now_v7();
+        let queue = QueueId::new_v7();
         let waiting = hub.queue(queue);
         let now = Duration::from_millis(50);
         {

@@ -3,6 +3,7 @@
 
 use cp_store::executions::Changed;
 use cp_types::execution::{ExecutionEvent, ExecutionStatus};
+use cp_types::ids::{QueueId, WorkerId};
 use uuid::Uuid;
 
 use crate::state::AppState;
@@ -12,7 +13,7 @@ pub enum Notice<'a> {
     /// A new execution and its first events: its queue has a claimable run.
     Created {
         execution: Uuid,
-        queue: Uuid,
+        queue: QueueId,
         events: &'a [ExecutionEvent],
     },
     /// A worker's events of a run.
@@ -23,11 +24,11 @@ pub enum Notice<'a> {
     /// A status change.
     Changed(&'a Changed),
     /// A worker was told to drain or to stop draining.
-    Drain { worker: Uuid },
+    Drain { worker: WorkerId },
     /// A worker left: its polls end, and it is forgotten.
-    Left { worker: Uuid },
+    Left { worker: WorkerId },
     /// A queue was updated (made active again, say): every poller looks again.
-    Queue { queue: Uuid },
+    Queue { queue: QueueId },
     /// Webhook deliveries are due.
     Deliveries,
 }
@@ -54,7 +55,7 @@ pub fn notify(state: &AppState, notice: Notice<'_>) {
             if e.status == ExecutionStatus::Queued
                 && let Some(q) = e.worker_queue_id
             {
-                state.hub.wake_queue(q);
+                state.hub.wake_queue(QueueId(q));
             }
             if let Some(w) = changed.released_worker {
                 state.hub.signal_worker(w);
@@ -62,7 +63,7 @@ pub fn notify(state: &AppState, notice: Notice<'_>) {
             if e.status == ExecutionStatus::Cancelling
                 && let Some(w) = e.worker_id
             {
-                state.hub.signal_worker(w);
+                state.hub.signal_worker(WorkerId(w));
             }
         }
         Notice::Drain { worker } => state.hub.signal_worker(worker),

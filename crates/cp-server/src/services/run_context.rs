@@ -114,7 +114,7 @@ pub async fn build(state: &AppState, worker: &Caller, claimed: Claimed, seat: Wo
     let mut env_vars = ctx.environment.env_vars.clone();
     env_vars.extend(execution.execution_environment.env_vars.clone());
     Ok(Claim {
-        lease_id,
+        lease_id: lease_id.uuid(),
         lease_seconds: seat.lease_ms() / 1000,
         system_prompt: execution.system_prompt.clone().or(ctx.system_prompt),
         execution,

@@ -326,7 +326,7 @@ fn bind_change<'q>(
         .bind(Json(&e.usage))
         .bind(e.attempt)
         .bind(e.worker_id)
-        .bind(draft.row.lease_id)
+        .bind(draft.row.lease_id.map(Uuid::from))
         .bind(draft.row.lease_until)
         .bind(draft.row.cancel_deadline)
         .bind(e.event_count)

@@ -319,7 +319,7 @@ pub(super) fn apply(
                 &usage,
                 &e.attempt,
                 &e.worker_id.as_ref().map(uuid_blob),
-                &draft.row.lease_id.as_ref().map(uuid_blob),
+                &draft.row.lease_id.as_ref().map(|l| uuid_blob(&l.0)),
                 &draft.row.lease_until,
                 &draft.row.cancel_deadline,
                 &e.event_count,
