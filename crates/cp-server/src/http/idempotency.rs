@@ -95,12 +95,22 @@ pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next
                 .into_response();
         }
         Ok(Claim::InProgress) => {
-            return ServiceError::conflict("a request with this Idempotency-Key is still in progress; retry later")
-                .into_response();
+            // Retry-After marks this 409 as "try again", unlike a conflict with the resource.
+            let mut resp =
+                ServiceError::conflict("a request with this Idempotency-Key is still in progress; retry later")
+                    .into_response();
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return resp;
         }
         Err(e) => return ServiceError::from(e).into_response(),
     }
 
+    let unfinished = Unfinished {
+        state: state.clone(),
+        org: principal.org_id.clone(),
+        key: Some(key.clone()),
+    };
     let resp = next.run(Request::from_parts(parts, Body::from(bytes))).await;
     let status = resp.status();
     if !status.is_success() || resp.extensions().get::<NoReplay>().is_some() {
@@ -109,6 +119,7 @@ pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next
         if let Err(e) = records.abandon(&key).await {
             tracing::warn!(error = %e, "could not release idempotency key");
         }
+        unfinished.settled();
         return resp;
     }
     let (mut parts, body) = resp.into_parts();
@@ -117,6 +128,7 @@ pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next
         Err(e) => {
             tracing::error!(error = %e, "could not buffer response for idempotency");
             let _ = records.abandon(&key).await;
+            unfinished.settled();
             return ServiceError::internal().into_response();
         }
     };
@@ -128,6 +140,7 @@ pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next
             Err(_) => {
                 // Nothing is stored rather than a plaintext secret: a retry runs again.
                 let _ = records.abandon(&key).await;
+                unfinished.settled();
                 return Response::from_parts(parts, Body::from(body));
             }
         }
@@ -141,5 +154,38 @@ pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next
         tracing::warn!(error = %e, "could not store idempotent response");
     }
     parts.headers.insert(REPLAYED, HeaderValue::from_static("false"));
+    unfinished.settled();
     Response::from_parts(parts, Body::from(body))
+}
+
+/// A key claimed for a request that has not been answered yet. If the request is dropped on
+/// the way (its client went away, the server stopped), the key is released, so a retry runs
+/// at once instead of meeting "in progress" until the record times out. Releasing touches
+/// only a record that holds no answer, so it is safe whenever it runs.
+struct Unfinished {
+    state: AppState,
+    org: String,
+    key: Option<String>,
+}
+
+impl Unfinished {
+    fn settled(mut self) {
+        self.key = None;
+    }
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        let Some(key) = self.key.take() else {
+            return;
+        };
+        let (store, org) = (self.state.store.clone(), std::mem::take(&mut self.org));
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Err(e) = store.idempotency(&org).abandon(&key).await {
+                    tracing::warn!(error = %e, "could not release an unanswered idempotency key");
+                }
+            });
+        }
+    }
 }

@@ -825,6 +825,36 @@ both_backends! {
 }
 
 both_backends! {
+    async fn a_request_cut_off_releases_its_idempotency_key(backend: Backend) {
+        let app = TestApp::spawn(backend).await;
+        app.unlimited().await;
+        let q = queue(&app, "cut", json!({})).await;
+        let worker_key = app.key("default", Role::Worker).await;
+        let w = TestWorker::start(&app.url, &worker_key, &q, "host").await;
+        let poll = |key: &'static str| {
+            w.post(&format!("/api/v1/workers/{}/poll?wait=20", w.id)).header("Idempotency-Key", key).send()
+        };
+        // A long poll under a key, cut off while it waits (its client went away; a server
+        // that stops mid-request drops it the same way).
+        let cut = tokio::spawn(poll("poll-1"));
+        crate::common::until_parked(&app.state, 1).await;
+        cut.abort();
+        // The retry under the same key runs instead of meeting "in progress" for a minute.
+        let mut answer = None;
+        for _ in 0..100 {
+            let r = w.post(&format!("/api/v1/workers/{}/poll?wait=0", w.id)).header("Idempotency-Key", "poll-1").send().await.unwrap();
+            if r.status() != 409 {
+                answer = Some(r.status());
+                break;
+            }
+            assert!(r.headers().contains_key("retry-after"), "an in-progress 409 says when to retry");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(answer, Some(reqwest::StatusCode::NO_CONTENT));
+    }
+}
+
+both_backends! {
     async fn a_team_claim_carries_its_members_in_member_order(backend: Backend) {
         let app = TestApp::spawn(backend).await;
         let q = queue(&app, "teams", json!({})).await;
