@@ -17,7 +17,12 @@ pub enum CallError {
     Unreachable(String),
     /// An answer with an error status.
     #[error("the control plane answered {status}: {message}")]
-    Refused { status: u16, message: String },
+    Refused {
+        status: u16,
+        message: String,
+        /// The answer said when to try again (`Retry-After`): a refusal for now only.
+        retry_after: bool,
+    },
 }
 
 impl CallError {
@@ -25,13 +30,16 @@ impl CallError {
     pub fn is_transient(&self) -> bool {
         match self {
             CallError::Unreachable(_) => true,
-            CallError::Refused { status, .. } => matches!(status, 408 | 429 | 500..=599),
+            CallError::Refused {
+                status, retry_after, ..
+            } => *retry_after || matches!(status, 408 | 429 | 500..=599),
         }
     }
 
-    /// The run is no longer this worker's: another attempt holds it, or it ended.
+    /// The run is no longer this worker's: another attempt holds it, or it ended. A 409 that
+    /// says when to retry (the same request is still in progress) is not that.
     pub fn lease_gone(&self) -> bool {
-        matches!(self.status(), Some(404 | 409))
+        !self.is_transient() && matches!(self.status(), Some(404 | 409))
     }
 
     pub fn status(&self) -> Option<u16> {
@@ -96,17 +104,23 @@ impl ControlPlane {
         if status == 204 {
             return Ok(None);
         }
+        let retry_after = resp.headers().contains_key(reqwest::header::RETRY_AFTER);
         let text = resp.text().await.map_err(|e| CallError::Unreachable(e.to_string()))?;
         if !(200..300).contains(&status) {
             let message = serde_json::from_str::<Value>(&text)
                 .ok()
                 .and_then(|v| v.pointer("/error/message").and_then(Value::as_str).map(str::to_owned))
                 .unwrap_or(text);
-            return Err(CallError::Refused { status, message });
+            return Err(CallError::Refused {
+                status,
+                message,
+                retry_after,
+            });
         }
         serde_json::from_str(&text).map(Some).map_err(|e| CallError::Refused {
             status,
             message: format!("unexpected answer ({e})"),
+            retry_after: false,
         })
     }
 
@@ -129,6 +143,7 @@ impl ControlPlane {
             _ => Err(CallError::Refused {
                 status,
                 message: "no role in the answer".into(),
+                retry_after: false,
             }),
         }
     }
@@ -151,6 +166,7 @@ impl ControlPlane {
             .ok_or_else(|| CallError::Refused {
                 status: 204,
                 message: "no registration".into(),
+                retry_after: false,
             })
     }
 
@@ -161,6 +177,7 @@ impl ControlPlane {
             .ok_or_else(|| CallError::Refused {
                 status: 204,
                 message: "no acknowledgement".into(),
+                retry_after: false,
             })
     }
 
@@ -235,6 +252,28 @@ impl ControlPlane {
             .ok_or_else(|| CallError::Refused {
                 status: 204,
                 message: "no decision".into(),
+                retry_after: false,
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CallError;
+
+    #[test]
+    fn a_conflict_that_says_when_to_retry_keeps_the_run() {
+        let refused = |status, retry_after| CallError::Refused {
+            status,
+            message: String::new(),
+            retry_after,
+        };
+        // The same request still in progress on the control plane (after its restart, say).
+        let in_progress = refused(409, true);
+        assert!(in_progress.is_transient() && !in_progress.lease_gone());
+        // The lease moved on: the run is another attempt's now.
+        let gone = refused(409, false);
+        assert!(!gone.is_transient() && gone.lease_gone());
+        assert!(refused(503, false).is_transient() && !refused(503, false).lease_gone());
     }
 }

@@ -175,6 +175,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             Err(CallError::Refused {
                 status: 404 | 409,
                 message,
+                retry_after: false,
             }) => {
                 // Away too long: the control plane took this worker offline (its runs went
                 // back to the queue). Register again and go on.

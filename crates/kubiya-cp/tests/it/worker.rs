@@ -39,15 +39,8 @@ on_both_backends!(
     a_real_worker_runs_agents_end_to_end,
     a_killed_worker_s_run_is_finished_by_another,
     tools_cannot_see_the_worker_and_admin_keys_are_warned,
+    a_run_outlives_a_control_plane_restart,
 );
-
-// On PostgreSQL this one failed once in a full run (the run sat `running` with no streamed
-// event for 30 s after the restart) and passed alone every time since; until that is
-// understood it runs on SQLite only, so CI does not flake.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_run_outlives_a_control_plane_restart_on_sqlite() {
-    a_run_outlives_a_control_plane_restart(false).await
-}
 
 /// Whether a fake provider already held back its first "slow job" answer.
 type SlowedOnce = std::sync::Arc<std::sync::atomic::AtomicBool>;
