@@ -1,8 +1,9 @@
 //! Webhook endpoints and their outbox of deliveries.
 //!
-//! Events are enqueued by [`enqueue_webhooks!`] inside the transaction of the change that
-//! causes them, so a committed change always has its deliveries and a rolled-back one has
-//! none. The sender claims due rows with a lease (`claimed_until`), with `SKIP LOCKED` on
+//! Events are enqueued with the change that causes them (by [`enqueue_webhooks!`] inside its
+//! transaction, or, for an execution's, by the engine's own statement), so a committed change
+//! always has its deliveries and a rolled-back one has none. An execution's deliveries name the
+//! event that caused them and get their payload on their first attempt. The sender claims due rows with a lease (`claimed_until`), with `SKIP LOCKED` on
 //! PostgreSQL, so replicas never send one delivery twice at the same time.
 
 use cp_types::page::PageRequest;

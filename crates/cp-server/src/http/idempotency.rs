@@ -107,7 +107,7 @@ pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next
     }
 
     let unfinished = Unfinished {
-        state: state.clone(),
+        store: state.store.clone(),
         org: principal.org_id.clone(),
         key: Some(key.clone()),
     };
@@ -163,7 +163,7 @@ pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next
 /// at once instead of meeting "in progress" until the record times out. Releasing touches
 /// only a record that holds no answer, so it is safe whenever it runs.
 struct Unfinished {
-    state: AppState,
+    store: cp_store::Store,
     org: String,
     key: Option<String>,
 }
@@ -179,7 +179,7 @@ impl Drop for Unfinished {
         let Some(key) = self.key.take() else {
             return;
         };
-        let (store, org) = (self.state.store.clone(), std::mem::take(&mut self.org));
+        let (store, org) = (self.store.clone(), std::mem::take(&mut self.org));
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
                 if let Err(e) = store.idempotency(&org).abandon(&key).await {

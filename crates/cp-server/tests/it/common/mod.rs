@@ -359,11 +359,17 @@ pub async fn assert_error(resp: Response, status: u16, code: &str) -> Value {
 
 /// Waits until `state`'s server has at least `n` worker polls waiting.
 pub async fn until_parked(state: &AppState, n: usize) {
+    until_polls(state, "a poll to park", |parked| parked >= n).await
+}
+
+/// Waits until the number of worker polls waiting on `state`'s server satisfies `enough`
+/// (it moves with each poll that starts waiting or ends, here or cut off).
+pub async fn until_polls(state: &AppState, what: &str, enough: impl Fn(usize) -> bool) {
     let started = std::time::Instant::now();
-    while state.hub.parked_polls() < n {
+    while !enough(state.hub.parked_polls()) {
         assert!(
-            started.elapsed() < std::time::Duration::from_secs(10),
-            "no poll parked in 10 s"
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "waited 20 s for {what}"
         );
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
