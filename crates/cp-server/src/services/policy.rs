@@ -375,7 +375,10 @@ pub async fn check_execute(
     Ok(())
 }
 
-/// Writes decisions in batches on a task of its own, started with the first decision.
+/// Writes decisions in batches on a task of its own, started with the first decision. A
+/// batch goes to the database as soon as the task takes it (no timer), so a decision is stored
+/// within a database write of being made; the server flushes the log before it exits. A
+/// denial is stored before it is answered (see `record`).
 #[derive(Default)]
 struct DecisionLog {
     tx: OnceLock<mpsc::Sender<LogMessage>>,
@@ -399,9 +402,16 @@ impl DecisionLog {
     }
 
     async fn record(&self, store: &Store, org: &str, decision: PolicyDecision) {
+        let denial = !decision.allowed;
         let message = LogMessage::Decision(org.to_string(), Box::new(decision));
         if self.sender(store).send(message).await.is_err() {
             tracing::error!("the policy decision log is closed; a decision was not recorded");
+            return;
+        }
+        // The audit trail a crash must not cut short is the denials': one is in the database
+        // before its 403 (or its monitoring-mode answer) leaves.
+        if denial {
+            self.flush(store).await;
         }
     }
 

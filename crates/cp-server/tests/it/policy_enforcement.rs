@@ -3,7 +3,7 @@
 //! closed, tool-call enforcement as the worker sends it, the decision log, and tenancy.
 
 use crate::common::worker::TestWorker;
-use crate::common::{TestApp, assert_error, json};
+use crate::common::{Backend, TestApp, assert_error, json};
 use cp_types::org::Role;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -421,5 +421,75 @@ both_backends! {
         // Monitoring lets the run through and still records the error.
         settings(&app, "monitoring").await;
         assert_eq!(execute("100000000000").await.unwrap().status(), 201);
+    }
+}
+
+/// A connection of the test's own that keeps the server from writing `policy_decisions`
+/// until `release`.
+enum DecisionsHeld {
+    Postgres(sqlx::PgConnection),
+    Sqlite(sqlx::SqliteConnection),
+}
+
+impl DecisionsHeld {
+    async fn take(app: &TestApp) -> DecisionsHeld {
+        use sqlx::Connection;
+        match app.backend {
+            Backend::Postgres => {
+                let mut c = sqlx::PgConnection::connect(&app.db.url).await.unwrap();
+                sqlx::raw_sql("BEGIN; LOCK TABLE policy_decisions IN SHARE ROW EXCLUSIVE MODE")
+                    .execute(&mut c)
+                    .await
+                    .unwrap();
+                DecisionsHeld::Postgres(c)
+            }
+            Backend::Sqlite => {
+                let mut c = sqlx::SqliteConnection::connect(&app.db.url).await.unwrap();
+                sqlx::raw_sql("BEGIN IMMEDIATE").execute(&mut c).await.unwrap();
+                DecisionsHeld::Sqlite(c)
+            }
+        }
+    }
+
+    async fn release(&mut self) {
+        match self {
+            DecisionsHeld::Postgres(c) => sqlx::raw_sql("ROLLBACK").execute(c).await.map(drop),
+            DecisionsHeld::Sqlite(c) => sqlx::raw_sql("ROLLBACK").execute(c).await.map(drop),
+        }
+        .unwrap();
+    }
+
+    /// Whether decision `id` is in the table, read past the server.
+    async fn stored(&mut self, id: uuid::Uuid) -> bool {
+        let sql = "SELECT COUNT(*) FROM policy_decisions WHERE id = $1";
+        let n: i64 = match self {
+            DecisionsHeld::Postgres(c) => sqlx::query_scalar(sql).bind(id).fetch_one(c).await,
+            DecisionsHeld::Sqlite(c) => sqlx::query_scalar(sql).bind(id).fetch_one(c).await,
+        }
+        .unwrap();
+        n == 1
+    }
+}
+
+both_backends! {
+    async fn a_denial_is_stored_before_it_is_answered(backend: Backend) {
+        let app = TestApp::spawn(backend).await;
+        app.unlimited().await;
+        let queue = queue_in(&app, &default_env(&app).await, "audited").await;
+        let agent = id(&created(&app, "/api/v1/agents", json!({"name": "audited"})).await);
+        let guard = policy(&app, "no-runs", &deny_action("audited", "execute", "not this agent")).await;
+        associate(&app, &guard, "agent", &agent).await;
+        let mut held = DecisionsHeld::take(&app).await;
+        let request = app
+            .req(Method::POST, &format!("/api/v1/agents/{agent}/execute"))
+            .json(&json!({"prompt": "go", "worker_queue_id": queue}));
+        let mut answer = tokio::spawn(request.send());
+        // The denial cannot be stored while the table is held, so its 403 must not leave.
+        let early = tokio::time::timeout(std::time::Duration::from_secs(1), &mut answer).await;
+        assert!(early.is_err(), "answered before the denial was stored: {early:?}");
+        held.release().await;
+        let err = assert_error(answer.await.unwrap().unwrap(), 403, "POLICY_DENIED").await;
+        let decision: uuid::Uuid = err["details"]["decision_id"].as_str().unwrap().parse().unwrap();
+        assert!(held.stored(decision).await, "the answered denial {decision} is not in the database");
     }
 }
