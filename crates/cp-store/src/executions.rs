@@ -9,7 +9,7 @@
 
 use cp_types::environment::ExecutionEnvironment;
 use cp_types::execution::{Execution, ExecutionEvent, ExecutionStatus, ExecutionType, NewEvent, SessionMessage, Usage};
-use cp_types::ids::{ExecutionId, LeaseId, OrgId, QueueId, WorkerId};
+use cp_types::ids::{ExecutionId, LeaseId, OrgId, WorkerId};
 use cp_types::page::PageRequest;
 use cp_types::{Page, Timestamp, now};
 use serde_json::{Value, json};
@@ -21,6 +21,7 @@ use crate::db::{Db, with_db, with_hot_db};
 use crate::error::{StoreError, StoreResult, parse};
 use crate::page::page_of;
 use crate::worker_queues::now_ms;
+use crate::workers::WorkerSeat;
 
 macro_rules! exec_columns {
     () => {
@@ -517,15 +518,18 @@ macro_rules! create_sql {
     };
 }
 
-/// The claim: the oldest queued execution of the queue becomes `running` under a new lease.
-/// `$lock` is PostgreSQL's `FOR UPDATE SKIP LOCKED` (SQLite has one writer anyway).
+/// The claim: the oldest queued execution of queue `$queue` becomes `running` for worker `$3`
+/// under lease `$4` until `$lease_until`, at `$6`; `$2` is the organization. `$lock` is
+/// PostgreSQL's `FOR UPDATE SKIP LOCKED` (SQLite has one writer anyway).
 macro_rules! claim_sql {
-    ($lock:literal) => {
+    ($lock:literal, $queue:expr, $lease_until:literal) => {
         concat!(
-            "UPDATE executions SET status = 'running', worker_id = $3, lease_id = $4, lease_until = $5, \
-               started_at = COALESCE(started_at, $6), updated_at = $6, last_seq = last_seq + 1 \
-             WHERE id = (SELECT id FROM executions WHERE worker_queue_id = $1 AND organization_id = $2 \
-               AND status = 'queued' ORDER BY id LIMIT 1 ",
+            "UPDATE executions SET status = 'running', worker_id = $3, lease_id = $4, lease_until = ",
+            $lease_until,
+            ", started_at = COALESCE(started_at, $6), updated_at = $6, last_seq = last_seq + 1 \
+             WHERE id = (SELECT id FROM executions WHERE worker_queue_id = ",
+            $queue,
+            " AND organization_id = $2 AND status = 'queued' ORDER BY id LIMIT 1 ",
             $lock,
             ") AND status = 'queued' RETURNING ",
             exec_columns!()
@@ -785,24 +789,26 @@ impl Executions<'_> {
             .unwrap_or(cp_types::worker_queue::DEFAULT_HEARTBEAT_INTERVAL))
     }
 
-    /// Takes the oldest queued execution of `queue` for `worker` with a new lease; `None` when
-    /// nothing is waiting. Concurrent claimers never get the same row (`SKIP LOCKED` on
-    /// PostgreSQL, the single writer on SQLite).
-    pub async fn claim(&self, queue: QueueId, worker: WorkerId, lease_ms: i64) -> StoreResult<Option<Claimed>> {
-        let (queue, worker) = (queue.uuid(), worker.uuid());
+    /// A worker's poll: reads its seat and, when the seat lets a poll by `key` claim (none for
+    /// an admin; see `WorkerSeat::may_claim`), takes the oldest queued execution of its queue
+    /// with a lease of 3 heartbeat intervals; one statement on PostgreSQL, one writer job on
+    /// SQLite. Concurrent claimers never get the same row (`SKIP LOCKED` on PostgreSQL, the
+    /// single writer on SQLite). `NotFound` for another organization's worker.
+    pub async fn claim(&self, worker: WorkerId, key: Option<Uuid>) -> StoreResult<(WorkerSeat, Option<Claimed>)> {
+        let worker = worker.uuid();
         let lease_id = Uuid::now_v7();
         let at = now();
-        let lease = (lease_id, at.timestamp_millis() + lease_ms);
+        let second_ms = self.second_ms;
         match self.db {
             // A claim that finds nothing costs the writer thread one empty statement: cheaper
             // than a read on sqlx's threads first.
             Db::Sqlite(_, writer) => {
                 let org = self.org.to_owned();
                 writer
-                    .run(move |conn| sqlite::claim(conn, &org, queue, worker, lease, at))
+                    .run(move |conn| sqlite::claim(conn, &org, worker, key, lease_id, at, second_ms))
                     .await
             }
-            Db::Postgres(_, pg) => postgres::claim(pg, self.org, queue, worker, lease, at).await,
+            Db::Postgres(_, pg) => postgres::claim(pg, self.org, worker, key, lease_id, at, second_ms).await,
         }
     }
 

@@ -12,7 +12,7 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use crate::Store;
-use crate::db::{Db, with_db, with_hot_db, write_tx};
+use crate::db::{Db, with_db, write_tx};
 use crate::error::{StoreError, StoreResult, parse};
 use crate::page::page_of;
 use crate::webhooks::enqueue_webhooks;
@@ -101,17 +101,58 @@ impl WorkerSeat {
     pub fn lease_ms(&self) -> i64 {
         3 * self.heartbeat_ms
     }
+
+    /// Whether a poll by `key` (none for an admin) may claim a run: the worker is the key's,
+    /// alive, not draining, and has no run being cancelled (its poll answers that first).
+    /// PostgreSQL's claim statement says the same in SQL (`seat_may_claim_sql!`).
+    pub fn may_claim(&self, key: Option<Uuid>) -> bool {
+        self.online && !self.drain && !self.cancelling && key.is_none_or(|k| self.key_id == Some(k))
+    }
 }
 
+/// A worker's seat, `$org` and `$worker` its parameters. Read alone, or as the first part of
+/// PostgreSQL's claim.
+macro_rules! seat_sql {
+    ($org:literal, $worker:literal) => {
+        concat!(
+            "SELECT w.worker_queue_id AS seat_queue_id, w.key_id, q.heartbeat_interval, w.drain, \
+               w.status AS worker_status, w.alive_until, \
+               EXISTS (SELECT 1 FROM executions e WHERE e.worker_id = w.id AND e.status = 'cancelling') AS cancelling \
+             FROM workers w JOIN worker_queues q ON q.id = w.worker_queue_id \
+             WHERE w.organization_id = ",
+            $org,
+            " AND w.id = ",
+            $worker
+        )
+    };
+}
+pub(crate) use seat_sql;
+
 #[derive(sqlx::FromRow)]
-struct SeatRow {
-    worker_queue_id: Uuid,
-    key_id: Option<Uuid>,
-    heartbeat_interval: i64,
-    drain: bool,
-    status: String,
-    alive_until: i64,
-    cancelling: bool,
+pub(crate) struct SeatRow {
+    pub(crate) seat_queue_id: Uuid,
+    pub(crate) key_id: Option<Uuid>,
+    pub(crate) heartbeat_interval: i64,
+    pub(crate) drain: bool,
+    pub(crate) worker_status: String,
+    pub(crate) alive_until: i64,
+    pub(crate) cancelling: bool,
+}
+
+impl SeatRow {
+    /// The seat as of `now_ms`, its interval in units of `second_ms`.
+    pub(crate) fn into_seat(self, second_ms: i64, now_ms: i64) -> WorkerSeat {
+        WorkerSeat {
+            worker_queue_id: QueueId(self.seat_queue_id),
+            key_id: self.key_id,
+            heartbeat_ms: self.heartbeat_interval * second_ms,
+            drain: self.drain,
+            online: self.worker_status != "disconnected"
+                && self.worker_status != "offline"
+                && self.alive_until > now_ms,
+            cancelling: self.cancelling,
+        }
+    }
 }
 
 /// Filters of `GET /workers`.
@@ -323,26 +364,6 @@ impl Workers<'_> {
                 started_by: Uuid::parse_str(&created_by).ok(),
             })
             .collect())
-    }
-
-    /// The worker's queue and lease length; `NotFound` for another organization's worker.
-    pub async fn seat(&self, id: Uuid) -> StoreResult<WorkerSeat> {
-        let row: Option<SeatRow> = with_hot_db!(self.db, conn =>
-            sqlx::query_as(
-                "SELECT w.worker_queue_id, w.key_id, q.heartbeat_interval, w.drain, w.status, w.alive_until, \
-                 EXISTS (SELECT 1 FROM executions e WHERE e.worker_id = w.id AND e.status = 'cancelling') AS cancelling \
-                 FROM workers w JOIN worker_queues q ON q.id = w.worker_queue_id \
-                 WHERE w.organization_id = $1 AND w.id = $2")
-                .bind(self.org).bind(id).fetch_optional(conn).await)?;
-        let r = row.ok_or(StoreError::NotFound)?;
-        Ok(WorkerSeat {
-            worker_queue_id: QueueId(r.worker_queue_id),
-            key_id: r.key_id,
-            heartbeat_ms: r.heartbeat_interval * self.second_ms,
-            drain: r.drain,
-            online: r.status != "disconnected" && r.status != "offline" && r.alive_until > now_ms(),
-            cancelling: r.cancelling,
-        })
     }
 
     /// Records a heartbeat: the worker is alive for 3 more intervals and so are the leases of

@@ -10,6 +10,7 @@ use cp_store::{StoreError, StoreResult};
 use cp_types::context::ContextEntity;
 use cp_types::execution::{Claim, ExecuteRequest, Execution, ExecutionType, PollAnswer};
 use cp_types::ids::{ExecutionId, QueueId, WorkerId};
+use cp_types::org::Role;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -109,29 +110,26 @@ pub async fn check_continuation(
     policy::check_execute(state, caller, entity, prompt, e.worker_queue_id, &subject).await
 }
 
-/// Claims the next execution of the worker's queue and builds its run context. A run whose
-/// context cannot be built (its agent was deleted meanwhile) fails at once with the reason and
-/// the next one is tried.
-pub async fn claim(
-    state: &AppState,
-    worker: &Caller,
-    worker_id: WorkerId,
-    seat: WorkerSeat,
-) -> ServiceResult<Option<Claim>> {
-    let org = worker.org_id.as_str();
-    let executions = state.store.executions(org);
+/// One look at the worker's queue: its seat, and when the seat lets this caller claim, the
+/// next execution with its run context. A run whose context cannot be built (its agent was
+/// deleted meanwhile) fails at once with the reason and the next one is tried.
+async fn claim(state: &AppState, worker: &Caller, worker_id: WorkerId) -> ServiceResult<(WorkerSeat, Option<Claim>)> {
+    let executions = state.store.executions(&worker.org_id);
+    // The seat names the key that registered the worker: another key's poll claims nothing.
+    let key = (worker.role != Role::Admin).then_some(worker.key_id);
     loop {
-        let Some(claimed) = executions
-            .claim(seat.worker_queue_id, worker_id, seat.lease_ms())
-            .await?
-        else {
-            return Ok(None);
+        let (seat, claimed) = executions
+            .claim(worker_id, key)
+            .await
+            .map_err(|e| ServiceError::from_store(e, "worker"))?;
+        let Some(claimed) = claimed else {
+            return Ok((seat, None));
         };
         notify(state, Notice::Changed(&claimed.changed));
         let id = claimed.changed.record.execution.id;
         let lease_id = claimed.changed.record.lease_id.unwrap_or_default();
         match run_context::build(state, worker, claimed, seat).await {
-            Ok(claim) => return Ok(Some(claim)),
+            Ok(claim) => return Ok((seat, Some(claim))),
             Err(e) => {
                 let reason = format!("cannot prepare the run: {}", e.message);
                 tracing::warn!(execution = %id, %reason);
@@ -149,19 +147,25 @@ pub async fn claim(
     }
 }
 
-/// A worker's long poll: a claimed run with its context, the runs to cancel, or the order to
-/// drain, as soon as there is one; `None` when `wait` passes (or the server stops) first.
-pub async fn poll(
+/// What one look at the queue tells a poll.
+enum Look {
+    Answer(PollAnswer),
+    /// Nothing yet: wait for a wake-up.
+    Nothing,
+    /// The seat and the cancel list disagreed (a cancel ended between them): look again.
+    Again,
+}
+
+/// What a poll answers after a look: an error for a worker that is not the caller's or is
+/// offline, the order to drain, the runs to cancel, or the run claimed.
+async fn answer(
     state: &AppState,
     worker: &Caller,
     id: WorkerId,
-    wait: Duration,
-) -> ServiceResult<Option<PollAnswer>> {
-    let not_found = |e| ServiceError::from_store(e, "worker");
-    let workers = state.store.workers(&worker.org_id);
-    // The seat names the key that registered the worker: one read checks both.
-    let seat = workers.seat(id.uuid()).await.map_err(not_found)?;
-    if worker.role != cp_types::org::Role::Admin && seat.key_id != Some(worker.key_id) {
+    seat: &WorkerSeat,
+    claim: Option<Claim>,
+) -> ServiceResult<Look> {
+    if worker.role != Role::Admin && seat.key_id != Some(worker.key_id) {
         return Err(ServiceError::not_found("worker"));
     }
     if !seat.online {
@@ -170,16 +174,46 @@ pub async fn poll(
         ));
     }
     if seat.drain {
-        return Ok(Some(PollAnswer {
+        return Ok(Look::Answer(PollAnswer {
             drain: true,
             ..Default::default()
         }));
     }
+    if seat.cancelling {
+        let cancel = state.store.workers(&worker.org_id).cancelling(id).await?;
+        if cancel.is_empty() {
+            return Ok(Look::Again);
+        }
+        return Ok(Look::Answer(PollAnswer {
+            cancel_execution_ids: cancel.into_iter().map(Uuid::from).collect(),
+            ..Default::default()
+        }));
+    }
+    Ok(match claim {
+        Some(claim) => Look::Answer(PollAnswer {
+            claim: Some(Box::new(claim)),
+            ..Default::default()
+        }),
+        None => Look::Nothing,
+    })
+}
+
+/// A worker's long poll: a claimed run with its context, the runs to cancel, or the order to
+/// drain, as soon as there is one; `None` when `wait` passes (or the server stops) first.
+pub async fn poll(
+    state: &AppState,
+    worker: &Caller,
+    id: WorkerId,
+    wait: Duration,
+) -> ServiceResult<Option<PollAnswer>> {
     let deadline = tokio::time::Instant::now() + wait;
+    // The first look also names the worker's queue; a busy queue answers it at once.
+    let (seat, claimed) = claim(state, worker, id).await?;
+    if let Look::Answer(answer) = answer(state, worker, id, &seat, claimed).await? {
+        return Ok(Some(answer));
+    }
     let queue = state.hub.queue(seat.worker_queue_id);
     let signals = state.hub.worker(id);
-    // A cancel recorded before this poll began signalled nobody: look for it now.
-    let mut signalled = seat.cancelling;
     let mut woken = false;
     loop {
         // Registered before looking, so a wake-up between the look and the wait is not lost.
@@ -191,37 +225,25 @@ pub async fn poll(
         // A run wakes one poller: this one, if it was woken, passes the wake-up on unless its
         // claim goes through (see `PassOn`).
         let pass_on = PassOn(woken.then_some(&*queue));
-        if signalled {
-            if workers.seat(id.uuid()).await.map_err(not_found)?.drain {
-                return Ok(Some(PollAnswer {
-                    drain: true,
-                    ..Default::default()
-                }));
-            }
-            let cancel = workers.cancelling(id).await?;
-            if !cancel.is_empty() {
-                let answer = PollAnswer {
-                    cancel_execution_ids: cancel.into_iter().map(Uuid::from).collect(),
-                    ..Default::default()
-                };
-                return Ok(Some(answer));
-            }
-        }
-        let claimed = claim(state, worker, id, seat).await?;
+        let (seat, claimed) = claim(state, worker, id).await?;
         // Claimed, or found nothing (the run went to another poller): the wake-up is used.
-        pass_on.used();
-        if let Some(claim) = claimed {
-            let answer = PollAnswer {
-                claim: Some(Box::new(claim)),
-                ..Default::default()
-            };
-            return Ok(Some(answer));
+        // A seat that let no claim be tried (drain, cancel) passes it on.
+        if seat.may_claim((worker.role != Role::Admin).then_some(worker.key_id)) {
+            pass_on.used();
         }
-        (signalled, woken) = (false, false);
+        match answer(state, worker, id, &seat, claimed).await? {
+            Look::Answer(answer) => return Ok(Some(answer)),
+            Look::Again => {
+                woken = false;
+                continue;
+            }
+            Look::Nothing => {}
+        }
+        woken = false;
         let _parked = state.hub.park();
         tokio::select! {
             _ = &mut queue_ready => woken = true,
-            _ = &mut signal => signalled = true,
+            _ = &mut signal => {}
             _ = tokio::time::sleep_until(deadline) => return Ok(None),
             _ = state.hub.closed() => return Ok(None),
         }

@@ -23,6 +23,7 @@ use super::{
 };
 use crate::error::{StoreError, StoreResult};
 use crate::pg_conns::HotConns;
+use crate::workers::{SeatRow, WorkerSeat, seat_sql};
 
 /// A statement's last CTE `wh`: one delivery of the webhook event `$type` (none when it is
 /// null) for every enabled endpoint of organization `$org` subscribed to it, made later from
@@ -100,49 +101,69 @@ pub(super) async fn create(
     Ok((row.into_record()?, stored))
 }
 
-/// See `Executions::claim`: the claim, its `status` event, its `execution.started`
-/// deliveries, the catalog version and the conversation in one statement.
+/// `WorkerSeat::may_claim` in SQL, over the seat CTE `s`: `$1` the polling key (null for an
+/// admin), `$5` now in Unix ms.
+macro_rules! seat_may_claim_sql {
+    () => {
+        "($1::uuid IS NULL OR s.key_id = $1::uuid) AND s.worker_status NOT IN ('disconnected', 'offline') \
+         AND s.alive_until > $5 AND NOT s.drain AND NOT s.cancelling"
+    };
+}
+
+/// See `Executions::claim`: the worker's seat, and when it lets the poll claim, the claim, its
+/// `status` event, its `execution.started` deliveries, the catalog version and the
+/// conversation, in one statement. No row: no such worker.
 pub(super) async fn claim(
     conns: &HotConns,
     org: &str,
-    queue: Uuid,
     worker: Uuid,
-    (lease_id, lease_until): (Uuid, i64),
+    key: Option<Uuid>,
+    lease_id: Uuid,
     at: Timestamp,
-) -> StoreResult<Option<Claimed>> {
+    second_ms: i64,
+) -> StoreResult<(WorkerSeat, Option<Claimed>)> {
     // The event's data is made here; only the attempt comes from the claimed row.
     let (event_type, template) = claim_event(0, worker);
+    let now_ms = at.timestamp_millis();
     let mut conn = conns.get().await?;
     let row: Option<PgRow> = sqlx::query(concat!(
-        "WITH c AS (",
-        claim_sql!("FOR UPDATE SKIP LOCKED"),
+        "WITH s AS (",
+        seat_sql!("$2", "$3"),
+        "), c AS (",
+        claim_sql!(
+            "FOR UPDATE SKIP LOCKED",
+            concat!("(SELECT s.seat_queue_id FROM s WHERE ", seat_may_claim_sql!(), ")"),
+            "$5 + 3 * $10 * (SELECT s.heartbeat_interval FROM s)"
+        ),
         "), ev AS (INSERT INTO execution_events (execution_id, seq, organization_id, event_type, data, created_at) \
            SELECT c.id, c.last_seq, c.organization_id, $7, jsonb_set($8::jsonb, '{attempt}', to_jsonb(c.attempt))::text, $6 \
            FROM c), ",
-        deliveries_sql!("c", "$2", "'execution.started'", "c.id", "c.last_seq", "$9", "$10", "$6"),
-        " SELECT (SELECT COUNT(*) FROM wh) AS deliveries, \
+        deliveries_sql!("c", "$2", "'execution.started'", "c.id", "c.last_seq", "$9", "$5", "$6"),
+        " SELECT s.*, (SELECT COUNT(*) FROM wh) AS deliveries, \
            (SELECT version FROM catalog_versions WHERE organization_id = $2) AS catalog_version, \
            (SELECT json_agg(json_build_array(h.seq, h.event_type, h.data, h.created_at) ORDER BY h.seq) \
             FROM execution_events h WHERE h.execution_id = c.id AND h.organization_id = $2 \
               AND h.event_type = 'message') AS history, c.* \
-         FROM c"
+         FROM s LEFT JOIN c ON true"
     ))
-    .bind(queue)
+    .bind(key)
     .bind(org)
     .bind(worker)
     .bind(lease_id)
-    .bind(lease_until)
+    .bind(now_ms)
     .bind(at)
     .bind(&event_type)
     .bind(Json(&template))
     .bind(Uuid::now_v7())
-    .bind(at.timestamp_millis())
+    .bind(second_ms)
     .fetch_optional(&mut *conn)
     .await?;
     conn.release();
-    let Some(row) = row else {
-        return Ok(None);
-    };
+    let row = row.ok_or(StoreError::NotFound)?;
+    let seat = SeatRow::from_row(&row)?.into_seat(second_ms, now_ms);
+    if row.try_get::<Option<Uuid>, _>("id")?.is_none() {
+        return Ok((seat, None));
+    }
     let record = ExecutionRow::from_row(&row)?.into_record()?;
     let e = &record.execution;
     let events = stamp(e.event_count, at, vec![claim_event(e.attempt, worker)]);
@@ -150,7 +171,10 @@ pub(super) async fn claim(
     let history = history.map(|h| h.0).unwrap_or_default();
     let catalog_version = row.try_get("catalog_version")?;
     let deliveries = row.try_get::<i64, _>("deliveries")? > 0;
-    Ok(Some(Claimed::new(record, events, deliveries, catalog_version, history)))
+    Ok((
+        seat,
+        Some(Claimed::new(record, events, deliveries, catalog_version, history)),
+    ))
 }
 
 /// See `Executions::append`: one statement, so one round trip and no explicit transaction.

@@ -15,6 +15,7 @@ use super::{
 };
 use crate::error::{StoreError, StoreResult};
 use crate::sqlite_writer::{bind_numbered, ts_parse, ts_text, uuid_blob, uuid_of};
+use crate::workers::{SeatRow, WorkerSeat, seat_sql};
 
 fn column<T: rusqlite::types::FromSql>(r: &Row<'_>, i: usize) -> StoreResult<T> {
     Ok(r.get(i)?)
@@ -203,6 +204,40 @@ pub(super) fn create(
 pub(super) fn claim(
     conn: &Connection,
     org: &str,
+    worker: Uuid,
+    key: Option<Uuid>,
+    lease_id: Uuid,
+    at: Timestamp,
+    second_ms: i64,
+) -> StoreResult<(WorkerSeat, Option<Claimed>)> {
+    let seat = {
+        let mut stmt = conn.prepare_cached(seat_sql!("$1", "$2"))?;
+        bind_numbered(&mut stmt, &[&org, &uuid_blob(&worker)])?;
+        let mut rows = stmt.raw_query();
+        let r = rows.next()?.ok_or(StoreError::NotFound)?;
+        SeatRow {
+            seat_queue_id: uuid_at(r, 0)?,
+            key_id: opt_uuid_at(r, 1)?,
+            heartbeat_interval: column(r, 2)?,
+            drain: column(r, 3)?,
+            worker_status: column(r, 4)?,
+            alive_until: column(r, 5)?,
+            cancelling: column(r, 6)?,
+        }
+        .into_seat(second_ms, at.timestamp_millis())
+    };
+    if !seat.may_claim(key) {
+        return Ok((seat, None));
+    }
+    let lease = (lease_id, at.timestamp_millis() + seat.lease_ms());
+    let claimed = take(conn, org, seat.worker_queue_id.uuid(), worker, lease, at)?;
+    Ok((seat, claimed))
+}
+
+/// The claim proper, once the seat allowed it.
+fn take(
+    conn: &Connection,
+    org: &str,
     queue: Uuid,
     worker: Uuid,
     (lease_id, lease_until): (Uuid, i64),
@@ -210,7 +245,7 @@ pub(super) fn claim(
 ) -> StoreResult<Option<Claimed>> {
     let Some(record) = one_row(
         conn,
-        claim_sql!(""),
+        claim_sql!("", "$1", "$5"),
         &[
             &uuid_blob(&queue),
             &org,
