@@ -87,6 +87,10 @@ async fn housekeeping(state: AppState) {
             .map(|d| d.as_secs())
             .unwrap_or(0);
         state.limiter.sweep(now);
+        // Shared rate windows (PostgreSQL) of minutes gone by.
+        if let Err(e) = state.store.purge_rate_windows((now / 60) as i64).await {
+            tracing::warn!(error = %e, "could not purge rate windows");
+        }
         state.keys.sweep();
         http::metrics::handle().run_upkeep();
         // Every ten minutes: forget idempotency records past their 24 h.

@@ -30,6 +30,7 @@ pub mod policies;
 pub mod policy_associations;
 pub mod policy_decisions;
 pub mod projects;
+pub mod rate_windows;
 pub mod retention;
 pub mod secrets;
 pub mod signals;

@@ -105,7 +105,10 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
             .unwrap_or(0)
             .min(state.config.max_org_rate_limit),
     };
-    let decision = state.limiter.check(Meter::Key(principal.key_id), limit, now);
+    let decision = state
+        .limiter
+        .check_key(&state.store, principal.key_id, limit, now)
+        .await;
     if !decision.allowed {
         return limited(decision);
     }

@@ -1,15 +1,27 @@
 //! Fixed one-minute windows aligned to the UTC minute, per API key (or per client address
-//! for requests without a valid key).
+//! for requests without a valid key). On PostgreSQL a key's window is shared by every
+//! replica: each takes a slice of the limit at a time from the database (one statement, made
+//! by one request while the key's others wait) and counts it down in memory, so together they
+//! never allow more than the limit, and at most a slice per replica less. Addresses are
+//! counted by each process.
 //!
 //! A plain counter per window is what API §1 specifies (and what `X-RateLimit-Reset` can
 //! describe exactly); a GCRA limiter such as governor would smooth bursts differently from
 //! the documented contract, so it is not used here.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use axum::http::{HeaderMap, HeaderValue};
+use cp_store::Store;
 use dashmap::DashMap;
 use uuid::Uuid;
+
+/// The slice of a key's limit a replica takes at a time: a fiftieth, so what other replicas
+/// took and have not used yet costs a key at most 2% of its limit per replica.
+fn slice(limit: u64) -> u64 {
+    (limit / 50).max(1)
+}
 
 /// Who is being metered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -44,9 +56,96 @@ impl Decision {
 #[derive(Default)]
 pub struct RateLimiter {
     windows: DashMap<Meter, (u64, u64)>,
+    /// Keys' windows taken from the database's shared count (PostgreSQL).
+    shared: DashMap<Uuid, Arc<Shared>>,
+}
+
+/// One key's share of its current window on this replica.
+#[derive(Default)]
+struct Shared {
+    counts: parking_lot::Mutex<Slice>,
+    /// Held by the one request that takes the next slice from the database.
+    taking: tokio::sync::Mutex<()>,
+}
+
+#[derive(Default, Clone, Copy)]
+struct Slice {
+    window: u64,
+    /// Requests this replica allowed in the window.
+    used: u64,
+    /// Requests it took from the shared count.
+    reserved: u64,
+    /// Requests every replica took, as of this replica's last slice.
+    taken: u64,
+}
+
+impl Slice {
+    /// Allows one request from the slice if any is left.
+    fn take_one(&mut self, window: u64) -> Option<u64> {
+        if self.window != window {
+            *self = Slice {
+                window,
+                ..Slice::default()
+            };
+        }
+        (self.used < self.reserved).then(|| {
+            self.used += 1;
+            self.reserved - self.used
+        })
+    }
 }
 
 impl RateLimiter {
+    /// Counts a request of API key `key` at `now_unix` against `limit` per minute: against
+    /// the count all replicas share when the store has one, in memory otherwise.
+    pub async fn check_key(&self, store: &Store, key: Uuid, limit: u64, now_unix: u64) -> Decision {
+        if !store.shares_rate_windows() {
+            return self.check(Meter::Key(key), limit, now_unix);
+        }
+        let window = now_unix / 60;
+        let shared = self.shared.entry(key).or_default().clone();
+        let decide = |left: Option<u64>, taken: u64| {
+            let reset = (window + 1) * 60;
+            Decision {
+                allowed: left.is_some(),
+                limit,
+                remaining: limit.saturating_sub(taken) + left.unwrap_or(0),
+                reset,
+                retry_after: reset - now_unix,
+            }
+        };
+        {
+            let mut counts = shared.counts.lock();
+            if let Some(left) = counts.take_one(window) {
+                return decide(Some(left), counts.taken);
+            }
+        }
+        let _taking = shared.taking.lock().await;
+        // Another request may have taken a slice while this one waited.
+        {
+            let mut counts = shared.counts.lock();
+            if let Some(left) = counts.take_one(window) {
+                return decide(Some(left), counts.taken);
+            }
+        }
+        let grant = match store.reserve_requests(key, window as i64, slice(limit), limit).await {
+            Ok(grant) => grant,
+            Err(e) => {
+                // The database is where the rest of the request is going too; counting in
+                // memory meanwhile keeps the key limited per replica.
+                tracing::warn!(error = %e, "could not take a rate-limit slice; counting in memory");
+                return self.check(Meter::Key(key), limit, now_unix);
+            }
+        };
+        let mut counts = shared.counts.lock();
+        if counts.window == window {
+            counts.reserved += grant.granted;
+            counts.taken = counts.taken.max(grant.taken);
+        }
+        let left = counts.take_one(window);
+        decide(left, counts.taken)
+    }
+
     /// Counts a request at `now_unix` against `limit` per minute.
     pub fn check(&self, who: Meter, limit: u64, now_unix: u64) -> Decision {
         let window = now_unix / 60;
@@ -72,6 +171,7 @@ impl RateLimiter {
     pub fn sweep(&self, now_unix: u64) {
         let window = now_unix / 60;
         self.windows.retain(|_, (w, _)| *w == window);
+        self.shared.retain(|_, s| s.counts.lock().window == window);
     }
 }
 

@@ -420,3 +420,40 @@ async fn stalled_connections_are_dropped_and_capped() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// PostgreSQL: the replicas of one database share a key's window, so together they allow its
+/// limit, not the limit each (at most a slice per replica less, never more).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_a_key_s_rate_limit() {
+    let app = TestApp::spawn(crate::common::Backend::Postgres).await;
+    let other = app.replica().await;
+    fresh_window(25).await;
+    let r = app
+        .req(Method::PATCH, "/api/v1/organization/settings")
+        .json(&json!({"rate_limit_tier": "enterprise", "rate_limit_per_minute": 200}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let key = app.key("default", Role::Member).await;
+    let mut allowed = 0;
+    for i in 0..300 {
+        let base = if i % 2 == 0 { &app.url } else { &other.url };
+        let r = app
+            .client
+            .get(format!("{base}/api/v1/projects?limit=1"))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap();
+        match r.status().as_u16() {
+            200 => allowed += 1,
+            429 => {}
+            s => panic!("request {i}: {s}"),
+        }
+    }
+    assert!(
+        (190..=200).contains(&allowed),
+        "{allowed} of 300 allowed by two replicas, limit 200"
+    );
+}
