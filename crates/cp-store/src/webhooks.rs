@@ -439,12 +439,24 @@ impl Webhooks<'_> {
         .ok_or(StoreError::NotFound)
     }
 
-    /// Stops deliveries to the endpoint, saying why.
+    /// Stops deliveries to the endpoint, saying why, and tells the organization's other
+    /// endpoints that take `error` events: nobody may be watching the one that went away.
     pub async fn disable(&self, id: Uuid, reason: &str) -> StoreResult<()> {
-        with_db!(self.db, pool =>
-            sqlx::query("UPDATE webhooks SET enabled = FALSE, disabled_reason = $3, updated_at = $4 \
-                         WHERE organization_id = $1 AND id = $2")
-                .bind(self.org).bind(id).bind(reason).bind(now()).execute(pool).await.map(|r| r.rows_affected()))?;
+        let org = self.org;
+        write_tx!(self.db, tx, pg => {
+            let url: Option<String> = sqlx::query_scalar(
+                "UPDATE webhooks SET enabled = FALSE, disabled_reason = $3, updated_at = $4 \
+                 WHERE organization_id = $1 AND id = $2 AND enabled RETURNING url")
+                .bind(org).bind(id).bind(reason).bind(now()).fetch_optional(&mut *tx).await?;
+            if let Some(url) = url {
+                let data = serde_json::json!({
+                    "kind": "webhook_disabled",
+                    "message": format!("webhook endpoint {url} was disabled: {reason}"),
+                    "webhook": {"id": id, "url": url, "disabled_reason": reason},
+                });
+                enqueue_webhooks!(tx, pg, org, "error", data);
+            }
+        });
         Ok(())
     }
 

@@ -303,7 +303,11 @@ both_backends! {
         let tests = receiver.wait_for("webhook.test", 2).await;
         assert!(signed_with(&tests[1], &secret) && signed_with(&tests[1], &new_secret), "{:?}", tests[1]);
 
-        // A 410 disables the endpoint for good.
+        // A 410 disables the endpoint for good, and the endpoints that take `error` events
+        // are told (the disabled one is not).
+        let watcher = Receiver::default();
+        let watcher_url = watcher.start().await;
+        webhook(&app, &watcher_url, json!(["error"])).await;
         receiver.answer(&[410]);
         app.post(&format!("{hook}/test"), json!({})).await;
         receiver.wait_for("webhook.test", 3).await;
@@ -319,6 +323,11 @@ both_backends! {
         assert!(disabled["disabled_reason"].as_str().unwrap().contains("410"));
         let failed = json(app.get(&format!("{hook}/deliveries?limit=1")).await).await;
         assert_eq!(failed["items"][0]["status"], "failed");
+        let alert = watcher.wait_for("error", 1).await[0].json();
+        assert_eq!((alert["data"]["kind"].as_str(), alert["data"]["webhook"]["id"].as_str()),
+            (Some("webhook_disabled"), w["id"].as_str()), "{alert}");
+        assert!(alert["data"]["webhook"]["disabled_reason"].as_str().unwrap().contains("410"), "{alert}");
+        assert!(receiver.got().iter().all(|r| r.json()["type"] != "error"), "the disabled endpoint got the alert");
     }
 
     async fn a_denial_and_worker_changes_are_announced(backend: Backend) {
