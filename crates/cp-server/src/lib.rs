@@ -87,8 +87,9 @@ async fn housekeeping(state: AppState) {
             .map(|d| d.as_secs())
             .unwrap_or(0);
         state.limiter.sweep(now);
-        // Shared rate windows (PostgreSQL) of minutes gone by.
-        if let Err(e) = state.store.purge_rate_windows((now / 60) as i64).await {
+        // Shared rate windows (PostgreSQL) of minutes gone by, one minute late: a request
+        // that read the clock before the minute turned may still count in the last one.
+        if let Err(e) = state.store.purge_rate_windows((now / 60) as i64 - 1).await {
             tracing::warn!(error = %e, "could not purge rate windows");
         }
         state.keys.sweep();

@@ -61,14 +61,29 @@ pub struct RateLimiter {
 }
 
 /// One key's share of its current window on this replica.
-#[derive(Default)]
 struct Shared {
     counts: parking_lot::Mutex<Slice>,
     /// Held by the one request that takes the next slice from the database.
     taking: tokio::sync::Mutex<()>,
 }
 
-#[derive(Default, Clone, Copy)]
+impl Shared {
+    fn at(window: u64) -> Shared {
+        Shared {
+            counts: parking_lot::Mutex::new(Slice {
+                window,
+                ..Slice::default()
+            }),
+            taking: tokio::sync::Mutex::new(()),
+        }
+    }
+}
+
+/// How long a replica that could not reach the shared count counts alone before it tries
+/// again.
+const ALONE_FOR_SECS: u64 = 5;
+
+#[derive(Default, Clone, Copy, Debug)]
 struct Slice {
     window: u64,
     /// Requests this replica allowed in the window.
@@ -77,21 +92,51 @@ struct Slice {
     reserved: u64,
     /// Requests every replica took, as of this replica's last slice.
     taken: u64,
+    /// The shared count reached the limit: refused from memory until the window turns.
+    spent: bool,
+    /// Until then (Unix seconds) the database did not answer: this replica counts alone.
+    alone_until: u64,
+}
+
+/// What the slice says about one request, before the database is asked.
+enum Local {
+    Allowed(u64),
+    Refused,
+    /// The slice is used up: take another from the shared count.
+    Ask,
 }
 
 impl Slice {
-    /// Allows one request from the slice if any is left.
-    fn take_one(&mut self, window: u64) -> Option<u64> {
-        if self.window != window {
+    /// The window a request at `window` counts in: one that read the clock just before the
+    /// minute turned counts in the new one, so the slice never goes back.
+    fn enter(&mut self, window: u64) -> u64 {
+        if window > self.window {
             *self = Slice {
                 window,
                 ..Slice::default()
             };
         }
-        (self.used < self.reserved).then(|| {
+        self.window
+    }
+
+    fn take_one(&mut self, limit: u64, now_unix: u64) -> Local {
+        if self.used < self.reserved {
             self.used += 1;
-            self.reserved - self.used
-        })
+            return Local::Allowed(self.reserved - self.used);
+        }
+        if self.spent {
+            return Local::Refused;
+        }
+        if now_unix < self.alone_until {
+            // What this replica allowed counts; what the others did cannot be known.
+            if self.used < limit {
+                self.used += 1;
+                self.reserved = self.used;
+                return Local::Allowed(limit - self.used);
+            }
+            return Local::Refused;
+        }
+        Local::Ask
     }
 }
 
@@ -102,48 +147,58 @@ impl RateLimiter {
         if !store.shares_rate_windows() {
             return self.check(Meter::Key(key), limit, now_unix);
         }
-        let window = now_unix / 60;
-        let shared = self.shared.entry(key).or_default().clone();
-        let decide = |left: Option<u64>, taken: u64| {
+        let shared = self
+            .shared
+            .entry(key)
+            .or_insert_with(|| Arc::new(Shared::at(now_unix / 60)))
+            .clone();
+        let decide = |window: u64, allowed: Option<u64>, taken: u64| {
             let reset = (window + 1) * 60;
             Decision {
-                allowed: left.is_some(),
+                allowed: allowed.is_some(),
                 limit,
-                remaining: limit.saturating_sub(taken) + left.unwrap_or(0),
+                remaining: (limit.saturating_sub(taken) + allowed.unwrap_or(0)).min(limit),
                 reset,
-                retry_after: reset - now_unix,
+                retry_after: reset.saturating_sub(now_unix),
             }
         };
-        {
-            let mut counts = shared.counts.lock();
-            if let Some(left) = counts.take_one(window) {
-                return decide(Some(left), counts.taken);
+        let local = |counts: &mut Slice| {
+            let window = counts.enter(now_unix / 60);
+            match counts.take_one(limit, now_unix) {
+                Local::Allowed(left) => Err(decide(window, Some(left), counts.taken)),
+                Local::Refused => Err(decide(window, None, counts.taken)),
+                Local::Ask => Ok(window),
             }
+        };
+        if let Err(done) = local(&mut shared.counts.lock()) {
+            return done;
         }
         let _taking = shared.taking.lock().await;
         // Another request may have taken a slice while this one waited.
-        {
-            let mut counts = shared.counts.lock();
-            if let Some(left) = counts.take_one(window) {
-                return decide(Some(left), counts.taken);
-            }
-        }
-        let grant = match store.reserve_requests(key, window as i64, slice(limit), limit).await {
-            Ok(grant) => grant,
-            Err(e) => {
-                // The database is where the rest of the request is going too; counting in
-                // memory meanwhile keeps the key limited per replica.
-                tracing::warn!(error = %e, "could not take a rate-limit slice; counting in memory");
-                return self.check(Meter::Key(key), limit, now_unix);
-            }
+        let window = match local(&mut shared.counts.lock()) {
+            Err(done) => return done,
+            Ok(window) => window,
         };
+        let grant = store.reserve_requests(key, window as i64, slice(limit), limit).await;
         let mut counts = shared.counts.lock();
         if counts.window == window {
-            counts.reserved += grant.granted;
-            counts.taken = counts.taken.max(grant.taken);
+            match grant {
+                Ok(grant) => {
+                    counts.reserved += grant.granted;
+                    counts.taken = counts.taken.max(grant.taken);
+                    counts.spent = grant.granted == 0;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not take a rate-limit slice; counting alone for a while");
+                    counts.alone_until = now_unix + ALONE_FOR_SECS;
+                }
+            }
         }
-        let left = counts.take_one(window);
-        decide(left, counts.taken)
+        match local(&mut counts) {
+            Err(done) => done,
+            // Only when the minute turned meanwhile: the next request asks again.
+            Ok(window) => decide(window, None, counts.taken),
+        }
     }
 
     /// Counts a request at `now_unix` against `limit` per minute.
@@ -171,13 +226,37 @@ impl RateLimiter {
     pub fn sweep(&self, now_unix: u64) {
         let window = now_unix / 60;
         self.windows.retain(|_, (w, _)| *w == window);
-        self.shared.retain(|_, s| s.counts.lock().window == window);
+        self.shared.retain(|_, s| s.counts.lock().window >= window);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_slice_never_goes_back_and_remembers_a_spent_window() {
+        let mut s = Slice::default();
+        assert_eq!(s.enter(10), 10);
+        s.reserved = 2;
+        assert!(matches!(s.take_one(100, 600), Local::Allowed(1)));
+        // A request that read the clock in the minute before counts in this one.
+        assert_eq!(s.enter(9), 10);
+        assert!(matches!(s.take_one(100, 600), Local::Allowed(0)));
+        assert!(matches!(s.take_one(100, 600), Local::Ask));
+        s.spent = true;
+        assert!(
+            matches!(s.take_one(100, 600), Local::Refused),
+            "a spent window asks the database no more"
+        );
+        assert_eq!(s.enter(11), 11);
+        assert!(matches!(s.take_one(100, 660), Local::Ask), "a new minute starts afresh");
+        // Without the database, a replica counts alone up to the limit.
+        s.alone_until = 665;
+        assert!(matches!(s.take_one(1, 660), Local::Allowed(0)));
+        assert!(matches!(s.take_one(1, 661), Local::Refused));
+        assert!(matches!(s.take_one(1, 665), Local::Ask));
+    }
 
     #[test]
     fn counts_within_a_window_and_resets_on_the_minute() {
