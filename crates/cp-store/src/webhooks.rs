@@ -83,6 +83,15 @@ fn payload_at(event_type: &str, data: Value, at: Timestamp) -> String {
     serde_json::to_string(&event).unwrap_or_default()
 }
 
+/// `scheme://host[:port]` of an endpoint's URL, for alerts that go to other endpoints
+/// (possibly other parties): its path, query or credentials may hold a token.
+fn origin(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    format!("{scheme}://{host}")
+}
+
 macro_rules! webhook_columns {
     () => {
         "id, organization_id, url, events, description, enabled, disabled_reason, created_at, updated_at"
@@ -449,10 +458,11 @@ impl Webhooks<'_> {
                  WHERE organization_id = $1 AND id = $2 AND enabled RETURNING url")
                 .bind(org).bind(id).bind(reason).bind(now()).fetch_optional(&mut *tx).await?;
             if let Some(url) = url {
+                let origin = origin(&url);
                 let data = serde_json::json!({
                     "kind": "webhook_disabled",
-                    "message": format!("webhook endpoint {url} was disabled: {reason}"),
-                    "webhook": {"id": id, "url": url, "disabled_reason": reason},
+                    "message": format!("webhook endpoint {id} ({origin}) was disabled: {reason}"),
+                    "webhook": {"id": id, "origin": origin, "disabled_reason": reason},
                 });
                 enqueue_webhooks!(tx, pg, org, "error", data);
             }
@@ -518,5 +528,23 @@ impl Webhooks<'_> {
                 .bind(payload(TEST_EVENT, data)).bind(at.timestamp_millis()).bind(at)
                 .execute(pool).await.map(|r| r.rows_affected()))?;
         self.delivery(webhook, id).await
+    }
+}
+
+#[cfg(test)]
+mod origin_tests {
+    use super::origin;
+
+    #[test]
+    fn an_alert_names_only_the_endpoint_s_origin() {
+        assert_eq!(
+            origin("https://hooks.slack.com/services/T0/B0/secret"),
+            "https://hooks.slack.com"
+        );
+        assert_eq!(
+            origin("https://user:pw@example.com:8443/x?token=1"),
+            "https://example.com:8443"
+        );
+        assert_eq!(origin("http://127.0.0.1:9/hook#frag"), "http://127.0.0.1:9");
     }
 }
