@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use crate::http::{Auth, JsonBody, Pagination, Path, Query, Read, Write};
 use crate::services::error::{ServiceError, ServiceResult};
+use crate::services::list_cache::JsonBytes;
 use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -40,6 +41,7 @@ struct ProjectQuery {
     status_filter: Option<ProjectStatus>,
 }
 
+/// Projects, newest first, each with its agent and team counts.
 #[utoipa::path(get, path = "/api/v1/projects", tag = "projects", params(PageParams, ProjectQuery),
     responses((status = 200, body = Page<Project>)))]
 async fn list_projects(
@@ -47,11 +49,14 @@ async fn list_projects(
     auth: Auth<Read>,
     Pagination(page): Pagination,
     Query(q): Query<ProjectQuery>,
-) -> ServiceResult<Json<Page<Project>>> {
+) -> ServiceResult<JsonBytes> {
     let filter = ProjectFilter {
         status: q.status_filter,
     };
-    Ok(Json(state.store.projects(&auth.org_id).list(filter, page).await?))
+    // Project and membership writes move the catalog version, so a cached page is current.
+    let key = format!("projects {filter:?} {page:?}");
+    let load = async { Ok(state.store.projects(&auth.org_id).list(filter, page).await?) };
+    state.lists.get_or_load(&state.store, &auth.org_id, key, load).await
 }
 
 #[utoipa::path(post, path = "/api/v1/projects", tag = "projects", request_body = CreateProject,

@@ -96,6 +96,10 @@ both_backends! {
 
         let r = app.req(Method::DELETE, &format!("/api/v1/projects/{pid}/agents/{agent}")).send().await.unwrap();
         assert_eq!(json(r).await, json!({"id": agent.to_string(), "deleted": true}));
+        // The list (served from the list cache) follows the membership change at once.
+        let listed = json(app.get("/api/v1/projects").await).await;
+        let row = listed["items"].as_array().unwrap().iter().find(|i| i["id"] == pid).unwrap().clone();
+        assert_eq!((row["agent_count"].as_i64(), row["team_count"].as_i64()), (Some(0), Some(1)), "{row}");
         assert_error(app.req(Method::DELETE, &format!("/api/v1/projects/{pid}/agents/{agent}")).send().await.unwrap(), 404, "NOT_FOUND").await;
         // Deleting the team removes its memberships (the catalog deletes through the same cascade).
         app.exec_sql("DELETE FROM teams WHERE name = 'ops'").await;
