@@ -106,7 +106,12 @@ impl WorkerSeat {
     /// alive, not draining, and has no run being cancelled (its poll answers that first).
     /// PostgreSQL's claim statement says the same in SQL (`seat_may_claim_sql!`).
     pub fn may_claim(&self, key: Option<Uuid>) -> bool {
-        self.online && !self.drain && !self.cancelling && key.is_none_or(|k| self.key_id == Some(k))
+        self.online && !self.drain && !self.cancelling && self.answers_to(key)
+    }
+
+    /// Whether the worker is `key`'s: the key that registered it, or any for an admin (none).
+    pub fn answers_to(&self, key: Option<Uuid>) -> bool {
+        key.is_none_or(|k| self.key_id == Some(k))
     }
 }
 

@@ -115,8 +115,7 @@ pub async fn check_continuation(
 /// deleted meanwhile) fails at once with the reason and the next one is tried.
 async fn claim(state: &AppState, worker: &Caller, worker_id: WorkerId) -> ServiceResult<(WorkerSeat, Option<Claim>)> {
     let executions = state.store.executions(&worker.org_id);
-    // The seat names the key that registered the worker: another key's poll claims nothing.
-    let key = (worker.role != Role::Admin).then_some(worker.key_id);
+    let key = polling_key(worker);
     loop {
         let (seat, claimed) = executions
             .claim(worker_id, key)
@@ -147,6 +146,12 @@ async fn claim(state: &AppState, worker: &Caller, worker_id: WorkerId) -> Servic
     }
 }
 
+/// The key a worker's seat must name for `worker` to poll it: its own, or none for an admin.
+/// Another key's poll claims nothing and is answered 404.
+fn polling_key(worker: &Caller) -> Option<Uuid> {
+    (worker.role != Role::Admin).then_some(worker.key_id)
+}
+
 /// What one look at the queue tells a poll.
 enum Look {
     Answer(PollAnswer),
@@ -165,7 +170,7 @@ async fn answer(
     seat: &WorkerSeat,
     claim: Option<Claim>,
 ) -> ServiceResult<Look> {
-    if worker.role != Role::Admin && seat.key_id != Some(worker.key_id) {
+    if !seat.answers_to(polling_key(worker)) {
         return Err(ServiceError::not_found("worker"));
     }
     if !seat.online {
@@ -228,7 +233,7 @@ pub async fn poll(
         let (seat, claimed) = claim(state, worker, id).await?;
         // Claimed, or found nothing (the run went to another poller): the wake-up is used.
         // A seat that let no claim be tried (drain, cancel) passes it on.
-        if seat.may_claim((worker.role != Role::Admin).then_some(worker.key_id)) {
+        if seat.may_claim(polling_key(worker)) {
             pass_on.used();
         }
         match answer(state, worker, id, &seat, claimed).await? {
