@@ -3,8 +3,11 @@
 //! Events are enqueued with the change that causes them (by [`enqueue_webhooks!`] inside its
 //! transaction, or, for an execution's, by the engine's own statement), so a committed change
 //! always has its deliveries and a rolled-back one has none. An execution's deliveries name the
-//! event that caused them and get their payload on their first attempt. The sender claims due rows with a lease (`claimed_until`), with `SKIP LOCKED` on
-//! PostgreSQL, so replicas never send one delivery twice at the same time.
+//! event that caused them and get their payload on their first attempt. The sender claims due
+//! rows with a lease (`claimed_until`), with `SKIP LOCKED` on PostgreSQL, so replicas never
+//! send one delivery twice at the same time.
+
+use std::collections::HashMap;
 
 use cp_types::page::PageRequest;
 use cp_types::webhook::{
@@ -272,12 +275,27 @@ impl Store {
                event_seq, attempts"
         ) => sqlx::query_as(sql).bind(now_ms).bind(now_ms + lease_ms).bind(limit).bind(Json(&busy)).bind(token).fetch_all(pool).await)?;
         let mut due = Vec::with_capacity(rows.len());
+        // One event's deliveries to several endpoints share their body: made once per sweep.
+        let mut made: HashMap<(Uuid, i64, String), String> = HashMap::new();
         for r in rows {
             let payload = match (r.payload, r.execution_id, r.event_seq) {
                 (Some(p), _, _) => p,
                 (None, Some(execution), Some(seq)) => {
-                    self.execution_payload(&r.organization_id, r.id, &r.event_type, execution, seq)
-                        .await?
+                    let key = (execution, seq, r.event_type.clone());
+                    let payload = match made.get(&key) {
+                        Some(p) => p.clone(),
+                        None => {
+                            let p = self
+                                .execution_payload(&r.organization_id, &r.event_type, execution, seq)
+                                .await?;
+                            made.entry(key).or_insert(p).clone()
+                        }
+                    };
+                    // Kept, so every attempt signs the same body.
+                    with_db!(&self.db, pool =>
+                        sqlx::query("UPDATE webhook_deliveries SET payload = $2 WHERE id = $1 AND payload IS NULL")
+                            .bind(r.id).bind(&payload).execute(pool).await.map(|r| r.rows_affected()))?;
+                    payload
                 }
                 (None, ..) => return Err(StoreError::Corrupt(format!("delivery {} has no payload", r.id))),
             };
@@ -295,17 +313,9 @@ impl Store {
         Ok(due)
     }
 
-    /// Makes and keeps the payload of delivery `id`, an execution's `event_type` caused by its
-    /// event `seq`: every attempt then signs the same body. An execution deleted meanwhile
-    /// leaves its id alone.
-    async fn execution_payload(
-        &self,
-        org: &str,
-        id: Uuid,
-        event_type: &str,
-        execution: Uuid,
-        seq: i64,
-    ) -> StoreResult<String> {
+    /// The body of an execution's `event_type` caused by its event `seq`. An execution deleted
+    /// meanwhile leaves its id alone.
+    async fn execution_payload(&self, org: &str, event_type: &str, execution: Uuid, seq: i64) -> StoreResult<String> {
         let executions = self.executions(org);
         let event = executions.events(execution, seq - 1, 1).await?.into_iter().next();
         let payload = match (executions.get(execution).await, event) {
@@ -315,9 +325,6 @@ impl Store {
             }
             (Err(e), _) => return Err(e),
         };
-        with_db!(&self.db, pool =>
-            sqlx::query("UPDATE webhook_deliveries SET payload = $2 WHERE id = $1 AND payload IS NULL")
-                .bind(id).bind(&payload).execute(pool).await.map(|r| r.rows_affected()))?;
         Ok(payload)
     }
 
