@@ -330,13 +330,18 @@ impl Drop for Killed {
 
 /// The fake provider on a loopback port; its OpenAI-style base URL.
 async fn fake_llm() -> String {
+    fake_llm_with(SlowedOnce::default()).await
+}
+
+/// The fake provider, with `slowed` set once a worker asked it about the slow job.
+async fn fake_llm_with(slowed: SlowedOnce) -> String {
     let llm = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/v1", llm.local_addr().unwrap());
     tokio::spawn(async move {
         let app = axum::Router::new()
             .route("/v1/chat/completions", axum::routing::post(chat))
             .route("/v1/messages", axum::routing::post(messages))
-            .with_state(SlowedOnce::default());
+            .with_state(slowed);
         axum::serve(llm, app).await.unwrap()
     });
     url
@@ -808,7 +813,8 @@ fn spawn_worker(queue: &str, base: &str, key: &str) -> Killed {
 /// A worker process killed mid-run stops heartbeating; after its lease (3 heartbeat intervals)
 /// the run goes back to the queue and another worker finishes it.
 async fn a_killed_worker_s_run_is_finished_by_another(postgres: bool) {
-    let llm_url = fake_llm().await;
+    let slowed = SlowedOnce::default();
+    let llm_url = fake_llm_with(slowed.clone()).await;
     let (_server, api, _data) = start_server(postgres).await;
     let (agent, queue, key) = one_agent(
         &api,
@@ -830,6 +836,16 @@ async fn a_killed_worker_s_run_is_finished_by_another(postgres: bool) {
         .execution_when(&id, Duration::from_secs(10), |x| x["status"] == "running")
         .await["worker_id"]
         .clone();
+    // Killed once it is inside its model call: killed between the claim and that call, the
+    // second worker would be the one the provider holds back.
+    let asked = Instant::now();
+    while !slowed.load(std::sync::atomic::Ordering::SeqCst) {
+        assert!(
+            asked.elapsed() < Duration::from_secs(20),
+            "the first worker never asked the provider"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     first.0.kill().unwrap();
     first.0.wait().unwrap();
     let _second = spawn_worker(&queue, &api.base, &key);
