@@ -8,7 +8,9 @@
 //! the commit.
 
 use cp_types::environment::ExecutionEnvironment;
-use cp_types::execution::{Execution, ExecutionEvent, ExecutionStatus, ExecutionType, NewEvent, SessionMessage, Usage};
+use cp_types::execution::{
+    Execution, ExecutionEvent, ExecutionStatus, ExecutionType, FailureKind, NewEvent, SessionMessage, Usage,
+};
 use cp_types::ids::{ExecutionId, LeaseId, OrgId, WorkerId};
 use cp_types::page::PageRequest;
 use cp_types::{Page, Timestamp, now};
@@ -245,6 +247,8 @@ pub enum Outcome {
         error_message: Option<String>,
         retryable: bool,
         usage: Option<Usage>,
+        /// The failure needs an operator: see [`FailureKind`].
+        error_kind: Option<FailureKind>,
     },
 }
 
@@ -352,6 +356,8 @@ struct Draft {
     from: ExecutionStatus,
     events: Vec<(String, Value)>,
     released_worker: Option<WorkerId>,
+    /// Set when the run ends `failed` for a reason an operator must see.
+    error_kind: Option<FailureKind>,
     at: Timestamp,
 }
 
@@ -364,6 +370,7 @@ impl Draft {
             row,
             events: Vec::new(),
             released_worker: None,
+            error_kind: None,
             at: now(),
         };
         change(&mut draft)?;
@@ -410,10 +417,11 @@ impl Draft {
         }
         if to.is_terminal() {
             e.completed_at = Some(self.at);
+            let error_kind = self.error_kind.filter(|_| to == ExecutionStatus::Failed);
             self.events.push((
                 "done".into(),
                 json!({"status": to.as_str(), "response": e.response, "error_message": e.error_message,
-                       "usage": e.usage, "attempt": e.attempt, "worker_id": e.worker_id}),
+                       "usage": e.usage, "attempt": e.attempt, "worker_id": e.worker_id, "error_kind": error_kind}),
             ));
         } else {
             e.completed_at = None;
@@ -494,14 +502,19 @@ pub(crate) fn webhook_data(e: &Execution, event: &ExecutionEvent) -> Value {
     }})
 }
 
-/// The webhook event a change emits and the `seq` of the stored event it is made from (the
-/// last one: `done`), if it emits one.
-fn change_webhook(
-    from: ExecutionStatus,
-    to: ExecutionStatus,
-    events: &[ExecutionEvent],
-) -> Option<(&'static str, i64)> {
-    Some((webhook_event(from, to)?, events.last()?.seq))
+/// The webhook events a change emits (none, its `execution.*` one, and `error` too when the
+/// run failed for a reason an operator must see) and the `seq` of the stored event they are
+/// made from (the last one: `done`).
+fn change_webhooks(draft: &Draft, events: &[ExecutionEvent]) -> (Vec<&'static str>, i64) {
+    let seq = events.last().map_or(0, |e| e.seq);
+    let Some(event_type) = webhook_event(draft.from, draft.row.execution.status) else {
+        return (Vec::new(), seq);
+    };
+    let mut types = vec![event_type];
+    if draft.error_kind.is_some() && draft.row.execution.status == ExecutionStatus::Failed {
+        types.push("error");
+    }
+    (types, seq)
 }
 
 /// The statements both backends share (the SQLite writer's jobs in [`sqlite`], PostgreSQL's
@@ -870,6 +883,7 @@ impl Executions<'_> {
                     error_message,
                     retryable,
                     usage,
+                    error_kind,
                 } => {
                     d.add_usage(usage.as_ref());
                     if cancelling {
@@ -880,6 +894,7 @@ impl Executions<'_> {
                         d.become_(Queued, error_message.as_deref().or(Some("retryable failure")))?;
                     } else {
                         d.row.execution.error_message = Some(error_message.clone().unwrap_or_else(|| "failed".into()));
+                        d.error_kind = *error_kind;
                         d.become_(Failed, error_message.as_deref())?;
                     }
                 }
@@ -934,6 +949,7 @@ fn release_draft(d: &mut Draft, reason: &str) -> StoreResult<()> {
         d.become_(Queued, Some(reason))
     } else {
         e.error_message = Some(format!("{reason} (after {} attempts)", e.attempt));
+        d.error_kind = Some(FailureKind::WorkerLost);
         d.become_(Failed, Some(reason))
     }
 }

@@ -319,6 +319,19 @@ impl Store {
         let executions = self.executions(org);
         let event = executions.events(execution, seq - 1, 1).await?.into_iter().next();
         let payload = match (executions.get(execution).await, event) {
+            (Ok(e), Some(event)) if event_type == "error" => {
+                let mut data = webhook_data(&e, &event);
+                data["kind"] = event.data.get("error_kind").cloned().unwrap_or(Value::Null);
+                data["message"] = Value::String(format!(
+                    "execution {execution} failed: {}",
+                    event
+                        .data
+                        .get("error_message")
+                        .and_then(Value::as_str)
+                        .unwrap_or("no reason given")
+                ));
+                payload_at(event_type, data, event.timestamp)
+            }
             (Ok(e), Some(event)) => payload_at(event_type, webhook_data(&e, &event), event.timestamp),
             (Err(StoreError::NotFound), _) | (Ok(_), None) => {
                 payload(event_type, serde_json::json!({"execution": {"id": execution}}))

@@ -189,6 +189,7 @@ mod tests {
         check(EnvironmentStatus::ALL);
         check(crate::execution::ExecutionStatus::ALL);
         check(crate::execution::ExecutionType::ALL);
+        check(crate::execution::FailureKind::ALL);
         check(crate::worker_queue::QueueStatus::ALL);
         check(crate::worker::WorkerStatus::ALL);
         check(crate::worker::RunnerHealth::ALL);

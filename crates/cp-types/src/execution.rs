@@ -29,6 +29,15 @@ wire_enum! {
     ExecutionType { Agent = "agent", Team = "team", WorkflowStep = "workflow_step" }
 }
 
+wire_enum! {
+    /// Why a run failed when an operator, not the run's author, must act: the `kind` of the
+    /// `error` webhook event it sends (docs/webhook-events.md).
+    FailureKind {
+        WorkerLost = "worker_lost", ProviderAuthRefused = "provider_auth_refused",
+        RuntimeUnavailable = "runtime_unavailable", RunNotPrepared = "run_not_prepared"
+    }
+}
+
 impl ExecutionStatus {
     /// The state machine the server enforces; anything else is a 409.
     pub fn can_become(self, to: ExecutionStatus) -> bool {
@@ -272,6 +281,9 @@ pub struct FailExecution {
     #[serde(default)]
     pub retryable: bool,
     pub usage: Option<Usage>,
+    /// Set when the failure needs an operator (a refused provider key, a runtime the worker
+    /// host lacks): the run's end also sends an `error` webhook event of this kind.
+    pub error_kind: Option<FailureKind>,
 }
 
 /// `PATCH /executions/{id}`: a worker reporting its run's status.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cp_llm::{ChatRequest, Client, Delta, INVALID_ARGUMENTS, Message, ModelConfig, Provider, ToolSpec};
-use cp_types::execution::{Claim, RunModel, Usage};
+use cp_types::execution::{Claim, FailureKind, RunModel, Usage};
 use cp_types::org::PolicyEnforcement;
 use cp_types::skill::{ResolvedSkill, SkillType};
 use futures::FutureExt;
@@ -30,6 +30,9 @@ pub enum RunError {
     /// Worth another attempt (the provider was unavailable).
     #[error("{0}")]
     Retryable(String),
+    /// Cannot succeed until an operator acts (a refused provider key, a missing runtime).
+    #[error("{1}")]
+    NeedsOperator(FailureKind, String),
     /// The lease is gone: the run was taken away, nothing more may be reported.
     #[error("the run was taken away from this worker")]
     Lost,
@@ -296,6 +299,7 @@ fn llm_error(e: cp_llm::LlmError) -> RunError {
         cp_llm::LlmError::Unavailable(_) | cp_llm::LlmError::Timeout(_) | cp_llm::LlmError::Network(_) => {
             RunError::Retryable(e.to_string())
         }
+        cp_llm::LlmError::Auth(_) => RunError::NeedsOperator(FailureKind::ProviderAuthRefused, e.to_string()),
         other => RunError::Fatal(other.to_string()),
     }
 }
@@ -570,5 +574,22 @@ mod tests {
         // A local server needs none.
         assert!(model_client(Some(&model("ollama", Some("http://127.0.0.1:11434/v1"), None))).is_ok());
         assert!(matches!(model_client(None), Err(RunError::Fatal(m)) if m.contains("no model")));
+    }
+
+    #[test]
+    fn a_refused_key_needs_an_operator_and_an_outage_another_attempt() {
+        let refused = llm_error(cp_llm::LlmError::Auth("invalid x-api-key".into()));
+        assert!(
+            matches!(&refused, RunError::NeedsOperator(FailureKind::ProviderAuthRefused, m) if m.contains("invalid x-api-key")),
+            "{refused:?}"
+        );
+        assert!(matches!(
+            llm_error(cp_llm::LlmError::Unavailable("503".into())),
+            RunError::Retryable(_)
+        ));
+        assert!(matches!(
+            llm_error(cp_llm::LlmError::Request("400".into())),
+            RunError::Fatal(_)
+        ));
     }
 }

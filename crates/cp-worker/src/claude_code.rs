@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use cp_types::execution::{Claim, Usage};
+use cp_types::execution::{Claim, FailureKind, Usage};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -37,7 +37,8 @@ pub async fn run(
     emit: &Emitter,
     sandbox: &Sandbox,
 ) -> Result<(String, Usage), RunError> {
-    let cli = find_cli(&std::env::var("PATH").unwrap_or_default()).ok_or_else(|| RunError::Fatal(MISSING.into()))?;
+    let cli = find_cli(&std::env::var("PATH").unwrap_or_default())
+        .ok_or_else(|| RunError::NeedsOperator(FailureKind::RuntimeUnavailable, MISSING.into()))?;
     let prompt = claim
         .history
         .iter()

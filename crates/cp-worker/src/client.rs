@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use cp_types::execution::{PollAnswer, Usage};
+use cp_types::execution::{FailureKind, PollAnswer, Usage};
 use cp_types::worker::{HeartbeatAck, WorkerRegistration};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -214,9 +214,10 @@ impl ControlPlane {
         lease: Uuid,
         message: &str,
         retryable: bool,
+        error_kind: Option<FailureKind>,
         usage: &Usage,
     ) -> Result<(), CallError> {
-        let body = json!({"error_message": message, "retryable": retryable, "usage": usage});
+        let body = json!({"error_message": message, "retryable": retryable, "error_kind": error_kind, "usage": usage});
         self.post::<Value>(
             &format!("/api/v1/executions/{execution}/fail"),
             &body,

@@ -22,7 +22,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cp_types::execution::{Claim, Usage};
+use cp_types::execution::{Claim, FailureKind, Usage};
 use futures::FutureExt;
 use parking_lot::Mutex;
 use tokio::task::JoinHandle;
@@ -80,7 +80,7 @@ impl Runs {
         let run = self.0.lock().remove(&id);
         if let Some(run) = run {
             run.task.abort();
-            if let Err(e) = cp.fail(id, run.lease, reason, retryable, &Usage::default()).await {
+            if let Err(e) = cp.fail(id, run.lease, reason, retryable, None, &Usage::default()).await {
                 tracing::debug!(error = %e, execution = %id, "could not report the stopped run");
             }
         }
@@ -248,7 +248,7 @@ fn start(cp: &ControlPlane, runs: &Runs, claim: Box<Claim>, tools: &ToolSettings
                 &cp2,
                 id,
                 lease,
-                Outcome::Fail("the worker failed while running it", true),
+                Outcome::Fail("the worker failed while running it", true, None),
             )
             .await;
         }
@@ -268,8 +268,8 @@ fn start(cp: &ControlPlane, runs: &Runs, claim: Box<Claim>, tools: &ToolSettings
 /// How a run ends, as reported to the control plane.
 enum Outcome<'a> {
     Complete(&'a str, &'a Usage),
-    /// The message, and whether another attempt may succeed.
-    Fail(&'a str, bool),
+    /// The message, whether another attempt may succeed, and whether an operator must act.
+    Fail(&'a str, bool, Option<FailureKind>),
 }
 
 /// Reports the end of a run, retrying while the control plane is away: until it is recorded
@@ -282,9 +282,11 @@ async fn report(cp: &ControlPlane, id: Uuid, lease: Uuid, outcome: Outcome<'_>) 
     let mut refused: Option<String> = None;
     loop {
         let sent = match (&outcome, &refused) {
-            (Outcome::Complete(_, usage), Some(reason)) => cp.fail(id, lease, reason, false, usage).await,
+            (Outcome::Complete(_, usage), Some(reason)) => cp.fail(id, lease, reason, false, None, usage).await,
             (Outcome::Complete(answer, usage), None) => cp.complete(id, lease, answer, usage).await,
-            (Outcome::Fail(message, retryable), _) => cp.fail(id, lease, message, *retryable, &Usage::default()).await,
+            (Outcome::Fail(message, retryable, kind), _) => {
+                cp.fail(id, lease, message, *retryable, *kind, &Usage::default()).await
+            }
         };
         match sent {
             Ok(()) => return,
@@ -339,14 +341,18 @@ async fn execute(cp: &ControlPlane, claim: &Claim, tools: &ToolSettings) {
         Ok((answer, usage)) => match emit.flush().await {
             Ok(()) => report(cp, id, lease, Outcome::Complete(&answer, &usage)).await,
             Err(RunError::Lost) => {}
-            Err(e) => report(cp, id, lease, Outcome::Fail(&e.to_string(), false)).await,
+            Err(e) => report(cp, id, lease, Outcome::Fail(&e.to_string(), false, None)).await,
         },
         Err(RunError::Lost) => {}
         Err(e) => {
             let retryable = matches!(e, RunError::Retryable(_));
+            let kind = match e {
+                RunError::NeedsOperator(kind, _) => Some(kind),
+                _ => None,
+            };
             emit.emit("error", serde_json::json!({"message": e.to_string()}));
             let _ = emit.flush().await;
-            report(cp, id, lease, Outcome::Fail(&e.to_string(), retryable)).await;
+            report(cp, id, lease, Outcome::Fail(&e.to_string(), retryable, kind)).await;
         }
     }
 }

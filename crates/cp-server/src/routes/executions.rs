@@ -296,6 +296,7 @@ async fn fail(
         error_message: req.error_message,
         retryable: req.retryable,
         usage: req.usage,
+        error_kind: req.error_kind,
     };
     finish(&state, &auth.org_id, id, lease_id, outcome).await
 }
@@ -323,6 +324,7 @@ async fn patch_execution(
             error_message: req.error_message,
             retryable: false,
             usage: req.usage,
+            error_kind: None,
         },
         Some(ExecutionStatus::Running) | None => {
             let record = state

@@ -136,6 +136,7 @@ async fn claim(state: &AppState, worker: &Caller, worker_id: WorkerId) -> Servic
                     error_message: Some(reason),
                     retryable: false,
                     usage: None,
+                    error_kind: Some(cp_types::execution::FailureKind::RunNotPrepared),
                 };
                 match executions.finish(ExecutionId(id), lease_id, outcome).await {
                     Ok(failed) => notify(state, Notice::Changed(&failed)),

@@ -379,6 +379,67 @@ both_backends! {
         assert_eq!(statuses, ["busy", "disconnected", "draining", "online", "online"]);
     }
 
+    async fn a_run_the_platform_fails_raises_an_error(backend: Backend) {
+        let app = TestApp::spawn_with(backend, fast).await;
+        app.unlimited().await;
+        allow_private(&app).await;
+        let receiver = Receiver::default();
+        let url = receiver.start().await;
+        webhook(&app, &url, json!(["error", "execution.failed"])).await;
+        let (queue, agent, key) = setup_run(&app).await;
+        let r = app.req(Method::PATCH, &format!("/api/v1/worker-queues/{queue}")).json(&json!({"max_attempts": 1})).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let execute = || async {
+            let r = app.post(&format!("/api/v1/agents/{agent}/execute"), json!({"prompt": "x", "worker_queue_id": queue})).await;
+            json(r).await["execution_id"].as_str().unwrap().to_string()
+        };
+        // The author's failure is the author's business: `execution.failed` only.
+        let plain = execute().await;
+        let worker = TestWorker::start(&app.url, &key, &queue, "alerting").await;
+        let claim = worker.claim(20).await;
+        assert_eq!(worker.fail(&claim, "the task was impossible", false).await.status(), 200);
+        // The provider refused the model's key: an operator must act.
+        let refused = execute().await;
+        let claim = worker.claim(20).await;
+        let r = worker.post(&format!("/api/v1/executions/{refused}/fail")).header("X-Lease-Id", claim["lease_id"].as_str().unwrap())
+            .json(&json!({"error_message": "the provider refused the API key: invalid x-api-key", "error_kind": "provider_auth_refused"})).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        // An unknown kind is the worker's mistake.
+        let r = worker.post(&format!("/api/v1/executions/{refused}/fail")).header("X-Lease-Id", claim["lease_id"].as_str().unwrap())
+            .json(&json!({"error_kind": "bored"})).send().await.unwrap();
+        assert_eq!(r.status(), 422);
+        // The worker went away holding the run's last attempt.
+        let lost = execute().await;
+        worker.claim(20).await;
+        assert_eq!(worker.disconnect().await.status(), 200);
+        let failed = receiver.wait_for("execution.failed", 3).await;
+        let alerts = receiver.wait_for("error", 2).await;
+        let mut kinds: Vec<(String, String)> = alerts.iter().map(|a| {
+            let a = a.json();
+            (a["data"]["execution"]["id"].as_str().unwrap().to_string(), a["data"]["kind"].as_str().unwrap().to_string())
+        }).collect();
+        kinds.sort();
+        let mut expected = vec![(refused.clone(), "provider_auth_refused".to_string()), (lost.clone(), "worker_lost".to_string())];
+        expected.sort();
+        assert_eq!(kinds, expected);
+        for alert in &alerts {
+            let a = alert.json();
+            let id = a["data"]["execution"]["id"].as_str().unwrap();
+            assert!(a["data"]["message"].as_str().unwrap().starts_with(&format!("execution {id} failed: ")), "{a}");
+            assert_eq!(a["data"]["execution"]["status"], "failed", "{a}");
+            // The alert and the failure are two events: two message ids.
+            let twin = failed.iter().find(|f| f.json()["data"]["execution"]["id"] == id).unwrap();
+            assert_ne!(twin.id, alert.id);
+        }
+        // The run's own record says why too.
+        let events = json(app.get(&format!("/api/v1/executions/{lost}/events")).await).await;
+        let done = events["items"].as_array().unwrap().iter().find(|e| e["type"] == "done").cloned().unwrap();
+        assert_eq!(done["data"]["error_kind"], "worker_lost", "{done}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(receiver.got().iter().filter(|r| r.json()["type"] == "error").count(), 2);
+        assert!(failed.iter().any(|f| f.json()["data"]["execution"]["id"] == plain.as_str()));
+    }
+
     async fn an_event_written_before_a_restart_is_delivered_once(backend: Backend) {
         // The first server never sends: the completion waits in the outbox across the restart.
         let mut app = TestApp::spawn_with(backend, |c| c.webhook_sender = false).await;

@@ -18,27 +18,28 @@ use sqlx::{FromRow, PgConnection, PgPool, Postgres, Row};
 use uuid::Uuid;
 
 use super::{
-    Changed, Claimed, Draft, EventRow, ExecutionRecord, ExecutionRow, NewExecution, change_webhook, claim_event,
+    Changed, Claimed, Draft, EventRow, ExecutionRecord, ExecutionRow, NewExecution, change_webhooks, claim_event,
     creation, numbered, stamp,
 };
 use crate::error::{StoreError, StoreResult};
 use crate::pg_conns::HotConns;
 use crate::workers::{SeatRow, WorkerSeat, seat_sql};
 
-/// A statement's last CTE `wh`: one delivery of the webhook event `$type` (none when it is
-/// null) for every enabled endpoint of organization `$org` subscribed to it, made later from
-/// event `$seq` of execution `$exec` (`u` or `c` the CTE holding it); `$event_id`, `$ms` and
-/// `$at` are the message id, now in Unix ms and as a timestamp. The endpoints are key-share
-/// locked, so one deleted meanwhile is skipped instead of failing the foreign key.
+/// A statement's last CTE `wh`: one delivery of each webhook event of the array `$types`
+/// (message ids in the array `$event_ids`) for every enabled endpoint of organization `$org`
+/// subscribed to it, made later from event `$seq` of execution `$exec` (`u` or `c` the CTE
+/// holding it); `$ms` and `$at` are now in Unix ms and as a timestamp. The endpoints are
+/// key-share locked, so one deleted meanwhile is skipped instead of failing the foreign key.
 macro_rules! deliveries_sql {
-    ($from:literal, $org:literal, $type:literal, $exec:literal, $seq:literal, $event_id:literal, $ms:literal, $at:literal) => {
+    ($from:literal, $org:literal, $types:literal, $event_ids:literal, $exec:literal, $seq:literal, $ms:literal, $at:literal) => {
         concat!(
             "wh AS (INSERT INTO webhook_deliveries (id, organization_id, webhook_id, event_id, event_type, execution_id, \
                event_seq, status, attempts, next_attempt_at, created_at, updated_at) \
-             SELECT kcp_uuid_v7(), w.organization_id, w.id, ", $event_id, ", ", $type, ", ", $exec, ", ", $seq,
-            ", 'pending', 0, ", $ms, ", ", $at, ", ", $at, " FROM ", $from, ", webhooks w \
-             WHERE w.organization_id = ", $org, " AND w.enabled AND ", $type, "::text IS NOT NULL \
-               AND (jsonb_exists(w.events, ", $type, ") OR jsonb_exists(w.events, '*')) \
+             SELECT kcp_uuid_v7(), w.organization_id, w.id, t.event_id, t.event_type, ", $exec, ", ", $seq,
+            ", 'pending', 0, ", $ms, ", ", $at, ", ", $at, " FROM ", $from, ", webhooks w, \
+               UNNEST(", $types, "::text[], ", $event_ids, "::uuid[]) AS t(event_type, event_id) \
+             WHERE w.organization_id = ", $org, " AND w.enabled \
+               AND (jsonb_exists(w.events, t.event_type) OR jsonb_exists(w.events, '*')) \
              FOR KEY SHARE OF w RETURNING 1)"
         )
     };
@@ -138,7 +139,7 @@ pub(super) async fn claim(
         "), ev AS (INSERT INTO execution_events (execution_id, seq, organization_id, event_type, data, created_at) \
            SELECT c.id, c.last_seq, c.organization_id, $7, jsonb_set($8::jsonb, '{attempt}', to_jsonb(c.attempt))::text, $6 \
            FROM c), ",
-        deliveries_sql!("c", "$2", "'execution.started'", "c.id", "c.last_seq", "$9", "$5", "$6"),
+        deliveries_sql!("c", "$2", "ARRAY['execution.started']", "ARRAY[$9::uuid]", "c.id", "c.last_seq", "$5", "$6"),
         " SELECT s.*, (SELECT COUNT(*) FROM wh) AS deliveries, \
            (SELECT version FROM catalog_versions WHERE organization_id = $2) AS catalog_version, \
            (SELECT json_agg(json_build_array(h.seq, h.event_type, h.data, h.created_at) ORDER BY h.seq) \
@@ -300,7 +301,8 @@ where
     };
     let stored = stamp(first, draft.at, std::mem::take(&mut draft.events));
     let (types, data) = columns(&stored);
-    let hook = change_webhook(draft.from, draft.row.execution.status, &stored);
+    let (hooks, hook_seq) = change_webhooks(&draft, &stored);
+    let hook_ids: Vec<Uuid> = hooks.iter().map(|_| Uuid::now_v7()).collect();
     let row = bind_change(
         sqlx::query(concat!(
             "WITH u AS (",
@@ -309,7 +311,7 @@ where
              ev AS (INSERT INTO execution_events (execution_id, seq, organization_id, event_type, data, created_at) \
                SELECT u.id, $18 + e.ord - 1, $1, e.event_type, e.data, $15 \
                FROM u, UNNEST($19::text[], $20::text[]) WITH ORDINALITY AS e(event_type, data, ord)), ",
-            deliveries_sql!("u", "$1", "$21", "u.id", "$22", "$23", "$24", "$15"),
+            deliveries_sql!("u", "$1", "$21", "$23", "u.id", "$22", "$24", "$15"),
             " SELECT (SELECT COUNT(*) FROM u) AS written, (SELECT COUNT(*) FROM wh) AS deliveries"
         )),
         org,
@@ -321,9 +323,9 @@ where
     .bind(first)
     .bind(&types)
     .bind(&data)
-    .bind(hook.map(|(event_type, _)| event_type))
-    .bind(hook.map(|(_, seq)| seq))
-    .bind(Uuid::now_v7())
+    .bind(&hooks)
+    .bind(hook_seq)
+    .bind(&hook_ids)
     .bind(draft.at.timestamp_millis())
     .fetch_one(&mut *conn)
     .await?;

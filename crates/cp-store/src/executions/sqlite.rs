@@ -10,7 +10,7 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::{
-    Changed, Claimed, Draft, EventRow, ExecutionRecord, ExecutionRow, NewExecution, NewTypedEvent, change_webhook,
+    Changed, Claimed, Draft, EventRow, ExecutionRecord, ExecutionRow, NewExecution, NewTypedEvent, change_webhooks,
     claim_event, creation, numbered, stamp,
 };
 use crate::error::{StoreError, StoreResult};
@@ -367,9 +367,10 @@ pub(super) fn apply(
     }
     let events = std::mem::take(&mut draft.events);
     let events = insert_events(conn, org, id, first, draft.at, events)?;
-    let deliveries = match change_webhook(draft.from, draft.row.execution.status, &events) {
-        Some((event_type, seq)) => enqueue_webhooks(conn, org, event_type, id, seq)?,
-        None => false,
-    };
+    let (hooks, seq) = change_webhooks(&draft, &events);
+    let mut deliveries = false;
+    for event_type in hooks {
+        deliveries |= enqueue_webhooks(conn, org, event_type, id, seq)?;
+    }
     Ok(draft.into_changed(events, deliveries))
 }
