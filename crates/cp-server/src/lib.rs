@@ -94,23 +94,14 @@ async fn housekeeping(state: AppState) {
         }
         state.keys.sweep();
         http::metrics::handle().run_upkeep();
-        // Every ten minutes: forget idempotency records past their 24 h.
-        if rounds.is_multiple_of(20) {
-            let before = cp_types::now() - cp_store::idempotency::RETENTION;
-            match state.store.purge_idempotency(before).await {
-                Ok(n) if n > 0 => tracing::debug!(purged = n, "idempotency records expired"),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "could not purge idempotency records"),
-            }
-        }
-        // Every ten minutes from five minutes after start: what is past each organization's
-        // retention.
+        // Every ten minutes from five minutes after start: what is past its retention.
         if rounds % 20 == 10 {
             match services::retention::sweep(&state.store, cp_types::now()).await {
                 Ok(s) if s != services::retention::Swept::default() => tracing::info!(
                     events = s.events,
                     decisions = s.decisions,
                     deliveries = s.deliveries,
+                    idempotency_records = s.idempotency_records,
                     "deleted what is past its retention"
                 ),
                 Ok(_) => {}

@@ -46,10 +46,13 @@ impl Store {
         Idempotency { db: &self.db, org }
     }
 
-    /// Forgets records older than the retention period.
-    pub async fn purge_idempotency(&self, before: Timestamp) -> StoreResult<u64> {
+    /// Forgets up to `limit` records made before `before`; how many.
+    pub async fn purge_idempotency(&self, before: Timestamp, limit: i64) -> StoreResult<u64> {
         let done = with_db!(&self.db, pool =>
-            sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1").bind(before).execute(pool).await.map(|r| r.rows_affected()))?;
+            sqlx::query(
+                "DELETE FROM idempotency_keys WHERE (organization_id, idempotency_key) IN \
+                 (SELECT organization_id, idempotency_key FROM idempotency_keys WHERE created_at < $1 LIMIT $2)")
+                .bind(before).bind(limit).execute(pool).await.map(|r| r.rows_affected()))?;
         Ok(done)
     }
 }

@@ -1,4 +1,4 @@
-//! Administration straight on the database: migrate, orgs, keys.
+//! Administration straight on the database: migrate, sweep, orgs, keys.
 
 use anyhow::{Context, bail};
 use cp_store::orgs::BOOTSTRAP_ORG;
@@ -32,6 +32,18 @@ pub async fn migrate(global: &Global) -> anyhow::Result<()> {
     let store = open(global).await?;
     store.close().await;
     eprintln!("migrations applied");
+    Ok(())
+}
+
+pub async fn sweep(global: &Global) -> anyhow::Result<()> {
+    let store = open(global).await?;
+    let swept = cp_server::services::retention::sweep(&store, cp_types::now()).await;
+    store.close().await;
+    let s = swept?;
+    println!(
+        "deleted {} events, {} policy decisions, {} webhook deliveries, {} idempotency records",
+        s.events, s.decisions, s.deliveries, s.idempotency_records
+    );
     Ok(())
 }
 

@@ -61,6 +61,10 @@ pub enum Command {
     Serve(ServeArgs),
     /// Apply database migrations and exit.
     Migrate,
+    /// Delete now what is past its retention (events of ended runs, policy decisions and
+    /// webhook deliveries older than each organization's `event_retention_days`, idempotency
+    /// records older than 24 h), in small batches; `serve` does this every ten minutes.
+    Sweep,
     /// Manage organizations.
     #[command(subcommand)]
     Orgs(OrgsCommand),

@@ -41,6 +41,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve::run(&cli.global, args).await,
             Command::Migrate => admin::migrate(&cli.global).await,
+            Command::Sweep => admin::sweep(&cli.global).await,
             Command::Orgs(cmd) => admin::orgs(&cli.global, cmd).await,
             Command::Keys(cmd) => admin::keys(&cli.global, cmd).await,
             Command::Worker(args) => worker::run(args).await,

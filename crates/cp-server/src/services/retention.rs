@@ -1,6 +1,7 @@
 //! The retention sweeper: what is older than an organization's `event_retention_days` (events
 //! of ended runs, policy decisions, finished webhook deliveries) is deleted in small batches,
-//! with a pause between them so writers are never held up for long.
+//! with a pause between them so writers are never held up for long; so are idempotency
+//! records past their 24 h.
 
 use std::time::Duration;
 
@@ -19,11 +20,16 @@ pub struct Swept {
     pub events: u64,
     pub decisions: u64,
     pub deliveries: u64,
+    pub idempotency_records: u64,
 }
 
 /// Sweeps every organization as of `now`.
 pub async fn sweep(store: &Store, now: Timestamp) -> StoreResult<Swept> {
-    let mut total = Swept::default();
+    let expired = now - cp_store::idempotency::RETENTION;
+    let mut total = Swept {
+        idempotency_records: drain(|| store.purge_idempotency(expired, ROWS_PER_BATCH)).await?,
+        ..Swept::default()
+    };
     for (org, days) in store.retention_days().await? {
         let swept = sweep_org(store, &org, now - chrono::Duration::days(days.max(1))).await?;
         total.events += swept.events;
@@ -39,6 +45,7 @@ pub async fn sweep_org(store: &Store, org: &str, before: Timestamp) -> StoreResu
         events: drain(|| store.purge_old_events(org, before, EVENT_RUNS_PER_BATCH)).await?,
         decisions: drain(|| store.purge_old_decisions(org, before, ROWS_PER_BATCH)).await?,
         deliveries: drain(|| store.purge_old_deliveries(org, before, ROWS_PER_BATCH)).await?,
+        idempotency_records: 0,
     })
 }
 

@@ -538,7 +538,9 @@ both_backends! {
         let (queue, agent, key) = setup_run(&app).await;
         let ended = run_one(&app, &key, &queue, &agent).await;
         receiver.wait_for("execution.completed", 1).await;
-        let running = json(app.post(&format!("/api/v1/agents/{agent}/execute"), json!({"prompt": "still going", "worker_queue_id": queue})).await).await;
+        let running = app.req(Method::POST, &format!("/api/v1/agents/{agent}/execute")).header("Idempotency-Key", "once")
+            .json(&json!({"prompt": "still going", "worker_queue_id": queue})).send().await.unwrap();
+        let running = json(running).await;
         let running = running["execution_id"].as_str().unwrap().to_string();
         let w = TestWorker::start(&app.url, &key, &queue, "keeper").await;
         w.claim(20).await;
@@ -563,6 +565,7 @@ both_backends! {
         let later = now + chrono::Duration::days(2);
         let swept = cp_server::services::retention::sweep(&app.store, later).await.unwrap();
         assert!(swept.events > 0 && swept.decisions as i64 == decisions_before && swept.deliveries == 1, "{swept:?}");
+        assert_eq!(swept.idempotency_records, 1, "{swept:?}");
         assert_eq!(count(format!("/api/v1/executions/{ended}/events")).await, 0);
         assert!(count(format!("/api/v1/executions/{running}/events")).await > 0, "a running execution keeps its events");
         assert_eq!(json(app.get(&format!("/api/v1/executions/{ended}")).await).await["status"], "completed", "the run itself stays");
