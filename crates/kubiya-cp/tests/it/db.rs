@@ -1,6 +1,7 @@
 //! The database of one test, SQLite or PostgreSQL, and the binary under test.
 
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use sqlx::Connection;
 
@@ -72,6 +73,27 @@ impl Db {
         self.cmd(args).output().expect("run kubiya-cp")
     }
 
+    /// `kubiya-cp serve` on this database at `port`, with `key` as its bootstrap admin key
+    /// when given and the per-organization rate limit ceiling lifted, once it answers ready.
+    pub async fn serve(&self, port: u16, key: Option<&str>) -> Killed {
+        let listen = format!("127.0.0.1:{port}");
+        let mut cmd = self.cmd(&["serve", "--max-org-rate-limit", "1000000", "--listen", &listen]);
+        if let Some(key) = key {
+            cmd.env("KUBIYA_CP_BOOTSTRAP_API_KEY", key);
+        }
+        let server = Killed(cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
+        let started = Instant::now();
+        while reqwest::get(format!("http://127.0.0.1:{port}/api/ready"))
+            .await
+            .map(|r| r.status() != 200)
+            .unwrap_or(true)
+        {
+            assert!(started.elapsed() < Duration::from_secs(30), "server not ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        server
+    }
+
     pub async fn drop_schema(&self) {
         if let Some(schema) = &self.schema
             && let Ok(mut conn) = sqlx::PgConnection::connect(&pg_base()).await
@@ -101,5 +123,15 @@ impl Drop for Db {
             })
         })
         .join();
+    }
+}
+
+/// A child process, killed (SIGKILL) when dropped.
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }

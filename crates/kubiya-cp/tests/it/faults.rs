@@ -8,7 +8,7 @@
 //! which it lets the test restart through `KUBIYA_CP_FAULTS_PG_RESTART`.
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,7 +17,7 @@ use axum::response::IntoResponse;
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-use crate::db::{BIN, Db, free_port};
+use crate::db::{BIN, Db, Killed, free_port};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "run by scripts/faults.sh"]
@@ -105,23 +105,6 @@ async fn provider(p: Provider) -> String {
     url
 }
 
-/// A child process killed with SIGKILL when dropped.
-struct Process(Child);
-
-impl Process {
-    fn kill(mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 struct Setup {
     db: Db,
     port: u16,
@@ -131,32 +114,12 @@ struct Setup {
 
 impl Setup {
     /// `serve` on the setup's database and port, once it answers ready.
-    async fn serve(&self) -> Process {
-        let listen = format!("127.0.0.1:{}", self.port);
-        let server = Process(
-            self.db
-                .cmd(&["serve", "--max-org-rate-limit", "1000000", "--listen", &listen])
-                .env("KUBIYA_CP_BOOTSTRAP_API_KEY", KEY)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
-        let started = Instant::now();
-        while !self.ready().await {
-            assert!(started.elapsed() < Duration::from_secs(30), "server not ready");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        server
+    async fn serve(&self) -> Killed {
+        self.db.serve(self.port, Some(KEY)).await
     }
 
-    async fn ready(&self) -> bool {
-        let r = self.http.get(format!("{}/api/ready", self.base)).send().await;
-        r.is_ok_and(|r| r.status() == 200)
-    }
-
-    fn worker(&self, queue: &str, key: &str) -> Process {
-        Process(
+    fn worker(&self, queue: &str, key: &str) -> Killed {
+        Killed(
             Command::new(BIN)
                 .args(["worker", "--queue-id", queue, "--control-plane-url", &self.base])
                 .env("KUBIYA_API_KEY", key)
@@ -317,11 +280,11 @@ async fn nothing_accepted_is_lost(postgres: bool) {
         tokio::time::sleep_until(due.into())
     };
     at(4).await;
-    server.kill();
+    drop(server);
     tokio::time::sleep(Duration::from_secs(1)).await;
     server = setup.serve().await;
     at(9).await;
-    workers.remove(0).kill();
+    drop(workers.remove(0));
     workers.push(setup.worker(&queue, &key));
     if let Some(restart) = restart.as_deref().filter(|_| postgres) {
         at(14).await;
@@ -329,8 +292,8 @@ async fn nothing_accepted_is_lost(postgres: bool) {
     }
     at(20).await;
     // Both at once: the server and a worker holding runs.
-    server.kill();
-    workers.remove(0).kill();
+    drop(server);
+    drop(workers.remove(0));
     tokio::time::sleep(Duration::from_secs(2)).await;
     server = setup.serve().await;
     workers.push(setup.worker(&queue, &key));

@@ -6,7 +6,7 @@
 //! (blocking) or recorded (monitoring), a follow-up message continues the conversation, cancel
 //! stops a running `sleep 30` within 2 s, and SIGTERM drains the worker and disconnects it.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use axum::Json;
@@ -15,7 +15,7 @@ use futures::StreamExt;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::db::{BIN, Db, free_port};
+use crate::db::{BIN, Db, Killed, free_port};
 
 /// Runs each named test (an `async fn(postgres: bool)`) on SQLite and on PostgreSQL, as
 /// `<name>::sqlite` and `<name>::postgres`.
@@ -319,15 +319,6 @@ impl Api {
     }
 }
 
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// The fake provider on a loopback port; its OpenAI-style base URL.
 async fn fake_llm() -> String {
     fake_llm_with(SlowedOnce::default()).await
@@ -372,25 +363,7 @@ const KEY: &str = "kby_worker-test-bootstrap-key-0123456789";
 
 /// `kubiya-cp serve` on `data` and `port`, once it is ready.
 async fn serve_on(data: &Db, port: u16) -> Killed {
-    let listen = format!("127.0.0.1:{port}");
-    let server = Killed(
-        data.cmd(&["serve", "--max-org-rate-limit", "1000000", "--listen", &listen])
-            .env("KUBIYA_CP_BOOTSTRAP_API_KEY", KEY)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let started = Instant::now();
-    while reqwest::get(format!("http://127.0.0.1:{port}/api/ready"))
-        .await
-        .map(|r| r.status() != 200)
-        .unwrap_or(true)
-    {
-        assert!(started.elapsed() < Duration::from_secs(15), "server not ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    server
+    data.serve(port, Some(KEY)).await
 }
 
 async fn a_real_worker_runs_agents_end_to_end(postgres: bool) {
