@@ -255,6 +255,9 @@ impl Store {
 
     /// Closes the pool, waiting for connections in use to be returned.
     pub async fn close(&self) {
+        if let Db::Postgres(_, hot) = &self.db {
+            hot.close();
+        }
         with_db!(&self.db, pool => pool.close().await)
     }
 }

@@ -73,6 +73,15 @@ impl HotConns {
     }
 }
 
+impl HotConns {
+    /// Hands every kept connection back to the pool and keeps none from now on: the pool's
+    /// `close` waits for every connection it lent, and these would never come back.
+    pub fn close(&self) {
+        self.slots.close();
+        self.idle.lock().clear();
+    }
+}
+
 impl std::fmt::Debug for HotConns {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HotConns")
@@ -118,7 +127,11 @@ impl Drop for HotConn<'_> {
         if let Some(conn) = self.conn.take()
             && self.reusable
         {
-            self.home.idle.lock().push((conn, Instant::now()));
+            // Under the lock `close` clears with, so a connection is never kept after it.
+            let mut idle = self.home.idle.lock();
+            if !self.home.slots.is_closed() {
+                idle.push((conn, Instant::now()));
+            }
         }
     }
 }
@@ -168,6 +181,23 @@ mod tests {
         assert_eq!(hot.idle.lock().len(), 0);
         c.release();
         assert_eq!(hot.idle.lock().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn the_pool_closes_with_connections_kept_here() {
+        let hot = conns().await;
+        hot.get().await.unwrap().release();
+        let out = hot.get().await.unwrap();
+        hot.get().await.unwrap().release();
+        assert_eq!(hot.idle.lock().len(), 1);
+        hot.close();
+        assert_eq!(hot.idle.lock().len(), 0);
+        // One in use when the store closes goes back to the pool, not here.
+        out.release();
+        assert_eq!(hot.idle.lock().len(), 0);
+        assert!(hot.get().await.is_err(), "a closed store lends nothing");
+        let closed = tokio::time::timeout(Duration::from_secs(5), hot.pool.close()).await;
+        assert!(closed.is_ok(), "the pool waited for connections kept here");
     }
 
     #[tokio::test]

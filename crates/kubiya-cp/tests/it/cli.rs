@@ -170,7 +170,16 @@ async fn serve_bootstraps_and_honours_cli_keys(postgres: bool) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    // SIGTERM drains and exits 0.
+    // SIGTERM drains and exits 0, also after a request on the execution engine's kept
+    // connections (PostgreSQL's pool waits for every connection it lent).
+    let r = reqwest::Client::new()
+        .post(format!("{base}/api/v1/agents/{}/execute", uuid::Uuid::now_v7()))
+        .bearer_auth(&admin)
+        .json(&serde_json::json!({"prompt": "x", "worker_queue_id": uuid::Uuid::now_v7()}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
     let pid = child.id().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     let stopped = Instant::now();
