@@ -25,18 +25,28 @@ impl Store {
             sqlx::query_as("SELECT id, event_retention_days FROM organizations ORDER BY id").fetch_all(pool).await)?)
     }
 
-    /// Deletes the events of at most `executions` runs of `org` that were created and ended
-    /// before `before`; answers how many events went.
-    pub async fn purge_old_events(&self, org: &str, before: Timestamp, executions: i64) -> StoreResult<u64> {
-        Ok(with_db!(&self.db, pool =>
-            sqlx::query(
-                "DELETE FROM execution_events WHERE execution_id IN ( \
-                   SELECT e.id FROM executions e WHERE e.organization_id = $1 AND e.id < $2 \
-                     AND e.status IN ('completed', 'failed', 'cancelled') AND e.completed_at < $3 \
-                     AND EXISTS (SELECT 1 FROM execution_events ev WHERE ev.execution_id = e.id) \
-                   ORDER BY e.id LIMIT $4)")
-                .bind(org).bind(cutoff(before)).bind(before).bind(executions)
-                .execute(pool).await.map(|r| r.rows_affected()))?)
+    /// Deletes at most `batch` events of runs of `org` that were created and ended before
+    /// `before`, walking the runs in id order from `from` (the previous batch's answer: runs
+    /// below it have no events left). Answers how many went and where the next batch starts;
+    /// the count is bounded, not the runs, as one run may hold many thousand events.
+    pub async fn purge_old_events(
+        &self,
+        org: &str,
+        before: Timestamp,
+        from: Uuid,
+        batch: i64,
+    ) -> StoreResult<(u64, Uuid)> {
+        let runs: Vec<Uuid> = with_db!(&self.db, pool =>
+            sqlx::query_scalar(
+                "DELETE FROM execution_events WHERE (execution_id, seq) IN ( \
+                   SELECT ev.execution_id, ev.seq FROM executions e JOIN execution_events ev ON ev.execution_id = e.id \
+                   WHERE e.organization_id = $1 AND e.id >= $2 AND e.id < $3 \
+                     AND e.status IN ('completed', 'failed', 'cancelled') AND e.completed_at < $4 \
+                   ORDER BY e.id LIMIT $5) \
+                 RETURNING execution_id")
+                .bind(org).bind(from).bind(cutoff(before)).bind(before).bind(batch)
+                .fetch_all(pool).await)?;
+        Ok((runs.len() as u64, runs.into_iter().max().unwrap_or(from)))
     }
 
     /// Deletes at most `batch` policy decisions of `org` made before `before`.
