@@ -28,6 +28,7 @@ pub mod validate;
 pub mod webhook;
 pub mod worker;
 pub mod worker_queue;
+pub mod workflow;
 
 pub use common::{Deleted, Timestamp, now};
 pub use error::{ErrorBody, ErrorCode, ErrorEnvelope, FieldIssue};

@@ -21,6 +21,7 @@ pub mod teams;
 pub mod webhooks;
 pub mod worker_queues;
 pub mod workers;
+pub mod workflows;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -145,6 +146,7 @@ pub fn router(state: AppState) -> Router {
         .merge(executions::routes())
         .merge(policies::routes())
         .merge(webhooks::routes())
+        .merge(workflows::routes())
         .route_layer(from_fn_with_state(state.clone(), idempotency))
         .route_layer(from_fn_with_state(state.clone(), authenticate));
 

@@ -15,6 +15,8 @@ pub mod policy;
 pub mod retention;
 pub mod run_context;
 pub mod stream;
+pub mod templates;
 pub mod vault;
 pub mod webhooks;
 pub mod workers;
+pub mod workflows;

@@ -20,3 +20,4 @@ mod resources;
 mod secrets;
 mod skills;
 mod webhooks;
+mod workflows;

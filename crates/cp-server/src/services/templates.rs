@@ -1,0 +1,146 @@
+//! The template engine of workflows: minijinja with strict undefined values and no loader,
+//! so a template reads only the values it is given (never a file) and a misspelt name is an
+//! error rather than an empty string. Templates are compiled when a workflow is written, and
+//! every variable they read is checked against what the step will have.
+
+use std::collections::HashSet;
+
+use minijinja::{Environment, UndefinedBehavior};
+
+/// The environment every workflow template is compiled and rendered in.
+pub fn environment() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env
+}
+
+/// What a step's templates may read: `inputs`, `run`, the steps it depends on (directly or
+/// not) and, in a `for_each` step, `item` and `index`.
+pub struct Scope<'a> {
+    pub ancestors: &'a HashSet<&'a str>,
+    pub for_each: bool,
+}
+
+/// The fields of `steps.<id>` a template may read (anything below `output`).
+const STEP_FIELDS: &[&str] = &["output", "status", "error", "execution_id"];
+
+/// Compiles `source` (an expression when `expression`, as conditions are; a template
+/// otherwise) and checks what it reads against `scope`; the problem, said for a user.
+pub fn check(env: &Environment<'_>, source: &str, expression: bool, scope: &Scope<'_>) -> Result<(), String> {
+    let read = if expression {
+        env.compile_expression(source)
+            .map_err(|e| describe(&e))?
+            .undeclared_variables(true)
+    } else {
+        env.template_from_str(source)
+            .map_err(|e| describe(&e))?
+            .undeclared_variables(true)
+    };
+    let mut read: Vec<String> = read.into_iter().collect();
+    read.sort();
+    for var in read {
+        let mut path = var.split('.');
+        match (path.next().unwrap_or_default(), path.next(), path.next()) {
+            ("inputs", ..) => {}
+            ("run", None | Some("id" | "started_at"), _) => {}
+            ("run", Some(f), _) => return Err(format!("run has no '{f}' (it has id and started_at)")),
+            ("item" | "index", ..) if scope.for_each => {}
+            ("item" | "index", ..) => return Err(format!("'{var}' exists only in a for_each step")),
+            ("steps", None, _) => {
+                return Err(
+                    "refer to another step's result as steps.<id>.output (or status, error, execution_id)".into(),
+                );
+            }
+            ("steps", Some(id), _) if !scope.ancestors.contains(id) => {
+                return Err(format!(
+                    "reads step '{id}', which this step does not depend on (directly or through others)"
+                ));
+            }
+            ("steps", Some(_), Some(f)) if !STEP_FIELDS.contains(&f) => {
+                return Err(format!("a step has no '{f}' (it has {})", STEP_FIELDS.join(", ")));
+            }
+            ("steps", ..) => {}
+            (other, ..) => {
+                return Err(format!(
+                    "unknown variable '{other}': a template reads inputs, steps, run{}",
+                    if scope.for_each { ", item and index" } else { "" }
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A compile error without minijinja's template name (`<string>`).
+fn describe(e: &minijinja::Error) -> String {
+    let mut s = e.kind().to_string();
+    if let Some(detail) = e.detail() {
+        s = format!("{s}: {detail}");
+    }
+    if let Some(line) = e.line() {
+        s = format!("{s} (line {line})");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn checked(source: &str, expression: bool, ancestors: &[&str], for_each: bool) -> Result<(), String> {
+        let ancestors: HashSet<&str> = ancestors.iter().copied().collect();
+        check(
+            &environment(),
+            source,
+            expression,
+            &Scope {
+                ancestors: &ancestors,
+                for_each,
+            },
+        )
+    }
+
+    #[test]
+    fn a_template_reads_inputs_run_and_its_ancestors_only() {
+        assert!(
+            checked(
+                "{{ inputs.x }} {{ steps.a.output.items[0] }} {{ run.id }}",
+                false,
+                &["a"],
+                false
+            )
+            .is_ok()
+        );
+        assert!(checked("steps.a.status == 'completed' and inputs.go", true, &["a"], false).is_ok());
+        let e = checked("{{ steps.b.output }}", false, &["a"], false).unwrap_err();
+        assert!(e.contains("step 'b'"), "{e}");
+        let e = checked("{{ steps.a.outptu }}", false, &["a"], false).unwrap_err();
+        assert!(e.contains("'outptu'"), "{e}");
+        let e = checked("{{ secrets.token }}", false, &[], false).unwrap_err();
+        assert!(e.contains("unknown variable 'secrets'"), "{e}");
+        assert!(checked("{{ item.name }} #{{ index }}", false, &[], false).is_err());
+        assert!(checked("{{ item.name }} #{{ index }}", false, &[], true).is_ok());
+        // A loop's own variable is declared by the template.
+        assert!(checked("{% for x in inputs.list %}{{ x }}{% endfor %}", false, &[], false).is_ok());
+    }
+
+    #[test]
+    fn a_template_that_does_not_compile_says_where() {
+        let e = checked("hello {{ inputs.x ", false, &[], false).unwrap_err();
+        assert!(e.contains("syntax error"), "{e}");
+        assert!(checked("inputs.x ==", true, &[], false).is_err());
+    }
+
+    #[test]
+    fn undefined_values_are_errors_and_files_are_out_of_reach() {
+        let env = environment();
+        let t = env.template_from_str("{{ inputs.missing }}").unwrap();
+        assert!(
+            t.render(minijinja::context! { inputs => minijinja::context! {} })
+                .is_err()
+        );
+        // Built without minijinja's multi-template support, `include` does not even parse.
+        assert!(env.template_from_str("{% include '/etc/passwd' %}").is_err());
+        assert!(env.template_from_str("{% import 'x' as y %}").is_err());
+    }
+}

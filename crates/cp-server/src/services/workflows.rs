@@ -1,0 +1,177 @@
+//! Workflow definitions: what a definition cannot check alone (its templates, its inputs'
+//! JSON Schema, the agents, teams, queues and project it names, all of the caller's
+//! organization), and the writes, each of which keeps a new version.
+
+use std::collections::HashSet;
+
+use cp_store::StoreError;
+use cp_store::workflows::WorkflowDraft;
+use cp_types::FieldIssue;
+use cp_types::workflow::{CreateWorkflow, UpdateWorkflow, Workflow, WorkflowDefinition, WorkflowStep, ancestors};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::caller::Caller;
+use super::error::{ServiceError, ServiceResult};
+use super::templates::{self, Scope};
+use crate::state::AppState;
+
+/// An empty object schema: any inputs.
+fn any_inputs() -> Value {
+    json!({"type": "object"})
+}
+
+pub async fn create(state: &AppState, caller: &Caller, req: CreateWorkflow) -> ServiceResult<Workflow> {
+    req.validate()?;
+    let draft = WorkflowDraft {
+        name: req.name,
+        description: req.description,
+        project_id: req.project_id,
+        tags: req.tags.unwrap_or_default(),
+        definition: WorkflowDefinition {
+            inputs_schema: req.inputs_schema.unwrap_or_else(any_inputs),
+            steps: req.steps,
+            default_worker_queue_id: req.default_worker_queue_id,
+        },
+    };
+    check(state, &caller.org_id, &draft).await?;
+    let by = caller.key_id.to_string();
+    Ok(state.store.workflows(&caller.org_id).create(&draft, Some(&by)).await?)
+}
+
+pub async fn update(state: &AppState, caller: &Caller, id: Uuid, req: UpdateWorkflow) -> ServiceResult<Workflow> {
+    req.validate()?;
+    let workflows = state.store.workflows(&caller.org_id);
+    let current = workflows.get(id).await.map_err(not_found)?;
+    let draft = WorkflowDraft {
+        name: req.name.unwrap_or(current.name),
+        description: req.description.unwrap_or(current.description),
+        project_id: req.project_id.unwrap_or(current.project_id),
+        tags: req.tags.unwrap_or(current.tags),
+        definition: WorkflowDefinition {
+            inputs_schema: req.inputs_schema.unwrap_or(current.inputs_schema),
+            steps: req.steps.unwrap_or(current.steps),
+            default_worker_queue_id: req.default_worker_queue_id.unwrap_or(current.default_worker_queue_id),
+        },
+    };
+    check(state, &caller.org_id, &draft).await?;
+    let by = caller.key_id.to_string();
+    workflows
+        .update(id, current.version, &draft, Some(&by))
+        .await
+        .map_err(not_found)
+}
+
+pub fn not_found(e: StoreError) -> ServiceError {
+    ServiceError::from_store(e, "workflow")
+}
+
+/// Every problem of `draft` beyond its own shape, as 422 issues.
+async fn check(state: &AppState, org: &str, draft: &WorkflowDraft) -> ServiceResult<()> {
+    let d = &draft.definition;
+    let mut issues = check_templates(&d.steps);
+    if !d.inputs_schema.is_object() {
+        issues.push(FieldIssue::new("inputs_schema", "must be a JSON Schema object"));
+    } else if let Err(e) = jsonschema::meta::validate(&d.inputs_schema) {
+        issues.push(FieldIssue::new(
+            "inputs_schema",
+            format!("not a valid JSON Schema: {e} (at {})", e.instance_path()),
+        ));
+    }
+    // Another organization's id is as unknown as one that never existed.
+    let unknown = |e: StoreError| matches!(e, StoreError::NotFound);
+    for (i, s) in d.steps.iter().enumerate() {
+        if let Some(a) = s.agent_id
+            && let Err(e) = state.store.agents(org).get(a).await
+        {
+            if !unknown(e) {
+                return Err(ServiceError::internal());
+            }
+            issues.push(FieldIssue::new(
+                format!("steps[{i}].agent_id"),
+                format!("step '{}': no agent {a} in this organization", s.id),
+            ));
+        }
+        if let Some(t) = s.team_id
+            && let Err(e) = state.store.teams(org).get(t).await
+        {
+            if !unknown(e) {
+                return Err(ServiceError::internal());
+            }
+            issues.push(FieldIssue::new(
+                format!("steps[{i}].team_id"),
+                format!("step '{}': no team {t} in this organization", s.id),
+            ));
+        }
+        if let Some(q) = s.worker_queue_id
+            && let Err(e) = state.store.worker_queues(org).get(q).await
+        {
+            if !unknown(e) {
+                return Err(ServiceError::internal());
+            }
+            issues.push(FieldIssue::new(
+                format!("steps[{i}].worker_queue_id"),
+                format!("step '{}': no worker queue {q} in this organization", s.id),
+            ));
+        }
+    }
+    if let Some(q) = d.default_worker_queue_id
+        && let Err(e) = state.store.worker_queues(org).get(q).await
+    {
+        if !unknown(e) {
+            return Err(ServiceError::internal());
+        }
+        issues.push(FieldIssue::new(
+            "default_worker_queue_id",
+            format!("no worker queue {q} in this organization"),
+        ));
+    }
+    if let Some(p) = draft.project_id
+        && let Err(e) = state.store.projects(org).get(p).await
+    {
+        if !unknown(e) {
+            return Err(ServiceError::internal());
+        }
+        issues.push(FieldIssue::new(
+            "project_id",
+            format!("no project {p} in this organization"),
+        ));
+    }
+    if issues.is_empty() {
+        Ok(())
+    } else {
+        Err(ServiceError::validation(issues))
+    }
+}
+
+/// Compiles every template and condition, and checks each reads only what its step has.
+fn check_templates(steps: &[WorkflowStep]) -> Vec<FieldIssue> {
+    let env = templates::environment();
+    let ancestors = ancestors(steps);
+    let none = HashSet::new();
+    let mut issues = Vec::new();
+    for (i, s) in steps.iter().enumerate() {
+        let scope = Scope {
+            ancestors: ancestors.get(s.id.as_str()).unwrap_or(&none),
+            for_each: s.for_each.is_some(),
+        };
+        let mut fields: Vec<(&str, &str, bool)> = s.templates().into_iter().map(|(f, t)| (f, t, false)).collect();
+        if let Some(c) = &s.condition {
+            fields.push(("condition", c, true));
+        }
+        for (field, source, expression) in fields {
+            // `for_each` itself is read before there is an item.
+            let scope = Scope {
+                ancestors: scope.ancestors,
+                for_each: scope.for_each && field != "for_each",
+            };
+            if let Err(e) = templates::check(&env, source, expression, &scope) {
+                issues.push(FieldIssue::new(
+                    format!("steps[{i}].{field}"),
+                    format!("step '{}': {e}", s.id),
+                ));
+            }
+        }
+    }
+    issues
+}

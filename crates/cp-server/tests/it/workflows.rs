@@ -1,0 +1,188 @@
+//! Workflow definitions (issue 20, point 1): CRUD, versions, roles and tenancy, and a 422
+//! naming the step and field for every kind of bad definition.
+
+use crate::common::{TestApp, assert_error, json};
+use cp_types::org::Role;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+/// The fields of a 422's issues (one issue or several).
+fn fields(err: &Value) -> Vec<String> {
+    match err["details"]["errors"].as_array() {
+        Some(all) => all.iter().map(|e| e["field"].as_str().unwrap().to_string()).collect(),
+        None => vec![err["details"]["field"].as_str().unwrap_or_default().to_string()],
+    }
+}
+
+fn messages(err: &Value) -> String {
+    err["details"].to_string()
+}
+
+async fn id_of(app: &TestApp, path: &str, body: Value) -> String {
+    let r = app.post(path, body).await;
+    let status = r.status();
+    let v = json(r).await;
+    assert_eq!(status, 201, "{path}: {v}");
+    v["id"].as_str().unwrap().to_string()
+}
+
+async fn queue(app: &TestApp) -> String {
+    let envs = json(app.get("/api/v1/environments").await).await;
+    let env = envs["items"][0]["id"].as_str().unwrap().to_string();
+    id_of(
+        app,
+        &format!("/api/v1/environments/{env}/worker-queues"),
+        json!({"name": "flows"}),
+    )
+    .await
+}
+
+/// A diamond: `fetch` → (`summarize`, `count`) → `report`, which reads both branches.
+fn diamond(agent: &str, queue: &str) -> Value {
+    json!({
+        "name": "release notes",
+        "description": "summarize what changed",
+        "inputs_schema": {"type": "object", "properties": {"repo": {"type": "string"}}, "required": ["repo"]},
+        "default_worker_queue_id": queue,
+        "tags": ["release"],
+        "steps": [
+            {"id": "fetch", "type": "command", "command": "git -C {{ inputs.repo }} log --oneline -20"},
+            {"id": "summarize", "type": "agent", "agent_id": agent, "depends_on": ["fetch"],
+             "prompt": "Summarize: {{ steps.fetch.output }}", "retry": {"max_attempts": 3, "backoff_seconds": 1}},
+            {"id": "count", "type": "command", "depends_on": ["fetch"], "command": "echo {{ steps.fetch.output | length }}",
+             "condition": "steps.fetch.status == 'completed'"},
+            {"id": "report", "type": "agent", "agent_id": agent, "depends_on": ["summarize", "count"],
+             "prompt": "{{ steps.summarize.output }} ({{ steps.count.output }} lines, run {{ run.id }})"}
+        ]
+    })
+}
+
+both_backends! {
+    async fn workflows_are_stored_versioned_listed_and_deleted(backend: Backend) {
+        let app = TestApp::spawn(backend).await;
+        let agent = id_of(&app, "/api/v1/agents", json!({"name": "writer"})).await;
+        let q = queue(&app).await;
+        let r = app.post("/api/v1/workflows", diamond(&agent, &q)).await;
+        assert_eq!(r.status(), 201);
+        let w = json(r).await;
+        let id = w["id"].as_str().unwrap().to_string();
+        assert_eq!((w["version"].as_i64(), w["name"].as_str()), (Some(1), Some("release notes")), "{w}");
+        assert_eq!(w["steps"].as_array().unwrap().len(), 4);
+        assert_eq!(w["steps"][1]["retry"], json!({"max_attempts": 3, "backoff_seconds": 1.0, "backoff_factor": 2.0}));
+        assert_eq!(json(app.get(&format!("/api/v1/workflows/{id}")).await).await["steps"], w["steps"]);
+        // The same name twice is a conflict.
+        assert_error(app.post("/api/v1/workflows", diamond(&agent, &q)).await, 409, "CONFLICT").await;
+
+        // An update is a new version; the old one stays readable.
+        let r = app.req(Method::PATCH, &format!("/api/v1/workflows/{id}"))
+            .json(&json!({"description": "v2", "steps": [{"id": "only", "type": "sleep", "seconds": 1}]}))
+            .send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let w2 = json(r).await;
+        assert_eq!((w2["version"].as_i64(), w2["name"].as_str(), w2["description"].as_str()), (Some(2), Some("release notes"), Some("v2")));
+        assert_eq!(w2["default_worker_queue_id"], q.as_str(), "untouched fields stay");
+        let versions = json(app.get(&format!("/api/v1/workflows/{id}/versions")).await).await;
+        let items = versions["items"].as_array().unwrap();
+        assert_eq!(items.iter().map(|v| v["version"].as_i64().unwrap()).collect::<Vec<_>>(), [2, 1]);
+        assert_eq!(items[1]["steps"], w["steps"]);
+        assert_eq!(items[0]["steps"][0]["id"], "only");
+        // A rejected update changes nothing.
+        let r = app.req(Method::PUT, &format!("/api/v1/workflows/{id}"))
+            .json(&json!({"steps": []})).send().await.unwrap();
+        assert_error(r, 422, "VALIDATION_ERROR").await;
+        assert_eq!(json(app.get(&format!("/api/v1/workflows/{id}")).await).await["version"], 2);
+
+        let list = json(app.get("/api/v1/workflows").await).await;
+        assert_eq!(list["total"], 1);
+        assert_eq!(app.req(Method::DELETE, &format!("/api/v1/workflows/{id}")).send().await.unwrap().status(), 200);
+        assert_error(app.get(&format!("/api/v1/workflows/{id}")).await, 404, "NOT_FOUND").await;
+        assert_error(app.get(&format!("/api/v1/workflows/{id}/versions")).await, 404, "NOT_FOUND").await;
+    }
+
+    async fn roles_and_organizations_keep_workflows_apart(backend: Backend) {
+        let app = TestApp::spawn(backend).await;
+        let agent = id_of(&app, "/api/v1/agents", json!({"name": "writer"})).await;
+        let q = queue(&app).await;
+        let w = json(app.post("/api/v1/workflows", diamond(&agent, &q)).await).await;
+        let id = w["id"].as_str().unwrap();
+        let viewer = app.key("default", Role::Viewer).await;
+        let worker = app.key("default", Role::Worker).await;
+        assert_eq!(app.req_as(&viewer, Method::GET, &format!("/api/v1/workflows/{id}")).send().await.unwrap().status(), 200);
+        let r = app.req_as(&viewer, Method::POST, "/api/v1/workflows").json(&diamond(&agent, &q)).send().await.unwrap();
+        assert_error(r, 403, "FORBIDDEN").await;
+        let r = app.req_as(&worker, Method::GET, "/api/v1/workflows").send().await.unwrap();
+        assert_error(r, 403, "FORBIDDEN").await;
+        // Another organization sees nothing, and cannot name this one's agent or queue.
+        let other = app.org_with_key("flows-b", Role::Admin).await;
+        let r = app.req_as(&other, Method::GET, &format!("/api/v1/workflows/{id}")).send().await.unwrap();
+        assert_error(r, 404, "NOT_FOUND").await;
+        let r = app.req_as(&other, Method::DELETE, &format!("/api/v1/workflows/{id}")).send().await.unwrap();
+        assert_error(r, 404, "NOT_FOUND").await;
+        let list = json(app.req_as(&other, Method::GET, "/api/v1/workflows").send().await.unwrap()).await;
+        assert_eq!(list["total"], 0);
+        let r = app.req_as(&other, Method::POST, "/api/v1/workflows").json(&diamond(&agent, &q)).send().await.unwrap();
+        let err = assert_error(r, 422, "VALIDATION_ERROR").await;
+        let f = fields(&err);
+        for field in ["steps[1].agent_id", "steps[3].agent_id", "default_worker_queue_id"] {
+            assert!(f.contains(&field.to_string()), "{field} missing: {err}");
+        }
+    }
+
+    async fn every_bad_definition_is_a_422_naming_the_step_and_field(backend: Backend) {
+        let app = TestApp::spawn(backend).await;
+        let agent = id_of(&app, "/api/v1/agents", json!({"name": "writer"})).await;
+        let q = queue(&app).await;
+        let bad = |steps: Value| json!({"name": "bad", "steps": steps});
+        let cases: Vec<(Value, &str, &str)> = vec![
+            (bad(json!([
+                {"id": "a", "type": "command", "command": "true", "depends_on": ["b"]},
+                {"id": "b", "type": "command", "command": "true", "depends_on": ["a"]}])),
+             "steps[0].depends_on", "cycle"),
+            (bad(json!([{"id": "a", "type": "command", "command": "true", "depends_on": ["ghost"]}])),
+             "steps[0].depends_on", "'ghost'"),
+            (bad(json!([{"id": "a", "type": "agent", "agent_id": uuid::Uuid::now_v7(), "prompt": "hi"}])),
+             "steps[0].agent_id", "no agent"),
+            (bad(json!([{"id": "a", "type": "team", "team_id": uuid::Uuid::now_v7(), "prompt": "hi"}])),
+             "steps[0].team_id", "no team"),
+            (bad(json!([{"id": "a", "type": "command", "command": "true", "worker_queue_id": uuid::Uuid::now_v7()}])),
+             "steps[0].worker_queue_id", "no worker queue"),
+            (bad(json!([
+                {"id": "a", "type": "command", "command": "true"},
+                {"id": "b", "type": "command", "command": "echo {{ steps.c.output }}", "depends_on": ["a"]},
+                {"id": "c", "type": "command", "command": "true"}])),
+             "steps[1].command", "step 'c'"),
+            (bad(json!([{"id": "a", "type": "agent", "agent_id": agent, "prompt": "{{ inputs.x "}])),
+             "steps[0].prompt", "syntax error"),
+            (bad(json!([{"id": "a", "type": "command", "command": "true", "condition": "inputs.go and"}])),
+             "steps[0].condition", "step 'a'"),
+            (bad(json!([{"id": "a", "type": "command", "command": "echo {{ item }}"}])),
+             "steps[0].command", "for_each"),
+            (bad(json!([{"id": "a", "type": "agent", "agent_id": agent}])), "steps[0].prompt", "needs 'prompt'"),
+            (bad(json!([{"id": "a", "type": "http"}])), "steps[0].url", "needs 'url'"),
+            (bad(json!([{"id": "a", "type": "approval", "message": "ok?", "approvers": ["worker"]}])),
+             "steps[0].approvers", "admin and member"),
+            (bad(json!([{"id": "a", "type": "sleep", "seconds": 1, "until": "2030-01-01T00:00:00Z"}])),
+             "steps[0].seconds", "not both"),
+            (bad(json!([{"id": "a", "type": "command", "command": "true"}, {"id": "a", "type": "command", "command": "true"}])),
+             "steps[1].id", "another step"),
+            (bad(json!([{"id": "has-dash", "type": "command", "command": "true"}])), "steps[0].id", "letter"),
+            (bad(json!([])), "steps", "at least one"),
+            (json!({"name": "bad", "inputs_schema": {"type": "nonsense"}, "steps": [{"id": "a", "type": "sleep", "seconds": 1}]}),
+             "inputs_schema", "JSON Schema"),
+            (json!({"name": "bad", "project_id": uuid::Uuid::now_v7(), "steps": [{"id": "a", "type": "sleep", "seconds": 1}]}),
+             "project_id", "no project"),
+            (json!({"name": "bad", "default_worker_queue_id": uuid::Uuid::now_v7(), "steps": [{"id": "a", "type": "sleep", "seconds": 1}]}),
+             "default_worker_queue_id", "no worker queue"),
+        ];
+        for (body, field, says) in cases {
+            let err = assert_error(app.post("/api/v1/workflows", body.clone()).await, 422, "VALIDATION_ERROR").await;
+            assert!(fields(&err).contains(&field.to_string()), "{field} not named for {body}: {err}");
+            assert!(messages(&err).contains(says), "'{says}' not said for {body}: {err}");
+        }
+        // A wrong type is the usual 422 too, and nothing was stored.
+        let err = assert_error(app.post("/api/v1/workflows", json!({"name": "bad", "steps": [{"id": "a", "type": "teleport"}]})).await, 422, "VALIDATION_ERROR").await;
+        assert!(err["message"].as_str().unwrap().contains("teleport"), "{err}");
+        assert_eq!(json(app.get("/api/v1/workflows").await).await["total"], 0);
+        let _ = q;
+    }
+}
