@@ -643,6 +643,36 @@ check("integrations.get", integrations_get)
 check("integrations.get_integration_credentials (github)", integrations_credentials)
 check("integrations.get_integration_credentials (jira: SDK sends id 0)", integrations_credentials_special)
 
+# ---------------------------------------------------------------- workflows (the DSL)
+
+
+def workflows_import_dsl():
+    from kubiya import dsl
+
+    a = need(agent, "agents.create")
+    wf = (
+        dsl.workflow(f"sdk-dsl-{RUN}")
+        .description("built by the SDK's DSL")
+        .params(ENV="staging")
+        .step("build", "make build ENV=${ENV}", callback=lambda s: s.output("BUILD_ID").retries(2))
+        .step("review", callback=lambda s: s.agent(name=a["name"], message="Review build ${BUILD_ID}"))
+    )
+    code, w = http("POST", "/api/v1/workflows/import", wf.to_dict())
+    expect(code == 201, f"workflows/import: HTTP {code}", w)
+    steps = w.get("steps", [])
+    expect([s.get("id") for s in steps] == ["build", "review"], "imported step ids", steps)
+    expect(steps[0].get("command") == "make build ENV={{ inputs.ENV }}", "a param reference", steps[0])
+    expect(steps[1].get("agent_id") == a["id"], "the agent found by name", steps[1])
+    expect(steps[1].get("prompt") == "Review build {{ steps.build.output }}", "an output reference", steps[1])
+    expect(steps[1].get("depends_on") == ["build"], "a chain", steps[1])
+    bad = dsl.workflow(f"sdk-dsl-docker-{RUN}").step("d", callback=lambda s: s.docker(image="alpine", command="true"))
+    code, err = http("POST", "/api/v1/workflows/import", bad.to_dict())
+    expect(code == 422 and "docker" in json.dumps(err), f"an unsupported executor: HTTP {code}", err)
+    http("DELETE", f"/api/v1/workflows/{w['id']}")
+
+
+check("workflows import (kubiya.dsl)", workflows_import_dsl)
+
 # ---------------------------------------------------------------- deletes last (others use them)
 
 check("skills.delete", skills_delete)

@@ -232,6 +232,13 @@ impl Agents<'_> {
     }
 
     /// Whether an agent of this organization has this id.
+    /// The id of the agent named `name`, if there is one.
+    pub async fn id_by_name(&self, name: &str) -> StoreResult<Option<Uuid>> {
+        Ok(with_db!(self.db, pool =>
+            sqlx::query_scalar("SELECT id FROM agents WHERE organization_id = $1 AND name = $2")
+                .bind(self.org).bind(name).fetch_optional(pool).await)?)
+    }
+
     pub async fn exists(&self, id: Uuid) -> StoreResult<bool> {
         let n: i64 = with_db!(self.db, pool =>
             sqlx::query_scalar("SELECT COUNT(*) FROM agents WHERE organization_id = $1 AND id = $2")

@@ -19,6 +19,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(list_workflows, create_workflow))
         .routes(routes!(get_workflow, update_workflow, delete_workflow))
         .routes(routes!(list_versions))
+        .routes(routes!(import_workflow))
 }
 
 /// Newest first.
@@ -43,6 +44,24 @@ async fn create_workflow(
     JsonBody(req): JsonBody<CreateWorkflow>,
 ) -> ServiceResult<(StatusCode, Json<Workflow>)> {
     let created = workflows::create(&state, &auth, req).await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// Creates a workflow from the document the official Python client's DSL builds
+/// (`kubiya.dsl.workflow(...).to_dict()`): `command`, `agent` (by `agent_name`) and `http`
+/// executors; `${NAME}`/`{{NAME}}` references to outputs, params and `ITEM`; `chain` or
+/// `graph`; `parallel`, `retryPolicy`, `continueOn`, `timeout` and `{condition, expected}`
+/// preconditions. `default_worker_queue_id` and `project_id` may be added beside them.
+#[utoipa::path(post, path = "/api/v1/workflows/import", tag = "workflows",
+    request_body(content = Object, description = "The DSL document"),
+    responses((status = 201, body = Workflow), (status = 409, body = cp_types::ErrorEnvelope),
+        (status = 422, body = cp_types::ErrorEnvelope)))]
+async fn import_workflow(
+    State(state): State<AppState>,
+    auth: Auth<Write>,
+    JsonBody(doc): JsonBody<serde_json::Value>,
+) -> ServiceResult<(StatusCode, Json<Workflow>)> {
+    let created = workflows::import(&state, &auth, doc).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 

@@ -19,4 +19,5 @@ pub mod templates;
 pub mod vault;
 pub mod webhooks;
 pub mod workers;
+pub mod workflow_import;
 pub mod workflows;

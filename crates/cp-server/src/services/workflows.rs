@@ -2,7 +2,7 @@
 //! JSON Schema, the agents, teams, queues and project it names, all of the caller's
 //! organization), and the writes, each of which keeps a new version.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use cp_store::StoreError;
 use cp_store::workflows::WorkflowDraft;
@@ -14,6 +14,7 @@ use uuid::Uuid;
 use super::caller::Caller;
 use super::error::{ServiceError, ServiceResult};
 use super::templates::{self, Scope};
+use super::workflow_import;
 use crate::state::AppState;
 
 /// An empty object schema: any inputs.
@@ -60,6 +61,39 @@ pub async fn update(state: &AppState, caller: &Caller, id: Uuid, req: UpdateWork
         .update(id, current.version, &draft, Some(&by))
         .await
         .map_err(not_found)
+}
+
+/// `POST /workflows/import`: the Python DSL's document converted (see `workflow_import`),
+/// then created like any definition; `default_worker_queue_id` and `project_id` may sit
+/// beside the document's own fields.
+pub async fn import(state: &AppState, caller: &Caller, doc: Value) -> ServiceResult<Workflow> {
+    if !doc.is_object() {
+        return Err(ServiceError::invalid(
+            "body",
+            "must be a workflow document (a JSON object)",
+        ));
+    }
+    let mut agents = HashMap::new();
+    for name in workflow_import::agent_names(&doc) {
+        if let Some(id) = state.store.agents(&caller.org_id).id_by_name(&name).await? {
+            agents.insert(name, id);
+        }
+    }
+    let mut req = workflow_import::convert(&doc, &agents)?;
+    for (field, slot) in [
+        ("default_worker_queue_id", &mut req.default_worker_queue_id),
+        ("project_id", &mut req.project_id),
+    ] {
+        match &doc[field] {
+            Value::Null => {}
+            Value::String(s) => match s.parse::<Uuid>() {
+                Ok(id) => *slot = Some(id),
+                Err(_) => return Err(ServiceError::invalid(field, "must be a UUID")),
+            },
+            _ => return Err(ServiceError::invalid(field, "must be a UUID")),
+        }
+    }
+    create(state, caller, req).await
 }
 
 pub fn not_found(e: StoreError) -> ServiceError {

@@ -186,3 +186,86 @@ both_backends! {
         let _ = q;
     }
 }
+
+/// A document as kubiya-sdk 2.1.6's DSL builds it (`kubiya.dsl.workflow("deploy").type("chain")
+/// .step("build", "make build", callback=lambda s: s.output("BUILD_ID").retries(3))
+/// .step("review", callback=lambda s: s.agent(name="reviewer", message="Review ${BUILD_ID}"))
+/// .step("notify", callback=lambda s: s.http(url=…, method="POST", body={"id": "${BUILD_ID}"}))
+/// .parallel_steps("fan out", items=["a", "b"], command="echo ${ITEM}", max_concurrent=2)
+/// .to_dict()`, printed by the SDK itself); tests/sdk/compat.py imports one built live.
+fn sdk_chain() -> Value {
+    json!({
+        "name": "deploy", "type": "chain", "params": {"ENV": "staging"}, "env": {"REGION": "eu"},
+        "steps": [
+            {"name": "build", "command": "make build ENV=${ENV} REGION=${REGION}",
+             "executor": {"type": "command", "config": {}}, "output": "BUILD_ID", "retries": 3},
+            {"name": "review", "executor": {"type": "agent", "config": {"agent_name": "reviewer", "message": "Review ${BUILD_ID}"}}},
+            {"name": "notify", "executor": {"type": "http", "config": {"url": "https://example.com/hook", "method": "POST", "body": {"id": "${BUILD_ID}"}}}},
+            {"name": "fan out", "command": "echo ${ITEM}", "executor": {"type": "command", "config": {}},
+             "parallel": {"items": {"items": ["a", "b"], "maxConcurrent": 2}}}
+        ]
+    })
+}
+
+both_backends! {
+    async fn a_dsl_document_imports_as_a_workflow(backend: Backend) {
+        let app = TestApp::spawn(backend).await;
+        let reviewer = id_of(&app, "/api/v1/agents", json!({"name": "reviewer"})).await;
+        let q = queue(&app).await;
+        let mut doc = sdk_chain();
+        doc["default_worker_queue_id"] = json!(q);
+        let r = app.post("/api/v1/workflows/import", doc).await;
+        assert_eq!(r.status(), 201);
+        let w = json(r).await;
+        let steps = w["steps"].as_array().unwrap();
+        let ids: Vec<&str> = steps.iter().map(|s| s["id"].as_str().unwrap()).collect();
+        assert_eq!(ids, ["build", "review", "notify", "fan_out"]);
+        assert_eq!(steps[3]["name"], "fan out");
+        // A chain: each step after the one before.
+        assert_eq!(steps[0]["depends_on"], json!([]));
+        assert_eq!(steps[2]["depends_on"], json!(["review"]));
+        assert_eq!(steps[0]["command"], "make build ENV={{ inputs.ENV }} REGION=eu");
+        assert_eq!(steps[0]["retry"]["max_attempts"], 4);
+        assert_eq!((steps[1]["type"].as_str(), steps[1]["agent_id"].as_str()), (Some("agent"), Some(reviewer.as_str())));
+        assert_eq!(steps[1]["prompt"], "Review {{ steps.build.output }}");
+        assert_eq!((steps[2]["type"].as_str(), steps[2]["method"].as_str()), (Some("http"), Some("POST")));
+        assert_eq!(steps[2]["body"], r#"{"id":"{{ steps.build.output }}"}"#);
+        assert_eq!(steps[3]["command"], "echo {{ item }}");
+        assert_eq!((steps[3]["for_each"].clone(), steps[3]["max_parallel"].as_i64()), (json!(["a", "b"]), Some(2)));
+        assert_eq!(w["inputs_schema"]["properties"]["ENV"]["default"], "staging");
+        assert_eq!(w["default_worker_queue_id"], q.as_str());
+
+        // A graph keeps the document's own dependencies; a precondition on a param is a condition.
+        let graph = json!({"name": "graph", "type": "graph", "params": {"ENV": "prod"}, "steps": [
+            {"name": "a", "command": "echo a", "executor": {"type": "command", "config": {}}},
+            {"name": "b", "command": "echo b", "executor": {"type": "command", "config": {}}},
+            {"name": "c", "command": "echo c", "executor": {"type": "command", "config": {}}, "depends": ["a", "b"],
+             "preconditions": [{"condition": "${ENV}", "expected": "prod"}], "continueOn": {"failure": true}}]});
+        let w = json(app.post("/api/v1/workflows/import", graph).await).await;
+        assert_eq!(w["steps"][1]["depends_on"], json!([]), "{w}");
+        assert_eq!(w["steps"][2]["depends_on"], json!(["a", "b"]));
+        assert_eq!(w["steps"][2]["condition"], r#"(inputs.ENV) | string == "prod""#);
+        assert_eq!(w["steps"][2]["continue_on_failure"], true);
+
+        // What cannot be imported is named.
+        let mut doc = sdk_chain();
+        doc["name"] = json!("unknown agent");
+        doc["steps"][1]["executor"]["config"]["agent_name"] = json!("nobody");
+        let err = assert_error(app.post("/api/v1/workflows/import", doc).await, 422, "VALIDATION_ERROR").await;
+        assert!(fields(&err).contains(&"steps[1].executor.config.agent_name".to_string()), "{err}");
+        let docker = json!({"name": "docker", "steps": [{"name": "d", "executor": {"type": "docker", "config": {"image": "alpine"}}}]});
+        let err = assert_error(app.post("/api/v1/workflows/import", docker).await, 422, "VALIDATION_ERROR").await;
+        assert_eq!(fields(&err), ["steps[0].executor.type"]);
+        assert!(messages(&err).contains("'docker' executor"), "{err}");
+        let shell_check = json!({"name": "pre", "steps": [{"name": "p", "command": "true", "preconditions": ["test -f x"]}]});
+        let err = assert_error(app.post("/api/v1/workflows/import", shell_check).await, 422, "VALIDATION_ERROR").await;
+        assert_eq!(fields(&err), ["steps[0].preconditions"]);
+        // An output used before the step that makes it is caught by the definition's own rules.
+        let early = json!({"name": "early", "type": "graph", "steps": [
+            {"name": "use", "command": "echo ${LATER}"},
+            {"name": "make", "command": "date", "output": "LATER"}]});
+        let err = assert_error(app.post("/api/v1/workflows/import", early).await, 422, "VALIDATION_ERROR").await;
+        assert_eq!(fields(&err), ["steps[0].command"], "{err}");
+        assert_error(app.post("/api/v1/workflows/import", json!(["not", "a", "document"])).await, 422, "VALIDATION_ERROR").await;
+    }
+}
