@@ -113,68 +113,51 @@ async fn check(state: &AppState, org: &str, draft: &WorkflowDraft) -> ServiceRes
         ));
     }
     // Another organization's id is as unknown as one that never existed.
-    let unknown = |e: StoreError| matches!(e, StoreError::NotFound);
+    let named = |field: String, what: &str, id: Uuid, step: Option<&str>| {
+        let issue = format!("no {what} {id} in this organization");
+        FieldIssue::new(field, step.map_or(issue.clone(), |s| format!("step '{s}': {issue}")))
+    };
     for (i, s) in d.steps.iter().enumerate() {
+        let step = Some(s.id.as_str());
         if let Some(a) = s.agent_id
-            && let Err(e) = state.store.agents(org).get(a).await
+            && absent(state.store.agents(org).get(a).await)?
         {
-            if !unknown(e) {
-                return Err(ServiceError::internal());
-            }
-            issues.push(FieldIssue::new(
-                format!("steps[{i}].agent_id"),
-                format!("step '{}': no agent {a} in this organization", s.id),
-            ));
+            issues.push(named(format!("steps[{i}].agent_id"), "agent", a, step));
         }
         if let Some(t) = s.team_id
-            && let Err(e) = state.store.teams(org).get(t).await
+            && absent(state.store.teams(org).get(t).await)?
         {
-            if !unknown(e) {
-                return Err(ServiceError::internal());
-            }
-            issues.push(FieldIssue::new(
-                format!("steps[{i}].team_id"),
-                format!("step '{}': no team {t} in this organization", s.id),
-            ));
+            issues.push(named(format!("steps[{i}].team_id"), "team", t, step));
         }
         if let Some(q) = s.worker_queue_id
-            && let Err(e) = state.store.worker_queues(org).get(q).await
+            && absent(state.store.worker_queues(org).get(q).await)?
         {
-            if !unknown(e) {
-                return Err(ServiceError::internal());
-            }
-            issues.push(FieldIssue::new(
-                format!("steps[{i}].worker_queue_id"),
-                format!("step '{}': no worker queue {q} in this organization", s.id),
-            ));
+            issues.push(named(format!("steps[{i}].worker_queue_id"), "worker queue", q, step));
         }
     }
     if let Some(q) = d.default_worker_queue_id
-        && let Err(e) = state.store.worker_queues(org).get(q).await
+        && absent(state.store.worker_queues(org).get(q).await)?
     {
-        if !unknown(e) {
-            return Err(ServiceError::internal());
-        }
-        issues.push(FieldIssue::new(
-            "default_worker_queue_id",
-            format!("no worker queue {q} in this organization"),
-        ));
+        issues.push(named("default_worker_queue_id".into(), "worker queue", q, None));
     }
     if let Some(p) = draft.project_id
-        && let Err(e) = state.store.projects(org).get(p).await
+        && absent(state.store.projects(org).get(p).await)?
     {
-        if !unknown(e) {
-            return Err(ServiceError::internal());
-        }
-        issues.push(FieldIssue::new(
-            "project_id",
-            format!("no project {p} in this organization"),
-        ));
+        issues.push(named("project_id".into(), "project", p, None));
     }
     if issues.is_empty() {
         Ok(())
     } else {
         Err(ServiceError::validation(issues))
+    }
+}
+
+/// Whether a lookup found nothing in the caller's organization; other errors pass through.
+fn absent<T>(found: Result<T, StoreError>) -> ServiceResult<bool> {
+    match found {
+        Ok(_) => Ok(false),
+        Err(StoreError::NotFound) => Ok(true),
+        Err(e) => Err(e.into()),
     }
 }
 
