@@ -210,8 +210,6 @@ async fn start_server(
     Ok((Target { addr, key }, child, dir))
 }
 
-/// Lifts the rate limit of the bench key's organization and makes 100 projects and 100 agents
-/// (each linked to 2 environments and 3 skills) to list.
 /// Lifts the org's rate limit, which the load would hit at once.
 async fn unlimit(target: &Target) -> anyhow::Result<()> {
     let key = Some(target.key.as_str());
@@ -223,6 +221,7 @@ async fn unlimit(target: &Target) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Makes 100 projects and 100 agents (each linked to 2 environments and 3 skills) to list.
 async fn setup(target: &Target) -> anyhow::Result<()> {
     let key = Some(target.key.as_str());
     let run = uuid::Uuid::now_v7().simple().to_string();
