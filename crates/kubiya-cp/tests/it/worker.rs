@@ -870,8 +870,11 @@ async fn a_run_outlives_a_control_plane_restart(postgres: bool) {
     drop(server);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let _server = serve_on(&data, port).await;
+    // Killed while it handled one of the worker's event posts, the server leaves that post's
+    // idempotency record "in progress": the worker's retries of it wait until the record
+    // counts as abandoned (60 s), so the run ends within that bound, not at once.
     let done = api
-        .execution_when(&id, Duration::from_secs(30), |x| x["status"] == "completed")
+        .execution_when(&id, Duration::from_secs(90), |x| x["status"] == "completed")
         .await;
     assert_eq!(done["response"], "one two three four five six ");
     let page = api.get(&format!("/api/v1/executions/{id}/events?limit=500")).await;
