@@ -75,6 +75,9 @@ async fn measure(target: &Target, args: &BenchArgs, server_pid: Option<u32>) -> 
     if args.only == Some(BenchPart::Executions) {
         return executions(target, args, server_pid).await;
     }
+    if args.only == Some(BenchPart::Streams) {
+        return streams(target).await;
+    }
     setup(target).await?;
     let scenarios: [(&str, &str, bool); 3] = [
         ("GET /api/health", "/api/health", false),
@@ -139,7 +142,15 @@ async fn measure(target: &Target, args: &BenchArgs, server_pid: Option<u32>) -> 
         return Ok(());
     }
     crate::bench_policy::run(duration.min(Duration::from_secs(3)))?;
-    executions(target, args, server_pid).await
+    executions(target, args, server_pid).await?;
+    streams(target).await
+}
+
+/// One execution followed by 1,000 SSE clients while its worker posts 200 events.
+async fn streams(target: &Target) -> anyhow::Result<()> {
+    // A thousand client connections, in this process.
+    cp_server::http::connections::raise_file_limit();
+    crate::bench_stream::run(target.addr, &target.key, 1000, 200).await
 }
 
 /// The executions scenarios; on PostgreSQL also the database's own ceiling for the same writes

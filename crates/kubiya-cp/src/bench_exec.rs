@@ -18,14 +18,14 @@ use serde_json::Value;
 use tokio::net::TcpStream;
 
 /// One keep-alive connection speaking as one client.
-struct Conn {
+pub(crate) struct Conn {
     sender: SendRequest<Full<Bytes>>,
     host: String,
     auth: String,
 }
 
 impl Conn {
-    async fn open(addr: SocketAddr, key: &str) -> anyhow::Result<Conn> {
+    pub(crate) async fn open(addr: SocketAddr, key: &str) -> anyhow::Result<Conn> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
@@ -37,7 +37,7 @@ impl Conn {
         })
     }
 
-    async fn send(
+    pub(crate) async fn send(
         &mut self,
         method: &str,
         path: &str,
@@ -62,7 +62,13 @@ impl Conn {
         Ok((status, resp.into_body().collect().await?.to_bytes()))
     }
 
-    async fn json(&mut self, method: &str, path: &str, body: Option<&str>, want: u16) -> anyhow::Result<Value> {
+    pub(crate) async fn json(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        want: u16,
+    ) -> anyhow::Result<Value> {
         let (status, bytes) = self.send(method, path, body, None).await?;
         if status != want {
             bail!("{method} {path}: {status} {}", String::from_utf8_lossy(&bytes));
@@ -72,7 +78,7 @@ impl Conn {
 }
 
 /// A claim's execution id and lease.
-fn claimed(bytes: &[u8]) -> anyhow::Result<(String, String)> {
+pub(crate) fn claimed(bytes: &[u8]) -> anyhow::Result<(String, String)> {
     let v: Value = serde_json::from_slice(bytes)?;
     let claim = &v["claim"];
     let id = claim["execution"]["id"].as_str().context("no execution in the claim")?;
@@ -81,7 +87,7 @@ fn claimed(bytes: &[u8]) -> anyhow::Result<(String, String)> {
 }
 
 /// Registers a worker on `queue`; returns its id.
-async fn register(conn: &mut Conn, queue: &str, name: &str) -> anyhow::Result<String> {
+pub(crate) async fn register(conn: &mut Conn, queue: &str, name: &str) -> anyhow::Result<String> {
     let body = format!(r#"{{"hostname":"{name}","version":"bench","capabilities":{{"max_concurrency":1}}}}"#);
     let v = conn
         .json(
@@ -138,7 +144,7 @@ async fn work_once(conn: &mut Conn, worker: &str, wait: f64) -> anyhow::Result<b
 }
 
 /// Creates a queue in the default environment and an agent to execute.
-async fn prepare(conn: &mut Conn, name: &str) -> anyhow::Result<(String, String)> {
+pub(crate) async fn prepare(conn: &mut Conn, name: &str) -> anyhow::Result<(String, String)> {
     let envs = conn.json("GET", "/api/v1/environments?limit=500", None, 200).await?;
     let env = envs["items"]
         .as_array()
@@ -171,7 +177,7 @@ async fn prepare(conn: &mut Conn, name: &str) -> anyhow::Result<(String, String)
     ))
 }
 
-fn execute_body(queue: &str, n: u64) -> String {
+pub(crate) fn execute_body(queue: &str, n: u64) -> String {
     format!(r#"{{"prompt":"task {n}","worker_queue_id":"{queue}"}}"#)
 }
 

@@ -222,7 +222,8 @@ pub struct BenchArgs {
     /// PostgreSQL database or schema to measure PostgreSQL.
     #[arg(long)]
     pub server_database_url: Option<String>,
-    /// Run one part only: the HTTP lists, policy decisions (through the policy sandbox, no server) or executions.
+    /// Run one part only: the HTTP lists, policy decisions (through the policy sandbox, no
+    /// server), executions, or one execution followed by 1,000 SSE clients.
     #[arg(long, value_enum)]
     pub only: Option<BenchPart>,
 }
@@ -233,6 +234,7 @@ pub enum BenchPart {
     Lists,
     Policy,
     Executions,
+    Streams,
 }
 
 pub fn init_logging(global: &Global) {

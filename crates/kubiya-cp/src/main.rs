@@ -5,6 +5,7 @@ mod bench;
 mod bench_exec;
 mod bench_floor;
 mod bench_policy;
+mod bench_stream;
 mod cli;
 mod master_key;
 mod serve;
