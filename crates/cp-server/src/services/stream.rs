@@ -34,6 +34,9 @@ pub struct Follower {
     /// The last `seq` sent.
     last: i64,
     pending: VecDeque<ExecutionEvent>,
+    /// The database holds nothing after `last` that the live feed will not bring: the next
+    /// event is awaited live, without a read. A gap, a lag or a lost feed clears it.
+    in_sync: bool,
     finished: bool,
 }
 
@@ -51,6 +54,7 @@ impl Follower {
             id,
             last: after,
             pending: VecDeque::new(),
+            in_sync: false,
             finished: false,
         }
     }
@@ -78,6 +82,7 @@ impl Follower {
                     // A duplicate (already sent) or ahead of a gap: the database fills the gap.
                     if e.seq > self.last + 1 {
                         self.pending.clear();
+                        self.in_sync = false;
                     }
                     continue;
                 }
@@ -87,22 +92,25 @@ impl Follower {
                 }
                 return Some(e);
             }
-            match self
-                .state
-                .store
-                .executions(&self.org)
-                .events(self.id, self.last, REPLAY_BATCH)
-                .await
-            {
-                Ok(batch) if !batch.is_empty() => {
-                    self.pending.extend(batch);
-                    continue;
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, execution = %self.id, "stream could not read stored events");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    continue;
+            // Each live event would otherwise cost every follower a read that finds nothing.
+            if !self.in_sync {
+                match self
+                    .state
+                    .store
+                    .executions(&self.org)
+                    .events(self.id, self.last, REPLAY_BATCH)
+                    .await
+                {
+                    Ok(batch) if !batch.is_empty() => {
+                        self.pending.extend(batch);
+                        continue;
+                    }
+                    Ok(_) => self.in_sync = true,
+                    Err(e) => {
+                        tracing::warn!(error = %e, execution = %self.id, "stream could not read stored events");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        continue;
+                    }
                 }
             }
             let received = tokio::select! {
@@ -111,16 +119,23 @@ impl Follower {
                 _ = self.state.hub.closed() => return None,
                 // A nudge from another replica can be lost (its notification failed, or it
                 // did not know of this replica yet): look at the database now and then.
-                _ = tokio::time::sleep(RECHECK_EVERY) => continue,
+                _ = tokio::time::sleep(RECHECK_EVERY) => {
+                    self.in_sync = false;
+                    continue;
+                }
                 _ = tokio::time::sleep_until(self.next_key_check) => continue,
             };
             match received.as_deref() {
                 Ok(Followed::Event(e)) if e.seq == self.last + 1 => self.pending.push_back(e.clone()),
-                // Already sent, a gap (published out of order), or stored by another replica:
-                // re-read the database.
-                Ok(_) => {}
-                Err(broadcast::error::RecvError::Lagged(_)) => {}
-                Err(broadcast::error::RecvError::Closed) => self.rx = self.state.hub.follow(self.id),
+                // Already sent: nothing to do.
+                Ok(Followed::Event(e)) if e.seq <= self.last => {}
+                // A gap (published out of order), or stored by another replica: re-read the
+                // database.
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => self.in_sync = false,
+                Err(broadcast::error::RecvError::Closed) => {
+                    self.rx = self.state.hub.follow(self.id);
+                    self.in_sync = false;
+                }
             }
         }
     }
