@@ -36,7 +36,9 @@ async fn life(app: &TestApp, w: &TestWorker, agent: &str, queue: &str) -> [Vec<S
     [execute, claimed, events, take()]
 }
 
-async fn check(backend: Backend) {
+/// A quiet server without rate limit, with a queue and an agent named `name` and a worker on
+/// that queue: the server, the worker, the agent's id and the queue's id.
+async fn setup(backend: Backend, name: &str) -> (TestApp, TestWorker, String, String) {
     let app = TestApp::spawn_quiet(backend).await;
     app.unlimited().await;
     let envs = json(app.get("/api/v1/environments").await).await;
@@ -44,20 +46,25 @@ async fn check(backend: Backend) {
     let q = json(
         app.post(
             &format!("/api/v1/environments/{env}/worker-queues"),
-            json!({"name": "counted"}),
+            json!({"name": name}),
         )
         .await,
     )
     .await;
     let q = q["id"].as_str().unwrap().to_string();
     let a = json(
-        app.post("/api/v1/agents", json!({"name": "counted", "system_prompt": "x"}))
+        app.post("/api/v1/agents", json!({"name": name, "system_prompt": "x"}))
             .await,
     )
     .await;
     let a = a["id"].as_str().unwrap().to_string();
     let key = app.key("default", Role::Worker).await;
-    let w = TestWorker::start(&app.url, &key, &q, "counted-host").await;
+    let w = TestWorker::start(&app.url, &key, &q, &format!("{name}-host")).await;
+    (app, w, a, q)
+}
+
+async fn check(backend: Backend) {
+    let (app, w, a, q) = setup(backend, "counted").await;
     let first = life(&app, &w, &a, &q).await;
     assert!(
         first[1].iter().any(|s| s.contains("FROM agents")),
@@ -148,22 +155,7 @@ async fn a_warm_execution_reads_no_catalog_rows() {
 /// read of the database, however many follow (one read each per event made a 1,000-client
 /// fan-out miss its 50 ms).
 async fn followers(backend: Backend) {
-    let app = TestApp::spawn_quiet(backend).await;
-    app.unlimited().await;
-    let envs = json(app.get("/api/v1/environments").await).await;
-    let env = envs["items"][0]["id"].as_str().unwrap().to_string();
-    let q = json(
-        app.post(
-            &format!("/api/v1/environments/{env}/worker-queues"),
-            json!({"name": "followed"}),
-        )
-        .await,
-    )
-    .await;
-    let q = q["id"].as_str().unwrap().to_string();
-    let a = json(app.post("/api/v1/agents", json!({"name": "followed"})).await).await;
-    let a = a["id"].as_str().unwrap().to_string();
-    let w = TestWorker::start(&app.url, &app.key("default", Role::Worker).await, &q, "followed-host").await;
+    let (app, w, a, q) = setup(backend, "followed").await;
     let r = app
         .post(
             &format!("/api/v1/agents/{a}/execute"),
