@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::db::{BIN, Db, free_port};
+use crate::db::{BIN, Db, Killed, free_port};
 
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
@@ -116,13 +116,17 @@ async fn serve_bootstraps_and_honours_cli_keys(postgres: bool) {
     let db = Db::new(postgres).await;
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let mut child = db
-        .cmd(&["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_ready(&base, &mut child).await;
+    // Killed on drop, so a failed assertion does not leave it running (a stray server on the
+    // shared PostgreSQL database would hold the reaper's lock for the other tests).
+    let mut server = Killed(
+        db.cmd(&["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let child = &mut server.0;
+    wait_ready(&base, child).await;
 
     // The generated admin key is saved with mode 0600 and works.
     let key_file = db.dir.path().join("admin-api-key");
@@ -229,29 +233,29 @@ async fn configured_bootstrap_keys_are_checked_and_used() {
     assert!(stderr(&o).contains("kby_"), "{}", stderr(&o));
 
     let key = "kby_configured-bootstrap-key-0123456789";
-    let (mut child, base) = serve_ready(&db, key).await;
+    let (server, base) = serve_ready(&db, key).await;
     assert_eq!(status_with(&base, key).await, 200);
     assert!(
         !Path::new(&db.dir.path().join("admin-api-key")).exists(),
         "a configured key is not written out"
     );
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(server);
 }
 
-/// `serve` on `db` with `key` as its bootstrap admin key, once it is ready.
-async fn serve_ready(db: &Db, key: &str) -> (Child, String) {
+/// `serve` on `db` with `key` as its bootstrap admin key, once it is ready (killed on drop).
+async fn serve_ready(db: &Db, key: &str) -> (Killed, String) {
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let mut child = db
-        .cmd(&["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .env("KUBIYA_CP_BOOTSTRAP_API_KEY", key)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_ready(&base, &mut child).await;
-    (child, base)
+    let mut server = Killed(
+        db.cmd(&["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .env("KUBIYA_CP_BOOTSTRAP_API_KEY", key)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_ready(&base, &mut server.0).await;
+    (server, base)
 }
 
 async fn secret_value(base: &str, key: &str) -> String {
@@ -277,7 +281,7 @@ fn refused(db: &Db, extra: &[&str]) -> String {
 async fn the_master_key_is_checked_and_rotated(postgres: bool) {
     let db = Db::new(postgres).await;
     let key = "kby_master-key-test-bootstrap-0123456789";
-    let (mut child, base) = serve_ready(&db, key).await;
+    let (server, base) = serve_ready(&db, key).await;
     let r = reqwest::Client::new()
         .post(format!("{base}/api/v1/secrets"))
         .bearer_auth(key)
@@ -286,8 +290,7 @@ async fn the_master_key_is_checked_and_rotated(postgres: bool) {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(server);
 
     // A lost key file is not silently replaced by a new key.
     let file = db.dir.path().join("master.key");
@@ -310,10 +313,9 @@ async fn the_master_key_is_checked_and_rotated(postgres: bool) {
     let rotated = std::fs::read_to_string(&file).unwrap();
     assert_ne!(rotated, original);
     assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
-    let (mut child, base) = serve_ready(&db, key).await;
+    let (server, base) = serve_ready(&db, key).await;
     assert_eq!(secret_value(&base, key).await, "hunter2");
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(server);
     // The old key no longer opens this database.
     assert!(refused(&db, &["--master-key", original.trim()]).contains("does not match"));
     db.drop_schema().await;
