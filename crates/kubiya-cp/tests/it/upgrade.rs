@@ -5,7 +5,6 @@
 //! checksums the old build recorded).
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -308,12 +307,12 @@ async fn an_old_database_upgrades_and_reads_back(postgres: bool) {
                 Some(json!({"wait_seconds": 1})),
             )
             .await;
-        assert_eq!(status, 200, "{polled}");
+        // The poll itself waits for work (204 when none came within its wait).
+        assert!(status == 200 || status == 204, "{status} {polled}");
         if polled["claim"]["execution"]["id"] == queued.as_str() {
             claim = polled["claim"].clone();
             break;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(claim != Value::Null, "the old queued run was never claimed");
     let r = api
