@@ -58,6 +58,7 @@ fn step_id(name: &str, taken: &mut Vec<String>) -> String {
 }
 
 /// What `${NAME}` / `{{NAME}}` stands for in one step.
+#[derive(Clone)]
 enum Ref {
     Expr(String),
     Literal(String),
@@ -172,21 +173,11 @@ pub fn convert(doc: &Value, agents: &HashMap<String, Uuid>) -> Result<CreateWork
             issues.push(FieldIssue::new(f("name"), "every step needs a name"));
         }
         let (items, max_parallel) = parallel(&s["parallel"]);
-        let mut step_refs: HashMap<String, Ref> = HashMap::new();
+        let mut step_refs = refs.clone();
         if items.is_some() {
             step_refs.insert("ITEM".into(), Ref::Expr("item".into()));
         }
-        let t = |text: &str| {
-            let mut all: HashMap<String, Ref> = HashMap::new();
-            for (k, r) in refs.iter().chain(step_refs.iter()) {
-                let r = match r {
-                    Ref::Expr(e) => Ref::Expr(e.clone()),
-                    Ref::Literal(l) => Ref::Literal(l.clone()),
-                };
-                all.insert(k.clone(), r);
-            }
-            template(text, &all)
-        };
+        let t = |text: &str| template(text, &step_refs);
         let mut depends_on: Vec<String> = Vec::new();
         if chain && i > 0 {
             depends_on.push(ids[i - 1].clone());
