@@ -32,6 +32,12 @@ pub async fn serve(
     };
     let background = tokio::spawn(housekeeping(state.clone()));
     let reaper = tokio::spawn(services::dispatch::reaper(state.clone(), state.config.reaper_interval));
+    // Ends of step executions on this replica wake it at once; the interval bounds how late a
+    // timer (a backoff, a sleep, a timeout) or another replica's end is seen.
+    let workflows = tokio::spawn(services::workflow_runs::scheduler(
+        state.clone(),
+        Duration::from_millis(250),
+    ));
     let webhooks = state
         .config
         .webhook_sender
@@ -54,6 +60,7 @@ pub async fn serve(
     let result = http::connections::serve(listener, app, limits, shutdown).await;
     background.abort();
     reaper.abort();
+    workflows.abort();
     if let Some(w) = webhooks {
         w.abort();
     }

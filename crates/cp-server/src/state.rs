@@ -26,6 +26,7 @@ pub struct AppState {
     pub policies: Arc<PolicyEngine>,
     pub run_contexts: Arc<RunContextCache>,
     pub webhooks: Arc<WebhookSender>,
+    pub workflow_scheduler: Arc<crate::services::workflow_runs::Scheduler>,
     pub started_at: Instant,
 }
 
@@ -42,6 +43,7 @@ impl AppState {
             policies,
             run_contexts: Arc::default(),
             webhooks: Arc::default(),
+            workflow_scheduler: Arc::default(),
             started_at: Instant::now(),
         }
     }

@@ -30,7 +30,7 @@ macro_rules! exec_columns {
         "id, organization_id, execution_type, entity_id, entity_name, worker_queue_id, prompt, system_prompt, \
          status, response, error_message, usage, execution_metadata, user_metadata, execution_environment, attempt, \
          max_attempts, worker_id, lease_id, lease_until, cancel_deadline, last_seq, created_at, started_at, \
-         completed_at, updated_at"
+         completed_at, updated_at, workflow_run_id, step_id"
     };
 }
 
@@ -62,6 +62,8 @@ pub(crate) struct ExecutionRow {
     started_at: Option<Timestamp>,
     completed_at: Option<Timestamp>,
     updated_at: Timestamp,
+    workflow_run_id: Option<Uuid>,
+    step_id: Option<String>,
 }
 
 /// An execution with the bookkeeping the API does not show (lease, deadlines).
@@ -99,6 +101,8 @@ impl ExecutionRow {
                 max_attempts: self.max_attempts,
                 worker_id: self.worker_id,
                 event_count: self.last_seq,
+                workflow_run_id: self.workflow_run_id,
+                step_id: self.step_id,
                 created_at: self.created_at,
                 started_at: self.started_at,
                 completed_at: self.completed_at,
@@ -209,6 +213,9 @@ pub struct NewExecution {
     /// read a transaction would have made (a queue deactivated in between is the same race
     /// either way; one deleted fails the foreign key); SQLite's writer reads it again.
     pub queue_seen: Option<QueueSeen>,
+    /// A workflow step's execution: its run and step.
+    pub workflow_run_id: Option<Uuid>,
+    pub step_id: Option<String>,
 }
 
 /// Filters of `GET /executions`.
@@ -429,6 +436,15 @@ impl Draft {
         Ok(())
     }
 
+    /// A workflow step's execution that just ended (or stopped for input): its run must
+    /// advance, so the change also writes the run's outbox row.
+    fn wakes_workflow(&self) -> bool {
+        let e = &self.row.execution;
+        e.workflow_run_id.is_some()
+            && self.from != e.status
+            && (e.status.is_terminal() || e.status == ExecutionStatus::WaitingForInput)
+    }
+
     /// What the change did, once its `events` (and webhook deliveries, if `deliveries`)
     /// are stored.
     fn into_changed(self, events: Vec<ExecutionEvent>, deliveries: bool) -> Changed {
@@ -524,8 +540,9 @@ macro_rules! create_sql {
         concat!(
             "INSERT INTO executions (id, organization_id, execution_type, entity_id, entity_name, worker_queue_id, \
                prompt, system_prompt, status, execution_metadata, user_metadata, execution_environment, attempt, \
-               max_attempts, last_seq, created_by, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', $9, $10, $11, 1, $12, $13, $14, $15, $15) RETURNING ",
+               max_attempts, last_seq, created_by, created_at, updated_at, workflow_run_id, step_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', $9, $10, $11, 1, $12, $13, $14, $15, $15, $16, $17) \
+             RETURNING ",
             exec_columns!()
         )
     };
@@ -576,8 +593,8 @@ macro_rules! update_sql {
     };
 }
 
-mod postgres;
-mod sqlite;
+pub(crate) mod postgres;
+pub(crate) mod sqlite;
 
 /// An event to store, as `(type, data)`.
 type NewTypedEvent = (String, Value);
@@ -617,7 +634,7 @@ fn claim_event(attempt: i64, worker: Uuid) -> NewTypedEvent {
 }
 
 /// `(type, data)` events numbered from `first` and stamped `at`, as they are stored.
-fn stamp(first: i64, at: Timestamp, events: Vec<NewTypedEvent>) -> Vec<ExecutionEvent> {
+pub(crate) fn stamp(first: i64, at: Timestamp, events: Vec<NewTypedEvent>) -> Vec<ExecutionEvent> {
     events
         .into_iter()
         .enumerate()

@@ -40,6 +40,7 @@ mod versions;
 pub mod webhooks;
 pub mod worker_queues;
 pub mod workers;
+pub mod workflow_runs;
 pub mod workflows;
 
 pub use db::{Backend, Store};

@@ -218,6 +218,17 @@ impl Workflows<'_> {
         Ok(())
     }
 
+    /// One version of the workflow (a run follows the version it started with).
+    pub async fn version(&self, id: Uuid, version: i64) -> StoreResult<WorkflowVersion> {
+        let row: VersionRow = with_db!(self.db, pool =>
+            sqlx::query_as(
+                "SELECT workflow_id, version, name, description, definition, created_by, created_at \
+                 FROM workflow_versions WHERE organization_id = $1 AND workflow_id = $2 AND version = $3")
+                .bind(self.org).bind(id).bind(version).fetch_optional(pool).await)?
+        .ok_or(StoreError::NotFound)?;
+        row.into_version()
+    }
+
     /// The workflow's versions, newest first.
     pub async fn versions(&self, id: Uuid, page: PageRequest) -> StoreResult<Page<WorkflowVersion>> {
         self.get(id).await?;

@@ -170,6 +170,11 @@ pub struct Execution {
     pub worker_id: Option<Uuid>,
     /// Events stored so far (the last `seq`).
     pub event_count: i64,
+    /// For a workflow step's execution: its run and step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow_run_id: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_id: Option<String>,
     #[serde(serialize_with = "crate::common::rfc3339::serialize")]
     pub created_at: DateTime<Utc>,
     #[serde(serialize_with = "crate::common::rfc3339::option::serialize")]
@@ -388,6 +393,9 @@ pub struct Claim {
     pub policy_enforcement: PolicyEnforcement,
     /// Earlier messages of this conversation, oldest first (continuations).
     pub history: Vec<SessionMessage>,
+    /// A workflow step's work when it is not an agent's or team's run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<crate::workflow_run::StepWork>,
 }
 
 /// `POST /workers/{id}/poll`: a claim, or things to stop, or both.

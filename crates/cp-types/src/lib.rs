@@ -29,6 +29,7 @@ pub mod webhook;
 pub mod worker;
 pub mod worker_queue;
 pub mod workflow;
+pub mod workflow_run;
 
 pub use common::{Deleted, Timestamp, now};
 pub use error::{ErrorBody, ErrorCode, ErrorEnvelope, FieldIssue};

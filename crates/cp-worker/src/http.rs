@@ -62,42 +62,57 @@ impl Http {
     }
 
     pub async fn run(&self, args: &Value) -> (String, bool) {
-        let method = args["method"].as_str().unwrap_or("GET").to_ascii_uppercase();
+        let method = args["method"].as_str().unwrap_or("GET");
         let url = args["url"].as_str().unwrap_or_default();
+        let headers: Vec<(&str, &str)> = args["headers"]
+            .as_object()
+            .map(|h| h.iter().filter_map(|(k, v)| Some((k.as_str(), v.as_str()?))).collect())
+            .unwrap_or_default();
+        match self.send(method, url, &headers, args["body"].as_str()).await {
+            Ok((status, body)) => (format!("HTTP {status}\n{body}"), !(200..300).contains(&status)),
+            Err(refused) => (refused, true),
+        }
+    }
+
+    /// Sends one request under the tool's rules: the answer's status and (capped) body, or
+    /// why it was refused or failed.
+    pub async fn send(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> Result<(u16, String), String> {
+        let method = method.to_ascii_uppercase();
         let parsed = match reqwest::Url::parse(url) {
             Ok(u) if matches!(u.scheme(), "http" | "https") => u,
-            _ => return (format!("'{url}' is not an http(s) URL"), true),
+            _ => return Err(format!("'{url}' is not an http(s) URL")),
         };
         let host = parsed.host_str().unwrap_or_default();
         if !host_allowed(&self.allowed_hosts, host, parsed.port_or_known_default()) {
-            return (format!("the host {host} is not in the skill's allowed_hosts"), true);
+            return Err(format!("the host {host} is not in the skill's allowed_hosts"));
         }
         // IP literals never reach the client's resolver: this check covers them.
         if let Err(refused) = cp_net::check_target(parsed.as_str(), self.allow_private).await {
-            return (format!("the request to {host} was refused: {refused}"), true);
+            return Err(format!("the request to {host} was refused: {refused}"));
         }
         if !self.allowed_methods.is_empty() && !self.allowed_methods.contains(&method) {
-            return (
-                format!("the method {method} is not allowed by the skill's configuration"),
-                true,
-            );
+            return Err(format!(
+                "the method {method} is not allowed by the skill's configuration"
+            ));
         }
         let Ok(m) = reqwest::Method::from_bytes(method.as_bytes()) else {
-            return (format!("'{method}' is not an HTTP method"), true);
+            return Err(format!("'{method}' is not an HTTP method"));
         };
         let mut req = self.client.request(m, parsed);
-        if let Some(headers) = args["headers"].as_object() {
-            for (k, v) in headers {
-                if let Some(v) = v.as_str() {
-                    req = req.header(k, v);
-                }
-            }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
         }
-        if let Some(body) = args["body"].as_str() {
+        if let Some(body) = body {
             req = req.body(body.to_string());
         }
         match req.send().await {
-            Err(e) => (format!("the request failed: {e}"), true),
+            Err(e) => Err(format!("the request failed: {e}")),
             Ok(mut resp) => {
                 let status = resp.status();
                 // Read no more than the cap: a huge answer must not fill the worker's memory.
@@ -114,7 +129,7 @@ impl Http {
                 if truncated {
                     body.push_str(&format!("\n[truncated to {MAX_BODY} bytes]"));
                 }
-                (format!("HTTP {}\n{body}", status.as_u16()), !status.is_success())
+                Ok((status.as_u16(), body))
             }
         }
     }

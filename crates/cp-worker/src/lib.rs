@@ -16,6 +16,7 @@ pub mod hook;
 pub mod http;
 pub mod sandbox;
 pub mod shell;
+pub mod step;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -330,7 +331,9 @@ async fn execute(cp: &ControlPlane, claim: &Claim, tools: &ToolSettings) {
     };
     let claude_code = claim.agent.as_ref().map(|a| a.runtime) == Some(cp_types::runtime::Runtime::ClaudeCode)
         || claim.team.as_ref().map(|t| t.runtime) == Some(cp_types::runtime::Runtime::ClaudeCode);
-    let result = if claude_code {
+    let result = if let Some(done) = step::run(claim, tools).await {
+        done
+    } else if claude_code {
         claude_code::run(cp, claim, &emit, &tools.sandbox).await
     } else {
         agent::run(cp, claim, &emit, tools).await

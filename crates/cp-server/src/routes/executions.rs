@@ -31,7 +31,7 @@ use crate::services::dispatch;
 use crate::services::error::{ServiceError, ServiceResult};
 use crate::services::keys::{MAX_STREAMS_PER_KEY, StreamSlot};
 use crate::services::notify::{Notice, notify};
-use crate::services::stream::Follower;
+use crate::services::stream::{Follower, Source};
 use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -67,7 +67,7 @@ async fn accept(
     let slot = req.stream.then(|| stream_slot(&state, auth)).transpose()?;
     let execution = dispatch::execute(&state, auth, kind, id, &req).await?;
     if let Some(slot) = slot {
-        let mut resp = sse(state, auth.org_id.clone(), execution.id, 0, slot).into_response();
+        let mut resp = sse(state, Source::Execution, auth.org_id.clone(), execution.id, 0, slot).into_response();
         if let Ok(v) = HeaderValue::from_str(&execution.id.to_string()) {
             resp.headers_mut().insert("x-execution-id", v);
         }
@@ -452,6 +452,14 @@ async fn stream(
     headers: HeaderMap,
     Query(q): Query<StreamQuery>,
 ) -> ServiceResult<Response> {
+    let after = resume_after(&headers, q.after)?;
+    state.store.executions(&auth.org_id).get(id).await.map_err(not_found)?;
+    let slot = stream_slot(&state, &auth)?;
+    Ok(sse(state, Source::Execution, auth.org_id.clone(), id, after, slot).into_response())
+}
+
+/// Where a stream resumes: after `Last-Event-ID`, else after `?after=`, else from the start.
+pub(crate) fn resume_after(headers: &HeaderMap, after: Option<i64>) -> ServiceResult<i64> {
     let from_header = match headers.get("last-event-id") {
         Some(v) => Some(
             v.to_str()
@@ -462,18 +470,16 @@ async fn stream(
         ),
         None => None,
     };
-    let after = from_header.or(q.after).unwrap_or(0);
+    let after = from_header.or(after).unwrap_or(0);
     if after < 0 {
         return Err(ServiceError::invalid("after", "must not be negative"));
     }
-    state.store.executions(&auth.org_id).get(id).await.map_err(not_found)?;
-    let slot = stream_slot(&state, &auth)?;
-    Ok(sse(state, auth.org_id.clone(), id, after, slot).into_response())
+    Ok(after)
 }
 
 /// A place for one more stream of the caller's key: at most [`MAX_STREAMS_PER_KEY`] at once
 /// (429 past it).
-fn stream_slot(state: &AppState, caller: &Caller) -> ServiceResult<StreamSlot> {
+pub(crate) fn stream_slot(state: &AppState, caller: &Caller) -> ServiceResult<StreamSlot> {
     state.keys.open_stream(caller.key_id).ok_or_else(|| {
         ServiceError::new(
             ErrorCode::RateLimited,
@@ -484,14 +490,15 @@ fn stream_slot(state: &AppState, caller: &Caller) -> ServiceResult<StreamSlot> {
 
 /// The SSE response following `id` from `after`; it ends once the key that holds `slot` is
 /// revoked or expires.
-fn sse(
+pub(crate) fn sse(
     state: AppState,
+    source: Source,
     org: String,
     id: Uuid,
     after: i64,
     slot: StreamSlot,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let follower = Follower::new(state, org, id, after, slot);
+    let follower = Follower::new(state, source, org, id, after, slot);
     let events = futures::stream::unfold(follower, |mut f| async move {
         let e = f.next().await?;
         let data = serde_json::to_string(&e.data).unwrap_or_else(|_| "null".into());

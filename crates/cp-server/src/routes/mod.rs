@@ -21,6 +21,7 @@ pub mod teams;
 pub mod webhooks;
 pub mod worker_queues;
 pub mod workers;
+pub mod workflow_runs;
 pub mod workflows;
 
 use axum::Router;
@@ -147,6 +148,7 @@ pub fn router(state: AppState) -> Router {
         .merge(policies::routes())
         .merge(webhooks::routes())
         .merge(workflows::routes())
+        .merge(workflow_runs::routes())
         .route_layer(from_fn_with_state(state.clone(), idempotency))
         .route_layer(from_fn_with_state(state.clone(), authenticate));
 

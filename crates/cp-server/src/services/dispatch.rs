@@ -66,6 +66,8 @@ pub async fn execute(
         execution_metadata: req.execution_metadata.clone().unwrap_or_else(|| json!({})),
         execution_environment: req.execution_environment.clone().unwrap_or_default(),
         created_by: caller.key_id.to_string(),
+        workflow_run_id: None,
+        step_id: None,
     };
     let (execution, events) = state
         .store

@@ -19,5 +19,7 @@ pub mod templates;
 pub mod vault;
 pub mod webhooks;
 pub mod workers;
+pub mod workflow_engine;
 pub mod workflow_import;
+pub mod workflow_runs;
 pub mod workflows;

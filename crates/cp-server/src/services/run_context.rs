@@ -22,6 +22,7 @@ use cp_types::execution::{Claim, Execution, ExecutionType, RunModel};
 use cp_types::org::PolicyEnforcement;
 use cp_types::skill::{EntityRef, ResolvedSkill, SkillEntityType};
 use cp_types::team::Team;
+use cp_types::workflow_run::StepWork;
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -95,6 +96,29 @@ pub async fn build(state: &AppState, worker: &Caller, claimed: Claimed, seat: Wo
     let org = worker.org_id.as_str();
     let execution = claimed.changed.record.execution;
     let lease_id = claimed.changed.record.lease_id.unwrap_or_default();
+    let step = step_work(&execution);
+    if let Some(work @ (StepWork::Command { .. } | StepWork::Http { .. })) = step {
+        // A command or request of a workflow: no agent, model or skills to resolve.
+        let settings = state.store.org_settings(org).await?;
+        return Ok(Claim {
+            lease_id: lease_id.uuid(),
+            lease_seconds: seat.lease_ms() / 1000,
+            system_prompt: None,
+            env_vars: execution.execution_environment.env_vars.clone(),
+            execution,
+            agent: None,
+            team: None,
+            members: Vec::new(),
+            member_models: BTreeMap::new(),
+            member_skills: BTreeMap::new(),
+            model: None,
+            skills: Vec::new(),
+            environment: ResolvedExecutionEnvironment::default(),
+            policy_enforcement: settings.policy_enforcement,
+            history: claimed.history,
+            step: Some(work),
+        });
+    }
     let entity = match state
         .run_contexts
         .get(org, execution.entity_id, claimed.catalog_version)
@@ -129,16 +153,18 @@ pub async fn build(state: &AppState, worker: &Caller, claimed: Claimed, seat: Wo
         env_vars,
         policy_enforcement: ctx.policy_enforcement,
         history: claimed.history,
+        step,
     })
 }
 
 /// Reads and resolves what an agent or team contributes to a claim.
 async fn resolve(state: &AppState, worker: &Caller, execution: &Execution) -> ServiceResult<EntityContext> {
-    let (kind, entity_id) = (execution.execution_type, execution.entity_id);
+    let entity_id = execution.entity_id;
+    let team_run = execution.execution_type == ExecutionType::Team || step_work(execution) == Some(StepWork::Team);
     let org = worker.org_id.as_str();
     let store = &state.store;
-    let (agent, team, members, target, skills_of, model_ref, system_prompt, llm_config) = match kind {
-        ExecutionType::Team => {
+    let (agent, team, members, target, skills_of, model_ref, system_prompt, llm_config) = match team_run {
+        true => {
             let team = store
                 .teams(org)
                 .get(entity_id)
@@ -169,7 +195,7 @@ async fn resolve(state: &AppState, worker: &Caller, execution: &Execution) -> Se
             };
             (None, Some(team), members, target, entity, model, prompt, llm)
         }
-        _ => {
+        false => {
             let agent = store
                 .agents(org)
                 .get(entity_id)
@@ -245,6 +271,12 @@ async fn resolve(state: &AppState, worker: &Caller, execution: &Execution) -> Se
         environment,
         policy_enforcement: settings.policy_enforcement,
     })
+}
+
+/// What a workflow step's execution does, from its metadata (`None` for other executions).
+fn step_work(execution: &Execution) -> Option<StepWork> {
+    execution.workflow_run_id?;
+    serde_json::from_value(execution.execution_metadata.get("workflow_step")?.clone()).ok()
 }
 
 async fn run_model(state: &AppState, worker: &Caller, value: &str, llm_config: Value) -> ServiceResult<RunModel> {

@@ -22,8 +22,16 @@ const REPLAY_BATCH: i64 = 500;
 /// How long a follower waits for a nudge before it reads the database anyway.
 const RECHECK_EVERY: Duration = Duration::from_secs(10);
 
-/// One client following one execution's events.
+/// Whose events a follower reads: an execution's, or a workflow run's own stream.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Source {
+    Execution,
+    WorkflowRun,
+}
+
+/// One client following one execution's (or workflow run's) events.
 pub struct Follower {
+    source: Source,
     state: AppState,
     org: String,
     /// The opening key's place in its count of streams.
@@ -44,8 +52,9 @@ impl Follower {
     /// Follows `id` from after `after` for the key holding `slot`. It subscribes before the
     /// first read of stored events: whatever is stored from here on arrives live, whatever was
     /// stored before is read; overlaps are dropped by `seq`.
-    pub fn new(state: AppState, org: String, id: Uuid, after: i64, slot: StreamSlot) -> Follower {
+    pub fn new(state: AppState, source: Source, org: String, id: Uuid, after: i64, slot: StreamSlot) -> Follower {
         Follower {
+            source,
             rx: state.hub.follow(id),
             state,
             org,
@@ -94,13 +103,17 @@ impl Follower {
             }
             // Each live event would otherwise cost every follower a read that finds nothing.
             if !self.in_sync {
-                match self
-                    .state
-                    .store
-                    .executions(&self.org)
-                    .events(self.id, self.last, REPLAY_BATCH)
-                    .await
-                {
+                let read = match self.source {
+                    Source::Execution => {
+                        let executions = self.state.store.executions(&self.org);
+                        executions.events(self.id, self.last, REPLAY_BATCH).await
+                    }
+                    Source::WorkflowRun => {
+                        let runs = self.state.store.workflow_runs(&self.org);
+                        runs.events(self.id, self.last, REPLAY_BATCH).await
+                    }
+                };
+                match read {
                     Ok(batch) if !batch.is_empty() => {
                         self.pending.extend(batch);
                         continue;
@@ -143,8 +156,25 @@ impl Follower {
     /// A `done` ends the stream when nothing came after it and the run is still over (a
     /// message may have continued the conversation since).
     async fn ended_at(&self, seq: i64) -> bool {
-        match self.state.store.executions(&self.org).get(self.id).await {
-            Ok(e) => e.status.is_terminal() && e.event_count == seq,
+        let now = match self.source {
+            Source::Execution => self
+                .state
+                .store
+                .executions(&self.org)
+                .get(self.id)
+                .await
+                .map(|e| (e.status.is_terminal(), e.event_count)),
+            // A retried run goes on after its `done`.
+            Source::WorkflowRun => self
+                .state
+                .store
+                .workflow_runs(&self.org)
+                .get(self.id)
+                .await
+                .map(|r| (r.run.status.is_terminal(), r.run.event_count)),
+        };
+        match now {
+            Ok((ended, count)) => ended && count == seq,
             Err(_) => true,
         }
     }

@@ -72,7 +72,7 @@ pub fn check(env: &Environment<'_>, source: &str, expression: bool, scope: &Scop
 }
 
 /// A compile error without minijinja's template name (`<string>`).
-fn describe(e: &minijinja::Error) -> String {
+pub fn describe(e: &minijinja::Error) -> String {
     let mut s = e.kind().to_string();
     if let Some(detail) = e.detail() {
         s = format!("{s}: {detail}");

@@ -62,16 +62,29 @@ pub(super) async fn create(
     new: NewExecution,
     at: Timestamp,
 ) -> StoreResult<(ExecutionRecord, Vec<ExecutionEvent>)> {
+    let mut conn = conns.get().await?;
+    let created = create_on(&mut conn, org, id, new, at).await?;
+    conn.release();
+    Ok(created)
+}
+
+/// `create` on `conn` (a workflow's advance creates its steps' executions in its transaction).
+pub(crate) async fn create_on(
+    conn: &mut PgConnection,
+    org: &str,
+    id: Uuid,
+    new: NewExecution,
+    at: Timestamp,
+) -> StoreResult<(ExecutionRecord, Vec<ExecutionEvent>)> {
     let (metadata, max_attempts, events) = creation(id, &new, new.queue_seen.clone(), at)?;
     let stored = stamp(1, at, events);
     let (types, data) = columns(&stored);
-    let mut conn = conns.get().await?;
     let row: ExecutionRow = sqlx::query_as(concat!(
         "WITH x AS (",
         create_sql!(),
         "), ev AS (INSERT INTO execution_events (execution_id, seq, organization_id, event_type, data, created_at) \
            SELECT x.id, e.ord, x.organization_id, e.event_type, e.data, x.created_at \
-           FROM x, UNNEST($16::text[], $17::text[]) WITH ORDINALITY AS e(event_type, data, ord)) \
+           FROM x, UNNEST($18::text[], $19::text[]) WITH ORDINALITY AS e(event_type, data, ord)) \
          SELECT * FROM x"
     ))
     .bind(id)
@@ -89,6 +102,8 @@ pub(super) async fn create(
     .bind(stored.len() as i64)
     .bind(&new.created_by)
     .bind(at)
+    .bind(new.workflow_run_id)
+    .bind(&new.step_id)
     .bind(&types)
     .bind(&data)
     .fetch_one(&mut *conn)
@@ -98,7 +113,6 @@ pub(super) async fn create(
         sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::NotFound,
         e => e.into(),
     })?;
-    conn.release();
     Ok((row.into_record()?, stored))
 }
 
@@ -312,7 +326,9 @@ where
                SELECT u.id, $18 + e.ord - 1, $1, e.event_type, e.data, $15 \
                FROM u, UNNEST($19::text[], $20::text[]) WITH ORDINALITY AS e(event_type, data, ord)), ",
             deliveries_sql!("u", "$1", "$21", "$23", "u.id", "$22", "$24", "$15"),
-            " SELECT (SELECT COUNT(*) FROM u) AS written, (SELECT COUNT(*) FROM wh) AS deliveries"
+            ", wk AS (INSERT INTO workflow_wakeups (execution_id, organization_id, created_at) \
+               SELECT u.id, $1, $15 FROM u WHERE $25 ON CONFLICT DO NOTHING) \
+             SELECT (SELECT COUNT(*) FROM u) AS written, (SELECT COUNT(*) FROM wh) AS deliveries"
         )),
         org,
         id,
@@ -327,6 +343,7 @@ where
     .bind(hook_seq)
     .bind(&hook_ids)
     .bind(draft.at.timestamp_millis())
+    .bind(draft.wakes_workflow())
     .fetch_one(&mut *conn)
     .await?;
     if row.try_get::<i64, _>("written")? != 1 {

@@ -76,6 +76,8 @@ fn execution_row(r: &Row<'_>) -> StoreResult<ExecutionRow> {
         started_at: opt_ts_at(r, 23)?,
         completed_at: opt_ts_at(r, 24)?,
         updated_at: ts_at(r, 25)?,
+        workflow_run_id: opt_uuid_at(r, 26)?,
+        step_id: column(r, 27)?,
     })
 }
 
@@ -159,7 +161,7 @@ fn enqueue_webhooks(conn: &Connection, org: &str, event_type: &str, execution: U
 }
 
 /// See `Executions::create`.
-pub(super) fn create(
+pub(crate) fn create(
     conn: &Connection,
     org: &str,
     id: Uuid,
@@ -193,6 +195,8 @@ pub(super) fn create(
             &(events.len() as i64),
             &new.created_by,
             &at_text,
+            &new.workflow_run_id.as_ref().map(uuid_blob),
+            &new.step_id,
         ],
     )?
     .ok_or(StoreError::NotFound)?;
@@ -367,6 +371,12 @@ pub(super) fn apply(
     }
     let events = std::mem::take(&mut draft.events);
     let events = insert_events(conn, org, id, first, draft.at, events)?;
+    if draft.wakes_workflow() {
+        conn.prepare_cached(
+            "INSERT OR IGNORE INTO workflow_wakeups (execution_id, organization_id, created_at) VALUES (?1, ?2, ?3)",
+        )?
+        .execute(rusqlite::params![uuid_blob(&id), org, ts_text(&draft.at)])?;
+    }
     let (hooks, seq) = change_webhooks(&draft, &events);
     let mut deliveries = false;
     for event_type in hooks {

@@ -81,7 +81,13 @@ impl Db {
         if let Some(key) = key {
             cmd.env("KUBIYA_CP_BOOTSTRAP_API_KEY", key);
         }
-        let server = Killed(cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
+        // KUBIYA_CP_TEST_SERVER_LOGS=1 shows the servers' warnings, to debug a failing test.
+        let logs = if std::env::var_os("KUBIYA_CP_TEST_SERVER_LOGS").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        };
+        let server = Killed(cmd.stdout(Stdio::null()).stderr(logs).spawn().unwrap());
         let started = Instant::now();
         while reqwest::get(format!("http://127.0.0.1:{port}/api/ready"))
             .await

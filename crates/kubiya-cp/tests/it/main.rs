@@ -8,3 +8,4 @@ mod db;
 mod faults;
 mod upgrade;
 mod worker;
+mod workflow_runs;

@@ -171,6 +171,10 @@ async fn chat(
             .unwrap_or("nothing");
         return stream(Some(&format!("I said: {said}")), None);
     }
+    // Workflow steps: the model answers with what it was asked to say.
+    if let Some(text) = prompt.strip_prefix("say: ") {
+        return stream(Some(text), None);
+    }
     if prompt == "wipe the disk" {
         return stream(None, Some(("shell", json!({"command": "rm -rf /"}))));
     }
@@ -235,15 +239,15 @@ async fn messages(headers: axum::http::HeaderMap, Json(body): Json<Value>) -> ax
     ([("content-type", "text/event-stream")], body).into_response()
 }
 
-struct Api {
-    base: String,
-    key: String,
-    http: reqwest::Client,
+pub struct Api {
+    pub base: String,
+    pub key: String,
+    pub http: reqwest::Client,
 }
 
 impl Api {
     /// A worker queue in the default environment; its id.
-    async fn queue(&self, body: Value) -> String {
+    pub async fn queue(&self, body: Value) -> String {
         let envs = self.get("/api/v1/environments").await;
         let env = envs["items"][0]["id"].as_str().unwrap().to_string();
         let queue = self
@@ -252,7 +256,7 @@ impl Api {
         queue["id"].as_str().unwrap().to_string()
     }
 
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Value {
+    pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Value {
         let mut r = self
             .http
             .request(method, format!("{}{path}", self.base))
@@ -267,11 +271,11 @@ impl Api {
         v
     }
 
-    async fn post(&self, path: &str, body: Value) -> Value {
+    pub async fn post(&self, path: &str, body: Value) -> Value {
         self.call(Method::POST, path, Some(body)).await
     }
 
-    async fn get(&self, path: &str) -> Value {
+    pub async fn get(&self, path: &str) -> Value {
         self.call(Method::GET, path, None).await
     }
 
@@ -320,7 +324,7 @@ impl Api {
 }
 
 /// The fake provider on a loopback port; its OpenAI-style base URL.
-async fn fake_llm() -> String {
+pub async fn fake_llm() -> String {
     fake_llm_with(SlowedOnce::default()).await
 }
 
@@ -340,7 +344,7 @@ async fn fake_llm_with(slowed: SlowedOnce) -> String {
 
 /// `kubiya-cp serve` on a fresh database (SQLite, or a PostgreSQL schema), ready, with the
 /// rate limit lifted.
-async fn start_server(postgres: bool) -> (Killed, Api, Db) {
+pub async fn start_server(postgres: bool) -> (Killed, Api, Db) {
     let data = Db::new(postgres).await;
     let port = free_port();
     let server = serve_on(&data, port).await;
@@ -362,7 +366,7 @@ async fn start_server(postgres: bool) -> (Killed, Api, Db) {
 const KEY: &str = "kby_worker-test-bootstrap-key-0123456789";
 
 /// `kubiya-cp serve` on `data` and `port`, once it is ready.
-async fn serve_on(data: &Db, port: u16) -> Killed {
+pub async fn serve_on(data: &Db, port: u16) -> Killed {
     data.serve(port, Some(KEY)).await
 }
 
@@ -753,7 +757,7 @@ async fn a_real_worker_runs_agents_end_to_end(postgres: bool) {
 
 /// A model named after `name` on the fake provider, an agent on it, a queue in the default
 /// environment made from `queue`, and a worker key: the agent's id, the queue's id, the key.
-async fn one_agent(api: &Api, llm_url: &str, name: &str, queue: Value) -> (String, String, String) {
+pub async fn one_agent(api: &Api, llm_url: &str, name: &str, queue: Value) -> (String, String, String) {
     let model = format!("fake/{name}");
     api.post(
         "/api/v1/models",
@@ -771,13 +775,23 @@ async fn one_agent(api: &Api, llm_url: &str, name: &str, queue: Value) -> (Strin
     (id(&agent, "id"), queue, id(&key, "key"))
 }
 
-fn spawn_worker(queue: &str, base: &str, key: &str) -> Killed {
+pub fn spawn_worker(queue: &str, base: &str, key: &str) -> Killed {
+    spawn_worker_with(queue, base, key, &[])
+}
+
+/// A worker with more flags (`--allow-private-http`, say).
+pub fn spawn_worker_with(queue: &str, base: &str, key: &str, flags: &[&str]) -> Killed {
     Killed(
         Command::new(BIN)
             .args(["worker", "--queue-id", queue, "--control-plane-url", base])
+            .args(flags)
             .env("KUBIYA_API_KEY", key)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(if std::env::var_os("KUBIYA_CP_TEST_SERVER_LOGS").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
             .spawn()
             .unwrap(),
     )

@@ -1,0 +1,426 @@
+//! Workflow runs: starting one, advancing it (the scheduler's work and every control), and
+//! the scheduler loop of `serve`. An advance reads the run, its version and its step
+//! executions, lets `workflow_engine` plan, checks each new step execution as an execute is
+//! checked (its queue, its agent or team, the organization's policies), and commits it all in
+//! one write guarded by the run's `last_seq`; a write that finds the run moved starts over.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cp_store::StoreError;
+use cp_store::executions::{Control, NewExecution, QueueSeen};
+use cp_store::workflow_runs::{Advance, NewRun};
+use cp_types::context::ContextEntity;
+use cp_types::execution::ExecutionType;
+use cp_types::ids::{ExecutionId, QueueId};
+use cp_types::workflow::{StepType, WorkflowVersion};
+use cp_types::workflow_run::{StartWorkflow, WorkflowRun};
+use cp_types::{ErrorCode, FieldIssue, now};
+use parking_lot::Mutex;
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use super::caller::Caller;
+use super::error::{ServiceError, ServiceResult};
+use super::notify::{Notice, notify};
+use super::policy;
+use super::workflow_engine::{self, Denials, Inputs, Refusal, RunControl, Start};
+use crate::state::AppState;
+
+/// Most tries of one advance against a run that keeps moving.
+const TRIES: usize = 20;
+/// Versions kept in memory (a version never changes once written).
+const MAX_VERSIONS: usize = 1024;
+
+/// The scheduler's wake-up and the versions it has read.
+#[derive(Default)]
+pub struct Scheduler {
+    /// Notified when a step's execution ends on this replica.
+    pub wake: Notify,
+    versions: Mutex<HashMap<(Uuid, i64), Arc<WorkflowVersion>>>,
+}
+
+impl Scheduler {
+    async fn version(
+        &self,
+        state: &AppState,
+        org: &str,
+        workflow: Uuid,
+        version: i64,
+    ) -> ServiceResult<Arc<WorkflowVersion>> {
+        if let Some(v) = self.versions.lock().get(&(workflow, version)) {
+            return Ok(v.clone());
+        }
+        let v = Arc::new(
+            state
+                .store
+                .workflows(org)
+                .version(workflow, version)
+                .await
+                .map_err(|e| ServiceError::from_store(e, "workflow"))?,
+        );
+        let mut versions = self.versions.lock();
+        if versions.len() >= MAX_VERSIONS {
+            versions.clear();
+        }
+        versions.insert((workflow, version), v.clone());
+        Ok(v)
+    }
+}
+
+/// `POST /workflows/{id}/start`: checks the inputs against the version's schema (every error
+/// listed) and that every working step has a queue of the organization, stores the run and
+/// advances it once, so the 201 already shows its first steps started.
+pub async fn start(
+    state: &AppState,
+    caller: &Caller,
+    workflow_id: Uuid,
+    req: StartWorkflow,
+) -> ServiceResult<WorkflowRun> {
+    let org = caller.org_id.as_str();
+    let workflow = state
+        .store
+        .workflows(org)
+        .get(workflow_id)
+        .await
+        .map_err(|e| ServiceError::from_store(e, "workflow"))?;
+    let inputs = req.inputs.unwrap_or_else(|| json!({}));
+    let mut issues = input_issues(&workflow.inputs_schema, &inputs);
+    let default = workflow.default_worker_queue_id;
+    for step in workflow_engine::steps_without_queue(&workflow.steps, req.worker_queue_id, default) {
+        issues.push(FieldIssue::new(
+            "worker_queue_id",
+            format!("step '{step}' runs on a worker and has no queue: name one here, on the step, or as the workflow's default_worker_queue_id"),
+        ));
+    }
+    for queue in workflow_engine::queues_of(&workflow.steps, req.worker_queue_id, default) {
+        if let Err(StoreError::NotFound) = state.store.worker_queues(org).get(queue).await {
+            issues.push(FieldIssue::new(
+                "worker_queue_id",
+                format!("no worker queue {queue} in this organization"),
+            ));
+        }
+    }
+    if !issues.is_empty() {
+        return Err(issues.into());
+    }
+    let run = state
+        .store
+        .workflow_runs(org)
+        .create(NewRun {
+            workflow_id,
+            workflow_name: workflow.name.clone(),
+            version: workflow.version,
+            inputs,
+            worker_queue_id: req.worker_queue_id,
+            steps: workflow_engine::new_steps(&workflow.steps),
+            created_by: caller.key_id,
+            created_by_name: caller.key_name.clone(),
+            created_by_role: caller.role.as_str().to_owned(),
+        })
+        .await?;
+    // Stored with `wake_at` 0: if this advance does not happen, the scheduler's does.
+    match advance(state, org, run.id, None).await {
+        Ok(run) => Ok(run),
+        Err(e) => {
+            tracing::warn!(run = %run.id, error = %e.message, "the first advance of a run failed; the scheduler retries it");
+            Ok(run)
+        }
+    }
+}
+
+/// Every way `inputs` breaks `schema`.
+fn input_issues(schema: &Value, inputs: &Value) -> Vec<FieldIssue> {
+    let validator = match jsonschema::validator_for(schema) {
+        Ok(v) => v,
+        Err(e) => {
+            return vec![FieldIssue::new(
+                "inputs",
+                format!("the workflow's inputs_schema is not usable: {e}"),
+            )];
+        }
+    };
+    validator
+        .iter_errors(inputs)
+        .map(|e| {
+            let at = e.instance_path().to_string();
+            let field = if at.is_empty() {
+                "inputs".to_owned()
+            } else {
+                format!("inputs{}", at.replace('/', "."))
+            };
+            FieldIssue::new(field, e.to_string())
+        })
+        .collect()
+}
+
+pub async fn get(state: &AppState, caller: &Caller, id: Uuid) -> ServiceResult<WorkflowRun> {
+    Ok(state
+        .store
+        .workflow_runs(&caller.org_id)
+        .get(id)
+        .await
+        .map_err(|e| ServiceError::from_store(e, "workflow run"))?
+        .run)
+}
+
+/// A client's control of a run (pause, resume, cancel, retry, an approval's decision).
+pub async fn control(state: &AppState, caller: &Caller, id: Uuid, control: RunControl) -> ServiceResult<WorkflowRun> {
+    // 404 for another organization's run before anything else is said about it.
+    get(state, caller, id).await?;
+    advance(state, &caller.org_id, id, Some(control)).await
+}
+
+/// Reads, plans and commits the run until a write lands (or the plan changes nothing).
+pub async fn advance(state: &AppState, org: &str, id: Uuid, control: Option<RunControl>) -> ServiceResult<WorkflowRun> {
+    let runs = state.store.workflow_runs(org);
+    for _ in 0..TRIES {
+        let record = runs
+            .get(id)
+            .await
+            .map_err(|e| ServiceError::from_store(e, "workflow run"))?;
+        let run = &record.run;
+        let version = state
+            .workflow_scheduler
+            .version(state, org, run.workflow_id, run.workflow_version)
+            .await?;
+        let (woken, executions) = runs.step_executions(id).await?;
+        let at = now();
+        let mut denied = Denials::new();
+        let mut queues: HashMap<Uuid, Option<QueueSeen>> = HashMap::new();
+        let mut checked: HashMap<Uuid, Prepared> = HashMap::new();
+        let planned = loop {
+            let inputs = Inputs {
+                steps: &version.steps,
+                default_queue: version.default_worker_queue_id,
+                executions: &executions,
+                denied: &denied,
+                now: at,
+            };
+            let planned = workflow_engine::plan(run, &inputs, control.as_ref()).map_err(refused)?;
+            let mut more = false;
+            for s in &planned.starts {
+                let key = (s.step_id.clone(), s.index);
+                match prepare(state, &record_caller(&record, org), s, &mut queues).await? {
+                    Ok(prepared) => {
+                        checked.insert(s.execution_id, prepared);
+                    }
+                    Err(why) => {
+                        denied.insert(key, why);
+                        more = true;
+                    }
+                }
+            }
+            if !more {
+                break planned;
+            }
+        };
+        if !planned.changed && woken.is_empty() && planned.wake_at == record.wake_at {
+            return Ok(planned.run);
+        }
+        let mut new_executions = Vec::new();
+        for s in &planned.starts {
+            let prepared = checked.remove(&s.execution_id).ok_or_else(ServiceError::internal)?;
+            new_executions.push((s.execution_id, new_execution(run, &version, s, prepared)));
+        }
+        let committed = runs
+            .commit(Advance {
+                run: planned.run,
+                events: planned.events,
+                executions: new_executions,
+                wake_at: planned.wake_at,
+                consumed: woken,
+            })
+            .await
+            .map_err(|e| ServiceError::from_store(e, "worker queue"))?;
+        let Some(advanced) = committed else { continue };
+        state.hub.publish(id, &advanced.events);
+        for (execution, events) in &advanced.executions {
+            if let Some(q) = execution.worker_queue_id {
+                notify(
+                    state,
+                    Notice::Created {
+                        execution: execution.id,
+                        queue: QueueId(q),
+                        events,
+                    },
+                );
+            }
+        }
+        for e in planned.cancels {
+            // Through the same path as a client's cancel; one that ended meanwhile is fine.
+            if let Ok(changed) = state
+                .store
+                .executions(org)
+                .control(ExecutionId(e), Control::Cancel)
+                .await
+            {
+                notify(state, Notice::Changed(&changed));
+            }
+        }
+        return Ok(advanced.run);
+    }
+    Err(ServiceError::new(
+        ErrorCode::ServiceUnavailable,
+        "the run kept changing; try again",
+    ))
+}
+
+fn refused(r: Refusal) -> ServiceError {
+    match r {
+        Refusal::Conflict(m) => ServiceError::conflict(m),
+        Refusal::NoSuchStep(s) => ServiceError::not_found(&format!("step '{s}'")),
+        Refusal::Forbidden(m) => ServiceError::forbidden(m),
+    }
+}
+
+/// The steps act for the key that started the run.
+fn record_caller(record: &cp_store::workflow_runs::RunRecord, org: &str) -> Caller {
+    Caller {
+        key_id: Uuid::parse_str(&record.run.created_by).unwrap_or_default(),
+        key_name: record.created_by_name.clone(),
+        role: record.created_by_role.parse().unwrap_or(cp_types::org::Role::Member),
+        org_id: org.to_owned(),
+        org_name: org.to_owned(),
+        worker_queue_id: None,
+    }
+}
+
+/// What a checked start needs to become an execution.
+struct Prepared {
+    entity_name: Option<String>,
+    queue_seen: Option<QueueSeen>,
+}
+
+/// Checks a start as an execute is checked: its queue exists and is active, its agent or team
+/// exists, and the organization's policies allow it. `Ok(Err(why))` fails the step.
+async fn prepare(
+    state: &AppState,
+    caller: &Caller,
+    s: &Start,
+    queues: &mut HashMap<Uuid, Option<QueueSeen>>,
+) -> ServiceResult<Result<Prepared, String>> {
+    let org = caller.org_id.as_str();
+    let Some((kind, entity)) = s.entity else {
+        let seen = match queues.get(&s.queue) {
+            Some(seen) => seen.clone(),
+            None => {
+                let seen = match state.store.worker_queues(org).get(s.queue).await {
+                    Ok(q) => Some((q.name, q.status.as_str().to_owned(), q.max_attempts)),
+                    Err(StoreError::NotFound) => None,
+                    Err(e) => return Err(e.into()),
+                };
+                queues.insert(s.queue, seen.clone());
+                seen
+            }
+        };
+        return Ok(match seen {
+            None => Err(format!("worker queue {} not found", s.queue)),
+            Some((name, status, _)) if status != "active" => {
+                Err(format!("worker queue '{name}' is {status}, not active"))
+            }
+            seen => Ok(Prepared {
+                entity_name: None,
+                queue_seen: seen,
+            }),
+        });
+    };
+    let (execution_type, context_entity, what) = match kind {
+        StepType::Team => (ExecutionType::Team, ContextEntity::Team(entity), "team"),
+        _ => (ExecutionType::Agent, ContextEntity::Agent(entity), "agent"),
+    };
+    let subject = match state
+        .store
+        .executions(org)
+        .subject(execution_type, entity, Some(s.queue))
+        .await
+    {
+        Ok(subject) => subject,
+        Err(StoreError::NotFound) => return Ok(Err(format!("{what} {entity} not found"))),
+        Err(e) => return Err(e.into()),
+    };
+    match subject.queue_seen() {
+        None => return Ok(Err(format!("worker queue {} not found", s.queue))),
+        Some((name, status, _)) if status != "active" => {
+            return Ok(Err(format!("worker queue '{name}' is {status}, not active")));
+        }
+        Some(_) => {}
+    }
+    match policy::check_execute(state, caller, context_entity, &s.prompt, Some(s.queue), &subject).await {
+        Ok(()) => Ok(Ok(Prepared {
+            queue_seen: subject.queue_seen(),
+            entity_name: Some(subject.entity_name),
+        })),
+        Err(e) if e.code == ErrorCode::PolicyDenied => {
+            let violations = e
+                .details
+                .as_ref()
+                .and_then(|d| d.get("violations"))
+                .cloned()
+                .unwrap_or(json!([]));
+            Ok(Err(format!("POLICY_DENIED: {} (violations: {violations})", e.message)))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn new_execution(run: &WorkflowRun, version: &WorkflowVersion, s: &Start, prepared: Prepared) -> NewExecution {
+    let entity_name = prepared
+        .entity_name
+        .unwrap_or_else(|| format!("{}.{}", version.name, s.step_id));
+    NewExecution {
+        execution_type: ExecutionType::WorkflowStep,
+        entity_id: s.entity.map_or(run.workflow_id, |(_, id)| id),
+        entity_name,
+        worker_queue_id: s.queue,
+        prompt: s.prompt.clone(),
+        system_prompt: None,
+        user_metadata: json!({"key_id": run.created_by}),
+        execution_metadata: json!({
+            "workflow_id": run.workflow_id,
+            "workflow_run_id": run.id,
+            "step_id": s.step_id,
+            "item_index": s.index,
+            "workflow_step": s.work,
+        }),
+        execution_environment: Default::default(),
+        created_by: run.created_by.clone(),
+        queue_seen: prepared.queue_seen,
+        workflow_run_id: Some(run.id),
+        step_id: Some(s.step_id.clone()),
+    }
+}
+
+/// Advances every run that is due: woken by a step execution's end on this replica, and
+/// every `every` for the rest (ends seen by other replicas, timers, a restart's backlog).
+pub async fn scheduler(state: AppState, every: Duration) {
+    loop {
+        let due = match state.store.due_workflow_runs(now().timestamp_millis(), 100).await {
+            Ok(due) => due,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the workflow runs that are due");
+                Vec::new()
+            }
+        };
+        let full = due.len() == 100;
+        for (org, run) in due {
+            match advance(&state, &org.0, run, None).await {
+                Ok(_) => {}
+                Err(e) if e.code == ErrorCode::NotFound => {
+                    let _ = state.store.workflow_runs(&org.0).forget(run).await;
+                }
+                Err(e) => tracing::warn!(%run, error = %e.message, "could not advance a workflow run"),
+            }
+        }
+        if full {
+            continue;
+        }
+        tokio::select! {
+            _ = state.workflow_scheduler.wake.notified() => {}
+            _ = tokio::time::sleep(every) => {}
+            _ = state.hub.closed() => return,
+        }
+    }
+}
