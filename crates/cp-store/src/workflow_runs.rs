@@ -128,6 +128,50 @@ pub struct Advanced {
     pub run: WorkflowRun,
     pub events: Vec<ExecutionEvent>,
     pub executions: Vec<(Execution, Vec<ExecutionEvent>)>,
+    /// Webhook deliveries were written: the sender has work.
+    pub deliveries: bool,
+}
+
+/// The webhook events of an advance's stored events: `workflow.run.state_changed` for each
+/// `run_status`, `workflow.step.state_changed` for each `step_status`, as `(type, payload)`.
+fn webhook_events(run: &WorkflowRun, events: &[ExecutionEvent]) -> Vec<(&'static str, String)> {
+    let about = serde_json::json!({
+        "id": run.id, "workflow_id": run.workflow_id, "workflow_name": run.workflow_name,
+        "workflow_version": run.workflow_version, "attempt": run.attempt,
+    });
+    events
+        .iter()
+        .filter_map(|e| {
+            let mut about = about.clone();
+            let (event_type, data) = match e.event_type.as_str() {
+                "run_status" => {
+                    about["status"] = e.data["status"].clone();
+                    about["error"] = e.data["error"].clone();
+                    ("workflow.run.state_changed", serde_json::json!({"run": about}))
+                }
+                "step_status" => (
+                    "workflow.step.state_changed",
+                    serde_json::json!({"run": about, "step": e.data}),
+                ),
+                _ => return None,
+            };
+            let event = cp_types::webhook::WebhookEvent {
+                event_type: event_type.into(),
+                timestamp: e.timestamp,
+                data,
+            };
+            Some((event_type, serde_json::to_string(&event).unwrap_or_default()))
+        })
+        .collect()
+}
+
+/// The enabled endpoints of an organization with the event types they take.
+fn subscribed<'a>(endpoints: &'a [(Uuid, String)], event_type: &str) -> impl Iterator<Item = Uuid> + 'a {
+    let event_type = event_type.to_owned();
+    endpoints.iter().filter_map(move |(id, events)| {
+        let events: Vec<String> = serde_json::from_str(events).unwrap_or_default();
+        events.iter().any(|e| *e == event_type || e == "*").then_some(*id)
+    })
 }
 
 /// How a step's execution ended, as an advance reads it.
@@ -349,6 +393,38 @@ mod postgres {
                 .execute(&mut *tx)
                 .await?;
         }
+        let hooks = webhook_events(&advance.run, &events);
+        let mut deliveries = false;
+        if !hooks.is_empty() {
+            // Key-share locked: an endpoint deleted meanwhile must not fail the insert below.
+            let endpoints: Vec<(Uuid, String)> = sqlx::query_as(
+                "SELECT id, events::text FROM webhooks WHERE organization_id = $1 AND enabled FOR KEY SHARE",
+            )
+            .bind(org)
+            .fetch_all(&mut *tx)
+            .await?;
+            for (event_type, payload) in &hooks {
+                let event_id = Uuid::now_v7();
+                for endpoint in subscribed(&endpoints, event_type) {
+                    deliveries = true;
+                    sqlx::query(
+                        "INSERT INTO webhook_deliveries (id, organization_id, webhook_id, event_id, event_type, \
+                           payload, status, attempts, next_attempt_at, created_at, updated_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, $8, $8)",
+                    )
+                    .bind(Uuid::now_v7())
+                    .bind(org)
+                    .bind(endpoint)
+                    .bind(event_id)
+                    .bind(event_type)
+                    .bind(payload)
+                    .bind(at.timestamp_millis())
+                    .bind(at)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+        }
         let mut created = Vec::new();
         for (id, new) in advance.executions {
             let (record, stored) = crate::executions::postgres::create_on(&mut tx, org, id, new, at).await?;
@@ -362,13 +438,14 @@ mod postgres {
             run,
             events,
             executions: created,
+            deliveries,
         }))
     }
 }
 
 mod sqlite {
     use super::*;
-    use crate::sqlite_writer::{ts_text, uuid_blob};
+    use crate::sqlite_writer::{ts_text, uuid_blob, uuid_of};
     use rusqlite::Connection;
 
     pub(super) fn commit(
@@ -421,6 +498,38 @@ mod sqlite {
         for id in &advance.consumed {
             delete.execute([uuid_blob(id)])?;
         }
+        let hooks = webhook_events(&advance.run, &events);
+        let mut deliveries = false;
+        if !hooks.is_empty() {
+            let mut endpoints = Vec::new();
+            let mut stmt =
+                conn.prepare_cached("SELECT id, events FROM webhooks WHERE organization_id = ?1 AND enabled")?;
+            let mut rows = stmt.query([org])?;
+            while let Some(r) = rows.next()? {
+                endpoints.push((uuid_of(r.get_ref(0)?)?, r.get::<_, String>(1)?));
+            }
+            let mut insert = conn.prepare_cached(
+                "INSERT INTO webhook_deliveries (id, organization_id, webhook_id, event_id, event_type, payload, \
+                   status, attempts, next_attempt_at, created_at, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', 0, ?7, ?8, ?8)",
+            )?;
+            for (event_type, payload) in &hooks {
+                let event_id = Uuid::now_v7();
+                for endpoint in subscribed(&endpoints, event_type) {
+                    deliveries = true;
+                    insert.execute(rusqlite::params![
+                        uuid_blob(&Uuid::now_v7()),
+                        org,
+                        uuid_blob(&endpoint),
+                        uuid_blob(&event_id),
+                        event_type,
+                        payload,
+                        at.timestamp_millis(),
+                        ts_text(&at)
+                    ])?;
+                }
+            }
+        }
         let mut created = Vec::new();
         for (id, new) in advance.executions {
             let (record, stored) = crate::executions::sqlite::create(conn, org, id, new, at)?;
@@ -433,6 +542,7 @@ mod sqlite {
             run,
             events,
             executions: created,
+            deliveries,
         }))
     }
 }

@@ -18,6 +18,7 @@ pub const EVENT_TYPES: &[&str] = &[
     "execution.failed",
     "execution.cancelled",
     "workflow.run.state_changed",
+    "workflow.step.state_changed",
     "worker.status_changed",
     "policy.denied",
     "error",

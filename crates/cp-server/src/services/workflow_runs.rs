@@ -237,6 +237,9 @@ pub async fn advance(state: &AppState, org: &str, id: Uuid, control: Option<RunC
             .map_err(|e| ServiceError::from_store(e, "worker queue"))?;
         let Some(advanced) = committed else { continue };
         state.hub.publish(id, &advanced.events);
+        if advanced.deliveries {
+            notify(state, Notice::Deliveries);
+        }
         for (execution, events) in &advanced.executions {
             if let Some(q) = execution.worker_queue_id {
                 notify(

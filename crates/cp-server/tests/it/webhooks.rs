@@ -577,3 +577,38 @@ both_backends! {
         assert_eq!(count(deliveries(&retried)).await, 1, "a pending delivery is still being retried");
     }
 }
+
+// A workflow run's state changes and its steps' are delivered, written with the advance that
+// made them (an approval-only run needs no worker).
+both_backends! {
+    async fn workflow_runs_announce_their_states(backend: Backend) {
+        let app = TestApp::spawn(backend).await;
+        allow_private(&app).await;
+        let receiver = Receiver::default();
+        let url = receiver.start().await;
+        webhook(&app, &url, json!(["workflow.run.state_changed", "workflow.step.state_changed"])).await;
+        let flow = json(app.post("/api/v1/workflows", json!({"name": "gate", "steps": [
+            {"id": "ok", "type": "approval", "message": "go?"},
+            {"id": "rest", "type": "sleep", "seconds": 0, "depends_on": ["ok"]}
+        ]})).await).await;
+        let run = json(app.post(&format!("/api/v1/workflows/{}/start", flow["id"].as_str().unwrap()), json!({})).await).await;
+        let id = run["id"].as_str().unwrap().to_string();
+        assert_eq!(run["status"], "waiting_for_approval", "{run}");
+        let r = app.post(&format!("/api/v1/workflow-runs/{id}/steps/ok/approve"), json!({"comment": "fine"})).await;
+        assert_eq!(json(r).await["status"], "completed");
+        // Deliveries are sent side by side: their order is not the events' order.
+        let runs = receiver.wait_for("workflow.run.state_changed", 3).await;
+        let mut states: Vec<String> = runs.iter().map(|r| r.json()["data"]["run"]["status"].as_str().unwrap().to_string()).collect();
+        states.sort();
+        assert_eq!(states, ["completed", "running", "waiting_for_approval"]);
+        assert!(runs.iter().all(|r| r.json()["data"]["run"]["id"] == json!(id)));
+        let steps = receiver.wait_for("workflow.step.state_changed", 4).await;
+        let seen: Vec<(Value, Value)> = steps.iter().map(|r| {
+            let d = r.json()["data"]["step"].clone();
+            (d["step_id"].clone(), d["status"].clone())
+        }).collect();
+        for want in [("ok", "waiting_for_approval"), ("ok", "completed"), ("rest", "running"), ("rest", "completed")] {
+            assert!(seen.contains(&(json!(want.0), json!(want.1))), "{want:?} missing from {seen:?}");
+        }
+    }
+}
