@@ -78,6 +78,9 @@ async fn measure(target: &Target, args: &BenchArgs, server_pid: Option<u32>) -> 
     if args.only == Some(BenchPart::Streams) {
         return streams(target).await;
     }
+    if args.only == Some(BenchPart::Workflows) {
+        return crate::bench_workflow::run(target.addr, &target.key, duration).await;
+    }
     setup(target).await?;
     let scenarios: [(&str, &str, bool); 3] = [
         ("GET /api/health", "/api/health", false),
@@ -143,7 +146,8 @@ async fn measure(target: &Target, args: &BenchArgs, server_pid: Option<u32>) -> 
     }
     crate::bench_policy::run(duration.min(Duration::from_secs(3)))?;
     executions(target, args, server_pid).await?;
-    streams(target).await
+    streams(target).await?;
+    crate::bench_workflow::run(target.addr, &target.key, duration).await
 }
 
 /// One execution followed by 1,000 SSE clients while its worker posts 200 events.

@@ -235,6 +235,7 @@ pub enum BenchPart {
     Policy,
     Executions,
     Streams,
+    Workflows,
 }
 
 pub fn init_logging(global: &Global) {

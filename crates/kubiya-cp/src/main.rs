@@ -6,6 +6,7 @@ mod bench_exec;
 mod bench_floor;
 mod bench_policy;
 mod bench_stream;
+mod bench_workflow;
 mod cli;
 mod master_key;
 mod serve;
