@@ -269,3 +269,90 @@ both_backends! {
         assert_error(app.post("/api/v1/workflows/import", json!(["not", "a", "document"])).await, 422, "VALIDATION_ERROR").await;
     }
 }
+
+both_backends! {
+    async fn runs_keep_to_their_organization_and_roles(backend: Backend) {
+        let app = TestApp::spawn(backend).await;
+        let agent = id_of(&app, "/api/v1/agents", json!({"name": "writer"})).await;
+        let q = queue(&app).await;
+        let w = id_of(&app, "/api/v1/workflows", json!({"name": "gated", "default_worker_queue_id": q, "steps": [
+            {"id": "ok", "type": "approval", "message": "go?", "approvers": ["admin"]},
+            {"id": "write", "type": "agent", "agent_id": agent, "prompt": "write it", "depends_on": ["ok"]}
+        ]})).await;
+        let viewer = app.key("default", Role::Viewer).await;
+        let member = app.key("default", Role::Member).await;
+        let worker = app.key("default", Role::Worker).await;
+        let start = format!("/api/v1/workflows/{w}/start");
+        let r = app.req_as(&viewer, Method::POST, &start).json(&json!({})).send().await.unwrap();
+        assert_error(r, 403, "FORBIDDEN").await;
+        let r = app.req_as(&member, Method::POST, &start).json(&json!({})).send().await.unwrap();
+        assert_eq!(r.status(), 201);
+        let run = json(r).await;
+        let id = run["id"].as_str().unwrap().to_string();
+        assert_eq!(run["status"], "waiting_for_approval", "{run}");
+        let path = format!("/api/v1/workflow-runs/{id}");
+        assert_eq!(app.req_as(&viewer, Method::GET, &path).send().await.unwrap().status(), 200);
+        let r = app.req_as(&worker, Method::GET, &path).send().await.unwrap();
+        assert_error(r, 403, "FORBIDDEN").await;
+        // Only the step's approvers decide it.
+        let approve = format!("{path}/steps/ok/approve");
+        let r = app.req_as(&member, Method::POST, &approve).json(&json!({})).send().await.unwrap();
+        assert_error(r, 403, "FORBIDDEN").await;
+        let r = app.req_as(&viewer, Method::POST, &approve).json(&json!({})).send().await.unwrap();
+        assert_error(r, 403, "FORBIDDEN").await;
+
+        // Another organization sees none of it.
+        let other = app.org_with_key("runs-b", Role::Admin).await;
+        for (m, p) in [(Method::GET, path.clone()), (Method::POST, format!("{path}/cancel")), (Method::POST, format!("{path}/pause")),
+                       (Method::POST, format!("{path}/retry")), (Method::POST, approve.clone()), (Method::GET, format!("{path}/events")),
+                       (Method::GET, format!("{path}/stream")), (Method::POST, start.clone()), (Method::GET, format!("/api/v1/workflows/{w}/runs"))] {
+            let r = app.req_as(&other, m, &p).json(&json!({})).send().await.unwrap();
+            assert_error(r, 404, "NOT_FOUND").await;
+        }
+        let list = json(app.req_as(&other, Method::GET, "/api/v1/workflow-runs").send().await.unwrap()).await;
+        assert_eq!(list["total"], 0);
+
+        // Approved by an admin: the agent step's execution is queued, tagged with its run and
+        // step; cancelling the run cancels it through the executions' own path.
+        let r = app.post(&approve, json!({"comment": "ship it"})).await;
+        let run = json(r).await;
+        assert_eq!((run["status"].as_str(), run["steps"][1]["status"].as_str()), (Some("running"), Some("running")), "{run}");
+        let e = run["steps"][1]["execution_id"].as_str().unwrap().to_string();
+        let execution = json(app.get(&format!("/api/v1/executions/{e}")).await).await;
+        assert_eq!((execution["status"].as_str(), execution["workflow_run_id"].as_str(), execution["step_id"].as_str()),
+                   (Some("queued"), Some(id.as_str()), Some("write")));
+        assert_eq!(execution["prompt"], "write it");
+        let listed = json(app.get("/api/v1/workflow-runs?status=running").await).await;
+        assert_eq!(listed["total"], 1, "{listed}");
+        let listed = json(app.get(&format!("/api/v1/workflows/{w}/runs")).await).await;
+        assert_eq!(listed["items"][0]["id"], json!(id));
+        let cancelled = json(app.post(&format!("{path}/cancel"), json!({})).await).await;
+        assert_eq!(cancelled["status"], "cancelled");
+        assert_eq!(json(app.get(&format!("/api/v1/executions/{e}")).await).await["status"], "cancelled");
+        assert_error(app.post(&format!("{path}/cancel"), json!({})).await, 409, "CONFLICT").await;
+        let events = json(app.get(&format!("{path}/events")).await).await;
+        let types: Vec<&str> = events.as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
+        assert_eq!(types.last(), Some(&"done"), "{types:?}");
+        assert!(types.contains(&"approval_requested"), "{types:?}");
+    }
+
+    async fn a_step_denied_by_policy_fails_with_its_violations(backend: Backend) {
+        let app = TestApp::spawn(backend).await;
+        let agent = id_of(&app, "/api/v1/agents", json!({"name": "deployer"})).await;
+        let q = queue(&app).await;
+        let policy = id_of(&app, "/api/v1/policies", json!({"name": "no-prod",
+            "policy_content": "package noprod\n\ndeny contains \"no deploys to prod\" if contains(input.execution.prompt, \"prod\")\n"})).await;
+        app.post("/api/v1/policies/associations", json!({"policy_id": policy, "entity_type": "agent", "entity_id": agent})).await;
+        let w = id_of(&app, "/api/v1/workflows", json!({"name": "deploy", "default_worker_queue_id": q, "steps": [
+            {"id": "deploy", "type": "agent", "agent_id": agent, "prompt": "deploy to {{ inputs.env }}"}
+        ]})).await;
+        let run = json(app.post(&format!("/api/v1/workflows/{w}/start"), json!({"inputs": {"env": "prod"}})).await).await;
+        assert_eq!(run["status"], "failed", "{run}");
+        let error = run["steps"][0]["error"].as_str().unwrap();
+        assert!(error.contains("POLICY_DENIED") && error.contains("no deploys to prod"), "{error}");
+        assert!(run["steps"][0]["execution_id"].is_null(), "a denied step has no execution: {run}");
+        // Allowed inputs run.
+        let run = json(app.post(&format!("/api/v1/workflows/{w}/start"), json!({"inputs": {"env": "staging"}})).await).await;
+        assert_eq!((run["status"].as_str(), run["steps"][0]["status"].as_str()), (Some("running"), Some("running")), "{run}");
+    }
+}
