@@ -129,7 +129,8 @@ struct EventsQuery {
     limit: Option<i64>,
 }
 
-/// The run's stored events (`run_status`, `step_status`, `approval_requested`, `done`).
+/// The run's stored events (`run_status`, `step_status`, `approval_requested`, the steps'
+/// `message` and `tool_*` events, `done`).
 #[utoipa::path(get, path = "/api/v1/workflow-runs/{id}/events", tag = "workflow-runs",
     params(("id" = Uuid, Path), EventsQuery),
     responses((status = 200, body = Vec<ExecutionEvent>), (status = 404, body = cp_types::ErrorEnvelope)))]
@@ -160,7 +161,9 @@ struct StreamQuery {
 }
 
 /// The run's events as Server-Sent Events, with the run's own sequence numbers: stored ones
-/// after the cursor, then live ones; ends after `done`.
+/// after the cursor, then live ones; ends after `done`. Besides `run_status`, `step_status`
+/// and `approval_requested`, each step's `message` and `tool_*` events (tagged `step_id`,
+/// `execution_id`) come when the step ends; its chunks are on the execution's own stream.
 #[utoipa::path(get, path = "/api/v1/workflow-runs/{id}/stream", tag = "workflow-runs",
     params(("id" = Uuid, Path), StreamQuery,
         ("Last-Event-ID" = Option<i64>, Header, description = "The last `seq` received")),

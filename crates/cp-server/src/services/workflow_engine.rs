@@ -73,6 +73,8 @@ pub struct Planned {
     pub starts: Vec<Start>,
     /// Executions to cancel once the advance is committed.
     pub cancels: Vec<Uuid>,
+    /// Step executions whose end this pass took in: `(step, item, execution)`.
+    pub settled: Vec<(String, Option<usize>, Uuid)>,
     pub wake_at: Option<i64>,
     /// Whether anything changed (a pass that changed nothing need not be written).
     pub changed: bool,
@@ -96,6 +98,7 @@ pub fn plan(run: &WorkflowRun, inputs: &Inputs<'_>, control: Option<&RunControl>
         events: Vec::new(),
         starts: Vec::new(),
         cancels: Vec::new(),
+        settled: Vec::new(),
         executions: inputs.executions.iter().map(|e| (e.id, e)).collect(),
         env: templates::environment(),
         now_ms: inputs.now.timestamp_millis(),
@@ -113,6 +116,7 @@ pub fn plan(run: &WorkflowRun, inputs: &Inputs<'_>, control: Option<&RunControl>
         events: p.events,
         starts: p.starts,
         cancels: p.cancels,
+        settled: p.settled,
         wake_at,
         changed,
     })
@@ -124,6 +128,7 @@ struct Pass<'a> {
     events: Vec<(String, Value)>,
     starts: Vec<Start>,
     cancels: Vec<Uuid>,
+    settled: Vec<(String, Option<usize>, Uuid)>,
     executions: HashMap<Uuid, &'a StepExecution>,
     env: Environment<'static>,
     now_ms: i64,
@@ -387,6 +392,11 @@ impl Pass<'_> {
                     .execution_id
                     .and_then(|id| self.executions.get(&id))
                     .and_then(|e| ended(e));
+                if outcome.is_some()
+                    && let Some(id) = s.execution_id
+                {
+                    self.settled.push((def.id.clone(), None, id));
+                }
                 match outcome {
                     Some(Ok(output)) => {
                         let s = &mut self.run.steps[i];
@@ -427,11 +437,14 @@ impl Pass<'_> {
             if item.status != StepStatus::Running {
                 continue;
             }
-            match item
+            let outcome = item
                 .execution_id
                 .and_then(|id| self.executions.get(&id))
-                .and_then(|e| ended(e))
-            {
+                .and_then(|e| ended(e));
+            if let (Some(_), Some(id)) = (&outcome, item.execution_id) {
+                self.settled.push((def.id.clone(), Some(item.index), id));
+            }
+            match outcome {
                 Some(Ok(output)) => {
                     item.output = Some(output);
                     item.error = None;

@@ -220,6 +220,8 @@ pub async fn advance(state: &AppState, org: &str, id: Uuid, control: Option<RunC
         if !planned.changed && woken.is_empty() && planned.wake_at == record.wake_at {
             return Ok(planned.run);
         }
+        let mut events = step_messages(state, org, &planned.settled).await?;
+        events.extend(planned.events);
         let mut new_executions = Vec::new();
         for s in &planned.starts {
             let prepared = checked.remove(&s.execution_id).ok_or_else(ServiceError::internal)?;
@@ -228,7 +230,7 @@ pub async fn advance(state: &AppState, org: &str, id: Uuid, control: Option<RunC
         let committed = runs
             .commit(Advance {
                 run: planned.run,
-                events: planned.events,
+                events,
                 executions: new_executions,
                 wake_at: planned.wake_at,
                 consumed: woken,
@@ -269,6 +271,38 @@ pub async fn advance(state: &AppState, org: &str, id: Uuid, control: Option<RunC
         ErrorCode::ServiceUnavailable,
         "the run kept changing; try again",
     ))
+}
+
+/// Most events of one step execution copied into its run's stream.
+const MAX_COPIED: i64 = 500;
+
+/// The `message` and `tool_*` events of step executions that just ended, tagged with their
+/// step (and item), for the run's own stream: numbered in the run's sequence, so a client
+/// resumes the run's stream alone. The chunks stay on the execution's stream.
+async fn step_messages(
+    state: &AppState,
+    org: &str,
+    settled: &[(String, Option<usize>, Uuid)],
+) -> ServiceResult<Vec<(String, Value)>> {
+    let executions = state.store.executions(org);
+    let mut copied = Vec::new();
+    for (step_id, index, execution) in settled {
+        for e in executions.events(*execution, 0, MAX_COPIED).await? {
+            if e.event_type != "message" && !e.event_type.starts_with("tool_") {
+                continue;
+            }
+            let mut data = e.data;
+            if let Value::Object(m) = &mut data {
+                m.insert("step_id".into(), json!(step_id));
+                m.insert("execution_id".into(), json!(execution));
+                if let Some(i) = index {
+                    m.insert("item_index".into(), json!(i));
+                }
+            }
+            copied.push((e.event_type, data));
+        }
+    }
+    Ok(copied)
 }
 
 fn refused(r: Refusal) -> ServiceError {

@@ -79,6 +79,34 @@ async fn hooks() -> (String, Hooks) {
     (base, hooks)
 }
 
+/// The run's stream read to its end: `(id, event, data)`.
+async fn sse(api: &Api, run: &str, after: Option<i64>) -> Vec<(i64, String, Value)> {
+    let mut req = api
+        .http
+        .get(format!("{}/api/v1/workflow-runs/{run}/stream", api.base))
+        .bearer_auth(&api.key)
+        .timeout(Duration::from_secs(30));
+    if let Some(n) = after {
+        req = req.header("Last-Event-ID", n.to_string());
+    }
+    let text = req.send().await.unwrap().text().await.unwrap();
+    text.split("\n\n")
+        .filter_map(|message| {
+            let (mut id, mut event, mut data) = (None, String::new(), Value::Null);
+            for line in message.lines() {
+                if let Some(v) = line.strip_prefix("id:") {
+                    id = v.trim().parse().ok();
+                } else if let Some(v) = line.strip_prefix("event:") {
+                    event = v.trim().to_string();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data = serde_json::from_str(v.trim()).unwrap_or(Value::Null);
+                }
+            }
+            Some((id?, event, data))
+        })
+        .collect()
+}
+
 /// Creates a workflow; its id.
 async fn workflow(api: &Api, body: Value) -> String {
     api.post("/api/v1/workflows", body).await["id"]
@@ -191,6 +219,22 @@ async fn workflows_run_steps_on_a_real_worker(postgres: bool) {
         ),
         (&json!("workflow_step"), &json!(id), &json!("report"))
     );
+    // The run's own stream: its events numbered 1.., the steps' messages tagged with their
+    // step, `done` last; `Last-Event-ID` resumes it.
+    let events = sse(&api, &id, None).await;
+    let ids: Vec<i64> = events.iter().map(|e| e.0).collect();
+    assert_eq!(ids, (1..=ids.len() as i64).collect::<Vec<_>>(), "{events:?}");
+    assert_eq!(events.last().unwrap().1, "done");
+    assert!(
+        events.iter().any(|(_, t, d)| t == "message"
+            && d["step_id"] == "report"
+            && d["role"] == "assistant"
+            && d["content"] == "got 21 and 42"),
+        "{events:?}"
+    );
+    let last = ids.len() as i64;
+    let resumed = sse(&api, &id, Some(last - 2)).await;
+    assert_eq!(resumed.iter().map(|e| e.0).collect::<Vec<_>>(), vec![last - 1, last]);
     // Independent branches ran side by side: both started before either's dependent.
     let started = |s: &str| step(&run, s)["started_at"].as_str().unwrap().to_string();
     assert!(started("summarize") < started("report") && started("double") < started("report"));
