@@ -181,6 +181,7 @@ pub struct StepExecution {
     pub status: String,
     pub response: Option<String>,
     pub error_message: Option<String>,
+    pub completed_at: Option<Timestamp>,
 }
 
 impl StepExecution {
@@ -283,7 +284,7 @@ impl WorkflowRuns<'_> {
                 .bind(run).bind(self.org).fetch_all(pool).await)?;
         let executions: Vec<StepExecution> = with_db!(self.db, pool =>
             sqlx::query_as(
-                "SELECT id, status, response, error_message FROM executions \
+                "SELECT id, status, response, error_message, completed_at FROM executions \
                  WHERE workflow_run_id = $1 AND organization_id = $2")
                 .bind(run).bind(self.org).fetch_all(pool).await)?;
         Ok((woken, executions))

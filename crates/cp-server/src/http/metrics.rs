@@ -1,4 +1,5 @@
-//! Prometheus metrics: request counts and latency histograms per route.
+//! Prometheus metrics: request counts and latency histograms per route; workflow runs by the
+//! state they entered and the step-to-step overhead (recorded by `services::workflow_runs`).
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -17,6 +18,8 @@ pub fn handle() -> &'static PrometheusHandle {
     HANDLE.get_or_init(|| {
         let recorder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Full("http_request_duration_seconds".into()), LATENCY_BUCKETS)
+            .expect("static buckets are valid")
+            .set_buckets_for_metric(Matcher::Full("workflow_step_overhead_seconds".into()), LATENCY_BUCKETS)
             .expect("static buckets are valid")
             .build_recorder();
         let handle = recorder.handle();

@@ -238,6 +238,7 @@ pub async fn advance(state: &AppState, org: &str, id: Uuid, control: Option<RunC
             .await
             .map_err(|e| ServiceError::from_store(e, "worker queue"))?;
         let Some(advanced) = committed else { continue };
+        record_metrics(&advanced.events, &executions, &planned.settled, planned.starts.len());
         state.hub.publish(id, &advanced.events);
         if advanced.deliveries {
             notify(state, Notice::Deliveries);
@@ -271,6 +272,30 @@ pub async fn advance(state: &AppState, org: &str, id: Uuid, control: Option<RunC
         ErrorCode::ServiceUnavailable,
         "the run kept changing; try again",
     ))
+}
+
+/// Counts the run states entered, and how long after a step's execution ended the steps it
+/// let start were claimable (`workflow_step_overhead_seconds`).
+fn record_metrics(
+    events: &[cp_types::execution::ExecutionEvent],
+    executions: &[cp_store::workflow_runs::StepExecution],
+    settled: &[(String, Option<usize>, Uuid)],
+    started: usize,
+) {
+    for e in events.iter().filter(|e| e.event_type == "run_status") {
+        let status = e.data["status"].as_str().unwrap_or("unknown").to_owned();
+        metrics::counter!("workflow_runs_total", "status" => status).increment(1);
+    }
+    let ended = settled
+        .iter()
+        .filter_map(|(_, _, id)| executions.iter().find(|e| e.id == *id)?.completed_at)
+        .max();
+    if let (Some(ended), true) = (ended, started > 0) {
+        let overhead = (now() - ended).num_microseconds().unwrap_or(0).max(0) as f64 / 1e6;
+        for _ in 0..started {
+            metrics::histogram!("workflow_step_overhead_seconds").record(overhead);
+        }
+    }
 }
 
 /// Most events of one step execution copied into its run's stream.

@@ -366,6 +366,21 @@ async fn workflows_run_steps_on_a_real_worker(postgres: bool) {
         .await;
     let run = ended(&api, run["id"].as_str().unwrap()).await;
     assert_eq!(run["status"], "completed", "{run:#}");
+    // Prometheus: runs by the state they entered, and the step-to-step overhead.
+    let metrics = api
+        .http
+        .get(format!("{}/metrics", api.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("workflow_runs_total{status=\"completed\"}"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("workflow_step_overhead_seconds_count"), "{metrics}");
     // Another organization's run, or none at all, is 404.
     refused(
         &api,
