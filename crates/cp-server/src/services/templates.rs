@@ -11,7 +11,56 @@ use minijinja::{Environment, UndefinedBehavior};
 pub fn environment() -> Environment<'static> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
+    // For a value written inside a command's own quotes: `"…{{ x | dq }}…"`, `'…{{ x | sq }}…'`.
+    env.add_filter("dq", |v: minijinja::Value| {
+        let escaped = text_of(&v)
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('$', "\\$")
+            .replace('`', "\\`");
+        minijinja::Value::from_safe_string(escaped)
+    });
+    env.add_filter("sq", |v: minijinja::Value| {
+        minijinja::Value::from_safe_string(text_of(&v).replace('\'', r"'\''"))
+    });
     env
+}
+
+/// A value as the text a command gets: strings as they are, lists and maps as JSON.
+fn text_of(value: &minijinja::Value) -> String {
+    use minijinja::value::ValueKind;
+    match value.kind() {
+        ValueKind::String => value.as_str().unwrap_or_default().to_owned(),
+        ValueKind::Map | ValueKind::Seq => serde_json::to_string(value).unwrap_or_default(),
+        _ => value.to_string(),
+    }
+}
+
+/// The environment of `command` templates: every value a template writes is quoted for the
+/// shell (`'…'`), so an input or a model's output lands in the command as one word and never
+/// as shell syntax; numbers, and strings marked `|safe` by the workflow's author, go in as
+/// they are. Values are written as words of their own: outside the template's own quotes.
+pub fn shell_environment() -> Environment<'static> {
+    let mut env = environment();
+    env.set_formatter(shell_formatter);
+    env
+}
+
+fn shell_formatter(
+    out: &mut minijinja::Output<'_>,
+    state: &minijinja::State<'_, '_>,
+    value: &minijinja::Value,
+) -> Result<(), minijinja::Error> {
+    if value.is_safe() || value.is_number() {
+        return minijinja::escape_formatter(out, state, value);
+    }
+    write!(out, "{}", shell_quote(&text_of(value)))
+        .map_err(|_| minijinja::Error::new(minijinja::ErrorKind::WriteFailure, "the command could not be written"))
+}
+
+/// `s` as one POSIX shell word.
+pub fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
 }
 
 /// What a step's templates may read: `inputs`, `run`, the steps it depends on (directly or
@@ -129,6 +178,37 @@ mod tests {
         let e = checked("hello {{ inputs.x ", false, &[], false).unwrap_err();
         assert!(e.contains("syntax error"), "{e}");
         assert!(checked("inputs.x ==", true, &[], false).is_err());
+    }
+
+    #[test]
+    fn command_values_are_shell_words() {
+        let env = shell_environment();
+        let ctx = minijinja::context! {
+            name => "x'; rm -rf ~; echo '",
+            n => 42,
+            list => vec!["a b", "c"],
+            raw => "--verbose",
+        };
+        let out = env
+            .render_str("echo {{ name }} {{ n }} {{ list }} {{ raw | safe }}", ctx.clone())
+            .unwrap();
+        assert_eq!(out, r#"echo 'x'\''; rm -rf ~; echo '\''' 42 '["a b","c"]' --verbose"#);
+        let run = std::process::Command::new("sh").arg("-c").arg(&out).output().unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&run.stdout),
+            "x'; rm -rf ~; echo ' 42 [\"a b\",\"c\"] --verbose\n"
+        );
+        // Inside the command's own quotes, the filters escape for that context.
+        let hostile = r#"$(id) `id` "x" \ 'y'"#;
+        let ctx = minijinja::context! { v => hostile };
+        let out = env
+            .render_str(r#"printf '%s|' "a {{ v | dq }} b" 'c {{ v | sq }} d'"#, ctx)
+            .unwrap();
+        let run = std::process::Command::new("sh").arg("-c").arg(&out).output().unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&run.stdout),
+            format!("a {hostile} b|c {hostile} d|")
+        );
     }
 
     #[test]

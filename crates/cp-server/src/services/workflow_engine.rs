@@ -101,6 +101,7 @@ pub fn plan(run: &WorkflowRun, inputs: &Inputs<'_>, control: Option<&RunControl>
         settled: Vec::new(),
         executions: inputs.executions.iter().map(|e| (e.id, e)).collect(),
         env: templates::environment(),
+        shell: templates::shell_environment(),
         now_ms: inputs.now.timestamp_millis(),
     };
     if let Some(c) = control {
@@ -131,6 +132,8 @@ struct Pass<'a> {
     settled: Vec<(String, Option<usize>, Uuid)>,
     executions: HashMap<Uuid, &'a StepExecution>,
     env: Environment<'static>,
+    /// `command` templates: every value shell-quoted.
+    shell: Environment<'static>,
     now_ms: i64,
 }
 
@@ -716,7 +719,9 @@ impl Pass<'_> {
                 (Some((def.step_type, entity)), prompt, work)
             }
             StepType::Command => {
-                let command = r("command", def.command.as_deref().unwrap_or_default())?;
+                let command = self
+                    .render_with(&self.shell, def.command.as_deref().unwrap_or_default(), item.as_ref())
+                    .map_err(|e| format!("command: {e}"))?;
                 (None, command.clone(), StepWork::Command { command })
             }
             StepType::Http => {
@@ -780,8 +785,17 @@ impl Pass<'_> {
     }
 
     fn render(&self, source: &str, item: Option<&(usize, Value)>) -> Result<String, String> {
+        self.render_with(&self.env, source, item)
+    }
+
+    fn render_with(
+        &self,
+        env: &Environment<'_>,
+        source: &str,
+        item: Option<&(usize, Value)>,
+    ) -> Result<String, String> {
         let ctx = minijinja::Value::from_serialize(self.context(item));
-        self.env.render_str(source, ctx).map_err(|e| templates::describe(&e))
+        env.render_str(source, ctx).map_err(|e| templates::describe(&e))
     }
 
     fn evaluate(&self, condition: &str) -> Result<bool, String> {

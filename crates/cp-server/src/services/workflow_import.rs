@@ -66,6 +66,56 @@ enum Ref {
 
 /// Rewrites DSL references in `text` into a template; other text stays literal.
 fn template(text: &str, refs: &HashMap<String, Ref>) -> String {
+    rewrite(text, refs, |_| "")
+}
+
+/// Where a reference sits in a shell command, which decides how its value is escaped (a
+/// command's values are shell-quoted words unless a filter says otherwise; see
+/// `templates::shell_environment`).
+#[derive(Clone, Copy, PartialEq)]
+enum Quoting {
+    Bare,
+    Single,
+    Double,
+}
+
+/// `template` for a command: the DSL substitutes text, so a reference inside the command's
+/// own quotes is escaped for those quotes (`dq`, `sq`) and a bare one becomes a quoted word;
+/// in a script fed on stdin (`script_from`: where it starts) values go in as they are.
+fn command_template(text: &str, refs: &HashMap<String, Ref>, script_from: Option<usize>) -> String {
+    let mut quoting = Quoting::Bare;
+    let mut escaped = false;
+    let states: Vec<(usize, Quoting)> = text
+        .char_indices()
+        .map(|(i, c)| {
+            let before = quoting;
+            match (quoting, c) {
+                _ if escaped => escaped = false,
+                (Quoting::Single, '\'') => quoting = Quoting::Bare,
+                (Quoting::Single, _) => {}
+                (_, '\\') => escaped = true,
+                (Quoting::Bare, '\'') => quoting = Quoting::Single,
+                (Quoting::Bare, '"') => quoting = Quoting::Double,
+                (Quoting::Double, '"') => quoting = Quoting::Bare,
+                _ => {}
+            }
+            (i, before)
+        })
+        .collect();
+    rewrite(text, refs, move |offset| {
+        if script_from.is_some_and(|s| offset >= s) {
+            return " | safe";
+        }
+        match states.iter().find(|(i, _)| *i == offset).map(|(_, q)| *q) {
+            Some(Quoting::Single) => " | sq",
+            Some(Quoting::Double) => " | dq",
+            _ => "",
+        }
+    })
+}
+
+/// The rewrite both share: `filter` gives the filter (if any) for a reference at a byte offset.
+fn rewrite(text: &str, refs: &HashMap<String, Ref>, mut filter: impl FnMut(usize) -> &'static str) -> String {
     let mut out = String::new();
     let mut literal = String::new();
     let mut rest = text;
@@ -74,7 +124,8 @@ fn template(text: &str, refs: &HashMap<String, Ref>) -> String {
         match found.and_then(|(name, len)| refs.get(name).map(|r| (r, len))) {
             Some((Ref::Expr(e), len)) => {
                 flush(&mut out, &mut literal);
-                out.push_str(&format!("{{{{ {e} }}}}"));
+                let f = filter(text.len() - rest.len());
+                out.push_str(&format!("{{{{ {e}{f} }}}}"));
                 rest = &rest[len..];
             }
             Some((Ref::Literal(v), len)) => {
@@ -233,8 +284,12 @@ pub fn convert(doc: &Value, agents: &HashMap<String, Uuid>) -> Result<CreateWork
                 let command = s["command"].as_str().or(config["command"].as_str());
                 // A `script` (the DSL's `python(...)`, say) is fed to its command on stdin.
                 step.command = match (command, s["script"].as_str()) {
-                    (Some(c), Some(script)) => Some(t(&format!("{c} <<'KUBIYA_SCRIPT'\n{script}\nKUBIYA_SCRIPT"))),
-                    (Some(c), None) => Some(t(c)),
+                    (Some(c), Some(script)) => {
+                        let head = format!("{c} <<'KUBIYA_SCRIPT'\n");
+                        let whole = format!("{head}{script}\nKUBIYA_SCRIPT");
+                        Some(command_template(&whole, &step_refs, Some(head.len())))
+                    }
+                    (Some(c), None) => Some(command_template(c, &step_refs, None)),
                     (None, _) => None,
                 };
             }
@@ -370,6 +425,19 @@ mod tests {
         assert_eq!(
             template("helm --set x={{ .Values.x }} {{ BUILD_ID }}", &refs),
             "{% raw %}helm --set x={{ .Values.x }} {% endraw %}{{ steps.build.output }}"
+        );
+    }
+
+    #[test]
+    fn command_references_are_escaped_for_where_they_sit() {
+        let refs = HashMap::from([("OUT".to_string(), Ref::Expr("steps.a.output".into()))]);
+        assert_eq!(
+            command_template(r#"echo ${OUT} "x ${OUT}" 'y ${OUT}'"#, &refs, None),
+            r#"echo {{ steps.a.output }} "x {{ steps.a.output | dq }}" 'y {{ steps.a.output | sq }}'"#
+        );
+        assert_eq!(
+            command_template("cat <<'E'\n${OUT}\nE", &refs, Some(9)),
+            "cat <<'E'\n{{ steps.a.output | safe }}\nE"
         );
     }
 

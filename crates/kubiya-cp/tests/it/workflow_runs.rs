@@ -366,6 +366,19 @@ async fn workflows_run_steps_on_a_real_worker(postgres: bool) {
         .await;
     let run = ended(&api, run["id"].as_str().unwrap()).await;
     assert_eq!(run["status"], "completed", "{run:#}");
+    // A value in a command is one shell word, whatever it holds (an input here; a model's
+    // output alike).
+    let echo = workflow(
+        &api,
+        json!({"name": "echo", "default_worker_queue_id": queue,
+               "steps": [{"id": "say", "type": "command", "command": "echo {{ inputs.text }}"}]}),
+    )
+    .await;
+    let hostile = "$(id); echo pwned `whoami` 'quoted' && exit 7";
+    let id = start(&api, &echo, json!({"text": hostile})).await;
+    let run = ended(&api, &id).await;
+    assert_eq!(step(&run, "say")["output"], hostile, "{run:#}");
+
     // Prometheus: runs by the state they entered, and the step-to-step overhead.
     let metrics = api
         .http
