@@ -86,7 +86,8 @@ pub async fn start(
         .get(workflow_id)
         .await
         .map_err(|e| ServiceError::from_store(e, "workflow"))?;
-    let inputs = req.inputs.unwrap_or_else(|| json!({}));
+    let mut inputs = req.inputs.unwrap_or_else(|| json!({}));
+    with_defaults(&workflow.inputs_schema, &mut inputs);
     let mut issues = input_issues(&workflow.inputs_schema, &inputs);
     let default = workflow.default_worker_queue_id;
     for step in workflow_engine::steps_without_queue(&workflow.steps, req.worker_queue_id, default) {
@@ -127,6 +128,21 @@ pub async fn start(
         Err(e) => {
             tracing::warn!(run = %run.id, error = %e.message, "the first advance of a run failed; the scheduler retries it");
             Ok(run)
+        }
+    }
+}
+
+/// Fills the inputs the schema gives a top-level `default` for and the start left out (the
+/// DSL's `params` are such defaults).
+fn with_defaults(schema: &Value, inputs: &mut Value) {
+    let (Some(properties), Value::Object(given)) = (schema["properties"].as_object(), inputs) else {
+        return;
+    };
+    for (name, property) in properties {
+        if let Some(default) = property.get("default")
+            && !given.contains_key(name)
+        {
+            given.insert(name.clone(), default.clone());
         }
     }
 }

@@ -379,6 +379,24 @@ async fn workflows_run_steps_on_a_real_worker(postgres: bool) {
     let run = ended(&api, &id).await;
     assert_eq!(step(&run, "say")["output"], hostile, "{run:#}");
 
+    // A chain imported from the Python client's DSL document: a command step, then an agent
+    // step that reads its output; the DSL's params are the inputs' defaults.
+    let doc = json!({
+        "name": "dsl chain", "description": "from kubiya.dsl", "params": {"WHO": "world"},
+        "default_worker_queue_id": queue,
+        "steps": [
+            {"name": "greet", "command": "echo hello ${WHO}", "output": "GREETING",
+             "executor": {"type": "command", "config": {}}},
+            {"name": "relay", "executor": {"type": "agent",
+             "config": {"agent_name": "flows", "message": "say: relayed ${GREETING}"}}}
+        ]
+    });
+    let imported = api.post("/api/v1/workflows/import", doc).await;
+    let id = start(&api, imported["id"].as_str().unwrap(), json!({})).await;
+    let run = ended(&api, &id).await;
+    assert_eq!(run["status"], "completed", "{run:#}");
+    assert_eq!(run["steps"][1]["output"], "relayed hello world", "{run:#}");
+
     // Prometheus: runs by the state they entered, and the step-to-step overhead.
     let metrics = api
         .http
@@ -480,6 +498,28 @@ async fn runs_pause_resume_cancel_and_wait_for_approval(postgres: bool) {
         assert!(
             started.elapsed() < Duration::from_secs(10),
             "the step's execution went on: {e}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // A step past its timeout_seconds fails, and its execution is cancelled.
+    let slow = workflow(
+        &api,
+        json!({"name": "slow", "default_worker_queue_id": queue, "steps": [
+            {"id": "wait", "type": "http", "url": format!("{hook_url}/gate/never"), "timeout_seconds": 1}
+        ]}),
+    )
+    .await;
+    let id = start(&api, &slow, json!({})).await;
+    let run = ended(&api, &id).await;
+    assert_eq!(run["status"], "failed", "{run:#}");
+    assert_eq!(step(&run, "wait")["error"], "timed out after 1 s", "{run:#}");
+    let wait = step(&run, "wait")["execution_id"].as_str().unwrap().to_string();
+    let started = Instant::now();
+    while api.get(&format!("/api/v1/executions/{wait}")).await["status"] != "cancelled" {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the timed-out step's execution went on"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
