@@ -17,24 +17,6 @@ use serde_json::{Value, json};
 
 use crate::db::{BIN, Db, Killed, free_port};
 
-/// Runs each named test (an `async fn(postgres: bool)`) on SQLite and on PostgreSQL, as
-/// `<name>::sqlite` and `<name>::postgres`.
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$name(false).await
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$name(true).await
-            }
-        }
-    )*};
-}
-
 on_both_backends!(
     a_real_worker_runs_agents_end_to_end,
     a_killed_worker_s_run_is_finished_by_another,
@@ -294,7 +276,7 @@ impl Api {
     }
 
     /// Execution `id` once `ready` holds for it; the test fails after `within`.
-    async fn execution_when(&self, id: &str, within: Duration, ready: impl Fn(&Value) -> bool) -> Value {
+    pub async fn execution_when(&self, id: &str, within: Duration, ready: impl Fn(&Value) -> bool) -> Value {
         let started = Instant::now();
         loop {
             let x = self.get(&format!("/api/v1/executions/{id}")).await;

@@ -13,22 +13,6 @@ use serde_json::{Value, json};
 
 use crate::worker::{Api, fake_llm, one_agent, spawn_worker_with, start_server};
 
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$name(false).await
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$name(true).await
-            }
-        }
-    )*};
-}
-
 on_both_backends!(
     workflows_run_steps_on_a_real_worker,
     runs_pause_resume_cancel_and_wait_for_approval,
@@ -489,18 +473,8 @@ async fn runs_pause_resume_cancel_and_wait_for_approval(postgres: bool) {
         (status(&cancelled, "nap"), status(&cancelled, "after")),
         ("cancelled".into(), "cancelled".into())
     );
-    let started = Instant::now();
-    loop {
-        let e = api.get(&format!("/api/v1/executions/{nap}")).await;
-        if e["status"] == "cancelled" {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the step's execution went on: {e}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    api.execution_when(&nap, Duration::from_secs(10), |e| e["status"] == "cancelled")
+        .await;
 
     // A step past its timeout_seconds fails, and its execution is cancelled.
     let slow = workflow(
@@ -515,14 +489,8 @@ async fn runs_pause_resume_cancel_and_wait_for_approval(postgres: bool) {
     assert_eq!(run["status"], "failed", "{run:#}");
     assert_eq!(step(&run, "wait")["error"], "timed out after 1 s", "{run:#}");
     let wait = step(&run, "wait")["execution_id"].as_str().unwrap().to_string();
-    let started = Instant::now();
-    while api.get(&format!("/api/v1/executions/{wait}")).await["status"] != "cancelled" {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the timed-out step's execution went on"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    api.execution_when(&wait, Duration::from_secs(10), |e| e["status"] == "cancelled")
+        .await;
 
     // Approvals: one approved (the next step runs), one rejected (its dependent never runs).
     let gated = workflow(
