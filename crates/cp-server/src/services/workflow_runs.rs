@@ -471,10 +471,40 @@ fn new_execution(run: &WorkflowRun, version: &WorkflowVersion, s: &Start, prepar
     }
 }
 
+/// Scheduler rounds between two sweeps for step executions of ended runs.
+const SWEEP_EVERY: u64 = 20;
+
+/// Cancels step executions whose run ended without them: the run's own cancel of them did
+/// not happen (the server stopped between the advance and the cancel).
+async fn cancel_orphans(state: &AppState) {
+    let orphans = match state.store.orphaned_step_executions(100).await {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not look for step executions of ended runs");
+            return;
+        }
+    };
+    for (org, id) in orphans {
+        if let Ok(changed) = state
+            .store
+            .executions(&org.0)
+            .control(ExecutionId(id), Control::Cancel)
+            .await
+        {
+            notify(state, Notice::Changed(&changed));
+        }
+    }
+}
+
 /// Advances every run that is due: woken by a step execution's end on this replica, and
 /// every `every` for the rest (ends seen by other replicas, timers, a restart's backlog).
 pub async fn scheduler(state: AppState, every: Duration) {
+    let mut round: u64 = 0;
     loop {
+        round += 1;
+        if round % SWEEP_EVERY == 1 {
+            cancel_orphans(&state).await;
+        }
         let due = match state.store.due_workflow_runs(now().timestamp_millis(), 100).await {
             Ok(due) => due,
             Err(e) => {

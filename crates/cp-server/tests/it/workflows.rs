@@ -336,6 +336,29 @@ both_backends! {
         assert!(types.contains(&"approval_requested"), "{types:?}");
     }
 
+    async fn a_step_execution_left_by_an_ended_run_is_cancelled(backend: Backend) {
+        // As if the server stopped between a run's cancel and its step's: the run is over, its
+        // step execution still queued. The scheduler's sweep cancels it.
+        let app = TestApp::spawn(backend).await;
+        let agent = id_of(&app, "/api/v1/agents", json!({"name": "writer"})).await;
+        let q = queue(&app).await;
+        let w = id_of(&app, "/api/v1/workflows", json!({"name": "one", "default_worker_queue_id": q, "steps": [
+            {"id": "write", "type": "agent", "agent_id": agent, "prompt": "write it"}
+        ]})).await;
+        let run = json(app.post(&format!("/api/v1/workflows/{w}/start"), json!({})).await).await;
+        let e = run["steps"][0]["execution_id"].as_str().unwrap().to_string();
+        app.exec_sql("UPDATE workflow_runs SET status = 'cancelled'").await;
+        let started = std::time::Instant::now();
+        loop {
+            let x = json(app.get(&format!("/api/v1/executions/{e}")).await).await;
+            if x["status"] == "cancelled" {
+                break;
+            }
+            assert!(started.elapsed() < std::time::Duration::from_secs(20), "never cancelled: {x}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     async fn a_step_denied_by_policy_fails_with_its_violations(backend: Backend) {
         let app = TestApp::spawn(backend).await;
         let agent = id_of(&app, "/api/v1/agents", json!({"name": "deployer"})).await;
