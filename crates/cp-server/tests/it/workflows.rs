@@ -340,6 +340,7 @@ both_backends! {
         // As if the server stopped between a run's cancel and its step's: the run is over, its
         // step execution still queued. The scheduler's sweep cancels it.
         let app = TestApp::spawn(backend).await;
+        app.unlimited().await;
         let agent = id_of(&app, "/api/v1/agents", json!({"name": "writer"})).await;
         let q = queue(&app).await;
         let w = id_of(&app, "/api/v1/workflows", json!({"name": "one", "default_worker_queue_id": q, "steps": [
@@ -355,7 +356,7 @@ both_backends! {
                 break;
             }
             assert!(started.elapsed() < std::time::Duration::from_secs(20), "never cancelled: {x}");
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
     }
 

@@ -51,10 +51,13 @@ pub async fn alone(module: &str, test: &str) -> bool {
     false
 }
 
-/// The statements since the last call, without the notifications between replicas that
-/// PostgreSQL's publisher sends in the background (they land in whichever step is running).
+/// The statements since the last call, without those of background work that lands in
+/// whichever step is running: the notifications between replicas that PostgreSQL's publisher
+/// sends, and the workflow scheduler's look for due runs and its sweep.
 pub fn take() -> Vec<String> {
     let mut taken = std::mem::take(&mut *LOG.lock().unwrap());
-    taken.retain(|s| !s.contains("pg_notify"));
+    taken.retain(|s| {
+        !s.contains("pg_notify") && !s.contains("FROM workflow_wakeups w") && !s.contains("JOIN workflow_runs r ON")
+    });
     taken
 }
