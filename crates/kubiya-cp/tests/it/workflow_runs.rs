@@ -6,7 +6,9 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::sync::Notify;
 
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -19,11 +21,43 @@ on_both_backends!(
     a_run_survives_kill_9_of_the_control_plane,
 );
 
-/// What the test's own HTTP endpoints have seen: calls by name, and the open gates.
+/// What the test's own HTTP endpoints have seen: calls by name, and the open gates; `changed`
+/// wakes whoever waits on either.
 #[derive(Clone, Default)]
 struct Hooks {
     calls: Arc<Mutex<HashMap<String, usize>>>,
     open: Arc<Mutex<HashSet<String>>>,
+    changed: Arc<Notify>,
+}
+
+impl Hooks {
+    /// Returns once `ready` holds (checked again on each change); panics after `within`.
+    async fn until(&self, within: Duration, what: &str, ready: impl Fn(&Hooks) -> bool) {
+        let waited = tokio::time::timeout(within, async {
+            loop {
+                let changed = self.changed.notified();
+                tokio::pin!(changed);
+                // Registered before the check: a change in between still wakes us.
+                changed.as_mut().enable();
+                if ready(self) {
+                    return;
+                }
+                changed.await;
+            }
+        })
+        .await;
+        assert!(waited.is_ok(), "{what} within {within:?}");
+    }
+
+    fn called(&self, name: &str) {
+        *self.calls.lock().unwrap().entry(name.into()).or_default() += 1;
+        self.changed.notify_waiters();
+    }
+
+    fn open(&self, gate: &str) {
+        self.open.lock().unwrap().insert(gate.into());
+        self.changed.notify_waiters();
+    }
 }
 
 /// The test's endpoints for http steps: `/flaky/{name}` refuses its first call (400) and
@@ -38,10 +72,9 @@ async fn hooks() -> (String, Hooks) {
         .route(
             "/flaky/{name}",
             axum::routing::get(|State(h): State<Hooks>, Path(name): Path<String>| async move {
-                let mut calls = h.calls.lock().unwrap();
-                let n = calls.entry(name).or_default();
-                *n += 1;
-                if *n == 1 {
+                h.called(&name);
+                let n = h.calls.lock().unwrap()[&name];
+                if n == 1 {
                     (StatusCode::BAD_REQUEST, "not yet".to_string())
                 } else {
                     (StatusCode::OK, format!("{{\"call\": {n}}}"))
@@ -51,10 +84,11 @@ async fn hooks() -> (String, Hooks) {
         .route(
             "/gate/{name}",
             axum::routing::get(|State(h): State<Hooks>, Path(name): Path<String>| async move {
-                *h.calls.lock().unwrap().entry(name.clone()).or_default() += 1;
-                while !h.open.lock().unwrap().contains(&name) {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
+                h.called(&name);
+                h.until(Duration::from_secs(300), "the gate opened", |h| {
+                    h.open.lock().unwrap().contains(&name)
+                })
+                .await;
                 "opened"
             }),
         )
@@ -110,19 +144,37 @@ async fn start(api: &Api, workflow: &str, inputs: Value) -> String {
     run["id"].as_str().unwrap().to_string()
 }
 
-/// Run `id` once `ready` holds for it; the test fails after `within`.
+/// Run `id` once `ready` holds for it, looked at again after each event of the run's stream
+/// (opened after the run as read, so no change slips between); the test fails after `within`.
 async fn run_when(api: &Api, id: &str, within: Duration, ready: impl Fn(&Value) -> bool) -> Value {
-    let started = Instant::now();
+    let deadline = tokio::time::Instant::now() + within;
+    let mut events: Option<reqwest::Response> = None;
     loop {
         let run = api.get(&format!("/api/v1/workflow-runs/{id}")).await;
         if ready(&run) {
             return run;
         }
-        assert!(
-            started.elapsed() < within,
-            "run {id} not as awaited in {within:?}: {run:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let stream = match events.as_mut() {
+            Some(s) => s,
+            None => {
+                let opened = api
+                    .http
+                    .get(format!("{}/api/v1/workflow-runs/{id}/stream", api.base))
+                    .bearer_auth(&api.key)
+                    .header("Last-Event-ID", run["event_count"].to_string())
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(opened.status(), 200, "the run's stream");
+                events.insert(opened)
+            }
+        };
+        match tokio::time::timeout_at(deadline, stream.chunk()).await {
+            Err(_) => panic!("run {id} not as awaited in {within:?}: {run:#}"),
+            Ok(Ok(Some(_))) => {}
+            // The stream ended (after `done`, or a server going away): follow it anew.
+            Ok(_) => events = None,
+        }
     }
 }
 
@@ -430,7 +482,7 @@ async fn runs_pause_resume_cancel_and_wait_for_approval(postgres: bool) {
     run_when(&api, &id, Duration::from_secs(20), |r| status(r, "a") == "running").await;
     let paused = api.post(&format!("/api/v1/workflow-runs/{id}/pause"), json!({})).await;
     assert_eq!(paused["status"], "paused");
-    hooks.open.lock().unwrap().insert("a".into());
+    hooks.open("a");
     let run = run_when(&api, &id, Duration::from_secs(20), |r| status(r, "a") == "completed").await;
     assert_eq!(
         (run["status"].as_str(), status(&run, "b")),
@@ -626,14 +678,14 @@ async fn a_run_survives_kill_9_of_the_control_plane(postgres: bool) {
     for gate in ["a", "d"] {
         // Killed while the worker is inside the step (a claim whose answer the kill cut off
         // would wait out its lease instead).
-        let waiting = Instant::now();
-        while !hooks.calls.lock().unwrap().contains_key(gate) {
-            assert!(waiting.elapsed() < Duration::from_secs(30), "step {gate} never ran");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        hooks
+            .until(Duration::from_secs(30), &format!("step {gate} ran"), |h| {
+                h.calls.lock().unwrap().contains_key(gate)
+            })
+            .await;
         drop(server.take());
         // The step's work ends while nobody answers: the worker keeps its result until then.
-        hooks.open.lock().unwrap().insert(gate.into());
+        hooks.open(gate);
         server = Some(crate::worker::serve_on(&data, port).await);
     }
     let run = run_when(&api, &id, Duration::from_secs(90), |r| r["status"] == "completed").await;
