@@ -231,7 +231,6 @@ impl Agents<'_> {
         row.into_agent()
     }
 
-    /// Whether an agent of this organization has this id.
     /// The id of the agent named `name`, if there is one.
     pub async fn id_by_name(&self, name: &str) -> StoreResult<Option<Uuid>> {
         Ok(with_db!(self.db, pool =>

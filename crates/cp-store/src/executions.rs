@@ -228,6 +228,21 @@ pub struct ExecutionFilter {
     pub since: Option<Timestamp>,
 }
 
+/// Whether a change of `e` from `from` ends a workflow step's execution (or stops it for
+/// input): its run must advance.
+fn wakes_workflow(e: &Execution, from: ExecutionStatus) -> bool {
+    e.workflow_run_id.is_some()
+        && from != e.status
+        && (e.status.is_terminal() || e.status == ExecutionStatus::WaitingForInput)
+}
+
+impl Changed {
+    /// The change ended a workflow step's execution: its run's scheduler has work.
+    pub fn wakes_workflow(&self) -> bool {
+        wakes_workflow(&self.record.execution, self.from)
+    }
+}
+
 /// A status change and what it wrote.
 #[derive(Debug, Clone)]
 pub struct Changed {
@@ -439,10 +454,7 @@ impl Draft {
     /// A workflow step's execution that just ended (or stopped for input): its run must
     /// advance, so the change also writes the run's outbox row.
     fn wakes_workflow(&self) -> bool {
-        let e = &self.row.execution;
-        e.workflow_run_id.is_some()
-            && self.from != e.status
-            && (e.status.is_terminal() || e.status == ExecutionStatus::WaitingForInput)
+        wakes_workflow(&self.row.execution, self.from)
     }
 
     /// What the change did, once its `events` (and webhook deliveries, if `deliveries`)

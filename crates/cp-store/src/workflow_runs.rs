@@ -211,15 +211,15 @@ impl Store {
 }
 
 impl Store {
-    /// Step executions still queued, running or paused whose run has ended: `(organization,
-    /// execution)`, at most `limit`. The run's advance cancels them after it commits; a crash
+    /// Step executions still queued, running or paused whose run has ended (or was deleted
+    /// with its workflow): `(organization, execution)`, at most `limit`. The run's advance cancels them after it commits; a crash
     /// in between leaves them to this.
     pub async fn orphaned_step_executions(&self, limit: i64) -> StoreResult<Vec<(OrgId, Uuid)>> {
         let rows: Vec<(String, Uuid)> = with_db!(&self.db, pool =>
             sqlx::query_as(
-                "SELECT e.organization_id, e.id FROM executions e JOIN workflow_runs r ON r.id = e.workflow_run_id \
+                "SELECT e.organization_id, e.id FROM executions e LEFT JOIN workflow_runs r ON r.id = e.workflow_run_id \
                  WHERE e.workflow_run_id IS NOT NULL AND e.status IN ('queued', 'running', 'paused') \
-                   AND r.status IN ('completed', 'failed', 'cancelled') LIMIT $1")
+                   AND (r.id IS NULL OR r.status IN ('completed', 'failed', 'cancelled')) LIMIT $1")
                 .bind(limit).fetch_all(pool).await)?;
         Ok(rows.into_iter().map(|(org, id)| (OrgId(org), id)).collect())
     }

@@ -49,10 +49,7 @@ pub fn notify(state: &AppState, notice: Notice<'_>) {
         Notice::Changed(changed) => {
             let e = &changed.record.execution;
             state.hub.publish(e.id, &changed.events);
-            if e.workflow_run_id.is_some()
-                && changed.from != e.status
-                && (e.status.is_terminal() || e.status == ExecutionStatus::WaitingForInput)
-            {
+            if changed.wakes_workflow() {
                 state.workflow_scheduler.wake.notify_one();
             }
             if changed.deliveries {

@@ -427,6 +427,8 @@ impl Pass<'_> {
             s.not_before_ms = Some(self.now_ms + backoff_ms(def, s.attempts));
             s.error = Some(error);
             s.execution_id = None;
+            // The next try's timeout counts from its own start.
+            s.started_at = None;
             self.set_step(i, StepStatus::Pending);
         } else {
             self.fail_step(i, error);
@@ -505,6 +507,7 @@ impl Pass<'_> {
                 Ok(id) => {
                     let item = &mut self.run.steps[i].items[k];
                     item.execution_id = Some(id);
+                    item.not_before_ms = None;
                     item.status = StepStatus::Running;
                     item.started_at = Some(self.inputs.now);
                     running += 1;
@@ -666,8 +669,10 @@ impl Pass<'_> {
                 self.run.steps[i].attempts += 1;
                 match self.start_work(i, &def, None) {
                     Ok(id) => {
-                        self.run.steps[i].execution_id = Some(id);
-                        self.run.steps[i].error = None;
+                        let s = &mut self.run.steps[i];
+                        s.execution_id = Some(id);
+                        s.error = None;
+                        s.not_before_ms = None;
                         self.set_step(i, StepStatus::Running);
                     }
                     Err(e) => self.fail_step(i, e),
@@ -856,7 +861,14 @@ impl Pass<'_> {
             return None;
         }
         let mut at: Option<i64> = None;
-        let mut soonest = |t: i64| at = Some(at.map_or(t, |a| a.min(t)));
+        // A time already past is one this pass could not act on (a paused run, an item held
+        // back by max_parallel): what unblocks it is an event of its own, not a timer.
+        let now_ms = self.now_ms;
+        let mut soonest = |t: i64| {
+            if t > now_ms {
+                at = Some(at.map_or(t, |a| a.min(t)));
+            }
+        };
         for (s, def) in self.run.steps.iter().zip(self.inputs.steps) {
             if let (Some(t), Some(started)) = (def.timeout_seconds, s.started_at)
                 && matches!(s.status, StepStatus::Running | StepStatus::WaitingForApproval)
@@ -903,4 +915,58 @@ pub fn queues_of(steps: &[WorkflowStep], start: Option<Uuid>, default: Option<Uu
         .filter_map(|s| s.worker_queue_id.or(start).or(default))
         .filter(|q| seen.insert(*q))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_of(steps: &[WorkflowStep], status: RunStatus) -> WorkflowRun {
+        let at = cp_types::now();
+        WorkflowRun {
+            id: Uuid::now_v7(),
+            organization_id: "o".into(),
+            workflow_id: Uuid::now_v7(),
+            workflow_name: "w".into(),
+            workflow_version: 1,
+            status,
+            inputs: json!({}),
+            worker_queue_id: Some(Uuid::now_v7()),
+            attempt: 1,
+            error: None,
+            steps: new_steps(steps),
+            event_count: 1,
+            created_by: Uuid::nil().to_string(),
+            created_at: at,
+            started_at: Some(at),
+            completed_at: None,
+            updated_at: at,
+        }
+    }
+
+    /// A timer already past that the pass cannot act on (a paused run's retry) must not keep
+    /// the run due: the scheduler would advance it every round for nothing.
+    #[test]
+    fn a_timer_the_pass_cannot_act_on_does_not_keep_the_run_due() {
+        let steps: Vec<WorkflowStep> =
+            serde_json::from_value(json!([{"id": "a", "type": "command", "command": "true"}])).unwrap();
+        let mut run = run_of(&steps, RunStatus::Paused);
+        let now = cp_types::now();
+        run.steps[0].not_before_ms = Some(now.timestamp_millis() - 1000);
+        let denied = Denials::new();
+        let inputs = Inputs {
+            steps: &steps,
+            default_queue: None,
+            executions: &[],
+            denied: &denied,
+            now,
+        };
+        let planned = plan(&run, &inputs, None).unwrap();
+        assert!(planned.starts.is_empty() && !planned.changed);
+        assert_eq!(planned.wake_at, None);
+        // Resumed, it starts, and the spent timer is gone.
+        let planned = plan(&run, &inputs, Some(&RunControl::Resume)).unwrap();
+        assert_eq!(planned.starts.len(), 1);
+        assert_eq!((planned.run.steps[0].not_before_ms, planned.wake_at), (None, None));
+    }
 }

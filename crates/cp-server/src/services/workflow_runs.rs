@@ -206,7 +206,9 @@ pub async fn advance(state: &AppState, org: &str, id: Uuid, control: Option<RunC
         let at = now();
         let mut denied = Denials::new();
         let mut queues: HashMap<Uuid, Option<QueueSeen>> = HashMap::new();
-        let mut checked: HashMap<Uuid, Prepared> = HashMap::new();
+        // By (step, item): a replan after a denial renders the same starts again, and each
+        // policy decision is logged, so each start is checked once.
+        let mut checked: HashMap<(String, Option<usize>), Prepared> = HashMap::new();
         let planned = loop {
             let inputs = Inputs {
                 steps: &version.steps,
@@ -219,9 +221,12 @@ pub async fn advance(state: &AppState, org: &str, id: Uuid, control: Option<RunC
             let mut more = false;
             for s in &planned.starts {
                 let key = (s.step_id.clone(), s.index);
+                if checked.contains_key(&key) {
+                    continue;
+                }
                 match prepare(state, &record_caller(&record, org), s, &mut queues).await? {
                     Ok(prepared) => {
-                        checked.insert(s.execution_id, prepared);
+                        checked.insert(key, prepared);
                     }
                     Err(why) => {
                         denied.insert(key, why);
@@ -240,7 +245,9 @@ pub async fn advance(state: &AppState, org: &str, id: Uuid, control: Option<RunC
         events.extend(planned.events);
         let mut new_executions = Vec::new();
         for s in &planned.starts {
-            let prepared = checked.remove(&s.execution_id).ok_or_else(ServiceError::internal)?;
+            let prepared = checked
+                .remove(&(s.step_id.clone(), s.index))
+                .ok_or_else(ServiceError::internal)?;
             new_executions.push((s.execution_id, new_execution(run, &version, s, prepared)));
         }
         let committed = runs
