@@ -697,8 +697,7 @@ impl Executions<'_> {
     /// Stores a `queued` execution on an active queue of the organization with its first
     /// events (`status`, then the user's `message`). `NotFound` for an unknown queue, a
     /// conflict for one that is not active.
-    pub async fn create(&self, new: NewExecution) -> StoreResult<(Execution, Vec<ExecutionEvent>)> {
-        let id = Uuid::now_v7();
+    pub async fn create(&self, id: Uuid, new: NewExecution) -> StoreResult<(Execution, Vec<ExecutionEvent>)> {
         let at = now();
         let (row, stored) = match self.db {
             Db::Sqlite(_, writer) => {

@@ -97,6 +97,7 @@ impl RunRow {
 /// A run to store, `pending`, for the scheduler to start at once.
 #[derive(Debug, Clone)]
 pub struct NewRun {
+    pub id: Uuid,
     pub workflow_id: Uuid,
     pub workflow_name: String,
     pub version: i64,
@@ -242,7 +243,7 @@ impl WorkflowRuns<'_> {
     /// Stores a `pending` run with its first event; the scheduler picks it up at once
     /// (`wake_at` 0) if the caller does not advance it first.
     pub async fn create(&self, new: NewRun) -> StoreResult<WorkflowRun> {
-        let (id, at) = (Uuid::now_v7(), now());
+        let (id, at) = (new.id, now());
         let event = serde_json::json!({"status": "pending", "attempt": 1}).to_string();
         let row: RunRow = write_tx!(self.db, tx, _pg => {
             let row: RunRow = sqlx::query_as(concat!(

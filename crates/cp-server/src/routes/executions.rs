@@ -65,7 +65,7 @@ async fn accept(
 ) -> ServiceResult<Response> {
     // A stream's place is taken first, so a key past its limit starts no run.
     let slot = req.stream.then(|| stream_slot(&state, auth)).transpose()?;
-    let execution = dispatch::execute(&state, auth, kind, id, &req).await?;
+    let execution = dispatch::execute(&state, auth, kind, id, &req, ExecutionId(Uuid::now_v7())).await?;
     if let Some(slot) = slot {
         let mut resp = sse(state, Source::Execution, auth.org_id.clone(), execution.id, 0, slot).into_response();
         if let Ok(v) = HeaderValue::from_str(&execution.id.to_string()) {

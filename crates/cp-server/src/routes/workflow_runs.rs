@@ -55,7 +55,7 @@ async fn start_workflow(
     Path(id): Path<Uuid>,
     JsonBody(req): JsonBody<StartWorkflow>,
 ) -> ServiceResult<(StatusCode, Json<WorkflowRun>)> {
-    let run = workflow_runs::start(&state, &auth, id, req).await?;
+    let run = workflow_runs::start(&state, &auth, id, req, Uuid::now_v7()).await?;
     Ok((StatusCode::CREATED, Json(run)))
 }
 

@@ -21,13 +21,15 @@ use crate::services::caller::Caller;
 use crate::services::error::{ServiceError, ServiceResult};
 use crate::state::AppState;
 
-/// Validates and stores a new execution of an agent or team, then wakes the queue's pollers.
+/// Validates and stores a new execution `id` of an agent or team, then wakes the queue's
+/// pollers.
 pub async fn execute(
     state: &AppState,
     caller: &Caller,
     kind: ExecutionType,
     entity_id: Uuid,
     req: &ExecuteRequest,
+    id: ExecutionId,
 ) -> ServiceResult<Execution> {
     let queue = req.validate()?;
     vault::check_may_name(
@@ -72,7 +74,7 @@ pub async fn execute(
     let (execution, events) = state
         .store
         .executions(org)
-        .create(new)
+        .create(id.0, new)
         .await
         .map_err(|e| ServiceError::from_store(e, "worker queue"))?;
     notify(

@@ -72,12 +72,13 @@ impl Scheduler {
 
 /// `POST /workflows/{id}/start`: checks the inputs against the version's schema (every error
 /// listed) and that every working step has a queue of the organization, stores the run and
-/// advances it once, so the 201 already shows its first steps started.
+/// advances it once, so the 201 already shows its first steps started. The run gets `id`.
 pub async fn start(
     state: &AppState,
     caller: &Caller,
     workflow_id: Uuid,
     req: StartWorkflow,
+    id: Uuid,
 ) -> ServiceResult<WorkflowRun> {
     let org = caller.org_id.as_str();
     let workflow = state
@@ -111,6 +112,7 @@ pub async fn start(
         .store
         .workflow_runs(org)
         .create(NewRun {
+            id,
             workflow_id,
             workflow_name: workflow.name.clone(),
             version: workflow.version,
