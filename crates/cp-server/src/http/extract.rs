@@ -3,7 +3,7 @@
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, OptionalFromRequest, Request};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use cp_types::context::{ContextEntity, ContextEntityType};
@@ -117,6 +117,27 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ServiceError> {
         parse_json(&json_bytes(req, state).await?).map(JsonBody)
+    }
+}
+
+/// A body that may be left out (`Option<JsonBody<T>>`): none or only whitespace is `None`;
+/// anything else is read as [`JsonBody`] reads it.
+impl<T: DeserializeOwned, S: Send + Sync> OptionalFromRequest<S> for JsonBody<T> {
+    type Rejection = ServiceError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Option<Self>, ServiceError> {
+        let json = is_json(&req);
+        let bytes = Bytes::from_request(req, state).await.map_err(body_error)?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(None);
+        }
+        if !json {
+            return Err(ServiceError::new(
+                ErrorCode::UnsupportedMediaType,
+                "expected Content-Type: application/json",
+            ));
+        }
+        parse_json(&bytes).map(|v| Some(JsonBody(v)))
     }
 }
 
