@@ -1,6 +1,10 @@
 //! Server configuration (the command line fills it in).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use chrono::{DateTime, Utc};
 
 /// Settings of the HTTP server.
 #[derive(Debug, Clone)]
@@ -38,6 +42,35 @@ pub struct ServerConfig {
     /// How policy sandbox children are started and bounded: by default this executable's
     /// hidden `policy-sandbox` command (tests run another binary, see `kcp-policy-sandbox`).
     pub policy_sandbox: cp_policy::SandboxConfig,
+    /// Requests per minute one job's inbound webhook path accepts.
+    pub job_webhook_rate_limit: u64,
+    /// The time the job scheduler reads (tests set it by hand).
+    pub clock: Clock,
+}
+
+/// A clock: the system's, or one a test sets.
+#[derive(Debug, Clone, Default)]
+pub struct Clock(Option<Arc<AtomicI64>>);
+
+impl Clock {
+    /// A clock that shows `at` until it is set again.
+    pub fn manual(at: DateTime<Utc>) -> Self {
+        Clock(Some(Arc::new(AtomicI64::new(at.timestamp_millis()))))
+    }
+
+    /// Sets a manual clock (the system's ignores it).
+    pub fn set(&self, at: DateTime<Utc>) {
+        if let Some(ms) = &self.0 {
+            ms.store(at.timestamp_millis(), Ordering::SeqCst);
+        }
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        match &self.0 {
+            Some(ms) => DateTime::from_timestamp_millis(ms.load(Ordering::SeqCst)).unwrap_or_default(),
+            None => Utc::now(),
+        }
+    }
 }
 
 impl ServerConfig {
@@ -59,6 +92,8 @@ impl ServerConfig {
             header_timeout: std::time::Duration::from_secs(10),
             max_connections: 10_000,
             policy_sandbox: cp_policy::SandboxConfig::current_exe(&["policy-sandbox"]),
+            job_webhook_rate_limit: 120,
+            clock: Clock::default(),
         }
     }
 }

@@ -38,6 +38,8 @@ pub async fn serve(
         state.clone(),
         Duration::from_millis(250),
     ));
+    // Schedules have a resolution of one second; a written job wakes it at once.
+    let jobs = tokio::spawn(services::jobs::scheduler(state.clone(), Duration::from_millis(500)));
     let webhooks = state
         .config
         .webhook_sender
@@ -61,6 +63,7 @@ pub async fn serve(
     background.abort();
     reaper.abort();
     workflows.abort();
+    jobs.abort();
     if let Some(w) = webhooks {
         w.abort();
     }

@@ -27,6 +27,8 @@ pub struct AppState {
     pub run_contexts: Arc<RunContextCache>,
     pub webhooks: Arc<WebhookSender>,
     pub workflow_scheduler: Arc<crate::services::workflow_runs::Scheduler>,
+    /// Rung when a job was written, so its schedule is read at once.
+    pub jobs_wake: Arc<tokio::sync::Notify>,
     pub started_at: Instant,
 }
 
@@ -44,6 +46,7 @@ impl AppState {
             run_contexts: Arc::default(),
             webhooks: Arc::default(),
             workflow_scheduler: Arc::default(),
+            jobs_wake: Arc::default(),
             started_at: Instant::now(),
         }
     }

@@ -22,6 +22,7 @@ pub mod executions;
 pub mod health;
 pub mod idempotency;
 pub mod integrations;
+pub mod jobs;
 pub mod keys;
 pub mod master_key;
 pub mod models;

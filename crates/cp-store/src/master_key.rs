@@ -21,6 +21,8 @@ pub enum SealedRef {
     Webhook { org: String, id: Uuid, previous: bool },
     /// A stored idempotent answer that carries a secret.
     Idempotent { org: String, key: String },
+    /// A job's inbound webhook secret.
+    Job { org: String, id: Uuid },
 }
 
 type SecretRow = (String, String, Vec<u8>);
@@ -98,6 +100,9 @@ impl Store {
                 "SELECT organization_id, idempotency_key, response_body FROM idempotency_keys \
                  WHERE sealed AND response_body IS NOT NULL")
                 .fetch_all(&mut *tx).await?;
+            let jobs: Vec<IdRow> = sqlx::query_as(
+                "SELECT organization_id, id, webhook_secret FROM jobs WHERE webhook_secret IS NOT NULL")
+                .fetch_all(&mut *tx).await?;
             let outcome: Result<(), E> = async {
                 for (org, name, bytes) in secrets {
                     let sealed = match reseal(&SealedRef::Secret { org: org.clone(), name: name.clone() }, &bytes) {
@@ -141,6 +146,15 @@ impl Store {
                     };
                     sqlx::query("UPDATE idempotency_keys SET response_body = $3 WHERE organization_id = $1 AND idempotency_key = $2")
                         .bind(&org).bind(&key).bind(sealed).execute(&mut *tx).await?;
+                    done += 1;
+                }
+                for (org, id, bytes) in jobs {
+                    let sealed = match reseal(&SealedRef::Job { org: org.clone(), id }, &bytes) {
+                        Ok(s) => s,
+                        Err(e) => return Ok(Err(e)),
+                    };
+                    sqlx::query("UPDATE jobs SET webhook_secret = $3 WHERE organization_id = $1 AND id = $2")
+                        .bind(&org).bind(id).bind(sealed).execute(&mut *tx).await?;
                     done += 1;
                 }
                 Ok::<_, sqlx::Error>(Ok(()))

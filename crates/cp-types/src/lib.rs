@@ -15,6 +15,7 @@ pub mod execution;
 pub mod health;
 pub mod ids;
 pub mod integration;
+pub mod job;
 pub mod model;
 pub mod org;
 pub mod page;

@@ -21,6 +21,8 @@ pub const EVENT_TYPES: &[&str] = &[
     "workflow.step.state_changed",
     "worker.status_changed",
     "policy.denied",
+    "job.fired",
+    "job.missed",
     "error",
 ];
 

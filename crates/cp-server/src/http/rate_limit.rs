@@ -28,6 +28,8 @@ fn slice(limit: u64) -> u64 {
 pub enum Meter {
     Key(Uuid),
     Addr(IpAddr),
+    /// A job's inbound webhook path.
+    Hook(Uuid),
 }
 
 /// The outcome of counting one request.

@@ -10,6 +10,7 @@ pub mod execution_environment;
 pub mod executions;
 pub mod health;
 pub mod integrations;
+pub mod jobs;
 pub mod models;
 pub mod organization;
 pub mod policies;
@@ -149,11 +150,13 @@ pub fn router(state: AppState) -> Router {
         .merge(webhooks::routes())
         .merge(workflows::routes())
         .merge(workflow_runs::routes())
+        .merge(jobs::routes())
         .route_layer(from_fn_with_state(state.clone(), idempotency))
         .route_layer(from_fn_with_state(state.clone(), authenticate));
 
     let (api, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(health::routes())
+        .merge(jobs::public_routes())
         .merge(protected)
         .split_for_parts();
     openapi.info.version = env!("CARGO_PKG_VERSION").to_string();

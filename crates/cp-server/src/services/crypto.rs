@@ -84,6 +84,7 @@ pub fn sealed_aad(at: &cp_store::master_key::SealedRef) -> Vec<u8> {
         // A webhook's previous secret is sealed for the same webhook as its current one.
         SealedRef::Webhook { org, id, .. } => webhook_aad(org, *id),
         SealedRef::Idempotent { org, key } => idempotency_aad(org, key),
+        SealedRef::Job { org, id } => job_aad(org, *id),
     }
 }
 
@@ -100,6 +101,11 @@ pub fn integration_aad(org: &str, id: Uuid) -> Vec<u8> {
 /// Associated data of a webhook's signing secret: its organization and id.
 pub fn webhook_aad(org: &str, id: Uuid) -> Vec<u8> {
     aad(b"webhook", org, id.as_bytes())
+}
+
+/// Associated data of a job's inbound webhook secret: its organization and id.
+pub fn job_aad(org: &str, id: Uuid) -> Vec<u8> {
+    aad(b"job", org, id.as_bytes())
 }
 
 /// Associated data of a stored idempotent answer: its organization and record key.

@@ -12,6 +12,7 @@ mod conventions;
 mod exec_query_count;
 mod executions;
 mod faults;
+mod jobs;
 mod policies;
 mod policy_enforcement;
 mod policy_examples;

@@ -612,3 +612,31 @@ both_backends! {
         }
     }
 }
+
+// A job's firings are delivered as `job.fired` (what fired it and what it started, or why
+// nothing started), written with the firing's outcome.
+both_backends! {
+    async fn jobs_announce_their_firings(backend: Backend) {
+        let app = TestApp::spawn(backend).await;
+        allow_private(&app).await;
+        let receiver = Receiver::default();
+        let url = receiver.start().await;
+        webhook(&app, &url, json!(["job.fired"])).await;
+        let agent = json(app.post("/api/v1/agents", json!({"name": "a"})).await).await;
+        let envs = json(app.get("/api/v1/environments").await).await;
+        let env = envs["items"][0]["id"].as_str().unwrap().to_string();
+        let queue = json(app.post(&format!("/api/v1/environments/{env}/worker-queues"), json!({"name": "jobs"})).await).await;
+        assert!(queue["id"].is_string(), "{queue}");
+        let job = json(app.post("/api/v1/jobs", json!({"name": "j", "trigger_type": "manual", "entity_type": "agent",
+            "entity_id": agent["id"], "worker_queue_id": queue["id"], "prompt_template": "go"})).await).await;
+        let id = job["id"].as_str().unwrap();
+        let firing = json(app.post(&format!("/api/v1/jobs/{id}/trigger"), json!({})).await).await;
+        let got = receiver.wait_for("job.fired", 1).await;
+        let data = got[0].json()["data"].clone();
+        assert_eq!(data["job_id"], json!(id), "{data} {firing}");
+        assert_eq!(data["firing_id"], firing["id"]);
+        assert_eq!(data["trigger_source"], "manual");
+        assert_eq!(data["execution_id"], firing["execution_id"]);
+        assert_eq!(data["status"], "queued", "{data} {firing}");
+    }
+}

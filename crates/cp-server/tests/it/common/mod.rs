@@ -289,10 +289,17 @@ pub struct Replica {
 impl TestApp {
     /// Starts another server on this app's database, as a second replica would run.
     pub async fn replica(&self) -> Replica {
+        self.replica_with(|_| {}).await
+    }
+
+    /// [`Self::replica`] with its configuration adjusted by `configure`.
+    pub async fn replica_with(&self, configure: impl FnOnce(&mut ServerConfig)) -> Replica {
         let store = Store::connect(&self.db.url).await.expect("connect");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let state = AppState::new(store, test_config(addr));
+        let mut config = test_config(addr);
+        configure(&mut config);
+        let state = AppState::new(store, config);
         let (tx, rx) = oneshot::channel::<()>();
         tokio::spawn(cp_server::serve(listener, state.clone(), async move {
             let _ = rx.await;
