@@ -53,11 +53,16 @@ pub async fn alone(module: &str, test: &str) -> bool {
 
 /// The statements since the last call, without those of background work that lands in
 /// whichever step is running: the notifications between replicas that PostgreSQL's publisher
-/// sends, and the workflow scheduler's look for due runs and its sweep.
+/// sends, the workflow scheduler's look for due runs and its sweep, and the job scheduler's
+/// looks for due jobs and waiting or ended firings.
 pub fn take() -> Vec<String> {
     let mut taken = std::mem::take(&mut *LOG.lock().unwrap());
     taken.retain(|s| {
-        !s.contains("pg_notify") && !s.contains("FROM workflow_wakeups w") && !s.contains("JOIN workflow_runs r ON")
+        !s.contains("pg_notify")
+            && !s.contains("FROM workflow_wakeups w")
+            && !s.contains("JOIN workflow_runs r ON")
+            && !s.contains("FROM job_firings WHERE")
+            && !s.contains("FROM jobs WHERE enabled")
     });
     taken
 }
