@@ -25,6 +25,7 @@ macro_rules! on_both_backends {
 mod cli;
 mod db;
 mod faults;
+mod jobs;
 mod upgrade;
 mod worker;
 mod workflow_runs;

@@ -146,7 +146,7 @@ async fn start(api: &Api, workflow: &str, inputs: Value) -> String {
 
 /// Run `id` once `ready` holds for it, looked at again after each event of the run's stream
 /// (opened after the run as read, so no change slips between); the test fails after `within`.
-async fn run_when(api: &Api, id: &str, within: Duration, ready: impl Fn(&Value) -> bool) -> Value {
+pub async fn run_when(api: &Api, id: &str, within: Duration, ready: impl Fn(&Value) -> bool) -> Value {
     let deadline = tokio::time::Instant::now() + within;
     let mut events: Option<reqwest::Response> = None;
     loop {
@@ -178,7 +178,7 @@ async fn run_when(api: &Api, id: &str, within: Duration, ready: impl Fn(&Value) 
     }
 }
 
-async fn ended(api: &Api, id: &str) -> Value {
+pub async fn ended(api: &Api, id: &str) -> Value {
     run_when(api, id, Duration::from_secs(60), |r| {
         ["completed", "failed", "cancelled"].contains(&r["status"].as_str().unwrap_or_default())
     })
