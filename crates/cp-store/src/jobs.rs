@@ -530,7 +530,16 @@ impl Jobs<'_> {
                     "trigger_source": f.trigger_source, "status": shown, "execution_id": execution,
                     "workflow_run_id": run, "error": error, "due_at": f.due_at,
                 });
-                enqueue_webhooks!(tx, pg, self.org, "job.fired", data);
+                enqueue_webhooks!(tx, pg, self.org, "job.fired", data.clone());
+                if failed {
+                    let message = format!(
+                        "job '{job_name}' fired ({}) but started nothing: {}",
+                        f.trigger_source,
+                        error.unwrap_or_default()
+                    );
+                    let alert = json!({"kind": "job_failed", "message": message, "job_id": f.job_id, "firing": data});
+                    enqueue_webhooks!(tx, pg, self.org, "error", alert);
+                }
             }
         });
         self.firing(f.id).await

@@ -621,7 +621,7 @@ both_backends! {
         allow_private(&app).await;
         let receiver = Receiver::default();
         let url = receiver.start().await;
-        webhook(&app, &url, json!(["job.fired"])).await;
+        webhook(&app, &url, json!(["job.fired", "error"])).await;
         let agent = json(app.post("/api/v1/agents", json!({"name": "a"})).await).await;
         let envs = json(app.get("/api/v1/environments").await).await;
         let env = envs["items"][0]["id"].as_str().unwrap().to_string();
@@ -638,5 +638,15 @@ both_backends! {
         assert_eq!(data["trigger_source"], "manual");
         assert_eq!(data["execution_id"], firing["execution_id"]);
         assert_eq!(data["status"], "queued", "{data} {firing}");
+        // A firing that starts nothing is an `error` of kind `job_failed` as well.
+        let r = app.req(Method::PATCH, &format!("/api/v1/worker-queues/{}", queue["id"].as_str().unwrap()))
+            .json(&json!({"status": "inactive"})).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let failed = json(app.post(&format!("/api/v1/jobs/{id}/trigger"), json!({})).await).await;
+        let alert = receiver.wait_for("error", 1).await[0].json()["data"].clone();
+        assert_eq!(alert["kind"], "job_failed", "{alert}");
+        assert_eq!(alert["firing"]["firing_id"], failed["id"]);
+        assert!(alert["message"].as_str().unwrap().contains("not active"), "{alert}");
+        assert_eq!(receiver.wait_for("job.fired", 2).await.len(), 2);
     }
 }
