@@ -450,3 +450,76 @@ both_backends! {
         assert_error(r, 404, "NOT_FOUND").await;
     }
 }
+
+// A replica that wrote a firing stopped before it started it, or after it started the
+// execution but before it recorded that: once the lease runs out, another replica starts
+// the first and finds the second's execution, never starting one twice.
+both_backends! {
+    async fn a_firing_left_pending_by_a_crash_starts_once(backend: Backend) {
+        let app = TestApp::spawn(backend).await;
+        let (agent, queue) = agent_and_queue(&app).await;
+        let body = json!({"name": "j", "trigger_type": "manual", "entity_type": "agent", "entity_id": agent,
+            "worker_queue_id": queue, "prompt_template": "go"});
+        let id = create(&app, body).await["id"].as_str().unwrap().to_string();
+        let first = json(app.post(&format!("/api/v1/jobs/{id}/trigger"), json!({})).await).await;
+        let execution = first["execution_id"].as_str().unwrap().to_string();
+        let firing = first["id"].as_str().unwrap().to_string();
+        // As if the replica died between the execution's insert and the firing's update.
+        let key = match backend { crate::common::Backend::Postgres => format!("'{firing}'"), _ => format!("X'{}'", firing.replace('-', "")) };
+        app.exec_sql(&format!("UPDATE job_firings SET status = 'pending', execution_id = NULL, lease_until = 1 WHERE id = {key}")).await;
+        jobs::tick(&app.state).await;
+        let fired = firings(&app, &id).await;
+        assert_eq!(fired.len(), 1);
+        assert_eq!(fired[0]["execution_id"], json!(execution), "{fired:?}");
+        let all = json(app.get(&format!("/api/v1/executions?entity_id={agent}&limit=100")).await).await;
+        assert_eq!(all["total"], 1, "{all}");
+        // As if it died before anything started: the lease holds until it runs out.
+        let pending = uuid::Uuid::now_v7();
+        let job_id: uuid::Uuid = id.parse().unwrap();
+        let new = cp_store::jobs::NewFiring {
+            id: pending, source: cp_types::job::TriggerSource::Manual, status: "pending",
+            work: Some(json!({"prompt": "later"})), due_at: None, error: None, missed_count: None,
+            delivery_id: None, lease_until: Some(i64::MAX),
+        };
+        app.store.jobs("default").add_firing(job_id, &new).await.unwrap();
+        jobs::tick(&app.state).await;
+        assert_eq!(firings(&app, &id).await[0]["status"], "pending", "leased to the replica that wrote it");
+        let key = match backend { crate::common::Backend::Postgres => format!("'{pending}'"), _ => format!("X'{}'", pending.simple()) };
+        app.exec_sql(&format!("UPDATE job_firings SET lease_until = 1 WHERE id = {key}")).await;
+        jobs::tick(&app.state).await;
+        let fired = firings(&app, &id).await;
+        assert_eq!((fired[0]["status"].clone(), fired[0]["execution_id"].clone()), (json!("queued"), json!(pending)), "{fired:?}");
+        let e = json(app.get(&format!("/api/v1/executions/{pending}")).await).await;
+        assert_eq!(e["prompt"], "later");
+    }
+}
+
+// A job that names an environment runs on its first active queue, read at fire time; an
+// environment without one fails the firing with the reason.
+both_backends! {
+    async fn the_queue_is_resolved_when_the_job_fires(backend: Backend) {
+        let app = TestApp::spawn(backend).await;
+        let agent = id_of(&app, "/api/v1/agents", json!({"name": "a"})).await;
+        let env = id_of(&app, "/api/v1/environments", json!({"name": "staging"})).await;
+        let old = id_of(&app, &format!("/api/v1/environments/{env}/worker-queues"), json!({"name": "old"})).await;
+        let body = json!({"name": "j", "trigger_type": "manual", "entity_type": "agent", "entity_id": agent,
+            "environment_id": env, "prompt_template": "go"});
+        let id = create(&app, body).await["id"].as_str().unwrap().to_string();
+        let path = format!("/api/v1/jobs/{id}/trigger");
+        let trigger = || app.post(&path, json!({}));
+        let f = json(trigger().await).await;
+        let e = json(app.get(&format!("/api/v1/executions/{}", f["execution_id"].as_str().unwrap())).await).await;
+        assert_eq!(e["worker_queue_id"], json!(old));
+        let new = id_of(&app, &format!("/api/v1/environments/{env}/worker-queues"), json!({"name": "new"})).await;
+        let r = app.req(Method::PATCH, &format!("/api/v1/worker-queues/{old}")).json(&json!({"status": "inactive"})).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let f = json(trigger().await).await;
+        let e = json(app.get(&format!("/api/v1/executions/{}", f["execution_id"].as_str().unwrap())).await).await;
+        assert_eq!(e["worker_queue_id"], json!(new));
+        let r = app.req(Method::PATCH, &format!("/api/v1/worker-queues/{new}")).json(&json!({"status": "maintenance"})).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let f = json(trigger().await).await;
+        assert_eq!(f["status"], "failed");
+        assert!(f["error"].as_str().unwrap().contains("no active worker queue"), "{f}");
+    }
+}
