@@ -110,6 +110,9 @@ async fn triggers_run_agents_teams_and_workflows(postgres: bool) {
     assert_eq!(run["steps"][0]["output"], "notes on the release (flow)", "{run}");
 }
 
+/// A sender's headers for a body.
+type Signer<'a> = Box<dyn Fn(&str) -> Vec<(&'static str, String)> + 'a>;
+
 fn hmac_hex(secret: &str, parts: &[&[u8]]) -> String {
     let mut mac = <hmac::Hmac<Sha256> as KeyInit>::new_from_slice(secret.as_bytes()).unwrap();
     for p in parts {
@@ -133,7 +136,7 @@ async fn signed_webhooks_put_their_payload_in_the_prompt(postgres: bool) {
     let secret = hook["webhook_secret"].as_str().unwrap().to_string();
     let url = hook["webhook_url"].as_str().unwrap().to_string();
     let now = chrono::Utc::now().timestamp().to_string();
-    let senders: Vec<(&str, Box<dyn Fn(&str) -> Vec<(&'static str, String)>>)> = vec![
+    let senders: Vec<(&str, Signer)> = vec![
         (
             "github",
             Box::new(|body: &str| {
