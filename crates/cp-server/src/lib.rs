@@ -111,6 +111,7 @@ async fn housekeeping(state: AppState) {
                     events = s.events,
                     decisions = s.decisions,
                     deliveries = s.deliveries,
+                    firings = s.firings,
                     idempotency_records = s.idempotency_records,
                     "deleted what is past its retention"
                 ),

@@ -70,6 +70,18 @@ impl Store {
                 .bind(org).bind(cutoff(before)).bind(batch)
                 .execute(pool).await.map(|r| r.rows_affected()))?)
     }
+
+    /// Deletes at most `batch` settled firings of `org`'s jobs made before `before`; firings
+    /// still pending, buffered or running stay.
+    pub async fn purge_old_firings(&self, org: &str, before: Timestamp, batch: i64) -> StoreResult<u64> {
+        Ok(with_db!(&self.db, pool =>
+            sqlx::query(
+                "DELETE FROM job_firings WHERE id IN ( \
+                   SELECT id FROM job_firings WHERE organization_id = $1 AND id < $2 \
+                     AND status NOT IN ('pending', 'buffered', 'started') ORDER BY id LIMIT $3)")
+                .bind(org).bind(cutoff(before)).bind(batch)
+                .execute(pool).await.map(|r| r.rows_affected()))?)
+    }
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! The retention sweeper: what is older than an organization's `event_retention_days` (events
-//! of ended runs, policy decisions, finished webhook deliveries) is deleted in small batches,
+//! of ended runs, policy decisions, finished webhook deliveries, settled job firings) is deleted in small batches,
 //! with a pause between them so writers are never held up for long; so are idempotency
 //! records past their 24 h.
 
@@ -24,6 +24,7 @@ pub struct Swept {
     pub events: u64,
     pub decisions: u64,
     pub deliveries: u64,
+    pub firings: u64,
     pub idempotency_records: u64,
 }
 
@@ -39,6 +40,7 @@ pub async fn sweep(store: &Store, now: Timestamp) -> StoreResult<Swept> {
         total.events += swept.events;
         total.decisions += swept.decisions;
         total.deliveries += swept.deliveries;
+        total.firings += swept.firings;
     }
     Ok(total)
 }
@@ -58,6 +60,7 @@ pub async fn sweep_org(store: &Store, org: &str, before: Timestamp) -> StoreResu
         events,
         decisions: drain(|| store.purge_old_decisions(org, before, ROWS_PER_BATCH)).await?,
         deliveries: drain(|| store.purge_old_deliveries(org, before, ROWS_PER_BATCH)).await?,
+        firings: drain(|| store.purge_old_firings(org, before, ROWS_PER_BATCH)).await?,
         idempotency_records: 0,
     })
 }

@@ -366,6 +366,12 @@ both_backends! {
         assert!(f["error"].as_str().unwrap().contains("prompt_template"), "{f}");
         let err = assert_error(app.post(&format!("/api/v1/jobs/{id}/trigger"), json!({"parameters": [1]})).await, 422, "VALIDATION_ERROR").await;
         assert_eq!(fields(&err), ["parameters"]);
+        // Retention deletes settled firings; one whose execution still runs stays.
+        let later = Utc::now() + chrono::Duration::minutes(1);
+        let swept = cp_server::services::retention::sweep_org(&app.store, "default", later).await.unwrap();
+        assert_eq!(swept.firings, 3, "{swept:?}");
+        let left = firings(&app, &id).await;
+        assert_eq!((left.len(), left[0]["status"].clone()), (1, json!("queued")), "{left:?}");
     }
 }
 

@@ -54,4 +54,6 @@ CREATE TABLE job_firings (
     UNIQUE (job_id, delivery_id)
 );
 CREATE INDEX job_firings_job ON job_firings(job_id, id);
+-- The retention sweep's walk through an organization's firings.
+CREATE INDEX job_firings_org ON job_firings(organization_id, id);
 CREATE INDEX job_firings_open ON job_firings(status) WHERE status IN ('pending', 'buffered', 'started');
