@@ -7,10 +7,15 @@ use std::collections::HashSet;
 
 use minijinja::{Environment, UndefinedBehavior};
 
+/// Instructions one render may run: far more than any prompt needs, far less than a stall.
+pub const FUEL: u64 = 200_000;
+
 /// The environment every workflow template is compiled and rendered in.
 pub fn environment() -> Environment<'static> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
+    // A template a member wrote runs on the server: its loops get a budget, not the CPU.
+    env.set_fuel(Some(FUEL));
     // For a value written inside a command's own quotes: `"…{{ x | dq }}…"`, `'…{{ x | sq }}…'`.
     env.add_filter("dq", |v: minijinja::Value| {
         let escaped = text_of(&v)
@@ -219,8 +224,16 @@ mod tests {
             t.render(minijinja::context! { inputs => minijinja::context! {} })
                 .is_err()
         );
-        // Built without minijinja's multi-template support, `include` does not even parse.
-        assert!(env.template_from_str("{% include '/etc/passwd' %}").is_err());
-        assert!(env.template_from_str("{% import 'x' as y %}").is_err());
+        // No loader and no registered template: `include` and `import` find nothing to read.
+        for source in ["{% include '/etc/passwd' %}", "{% import 'x' as y %}{{ y }}"] {
+            let rendered = env
+                .template_from_str(source)
+                .and_then(|t| t.render(minijinja::context! {}));
+            assert!(rendered.is_err(), "{source}");
+        }
+        // A loop a member wrote runs out of fuel instead of holding the server.
+        let t =
+            env.template_from_str("{% for a in range(100000) %}{% for b in range(100000) %}x{% endfor %}{% endfor %}");
+        assert!(t.unwrap().render(minijinja::context! {}).is_err());
     }
 }
