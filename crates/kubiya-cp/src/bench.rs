@@ -81,6 +81,9 @@ async fn measure(target: &Target, args: &BenchArgs, server_pid: Option<u32>) -> 
     if args.only == Some(BenchPart::Workflows) {
         return crate::bench_workflow::run(target.addr, &target.key, duration).await;
     }
+    if args.only == Some(BenchPart::Jobs) {
+        return crate::bench_jobs::run(target.addr, &target.key, duration).await;
+    }
     setup(target).await?;
     let scenarios: [(&str, &str, bool); 3] = [
         ("GET /api/health", "/api/health", false),

@@ -44,6 +44,18 @@ impl Conn {
         body: Option<&str>,
         lease: Option<&str>,
     ) -> anyhow::Result<(u16, Bytes)> {
+        let lease: Vec<(&str, &str)> = lease.map(|l| ("x-lease-id", l)).into_iter().collect();
+        self.send_with(method, path, body, &lease).await
+    }
+
+    /// A request with more headers (a lease, a webhook's signature).
+    pub(crate) async fn send_with(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> anyhow::Result<(u16, Bytes)> {
         let mut req = Request::builder()
             .method(method)
             .uri(path)
@@ -52,8 +64,8 @@ impl Conn {
         if body.is_some() {
             req = req.header("content-type", "application/json");
         }
-        if let Some(l) = lease {
-            req = req.header("x-lease-id", l);
+        for (name, value) in headers {
+            req = req.header(*name, *value);
         }
         let req = req.body(Full::new(Bytes::from(body.unwrap_or("").to_owned())))?;
         self.sender.ready().await?;

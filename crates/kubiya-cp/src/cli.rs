@@ -236,6 +236,7 @@ pub enum BenchPart {
     Executions,
     Streams,
     Workflows,
+    Jobs,
 }
 
 pub fn init_logging(global: &Global) {

@@ -4,6 +4,7 @@ mod admin;
 mod bench;
 mod bench_exec;
 mod bench_floor;
+mod bench_jobs;
 mod bench_policy;
 mod bench_stream;
 mod bench_workflow;
