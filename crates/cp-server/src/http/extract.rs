@@ -147,7 +147,7 @@ impl<T: DeserializeOwned, S: Send + Sync> OptionalFromRequest<S> for JsonBody<T>
 pub struct RunReport<T>(pub T);
 
 /// Replaces NUL in every string (keys included) with U+FFFD.
-fn replace_nul(value: &mut Value) {
+pub(crate) fn replace_nul(value: &mut Value) {
     match value {
         Value::String(s) if s.contains('\0') => *s = s.replace('\0', "\u{FFFD}"),
         Value::Array(items) => items.iter_mut().for_each(replace_nul),

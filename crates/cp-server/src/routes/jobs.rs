@@ -203,22 +203,24 @@ async fn job_webhook(
         Ok(_) | Err(cp_store::StoreError::NotFound) => None,
         Err(e) => return Err(ServiceError::from(e).into_response()),
     };
+    // Unknown paths and bad signatures cost the client's address the standard rate, so
+    // guessing either is metered; only signed requests count against the path's own rate.
+    let addr = connect.map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.0.0.ip());
+    let refused = |e: ServiceError| match limited(Meter::Addr(addr), state.config.standard_rate_limit) {
+        Some(resp) => resp,
+        None => e.into_response(),
+    };
     let Some((record, sealed)) = found else {
-        // Guessing paths costs an address the standard rate.
-        let addr = connect.map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.0.0.ip());
-        if let Some(resp) = limited(Meter::Addr(addr), state.config.standard_rate_limit) {
-            return Err(resp);
-        }
-        return Err(ServiceError::not_found("webhook").into_response());
+        return Err(refused(ServiceError::not_found("webhook")));
     };
     let job = &record.job;
-    if let Some(resp) = limited(Meter::Hook(job.id), state.config.job_webhook_rate_limit) {
-        return Err(resp);
-    }
     let secret = jobs::open_secret(&state, &job.organization_id, job.id, &sealed)
         .ok_or_else(|| ServiceError::internal().into_response())?;
     if let Err(why) = job_webhooks::verify(&headers, &body, &secret, unix_now()) {
-        return Err(ServiceError::unauthorized(why).into_response());
+        return Err(refused(ServiceError::unauthorized(why)));
+    }
+    if let Some(resp) = limited(Meter::Hook(job.id), state.config.job_webhook_rate_limit) {
+        return Err(resp);
     }
     let answer = |result: &str, firing: Option<JobFiring>| WebhookAnswer {
         job_id: job.id,
@@ -231,8 +233,10 @@ async fn job_webhook(
     if !job.spec.enabled {
         return Err(ServiceError::conflict(format!("job '{}' is {}", job.spec.name, job.status)).into_response());
     }
-    let payload = serde_json::from_slice::<Value>(&body)
+    let mut payload = serde_json::from_slice::<Value>(&body)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
+    // The databases cannot store NUL; the rendered prompt is stored with the firing.
+    crate::http::extract::replace_nul(&mut payload);
     let parameters = match payload.get("parameters") {
         Some(p @ Value::Object(_)) => p.clone(),
         _ => json!({}),
