@@ -181,6 +181,10 @@ pub struct JobDraft {
     pub next_due_at: Option<i64>,
     /// Clears the failure count and the pause reason (an enable).
     pub fresh_start: bool,
+    /// An update writes the schedule, and `enabled` and `status`, only when it changed them:
+    /// a claim or a pause made since the job was read stays.
+    pub rescheduled: bool,
+    pub enabled_changed: bool,
 }
 
 /// The key a job acts for.
@@ -345,23 +349,34 @@ impl Jobs<'_> {
         row.into_record()
     }
 
-    /// Replaces a job's definition and schedule; `webhook` gives it a path and secret (a job
-    /// that became a webhook job and had none).
-    pub async fn update(&self, id: Uuid, draft: &JobDraft, webhook: Option<(&str, &[u8])>) -> StoreResult<JobRecord> {
+    /// Replaces a job's definition (and its schedule and state, where `draft` changed them);
+    /// `webhook` gives it a path and secret (a job that became a webhook job and had none).
+    /// The job acts for `by` from now on.
+    pub async fn update(
+        &self,
+        id: Uuid,
+        draft: &JobDraft,
+        webhook: Option<(&str, &[u8])>,
+        by: &Author,
+    ) -> StoreResult<JobRecord> {
         let (path, secret) = webhook.unzip();
         let row: Option<JobRow> = with_db!(self.db, pool =>
             sqlx::query_as(concat!(
-                "UPDATE jobs SET name = $3, trigger_type = $4, enabled = $5, spec = $6, entity_name = $7, status = $8, \
-                   next_run_at = $9, next_due_at = $10, \
+                "UPDATE jobs SET name = $3, trigger_type = $4, spec = $6, entity_name = $7, \
+                   enabled = CASE WHEN $16 THEN $5 ELSE enabled END, \
+                   status = CASE WHEN $16 THEN $8 ELSE status END, \
+                   next_run_at = CASE WHEN $15 THEN $9 ELSE next_run_at END, \
+                   next_due_at = CASE WHEN $15 THEN $10 ELSE next_due_at END, \
                    consecutive_failures = CASE WHEN $11 THEN 0 ELSE consecutive_failures END, \
                    paused_reason = CASE WHEN $11 THEN NULL ELSE paused_reason END, \
                    webhook_path = COALESCE($12, webhook_path), webhook_secret = COALESCE($13, webhook_secret), \
-                   updated_at = $14 \
+                   created_by = $17, created_by_name = $18, created_by_role = $19, updated_at = $14 \
                  WHERE organization_id = $1 AND id = $2 RETURNING ", job_columns!()))
                 .bind(self.org).bind(id).bind(draft.spec.name.trim()).bind(draft.spec.trigger_type.as_str())
                 .bind(draft.spec.enabled).bind(Json(&draft.spec)).bind(&draft.entity_name).bind(draft.status.as_str())
                 .bind(draft.next_run_at).bind(draft.next_due_at).bind(draft.fresh_start).bind(path).bind(secret)
-                .bind(now())
+                .bind(now()).bind(draft.rescheduled).bind(draft.enabled_changed)
+                .bind(by.key_id.to_string()).bind(&by.name).bind(&by.role)
                 .fetch_optional(pool).await.map_err(conflict))?;
         row.ok_or(StoreError::NotFound)?.into_record()
     }
@@ -406,7 +421,9 @@ impl Jobs<'_> {
                 .execute(&mut *tx).await?.rows_affected();
             if moved == 1 {
                 for f in firings {
-                    insert_firing!(self.org, id, f, at).execute(&mut *tx).await?;
+                    // A due time fired already (a schedule an update set back) stays fired once.
+                    insert_firing!(self.org, id, f, at, " ON CONFLICT (job_id, due_at) DO NOTHING")
+                        .execute(&mut *tx).await?;
                     if f.status == "missed" {
                         let data = json!({
                             "job_id": id, "job_name": job_name, "firing_id": f.id, "missed_count": f.missed_count,
@@ -423,7 +440,7 @@ impl Jobs<'_> {
     /// Writes a manual or webhook firing; `None` when the webhook delivery fired already.
     pub async fn add_firing(&self, job: Uuid, f: &NewFiring) -> StoreResult<Option<FiringRecord>> {
         let at = now();
-        let inserted = with_db!(self.db, pool => insert_firing!(self.org, job, f, at).execute(pool).await.map(|r| r.rows_affected()));
+        let inserted = with_db!(self.db, pool => insert_firing!(self.org, job, f, at, "").execute(pool).await.map(|r| r.rows_affected()));
         match inserted {
             Ok(_) => Ok(Some(self.firing(f.id).await?)),
             Err(sqlx::Error::Database(db)) if db.is_unique_violation() => Ok(None),
@@ -473,18 +490,21 @@ impl Jobs<'_> {
     }
 
     /// Whether another firing of the job is waiting (buffered) or has started something
-    /// still going.
-    pub async fn busy(&self, job: Uuid, except: Uuid) -> StoreResult<(bool, bool)> {
+    /// still going. An earlier firing still being started (pending, its lease live at
+    /// `now_ms`) counts as going: of two firings started side by side, the later one waits.
+    pub async fn busy(&self, job: Uuid, except: Uuid, now_ms: i64) -> StoreResult<(bool, bool)> {
         let (active, buffered): (i64, i64) = with_db!(self.db, pool =>
             sqlx::query_as(
                 "SELECT \
-                   COALESCE(SUM(CASE WHEN f.status = 'started' AND COALESCE(e.status, r.status) NOT IN \
-                     ('completed', 'failed', 'cancelled') THEN 1 ELSE 0 END), 0), \
+                   COALESCE(SUM(CASE WHEN (f.status = 'started' AND COALESCE(e.status, r.status) NOT IN \
+                     ('completed', 'failed', 'cancelled')) \
+                     OR (f.status = 'pending' AND f.id < $3 AND f.lease_until >= $4) THEN 1 ELSE 0 END), 0), \
                    COALESCE(SUM(CASE WHEN f.status = 'buffered' THEN 1 ELSE 0 END), 0) \
                  FROM job_firings f LEFT JOIN executions e ON e.id = f.execution_id \
                    LEFT JOIN workflow_runs r ON r.id = f.workflow_run_id \
-                 WHERE f.organization_id = $1 AND f.job_id = $2 AND f.id <> $3 AND f.status IN ('started', 'buffered')")
-                .bind(self.org).bind(job).bind(except).fetch_one(pool).await)?;
+                 WHERE f.organization_id = $1 AND f.job_id = $2 AND f.id <> $3 \
+                   AND f.status IN ('started', 'buffered', 'pending')")
+                .bind(self.org).bind(job).bind(except).bind(now_ms).fetch_one(pool).await)?;
         Ok((active > 0, buffered > 0))
     }
 
@@ -562,13 +582,14 @@ impl Jobs<'_> {
     }
 }
 
-/// The insert of `$f` as a firing of job `$job`.
+/// The insert of `$f` as a firing of job `$job`, with `$on_conflict` (a clause, or "").
 macro_rules! insert_firing {
-    ($org:expr, $job:expr, $f:expr, $at:expr) => {
-        sqlx::query(
+    ($org:expr, $job:expr, $f:expr, $at:expr, $on_conflict:literal) => {
+        sqlx::query(concat!(
             "INSERT INTO job_firings (id, job_id, organization_id, trigger_source, status, work, due_at, fired_at, \
                error, missed_count, delivery_id, lease_until) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-        )
+            $on_conflict
+        ))
         .bind($f.id)
         .bind($job)
         .bind($org)

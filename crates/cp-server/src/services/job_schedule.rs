@@ -102,32 +102,35 @@ pub struct Missed {
     pub last: i64,
 }
 
-/// Walks the due times from `due` up to `now`: the latest fires if it is at most `window_ms`
-/// (at least [`GRACE_MS`]) late, once; every earlier one is missed, never fired in a burst.
+/// Walks the due times from `due` whose run time (due + `jitter`) has come by `now`: the
+/// latest fires if it is at most `window_ms` (at least [`GRACE_MS`]) late, once; every earlier
+/// one is missed, never fired in a burst.
 pub fn claim(schedule: &Schedule, due: i64, now: DateTime<Utc>, jitter: i64, window_ms: i64) -> Claim {
-    let now_ms = now.timestamp_millis();
+    // Due times are walked up to `horizon`, so a jitter longer than the period misses nothing.
+    let horizon = now - chrono::Duration::milliseconds(jitter);
+    let horizon_ms = horizon.timestamp_millis();
     let mut past = Vec::new();
     let mut cursor = DateTime::from_timestamp_millis(due);
-    while let Some(d) = cursor.filter(|d| d.timestamp_millis() <= now_ms) {
+    while let Some(d) = cursor.filter(|d| d.timestamp_millis() <= horizon_ms) {
         if past.len() == MAX_WALK {
             break;
         }
         past.push(d.timestamp_millis());
         cursor = schedule.next_after(d);
     }
-    let at_least = cursor.is_some_and(|d| d.timestamp_millis() <= now_ms);
+    let at_least = cursor.is_some_and(|d| d.timestamp_millis() <= horizon_ms);
     let latest = if at_least {
-        // A downtime longer than the walk: the latest due time is found backwards from now.
+        // A downtime longer than the walk: the latest due time is found backwards.
         schedule
             .cron
-            .find_previous_occurrence(&now.with_timezone(&schedule.tz), true)
+            .find_previous_occurrence(&horizon.with_timezone(&schedule.tz), true)
             .ok()
             .map(|d| d.timestamp_millis())
     } else {
         past.last().copied()
     };
-    let next_due = schedule.next_after(now).map(|d| d.timestamp_millis());
-    let fire = latest.filter(|d| now_ms - (d + jitter) <= window_ms.max(GRACE_MS));
+    let next_due = schedule.next_after(horizon).map(|d| d.timestamp_millis());
+    let fire = latest.filter(|d| horizon_ms - d <= window_ms.max(GRACE_MS));
     let missed_times: Vec<i64> = past.iter().copied().filter(|d| Some(*d) != fire).collect();
     let last = if at_least {
         latest.filter(|d| Some(*d) != fire)
@@ -252,6 +255,17 @@ mod tests {
         let m = c.missed.unwrap();
         assert!(m.at_least && m.count == MAX_WALK as i64, "{m:?}");
         assert_eq!(c.next_due, Some(at("2026-01-01T06:00:01Z").timestamp_millis()));
+    }
+
+    #[test]
+    fn a_jitter_longer_than_the_period_misses_nothing() {
+        // Every 5 minutes, each firing 400 s after its due time.
+        let s = Schedule::parse("*/5 * * * *", "UTC").unwrap();
+        let jitter = 400_000;
+        let due = at("2026-01-01T10:00:00Z").timestamp_millis();
+        let c = claim(&s, due, at("2026-01-01T10:06:40Z"), jitter, 0);
+        assert_eq!((c.fire, c.missed), (Some(due), None));
+        assert_eq!(c.next_due, Some(at("2026-01-01T10:05:00Z").timestamp_millis()));
     }
 
     #[test]

@@ -234,6 +234,8 @@ pub async fn create(state: &AppState, caller: &Caller, spec: JobSpec) -> Service
         next_run_at,
         next_due_at,
         fresh_start: true,
+        rescheduled: true,
+        enabled_changed: true,
     };
     let secret = (draft.spec.trigger_type == JobTrigger::Webhook).then(new_secret);
     let sealed = secret.as_deref().map(|s| seal(state, org, id, s)).transpose()?;
@@ -286,7 +288,17 @@ pub async fn update(state: &AppState, caller: &Caller, id: Uuid, req: UpdateJob)
     let was = record.job.spec.clone();
     let enabling = req.enabled == Some(true) && !was.enabled;
     let spec = req.apply(was.clone());
-    let entity_name = check(state, org, &spec).await?;
+    // Turning a job off is always possible, even when what it names is gone.
+    let only_disabling = !spec.enabled
+        && JobSpec {
+            enabled: was.enabled,
+            ..spec.clone()
+        } == was;
+    let entity_name = if only_disabling {
+        record.job.entity_name.clone()
+    } else {
+        check(state, org, &spec).await?
+    };
     let rescheduled = spec.cron_schedule != was.cron_schedule
         || spec.cron_timezone != was.cron_timezone
         || spec.trigger_type != was.trigger_type
@@ -303,6 +315,7 @@ pub async fn update(state: &AppState, caller: &Caller, id: Uuid, req: UpdateJob)
         (false, _) => JobStatus::Disabled,
     };
     let needs_webhook = spec.trigger_type == JobTrigger::Webhook && record.job.webhook_path.is_none();
+    let enabled_changed = spec.enabled != was.enabled;
     let draft = JobDraft {
         spec,
         entity_name,
@@ -310,12 +323,17 @@ pub async fn update(state: &AppState, caller: &Caller, id: Uuid, req: UpdateJob)
         next_run_at,
         next_due_at,
         fresh_start: enabling,
+        rescheduled,
+        enabled_changed,
     };
     let secret = needs_webhook.then(new_secret);
     let sealed = secret.as_deref().map(|s| seal(state, org, id, s)).transpose()?;
     let path = new_path();
     let webhook = sealed.as_deref().map(|s| (path.as_str(), s));
-    let record = jobs.update(id, &draft, webhook).await.map_err(or_not_found("job"))?;
+    let record = jobs
+        .update(id, &draft, webhook, &author(caller))
+        .await
+        .map_err(or_not_found("job"))?;
     state.jobs_wake.notify_one();
     Ok(JobWithSecret {
         job: shown(state, record),
@@ -503,7 +521,13 @@ async fn start(
     let job = &record.job;
     let jobs = state.store.jobs(&job.organization_id);
     let f = &firing.firing;
-    let started = match waits(state, record, &firing).await? {
+    let off = !job.spec.enabled && f.trigger_source != TriggerSource::Manual;
+    let wait = if off {
+        Some(Wait::Skip(format!("the job is {}", job.status)))
+    } else {
+        waits(state, record, &firing).await?
+    };
+    let started = match wait {
         Some(Wait::Buffer) => {
             if firing.stored_status == "buffered" {
                 jobs.release(f.id).await?;
@@ -516,9 +540,11 @@ async fn start(
             status: "skipped",
             reason,
         },
-        None => match launch(state, record, &firing, &acting(record, caller)).await {
+        None => match launch(state, record, &firing, caller).await {
             Ok(started) => started,
-            Err(e) if e.code == ErrorCode::ServiceUnavailable => return Err(e),
+            // The database or the server failed, not the job: the firing stays pending and
+            // is started again once its lease runs out.
+            Err(e) if matches!(e.code, ErrorCode::ServiceUnavailable | ErrorCode::InternalError) => return Err(e),
             Err(e) => Started::Not {
                 status: "failed",
                 reason: failure(&e),
@@ -562,7 +588,8 @@ async fn waits(state: &AppState, record: &JobRecord, firing: &FiringRecord) -> S
         return Ok(None);
     }
     let jobs = state.store.jobs(&record.job.organization_id);
-    let (active, buffered) = jobs.busy(record.job.id, firing.firing.id).await?;
+    let now_ms = state.config.clock.now().timestamp_millis();
+    let (active, buffered) = jobs.busy(record.job.id, firing.firing.id, now_ms).await?;
     if !active {
         return Ok(None);
     }
@@ -581,11 +608,15 @@ async fn launch(
     state: &AppState,
     record: &JobRecord,
     firing: &FiringRecord,
-    caller: &Caller,
+    caller: Option<&Caller>,
 ) -> ServiceResult<Started> {
     let job = &record.job;
     let org = job.organization_id.as_str();
     let id = firing.firing.id;
+    if caller.is_none() {
+        check_author(state, record).await?;
+    }
+    let caller = &acting(record, caller);
     let work = firing.work.clone().unwrap_or_default();
     if let Some(e) = work["error"].as_str() {
         return Err(ServiceError::invalid("template", e));
@@ -601,11 +632,20 @@ async fn launch(
             inputs: Some(work["inputs"].clone()),
             worker_queue_id: queue(state, record).await?,
         };
-        let run = workflow_runs::start(state, caller, job.spec.entity_id, req, id).await?;
-        return Ok(Started::Run {
-            id: run.id,
-            status: run.status.to_string(),
-        });
+        return match workflow_runs::start(state, caller, job.spec.entity_id, req, id).await {
+            Ok(run) => Ok(Started::Run {
+                id: run.id,
+                status: run.status.to_string(),
+            }),
+            // Another replica took the lease over meanwhile and started it: once is enough.
+            Err(e) => match state.store.workflow_runs(org).get(id).await {
+                Ok(run) => Ok(Started::Run {
+                    id,
+                    status: run.run.status.to_string(),
+                }),
+                Err(_) => Err(e),
+            },
+        };
     }
     if let Ok(e) = state.store.executions(org).get(id).await {
         return Ok(Started::Execution {
@@ -635,11 +675,44 @@ async fn launch(
             "trigger_source": firing.firing.trigger_source,
         })),
     };
-    let e = dispatch::execute(state, caller, kind, job.spec.entity_id, &req, ExecutionId(id)).await?;
-    Ok(Started::Execution {
-        id: e.id,
-        status: e.status.to_string(),
-    })
+    match dispatch::execute(state, caller, kind, job.spec.entity_id, &req, ExecutionId(id)).await {
+        Ok(e) => Ok(Started::Execution {
+            id: e.id,
+            status: e.status.to_string(),
+        }),
+        Err(err) => match state.store.executions(org).get(id).await {
+            Ok(e) => Ok(Started::Execution {
+                id,
+                status: e.status.to_string(),
+            }),
+            Err(_) => Err(err),
+        },
+    }
+}
+
+/// A scheduled or webhook firing acts for the key that last wrote the job: a key revoked or
+/// expired since then starts nothing.
+async fn check_author(state: &AppState, record: &JobRecord) -> ServiceResult<()> {
+    let job = &record.job;
+    let Ok(key_id) = Uuid::parse_str(&job.created_by) else {
+        return Ok(());
+    };
+    let key = match state.store.keys(&job.organization_id).get(key_id).await {
+        Ok(k) => k,
+        Err(StoreError::NotFound) => {
+            return Err(ServiceError::forbidden(
+                "the API key that last wrote this job no longer exists; update the job with a valid key",
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let now = cp_types::now();
+    if key.revoked_at.is_some() || key.expires_at.is_some_and(|at| at <= now) {
+        return Err(ServiceError::forbidden(
+            "the API key that last wrote this job is revoked or expired; update the job with a valid key",
+        ));
+    }
+    Ok(())
 }
 
 /// The queue a firing runs on, read at fire time: the job's (active), else the first active
@@ -691,7 +764,9 @@ async fn fire_due(state: &AppState, org: &str, id: Uuid, run_at: i64, now: DateT
     let schedule = match Schedule::parse(spec.cron_schedule.as_deref().unwrap_or_default(), &spec.cron_timezone) {
         Ok(s) => s,
         Err(issues) => {
-            tracing::error!(job = %id, ?issues, "a stored schedule no longer parses");
+            // Left due, it would be read again every round, ahead of every other job.
+            tracing::error!(job = %id, ?issues, "a stored schedule no longer parses; it stops");
+            jobs.claim_due(id, run_at, (None, None), &[], &spec.name).await?;
             return Ok(());
         }
     };
@@ -751,8 +826,14 @@ async fn fire_due(state: &AppState, org: &str, id: Uuid, run_at: i64, now: DateT
         return Ok(());
     }
     if let Some(f) = fired {
-        let firing = jobs.firing(f.id).await?;
-        start(state, &record, firing, None).await?;
+        match jobs.firing(f.id).await {
+            Ok(firing) => {
+                start(state, &record, firing, None).await?;
+            }
+            // That due time had fired already: its firing was not written again.
+            Err(StoreError::NotFound) => {}
+            Err(e) => return Err(e.into()),
+        }
     }
     Ok(())
 }

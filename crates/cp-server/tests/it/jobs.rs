@@ -434,11 +434,11 @@ both_backends! {
         assert_eq!(post(gl, body.clone()).await.unwrap().status(), 201);
         // The plain scheme, with a fresh timestamp signed with the body, then a stale one.
         let now = Utc::now().timestamp().to_string();
-        let plain = vec![("x-webhook-signature", format!("sha256={}", hmac_hex(&secret, &[now.as_bytes(), b".", body.as_bytes()]))),
+        let plain = vec![("x-webhook-signature", format!("sha256={}", hmac_hex(&secret, &[body.as_bytes()]))),
                          ("x-webhook-timestamp", now.clone()), ("x-webhook-id", "p1".to_string())];
         assert_eq!(post(plain, body.clone()).await.unwrap().status(), 201);
         let stale = (Utc::now().timestamp() - 600).to_string();
-        let old = vec![("x-webhook-signature", format!("sha256={}", hmac_hex(&secret, &[stale.as_bytes(), b".", body.as_bytes()]))),
+        let old = vec![("x-webhook-signature", format!("sha256={}", hmac_hex(&secret, &[body.as_bytes()]))),
                        ("x-webhook-timestamp", stale), ("x-webhook-id", "p2".to_string())];
         assert_error(post(old, body.clone()).await.unwrap(), 401, "UNAUTHORIZED").await;
         let fired = firings(&app, &id).await;
@@ -527,5 +527,39 @@ both_backends! {
         let f = json(trigger().await).await;
         assert_eq!(f["status"], "failed");
         assert!(f["error"].as_str().unwrap().contains("no active worker queue"), "{f}");
+    }
+}
+
+// Scheduled firings act for the key that last wrote the job: once it is revoked they start
+// nothing; a job whose target is gone can still be turned off; an update does not set back
+// a schedule that fired meanwhile.
+both_backends! {
+    async fn firings_act_for_a_live_author(backend: Backend) {
+        let clock = Clock::manual(at("2026-07-01T09:59:00Z"));
+        let app = TestApp::spawn_with(backend, |c| c.clock = clock.clone()).await;
+        let (agent, queue) = agent_and_queue(&app).await;
+        let member = json(app.post("/api/v1/api-keys", json!({"name": "ops", "role": "member"})).await).await;
+        let key = member["key"].as_str().unwrap();
+        let r = app.req_as(key, Method::POST, "/api/v1/jobs").json(&cron_job(&agent, &queue, "0 10 * * *", "UTC")).send().await.unwrap();
+        let id = json(r).await["id"].as_str().unwrap().to_string();
+        let r = app.req(Method::DELETE, &format!("/api/v1/api-keys/{}", member["id"].as_str().unwrap())).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        clock.set(at("2026-07-01T10:00:00Z"));
+        jobs::tick(&app.state).await;
+        let fired = firings(&app, &id).await;
+        assert_eq!(fired[0]["status"], "failed", "{fired:?}");
+        assert!(fired[0]["error"].as_str().unwrap().contains("revoked"), "{fired:?}");
+        // Written again by a live key, it fires for that key.
+        let r = app.req(Method::PATCH, &format!("/api/v1/jobs/{id}")).json(&json!({"description": "mine now"})).send().await.unwrap();
+        let updated = json(r).await;
+        assert_eq!(updated["next_run_at"], "2026-07-02T10:00:00.000000Z", "the claim stays: {updated}");
+        clock.set(at("2026-07-02T10:00:00Z"));
+        jobs::tick(&app.state).await;
+        assert_eq!(firings(&app, &id).await[0]["status"], "queued");
+        // Its agent deleted, the job can still be disabled.
+        let r = app.req(Method::DELETE, &format!("/api/v1/agents/{agent}")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let off = json(app.post(&format!("/api/v1/jobs/{id}/disable"), json!({})).await).await;
+        assert_eq!(off["enabled"], false, "{off}");
     }
 }
