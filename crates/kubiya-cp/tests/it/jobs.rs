@@ -1,6 +1,7 @@
 //! Jobs (issue 21) on the real `serve` and `worker` processes with the fake model: a manual
-//! trigger of an agent, a team and a workflow, and inbound webhooks signed the GitHub, GitLab
-//! and plain ways whose payload reaches the model's prompt.
+//! trigger of an agent, a team and a workflow, inbound webhooks signed the GitHub, GitLab and
+//! plain ways whose payload reaches the model's prompt, and a schedule fired by `serve`'s own
+//! scheduler on the wall clock.
 
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use crate::workflow_runs::ended;
 on_both_backends!(
     triggers_run_agents_teams_and_workflows,
     signed_webhooks_put_their_payload_in_the_prompt,
+    a_schedule_fires_from_serve_on_a_real_worker,
 );
 
 async fn job(api: &Api, body: Value) -> Value {
@@ -189,4 +191,48 @@ async fn signed_webhooks_put_their_payload_in_the_prompt(postgres: bool) {
             "{sender}: {done}"
         );
     }
+}
+
+/// The job's newest firing once `ready` holds for it; the test fails after `within`.
+async fn firing_when(api: &Api, job: &str, within: Duration, ready: impl Fn(&Value) -> bool) -> Value {
+    let started = std::time::Instant::now();
+    loop {
+        let page = api.get(&format!("/api/v1/jobs/{job}/executions")).await;
+        if let Some(f) = page["items"]
+            .as_array()
+            .and_then(|items| items.iter().find(|f| ready(f)))
+        {
+            return f.clone();
+        }
+        assert!(
+            started.elapsed() < within,
+            "no such firing of job {job} in {within:?}: {page}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn a_schedule_fires_from_serve_on_a_real_worker(postgres: bool) {
+    let llm_url = fake_llm().await;
+    let (_server, api, _data) = start_server(postgres).await;
+    let (agent, queue, key) = one_agent(&api, &llm_url, "ticks", json!({"name": "ticks"})).await;
+    let _worker = spawn_worker(&queue, &api.base, &key);
+    let every = job(
+        &api,
+        json!({"name": "tick", "trigger_type": "cron", "cron_schedule": "* * * * * *",
+        "entity_type": "agent", "entity_id": agent, "worker_queue_id": queue,
+        "prompt_template": "say: {{ job.name }} at {{ now[:4] }}"}),
+    )
+    .await;
+    let id = every["id"].as_str().unwrap().to_string();
+    let first = firing_when(&api, &id, Duration::from_secs(20), |f| f["execution_id"].is_string()).await;
+    assert_eq!(first["trigger_source"], "cron", "{first}");
+    let done = finished(&api, first["execution_id"].as_str().unwrap()).await;
+    let year = chrono::Utc::now().format("%Y").to_string();
+    assert_eq!(done["response"], json!(format!("tick at {year}")), "{done}");
+    let off = api.post(&format!("/api/v1/jobs/{id}/disable"), json!({})).await;
+    assert!(off["next_run_at"].is_null(), "{off}");
+    // The history shows how the firing's execution ended.
+    let settled = firing_when(&api, &id, Duration::from_secs(20), |f| f["status"] == "completed").await;
+    assert!(settled["due_at"].is_string());
 }
