@@ -197,6 +197,8 @@ async fn start_server(
         "serve",
         "--max-org-rate-limit",
         "1000000",
+        "--job-webhook-rate-limit",
+        "1000000",
         "--listen",
         &addr.to_string(),
         "--data-dir",

@@ -82,6 +82,8 @@ pub async fn run(addr: SocketAddr, admin_key: &str, duration: Duration) -> anyho
     }
     let elapsed = began.elapsed();
 
+    // The first connection sat idle past the server's keep-alive timeout meanwhile.
+    let mut conn = Conn::open(addr, admin_key).await?;
     let every = job(
         &mut conn,
         json!({"name": format!("bench schedule {tag}"), "trigger_type": "cron", "cron_schedule": "* * * * * *",
@@ -90,6 +92,7 @@ pub async fn run(addr: SocketAddr, admin_key: &str, duration: Duration) -> anyho
     )
     .await?;
     tokio::time::sleep(SCHEDULE_FOR).await;
+    let mut conn = Conn::open(addr, admin_key).await?;
     let id = every["id"].as_str().context("no job id")?;
     conn.json("POST", &format!("/api/v1/jobs/{id}/disable"), Some("{}"), 200)
         .await?;

@@ -151,6 +151,9 @@ pub struct ServeArgs {
     /// The highest per-key rate limit (requests per minute) an organization admin may set.
     #[arg(long, env = "KUBIYA_CP_MAX_ORG_RATE_LIMIT", default_value_t = 6000)]
     pub max_org_rate_limit: u64,
+    /// Signed requests per minute one job's inbound webhook path accepts.
+    #[arg(long, env = "KUBIYA_CP_JOB_WEBHOOK_RATE_LIMIT", default_value_t = 120)]
+    pub job_webhook_rate_limit: u64,
     /// Let organizations that turn on `webhook_allow_private_targets` send webhooks to
     /// private, loopback and link-local addresses (off: no organization can).
     #[arg(long, env = "KUBIYA_CP_ALLOW_PRIVATE_WEBHOOK_TARGETS")]

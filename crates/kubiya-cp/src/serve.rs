@@ -61,6 +61,7 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
     config.public_url = args.public_url.clone().unwrap_or_else(|| format!("http://{listen}"));
     config.body_limit = args.body_limit;
     config.worker_rate_limit = args.worker_rate_limit;
+    config.job_webhook_rate_limit = args.job_webhook_rate_limit;
     config.max_org_rate_limit = args.max_org_rate_limit;
     config.allow_private_webhook_targets = args.allow_private_webhook_targets;
     config.header_timeout = std::time::Duration::from_secs(args.header_timeout);
