@@ -120,41 +120,44 @@ async fn check(state: &AppState, org: &str, spec: &JobSpec) -> ServiceResult<Str
         JobTarget::Team => state.store.teams(org).get(spec.entity_id).await.map(|t| t.name),
         JobTarget::Workflow => state.store.workflows(org).get(spec.entity_id).await.map(|w| w.name),
     };
-    let name = match name {
-        Ok(n) => n,
-        Err(StoreError::NotFound) => {
-            issues.push(FieldIssue::new(
-                "entity_id",
-                format!("no {} {} in this organization", spec.entity_type, spec.entity_id),
-            ));
-            String::new()
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let name = known(name, &mut issues, "entity_id", || {
+        format!("no {} {} in this organization", spec.entity_type, spec.entity_id)
+    })?
+    .unwrap_or_default();
     if let Some(q) = spec.worker_queue_id {
-        match state.store.worker_queues(org).get(q).await {
-            Ok(_) => {}
-            Err(StoreError::NotFound) => issues.push(FieldIssue::new(
-                "worker_queue_id",
-                format!("no worker queue {q} in this organization"),
-            )),
-            Err(e) => return Err(e.into()),
-        }
+        let queue = state.store.worker_queues(org).get(q).await;
+        known(queue, &mut issues, "worker_queue_id", || {
+            format!("no worker queue {q} in this organization")
+        })?;
     }
-    if let Some(env_id) = spec.environment_id {
-        match state.store.environments(org).get(env_id).await {
-            Ok(_) => {}
-            Err(StoreError::NotFound) => issues.push(FieldIssue::new(
-                "environment_id",
-                format!("no environment {env_id} in this organization"),
-            )),
-            Err(e) => return Err(e.into()),
-        }
+    if let Some(env) = spec.environment_id {
+        let found = state.store.environments(org).get(env).await;
+        known(found, &mut issues, "environment_id", || {
+            format!("no environment {env} in this organization")
+        })?;
     }
     if issues.is_empty() {
         Ok(name)
     } else {
         Err(issues.into())
+    }
+}
+
+/// What a lookup found; `None` with an issue on `field` when the organization has no such
+/// thing (another organization's looks the same).
+fn known<T>(
+    found: Result<T, StoreError>,
+    issues: &mut Vec<FieldIssue>,
+    field: &str,
+    issue: impl FnOnce() -> String,
+) -> ServiceResult<Option<T>> {
+    match found {
+        Ok(v) => Ok(Some(v)),
+        Err(StoreError::NotFound) => {
+            issues.push(FieldIssue::new(field, issue()));
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -253,13 +256,18 @@ pub async fn create(state: &AppState, caller: &Caller, spec: JobSpec) -> Service
     })
 }
 
-pub async fn get(state: &AppState, caller: &Caller, id: Uuid) -> ServiceResult<Job> {
-    let record = state
+/// The caller's organization's job `id` (404 for any other).
+async fn record_of(state: &AppState, caller: &Caller, id: Uuid) -> ServiceResult<JobRecord> {
+    state
         .store
         .jobs(&caller.org_id)
         .get(id)
         .await
-        .map_err(or_not_found("job"))?;
+        .map_err(or_not_found("job"))
+}
+
+pub async fn get(state: &AppState, caller: &Caller, id: Uuid) -> ServiceResult<Job> {
+    let record = record_of(state, caller, id).await?;
     Ok(shown(state, record))
 }
 
@@ -284,7 +292,7 @@ pub async fn list(
 pub async fn update(state: &AppState, caller: &Caller, id: Uuid, req: UpdateJob) -> ServiceResult<JobWithSecret> {
     let org = caller.org_id.as_str();
     let jobs = state.store.jobs(org);
-    let record = jobs.get(id).await.map_err(or_not_found("job"))?;
+    let record = record_of(state, caller, id).await?;
     let was = record.job.spec.clone();
     let enabling = req.enabled == Some(true) && !was.enabled;
     let spec = req.apply(was.clone());
@@ -361,7 +369,7 @@ pub async fn delete(state: &AppState, caller: &Caller, id: Uuid) -> ServiceResul
 /// A new webhook secret for a webhook job, shown this once; the old one stops at once.
 pub async fn rotate_secret(state: &AppState, caller: &Caller, id: Uuid) -> ServiceResult<JobWithSecret> {
     let org = caller.org_id.as_str();
-    let record = state.store.jobs(org).get(id).await.map_err(or_not_found("job"))?;
+    let record = record_of(state, caller, id).await?;
     if record.job.spec.trigger_type != JobTrigger::Webhook {
         return Err(ServiceError::conflict("only a webhook job has a webhook secret"));
     }
@@ -399,12 +407,7 @@ pub struct Trigger {
 /// `POST /jobs/{id}/trigger`: fires the job now for the caller, whatever its trigger type and
 /// overlap setting.
 pub async fn trigger(state: &AppState, caller: &Caller, id: Uuid, parameters: Value) -> ServiceResult<JobFiring> {
-    let record = state
-        .store
-        .jobs(&caller.org_id)
-        .get(id)
-        .await
-        .map_err(or_not_found("job"))?;
+    let record = record_of(state, caller, id).await?;
     if !record.job.spec.enabled {
         return Err(ServiceError::conflict(format!(
             "job '{}' is {}; enable it first",
@@ -621,38 +624,57 @@ async fn launch(
     if let Some(e) = work["error"].as_str() {
         return Err(ServiceError::invalid("template", e));
     }
-    if job.spec.entity_type == JobTarget::Workflow {
-        if let Ok(run) = state.store.workflow_runs(org).get(id).await {
-            return Ok(Started::Run {
-                id,
-                status: run.run.status.to_string(),
-            });
-        }
+    let workflow = job.spec.entity_type == JobTarget::Workflow;
+    if let Some(started) = already(state, org, id, workflow).await {
+        return Ok(started);
+    }
+    let outcome = if workflow {
         let req = StartWorkflow {
             inputs: Some(work["inputs"].clone()),
             worker_queue_id: queue(state, record).await?,
         };
-        return match workflow_runs::start(state, caller, job.spec.entity_id, req, id).await {
-            Ok(run) => Ok(Started::Run {
+        workflow_runs::start(state, caller, job.spec.entity_id, req, id)
+            .await
+            .map(|run| Started::Run {
                 id: run.id,
                 status: run.status.to_string(),
-            }),
-            // Another replica took the lease over meanwhile and started it: once is enough.
-            Err(e) => match state.store.workflow_runs(org).get(id).await {
-                Ok(run) => Ok(Started::Run {
-                    id,
-                    status: run.run.status.to_string(),
-                }),
-                Err(_) => Err(e),
-            },
-        };
+            })
+    } else {
+        execute(state, record, firing, caller, &work).await
+    };
+    match outcome {
+        Ok(started) => Ok(started),
+        // Another replica took the lease over meanwhile and started it: once is enough.
+        Err(e) => already(state, org, id, workflow).await.ok_or(e),
     }
-    if let Ok(e) = state.store.executions(org).get(id).await {
-        return Ok(Started::Execution {
+}
+
+/// What the firing `id` started already, if anything.
+async fn already(state: &AppState, org: &str, id: Uuid, workflow: bool) -> Option<Started> {
+    if workflow {
+        let run = state.store.workflow_runs(org).get(id).await.ok()?;
+        return Some(Started::Run {
             id,
-            status: e.status.to_string(),
+            status: run.run.status.to_string(),
         });
     }
+    let e = state.store.executions(org).get(id).await.ok()?;
+    Some(Started::Execution {
+        id,
+        status: e.status.to_string(),
+    })
+}
+
+/// Executes the firing's agent or team on the queue read now, as execution `id`.
+async fn execute(
+    state: &AppState,
+    record: &JobRecord,
+    firing: &FiringRecord,
+    caller: &Caller,
+    work: &Value,
+) -> ServiceResult<Started> {
+    let job = &record.job;
+    let id = firing.firing.id;
     let Some(queue) = queue(state, record).await? else {
         return Err(ServiceError::conflict(
             "no worker queue: the job names none and its environment has no active queue (or it names no environment)",
@@ -675,19 +697,11 @@ async fn launch(
             "trigger_source": firing.firing.trigger_source,
         })),
     };
-    match dispatch::execute(state, caller, kind, job.spec.entity_id, &req, ExecutionId(id)).await {
-        Ok(e) => Ok(Started::Execution {
-            id: e.id,
-            status: e.status.to_string(),
-        }),
-        Err(err) => match state.store.executions(org).get(id).await {
-            Ok(e) => Ok(Started::Execution {
-                id,
-                status: e.status.to_string(),
-            }),
-            Err(_) => Err(err),
-        },
-    }
+    let e = dispatch::execute(state, caller, kind, job.spec.entity_id, &req, ExecutionId(id)).await?;
+    Ok(Started::Execution {
+        id: e.id,
+        status: e.status.to_string(),
+    })
 }
 
 /// A scheduled or webhook firing acts for the key that last wrote the job: a key revoked or

@@ -20,11 +20,7 @@ fn messages(err: &Value) -> String {
 }
 
 async fn id_of(app: &TestApp, path: &str, body: Value) -> String {
-    let r = app.post(path, body).await;
-    let status = r.status();
-    let v = json(r).await;
-    assert_eq!(status, 201, "{path}: {v}");
-    v["id"].as_str().unwrap().to_string()
+    app.id_of(path, body).await
 }
 
 async fn queue(app: &TestApp) -> String {

@@ -189,6 +189,15 @@ impl TestApp {
         self.req(Method::POST, path).json(&body).send().await.expect("send")
     }
 
+    /// Creates what `body` describes at `path` (201 or the test fails); its id.
+    pub async fn id_of(&self, path: &str, body: Value) -> String {
+        let r = self.post(path, body).await;
+        let status = r.status();
+        let v = json(r).await;
+        assert_eq!(status, 201, "{path}: {v}");
+        v["id"].as_str().unwrap().to_string()
+    }
+
     /// A new organization and a key of `role` in it.
     pub async fn org_with_key(&self, slug: &str, role: Role) -> String {
         if self.store.get_org(slug).await.is_err() {
