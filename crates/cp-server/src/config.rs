@@ -46,6 +46,9 @@ pub struct ServerConfig {
     pub job_webhook_rate_limit: u64,
     /// The time the job scheduler reads (tests set it by hand).
     pub clock: Clock,
+    /// Whether `serve` runs the job scheduler (tests that set the clock run its rounds
+    /// themselves).
+    pub job_scheduler: bool,
 }
 
 /// A clock: the system's, or one a test sets.
@@ -94,6 +97,7 @@ impl ServerConfig {
             policy_sandbox: cp_policy::SandboxConfig::current_exe(&["policy-sandbox"]),
             job_webhook_rate_limit: 120,
             clock: Clock::default(),
+            job_scheduler: true,
         }
     }
 }

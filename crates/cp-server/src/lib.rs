@@ -39,7 +39,10 @@ pub async fn serve(
         Duration::from_millis(250),
     ));
     // Schedules have a resolution of one second; a written job wakes it at once.
-    let jobs = tokio::spawn(services::jobs::scheduler(state.clone(), Duration::from_millis(500)));
+    let jobs = state
+        .config
+        .job_scheduler
+        .then(|| tokio::spawn(services::jobs::scheduler(state.clone(), Duration::from_millis(500))));
     let webhooks = state
         .config
         .webhook_sender
@@ -63,7 +66,9 @@ pub async fn serve(
     background.abort();
     reaper.abort();
     workflows.abort();
-    jobs.abort();
+    if let Some(j) = jobs {
+        j.abort();
+    }
     if let Some(w) = webhooks {
         w.abort();
     }

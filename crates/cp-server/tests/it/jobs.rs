@@ -13,16 +13,18 @@ use sha2::Sha256;
 
 use crate::common::{TestApp, assert_error, json};
 
+/// A server whose job scheduler runs only when the test calls `jobs::tick`, on `clock`.
+fn on_the_clock(c: &mut cp_server::ServerConfig, clock: &Clock) {
+    c.clock = clock.clone();
+    c.job_scheduler = false;
+}
+
 fn at(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
 }
 
 async fn id_of(app: &TestApp, path: &str, body: Value) -> String {
-    let r = app.post(path, body).await;
-    let status = r.status();
-    let v = json(r).await;
-    assert_eq!(status, 201, "{path}: {v}");
-    v["id"].as_str().unwrap().to_string()
+    app.id_of(path, body).await
 }
 
 /// An agent and a queue of the default organization.
@@ -197,7 +199,7 @@ both_backends! {
 both_backends! {
     async fn a_cron_job_fires_on_time_once(backend: Backend) {
         let clock = Clock::manual(at("2026-03-02T07:58:00Z"));
-        let app = TestApp::spawn_with(backend, |c| c.clock = clock.clone()).await;
+        let app = TestApp::spawn_with(backend, |c| on_the_clock(c, &clock)).await;
         let (agent, queue) = agent_and_queue(&app).await;
         let created = create(&app, cron_job(&agent, &queue, "0 9 * * 1-5", "Europe/Berlin")).await;
         let id = created["id"].as_str().unwrap().to_string();
@@ -228,7 +230,7 @@ both_backends! {
 both_backends! {
     async fn daylight_saving_changes_fire_once(backend: Backend) {
         let clock = Clock::manual(at("2026-03-28T23:00:00Z"));
-        let app = TestApp::spawn_with(backend, |c| c.clock = clock.clone()).await;
+        let app = TestApp::spawn_with(backend, |c| on_the_clock(c, &clock)).await;
         let (agent, queue) = agent_and_queue(&app).await;
         let created = create(&app, cron_job(&agent, &queue, "30 2 * * *", "Europe/Berlin")).await;
         let id = created["id"].as_str().unwrap().to_string();
@@ -257,8 +259,8 @@ both_backends! {
 both_backends! {
     async fn two_replicas_fire_each_due_time_once(backend: Backend) {
         let clock = Clock::manual(at("2026-05-01T12:00:00Z"));
-        let app = TestApp::spawn_with(backend, |c| c.clock = clock.clone()).await;
-        let replica = app.replica_with(|c| c.clock = clock.clone()).await;
+        let app = TestApp::spawn_with(backend, |c| on_the_clock(c, &clock)).await;
+        let replica = app.replica_with(|c| on_the_clock(c, &clock)).await;
         let (agent, queue) = agent_and_queue(&app).await;
         let mut body = cron_job(&agent, &queue, "* * * * * *", "UTC");
         body["overlap"] = json!("allow");
@@ -281,7 +283,7 @@ both_backends! {
 both_backends! {
     async fn a_downtime_is_missed_not_fired_in_a_burst(backend: Backend) {
         let clock = Clock::manual(at("2026-01-01T00:00:00Z"));
-        let app = TestApp::spawn_with(backend, |c| c.clock = clock.clone()).await;
+        let app = TestApp::spawn_with(backend, |c| on_the_clock(c, &clock)).await;
         let (agent, queue) = agent_and_queue(&app).await;
         let mut body = cron_job(&agent, &queue, "*/5 * * * *", "UTC");
         body["overlap"] = json!("allow");
@@ -304,7 +306,7 @@ both_backends! {
 both_backends! {
     async fn overlap_skips_or_buffers_one(backend: Backend) {
         let clock = Clock::manual(at("2026-06-01T10:00:30Z"));
-        let app = TestApp::spawn_with(backend, |c| c.clock = clock.clone()).await;
+        let app = TestApp::spawn_with(backend, |c| on_the_clock(c, &clock)).await;
         app.unlimited().await;
         let (agent, queue) = agent_and_queue(&app).await;
         let skip = create(&app, cron_job(&agent, &queue, "* * * * *", "UTC")).await["id"].as_str().unwrap().to_string();
@@ -462,7 +464,7 @@ both_backends! {
 // the first and finds the second's execution, never starting one twice.
 both_backends! {
     async fn a_firing_left_pending_by_a_crash_starts_once(backend: Backend) {
-        let app = TestApp::spawn(backend).await;
+        let app = TestApp::spawn_with(backend, |c| c.job_scheduler = false).await;
         let (agent, queue) = agent_and_queue(&app).await;
         let body = json!({"name": "j", "trigger_type": "manual", "entity_type": "agent", "entity_id": agent,
             "worker_queue_id": queue, "prompt_template": "go"});
@@ -536,7 +538,7 @@ both_backends! {
 both_backends! {
     async fn firings_act_for_a_live_author(backend: Backend) {
         let clock = Clock::manual(at("2026-07-01T09:59:00Z"));
-        let app = TestApp::spawn_with(backend, |c| c.clock = clock.clone()).await;
+        let app = TestApp::spawn_with(backend, |c| on_the_clock(c, &clock)).await;
         let (agent, queue) = agent_and_queue(&app).await;
         let member = json(app.post("/api/v1/api-keys", json!({"name": "ops", "role": "member"})).await).await;
         let key = member["key"].as_str().unwrap();
