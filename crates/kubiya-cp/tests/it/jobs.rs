@@ -9,8 +9,8 @@ use hmac::{KeyInit, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use crate::worker::{Api, fake_llm, one_agent, spawn_worker, start_server};
-use crate::workflow_runs::ended;
+use crate::worker::{Api, fake_llm, one_agent, spawn_worker, spawn_worker_with, start_server};
+use crate::workflow_runs::{ended, hooks};
 
 on_both_backends!(
     triggers_run_agents_teams_and_workflows,
@@ -193,46 +193,54 @@ async fn signed_webhooks_put_their_payload_in_the_prompt(postgres: bool) {
     }
 }
 
-/// The job's newest firing once `ready` holds for it; the test fails after `within`.
-async fn firing_when(api: &Api, job: &str, within: Duration, ready: impl Fn(&Value) -> bool) -> Value {
-    let started = std::time::Instant::now();
-    loop {
-        let page = api.get(&format!("/api/v1/jobs/{job}/executions")).await;
-        if let Some(f) = page["items"]
-            .as_array()
-            .and_then(|items| items.iter().find(|f| ready(f)))
-        {
-            return f.clone();
-        }
-        assert!(
-            started.elapsed() < within,
-            "no such firing of job {job} in {within:?}: {page}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 async fn a_schedule_fires_from_serve_on_a_real_worker(postgres: bool) {
     let llm_url = fake_llm().await;
+    let (hook_url, hooks) = hooks().await;
+    hooks.open("tick");
     let (_server, api, _data) = start_server(postgres).await;
     let (agent, queue, key) = one_agent(&api, &llm_url, "ticks", json!({"name": "ticks"})).await;
-    let _worker = spawn_worker(&queue, &api.base, &key);
+    let _worker = spawn_worker_with(&queue, &api.base, &key, &["--allow-private-http"]);
+    // The schedule starts a workflow whose first step calls the test: that call is the
+    // condition waited on, and the run's id is the firing's.
+    let flow = api.post("/api/v1/workflows", json!({"name": "ticker", "default_worker_queue_id": queue,
+        "inputs_schema": {"type": "object", "properties": {"who": {"type": "string"}}},
+        "steps": [
+            {"id": "call", "type": "http", "url": format!("{hook_url}/gate/tick")},
+            {"id": "say", "type": "agent", "agent_id": agent, "depends_on": ["call"], "prompt": "say: {{ inputs.who }} ran"}
+        ]})).await;
     let every = job(
         &api,
         json!({"name": "tick", "trigger_type": "cron", "cron_schedule": "* * * * * *",
-        "entity_type": "agent", "entity_id": agent, "worker_queue_id": queue,
-        "prompt_template": "say: {{ job.name }} at {{ now[:4] }}"}),
+        "entity_type": "workflow", "entity_id": flow["id"], "inputs_template": {"who": "{{ job.name }}"}}),
     )
     .await;
     let id = every["id"].as_str().unwrap().to_string();
-    let first = firing_when(&api, &id, Duration::from_secs(20), |f| f["execution_id"].is_string()).await;
-    assert_eq!(first["trigger_source"], "cron", "{first}");
-    let done = finished(&api, first["execution_id"].as_str().unwrap()).await;
-    let year = chrono::Utc::now().format("%Y").to_string();
-    assert_eq!(done["response"], json!(format!("tick at {year}")), "{done}");
+    hooks
+        .until(Duration::from_secs(20), "the scheduled run called the test", |h| {
+            h.calls.lock().unwrap().contains_key("tick")
+        })
+        .await;
     let off = api.post(&format!("/api/v1/jobs/{id}/disable"), json!({})).await;
     assert!(off["next_run_at"].is_null(), "{off}");
-    // The history shows how the firing's execution ended.
-    let settled = firing_when(&api, &id, Duration::from_secs(20), |f| f["status"] == "completed").await;
-    assert!(settled["due_at"].is_string());
+    let history = api.get(&format!("/api/v1/jobs/{id}/executions?limit=500")).await;
+    let first = history["items"].as_array().unwrap().last().unwrap().clone();
+    assert!(
+        first["trigger_source"] == "cron" && first["due_at"].is_string(),
+        "{first}"
+    );
+    let run = ended(&api, first["id"].as_str().unwrap()).await;
+    assert_eq!(run["status"], "completed", "{run}");
+    let say = run["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["step_id"] == "say")
+        .unwrap();
+    assert_eq!(say["output"], "tick ran", "{run}");
+    let history = api.get(&format!("/api/v1/jobs/{id}/executions?limit=500")).await;
+    let first = history["items"].as_array().unwrap().last().unwrap();
+    assert_eq!(
+        (first["workflow_run_id"].clone(), first["status"].clone()),
+        (json!(run["id"]), json!("completed"))
+    );
 }

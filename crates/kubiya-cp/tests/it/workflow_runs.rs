@@ -24,15 +24,15 @@ on_both_backends!(
 /// What the test's own HTTP endpoints have seen: calls by name, and the open gates; `changed`
 /// wakes whoever waits on either.
 #[derive(Clone, Default)]
-struct Hooks {
-    calls: Arc<Mutex<HashMap<String, usize>>>,
+pub struct Hooks {
+    pub calls: Arc<Mutex<HashMap<String, usize>>>,
     open: Arc<Mutex<HashSet<String>>>,
     changed: Arc<Notify>,
 }
 
 impl Hooks {
     /// Returns once `ready` holds (checked again on each change); panics after `within`.
-    async fn until(&self, within: Duration, what: &str, ready: impl Fn(&Hooks) -> bool) {
+    pub async fn until(&self, within: Duration, what: &str, ready: impl Fn(&Hooks) -> bool) {
         let waited = tokio::time::timeout(within, async {
             loop {
                 let changed = self.changed.notified();
@@ -54,7 +54,7 @@ impl Hooks {
         self.changed.notify_waiters();
     }
 
-    fn open(&self, gate: &str) {
+    pub fn open(&self, gate: &str) {
         self.open.lock().unwrap().insert(gate.into());
         self.changed.notify_waiters();
     }
@@ -62,7 +62,7 @@ impl Hooks {
 
 /// The test's endpoints for http steps: `/flaky/{name}` refuses its first call (400) and
 /// answers the next ones; `/gate/{name}` answers once the test opened the gate. The base URL.
-async fn hooks() -> (String, Hooks) {
+pub async fn hooks() -> (String, Hooks) {
     use axum::extract::{Path, State};
     use axum::http::StatusCode;
     let hooks = Hooks::default();
