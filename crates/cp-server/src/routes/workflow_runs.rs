@@ -2,7 +2,7 @@
 //! controls (pause, resume, cancel, retry, an approval's decision).
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use cp_types::execution::ExecutionEvent;
@@ -14,7 +14,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::http::{Auth, JsonBody, Pagination, Path, Read, Write};
+use crate::http::{Auth, JsonBody, Pagination, Path, Query, Read, Write};
 use crate::routes::executions::{resume_after, sse, stream_slot};
 use crate::services::error::{ServiceError, ServiceResult};
 use crate::services::stream::Source;

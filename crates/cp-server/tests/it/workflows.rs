@@ -320,6 +320,8 @@ both_backends! {
                    (Some("queued"), Some(id.as_str()), Some("write")));
         assert_eq!(execution["prompt"], "write it");
         let listed = json(app.get("/api/v1/workflow-runs?status=running").await).await;
+        // A bad filter is the 422 envelope, as on every other list.
+        assert_error(app.get("/api/v1/workflow-runs?status=bogus").await, 422, "VALIDATION_ERROR").await;
         assert_eq!(listed["total"], 1, "{listed}");
         let listed = json(app.get(&format!("/api/v1/workflows/{w}/runs")).await).await;
         assert_eq!(listed["items"][0]["id"], json!(id));
