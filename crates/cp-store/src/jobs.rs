@@ -73,6 +73,14 @@ struct JobRow {
     updated_at: Timestamp,
 }
 
+/// A job found by its webhook path, with its sealed secret.
+#[derive(sqlx::FromRow)]
+struct HookRow {
+    #[sqlx(flatten)]
+    job: JobRow,
+    webhook_secret: Option<Vec<u8>>,
+}
+
 /// A job with what the server keeps about it besides the API's view.
 #[derive(Debug, Clone)]
 pub struct JobRecord {
@@ -240,11 +248,11 @@ impl Store {
 
     /// The job a webhook path belongs to, with its sealed secret, in any organization.
     pub async fn job_by_webhook_path(&self, path: &str) -> StoreResult<(JobRecord, Option<Vec<u8>>)> {
-        let row: Option<(Uuid, String, Option<Vec<u8>>)> = with_db!(&self.db, pool =>
-            sqlx::query_as("SELECT id, organization_id, webhook_secret FROM jobs WHERE webhook_path = $1")
+        let row: Option<HookRow> = with_db!(&self.db, pool =>
+            sqlx::query_as(concat!("SELECT ", job_columns!(), ", webhook_secret FROM jobs WHERE webhook_path = $1"))
                 .bind(path).fetch_optional(pool).await)?;
-        let (id, org, secret) = row.ok_or(StoreError::NotFound)?;
-        Ok((self.jobs(&org).get(id).await?, secret))
+        let row = row.ok_or(StoreError::NotFound)?;
+        Ok((row.job.into_record()?, row.webhook_secret))
     }
 
     /// Enabled jobs whose `next_run_at` has come: `(organization, job, next_run_at)`.

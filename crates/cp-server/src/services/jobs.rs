@@ -40,16 +40,14 @@ const BATCH: i64 = 100;
 /// The path of a job's inbound webhook under the API.
 pub const WEBHOOK_PREFIX: &str = "/api/v1/jobs/webhook/";
 
-fn webhook_url(state: &AppState, mut job: Job) -> Job {
+/// The job as the API shows it: with the full URL of its webhook.
+fn shown(state: &AppState, record: JobRecord) -> Job {
+    let mut job = record.job;
     job.webhook_url = job
         .webhook_path
         .as_ref()
         .map(|p| format!("{}{WEBHOOK_PREFIX}{p}", state.config.public_url.trim_end_matches('/')));
     job
-}
-
-fn shown(state: &AppState, record: JobRecord) -> Job {
-    webhook_url(state, record.job)
 }
 
 /// A new inbound webhook secret: 32 random bytes, base64url.
@@ -279,12 +277,7 @@ pub async fn list(
     page: PageRequest,
 ) -> ServiceResult<Page<Job>> {
     let page = state.store.jobs(&caller.org_id).list(enabled, trigger, page).await?;
-    Ok(Page {
-        items: page.items.into_iter().map(|r| shown(state, r)).collect(),
-        total: page.total,
-        limit: page.limit,
-        offset: page.offset,
-    })
+    Ok(page.map(|r| shown(state, r)))
 }
 
 /// Applies an update; a job that becomes a webhook job gets its path and secret (shown in
