@@ -109,6 +109,8 @@ enum Rule {
     JsonText,
     /// Not empty after trimming.
     NonEmpty,
+    /// A Python class as `module.path:ClassName`.
+    PythonClass,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -300,11 +302,22 @@ const DOCKER_FIELDS: &[FieldSpec] = &[
 
 const WORKFLOW_FIELDS: &[FieldSpec] = &[
     {
-        let mut f = string("workflow_type", "How the workflow is written: `json` or `python_dsl`.");
+        let mut f = string(
+            "workflow_type",
+            "How the workflow is written: `json` (`python_dsl` is not supported).",
+        );
         f.default = DefaultValue::Str("json");
         f.choices = &["json", "python_dsl"];
         f
     },
+    with_rule(
+        string(
+            "workflow",
+            "The id or name of one of the organization's workflows the tool runs. Neither this nor \
+             workflow_definition: the model names the workflow.",
+        ),
+        Rule::NonEmpty,
+    ),
     with_rule(
         string(
             "workflow_definition",
@@ -376,15 +389,17 @@ const CUSTOM_FIELDS: &[FieldSpec] = &[
     required(with_rule(
         string(
             "custom_class",
-            "The tool implementation the worker loads, e.g. `my_pkg.tools:MyTool`.",
+            "The Python class the worker runs, as `module:Class` (importable on the worker host): \
+             `Class(**custom_config.init).run(**arguments)` answers the call.",
         ),
-        Rule::NonEmpty,
+        Rule::PythonClass,
     )),
     {
         let mut f = field(
             "custom_config",
             ConfigFieldType::Object,
-            "Free-form settings passed to the tool.",
+            "Settings: `parameters` (the JSON Schema of the tool's arguments), `description`, \
+             `init` (keyword arguments of the class), `python_path` (directories to import from).",
         );
         f.default = DefaultValue::EmptyObject;
         f
@@ -397,7 +412,130 @@ struct TypeSpec {
     icon: &'static str,
     category: &'static str,
     fields: &'static [FieldSpec],
+    tools: &'static [ToolDoc],
 }
+
+/// A tool a skill type gives the model (one table for the definitions and the worker).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ToolDoc {
+    /// The tool's name; `{skill}` stands for the skill's own name.
+    pub name: &'static str,
+    pub description: &'static str,
+    /// The boolean configuration key that must be true for the tool to be offered.
+    pub enabled_by: Option<&'static str>,
+}
+
+/// The name that stands for the skill's own name in `ToolDoc::name`.
+pub const SKILL_NAMED: &str = "{skill}";
+
+const fn tool(name: &'static str, description: &'static str, enabled_by: Option<&'static str>) -> ToolDoc {
+    ToolDoc {
+        name,
+        description,
+        enabled_by,
+    }
+}
+
+const CONTAINERS: Option<&str> = Some("enable_container_management");
+const IMAGES: Option<&str> = Some("enable_image_management");
+const VOLUMES: Option<&str> = Some("enable_volume_management");
+const NETWORKS: Option<&str> = Some("enable_network_management");
+
+const DOCKER_TOOLS: &[ToolDoc] = &[
+    tool(
+        "docker_run_container",
+        "Runs a container from an image; answers its id (and its output when it is waited for).",
+        CONTAINERS,
+    ),
+    tool(
+        "docker_list_containers",
+        "Lists containers with their image, state and names.",
+        CONTAINERS,
+    ),
+    tool(
+        "docker_container_logs",
+        "The last lines a container printed.",
+        CONTAINERS,
+    ),
+    tool(
+        "docker_stop_container",
+        "Stops a container (and removes it when asked).",
+        CONTAINERS,
+    ),
+    tool("docker_list_images", "Lists images with their tags and sizes.", IMAGES),
+    tool("docker_pull_image", "Pulls an image by reference.", IMAGES),
+    tool("docker_remove_image", "Removes an image.", IMAGES),
+    tool("docker_list_volumes", "Lists volumes.", VOLUMES),
+    tool("docker_create_volume", "Creates a volume.", VOLUMES),
+    tool("docker_remove_volume", "Removes a volume.", VOLUMES),
+    tool("docker_list_networks", "Lists networks.", NETWORKS),
+    tool("docker_create_network", "Creates a network.", NETWORKS),
+    tool("docker_remove_network", "Removes a network.", NETWORKS),
+];
+
+const SHELL_TOOLS: &[ToolDoc] = &[tool(
+    SKILL_NAMED,
+    "Runs a command line with sh -c and answers its output.",
+    None,
+)];
+const FILE_SYSTEM_TOOLS: &[ToolDoc] = &[tool(
+    SKILL_NAMED,
+    "Reads, saves, lists and searches files under the base directory (`operation`).",
+    None,
+)];
+const HTTP_TOOLS: &[ToolDoc] = &[tool(
+    SKILL_NAMED,
+    "Sends an HTTP request to an allowed host and answers the response.",
+    None,
+)];
+const PYTHON_TOOLS: &[ToolDoc] = &[tool(
+    "run_python",
+    "Runs Python code (`code`) and answers what it printed.",
+    Some("enable_code_execution"),
+)];
+const WORKFLOW_TOOLS: &[ToolDoc] = &[tool(
+    "run_workflow",
+    "Runs a workflow of the organization with `inputs`, waits for it and answers its outputs.",
+    None,
+)];
+const DIAGRAM_TOOLS: &[ToolDoc] = &[tool(
+    "create_diagram",
+    "Shows a Mermaid diagram (`source`) to the user.",
+    None,
+)];
+const SLEEP_TOOLS: &[ToolDoc] = &[tool(
+    "sleep",
+    "Waits `seconds` (up to the skill's max_sleep_seconds).",
+    None,
+)];
+const CUSTOM_TOOLS: &[ToolDoc] = &[tool(
+    SKILL_NAMED,
+    "Runs the skill's Python class with the arguments.",
+    None,
+)];
+
+const FILE_GENERATION_TOOLS: &[ToolDoc] = &[
+    tool(
+        "generate_json",
+        "Writes `data` as a JSON file named `filename`.",
+        Some("enable_json_generation"),
+    ),
+    tool(
+        "generate_csv",
+        "Writes a CSV file named `filename` from `content` (CSV text) or `rows` (a list of lists or of objects).",
+        Some("enable_csv_generation"),
+    ),
+    tool(
+        "generate_text",
+        "Writes `content` as a text file named `filename`.",
+        Some("enable_txt_generation"),
+    ),
+    tool(
+        "generate_pdf",
+        "Writes `content` (plain text) as a PDF document named `filename`, with an optional `title`.",
+        Some("enable_pdf_generation"),
+    ),
+];
 
 fn spec(ty: SkillType) -> &'static TypeSpec {
     match ty {
@@ -407,6 +545,7 @@ fn spec(ty: SkillType) -> &'static TypeSpec {
             icon: "Terminal",
             category: "system",
             fields: SHELL_FIELDS,
+            tools: SHELL_TOOLS,
         },
         SkillType::FileSystem => &TypeSpec {
             name: "File System",
@@ -414,6 +553,7 @@ fn spec(ty: SkillType) -> &'static TypeSpec {
             icon: "FolderOpen",
             category: "files",
             fields: FILE_SYSTEM_FIELDS,
+            tools: FILE_SYSTEM_TOOLS,
         },
         SkillType::Http => &TypeSpec {
             name: "HTTP",
@@ -421,6 +561,7 @@ fn spec(ty: SkillType) -> &'static TypeSpec {
             icon: "Globe",
             category: "network",
             fields: HTTP_FIELDS,
+            tools: HTTP_TOOLS,
         },
         SkillType::Python => &TypeSpec {
             name: "Python",
@@ -428,6 +569,7 @@ fn spec(ty: SkillType) -> &'static TypeSpec {
             icon: "Code",
             category: "code",
             fields: PYTHON_FIELDS,
+            tools: PYTHON_TOOLS,
         },
         SkillType::Docker => &TypeSpec {
             name: "Docker",
@@ -435,6 +577,7 @@ fn spec(ty: SkillType) -> &'static TypeSpec {
             icon: "Container",
             category: "infrastructure",
             fields: DOCKER_FIELDS,
+            tools: DOCKER_TOOLS,
         },
         SkillType::WorkflowExecutor => &TypeSpec {
             name: "Workflow Executor",
@@ -442,6 +585,7 @@ fn spec(ty: SkillType) -> &'static TypeSpec {
             icon: "Workflow",
             category: "automation",
             fields: WORKFLOW_FIELDS,
+            tools: WORKFLOW_TOOLS,
         },
         SkillType::FileGeneration => &TypeSpec {
             name: "File Generation",
@@ -449,6 +593,7 @@ fn spec(ty: SkillType) -> &'static TypeSpec {
             icon: "FilePlus",
             category: "files",
             fields: FILE_GENERATION_FIELDS,
+            tools: FILE_GENERATION_TOOLS,
         },
         SkillType::DataVisualization => &TypeSpec {
             name: "Data Visualization",
@@ -456,6 +601,7 @@ fn spec(ty: SkillType) -> &'static TypeSpec {
             icon: "BarChart",
             category: "visualization",
             fields: DATA_VISUALIZATION_FIELDS,
+            tools: DIAGRAM_TOOLS,
         },
         SkillType::Sleep => &TypeSpec {
             name: "Sleep",
@@ -463,6 +609,7 @@ fn spec(ty: SkillType) -> &'static TypeSpec {
             icon: "Clock",
             category: "utility",
             fields: SLEEP_FIELDS,
+            tools: SLEEP_TOOLS,
         },
         SkillType::Custom => &TypeSpec {
             name: "Custom",
@@ -470,6 +617,7 @@ fn spec(ty: SkillType) -> &'static TypeSpec {
             icon: "Wrench",
             category: "custom",
             fields: CUSTOM_FIELDS,
+            tools: CUSTOM_TOOLS,
         },
     }
 }
@@ -504,6 +652,19 @@ pub struct SkillDefinition {
     /// Every key that has a default, with that default.
     #[schema(value_type = Object)]
     pub default_configuration: Value,
+    /// The tools a skill of this type gives the model.
+    pub tools: Vec<SkillTool>,
+}
+
+/// A tool a skill type gives the model, in `GET /skills/definitions`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SkillTool {
+    /// The tool's name; `{skill}` stands for the skill's own name.
+    pub name: String,
+    pub description: String,
+    /// The configuration flag that turns the tool on (absent: always offered).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled_by: Option<String>,
 }
 
 /// A skill type in short (`GET /skills/types`).
@@ -540,7 +701,21 @@ pub fn definition(ty: SkillType) -> SkillDefinition {
         category: spec.category.to_string(),
         config_schema,
         default_configuration: Value::Object(defaults(spec)),
+        tools: spec
+            .tools
+            .iter()
+            .map(|t| SkillTool {
+                name: t.name.to_string(),
+                description: t.description.to_string(),
+                enabled_by: t.enabled_by.map(str::to_owned),
+            })
+            .collect(),
     }
+}
+
+/// The tools a skill of type `ty` gives the model.
+pub fn tools_of(ty: SkillType) -> &'static [ToolDoc] {
+    spec(ty).tools
 }
 
 /// Every skill type's definition, in `SkillType::ALL` order.
@@ -619,16 +794,69 @@ fn check_configuration(ty: SkillType, config: &Value, prefix: &str, full: bool) 
             out.insert(key.clone(), normalized);
         }
     }
+    check_type_rules(ty, &out, prefix, &mut v);
     if full {
         for f in spec.fields.iter().filter(|f| f.required) {
             v.check(
-                out.contains_key(f.name),
+                out.contains_key(f.name) || given.get(f.name).is_some_and(|v| !v.is_null()),
                 &format!("{prefix}.{}", f.name),
                 format!("is required for a {ty} skill"),
             );
         }
     }
     v.finish().map(|()| Value::Object(out))
+}
+
+/// What a type asks of its keys beyond each one's own check.
+fn check_type_rules(ty: SkillType, config: &Map<String, Value>, prefix: &str, v: &mut Issues) {
+    match ty {
+        SkillType::WorkflowExecutor => {
+            let dsl = config.get("workflow_type").is_some_and(|t| t == "python_dsl");
+            for key in ["workflow_type", "python_dsl_code"] {
+                let given = if key == "workflow_type" {
+                    dsl
+                } else {
+                    config.contains_key(key)
+                };
+                v.check(
+                    !given,
+                    &format!("{prefix}.{key}"),
+                    "Python DSL workflows are not supported: only JSON is (workflow_definition, or workflow \
+                     naming one of the organization's workflows)",
+                );
+            }
+        }
+        SkillType::Custom => {
+            let Some(custom) = config.get("custom_config").and_then(Value::as_object) else {
+                return;
+            };
+            let name = |key: &str| format!("{prefix}.custom_config.{key}");
+            if let Some(p) = custom.get("parameters") {
+                v.check(
+                    p.is_object() && p.get("type").is_none_or(|t| t == "object"),
+                    &name("parameters"),
+                    "must be a JSON Schema of an object (the tool's arguments)",
+                );
+            }
+            if let Some(init) = custom.get("init") {
+                v.check(
+                    init.is_object(),
+                    &name("init"),
+                    "must be an object of keyword arguments",
+                );
+            }
+            if let Some(dirs) = custom.get("python_path") {
+                let ok = dirs
+                    .as_array()
+                    .is_some_and(|d| d.iter().all(|p| p.as_str().is_some_and(|p| p.starts_with('/'))));
+                v.check(ok, &name("python_path"), "must be a list of absolute directories");
+            }
+            if let Some(d) = custom.get("description") {
+                v.check(d.is_string(), &name("description"), "must be a string");
+            }
+        }
+        _ => {}
+    }
 }
 
 /// Checks one value; answers its normalized form, or `None` after recording the issue.
@@ -710,6 +938,10 @@ fn check_text(f: &FieldSpec, s: &str, name: &str, v: &mut Issues) -> Option<Stri
         }
         Rule::Host => (!is_host_pattern(s)).then_some("must be a host name, host:port or *.suffix"),
         Rule::Module => (!is_module_name(s)).then_some("must be a Python module name"),
+        Rule::PythonClass => (!s
+            .split_once(':')
+            .is_some_and(|(module, class)| is_module_name(module) && is_module_name(class) && !class.contains('.')))
+        .then_some("must name a Python class as module:Class"),
         Rule::JsonText => serde_json::from_str::<Value>(s)
             .is_err()
             .then_some("must be valid JSON text"),
@@ -1669,7 +1901,38 @@ mod tests {
         assert!(validate_configuration(SkillType::Custom, &json!({})).is_err());
         let c = validate_configuration(SkillType::Custom, &json!({"custom_class": "pkg:Tool"})).unwrap();
         assert_eq!(c["custom_config"], json!({}));
-        assert!(validate_configuration(SkillType::Custom, &json!({"custom_class": "x", "custom_config": []})).is_err());
+        assert!(
+            validate_configuration(SkillType::Custom, &json!({"custom_class": "x:Y", "custom_config": []})).is_err()
+        );
+        for bad_class in ["x", "x:", ":Y", "a-b:Y", "x:Y.Z", "x:Y:Z"] {
+            let issues = validate_configuration(SkillType::Custom, &json!({"custom_class": bad_class})).unwrap_err();
+            assert_eq!(fields(&issues), vec!["configuration.custom_class"], "{bad_class}");
+        }
+        for (config, field) in [
+            (
+                json!({"parameters": {"type": "string"}}),
+                "configuration.custom_config.parameters",
+            ),
+            (json!({"parameters": []}), "configuration.custom_config.parameters"),
+            (json!({"init": 1}), "configuration.custom_config.init"),
+            (
+                json!({"python_path": ["relative"]}),
+                "configuration.custom_config.python_path",
+            ),
+        ] {
+            let issues = validate_configuration(
+                SkillType::Custom,
+                &json!({"custom_class": "pkg.mod:Tool", "custom_config": config}),
+            )
+            .unwrap_err();
+            assert_eq!(fields(&issues), vec![field]);
+        }
+        let issues =
+            validate_configuration(SkillType::WorkflowExecutor, &json!({"workflow_type": "python_dsl"})).unwrap_err();
+        assert_eq!(fields(&issues), vec!["configuration.workflow_type"]);
+        assert!(issues[0].issue.contains("only JSON"), "{issues:?}");
+        let issues = validate_override(SkillType::WorkflowExecutor, &json!({"python_dsl_code": "x"})).unwrap_err();
+        assert_eq!(fields(&issues), vec!["configuration_override.python_dsl_code"]);
         assert!(validate_configuration(SkillType::WorkflowExecutor, &json!({"workflow_type": "yaml"})).is_err());
         assert!(validate_configuration(SkillType::WorkflowExecutor, &json!({"workflow_definition": "{nope"})).is_err());
         let c = validate_configuration(

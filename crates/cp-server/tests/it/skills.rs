@@ -178,8 +178,11 @@ both_backends! {
             ("docker", json!({"enable_image_management": "true"}), vec!["configuration.enable_image_management"]),
             ("workflow_executor", json!({"workflow_type": "yaml"}), vec!["configuration.workflow_type"]),
             ("workflow_executor", json!({"workflow_definition": "{not json"}), vec!["configuration.workflow_definition"]),
+            ("workflow_executor", json!({"workflow_type": "python_dsl", "python_dsl_code": "x"}), vec!["configuration.workflow_type", "configuration.python_dsl_code"]),
+            ("custom", json!({"custom_class": "no_colon"}), vec!["configuration.custom_class"]),
+            ("custom", json!({"custom_class": "m:C", "custom_config": {"parameters": {"type": "array"}}}), vec!["configuration.custom_config.parameters"]),
             ("custom", json!({}), vec!["configuration.custom_class"]),
-            ("custom", json!({"custom_class": "x", "custom_config": "y"}), vec!["configuration.custom_config"]),
+            ("custom", json!({"custom_class": "pkg:Tool", "custom_config": "y"}), vec!["configuration.custom_config"]),
             ("file_generation", json!({"enable_pdf_generation": null, "extra": true}), vec!["configuration.extra"]),
             ("data_visualization", json!({"max_diagram_size": 10}), vec!["configuration.max_diagram_size"]),
             ("sleep", json!({"max_sleep_seconds": 3601}), vec!["configuration.max_sleep_seconds"]),
@@ -232,6 +235,24 @@ both_backends! {
         assert_eq!(shell["default_configuration"]["timeout"], 30);
         let custom = json(app.get("/api/v1/skills/definitions/custom").await).await;
         assert!(custom["config_schema"].as_array().unwrap().iter().any(|f| f["name"] == "custom_class" && f["required"] == true));
+        // Each type says which tools it gives the model, and which flag turns each on.
+        let tools = |def: &Value| -> Vec<(String, Value)> {
+            def["tools"].as_array().unwrap().iter()
+                .map(|t| (t["name"].as_str().unwrap().to_string(), t["enabled_by"].clone())).collect()
+        };
+        assert_eq!(tools(&shell), vec![("{skill}".to_string(), Value::Null)]);
+        let generation = json(app.get("/api/v1/skills/definitions/file_generation").await).await;
+        assert_eq!(tools(&generation), vec![
+            ("generate_json".to_string(), json!("enable_json_generation")),
+            ("generate_csv".to_string(), json!("enable_csv_generation")),
+            ("generate_text".to_string(), json!("enable_txt_generation")),
+            ("generate_pdf".to_string(), json!("enable_pdf_generation")),
+        ]);
+        for (ty, tool) in [("python", "run_python"), ("data_visualization", "create_diagram"), ("sleep", "sleep"),
+            ("workflow_executor", "run_workflow"), ("docker", "docker_run_container")] {
+            let def = json(app.get(&format!("/api/v1/skills/definitions/{ty}")).await).await;
+            assert!(tools(&def).iter().any(|(name, _)| name == tool), "{ty}: {def}");
+        }
         assert_error(app.get("/api/v1/skills/definitions/laser").await, 404, "NOT_FOUND").await;
         let page = json(app.get("/api/v1/skills/definitions?limit=2&offset=9").await).await;
         assert_eq!((page["total"].as_i64(), page["items"].as_array().unwrap().len()), (Some(10), 1));
