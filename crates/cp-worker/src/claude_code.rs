@@ -62,12 +62,7 @@ pub async fn run(
         .command(&cli, claim.environment.working_dir.as_deref(), &[&cli, &exe])
         .map_err(RunError::Fatal)?;
     cmd.args(["-p", &prompt, "--output-format", "stream-json", "--verbose"])
-        .env(
-            "PATH",
-            std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
-        )
-        .env("HOME", std::env::var("HOME").unwrap_or_else(|_| "/tmp".into()))
-        .envs(&claim.env_vars)
+        .envs(crate::process::tool_env(&claim.env_vars))
         .env(hook::SOCKET_VAR, &hook.name)
         .env(hook::TOKEN_VAR, &hook.token)
         .args(["--settings", &settings.to_string()])
@@ -89,7 +84,7 @@ pub async fn run(
     let mut child = cmd
         .spawn()
         .map_err(|e| RunError::Fatal(format!("cannot start the claude CLI: {e}")))?;
-    let _group = child.id().map(crate::shell::ProcessGroup);
+    let _group = child.id().map(crate::process::ProcessGroup);
     let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
     emit.emit("run_started", json!({"runtime": "claude_code"}));
     let mut answer: Option<(String, Usage, bool)> = None;

@@ -14,6 +14,7 @@ pub mod client;
 pub mod files;
 pub mod hook;
 pub mod http;
+pub mod process;
 pub mod sandbox;
 pub mod shell;
 pub mod step;

@@ -3,17 +3,13 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use cp_types::skill::check_command_line;
-
-use crate::sandbox::Sandbox;
 use serde_json::Value;
-use tokio::io::AsyncReadExt;
 
-/// Most output bytes handed back to the model.
-const MAX_OUTPUT: usize = 16 * 1024;
+use crate::process::{self, Ended, tool_env};
+use crate::sandbox::Sandbox;
 
 #[derive(Debug, Clone)]
 pub struct Shell {
@@ -66,79 +62,18 @@ impl Shell {
             Ok(c) => c,
             Err(refused) => return (refused, true),
         };
+        // Both streams into one pipe, in the order they were written.
         cmd.arg("-c")
-            // Both streams into one pipe, in the order they were written.
             .arg(format!("exec 2>&1\n{command}"))
-            // Only the run's variables (and a usable PATH and HOME): the worker's own key and
-            // provider keys must not be readable by the commands a model writes.
-            .env(
-                "PATH",
-                std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
-            )
-            .env("HOME", std::env::var("HOME").unwrap_or_else(|_| "/tmp".into()))
-            .envs(&self.env)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        let mut child = match cmd.spawn() {
-            Ok(c) => c,
-            Err(e) => return (format!("cannot start the shell: {e}"), true),
-        };
-        let _group = child.id().map(ProcessGroup);
-        let mut stdout = child.stdout.take().expect("piped");
-        let work = async {
-            // Keep reading past the cap (into nothing) so a talkative command is not stuck on
-            // a full pipe.
-            let mut out = Vec::new();
-            let mut buf = [0u8; 8192];
-            while let Ok(n) = stdout.read(&mut buf).await {
-                if n == 0 {
-                    break;
+            .envs(tool_env(&self.env));
+        match process::run(cmd, None, self.timeout, "the command").await {
+            Err(e) => (e, true),
+            Ok(Ended { mut output, success }) => {
+                if !success {
+                    output.push_str("\n[the command exited with an error]");
                 }
-                if out.len() < 4 * MAX_OUTPUT {
-                    out.extend_from_slice(&buf[..n]);
-                }
+                (output, !success)
             }
-            let status = child.wait().await;
-            (out, status)
-        };
-        match tokio::time::timeout(self.timeout, work).await {
-            Err(_) => (
-                format!("the command timed out after {} s", self.timeout.as_secs()),
-                true,
-            ),
-            Ok((out, status)) => {
-                // NUL (from /proc files, binaries) is refused by the control plane's text fields.
-                let mut text = String::from_utf8_lossy(&out).replace('\0', "\u{fffd}");
-                if text.len() > MAX_OUTPUT {
-                    let mut cut = MAX_OUTPUT;
-                    while !text.is_char_boundary(cut) {
-                        cut -= 1;
-                    }
-                    text.truncate(cut);
-                    text.push_str(&format!("\n[output truncated to {MAX_OUTPUT} bytes]"));
-                }
-                let failed = !status.map(|s| s.success()).unwrap_or(false);
-                if failed {
-                    text.push_str("\n[the command exited with an error]");
-                }
-                (text, failed)
-            }
-        }
-    }
-}
-
-/// Kills a process group when dropped: when the command ends, times out, or its run is
-/// cancelled (the future holding it is dropped).
-pub(crate) struct ProcessGroup(pub(crate) u32);
-
-impl Drop for ProcessGroup {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) with a negative pid signals the group whose id is the child's pid
-        // (set by `process_group(0)`); it touches no memory of ours. A group that already
-        // exited makes it fail with ESRCH, which is fine.
-        unsafe {
-            libc::kill(-(self.0 as i32), libc::SIGKILL);
         }
     }
 }
