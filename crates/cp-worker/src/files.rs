@@ -57,39 +57,8 @@ impl Files {
         })
     }
 
-    /// `path` inside the base directory, or why not. Symlinks are followed before the check.
     fn resolve(&self, path: &str, must_exist: bool) -> Result<PathBuf, String> {
-        let base = self
-            .base
-            .canonicalize()
-            .map_err(|e| format!("the base directory {} is not usable: {e}", self.base.display()))?;
-        let relative = Path::new(path);
-        if relative.components().any(|c| matches!(c, Component::ParentDir)) {
-            return Err(format!("'{path}' leaves the base directory"));
-        }
-        let joined = if relative.is_absolute() {
-            relative.to_path_buf()
-        } else {
-            base.join(relative)
-        };
-        // A symlink as the last part is refused even when it dangles (`exists()` follows it
-        // and says no, then a write would follow it out).
-        if joined.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()) && !must_exist {
-            return Err(format!("'{path}' is a symbolic link"));
-        }
-        let resolved = if must_exist || joined.exists() {
-            joined.canonicalize().map_err(|e| format!("'{path}': {e}"))?
-        } else {
-            let parent = joined
-                .parent()
-                .ok_or_else(|| format!("'{path}' has no parent directory"))?;
-            let parent = parent.canonicalize().map_err(|e| format!("'{path}': {e}"))?;
-            parent.join(joined.file_name().ok_or_else(|| format!("'{path}' names no file"))?)
-        };
-        if !resolved.starts_with(&base) {
-            return Err(format!("'{path}' is outside the base directory"));
-        }
-        Ok(resolved)
+        resolve_under(&self.base, path, must_exist)
     }
 
     /// Runs one operation; its output and whether it failed.
@@ -127,17 +96,7 @@ impl Files {
 
     async fn save_file(&self, path: &str, content: &str) -> Result<String, String> {
         let file = self.resolve(path, false)?;
-        // O_NOFOLLOW: a symlink put in place after the check is not followed.
-        use tokio::io::AsyncWriteExt;
-        let mut f = tokio::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&file)
-            .await
-            .map_err(|e| format!("'{path}': {e}"))?;
-        f.write_all(content.as_bytes())
+        write_no_follow(&file, content.as_bytes())
             .await
             .map_err(|e| format!("'{path}': {e}"))?;
         Ok(format!("saved {} bytes to {path}", content.len()))
@@ -201,6 +160,55 @@ impl Files {
             hits.join("\n")
         })
     }
+}
+
+/// `path` inside `base`, or why not. Symlinks are followed before the check.
+pub(crate) fn resolve_under(base: &Path, path: &str, must_exist: bool) -> Result<PathBuf, String> {
+    let base = base
+        .canonicalize()
+        .map_err(|e| format!("the base directory {} is not usable: {e}", base.display()))?;
+    let relative = Path::new(path);
+    if relative.components().any(|c| matches!(c, Component::ParentDir)) {
+        return Err(format!("'{path}' leaves the base directory"));
+    }
+    let joined = if relative.is_absolute() {
+        relative.to_path_buf()
+    } else {
+        base.join(relative)
+    };
+    // A symlink as the last part is refused even when it dangles (`exists()` follows it
+    // and says no, then a write would follow it out).
+    if joined.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()) && !must_exist {
+        return Err(format!("'{path}' is a symbolic link"));
+    }
+    let resolved = if must_exist || joined.exists() {
+        joined.canonicalize().map_err(|e| format!("'{path}': {e}"))?
+    } else {
+        let parent = joined
+            .parent()
+            .ok_or_else(|| format!("'{path}' has no parent directory"))?;
+        let parent = parent.canonicalize().map_err(|e| format!("'{path}': {e}"))?;
+        parent.join(joined.file_name().ok_or_else(|| format!("'{path}' names no file"))?)
+    };
+    if !resolved.starts_with(&base) {
+        return Err(format!("'{path}' is outside the base directory"));
+    }
+    Ok(resolved)
+}
+
+/// Creates or replaces `file` with `bytes`; O_NOFOLLOW: a symlink put in place after the path
+/// was checked is not followed.
+pub(crate) async fn write_no_follow(file: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let mut f = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(file)
+        .await?;
+    f.write_all(bytes).await?;
+    f.flush().await
 }
 
 #[cfg(test)]

@@ -11,10 +11,14 @@
 pub mod agent;
 pub mod claude_code;
 pub mod client;
+pub mod diagram;
 pub mod files;
+pub mod generate;
 pub mod hook;
 pub mod http;
+pub mod pdf;
 pub mod process;
+pub mod python;
 pub mod sandbox;
 pub mod shell;
 pub mod step;
