@@ -8,7 +8,6 @@ use std::time::Duration;
 use cp_llm::{ChatRequest, Client, Delta, INVALID_ARGUMENTS, Message, ModelConfig, Provider, ToolSpec};
 use cp_types::execution::{Claim, FailureKind, RunModel, Usage};
 use cp_types::org::PolicyEnforcement;
-use cp_types::skill::{ResolvedSkill, SkillType};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
@@ -17,9 +16,7 @@ use uuid::Uuid;
 
 use crate::ToolSettings;
 use crate::client::ControlPlane;
-use crate::files::Files;
-use crate::http::Http;
-use crate::shell::Shell;
+use crate::tools::{RunPlace, Tool, ToolKind, tool_name, tools};
 
 /// How a run ended when it did not answer.
 #[derive(Debug, thiserror::Error)]
@@ -140,106 +137,6 @@ pub fn model_client(model: Option<&RunModel>) -> Result<Client, RunError> {
         )));
     }
     Ok(Client::new(config))
-}
-
-/// A tool the model may call, and what runs it.
-struct Tool {
-    spec: ToolSpec,
-    kind: ToolKind,
-}
-
-enum ToolKind {
-    Shell(Shell),
-    Files(Files),
-    Http(Http),
-    /// A team member, by its position in the claim's members.
-    Delegate(usize),
-}
-
-impl ToolKind {
-    /// How dangerous a call looks, for the policy input (the reference's scale).
-    fn risk(&self, args: &Value) -> &'static str {
-        match self {
-            ToolKind::Shell(_) => {
-                let command = args["command"].as_str().unwrap_or_default();
-                let critical = ["rm -rf", "mkfs", "dd if=", "> /dev/", "format "];
-                if critical.iter().any(|c| command.contains(c)) {
-                    "critical"
-                } else {
-                    "high"
-                }
-            }
-            ToolKind::Files(_) if args["operation"] == "save_file" => "medium",
-            ToolKind::Files(_) => "low",
-            ToolKind::Http(_) => "medium",
-            ToolKind::Delegate(_) => "low",
-        }
-    }
-
-    async fn run(&self, args: &Value) -> (String, bool) {
-        match self {
-            ToolKind::Shell(shell) => shell.run(args["command"].as_str().unwrap_or_default()).await,
-            ToolKind::Files(files) => files.run(args).await,
-            ToolKind::Http(http) => http.run(args).await,
-            ToolKind::Delegate(_) => ("delegations are run by the agent loop".into(), true),
-        }
-    }
-}
-
-/// A name the providers accept for a tool: letters, digits, `-` and `_`, at most 64.
-fn tool_name(name: &str) -> String {
-    name.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
-        .take(64)
-        .collect()
-}
-
-/// `skills` (shell, file_system, http) as tools, named after the skill.
-fn tools(claim: &Claim, skills: &[ResolvedSkill], settings: &ToolSettings) -> Vec<Tool> {
-    let working_dir = claim.environment.working_dir.clone();
-    skills
-        .iter()
-        .filter(|s| s.enabled)
-        .filter_map(|s| {
-            let (kind, parameters, fallback) = match s.skill_type {
-                SkillType::Shell => (
-                    ToolKind::Shell(Shell::from_config(
-                        &s.configuration,
-                        claim.env_vars.clone(),
-                        working_dir.clone(),
-                        settings.sandbox.clone(),
-                    )),
-                    json!({
-                        "type": "object",
-                        "properties": {"command": {"type": "string", "description": "The command line to run with sh -c"}},
-                        "required": ["command"],
-                    }),
-                    "Runs a shell command and returns its output.",
-                ),
-                SkillType::FileSystem => {
-                    let files = Files::from_config(&s.configuration, working_dir.as_deref());
-                    let parameters = files.parameters();
-                    (ToolKind::Files(files), parameters, "Reads, saves, lists and searches files.")
-                }
-                SkillType::Http => {
-                    let http = Http::from_config(&s.configuration, settings.allow_private_http);
-                    let parameters = http.parameters();
-                    (ToolKind::Http(http), parameters, "Sends an HTTP request and returns the answer.")
-                }
-                _ => return None,
-            };
-            let name = tool_name(&s.name);
-            let description = s.description.clone().unwrap_or_else(|| fallback.into());
-            Some(Tool {
-                spec: ToolSpec {
-                    name,
-                    description,
-                    parameters,
-                },
-                kind,
-            })
-        })
-        .collect()
 }
 
 /// The conversation so far: the stored messages (the prompt is the last user one).
@@ -398,7 +295,13 @@ impl<'a> Agent<'a> {
             let (answer, usage) = member.answer(vec![Message::User { content: task }]).await?;
             return Ok((answer, false, usage));
         }
-        let (output, is_error) = tool.kind.run(&call.arguments).await;
+        // Events a tool reports (a generated file, a diagram) name the call they come from.
+        let note = |event_type: &str, mut data: Value| {
+            data["call_id"] = json!(call.id);
+            data["tool_name"] = json!(call.name);
+            self.emit.emit(event_type, self.tagged(data));
+        };
+        let (output, is_error) = tool.kind.run(&call.arguments, &note).await;
         Ok((output, is_error, Usage::default()))
     }
 }
@@ -476,7 +379,7 @@ fn member_agent<'a>(
         client: model_client(model)?,
         model,
         system: member.system_prompt.clone(),
-        tools: tools(claim, skills, settings),
+        tools: tools(skills, &RunPlace::of(claim), settings),
         temperature: llm["temperature"].as_f64(),
         max_tokens: llm["max_tokens"].as_u64().map(|n| n as u32),
         max_turns: llm["max_turns"].as_u64().unwrap_or(20).clamp(1, 200),
@@ -501,7 +404,7 @@ pub async fn run(
         client: model_client(claim.model.as_ref())?,
         model: claim.model.as_ref(),
         system: claim.system_prompt.clone(),
-        tools: tools(claim, &claim.skills, settings),
+        tools: tools(&claim.skills, &RunPlace::of(claim), settings),
         temperature: llm["temperature"].as_f64(),
         max_tokens: llm["max_tokens"].as_u64().map(|n| n as u32),
         max_turns: llm["max_turns"].as_u64().unwrap_or(20).clamp(1, 200),

@@ -22,6 +22,7 @@ pub mod python;
 pub mod sandbox;
 pub mod shell;
 pub mod step;
+pub mod tools;
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -26,6 +26,7 @@ mod cli;
 mod db;
 mod faults;
 mod jobs;
+mod skill_tools;
 mod upgrade;
 mod worker;
 mod workflow_runs;

@@ -157,6 +157,12 @@ async fn chat(
     if let Some(text) = prompt.strip_prefix("say: ") {
         return stream(Some(text), None);
     }
+    // Any tool, by name, with the arguments given as JSON.
+    if let Some(call) = prompt.strip_prefix("call: ") {
+        let (name, args) = call.split_once(' ').unwrap_or((call, "{}"));
+        let args: Value = serde_json::from_str(args).expect("call: <tool> <JSON arguments>");
+        return stream(None, Some((name, args)));
+    }
     if prompt == "wipe the disk" {
         return stream(None, Some(("shell", json!({"command": "rm -rf /"}))));
     }
@@ -261,7 +267,7 @@ impl Api {
         self.call(Method::GET, path, None).await
     }
 
-    async fn execute(&self, agent: &str, queue: &str, prompt: &str) -> Value {
+    pub async fn execute(&self, agent: &str, queue: &str, prompt: &str) -> Value {
         let e = self
             .post(
                 &format!("/api/v1/agents/{agent}/execute"),
@@ -291,7 +297,7 @@ impl Api {
         }
     }
 
-    async fn event_types(&self, id: &str) -> Vec<String> {
+    pub async fn event_types(&self, id: &str) -> Vec<String> {
         let page = self.get(&format!("/api/v1/executions/{id}/events?limit=500")).await;
         let items = page["items"]
             .as_array()
