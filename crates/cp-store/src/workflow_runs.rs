@@ -23,7 +23,7 @@ macro_rules! run_columns {
     () => {
         "id, organization_id, workflow_id, workflow_name, version, status, inputs, worker_queue_id, steps, attempt, \
          error, wake_at, last_seq, created_by, created_by_name, created_by_role, created_at, started_at, \
-         completed_at, updated_at"
+         completed_at, updated_at, parent_execution_id"
     };
 }
 
@@ -49,6 +49,7 @@ struct RunRow {
     started_at: Option<Timestamp>,
     completed_at: Option<Timestamp>,
     updated_at: Timestamp,
+    parent_execution_id: Option<Uuid>,
 }
 
 /// A run with what the API does not show: when the scheduler looks again, and who started
@@ -85,6 +86,7 @@ impl RunRow {
                 started_at: self.started_at,
                 completed_at: self.completed_at,
                 updated_at: self.updated_at,
+                parent_execution_id: self.parent_execution_id,
             },
         })
     }
@@ -107,6 +109,8 @@ pub struct NewRun {
     pub created_by: Uuid,
     pub created_by_name: String,
     pub created_by_role: String,
+    /// The execution whose tool started the run.
+    pub parent_execution_id: Option<Uuid>,
 }
 
 /// What one advance of a run writes.
@@ -235,7 +239,7 @@ pub struct WorkflowRuns<'a> {
 macro_rules! run_filter {
     () => {
         " WHERE organization_id = $1 AND ($2 IS NULL OR workflow_id = $2) AND ($3 IS NULL OR status = $3) \
-         AND ($4 IS NULL OR created_at >= $4)"
+         AND ($4 IS NULL OR created_at >= $4) AND ($5 IS NULL OR parent_execution_id = $5)"
     };
 }
 
@@ -249,13 +253,13 @@ impl WorkflowRuns<'_> {
             let row: RunRow = sqlx::query_as(concat!(
                 "INSERT INTO workflow_runs (id, organization_id, workflow_id, workflow_name, version, status, inputs, \
                    worker_queue_id, steps, attempt, wake_at, last_seq, created_by, created_by_name, created_by_role, \
-                   created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $8, 1, 0, 1, $9, $10, $11, $12, $12) RETURNING ",
+                   created_at, updated_at, parent_execution_id) \
+                 VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $8, 1, 0, 1, $9, $10, $11, $12, $12, $13) RETURNING ",
                 run_columns!()))
                 .bind(id).bind(self.org).bind(new.workflow_id).bind(&new.workflow_name).bind(new.version)
                 .bind(Json(&new.inputs)).bind(new.worker_queue_id).bind(Json(&new.steps))
                 .bind(new.created_by.to_string()).bind(&new.created_by_name).bind(&new.created_by_role).bind(at)
-                .fetch_one(&mut *tx).await?;
+                .bind(new.parent_execution_id).fetch_one(&mut *tx).await?;
             sqlx::query(
                 "INSERT INTO workflow_run_events (run_id, seq, organization_id, event_type, data, created_at) \
                  VALUES ($1, 1, $2, 'run_status', $3, $4)")
@@ -278,14 +282,14 @@ impl WorkflowRuns<'_> {
         let status = filter.status.map(RunStatus::as_str);
         let rows: Vec<RunRow> = with_db!(self.db, pool =>
             sqlx::query_as(concat!("SELECT ", run_columns!(), " FROM workflow_runs", run_filter!(),
-                " ORDER BY id DESC LIMIT $5 OFFSET $6"))
-                .bind(self.org).bind(filter.workflow_id).bind(status).bind(filter.since)
+                " ORDER BY id DESC LIMIT $6 OFFSET $7"))
+                .bind(self.org).bind(filter.workflow_id).bind(status).bind(filter.since).bind(filter.execution_id)
                 .bind(page.limit).bind(page.offset).fetch_all(pool).await)?;
         let count = async {
             Ok(with_db!(self.db, pool =>
                 sqlx::query_scalar(concat!("SELECT COUNT(*) FROM workflow_runs", run_filter!()))
                     .bind(self.org).bind(filter.workflow_id).bind(status).bind(filter.since)
-                    .fetch_one(pool).await)?)
+                    .bind(filter.execution_id).fetch_one(pool).await)?)
         };
         page_of(rows, page, count, RunRow::into_run).await
     }

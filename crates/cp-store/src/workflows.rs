@@ -155,6 +155,14 @@ impl Workflows<'_> {
         row.into_workflow()
     }
 
+    pub async fn by_name(&self, name: &str) -> StoreResult<Workflow> {
+        let row: WorkflowRow = with_db!(self.db, pool =>
+            sqlx::query_as(concat!("SELECT ", workflow_columns!(), " FROM workflows WHERE organization_id = $1 AND name = $2"))
+                .bind(self.org).bind(name.trim()).fetch_optional(pool).await)?
+        .ok_or(StoreError::NotFound)?;
+        row.into_workflow()
+    }
+
     /// Stores a new workflow and its version 1.
     pub async fn create(&self, draft: &WorkflowDraft, created_by: Option<&str>) -> StoreResult<Workflow> {
         let (id, at) = (Uuid::now_v7(), now());

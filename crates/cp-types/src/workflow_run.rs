@@ -9,7 +9,8 @@ use serde_json::Value;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::wire_enum;
+use crate::validate::Issues;
+use crate::{FieldIssue, wire_enum};
 
 wire_enum! {
     RunStatus {
@@ -145,6 +146,8 @@ pub struct WorkflowRun {
     pub completed_at: Option<DateTime<Utc>>,
     #[serde(serialize_with = "crate::common::rfc3339::serialize")]
     pub updated_at: DateTime<Utc>,
+    /// The execution whose workflow_executor tool started the run.
+    pub parent_execution_id: Option<Uuid>,
 }
 
 impl WorkflowRun {
@@ -161,6 +164,44 @@ pub struct StartWorkflow {
     pub inputs: Option<Value>,
     /// The queue of working steps that name none (before the workflow's default).
     pub worker_queue_id: Option<Uuid>,
+}
+
+/// `POST /executions/{id}/workflow-runs`: a run's workflow_executor tool starts one of the
+/// organization's workflows (by id or name) or an inline definition, linked to the run.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+pub struct ToolRunRequest {
+    /// The run's id, chosen by the tool so a retried request finds the run it started.
+    pub id: Option<Uuid>,
+    /// The id or name of one of the organization's workflows.
+    #[schema(max_length = 200)]
+    pub workflow: Option<String>,
+    /// An inline definition (a workflow's create body; `name` optional). It is stored once as
+    /// a workflow named after it and its content, so its runs are kept like any other's.
+    #[schema(value_type = Option<Object>)]
+    pub definition: Option<Value>,
+    #[schema(value_type = Option<Object>)]
+    pub inputs: Option<Value>,
+    /// Default: the calling execution's queue.
+    pub worker_queue_id: Option<Uuid>,
+}
+
+impl ToolRunRequest {
+    pub fn validate(&self) -> Result<(), Vec<FieldIssue>> {
+        let mut v = Issues::new();
+        v.check(
+            self.workflow.is_some() != self.definition.is_some(),
+            "workflow",
+            "name exactly one of workflow (an id or a name) and definition",
+        );
+        v.max_length("workflow", self.workflow.as_deref(), 200);
+        if let Some(d) = &self.definition {
+            v.check(d.is_object(), "definition", "must be an object");
+        }
+        if let Some(i) = &self.inputs {
+            v.check(i.is_object(), "inputs", "must be an object");
+        }
+        v.finish()
+    }
 }
 
 /// `POST /workflow-runs/{id}/steps/{step_id}/approve|reject`.
@@ -195,6 +236,8 @@ pub enum StepWork {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RunFilter {
     pub workflow_id: Option<Uuid>,
+    /// Runs started by this execution's tools.
+    pub execution_id: Option<Uuid>,
     pub status: Option<RunStatus>,
     pub since: Option<DateTime<Utc>>,
 }

@@ -9,7 +9,6 @@ use cp_policy::CompileError;
 use cp_store::policy_associations::AssociationFilter;
 use cp_types::context::{ContextEntity, ContextEntityType};
 use cp_types::execution::ExecutionType;
-use cp_types::org::Role;
 use cp_types::policy::{
     CheckAuthorization, CreatePolicy, CreatePolicyAssociation, DecisionFilter, EnforceRequest, EntityAuthorization,
     EvaluatePolicies, Policy, PolicyAssociation, PolicyDecision, PolicyError, PolicyEvaluation, PolicyValidation,
@@ -29,6 +28,7 @@ use crate::http::{Auth, Enforcer, JsonBody, Pagination, Path, Query, Read, Write
 use crate::services::caller::Caller;
 use crate::services::error::{ServiceError, ServiceResult, or_not_found};
 use crate::services::policy::{self, DECISION_LIMIT, PolicySet, Request};
+use crate::services::workers;
 use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -498,22 +498,7 @@ async fn enforce_tool_call(
     if execution.status.is_terminal() {
         return Err(ServiceError::conflict(format!("the execution is {}", execution.status)));
     }
-    if auth.role == Role::Worker {
-        let held = match execution.worker_id {
-            Some(w) => state
-                .store
-                .workers(org)
-                .registered_by(w, auth.key_id)
-                .await
-                .unwrap_or(false),
-            None => false,
-        };
-        if !held {
-            return Err(ServiceError::forbidden(
-                "a worker key enforces only the runs its workers hold",
-            ));
-        }
-    }
+    workers::check_holds(&state, &auth, &execution).await?;
     let subject = executions
         .subject(execution.execution_type, execution.entity_id, execution.worker_queue_id)
         .await

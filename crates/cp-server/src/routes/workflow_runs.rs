@@ -1,12 +1,13 @@
-//! Workflow runs: `POST /workflows/{id}/start`, the run lists, one run, its stream, and the
-//! controls (pause, resume, cancel, retry, an approval's decision).
+//! Workflow runs: `POST /workflows/{id}/start`, the run lists, one run, its stream, the
+//! controls (pause, resume, cancel, retry, an approval's decision), and the runs a live
+//! execution's workflow_executor tool starts and awaits.
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use cp_types::execution::ExecutionEvent;
-use cp_types::workflow_run::{RunFilter, RunStatus, StartWorkflow, StepDecision, WorkflowRun};
+use cp_types::workflow_run::{RunFilter, RunStatus, StartWorkflow, StepDecision, ToolRunRequest, WorkflowRun};
 use cp_types::{Page, PageParams, Timestamp};
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -14,7 +15,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::http::{Auth, JsonBody, Pagination, Path, Query, Read, Write};
+use crate::http::{Auth, Enforcer, JsonBody, Pagination, Path, Query, Read, Write};
 use crate::routes::executions::{resume_after, sse, stream_slot};
 use crate::services::error::{ServiceError, ServiceResult};
 use crate::services::stream::Source;
@@ -36,6 +37,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(retry_run))
         .routes(routes!(approve_step))
         .routes(routes!(reject_step))
+        .routes(routes!(start_for_execution))
+        .routes(routes!(await_for_execution))
 }
 
 fn not_found(e: cp_store::StoreError) -> ServiceError {
@@ -55,7 +58,7 @@ async fn start_workflow(
     Path(id): Path<Uuid>,
     JsonBody(req): JsonBody<StartWorkflow>,
 ) -> ServiceResult<(StatusCode, Json<WorkflowRun>)> {
-    let run = workflow_runs::start(&state, &auth, id, req, Uuid::now_v7()).await?;
+    let run = workflow_runs::start(&state, &auth, id, req, Uuid::now_v7(), None).await?;
     Ok((StatusCode::CREATED, Json(run)))
 }
 
@@ -63,6 +66,8 @@ async fn start_workflow(
 #[into_params(parameter_in = Query)]
 struct RunQuery {
     workflow_id: Option<Uuid>,
+    /// Only runs started by this execution's workflow_executor tool.
+    execution_id: Option<Uuid>,
     status: Option<RunStatus>,
     /// Only runs started at or after this instant (RFC 3339).
     #[param(value_type = Option<String>)]
@@ -103,6 +108,7 @@ async fn list_runs(
 ) -> ServiceResult<Json<Page<WorkflowRun>>> {
     let filter = RunFilter {
         workflow_id: q.workflow_id,
+        execution_id: q.execution_id,
         status: q.status,
         since: q.since,
     };
@@ -290,4 +296,53 @@ async fn reject_step(
     JsonBody(req): JsonBody<StepDecision>,
 ) -> ServiceResult<Json<WorkflowRun>> {
     decide(state, auth, ids, false, req).await
+}
+
+/// Starts a workflow for a live execution's workflow_executor tool (a worker key: only for a
+/// run its workers hold): one of the organization's workflows by id or name, or an inline
+/// definition. The run acts for the key that started the execution and is listed under
+/// `GET /workflow-runs?execution_id=`. The same `id` again answers the run it started (200).
+#[utoipa::path(post, path = "/api/v1/executions/{id}/workflow-runs", tag = "workflow-runs",
+    params(("id" = Uuid, Path)), request_body = ToolRunRequest,
+    responses((status = 201, body = WorkflowRun), (status = 200, body = WorkflowRun),
+        (status = 403, body = cp_types::ErrorEnvelope), (status = 404, body = cp_types::ErrorEnvelope),
+        (status = 409, body = cp_types::ErrorEnvelope), (status = 422, body = cp_types::ErrorEnvelope)))]
+async fn start_for_execution(
+    State(state): State<AppState>,
+    auth: Auth<Enforcer>,
+    Path(id): Path<Uuid>,
+    JsonBody(req): JsonBody<ToolRunRequest>,
+) -> ServiceResult<(StatusCode, Json<WorkflowRun>)> {
+    let (run, created) = workflow_runs::start_for_execution(&state, &auth, id, req).await?;
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(run)))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct AwaitQuery {
+    /// Seconds to wait for the run to end (0 to 60, default 30).
+    wait: Option<f64>,
+}
+
+/// A run the execution's tool started, once it ended or `wait` passed.
+#[utoipa::path(get, path = "/api/v1/executions/{id}/workflow-runs/{run_id}", tag = "workflow-runs",
+    params(("id" = Uuid, Path), ("run_id" = Uuid, Path), AwaitQuery),
+    responses((status = 200, body = WorkflowRun), (status = 403, body = cp_types::ErrorEnvelope),
+        (status = 404, body = cp_types::ErrorEnvelope), (status = 409, body = cp_types::ErrorEnvelope)))]
+async fn await_for_execution(
+    State(state): State<AppState>,
+    auth: Auth<Enforcer>,
+    Path((id, run_id)): Path<(Uuid, Uuid)>,
+    Query(q): Query<AwaitQuery>,
+) -> ServiceResult<Json<WorkflowRun>> {
+    let wait = q.wait.unwrap_or(30.0);
+    if !(0.0..=60.0).contains(&wait) {
+        return Err(ServiceError::invalid("wait", "must be between 0 and 60 seconds"));
+    }
+    let slot = stream_slot(&state, &auth)?;
+    let wait = std::time::Duration::from_secs_f64(wait);
+    Ok(Json(
+        workflow_runs::await_for_execution(&state, &auth, id, run_id, wait, slot).await?,
+    ))
 }

@@ -626,7 +626,7 @@ async fn launch(
             inputs: Some(work["inputs"].clone()),
             worker_queue_id: queue(state, record).await?,
         };
-        workflow_runs::start(state, caller, job.spec.entity_id, req, id)
+        workflow_runs::start(state, caller, job.spec.entity_id, req, id, None)
             .await
             .map(|run| Started::Run {
                 id: run.id,

@@ -1,5 +1,7 @@
 //! Workers joining their queues.
 
+use cp_types::execution::Execution;
+use cp_types::org::Role;
 use cp_types::worker::{RegisterWorker, WorkerRegistration};
 use uuid::Uuid;
 
@@ -58,4 +60,27 @@ pub fn worker_command_parts(public_url: &str, queue: impl std::fmt::Display) -> 
     .iter()
     .map(|s| s.to_string())
     .collect()
+}
+
+/// A worker key acts only for the runs its workers hold (asking the policies, starting a
+/// workflow from a tool); other roles for any run of their organization.
+pub async fn check_holds(state: &AppState, caller: &Caller, execution: &Execution) -> ServiceResult<()> {
+    if caller.role != Role::Worker {
+        return Ok(());
+    }
+    let held = match execution.worker_id {
+        Some(w) => state
+            .store
+            .workers(&caller.org_id)
+            .registered_by(w, caller.key_id)
+            .await
+            .unwrap_or(false),
+        None => false,
+    };
+    if !held {
+        return Err(ServiceError::forbidden(
+            "a worker key acts only for the runs its workers hold",
+        ));
+    }
+    Ok(())
 }

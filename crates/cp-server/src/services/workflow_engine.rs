@@ -941,6 +941,7 @@ mod tests {
             started_at: Some(at),
             completed_at: None,
             updated_at: at,
+            parent_execution_id: None,
         }
     }
 

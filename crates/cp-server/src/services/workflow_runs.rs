@@ -12,10 +12,12 @@ use cp_store::StoreError;
 use cp_store::executions::{Control, NewExecution, QueueSeen};
 use cp_store::workflow_runs::{Advance, NewRun};
 use cp_types::context::ContextEntity;
+use cp_types::execution::Execution;
 use cp_types::execution::ExecutionType;
 use cp_types::ids::{ExecutionId, QueueId};
+use cp_types::workflow::{CreateWorkflow, Workflow};
 use cp_types::workflow::{StepType, WorkflowVersion};
-use cp_types::workflow_run::{StartWorkflow, WorkflowRun};
+use cp_types::workflow_run::{StartWorkflow, ToolRunRequest, WorkflowRun};
 use cp_types::{ErrorCode, FieldIssue, now};
 use parking_lot::Mutex;
 use serde_json::{Value, json};
@@ -24,9 +26,12 @@ use uuid::Uuid;
 
 use super::caller::Caller;
 use super::error::{ServiceError, ServiceResult};
+use super::keys::StreamSlot;
 use super::notify::{Notice, notify};
 use super::policy;
+use super::stream::{Follower, Source};
 use super::workflow_engine::{self, Denials, Inputs, Refusal, RunControl, Start};
+use super::{workers, workflows};
 use crate::state::AppState;
 
 /// Most tries of one advance against a run that keeps moving.
@@ -79,6 +84,7 @@ pub async fn start(
     workflow_id: Uuid,
     req: StartWorkflow,
     id: Uuid,
+    parent_execution_id: Option<Uuid>,
 ) -> ServiceResult<WorkflowRun> {
     let org = caller.org_id.as_str();
     let workflow = state
@@ -122,6 +128,7 @@ pub async fn start(
             created_by: caller.key_id,
             created_by_name: caller.key_name.clone(),
             created_by_role: caller.role.as_str().to_owned(),
+            parent_execution_id,
         })
         .await?;
     // Stored with `wake_at` 0: if this advance does not happen, the scheduler's does.
@@ -131,6 +138,168 @@ pub async fn start(
             tracing::warn!(run = %run.id, error = %e.message, "the first advance of a run failed; the scheduler retries it");
             Ok(run)
         }
+    }
+}
+
+/// Starts a run for the workflow_executor tool of a live execution (`req.id` again: the run
+/// that id started). The run acts for the key that started the execution, not for the
+/// worker's, and its working steps default to the execution's queue.
+pub async fn start_for_execution(
+    state: &AppState,
+    caller: &Caller,
+    execution_id: Uuid,
+    req: ToolRunRequest,
+) -> ServiceResult<(WorkflowRun, bool)> {
+    req.validate()?;
+    let org = caller.org_id.as_str();
+    let execution = live_execution(state, caller, execution_id).await?;
+    let id = req.id.unwrap_or_else(Uuid::now_v7);
+    if let Ok(record) = state.store.workflow_runs(org).get(id).await {
+        return match record.run.parent_execution_id == Some(execution_id) {
+            true => Ok((record.run, false)),
+            false => Err(ServiceError::conflict(format!(
+                "workflow run {id} exists and belongs to another execution"
+            ))),
+        };
+    }
+    let acting = execution_author(state, org, &execution).await?;
+    let workflow = match (&req.workflow, req.definition) {
+        (Some(named), _) => {
+            let workflows = state.store.workflows(org);
+            let found = match Uuid::parse_str(named.trim()) {
+                Ok(id) => workflows.get(id).await,
+                Err(_) => workflows.by_name(named).await,
+            };
+            found.map_err(|e| ServiceError::from_store(e, "workflow"))?
+        }
+        (None, Some(definition)) => inline_workflow(state, &acting, definition).await?,
+        (None, None) => unreachable!("validate() requires one of them"),
+    };
+    let start_req = StartWorkflow {
+        inputs: req.inputs,
+        worker_queue_id: req.worker_queue_id.or(execution.worker_queue_id),
+    };
+    let run = start(state, &acting, workflow.id, start_req, id, Some(execution_id)).await?;
+    Ok((run, true))
+}
+
+/// The run `run_id` that execution `execution_id`'s tool started, once it ended or `wait`
+/// passed, whichever comes first.
+pub async fn await_for_execution(
+    state: &AppState,
+    caller: &Caller,
+    execution_id: Uuid,
+    run_id: Uuid,
+    wait: Duration,
+    slot: StreamSlot,
+) -> ServiceResult<WorkflowRun> {
+    live_execution(state, caller, execution_id).await?;
+    let runs = state.store.workflow_runs(&caller.org_id);
+    let read = async || -> ServiceResult<WorkflowRun> {
+        let record = runs
+            .get(run_id)
+            .await
+            .map_err(|e| ServiceError::from_store(e, "workflow run"))?;
+        if record.run.parent_execution_id != Some(execution_id) {
+            return Err(ServiceError::not_found("workflow run"));
+        }
+        Ok(record.run)
+    };
+    let run = read().await?;
+    if run.status.is_terminal() || wait.is_zero() {
+        return Ok(run);
+    }
+    let mut follower = Follower::new(
+        state.clone(),
+        Source::WorkflowRun,
+        caller.org_id.clone(),
+        run_id,
+        run.event_count,
+        slot,
+    );
+    let _ = tokio::time::timeout(wait, async {
+        while let Some(e) = follower.next().await {
+            if e.event_type == "done" {
+                break;
+            }
+        }
+    })
+    .await;
+    read().await
+}
+
+/// Execution `id`, when it is still going and the caller may act for it.
+async fn live_execution(state: &AppState, caller: &Caller, id: Uuid) -> ServiceResult<Execution> {
+    let execution = state
+        .store
+        .executions(&caller.org_id)
+        .get(id)
+        .await
+        .map_err(|e| ServiceError::from_store(e, "execution"))?;
+    if execution.status.is_terminal() {
+        return Err(ServiceError::conflict(format!("the execution is {}", execution.status)));
+    }
+    workers::check_holds(state, caller, &execution).await?;
+    Ok(execution)
+}
+
+/// The key that started `execution`, as a caller, while it is still usable.
+async fn execution_author(state: &AppState, org: &str, execution: &Execution) -> ServiceResult<Caller> {
+    let key_id = execution.user_metadata["key_id"]
+        .as_str()
+        .and_then(|k| Uuid::parse_str(k).ok())
+        .ok_or_else(|| ServiceError::forbidden("the execution names no key to act for"))?;
+    let key = state
+        .store
+        .keys(org)
+        .get(key_id)
+        .await
+        .map_err(|_| ServiceError::forbidden("the key that started the execution is gone"))?;
+    let expired = key.expires_at.is_some_and(|at| at <= now());
+    if key.revoked_at.is_some() || expired {
+        return Err(ServiceError::forbidden(
+            "the key that started the execution is revoked or expired",
+        ));
+    }
+    Ok(Caller {
+        key_id,
+        key_name: key.name,
+        role: key.role,
+        org_id: org.to_owned(),
+        org_name: org.to_owned(),
+        worker_queue_id: None,
+    })
+}
+
+/// The workflow an inline definition is stored as: named after its `name` (or "inline") and a
+/// digest of its content, created on first use, found afterwards.
+async fn inline_workflow(state: &AppState, caller: &Caller, definition: Value) -> ServiceResult<Workflow> {
+    use sha2::{Digest, Sha256};
+    let digest = hex::encode(Sha256::digest(definition.to_string().as_bytes()));
+    let base: String = definition["name"]
+        .as_str()
+        .unwrap_or("inline")
+        .trim()
+        .chars()
+        .take(150)
+        .collect();
+    let name = format!("{base} (inline {})", &digest[..12]);
+    let workflows = state.store.workflows(&caller.org_id);
+    if let Ok(found) = workflows.by_name(&name).await {
+        return Ok(found);
+    }
+    let mut body = definition;
+    body["name"] = json!(name);
+    let req: CreateWorkflow = serde_json::from_value(body)
+        .map_err(|e| ServiceError::invalid("definition", format!("not a workflow definition: {e}")))?;
+    match workflows::create(state, caller, req).await {
+        Ok(created) => Ok(created),
+        // Another call stored the same definition meanwhile.
+        Err(e) if e.code == ErrorCode::Conflict => workflows
+            .by_name(&name)
+            .await
+            .map_err(|e| ServiceError::from_store(e, "workflow")),
+        Err(e) => Err(e),
     }
 }
 

@@ -20,5 +20,6 @@ mod query_count;
 mod resources;
 mod secrets;
 mod skills;
+mod tool_runs;
 mod webhooks;
 mod workflows;
