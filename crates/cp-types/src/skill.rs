@@ -336,7 +336,7 @@ const WORKFLOW_FIELDS: &[FieldSpec] = &[
     ),
     integer(
         "timeout",
-        "Seconds before the whole workflow is stopped.",
+        "Seconds the tool waits for the workflow run to end (the run itself goes on).",
         3600,
         1,
         86_400,

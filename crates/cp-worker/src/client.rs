@@ -99,6 +99,20 @@ impl ControlPlane {
         if let Some(k) = idempotency_key {
             req = req.header("Idempotency-Key", k.to_string());
         }
+        Self::answer(req).await
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str, timeout: Duration) -> Result<Option<T>, CallError> {
+        let req = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.key)
+            .timeout(timeout);
+        Self::answer(req).await
+    }
+
+    /// Sends `req`; its JSON answer (`None` for 204), or the refusal with the envelope's message.
+    async fn answer<T: DeserializeOwned>(req: reqwest::RequestBuilder) -> Result<Option<T>, CallError> {
         let resp = req.send().await.map_err(|e| CallError::Unreachable(e.to_string()))?;
         let status = resp.status().as_u16();
         if status == 204 {
@@ -233,6 +247,21 @@ impl ControlPlane {
         self.post::<Value>(&format!("/api/v1/workers/{worker}/disconnect"), &body, None, Self::CALL)
             .await
             .map(|_| ())
+    }
+
+    /// Starts (or, for the same `body.id`, finds) a workflow run for a tool of `execution`.
+    pub async fn start_workflow_run(&self, execution: Uuid, body: &Value) -> Result<Value, CallError> {
+        let path = format!("/api/v1/executions/{execution}/workflow-runs");
+        Ok(self.post(&path, body, None, Self::CALL).await?.unwrap_or_default())
+    }
+
+    /// The run once it ended, or as it is after `wait`.
+    pub async fn await_workflow_run(&self, execution: Uuid, run: Uuid, wait: Duration) -> Result<Value, CallError> {
+        let path = format!(
+            "/api/v1/executions/{execution}/workflow-runs/{run}?wait={}",
+            wait.as_secs_f64()
+        );
+        Ok(self.get(&path, wait + Self::CALL).await?.unwrap_or_default())
     }
 
     /// The policy decision on a tool call; the answer's `blocked` says whether to refuse it.

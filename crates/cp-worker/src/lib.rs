@@ -19,6 +19,7 @@ pub mod http;
 pub mod pdf;
 pub mod process;
 pub mod python;
+pub mod run_workflow;
 pub mod sandbox;
 pub mod shell;
 pub mod step;

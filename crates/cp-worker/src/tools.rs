@@ -9,13 +9,16 @@ use cp_llm::ToolSpec;
 use cp_types::execution::Claim;
 use cp_types::skill::{ResolvedSkill, SKILL_NAMED, SkillType, tools_of};
 use serde_json::{Value, json};
+use uuid::Uuid;
 
 use crate::ToolSettings;
+use crate::client::ControlPlane;
 use crate::diagram::Diagrams;
 use crate::files::Files;
 use crate::generate::{self, Generator};
 use crate::http::Http;
 use crate::python::{CustomClass, Python, RunPython};
+use crate::run_workflow::RunWorkflow;
 use crate::shell::Shell;
 
 /// A tool the model may call, and what runs it.
@@ -32,6 +35,7 @@ pub(crate) enum ToolKind {
     Custom(CustomClass),
     Generate(Generator, generate::Kind),
     Diagram(Diagrams),
+    Workflow(RunWorkflow),
     /// Waits at most this long.
     Sleep(Duration),
     /// A team member, by its position in the claim's members.
@@ -57,7 +61,7 @@ impl ToolKind {
             ToolKind::Python(_) => "high",
             ToolKind::Files(_) if args["operation"] == "save_file" => "medium",
             ToolKind::Files(_) => "low",
-            ToolKind::Http(_) | ToolKind::Custom(_) | ToolKind::Generate(..) => "medium",
+            ToolKind::Http(_) | ToolKind::Custom(_) | ToolKind::Generate(..) | ToolKind::Workflow(_) => "medium",
             ToolKind::Diagram(_) | ToolKind::Sleep(_) | ToolKind::Delegate(_) => "low",
         }
     }
@@ -84,6 +88,7 @@ impl ToolKind {
                 }
                 Err(e) => (e, true),
             },
+            ToolKind::Workflow(workflow) => workflow.run(args).await,
             ToolKind::Sleep(max) => sleep(*max, args).await,
             ToolKind::Delegate(_) => ("delegations are run by the agent loop".into(), true),
         }
@@ -112,17 +117,22 @@ pub(crate) fn tool_name(name: &str) -> String {
         .collect()
 }
 
-/// Where a run's tools work: its environment's working directory and variables.
+/// Where a run's tools work: its environment's working directory and variables, and the
+/// control plane they may call for the run.
 pub(crate) struct RunPlace {
     pub working_dir: Option<String>,
     pub env: BTreeMap<String, String>,
+    pub cp: ControlPlane,
+    pub execution: Uuid,
 }
 
 impl RunPlace {
-    pub fn of(claim: &Claim) -> RunPlace {
+    pub fn of(cp: &ControlPlane, claim: &Claim) -> RunPlace {
         RunPlace {
             working_dir: claim.environment.working_dir.clone(),
             env: claim.env_vars.clone(),
+            cp: cp.clone(),
+            execution: claim.execution.id,
         }
     }
 }
@@ -235,14 +245,18 @@ fn kind_of(skill: &ResolvedSkill, tool: &str, run: &RunPlace, settings: &ToolSet
             });
             (ToolKind::Sleep(max), parameters)
         }
-        SkillType::Docker | SkillType::WorkflowExecutor => return None,
+        SkillType::WorkflowExecutor => {
+            let workflow = RunWorkflow::from_config(config, run.cp.clone(), run.execution);
+            let parameters = workflow.parameters();
+            (ToolKind::Workflow(workflow), parameters)
+        }
+        SkillType::Docker => return None,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use cp_types::skill::{SkillEntityType, validate_configuration};
-    use uuid::Uuid;
 
     use super::*;
 
@@ -265,6 +279,8 @@ mod tests {
         let run = RunPlace {
             working_dir: None,
             env: BTreeMap::new(),
+            cp: ControlPlane::new("http://127.0.0.1:9", "k"),
+            execution: Uuid::nil(),
         };
         tools(skills, &run, &ToolSettings::default())
             .into_iter()
@@ -287,6 +303,7 @@ mod tests {
             skill("nap", SkillType::Sleep, json!({})),
             skill("charts", SkillType::DataVisualization, json!({})),
             skill("greet", SkillType::Custom, json!({"custom_class": "m:Greeter"})),
+            skill("flows", SkillType::WorkflowExecutor, json!({})),
         ];
         assert_eq!(
             names(&skills),
@@ -299,7 +316,8 @@ mod tests {
                 "py2_run_python",
                 "sleep",
                 "create_diagram",
-                "greet"
+                "greet",
+                "run_workflow"
             ]
         );
     }

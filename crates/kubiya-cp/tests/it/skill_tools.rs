@@ -60,6 +60,9 @@ async fn every_skill_type_gives_its_tools_to_a_real_worker(postgres: bool) {
                 "parameters": {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}},
         }}),
         json!({"name": "broken", "type": "custom", "configuration": {"custom_class": "not_installed:Tool"}}),
+        json!({"name": "flows", "type": "workflow_executor", "configuration": {"workflow": "double"}}),
+        json!({"name": "inline", "type": "workflow_executor", "configuration": {"workflow_definition":
+            r#"{"name": "hello", "steps": [{"id": "hello", "type": "command", "command": "echo inline"}]}"#}}),
     ];
     let mut ids = Vec::new();
     for s in skills {
@@ -214,6 +217,48 @@ async fn every_skill_type_gives_its_tools_to_a_real_worker(postgres: bool) {
     api.execution_when(&id, Duration::from_secs(2), |x| x["status"] == "cancelled")
         .await;
     assert!(cancelled_at.elapsed() < Duration::from_secs(2));
+
+    // workflow_executor: the skill's workflow runs on the execution's queue, linked to it, and
+    // the tool answers with each step's output; an inline definition is stored once and reused.
+    api.post(
+        "/api/v1/workflows",
+        json!({"name": "double", "inputs_schema": {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]},
+            "steps": [{"id": "calc", "type": "command", "command": "echo {{ inputs.n * 2 }}"}]}),
+    )
+    .await;
+    let (done, _) = call(&api, &agent, &queue, "run_workflow", json!({"inputs": {"n": 21}})).await;
+    let said: Value = serde_json::from_str(answer(&done).trim_start_matches("The tool said: ")).unwrap();
+    assert_eq!(
+        (&said["status"], &said["outputs"]),
+        (&json!("completed"), &json!({"calc": 42})),
+        "{done}"
+    );
+    let runs = api
+        .get(&format!(
+            "/api/v1/workflow-runs?execution_id={}",
+            done["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(runs["total"], 1, "{runs}");
+    assert_eq!(runs["items"][0]["parent_execution_id"], done["id"]);
+    assert_eq!(runs["items"][0]["id"], said["workflow_run_id"]);
+    let (done, _) = call(&api, &agent, &queue, "run_workflow", json!({"inputs": {"n": "x"}})).await;
+    assert!(
+        answer(&done).contains("the workflow could not be started") && answer(&done).contains("inputs.n"),
+        "{done}"
+    );
+    for _ in 0..2 {
+        let (done, _) = call(&api, &agent, &queue, "inline_run_workflow", json!({})).await;
+        assert!(answer(&done).contains(r#""outputs":{"hello":"inline"}"#), "{done}");
+    }
+    let workflows = api.get("/api/v1/workflows").await;
+    let inline: Vec<&Value> = workflows["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["name"].as_str().unwrap().starts_with("hello (inline "))
+        .collect();
+    assert_eq!(inline.len(), 1, "{workflows}");
 
     // Every tool meets the policies first: one refusing run_python stops it before it runs.
     let rego = "package kubiya.tools.no_python\n\ndeny contains \"no python here\" if {\n\tinput.tool.name == \"run_python\"\n}\n";
