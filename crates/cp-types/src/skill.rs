@@ -30,6 +30,7 @@ wire_enum! {
         DataVisualization = "data_visualization",
         Sleep = "sleep",
         Custom = "custom",
+        Mcp = "mcp",
     }
 }
 
@@ -406,6 +407,50 @@ const CUSTOM_FIELDS: &[FieldSpec] = &[
     },
 ];
 
+const MCP_FIELDS: &[FieldSpec] = &[
+    {
+        let mut f = string(
+            "type",
+            "How the server is reached: `stdio` (a command the worker starts), `http` (streamable HTTP) or \
+             `sse` (also connected as streamable HTTP).",
+        );
+        f.default = DefaultValue::Str("stdio");
+        f.choices = &["stdio", "http", "sse"];
+        f
+    },
+    with_rule(
+        string("command", "stdio: the program the worker starts (in the tool sandbox)."),
+        Rule::NonEmpty,
+    ),
+    list("args", "stdio: its arguments.", &[], Rule::Any),
+    {
+        let mut f = field(
+            "env",
+            ConfigFieldType::Object,
+            "stdio: environment variables (strings); `${NAME}` is replaced by the run's variable NAME.",
+        );
+        f.default = DefaultValue::EmptyObject;
+        f
+    },
+    with_rule(string("url", "http and sse: the server's URL."), Rule::NonEmpty),
+    {
+        let mut f = field(
+            "headers",
+            ConfigFieldType::Object,
+            "http and sse: request headers (strings); `${NAME}` is replaced by the run's variable NAME.",
+        );
+        f.default = DefaultValue::EmptyObject;
+        f
+    },
+    list(
+        "allowed_tools",
+        "The server's tools the agent gets. Empty: all of them.",
+        &[],
+        Rule::NonEmpty,
+    ),
+    integer("timeout", "Seconds a tool call may take.", 60, 1, 600),
+];
+
 struct TypeSpec {
     name: &'static str,
     description: &'static str,
@@ -514,6 +559,11 @@ const CUSTOM_TOOLS: &[ToolDoc] = &[tool(
     None,
 )];
 
+const MCP_TOOLS: &[ToolDoc] = &[tool(
+    "{skill}_{tool}",
+    "Each tool the server lists (as allowed_tools allows), named after the skill and the tool.",
+    None,
+)];
 const FILE_GENERATION_TOOLS: &[ToolDoc] = &[
     tool(
         "generate_json",
@@ -610,6 +660,14 @@ fn spec(ty: SkillType) -> &'static TypeSpec {
             category: "utility",
             fields: SLEEP_FIELDS,
             tools: SLEEP_TOOLS,
+        },
+        SkillType::Mcp => &TypeSpec {
+            name: "MCP Server",
+            description: "Give agents the tools of a Model Context Protocol server (stdio or HTTP).",
+            icon: "Plug",
+            category: "integration",
+            fields: MCP_FIELDS,
+            tools: MCP_TOOLS,
         },
         SkillType::Custom => &TypeSpec {
             name: "Custom",
@@ -794,7 +852,7 @@ fn check_configuration(ty: SkillType, config: &Value, prefix: &str, full: bool) 
             out.insert(key.clone(), normalized);
         }
     }
-    check_type_rules(ty, &out, prefix, &mut v);
+    check_type_rules(ty, &out, prefix, full, &mut v);
     if full {
         for f in spec.fields.iter().filter(|f| f.required) {
             v.check(
@@ -808,7 +866,7 @@ fn check_configuration(ty: SkillType, config: &Value, prefix: &str, full: bool) 
 }
 
 /// What a type asks of its keys beyond each one's own check.
-fn check_type_rules(ty: SkillType, config: &Map<String, Value>, prefix: &str, v: &mut Issues) {
+fn check_type_rules(ty: SkillType, config: &Map<String, Value>, prefix: &str, full: bool, v: &mut Issues) {
     match ty {
         SkillType::WorkflowExecutor => {
             let dsl = config.get("workflow_type").is_some_and(|t| t == "python_dsl");
@@ -853,6 +911,37 @@ fn check_type_rules(ty: SkillType, config: &Map<String, Value>, prefix: &str, v:
             }
             if let Some(d) = custom.get("description") {
                 v.check(d.is_string(), &name("description"), "must be a string");
+            }
+        }
+        SkillType::Mcp => {
+            let stdio = config.get("type").is_none_or(|t| t == "stdio");
+            let (needed, needs) = if stdio {
+                ("command", "a stdio server")
+            } else {
+                ("url", "an HTTP server")
+            };
+            if full {
+                v.check(
+                    config.contains_key(needed),
+                    &format!("{prefix}.{needed}"),
+                    format!("is required for {needs}"),
+                );
+            }
+            if let Some(url) = config.get("url").and_then(Value::as_str) {
+                v.check(
+                    url.starts_with("http://") || url.starts_with("https://"),
+                    &format!("{prefix}.url"),
+                    "must be an http:// or https:// URL",
+                );
+            }
+            for key in ["env", "headers"] {
+                if let Some(Value::Object(o)) = config.get(key) {
+                    v.check(
+                        o.values().all(Value::is_string),
+                        &format!("{prefix}.{key}"),
+                        "values must be strings",
+                    );
+                }
             }
         }
         _ => {}
@@ -1784,7 +1873,8 @@ mod tests {
                     );
                 }
             }
-            let required = def.config_schema.iter().any(|f| f.required);
+            // An MCP server needs a command or a URL, depending on its type.
+            let required = def.config_schema.iter().any(|f| f.required) || def.skill_type == SkillType::Mcp;
             assert_eq!(
                 validate_configuration(def.skill_type, &def.default_configuration).is_ok(),
                 !required,
@@ -1947,6 +2037,23 @@ mod tests {
         assert!(
             validate_configuration(SkillType::Python, &json!({"blocked_imports": ["os.path", "bad-name"]})).is_err()
         );
+        let m = validate_configuration(SkillType::Mcp, &json!({"command": "npx", "args": ["-y", "srv"]})).unwrap();
+        assert_eq!((m["type"].as_str(), m["timeout"].as_i64()), (Some("stdio"), Some(60)));
+        for (config, field) in [
+            (json!({}), "configuration.command"),
+            (json!({"type": "http"}), "configuration.url"),
+            (json!({"type": "http", "url": "ftp://x"}), "configuration.url"),
+            (json!({"command": "x", "env": {"A": 1}}), "configuration.env"),
+            (
+                json!({"type": "sse", "url": "https://x/sse", "headers": {"A": []}}),
+                "configuration.headers",
+            ),
+            (json!({"type": "ws", "command": "x"}), "configuration.type"),
+        ] {
+            let issues = validate_configuration(SkillType::Mcp, &config).unwrap_err();
+            assert_eq!(fields(&issues), vec![field], "{config}");
+        }
+        assert!(validate_override(SkillType::Mcp, &json!({"allowed_tools": ["echo"]})).is_ok());
         let d = validate_configuration(SkillType::Docker, &json!({})).unwrap();
         assert_eq!(d["enable_container_management"], true);
         assert_eq!(d["enable_image_management"], false);

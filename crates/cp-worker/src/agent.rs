@@ -8,6 +8,7 @@ use std::time::Duration;
 use cp_llm::{ChatRequest, Client, Delta, INVALID_ARGUMENTS, Message, ModelConfig, Provider, ToolSpec};
 use cp_types::execution::{Claim, FailureKind, RunModel, Usage};
 use cp_types::org::PolicyEnforcement;
+use cp_types::skill::ResolvedSkill;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
@@ -16,7 +17,7 @@ use uuid::Uuid;
 
 use crate::ToolSettings;
 use crate::client::ControlPlane;
-use crate::tools::{RunPlace, Tool, ToolKind, tool_name, tools};
+use crate::tools::{RunPlace, Tool, ToolKind, mcp_tools, tool_name, tools};
 
 /// How a run ended when it did not answer.
 #[derive(Debug, thiserror::Error)]
@@ -291,7 +292,7 @@ impl<'a> Agent<'a> {
         }
         if let ToolKind::Delegate(index) = tool.kind {
             let task = call.arguments["task"].as_str().unwrap_or_default().to_string();
-            let member = member_agent(self.cp, self.claim, self.emit, self.settings, index)?;
+            let member = member_agent(self.cp, self.claim, self.emit, self.settings, index).await?;
             let (answer, usage) = member.answer(vec![Message::User { content: task }]).await?;
             return Ok((answer, false, usage));
         }
@@ -350,9 +351,28 @@ fn delegate_name(name: &str) -> String {
     format!("delegate_to_{}", tool_name(name)).chars().take(64).collect()
 }
 
+/// The tools `skills` give a loop of the run, with those of the run's MCP servers.
+async fn skill_tools(
+    cp: &ControlPlane,
+    claim: &Claim,
+    emit: &Emitter,
+    settings: &ToolSettings,
+    skills: &[ResolvedSkill],
+) -> Vec<Tool> {
+    let place = RunPlace::of(cp, claim);
+    let mut out = tools(skills, &place, settings);
+    let note = |event_type: &str, data: Value| emit.emit(event_type, data);
+    for tool in mcp_tools(&claim.environment.mcp_servers, skills, &place, settings, &note).await {
+        if !out.iter().any(|t| t.spec.name == tool.spec.name) {
+            out.push(tool);
+        }
+    }
+    out
+}
+
 /// The loop of a team's member `index`: its own system prompt, model (the team's when it has
 /// none) and skills.
-fn member_agent<'a>(
+async fn member_agent<'a>(
     cp: &'a ControlPlane,
     claim: &'a Claim,
     emit: &'a Emitter,
@@ -379,7 +399,7 @@ fn member_agent<'a>(
         client: model_client(model)?,
         model,
         system: member.system_prompt.clone(),
-        tools: tools(skills, &RunPlace::of(cp, claim), settings),
+        tools: skill_tools(cp, claim, emit, settings, skills).await,
         temperature: llm["temperature"].as_f64(),
         max_tokens: llm["max_tokens"].as_u64().map(|n| n as u32),
         max_turns: llm["max_turns"].as_u64().unwrap_or(20).clamp(1, 200),
@@ -404,7 +424,7 @@ pub async fn run(
         client: model_client(claim.model.as_ref())?,
         model: claim.model.as_ref(),
         system: claim.system_prompt.clone(),
-        tools: tools(&claim.skills, &RunPlace::of(cp, claim), settings),
+        tools: skill_tools(cp, claim, emit, settings, &claim.skills).await,
         temperature: llm["temperature"].as_f64(),
         max_tokens: llm["max_tokens"].as_u64().map(|n| n as u32),
         max_turns: llm["max_turns"].as_u64().unwrap_or(20).clamp(1, 200),

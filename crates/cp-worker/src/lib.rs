@@ -16,6 +16,7 @@ pub mod files;
 pub mod generate;
 pub mod hook;
 pub mod http;
+pub mod mcp;
 pub mod pdf;
 pub mod process;
 pub mod python;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use cp_llm::ToolSpec;
 use cp_types::execution::Claim;
 use cp_types::skill::{ResolvedSkill, SKILL_NAMED, SkillType, tools_of};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use crate::ToolSettings;
@@ -17,6 +17,7 @@ use crate::diagram::Diagrams;
 use crate::files::Files;
 use crate::generate::{self, Generator};
 use crate::http::Http;
+use crate::mcp::{self, McpTool};
 use crate::python::{CustomClass, Python, RunPython};
 use crate::run_workflow::RunWorkflow;
 use crate::shell::Shell;
@@ -36,6 +37,7 @@ pub(crate) enum ToolKind {
     Generate(Generator, generate::Kind),
     Diagram(Diagrams),
     Workflow(RunWorkflow),
+    Mcp(McpTool),
     /// Waits at most this long.
     Sleep(Duration),
     /// A team member, by its position in the claim's members.
@@ -61,7 +63,11 @@ impl ToolKind {
             ToolKind::Python(_) => "high",
             ToolKind::Files(_) if args["operation"] == "save_file" => "medium",
             ToolKind::Files(_) => "low",
-            ToolKind::Http(_) | ToolKind::Custom(_) | ToolKind::Generate(..) | ToolKind::Workflow(_) => "medium",
+            ToolKind::Http(_)
+            | ToolKind::Custom(_)
+            | ToolKind::Generate(..)
+            | ToolKind::Workflow(_)
+            | ToolKind::Mcp(_) => "medium",
             ToolKind::Diagram(_) | ToolKind::Sleep(_) | ToolKind::Delegate(_) => "low",
         }
     }
@@ -89,6 +95,7 @@ impl ToolKind {
                 Err(e) => (e, true),
             },
             ToolKind::Workflow(workflow) => workflow.run(args).await,
+            ToolKind::Mcp(tool) => tool.run(args).await,
             ToolKind::Sleep(max) => sleep(*max, args).await,
             ToolKind::Delegate(_) => ("delegations are run by the agent loop".into(), true),
         }
@@ -182,6 +189,51 @@ pub(crate) fn tools(skills: &[ResolvedSkill], run: &RunPlace, settings: &ToolSet
     out
 }
 
+/// The tools of the MCP servers the run uses: its execution environment's `mcp_servers`, then
+/// its `mcp` skills, connected at once. A server that cannot be used is reported through
+/// `note` as `mcp_server_unavailable` and the run goes on without it.
+pub(crate) async fn mcp_tools(
+    servers: &Map<String, Value>,
+    skills: &[ResolvedSkill],
+    run: &RunPlace,
+    settings: &ToolSettings,
+    note: Note<'_>,
+) -> Vec<Tool> {
+    let place = mcp::Place {
+        working_dir: run.working_dir.as_deref(),
+        env: &run.env,
+        sandbox: &settings.sandbox,
+        allow_private_http: settings.allow_private_http,
+    };
+    let configured = servers.iter().map(|(name, config)| (name.as_str(), config)).chain(
+        skills
+            .iter()
+            .filter(|s| s.enabled && s.skill_type == SkillType::Mcp)
+            .map(|s| (s.name.as_str(), &s.configuration)),
+    );
+    let connecting = configured.map(|(name, config)| {
+        let place = &place;
+        async move { (name, mcp::connect(name, config, place).await) }
+    });
+    let mut out: Vec<Tool> = Vec::new();
+    for (name, connected) in futures::future::join_all(connecting).await {
+        match connected {
+            Ok(tools) => {
+                for (spec, tool) in tools {
+                    if !out.iter().any(|t| t.spec.name == spec.name) {
+                        out.push(Tool {
+                            spec,
+                            kind: ToolKind::Mcp(tool),
+                        });
+                    }
+                }
+            }
+            Err(error) => note("mcp_server_unavailable", mcp::unavailable(name, &error)),
+        }
+    }
+    out
+}
+
 /// What runs the tool `tool` of `skill`, and the JSON Schema of its arguments; `None` for a
 /// type this worker cannot run yet.
 fn kind_of(skill: &ResolvedSkill, tool: &str, run: &RunPlace, settings: &ToolSettings) -> Option<(ToolKind, Value)> {
@@ -250,7 +302,8 @@ fn kind_of(skill: &ResolvedSkill, tool: &str, run: &RunPlace, settings: &ToolSet
             let parameters = workflow.parameters();
             (ToolKind::Workflow(workflow), parameters)
         }
-        SkillType::Docker => return None,
+        // Connected when the run starts: see `mcp_tools`.
+        SkillType::Mcp | SkillType::Docker => return None,
     })
 }
 

@@ -180,6 +180,8 @@ both_backends! {
             ("workflow_executor", json!({"workflow_definition": "{not json"}), vec!["configuration.workflow_definition"]),
             ("workflow_executor", json!({"workflow_type": "python_dsl", "python_dsl_code": "x"}), vec!["configuration.workflow_type", "configuration.python_dsl_code"]),
             ("custom", json!({"custom_class": "no_colon"}), vec!["configuration.custom_class"]),
+            ("mcp", json!({"type": "http"}), vec!["configuration.url"]),
+            ("mcp", json!({"command": "srv", "env": {"TOKEN": 1}}), vec!["configuration.env"]),
             ("custom", json!({"custom_class": "m:C", "custom_config": {"parameters": {"type": "array"}}}), vec!["configuration.custom_config.parameters"]),
             ("custom", json!({}), vec!["configuration.custom_class"]),
             ("custom", json!({"custom_class": "pkg:Tool", "custom_config": "y"}), vec!["configuration.custom_config"]),
@@ -218,7 +220,7 @@ both_backends! {
         let app = TestApp::spawn(backend).await;
         app.unlimited().await;
         let defs = json(app.get("/api/v1/skills/definitions").await).await;
-        assert_eq!(defs["total"], 10);
+        assert_eq!(defs["total"], 11);
         assert_eq!(defs["limit"], 50);
         let types: Vec<&str> = defs["items"].as_array().unwrap().iter().map(|d| d["type"].as_str().unwrap()).collect();
         for t in ["shell", "file_system", "http", "python", "docker", "workflow_executor", "custom"] {
@@ -249,17 +251,17 @@ both_backends! {
             ("generate_pdf".to_string(), json!("enable_pdf_generation")),
         ]);
         for (ty, tool) in [("python", "run_python"), ("data_visualization", "create_diagram"), ("sleep", "sleep"),
-            ("workflow_executor", "run_workflow"), ("docker", "docker_run_container")] {
+            ("workflow_executor", "run_workflow"), ("docker", "docker_run_container"), ("mcp", "{skill}_{tool}")] {
             let def = json(app.get(&format!("/api/v1/skills/definitions/{ty}")).await).await;
             assert!(tools(&def).iter().any(|(name, _)| name == tool), "{ty}: {def}");
         }
         assert_error(app.get("/api/v1/skills/definitions/laser").await, 404, "NOT_FOUND").await;
-        let page = json(app.get("/api/v1/skills/definitions?limit=2&offset=9").await).await;
-        assert_eq!((page["total"].as_i64(), page["items"].as_array().unwrap().len()), (Some(10), 1));
+        let page = json(app.get("/api/v1/skills/definitions?limit=2&offset=10").await).await;
+        assert_eq!((page["total"].as_i64(), page["items"].as_array().unwrap().len()), (Some(11), 1));
 
         // /skills/types is a route of its own, not a skill id.
         let types = json(app.get("/api/v1/skills/types").await).await;
-        assert_eq!(types["total"], 10);
+        assert_eq!(types["total"], 11);
         assert_eq!(types["items"][0], json!({"type": "shell", "name": "Shell", "description": shell["description"]}));
 
         let templates = json(app.get("/api/v1/skills/templates").await).await;

@@ -26,6 +26,7 @@ mod cli;
 mod db;
 mod faults;
 mod jobs;
+mod mcp;
 mod skill_tools;
 mod upgrade;
 mod worker;
