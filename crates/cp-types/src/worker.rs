@@ -21,6 +21,10 @@ pub struct WorkerCapabilities {
     pub runtimes: Vec<String>,
     #[serde(default)]
     pub max_concurrency: Option<i64>,
+    /// Whether a Docker engine answered on the worker's host when it registered (the docker
+    /// skill's tools need one); absent when the worker did not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker: Option<bool>,
 }
 
 /// `POST /worker-queues/{id}/start` and `POST /workers/register` (which names the queue).

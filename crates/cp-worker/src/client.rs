@@ -168,12 +168,13 @@ impl ControlPlane {
         hostname: &str,
         runner: &str,
         concurrency: usize,
+        docker: bool,
     ) -> Result<WorkerRegistration, CallError> {
         let body = json!({
             "hostname": hostname,
             "runner_name": runner,
             "version": env!("CARGO_PKG_VERSION"),
-            "capabilities": {"runtimes": ["default"], "max_concurrency": concurrency},
+            "capabilities": {"runtimes": ["default"], "max_concurrency": concurrency, "docker": docker},
         });
         self.post(&format!("/api/v1/worker-queues/{queue}/start"), &body, None, Self::CALL)
             .await?

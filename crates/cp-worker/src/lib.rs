@@ -12,6 +12,7 @@ pub mod agent;
 pub mod claude_code;
 pub mod client;
 pub mod diagram;
+pub mod docker;
 pub mod files;
 pub mod generate;
 pub mod hook;
@@ -101,6 +102,7 @@ impl Runs {
 /// queue) is final.
 async fn register(cp: &ControlPlane, config: &Config) -> anyhow::Result<cp_types::worker::WorkerRegistration> {
     let mut delay = Duration::from_millis(500);
+    let docker = docker::engine().await.is_ok();
     loop {
         match cp
             .register(
@@ -108,6 +110,7 @@ async fn register(cp: &ControlPlane, config: &Config) -> anyhow::Result<cp_types
                 &config.hostname,
                 &config.runner_name,
                 config.concurrency,
+                docker,
             )
             .await
         {

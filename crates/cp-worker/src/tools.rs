@@ -14,6 +14,7 @@ use uuid::Uuid;
 use crate::ToolSettings;
 use crate::client::ControlPlane;
 use crate::diagram::Diagrams;
+use crate::docker;
 use crate::files::Files;
 use crate::generate::{self, Generator};
 use crate::http::Http;
@@ -38,6 +39,7 @@ pub(crate) enum ToolKind {
     Diagram(Diagrams),
     Workflow(RunWorkflow),
     Mcp(McpTool),
+    Docker(docker::Op),
     /// Waits at most this long.
     Sleep(Duration),
     /// A team member, by its position in the claim's members.
@@ -60,7 +62,7 @@ impl ToolKind {
                     "high"
                 }
             }
-            ToolKind::Python(_) => "high",
+            ToolKind::Python(_) | ToolKind::Docker(_) => "high",
             ToolKind::Files(_) if args["operation"] == "save_file" => "medium",
             ToolKind::Files(_) => "low",
             ToolKind::Http(_)
@@ -96,6 +98,7 @@ impl ToolKind {
             },
             ToolKind::Workflow(workflow) => workflow.run(args).await,
             ToolKind::Mcp(tool) => tool.run(args).await,
+            ToolKind::Docker(op) => docker::run(*op, args).await,
             ToolKind::Sleep(max) => sleep(*max, args).await,
             ToolKind::Delegate(_) => ("delegations are run by the agent loop".into(), true),
         }
@@ -303,7 +306,11 @@ fn kind_of(skill: &ResolvedSkill, tool: &str, run: &RunPlace, settings: &ToolSet
             (ToolKind::Workflow(workflow), parameters)
         }
         // Connected when the run starts: see `mcp_tools`.
-        SkillType::Mcp | SkillType::Docker => return None,
+        SkillType::Mcp => return None,
+        SkillType::Docker => {
+            let op = docker::Op::of_tool(tool)?;
+            (ToolKind::Docker(op), op.parameters())
+        }
     })
 }
 
@@ -357,6 +364,7 @@ mod tests {
             skill("charts", SkillType::DataVisualization, json!({})),
             skill("greet", SkillType::Custom, json!({"custom_class": "m:Greeter"})),
             skill("flows", SkillType::WorkflowExecutor, json!({})),
+            skill("boxes", SkillType::Docker, json!({"enable_volume_management": true})),
         ];
         assert_eq!(
             names(&skills),
@@ -370,7 +378,14 @@ mod tests {
                 "sleep",
                 "create_diagram",
                 "greet",
-                "run_workflow"
+                "run_workflow",
+                "docker_run_container",
+                "docker_list_containers",
+                "docker_container_logs",
+                "docker_stop_container",
+                "docker_list_volumes",
+                "docker_create_volume",
+                "docker_remove_volume"
             ]
         );
     }

@@ -61,6 +61,7 @@ async fn every_skill_type_gives_its_tools_to_a_real_worker(postgres: bool) {
         }}),
         json!({"name": "broken", "type": "custom", "configuration": {"custom_class": "not_installed:Tool"}}),
         json!({"name": "flows", "type": "workflow_executor", "configuration": {"workflow": "double"}}),
+        json!({"name": "boxes", "type": "docker"}),
         json!({"name": "inline", "type": "workflow_executor", "configuration": {"workflow_definition":
             r#"{"name": "hello", "steps": [{"id": "hello", "type": "command", "command": "echo inline"}]}"#}}),
     ];
@@ -259,6 +260,26 @@ async fn every_skill_type_gives_its_tools_to_a_real_worker(postgres: bool) {
         .filter(|w| w["name"].as_str().unwrap().starts_with("hello (inline "))
         .collect();
     assert_eq!(inline.len(), 1, "{workflows}");
+
+    // docker: the engine's containers where the worker's host has one; without, the call
+    // says so, and the worker's registration told which.
+    let (done, _) = call(&api, &agent, &queue, "docker_list_containers", json!({"all": true})).await;
+    let said = answer(&done).trim_start_matches("The tool said: ");
+    let workers = api.get(&format!("/api/v1/worker-queues/{queue}/workers")).await;
+    let items = workers["items"]
+        .as_array()
+        .or(workers.as_array())
+        .cloned()
+        .unwrap_or_default();
+    let docker = items[0]["capabilities"]["docker"]
+        .as_bool()
+        .expect("the worker says whether Docker is there");
+    if docker {
+        assert!(serde_json::from_str::<Vec<Value>>(said).is_ok(), "{said}");
+    } else {
+        assert!(said.contains("Docker engine"), "{said}");
+        eprintln!("docker tools checked without an engine: none on this host");
+    }
 
     // Every tool meets the policies first: one refusing run_python stops it before it runs.
     let rego = "package kubiya.tools.no_python\n\ndeny contains \"no python here\" if {\n\tinput.tool.name == \"run_python\"\n}\n";
