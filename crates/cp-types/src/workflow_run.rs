@@ -181,8 +181,6 @@ pub struct ToolRunRequest {
     pub definition: Option<Value>,
     #[schema(value_type = Option<Object>)]
     pub inputs: Option<Value>,
-    /// Default: the calling execution's queue.
-    pub worker_queue_id: Option<Uuid>,
 }
 
 impl ToolRunRequest {

@@ -299,9 +299,10 @@ async fn reject_step(
 }
 
 /// Starts a workflow for a live execution's workflow_executor tool (a worker key: only for a
-/// run its workers hold): one of the organization's workflows by id or name, or an inline
-/// definition. The run acts for the key that started the execution and is listed under
-/// `GET /workflow-runs?execution_id=`. The same `id` again answers the run it started (200).
+/// run its workers hold): one its agent's skill names (by id or name, or an inline
+/// definition), on the execution's queue. A worker's request acts for the key that started the
+/// execution. The run is listed under `GET /workflow-runs?execution_id=`; the same `id` again
+/// answers the run it started (200).
 #[utoipa::path(post, path = "/api/v1/executions/{id}/workflow-runs", tag = "workflow-runs",
     params(("id" = Uuid, Path)), request_body = ToolRunRequest,
     responses((status = 201, body = WorkflowRun), (status = 200, body = WorkflowRun),
@@ -340,8 +341,8 @@ async fn await_for_execution(
     if !(0.0..=60.0).contains(&wait) {
         return Err(ServiceError::invalid("wait", "must be between 0 and 60 seconds"));
     }
-    let slot = stream_slot(&state, &auth)?;
     let wait = std::time::Duration::from_secs_f64(wait);
+    let slot = || stream_slot(&state, &auth);
     Ok(Json(
         workflow_runs::await_for_execution(&state, &auth, id, run_id, wait, slot).await?,
     ))

@@ -15,6 +15,8 @@ use cp_types::context::ContextEntity;
 use cp_types::execution::Execution;
 use cp_types::execution::ExecutionType;
 use cp_types::ids::{ExecutionId, QueueId};
+use cp_types::org::Role;
+use cp_types::skill::{EntityRef, SkillEntityType, SkillType};
 use cp_types::workflow::{CreateWorkflow, Workflow};
 use cp_types::workflow::{StepType, WorkflowVersion};
 use cp_types::workflow_run::{StartWorkflow, ToolRunRequest, WorkflowRun};
@@ -141,9 +143,13 @@ pub async fn start(
     }
 }
 
+/// How deep runs started by tools may nest (a run's step whose tool starts a run, …).
+const MAX_TOOL_NESTING: usize = 3;
+
 /// Starts a run for the workflow_executor tool of a live execution (`req.id` again: the run
-/// that id started). The run acts for the key that started the execution, not for the
-/// worker's, and its working steps default to the execution's queue.
+/// that id started). Only a workflow one of the run's workflow_executor skills names (or any,
+/// for a skill that lets the model choose) starts, on the execution's queue. A worker acts for
+/// the key that started the execution; any other caller acts as itself.
 pub async fn start_for_execution(
     state: &AppState,
     caller: &Caller,
@@ -154,17 +160,18 @@ pub async fn start_for_execution(
     let org = caller.org_id.as_str();
     let execution = live_execution(state, caller, execution_id).await?;
     let id = req.id.unwrap_or_else(Uuid::now_v7);
-    if let Ok(record) = state.store.workflow_runs(org).get(id).await {
-        return match record.run.parent_execution_id == Some(execution_id) {
-            true => Ok((record.run, false)),
-            false => Err(ServiceError::conflict(format!(
-                "workflow run {id} exists and belongs to another execution"
-            ))),
-        };
+    if let Some(run) = started_by_tool(state, org, id, execution_id).await? {
+        return Ok((run, false));
     }
-    let acting = execution_author(state, org, &execution).await?;
-    let workflow = match (&req.workflow, req.definition) {
-        (Some(named), _) => {
+    let target = ToolTarget::of(&req)?;
+    check_skill_allows(state, org, &execution, &target).await?;
+    check_nesting(state, org, &execution).await?;
+    let acting = match caller.role {
+        Role::Worker => execution_author(state, caller, execution_id).await?,
+        _ => caller.clone(),
+    };
+    let workflow = match target {
+        ToolTarget::Named(named) => {
             let workflows = state.store.workflows(org);
             let found = match Uuid::parse_str(named.trim()) {
                 Ok(id) => workflows.get(id).await,
@@ -172,38 +179,159 @@ pub async fn start_for_execution(
             };
             found.map_err(|e| ServiceError::from_store(e, "workflow"))?
         }
-        (None, Some(definition)) => inline_workflow(state, &acting, definition).await?,
-        (None, None) => unreachable!("validate() requires one of them"),
+        ToolTarget::Inline(definition) => inline_workflow(state, &acting, definition.clone()).await?,
     };
     let start_req = StartWorkflow {
         inputs: req.inputs,
-        worker_queue_id: req.worker_queue_id.or(execution.worker_queue_id),
+        worker_queue_id: execution.worker_queue_id,
     };
-    let run = start(state, &acting, workflow.id, start_req, id, Some(execution_id)).await?;
-    Ok((run, true))
+    match start(state, &acting, workflow.id, start_req, id, Some(execution_id)).await {
+        Ok(run) => Ok((run, true)),
+        // A retry of the same request that crossed this one: its run is the answer.
+        Err(e) => match started_by_tool(state, org, id, execution_id).await? {
+            Some(run) => Ok((run, false)),
+            None => Err(e),
+        },
+    }
+}
+
+/// What a tool asks to run.
+enum ToolTarget<'a> {
+    /// An id or a name.
+    Named(&'a str),
+    Inline(&'a Value),
+}
+
+impl<'a> ToolTarget<'a> {
+    fn of(req: &'a ToolRunRequest) -> ServiceResult<ToolTarget<'a>> {
+        match (&req.workflow, &req.definition) {
+            (Some(named), None) => Ok(ToolTarget::Named(named)),
+            (None, Some(definition)) => Ok(ToolTarget::Inline(definition)),
+            _ => Err(ServiceError::invalid(
+                "workflow",
+                "name exactly one of workflow (an id or a name) and definition",
+            )),
+        }
+    }
+}
+
+/// The run `id` when this execution's tool started it; a run of another execution (or of
+/// another organization) with that id is a conflict.
+async fn started_by_tool(state: &AppState, org: &str, id: Uuid, execution: Uuid) -> ServiceResult<Option<WorkflowRun>> {
+    match state.store.workflow_runs(org).get(id).await {
+        Ok(record) if record.run.parent_execution_id == Some(execution) => Ok(Some(record.run)),
+        Ok(_) => Err(ServiceError::conflict(format!(
+            "workflow run {id} belongs to another execution"
+        ))),
+        Err(StoreError::NotFound) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The execution's agent (or its team and members) must have a workflow_executor skill that
+/// names this target, or one that lets the model choose.
+async fn check_skill_allows(
+    state: &AppState,
+    org: &str,
+    execution: &Execution,
+    target: &ToolTarget<'_>,
+) -> ServiceResult<()> {
+    let skills = state.store.skills(org);
+    let entity = |kind, id| EntityRef { kind, id };
+    let mut owners = vec![match execution.execution_type {
+        ExecutionType::Team => entity(SkillEntityType::Team, execution.entity_id),
+        _ => entity(SkillEntityType::Agent, execution.entity_id),
+    }];
+    if execution.execution_type == ExecutionType::Team {
+        let filter = cp_store::agents::AgentFilter {
+            team_id: Some(execution.entity_id),
+            ..Default::default()
+        };
+        let page = cp_types::page::PageRequest {
+            limit: cp_types::page::MAX_LIMIT,
+            offset: 0,
+        };
+        let members = state.store.agents(org).list(filter, page).await?.items;
+        owners.extend(members.iter().map(|a| entity(SkillEntityType::Agent, a.id)));
+    }
+    let resolved = futures::future::try_join_all(owners.into_iter().map(|e| skills.resolved(e))).await?;
+    let executors: Vec<&Value> = resolved
+        .iter()
+        .flatten()
+        .filter(|s| s.enabled && s.skill_type == SkillType::WorkflowExecutor)
+        .map(|s| &s.configuration)
+        .collect();
+    if executors.is_empty() {
+        return Err(ServiceError::forbidden(
+            "the execution's agent has no workflow_executor skill",
+        ));
+    }
+    let allowed = executors.iter().any(|config| {
+        let named = config["workflow"].as_str();
+        let inline = config["workflow_definition"]
+            .as_str()
+            .and_then(|text| serde_json::from_str::<Value>(text).ok());
+        match (target, named, &inline) {
+            (ToolTarget::Named(_), None, None) => true,
+            (ToolTarget::Named(asked), Some(named), _) => asked.trim() == named.trim(),
+            (ToolTarget::Inline(asked), None, Some(inline)) => *asked == inline,
+            _ => false,
+        }
+    });
+    if !allowed {
+        return Err(ServiceError::forbidden(
+            "no workflow_executor skill of the execution's agent names this workflow",
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a start that would nest runs started by tools deeper than `MAX_TOOL_NESTING`.
+async fn check_nesting(state: &AppState, org: &str, execution: &Execution) -> ServiceResult<()> {
+    let mut run = execution.workflow_run_id;
+    for _ in 0..MAX_TOOL_NESTING {
+        let Some(run_id) = run else {
+            return Ok(());
+        };
+        let parent = match state.store.workflow_runs(org).get(run_id).await {
+            Ok(record) => record.run.parent_execution_id,
+            Err(StoreError::NotFound) => None,
+            Err(e) => return Err(e.into()),
+        };
+        let Some(parent) = parent else {
+            return Ok(());
+        };
+        run = match state.store.executions(org).get(parent).await {
+            Ok(e) => e.workflow_run_id,
+            Err(StoreError::NotFound) => None,
+            Err(e) => return Err(e.into()),
+        };
+    }
+    Err(ServiceError::conflict(format!(
+        "workflows started by tools nest at most {MAX_TOOL_NESTING} deep"
+    )))
 }
 
 /// The run `run_id` that execution `execution_id`'s tool started, once it ended or `wait`
-/// passed, whichever comes first.
+/// passed, whichever comes first; `slot` opens the wait's stream when there is one.
 pub async fn await_for_execution(
     state: &AppState,
     caller: &Caller,
     execution_id: Uuid,
     run_id: Uuid,
     wait: Duration,
-    slot: StreamSlot,
+    slot: impl FnOnce() -> ServiceResult<StreamSlot>,
 ) -> ServiceResult<WorkflowRun> {
     live_execution(state, caller, execution_id).await?;
-    let runs = state.store.workflow_runs(&caller.org_id);
-    let read = async || -> ServiceResult<WorkflowRun> {
-        let record = runs
-            .get(run_id)
+    let org = caller.org_id.as_str();
+    let read = async || {
+        started_by_tool(state, org, run_id, execution_id)
             .await
-            .map_err(|e| ServiceError::from_store(e, "workflow run"))?;
-        if record.run.parent_execution_id != Some(execution_id) {
-            return Err(ServiceError::not_found("workflow run"));
-        }
-        Ok(record.run)
+            .and_then(|run| run.ok_or_else(|| ServiceError::not_found("workflow run")))
+            .map_err(|e| match e.code {
+                ErrorCode::Conflict => ServiceError::not_found("workflow run"),
+                _ => e,
+            })
     };
     let run = read().await?;
     if run.status.is_terminal() || wait.is_zero() {
@@ -212,10 +340,10 @@ pub async fn await_for_execution(
     let mut follower = Follower::new(
         state.clone(),
         Source::WorkflowRun,
-        caller.org_id.clone(),
+        org.to_owned(),
         run_id,
         run.event_count,
-        slot,
+        slot()?,
     );
     let _ = tokio::time::timeout(wait, async {
         while let Some(e) = follower.next().await {
@@ -243,20 +371,23 @@ async fn live_execution(state: &AppState, caller: &Caller, id: Uuid) -> ServiceR
     Ok(execution)
 }
 
-/// The key that started `execution`, as a caller, while it is still usable.
-async fn execution_author(state: &AppState, org: &str, execution: &Execution) -> ServiceResult<Caller> {
-    let key_id = execution.user_metadata["key_id"]
-        .as_str()
-        .and_then(|k| Uuid::parse_str(k).ok())
-        .ok_or_else(|| ServiceError::forbidden("the execution names no key to act for"))?;
-    let key = state
+/// The key that started execution `id`, as a caller, while it is still usable.
+async fn execution_author(state: &AppState, caller: &Caller, id: Uuid) -> ServiceResult<Caller> {
+    let org = caller.org_id.as_str();
+    let key_id = state
         .store
-        .keys(org)
-        .get(key_id)
-        .await
-        .map_err(|_| ServiceError::forbidden("the key that started the execution is gone"))?;
-    let expired = key.expires_at.is_some_and(|at| at <= now());
-    if key.revoked_at.is_some() || expired {
+        .executions(org)
+        .started_by(id)
+        .await?
+        .ok_or_else(|| ServiceError::forbidden("the execution names no key to act for"))?;
+    let key = match state.store.keys(org).get(key_id).await {
+        Ok(key) => key,
+        Err(StoreError::NotFound) => {
+            return Err(ServiceError::forbidden("the key that started the execution is gone"));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if key.revoked_at.is_some() || key.expires_at.is_some_and(|at| at <= now()) {
         return Err(ServiceError::forbidden(
             "the key that started the execution is revoked or expired",
         ));
@@ -265,14 +396,15 @@ async fn execution_author(state: &AppState, org: &str, execution: &Execution) ->
         key_id,
         key_name: key.name,
         role: key.role,
-        org_id: org.to_owned(),
-        org_name: org.to_owned(),
+        org_id: caller.org_id.clone(),
+        org_name: caller.org_name.clone(),
         worker_queue_id: None,
     })
 }
 
 /// The workflow an inline definition is stored as: named after its `name` (or "inline") and a
-/// digest of its content, created on first use, found afterwards.
+/// digest of its content, created on first use, found afterwards while it still holds that
+/// content (a workflow edited or made under that name since is not run in its place).
 async fn inline_workflow(state: &AppState, caller: &Caller, definition: Value) -> ServiceResult<Workflow> {
     use sha2::{Digest, Sha256};
     let digest = hex::encode(Sha256::digest(definition.to_string().as_bytes()));
@@ -284,23 +416,42 @@ async fn inline_workflow(state: &AppState, caller: &Caller, definition: Value) -
         .take(150)
         .collect();
     let name = format!("{base} (inline {})", &digest[..12]);
-    let workflows = state.store.workflows(&caller.org_id);
-    if let Ok(found) = workflows.by_name(&name).await {
-        return Ok(found);
-    }
     let mut body = definition;
     body["name"] = json!(name);
     let req: CreateWorkflow = serde_json::from_value(body)
         .map_err(|e| ServiceError::invalid("definition", format!("not a workflow definition: {e}")))?;
-    match workflows::create(state, caller, req).await {
-        Ok(created) => Ok(created),
-        // Another call stored the same definition meanwhile.
-        Err(e) if e.code == ErrorCode::Conflict => workflows
-            .by_name(&name)
-            .await
-            .map_err(|e| ServiceError::from_store(e, "workflow")),
-        Err(e) => Err(e),
+    let same = |found: &Workflow| {
+        let wanted = json!([
+            req.steps,
+            req.inputs_schema.clone().unwrap_or_else(|| json!({"type": "object"})),
+            req.default_worker_queue_id
+        ]);
+        json!([found.steps, found.inputs_schema, found.default_worker_queue_id]) == wanted
+    };
+    let workflows = state.store.workflows(&caller.org_id);
+    let found = match workflows.by_name(&name).await {
+        Ok(found) => Some(found),
+        Err(StoreError::NotFound) => None,
+        Err(e) => return Err(e.into()),
+    };
+    let workflow = match found {
+        Some(found) => found,
+        None => match workflows::create(state, caller, req.clone()).await {
+            Ok(created) => return Ok(created),
+            // Another call stored it meanwhile.
+            Err(e) if e.code == ErrorCode::Conflict => workflows
+                .by_name(&name)
+                .await
+                .map_err(|e| ServiceError::from_store(e, "workflow"))?,
+            Err(e) => return Err(e),
+        },
+    };
+    if !same(&workflow) {
+        return Err(ServiceError::conflict(format!(
+            "a workflow named '{name}' exists with other content; rename or delete it"
+        )));
     }
+    Ok(workflow)
 }
 
 /// Fills the inputs the schema gives a top-level `default` for and the start left out (the

@@ -19,7 +19,17 @@ both_backends! {
         let envs = json(app.get("/api/v1/environments").await).await;
         let env = envs["items"][0]["id"].as_str().unwrap().to_string();
         let queue = id(&json(app.post(&format!("/api/v1/environments/{env}/worker-queues"), json!({"name": "tool-runs"})).await).await);
-        let agent = id(&json(app.post("/api/v1/agents", json!({"name": "caller"})).await).await);
+        // The agent's skills: one that lets the model name any workflow, one with an inline
+        // definition.
+        let inline_def = json!({"name": "tmp", "steps": [{"id": "a", "type": "command", "command": "echo a"}]});
+        let mut skill_ids = Vec::new();
+        for skill in [
+            json!({"name": "chooser", "type": "workflow_executor"}),
+            json!({"name": "inline", "type": "workflow_executor", "configuration": {"workflow_definition": inline_def.to_string()}}),
+        ] {
+            skill_ids.push(id(&json(app.post("/api/v1/skills", skill).await).await));
+        }
+        let agent = id(&json(app.post("/api/v1/agents", json!({"name": "caller", "skill_ids": skill_ids})).await).await);
         let member = app.key("default", Role::Member).await;
         let execute = |key: String, queue: String| {
             let body = json!({"prompt": "use the workflow", "worker_queue_id": queue});
@@ -46,7 +56,7 @@ both_backends! {
         // The run acts for the key that started the execution, not for the worker's.
         let started = json(app.get(&format!("/api/v1/executions/{execution}")).await).await;
         assert_eq!(run["created_by"], started["user_metadata"]["key_id"]);
-        // Its working steps default to the execution's queue.
+        // Its working steps run on the execution's queue.
         assert_eq!(run["worker_queue_id"], queue.as_str());
         // The same id again is the same run (a retried request), not a second one.
         let r = send(&worker_key, json!({"id": run_id, "workflow": "greet"})).await.unwrap();
@@ -80,18 +90,40 @@ both_backends! {
             (json!({}), "workflow"),
             (json!({"definition": []}), "definition"),
             (json!({"workflow": "greet", "inputs": [1]}), "inputs"),
-            (json!({"definition": {"steps": "none"}}), "definition"),
         ] {
             let err = assert_error(send(&worker_key, body.clone()).await.unwrap(), 422, "VALIDATION_ERROR").await;
             assert!(err.to_string().contains(field), "{body}: {err}");
         }
         assert_error(send(&worker_key, json!({"workflow": "nope"})).await.unwrap(), 404, "NOT_FOUND").await;
         assert_error(send(&worker_key, json!({"workflow": uuid::Uuid::now_v7()})).await.unwrap(), 404, "NOT_FOUND").await;
-        let inline = json!({"definition": {"name": "tmp", "steps": [{"id": "a", "type": "command", "command": "echo a"}]}});
+        let inline = json!({ "definition": inline_def });
         let first = json(send(&worker_key, inline.clone()).await.unwrap()).await;
-        let second = json(send(&worker_key, inline).await.unwrap()).await;
+        let second = json(send(&worker_key, inline.clone()).await.unwrap()).await;
         assert_eq!(first["workflow_id"], second["workflow_id"]);
-        assert!(first["workflow_name"].as_str().unwrap().starts_with("tmp (inline "), "{first}");
+        let stored_as = first["workflow_name"].as_str().unwrap().to_string();
+        assert!(stored_as.starts_with("tmp (inline "), "{first}");
+        // Only what a skill of the agent names: not another definition.
+        let other_def = json!({"definition": {"name": "tmp", "steps": [{"id": "a", "type": "command", "command": "rm -rf ~"}]}});
+        let err = assert_error(send(&worker_key, other_def).await.unwrap(), 403, "FORBIDDEN").await;
+        assert!(err.to_string().contains("names this workflow"), "{err}");
+        // A workflow edited under the inline one's name is not run in its place.
+        let r = app.req(Method::PATCH, &format!("/api/v1/workflows/{}", first["workflow_id"].as_str().unwrap()))
+            .json(&json!({"steps": [{"id": "a", "type": "command", "command": "echo changed"}]})).send().await.unwrap();
+        assert!(r.status().is_success(), "{}", r.status());
+        assert_error(send(&worker_key, inline).await.unwrap(), 409, "CONFLICT").await;
+
+        // Another member may ask, but acts as itself, not as the execution's author.
+        let other_member = app.key("default", Role::Member).await;
+        let mine = json(send(&other_member, json!({"workflow": "greet"})).await.unwrap()).await;
+        assert!(mine["created_by"].is_string() && mine["created_by"] != started["user_metadata"]["key_id"], "{mine}");
+        // An agent without a workflow_executor skill starts none.
+        let plain = id(&json(app.post("/api/v1/agents", json!({"name": "plain"})).await).await);
+        let body = json!({"prompt": "x", "worker_queue_id": queue});
+        let plain_run = json(app.post(&format!("/api/v1/agents/{plain}/execute"), body).await).await;
+        let path2 = format!("/api/v1/executions/{}/workflow-runs", plain_run["execution_id"].as_str().unwrap());
+        let r = app.req(Method::POST, &path2).json(&json!({"workflow": "greet"})).send().await.unwrap();
+        let err = assert_error(r, 403, "FORBIDDEN").await;
+        assert!(err.to_string().contains("no workflow_executor skill"), "{err}");
 
         // Who may ask: not a viewer, not a worker key whose workers do not hold the run, not
         // another organization.
