@@ -17,7 +17,8 @@ use uuid::Uuid;
 
 use crate::ToolSettings;
 use crate::client::ControlPlane;
-use crate::tools::{RunPlace, Tool, ToolKind, mcp_tools, tool_name, tools};
+use crate::mcp;
+use crate::tools::{RunPlace, Tool, ToolKind, mcp_servers, mcp_tools, tool_name, tools};
 
 /// How a run ended when it did not answer.
 #[derive(Debug, thiserror::Error)]
@@ -362,7 +363,18 @@ async fn skill_tools(
     let place = RunPlace::of(cp, claim);
     let mut out = tools(skills, &place, settings);
     let note = |event_type: &str, data: Value| emit.emit(event_type, data);
-    for tool in mcp_tools(&claim.environment.mcp_servers, skills, &place, settings, &note).await {
+    // Starting a server (a command on this host) or reaching one is decided by the policies
+    // first, like a tool call: its command or URL, not its env or headers (they hold secrets).
+    let mut servers = Vec::new();
+    for (name, config) in mcp_servers(&claim.environment.mcp_servers, skills) {
+        let what = json!({"server": name, "type": config["type"], "command": config["command"],
+            "args": config["args"], "url": config["url"]});
+        match policy_refusal(cp, claim, emit, "mcp_server", &what, "high", &|d| d).await {
+            Some(refusal) => note("mcp_server_unavailable", mcp::unavailable(name, &refusal)),
+            None => servers.push((name, config)),
+        }
+    }
+    for tool in mcp_tools(servers, &place, settings, &note).await {
         if !out.iter().any(|t| t.spec.name == tool.spec.name) {
             out.push(tool);
         }

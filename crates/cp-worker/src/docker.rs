@@ -16,7 +16,7 @@ use futures::StreamExt;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::process::MAX_OUTPUT;
+use crate::process::{MAX_OUTPUT, cap_output};
 
 /// Longest a run_container call waits for its container by default, and at most.
 const RUN_WAIT: u64 = 300;
@@ -174,16 +174,22 @@ async fn call(docker: &Docker, op: Op, args: &Value) -> Result<String, String> {
         }
         Op::PullImage => {
             let image = text(args, "image")?;
+            // `name@sha256:…` is pulled as it is; `name:tag` by its tag; a bare name as latest.
             let (name, tag) = match image.rsplit_once(':').filter(|(_, t)| !t.contains('/')) {
+                _ if image.contains('@') => (image, ""),
                 Some((name, tag)) => (name, tag),
                 None => (image, "latest"),
             };
-            let options = CreateImageOptionsBuilder::new().from_image(name).tag(tag).build();
+            let mut options = CreateImageOptionsBuilder::new().from_image(name);
+            if !tag.is_empty() {
+                options = options.tag(tag);
+            }
+            let options = options.build();
             let mut progress = docker.create_image(Some(options), None, None);
             while let Some(step) = progress.next().await {
                 step.map_err(engine)?;
             }
-            format!("pulled {name}:{tag}")
+            format!("pulled {image}")
         }
         Op::RemoveImage => {
             let image = text(args, "image")?;
@@ -247,15 +253,7 @@ async fn logs(docker: &Docker, container: &str) -> Result<String, String> {
             out.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
         }
     }
-    if out.len() > MAX_OUTPUT {
-        let mut cut = MAX_OUTPUT;
-        while !out.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        out.truncate(cut);
-        out.push_str(&format!("\n[output truncated to {MAX_OUTPUT} bytes]"));
-    }
-    Ok(out)
+    Ok(cap_output(out))
 }
 
 /// Creates and starts a container; unless `wait` is false, waits for it (within the call's

@@ -80,10 +80,12 @@ pub struct Generator {
 }
 
 impl Generator {
-    pub fn from_config(config: &Value, working_dir: Option<&str>) -> Generator {
-        let dir = config["output_directory"].as_str().or(working_dir).unwrap_or(".");
+    /// Files go to `output_directory`, else the run's working directory, else `fallback` (a
+    /// directory of the run's own: never the worker's).
+    pub fn from_config(config: &Value, working_dir: Option<&str>, fallback: PathBuf) -> Generator {
+        let dir = config["output_directory"].as_str().or(working_dir).map(PathBuf::from);
         Generator {
-            dir: PathBuf::from(dir),
+            dir: dir.unwrap_or(fallback),
         }
     }
 
@@ -190,7 +192,7 @@ mod tests {
     async fn each_kind_is_written_under_the_output_directory() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("reports");
-        let g = Generator::from_config(&json!({"output_directory": out}), None);
+        let g = Generator::from_config(&json!({"output_directory": out}), None, PathBuf::new());
         let (answer, file) = g
             .run(Kind::Json, &json!({"filename": "a.json", "data": {"n": 1}}))
             .await
@@ -235,7 +237,7 @@ mod tests {
     #[tokio::test]
     async fn paths_and_arguments_are_checked() {
         let dir = tempfile::tempdir().unwrap();
-        let g = Generator::from_config(&json!({"output_directory": dir.path()}), None);
+        let g = Generator::from_config(&json!({"output_directory": dir.path()}), None, PathBuf::new());
         for (args, why) in [
             (
                 json!({"filename": "../x.txt", "content": "x"}),

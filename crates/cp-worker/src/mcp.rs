@@ -2,7 +2,8 @@
 //! execution environment's `mcp_servers` and its `mcp` skills are connected when the run
 //! starts (stdio servers start in the tool sandbox), their tools are offered as
 //! `<server>_<tool>` (as `allowed_tools` allows), and each call goes to its server after the
-//! policy check every tool gets. `${NAME}` in `env` and `headers` is the run's variable NAME.
+//! policy check every tool gets. `${NAME}` in `env` and `headers` is the run's variable NAME;
+//! a stdio server gets no other variable of the run.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -18,7 +19,7 @@ use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{RoleClient, ServiceExt};
 use serde_json::{Map, Value, json};
 
-use crate::process::{MAX_OUTPUT, tool_env};
+use crate::process::{ProcessGroup, base_env, cap_output};
 use crate::sandbox::Sandbox;
 
 /// How long connecting and listing a server's tools may take.
@@ -30,6 +31,9 @@ pub struct Server {
     name: String,
     client: RunningService<RoleClient, ClientConfig>,
     timeout: Duration,
+    /// A stdio server's process group: what it started goes with it (rmcp kills only its
+    /// direct child, which in the sandbox is not the server itself). Dropped after `client`.
+    _group: Option<ProcessGroup>,
 }
 
 /// A server's tool: the server and the tool's own name there.
@@ -79,15 +83,7 @@ impl McpTool {
         {
             parts.push(structured.to_string());
         }
-        let mut text = parts.join("\n");
-        if text.len() > MAX_OUTPUT {
-            let mut cut = MAX_OUTPUT;
-            while !text.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            text.truncate(cut);
-            text.push_str(&format!("\n[output truncated to {MAX_OUTPUT} bytes]"));
-        }
+        let text = cap_output(parts.join("\n"));
         (text, result.is_error.unwrap_or(false))
     }
 }
@@ -149,14 +145,17 @@ pub async fn connect(name: &str, config: &Value, place: &Place<'_>) -> Result<Ve
                     .as_array()
                     .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
                     .unwrap_or_default();
+                // Only its own `env`: the run's other variables (secrets) are not the server's.
                 cmd.args(args)
-                    .envs(tool_env(place.env))
+                    .envs(base_env())
                     .envs(strings_of(config, "env", place.env)?);
                 let (transport, _) = TokioChildProcess::builder(cmd)
                     .stderr(Stdio::null())
                     .spawn()
                     .map_err(|e| format!("cannot start {command}: {e}"))?;
-                client_config().serve(transport).await.map_err(|e| e.to_string())
+                let group = transport.id().map(ProcessGroup);
+                let client = client_config().serve(transport).await.map_err(|e| e.to_string())?;
+                Ok((client, group))
             }
             "http" | "sse" => {
                 let url = substitute(config["url"].as_str().ok_or("an HTTP server needs `url`")?, place.env)?;
@@ -182,17 +181,18 @@ pub async fn connect(name: &str, config: &Value, place: &Place<'_>) -> Result<Ve
                     http,
                     StreamableHttpClientTransportConfig::with_uri(url),
                 );
-                client_config().serve(transport).await.map_err(|e| e.to_string())
+                let client = client_config().serve(transport).await.map_err(|e| e.to_string())?;
+                Ok((client, None))
             }
             other => Err(format!("unknown MCP server type '{other}' (stdio, http or sse)")),
         }
     };
     let listing = async {
-        let client = connecting.await?;
+        let (client, group) = connecting.await?;
         let tools = client.list_all_tools().await.map_err(|e| e.to_string())?;
-        Ok::<_, String>((client, tools))
+        Ok::<_, String>((client, group, tools))
     };
-    let (client, listed) = tokio::time::timeout(CONNECT_TIMEOUT, listing)
+    let (client, group, listed) = tokio::time::timeout(CONNECT_TIMEOUT, listing)
         .await
         .map_err(|_| format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()))??;
     let allowed: Vec<&str> = config["allowed_tools"]
@@ -203,6 +203,7 @@ pub async fn connect(name: &str, config: &Value, place: &Place<'_>) -> Result<Ve
         name: name.to_string(),
         client,
         timeout: Duration::from_secs(config["timeout"].as_u64().unwrap_or(60).clamp(1, 600)),
+        _group: group,
     });
     Ok(listed
         .into_iter()

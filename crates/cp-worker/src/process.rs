@@ -63,26 +63,33 @@ pub async fn run(
     let (out, status) = tokio::time::timeout(timeout, work)
         .await
         .map_err(|_| format!("{what} timed out after {} s", timeout.as_secs()))?;
-    // NUL (from /proc files, binaries) is refused by the control plane's text fields.
-    let mut output = String::from_utf8_lossy(&out).replace('\0', "\u{fffd}");
-    if output.len() > MAX_OUTPUT {
-        let mut cut = MAX_OUTPUT;
-        while !output.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        output.truncate(cut);
-        output.push_str(&format!("\n[output truncated to {MAX_OUTPUT} bytes]"));
-    }
     Ok(Ended {
-        output,
+        output: cap_output(String::from_utf8_lossy(&out).into_owned()),
         success: status.map(|s| s.success()).unwrap_or(false),
     })
 }
 
-/// The environment of a tool's process: the run's variables and a usable PATH and HOME, not
-/// the worker's own (its key and provider keys must not be readable by what a model writes).
-pub fn tool_env(run_env: &BTreeMap<String, String>) -> BTreeMap<String, String> {
-    let mut env = BTreeMap::from([
+/// Tool output as the control plane takes it: no NUL (from /proc files, binaries: refused by
+/// its text fields), at most `MAX_OUTPUT` bytes, with a note when cut.
+pub fn cap_output(mut text: String) -> String {
+    if text.contains('\0') {
+        text = text.replace('\0', "\u{fffd}");
+    }
+    if text.len() > MAX_OUTPUT {
+        let mut cut = MAX_OUTPUT;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push_str(&format!("\n[output truncated to {MAX_OUTPUT} bytes]"));
+    }
+    text
+}
+
+/// A usable PATH and HOME, and nothing of the worker's own environment (its key and provider
+/// keys must not be readable by what a model writes or a server a skill names).
+pub fn base_env() -> BTreeMap<String, String> {
+    BTreeMap::from([
         (
             "PATH".to_string(),
             std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
@@ -91,7 +98,12 @@ pub fn tool_env(run_env: &BTreeMap<String, String>) -> BTreeMap<String, String> 
             "HOME".to_string(),
             std::env::var("HOME").unwrap_or_else(|_| "/tmp".into()),
         ),
-    ]);
+    ])
+}
+
+/// The environment of a tool's process: `base_env` and the run's variables.
+pub fn tool_env(run_env: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let mut env = base_env();
     env.extend(run_env.iter().map(|(k, v)| (k.clone(), v.clone())));
     env
 }

@@ -186,6 +186,7 @@ mod tests {
         for source in [
             "exec('imp' + 'ort os')",
             "getattr(__builtins__, '__imp' + 'ort__')('os')",
+            "exec(compile('imp' + 'ort os', '/usr/lib/x.py', 'exec'), {})",
         ] {
             let (out, failed) = code(&tool, source).await;
             assert!(

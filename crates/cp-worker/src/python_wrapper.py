@@ -56,6 +56,15 @@ def imported(tree):
                 yield None
 
 
+def in_module(namespace):
+    """Whether `namespace` is an imported module's own (not the run's code)."""
+    if namespace is scope:
+        return False
+    name = namespace.get("__name__")
+    module = sys.modules.get(name) if isinstance(name, str) else None
+    return module is not None and name != "__main__" and getattr(module, "__dict__", None) is namespace
+
+
 def run_code():
     global scope
     scope = {"__name__": "__main__", "__builtins__": builtins}
@@ -78,11 +87,11 @@ def run_code():
         original = builtins.__import__
 
         def guarded(name, globals=None, locals=None, fromlist=(), level=0):
-            # Code the run wrote (its own, or exec'd and compiled strings); not the modules
-            # it imports, which come from files or are frozen.
+            # Code the run wrote (its own, or strings it exec'd); not the modules it imports,
+            # whose code runs in their own module's namespace. The lists keep ordinary code
+            # from importing what they refuse; the sandbox, not this, is the boundary.
             frame = sys._getframe(1)
-            where = frame.f_code.co_filename
-            if frame.f_globals is scope or not (where.startswith("/") or where.startswith("<frozen ")):
+            if not in_module(frame.f_globals):
                 why = refusal(name, allowed, blocked) if level == 0 else "relative imports are refused"
                 if why:
                     raise ImportError(why)

@@ -192,12 +192,27 @@ pub(crate) fn tools(skills: &[ResolvedSkill], run: &RunPlace, settings: &ToolSet
     out
 }
 
-/// The tools of the MCP servers the run uses: its execution environment's `mcp_servers`, then
-/// its `mcp` skills, connected at once. A server that cannot be used is reported through
-/// `note` as `mcp_server_unavailable` and the run goes on without it.
+/// The MCP servers a loop uses, by name: the execution environment's `mcp_servers`, then its
+/// `mcp` skills.
+pub(crate) fn mcp_servers<'a>(
+    servers: &'a Map<String, Value>,
+    skills: &'a [ResolvedSkill],
+) -> Vec<(&'a str, &'a Value)> {
+    let skills = skills
+        .iter()
+        .filter(|s| s.enabled && s.skill_type == SkillType::Mcp)
+        .map(|s| (s.name.as_str(), &s.configuration));
+    servers
+        .iter()
+        .map(|(name, config)| (name.as_str(), config))
+        .chain(skills)
+        .collect()
+}
+
+/// The tools of `servers`, connected at once. A server that cannot be used is reported
+/// through `note` as `mcp_server_unavailable` and the run goes on without it.
 pub(crate) async fn mcp_tools(
-    servers: &Map<String, Value>,
-    skills: &[ResolvedSkill],
+    servers: Vec<(&str, &Value)>,
     run: &RunPlace,
     settings: &ToolSettings,
     note: Note<'_>,
@@ -208,13 +223,7 @@ pub(crate) async fn mcp_tools(
         sandbox: &settings.sandbox,
         allow_private_http: settings.allow_private_http,
     };
-    let configured = servers.iter().map(|(name, config)| (name.as_str(), config)).chain(
-        skills
-            .iter()
-            .filter(|s| s.enabled && s.skill_type == SkillType::Mcp)
-            .map(|s| (s.name.as_str(), &s.configuration)),
-    );
-    let connecting = configured.map(|(name, config)| {
+    let connecting = servers.into_iter().map(|(name, config)| {
         let place = &place;
         async move { (name, mcp::connect(name, config, place).await) }
     });
@@ -283,7 +292,10 @@ fn kind_of(skill: &ResolvedSkill, tool: &str, run: &RunPlace, settings: &ToolSet
         }
         SkillType::FileGeneration => {
             let kind = generate::Kind::of_tool(tool)?;
-            let generator = Generator::from_config(config, working_dir.as_deref());
+            let own = std::env::temp_dir()
+                .join("kubiya-cp-files")
+                .join(run.execution.to_string());
+            let generator = Generator::from_config(config, working_dir.as_deref(), own);
             (ToolKind::Generate(generator, kind), kind.parameters())
         }
         SkillType::DataVisualization => {

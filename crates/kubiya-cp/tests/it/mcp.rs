@@ -157,6 +157,14 @@ async fn agents_call_the_tools_of_mcp_servers(postgres: bool) {
     // The server got the secret through its env.
     let (answer, _) = said(&api, &agent, &queue, "calc_token", json!({})).await;
     assert_eq!(answer, "The tool said: s3cret-token");
+    // ... and nothing else of the run (not the other secret) nor of the worker (not its key).
+    // (A python3 shim such as pyenv's may add its own.)
+    let (answer, _) = said(&api, &agent, &queue, "calc_env_names", json!({})).await;
+    let names: Vec<&str> = answer.trim_start_matches("The tool said: ").split(' ').collect();
+    assert!(names.contains(&"MCP_TOKEN") && names.contains(&"PATH"), "{names:?}");
+    for leaked in ["SHOUT_TOKEN", "KUBIYA_API_KEY", "OPENAI_API_KEY", "CARGO_MANIFEST_DIR"] {
+        assert!(!names.contains(&leaked), "{leaked} reached the server: {names:?}");
+    }
     // allowed_tools: the skill's server offers echo only.
     let (answer, _) = said(&api, &agent, &queue, "limited_echo", json!({"text": "hi"})).await;
     assert_eq!(answer, "The tool said: echo: hi");
@@ -181,4 +189,27 @@ async fn agents_call_the_tools_of_mcp_servers(postgres: bool) {
     .await;
     let (answer, _) = said(&api, &agent, &queue, "loud_shout", json!({"text": "x"})).await;
     assert!(answer.contains("blocked by policy: no shouting"), "{answer}");
+    // Starting a server is decided first too: refused, its tools are not there.
+    let rego = "package kubiya.tools.no_limits\n\ndeny contains \"not that server\" if {\n\tinput.tool.name == \"mcp_server\"\n\tinput.tool.arguments.server == \"limited\"\n}\n";
+    let p = api
+        .post(
+            "/api/v1/policies",
+            json!({"name": "no-limited", "policy_content": rego}),
+        )
+        .await;
+    api.post(
+        "/api/v1/policies/associations",
+        json!({"policy_id": p["id"], "entity_type": "organization", "entity_id": "default"}),
+    )
+    .await;
+    let (answer, events) = said(&api, &agent, &queue, "limited_echo", json!({"text": "hi"})).await;
+    assert_eq!(answer, "The tool said: there is no tool named limited_echo");
+    let refused = events
+        .iter()
+        .find(|e| e["type"] == "mcp_server_unavailable" && e["data"]["server"] == "limited")
+        .expect("the refused server is reported");
+    assert!(
+        refused["data"]["error"].as_str().unwrap().contains("not that server"),
+        "{refused}"
+    );
 }
