@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bollard::Docker;
-use bollard::models::{ContainerCreateBody, NetworkCreateRequest, VolumeCreateRequest};
+use bollard::models::{ContainerCreateBody, HostConfig, NetworkCreateRequest, VolumeCreateRequest};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder, ListImagesOptionsBuilder,
     LogsOptionsBuilder, RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder, RemoveVolumeOptionsBuilder,
@@ -15,6 +15,7 @@ use bollard::query_parameters::{
 use futures::StreamExt;
 use serde::Serialize;
 use serde_json::{Value, json};
+use uuid::Uuid;
 
 use crate::process::{MAX_OUTPUT, cap_output};
 
@@ -105,10 +106,10 @@ pub async fn engine() -> Result<Docker, String> {
     }
 }
 
-/// Runs one docker tool call; its answer and whether it failed.
-pub async fn run(op: Op, args: &Value) -> (String, bool) {
+/// Runs one docker tool call for `execution`; its answer and whether it failed.
+pub async fn run(op: Op, args: &Value, execution: Uuid) -> (String, bool) {
     let result = match engine().await {
-        Ok(docker) => call(&docker, op, args).await,
+        Ok(docker) => call(&docker, op, args, execution).await,
         Err(e) => Err(e),
     };
     match result {
@@ -138,10 +139,10 @@ fn listed<T: Serialize>(items: &[T], keys: &[&str]) -> String {
     Value::Array(items).to_string()
 }
 
-async fn call(docker: &Docker, op: Op, args: &Value) -> Result<String, String> {
+async fn call(docker: &Docker, op: Op, args: &Value, execution: Uuid) -> Result<String, String> {
     let engine = |e: bollard::errors::Error| e.to_string();
     Ok(match op {
-        Op::RunContainer => return run_container(docker, args).await,
+        Op::RunContainer => return run_container(docker, args, execution).await,
         Op::ListContainers => {
             let options = ListContainersOptionsBuilder::new()
                 .all(args["all"].as_bool().unwrap_or(false))
@@ -258,7 +259,7 @@ async fn logs(docker: &Docker, container: &str) -> Result<String, String> {
 
 /// Creates and starts a container; unless `wait` is false, waits for it (within the call's
 /// timeout), answers its exit code and logs, and removes it.
-async fn run_container(docker: &Docker, args: &Value) -> Result<String, String> {
+async fn run_container(docker: &Docker, args: &Value, execution: Uuid) -> Result<String, String> {
     let engine = |e: bollard::errors::Error| e.to_string();
     let image = text(args, "image")?;
     let command: Option<Vec<String>> = args["command"]
@@ -273,10 +274,19 @@ async fn run_container(docker: &Docker, args: &Value) -> Result<String, String> 
         image: Some(image.to_string()),
         cmd: command,
         env,
+        // Which run started it, for whoever finds it later.
         labels: Some(HashMap::from([(
-            "kubiya-cp.tool".to_string(),
-            "docker_run_container".to_string(),
+            "kubiya-cp.execution".to_string(),
+            execution.to_string(),
         )])),
+        // No privilege gained through setuid binaries, an init reaping zombies, a bound on
+        // processes (a fork bomb stays inside).
+        host_config: Some(HostConfig {
+            security_opt: Some(vec!["no-new-privileges".into()]),
+            init: Some(true),
+            pids_limit: Some(1024),
+            ..Default::default()
+        }),
         ..Default::default()
     };
     let options = args["name"]
@@ -333,15 +343,15 @@ mod tests {
     #[tokio::test]
     async fn containers_run_on_a_real_engine_or_the_call_says_there_is_none() {
         if engine().await.is_err() {
-            let (answer, failed) = run(Op::ListContainers, &json!({})).await;
+            let (answer, failed) = run(Op::ListContainers, &json!({}), Uuid::nil()).await;
             assert!(failed && answer.contains("Docker engine"), "{answer}");
             eprintln!("skipped the container part: no Docker engine on this host ({answer})");
             return;
         }
-        let (answer, failed) = run(Op::PullImage, &json!({"image": "alpine:3.20"})).await;
+        let (answer, failed) = run(Op::PullImage, &json!({"image": "alpine:3.20"}), Uuid::nil()).await;
         assert!(!failed, "{answer}");
         let args = json!({"image": "alpine:3.20", "command": ["sh", "-c", "echo hello $WHO; exit 3"], "env": {"WHO": "docker"}});
-        let (answer, failed) = run(Op::RunContainer, &args).await;
+        let (answer, failed) = run(Op::RunContainer, &args, Uuid::nil()).await;
         assert!(failed, "{answer}");
         let answer: Value = serde_json::from_str(&answer).unwrap();
         assert_eq!(

@@ -39,7 +39,8 @@ pub(crate) enum ToolKind {
     Diagram(Diagrams),
     Workflow(RunWorkflow),
     Mcp(McpTool),
-    Docker(docker::Op),
+    /// For the run of this execution.
+    Docker(docker::Op, Uuid),
     /// Waits at most this long.
     Sleep(Duration),
     /// A team member, by its position in the claim's members.
@@ -62,7 +63,7 @@ impl ToolKind {
                     "high"
                 }
             }
-            ToolKind::Python(_) | ToolKind::Docker(_) => "high",
+            ToolKind::Python(_) | ToolKind::Docker(..) => "high",
             ToolKind::Files(_) if args["operation"] == "save_file" => "medium",
             ToolKind::Files(_) => "low",
             ToolKind::Http(_)
@@ -98,7 +99,7 @@ impl ToolKind {
             },
             ToolKind::Workflow(workflow) => workflow.run(args).await,
             ToolKind::Mcp(tool) => tool.run(args).await,
-            ToolKind::Docker(op) => docker::run(*op, args).await,
+            ToolKind::Docker(op, execution) => docker::run(*op, args, *execution).await,
             ToolKind::Sleep(max) => sleep(*max, args).await,
             ToolKind::Delegate(_) => ("delegations are run by the agent loop".into(), true),
         }
@@ -321,7 +322,7 @@ fn kind_of(skill: &ResolvedSkill, tool: &str, run: &RunPlace, settings: &ToolSet
         SkillType::Mcp => return None,
         SkillType::Docker => {
             let op = docker::Op::of_tool(tool)?;
-            (ToolKind::Docker(op), op.parameters())
+            (ToolKind::Docker(op, run.execution), op.parameters())
         }
     })
 }
