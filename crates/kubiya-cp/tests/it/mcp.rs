@@ -176,32 +176,12 @@ async fn agents_call_the_tools_of_mcp_servers(postgres: bool) {
 
     // The policy check comes first, as for every tool.
     let rego = "package kubiya.tools.no_shouting\n\ndeny contains \"no shouting\" if {\n\tinput.tool.name == \"loud_shout\"\n}\n";
-    let p = api
-        .post(
-            "/api/v1/policies",
-            json!({"name": "no-shouting", "policy_content": rego}),
-        )
-        .await;
-    api.post(
-        "/api/v1/policies/associations",
-        json!({"policy_id": p["id"], "entity_type": "organization", "entity_id": "default"}),
-    )
-    .await;
+    api.attach_policy("no-shouting", rego).await;
     let (answer, _) = said(&api, &agent, &queue, "loud_shout", json!({"text": "x"})).await;
     assert!(answer.contains("blocked by policy: no shouting"), "{answer}");
     // Starting a server is decided first too: refused, its tools are not there.
     let rego = "package kubiya.tools.no_limits\n\ndeny contains \"not that server\" if {\n\tinput.tool.name == \"mcp_server\"\n\tinput.tool.arguments.server == \"limited\"\n}\n";
-    let p = api
-        .post(
-            "/api/v1/policies",
-            json!({"name": "no-limited", "policy_content": rego}),
-        )
-        .await;
-    api.post(
-        "/api/v1/policies/associations",
-        json!({"policy_id": p["id"], "entity_type": "organization", "entity_id": "default"}),
-    )
-    .await;
+    api.attach_policy("no-limited", rego).await;
     let (answer, events) = said(&api, &agent, &queue, "limited_echo", json!({"text": "hi"})).await;
     assert_eq!(answer, "The tool said: there is no tool named limited_echo");
     let refused = events

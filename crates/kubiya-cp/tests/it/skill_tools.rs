@@ -2,8 +2,6 @@
 //! real worker, and the answers, the files written and the events (`tool_started`,
 //! `tool_completed`, `file_generated`, `diagram`, `policy_decision`) are checked.
 
-use std::time::{Duration, Instant};
-
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -201,23 +199,8 @@ async fn every_skill_type_gives_its_tools_to_a_real_worker(postgres: bool) {
     // sleep: a short wait answers; cancelling a long one ends the run at once.
     let (done, _) = call(&api, &agent, &queue, "sleep", json!({"seconds": 0.1})).await;
     assert_eq!(answer(&done), "The tool said: slept 0.1 s");
-    let e = api
-        .post(
-            &format!("/api/v1/agents/{agent}/execute"),
-            json!({"prompt": "call: sleep {\"seconds\": 50}", "worker_queue_id": queue}),
-        )
+    api.cancel_during_tool(&agent, &queue, "call: sleep {\"seconds\": 50}")
         .await;
-    let id = e["execution_id"].as_str().unwrap().to_string();
-    let started = Instant::now();
-    while !api.event_types(&id).await.contains(&"tool_started".to_string()) {
-        assert!(started.elapsed() < Duration::from_secs(10), "the sleep never started");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let cancelled_at = Instant::now();
-    api.post(&format!("/api/v1/executions/{id}/cancel"), json!({})).await;
-    api.execution_when(&id, Duration::from_secs(2), |x| x["status"] == "cancelled")
-        .await;
-    assert!(cancelled_at.elapsed() < Duration::from_secs(2));
 
     // workflow_executor: the skill's workflow runs on the execution's queue, linked to it, and
     // the tool answers with each step's output; an inline definition is stored once and reused.
@@ -283,14 +266,7 @@ async fn every_skill_type_gives_its_tools_to_a_real_worker(postgres: bool) {
 
     // Every tool meets the policies first: one refusing run_python stops it before it runs.
     let rego = "package kubiya.tools.no_python\n\ndeny contains \"no python here\" if {\n\tinput.tool.name == \"run_python\"\n}\n";
-    let p = api
-        .post("/api/v1/policies", json!({"name": "no-python", "policy_content": rego}))
-        .await;
-    api.post(
-        "/api/v1/policies/associations",
-        json!({"policy_id": p["id"], "entity_type": "organization", "entity_id": "default"}),
-    )
-    .await;
+    api.attach_policy("no-python", rego).await;
     let marker = dir.path().join("python-ran");
     let code = format!("open('{}', 'w').write('x')", marker.display());
     let (done, events) = call(&api, &agent, &queue, "run_python", json!({ "code": code })).await;

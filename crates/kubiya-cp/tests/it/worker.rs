@@ -297,6 +297,43 @@ impl Api {
         }
     }
 
+    /// A Rego policy named `name`, attached to the whole organization.
+    pub async fn attach_policy(&self, name: &str, rego: &str) {
+        let p = self
+            .post("/api/v1/policies", json!({"name": name, "policy_content": rego}))
+            .await;
+        self.post(
+            "/api/v1/policies/associations",
+            json!({"policy_id": p["id"], "entity_type": "organization", "entity_id": "default"}),
+        )
+        .await;
+    }
+
+    /// Runs `prompt` on `agent`, cancels it once its tool started, and checks the run is
+    /// `cancelled` within 2 s of the cancel.
+    pub async fn cancel_during_tool(&self, agent: &str, queue: &str, prompt: &str) {
+        let e = self
+            .post(
+                &format!("/api/v1/agents/{agent}/execute"),
+                json!({"prompt": prompt, "worker_queue_id": queue}),
+            )
+            .await;
+        let id = e["execution_id"].as_str().unwrap().to_string();
+        let started = Instant::now();
+        while !self.event_types(&id).await.contains(&"tool_started".to_string()) {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{prompt}: the tool never started"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let cancelled_at = Instant::now();
+        self.post(&format!("/api/v1/executions/{id}/cancel"), json!({})).await;
+        self.execution_when(&id, Duration::from_secs(2), |x| x["status"] == "cancelled")
+            .await;
+        assert!(cancelled_at.elapsed() < Duration::from_secs(2));
+    }
+
     pub async fn event_types(&self, id: &str) -> Vec<String> {
         let page = self.get(&format!("/api/v1/executions/{id}/events?limit=500")).await;
         let items = page["items"]
@@ -516,17 +553,7 @@ async fn a_real_worker_runs_agents_end_to_end(postgres: bool) {
     // A destructive command is refused by a Rego policy before it reaches the shell
     // (blocking); in monitoring mode the decision is recorded, not enforced.
     let rego = include_str!("../../../../examples/policies/destructive_commands.rego");
-    let p = api
-        .post(
-            "/api/v1/policies",
-            json!({"name": "no-destructive", "policy_content": rego}),
-        )
-        .await;
-    api.post(
-        "/api/v1/policies/associations",
-        json!({"policy_id": p["id"], "entity_type": "organization", "entity_id": "default"}),
-    )
-    .await;
+    api.attach_policy("no-destructive", rego).await;
     let done = api.execute(&agent, &queue, "wipe the disk").await;
     let response = done["response"].as_str().unwrap();
     assert!(
@@ -572,31 +599,7 @@ async fn a_real_worker_runs_agents_end_to_end(postgres: bool) {
     .await;
 
     // Cancel reaches the worker at once and stops the running `sleep 30`.
-    let e = api
-        .post(
-            &format!("/api/v1/agents/{agent}/execute"),
-            json!({"prompt": "take a nap", "worker_queue_id": queue}),
-        )
-        .await;
-    let id = e["execution_id"].as_str().unwrap().to_string();
-    let started = Instant::now();
-    while !api.event_types(&id).await.contains(&"tool_started".to_string()) {
-        assert!(started.elapsed() < Duration::from_secs(10), "the nap never started");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let cancelled_at = Instant::now();
-    api.post(&format!("/api/v1/executions/{id}/cancel"), json!({})).await;
-    loop {
-        let x = api.get(&format!("/api/v1/executions/{id}")).await;
-        if x["status"] == "cancelled" {
-            break;
-        }
-        assert!(
-            cancelled_at.elapsed() < Duration::from_secs(2),
-            "not cancelled within 2 s: {x}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    api.cancel_during_tool(&agent, &queue, "take a nap").await;
 
     // The Anthropic format end to end, key from a secret.
     api.post(
