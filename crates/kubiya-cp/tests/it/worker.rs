@@ -267,14 +267,20 @@ impl Api {
         self.call(Method::GET, path, None).await
     }
 
-    pub async fn execute(&self, agent: &str, queue: &str, prompt: &str) -> Value {
+    /// Starts `prompt` on `agent` through `queue`; the execution's id.
+    pub async fn start(&self, agent: &str, queue: &str, prompt: &str) -> String {
         let e = self
             .post(
                 &format!("/api/v1/agents/{agent}/execute"),
                 json!({"prompt": prompt, "worker_queue_id": queue}),
             )
             .await;
-        let id = e["execution_id"].as_str().unwrap().to_string();
+        e["execution_id"].as_str().unwrap().to_string()
+    }
+
+    /// `prompt` on `agent`, once its execution ended.
+    pub async fn execute(&self, agent: &str, queue: &str, prompt: &str) -> Value {
+        let id = self.start(agent, queue, prompt).await;
         self.execution_when(&id, Duration::from_secs(20), |x| {
             ["completed", "failed", "cancelled"].contains(&x["status"].as_str().unwrap_or_default())
         })
@@ -312,13 +318,7 @@ impl Api {
     /// Runs `prompt` on `agent`, cancels it once its tool started, and checks the run is
     /// `cancelled` within 2 s of the cancel.
     pub async fn cancel_during_tool(&self, agent: &str, queue: &str, prompt: &str) {
-        let e = self
-            .post(
-                &format!("/api/v1/agents/{agent}/execute"),
-                json!({"prompt": prompt, "worker_queue_id": queue}),
-            )
-            .await;
-        let id = e["execution_id"].as_str().unwrap().to_string();
+        let id = self.start(agent, queue, prompt).await;
         let started = Instant::now();
         while !self.event_types(&id).await.contains(&"tool_started".to_string()) {
             assert!(
