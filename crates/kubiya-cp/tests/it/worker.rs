@@ -315,18 +315,34 @@ impl Api {
         .await;
     }
 
+    /// Returns once execution `id`'s stream (stored events first, then live ones) carries an
+    /// event of `event_type`; the test fails after `within`.
+    pub async fn until_event(&self, id: &str, event_type: &str, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut stream = self
+            .http
+            .get(format!("{}/api/v1/executions/{id}/stream", self.base))
+            .bearer_auth(&self.key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(stream.status(), 200, "the execution's stream");
+        let wanted = format!("event: {event_type}\n");
+        let mut seen = String::new();
+        while !seen.contains(&wanted) {
+            match tokio::time::timeout_at(deadline, stream.chunk()).await {
+                Ok(Ok(Some(chunk))) => seen.push_str(&String::from_utf8_lossy(&chunk)),
+                Ok(_) => panic!("the stream of {id} ended without {event_type}: {seen}"),
+                Err(_) => panic!("no {event_type} from {id} in {within:?}: {seen}"),
+            }
+        }
+    }
+
     /// Runs `prompt` on `agent`, cancels it once its tool started, and checks the run is
     /// `cancelled` within 2 s of the cancel.
     pub async fn cancel_during_tool(&self, agent: &str, queue: &str, prompt: &str) {
         let id = self.start(agent, queue, prompt).await;
-        let started = Instant::now();
-        while !self.event_types(&id).await.contains(&"tool_started".to_string()) {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "{prompt}: the tool never started"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.until_event(&id, "tool_started", Duration::from_secs(10)).await;
         let cancelled_at = Instant::now();
         self.post(&format!("/api/v1/executions/{id}/cancel"), json!({})).await;
         self.execution_when(&id, Duration::from_secs(2), |x| x["status"] == "cancelled")
