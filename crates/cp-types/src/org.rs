@@ -80,6 +80,13 @@ pub struct ApiKey {
     pub worker_queue_id: Option<Uuid>,
 }
 
+impl ApiKey {
+    /// Neither revoked nor expired at `at`.
+    pub fn is_usable(&self, at: DateTime<Utc>) -> bool {
+        self.revoked_at.is_none() && self.expires_at.is_none_or(|e| e > at)
+    }
+}
+
 /// The answer to creating a key: the only time `key` is shown.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct CreatedApiKey {

@@ -713,8 +713,7 @@ async fn check_author(state: &AppState, record: &JobRecord) -> ServiceResult<()>
         }
         Err(e) => return Err(e.into()),
     };
-    let now = cp_types::now();
-    if key.revoked_at.is_some() || key.expires_at.is_some_and(|at| at <= now) {
+    if !key.is_usable(cp_types::now()) {
         return Err(ServiceError::forbidden(
             "the API key that last wrote this job is revoked or expired; update the job with a valid key",
         ));

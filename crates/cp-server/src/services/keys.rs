@@ -83,7 +83,7 @@ impl KeyCache {
             return hit.1;
         }
         let usable = match store.keys(org).get(key).await {
-            Ok(k) => k.revoked_at.is_none() && k.expires_at.is_none_or(|e| e > cp_types::now()),
+            Ok(k) => k.is_usable(cp_types::now()),
             Err(cp_store::StoreError::NotFound) => false,
             // The database is away: keep the stream; the next check decides.
             Err(_) => return true,
