@@ -207,6 +207,19 @@ fn conflict(e: sqlx::Error) -> StoreError {
 }
 
 impl Agents<'_> {
+    /// The agents of team `team` (as many as one page may hold).
+    pub async fn team_members(&self, team: Uuid) -> StoreResult<Vec<Agent>> {
+        let filter = AgentFilter {
+            team_id: Some(team),
+            ..Default::default()
+        };
+        let page = PageRequest {
+            limit: cp_types::page::MAX_LIMIT,
+            offset: 0,
+        };
+        Ok(self.list(filter, page).await?.items)
+    }
+
     pub async fn list(&self, filter: AgentFilter, page: PageRequest) -> StoreResult<Page<Agent>> {
         let status = filter.status.map(|s| s.as_str());
         let rows: Vec<AgentRow> = with_db_sql!(self.db, pool, sql = (LIST_SQLITE, LIST_PG) =>

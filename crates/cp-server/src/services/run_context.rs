@@ -171,15 +171,7 @@ async fn resolve(state: &AppState, worker: &Caller, execution: &Execution) -> Se
                 .await
                 .map_err(|e| ServiceError::from_store(e, "team"))?;
             // One query for all members (the agent list filtered by team), then member order.
-            let filter = cp_store::agents::AgentFilter {
-                team_id: Some(team.id),
-                ..Default::default()
-            };
-            let page = cp_types::page::PageRequest {
-                limit: cp_types::page::MAX_LIMIT,
-                offset: 0,
-            };
-            let mut members = store.agents(org).list(filter, page).await?.items;
+            let mut members = store.agents(org).team_members(team.id).await?;
             members.sort_by_key(|a| team.agents.iter().position(|m| m.id == a.id));
             let prompt = team
                 .configuration

@@ -243,15 +243,7 @@ async fn check_skill_allows(
         _ => entity(SkillEntityType::Agent, execution.entity_id),
     }];
     if execution.execution_type == ExecutionType::Team {
-        let filter = cp_store::agents::AgentFilter {
-            team_id: Some(execution.entity_id),
-            ..Default::default()
-        };
-        let page = cp_types::page::PageRequest {
-            limit: cp_types::page::MAX_LIMIT,
-            offset: 0,
-        };
-        let members = state.store.agents(org).list(filter, page).await?.items;
+        let members = state.store.agents(org).team_members(execution.entity_id).await?;
         owners.extend(members.iter().map(|a| entity(SkillEntityType::Agent, a.id)));
     }
     let resolved = futures::future::try_join_all(owners.into_iter().map(|e| skills.resolved(e))).await?;
@@ -387,7 +379,7 @@ async fn execution_author(state: &AppState, caller: &Caller, id: Uuid) -> Servic
         }
         Err(e) => return Err(e.into()),
     };
-    if key.revoked_at.is_some() || key.expires_at.is_some_and(|at| at <= now()) {
+    if !key.is_usable(now()) {
         return Err(ServiceError::forbidden(
             "the key that started the execution is revoked or expired",
         ));
