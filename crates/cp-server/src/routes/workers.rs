@@ -131,8 +131,17 @@ struct PollQuery {
     wait: Option<f64>,
 }
 
-/// The longest a poll may hang.
+/// The longest a long poll may hang.
 const MAX_WAIT_SECONDS: f64 = 60.0;
+
+/// A long poll's `wait` in seconds (0 to 60, default 30).
+pub(crate) fn long_poll_wait(wait: Option<f64>) -> ServiceResult<Duration> {
+    let wait = wait.unwrap_or(30.0);
+    if !wait.is_finite() || !(0.0..=MAX_WAIT_SECONDS).contains(&wait) {
+        return Err(ServiceError::invalid("wait", "must be between 0 and 60 seconds"));
+    }
+    Ok(Duration::from_secs_f64(wait))
+}
 
 /// Long-poll: answers at once with a claim when an execution is claimable on the worker's
 /// queue, with the runs to stop when one of the worker's runs is cancelled meanwhile, else
@@ -153,16 +162,11 @@ async fn poll(
 }
 
 async fn poll_answer(state: AppState, auth: Auth<WorkerApi>, id: Uuid, q: PollQuery) -> ServiceResult<Response> {
-    let wait = q.wait.unwrap_or(30.0);
-    if !wait.is_finite() || !(0.0..=MAX_WAIT_SECONDS).contains(&wait) {
-        return Err(ServiceError::invalid("wait", "must be between 0 and 60 seconds"));
-    }
-    Ok(
-        match dispatch::poll(&state, &auth, WorkerId(id), Duration::from_secs_f64(wait)).await? {
-            Some(answer) => Json(answer).into_response(),
-            None => StatusCode::NO_CONTENT.into_response(),
-        },
-    )
+    let wait = long_poll_wait(q.wait)?;
+    Ok(match dispatch::poll(&state, &auth, WorkerId(id), wait).await? {
+        Some(answer) => Json(answer).into_response(),
+        None => StatusCode::NO_CONTENT.into_response(),
+    })
 }
 
 /// The worker leaves: it is marked disconnected and its runs go back to the queue at once.

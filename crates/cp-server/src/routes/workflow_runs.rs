@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use crate::http::{Auth, Enforcer, JsonBody, Pagination, Path, Query, Read, Write};
 use crate::routes::executions::{resume_after, sse, stream_slot};
+use crate::routes::workers::long_poll_wait;
 use crate::services::error::{ServiceError, ServiceResult};
 use crate::services::stream::Source;
 use crate::services::workflow_engine::RunControl;
@@ -337,11 +338,7 @@ async fn await_for_execution(
     Path((id, run_id)): Path<(Uuid, Uuid)>,
     Query(q): Query<AwaitQuery>,
 ) -> ServiceResult<Json<WorkflowRun>> {
-    let wait = q.wait.unwrap_or(30.0);
-    if !(0.0..=60.0).contains(&wait) {
-        return Err(ServiceError::invalid("wait", "must be between 0 and 60 seconds"));
-    }
-    let wait = std::time::Duration::from_secs_f64(wait);
+    let wait = long_poll_wait(q.wait)?;
     let slot = || stream_slot(&state, &auth);
     Ok(Json(
         workflow_runs::await_for_execution(&state, &auth, id, run_id, wait, slot).await?,
