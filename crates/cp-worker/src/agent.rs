@@ -18,7 +18,7 @@ use uuid::Uuid;
 use crate::ToolSettings;
 use crate::client::ControlPlane;
 use crate::mcp;
-use crate::tools::{RunPlace, Tool, ToolKind, mcp_servers, mcp_tools, tool_name, tools};
+use crate::tools::{RunPlace, Tool, ToolKind, add_mcp_tools, mcp_servers, tool_name, tools};
 
 /// How a run ended when it did not answer.
 #[derive(Debug, thiserror::Error)]
@@ -374,11 +374,7 @@ async fn skill_tools(
             None => servers.push((name, config)),
         }
     }
-    for tool in mcp_tools(servers, &place, settings, &note).await {
-        if !out.iter().any(|t| t.spec.name == tool.spec.name) {
-            out.push(tool);
-        }
-    }
+    add_mcp_tools(&mut out, servers, &place, settings, &note).await;
     out
 }
 

@@ -21,12 +21,7 @@ pub struct Http {
 
 impl Http {
     pub fn from_config(config: &Value, allow_private: bool) -> Http {
-        let list = |k: &str| -> Vec<String> {
-            config[k]
-                .as_array()
-                .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
-                .unwrap_or_default()
-        };
+        let list = |key: &str| crate::config_strings(config, key);
         let timeout = Duration::from_secs(config["timeout"].as_u64().unwrap_or(30).clamp(1, 300));
         Http {
             allowed_hosts: list("allowed_hosts"),

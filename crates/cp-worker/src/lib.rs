@@ -41,6 +41,19 @@ use uuid::Uuid;
 use crate::agent::{Emitter, RunError};
 use crate::client::{CallError, ControlPlane};
 
+/// The strings of the list `config[key]` of a skill's configuration (none when absent).
+pub(crate) fn config_strings(config: &serde_json::Value, key: &str) -> Vec<String> {
+    config[key]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(serde_json::Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// How the worker is started (`kubiya-cp worker …`).
 #[derive(Debug, Clone)]
 pub struct Config {

@@ -141,10 +141,7 @@ pub async fn connect(name: &str, config: &Value, place: &Place<'_>) -> Result<Ve
             "stdio" => {
                 let command = config["command"].as_str().ok_or("a stdio server needs `command`")?;
                 let mut cmd = place.sandbox.command(Path::new(command), place.working_dir, &[])?;
-                let args: Vec<String> = config["args"]
-                    .as_array()
-                    .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
-                    .unwrap_or_default();
+                let args = crate::config_strings(config, "args");
                 // Only its own `env`: the run's other variables (secrets) are not the server's.
                 cmd.args(args)
                     .envs(base_env())
@@ -195,10 +192,7 @@ pub async fn connect(name: &str, config: &Value, place: &Place<'_>) -> Result<Ve
     let (client, group, listed) = tokio::time::timeout(CONNECT_TIMEOUT, listing)
         .await
         .map_err(|_| format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()))??;
-    let allowed: Vec<&str> = config["allowed_tools"]
-        .as_array()
-        .map(|a| a.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default();
+    let allowed = crate::config_strings(config, "allowed_tools");
     let server = Arc::new(Server {
         name: name.to_string(),
         client,
@@ -207,7 +201,7 @@ pub async fn connect(name: &str, config: &Value, place: &Place<'_>) -> Result<Ve
     });
     Ok(listed
         .into_iter()
-        .filter(|t| allowed.is_empty() || allowed.contains(&t.name.as_ref()))
+        .filter(|t| allowed.is_empty() || allowed.iter().any(|a| *a == t.name))
         .map(|t| {
             let spec = ToolSpec {
                 name: crate::tools::tool_name(&format!("{name}_{}", t.name)),

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::config_strings;
 use crate::process::{self, Ended, find_program, tool_env};
 use crate::sandbox::Sandbox;
 
@@ -20,14 +21,6 @@ pub struct Python {
     pub working_dir: Option<String>,
     pub env: BTreeMap<String, String>,
     pub sandbox: Sandbox,
-}
-
-/// Strings of a list in a skill's configuration.
-fn strings(config: &Value, key: &str) -> Vec<String> {
-    config[key]
-        .as_array()
-        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
-        .unwrap_or_default()
 }
 
 impl Python {
@@ -65,8 +58,8 @@ impl RunPython {
     pub fn from_config(config: &Value, python: Python) -> RunPython {
         RunPython {
             python,
-            allowed: strings(config, "allowed_imports"),
-            blocked: strings(config, "blocked_imports"),
+            allowed: config_strings(config, "allowed_imports"),
+            blocked: config_strings(config, "blocked_imports"),
         }
     }
 
@@ -108,7 +101,7 @@ impl CustomClass {
             python,
             class: config["custom_class"].as_str().unwrap_or_default().to_string(),
             init: custom.get("init").cloned().unwrap_or_else(|| json!({})),
-            python_path: strings(custom, "python_path"),
+            python_path: config_strings(custom, "python_path"),
             parameters,
         }
     }

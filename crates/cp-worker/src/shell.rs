@@ -30,12 +30,7 @@ impl Shell {
         working_dir: Option<String>,
         sandbox: Sandbox,
     ) -> Shell {
-        let list = |k: &str| -> Vec<String> {
-            config[k]
-                .as_array()
-                .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
-                .unwrap_or_default()
-        };
+        let list = |key: &str| crate::config_strings(config, key);
         Shell {
             allowed: list("allowed_commands"),
             blocked: list("blocked_commands"),

@@ -210,14 +210,16 @@ pub(crate) fn mcp_servers<'a>(
         .collect()
 }
 
-/// The tools of `servers`, connected at once. A server that cannot be used is reported
-/// through `note` as `mcp_server_unavailable` and the run goes on without it.
-pub(crate) async fn mcp_tools(
+/// Adds the tools of `servers`, connected at once, to `out` (a name `out` already has is
+/// not taken twice). A server that cannot be used is reported through `note` as
+/// `mcp_server_unavailable` and the run goes on without it.
+pub(crate) async fn add_mcp_tools(
+    out: &mut Vec<Tool>,
     servers: Vec<(&str, &Value)>,
     run: &RunPlace,
     settings: &ToolSettings,
     note: Note<'_>,
-) -> Vec<Tool> {
+) {
     let place = mcp::Place {
         working_dir: run.working_dir.as_deref(),
         env: &run.env,
@@ -228,7 +230,6 @@ pub(crate) async fn mcp_tools(
         let place = &place;
         async move { (name, mcp::connect(name, config, place).await) }
     });
-    let mut out: Vec<Tool> = Vec::new();
     for (name, connected) in futures::future::join_all(connecting).await {
         match connected {
             Ok(tools) => {
@@ -244,7 +245,6 @@ pub(crate) async fn mcp_tools(
             Err(error) => note("mcp_server_unavailable", mcp::unavailable(name, &error)),
         }
     }
-    out
 }
 
 /// What runs the tool `tool` of `skill`, and the JSON Schema of its arguments; `None` for a
