@@ -213,6 +213,11 @@ impl Client {
         Client { http, config }
     }
 
+    /// A client that sends through `http` (the server's, which reaches public addresses only).
+    pub fn with_http(config: ModelConfig, http: reqwest::Client) -> Client {
+        Client { http, config }
+    }
+
     pub fn config(&self) -> &ModelConfig {
         &self.config
     }

@@ -32,6 +32,9 @@ pub struct ServerConfig {
     /// The operator lets organizations send webhooks to private and loopback addresses (each
     /// organization still has to turn it on).
     pub allow_private_webhook_targets: bool,
+    /// The planner may call models whose `base_url` is a private or loopback address (a
+    /// local Ollama or vLLM); off, such a model plans with the heuristic instead.
+    pub allow_private_model_urls: bool,
     /// The highest per-key rate limit (requests per minute) an organization may set.
     pub max_org_rate_limit: u64,
     /// How long a connection may take to send a request's headers, and to start the next
@@ -91,6 +94,7 @@ impl ServerConfig {
             webhook_retry_unit: std::time::Duration::from_secs(1),
             webhook_sender: true,
             allow_private_webhook_targets: false,
+            allow_private_model_urls: false,
             max_org_rate_limit: 6000,
             header_timeout: std::time::Duration::from_secs(10),
             max_connections: 10_000,

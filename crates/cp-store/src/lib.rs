@@ -36,6 +36,7 @@ pub mod retention;
 pub mod secrets;
 pub mod signals;
 pub mod skills;
+pub mod task_plans;
 pub mod teams;
 mod versions;
 pub mod webhooks;

@@ -19,6 +19,7 @@ pub mod job;
 pub mod model;
 pub mod org;
 pub mod page;
+pub mod plan;
 pub mod policy;
 pub mod project;
 pub mod runtime;

@@ -158,6 +158,10 @@ pub struct ServeArgs {
     /// private, loopback and link-local addresses (off: no organization can).
     #[arg(long, env = "KUBIYA_CP_ALLOW_PRIVATE_WEBHOOK_TARGETS")]
     pub allow_private_webhook_targets: bool,
+    /// Let the task planner call models whose `base_url` is a private or loopback address
+    /// (a local Ollama or vLLM); off, such a model plans with the heuristic instead.
+    #[arg(long, env = "KUBIYA_CP_ALLOW_PRIVATE_MODEL_URLS")]
+    pub allow_private_model_urls: bool,
     /// Seconds a connection has to send a request's headers (and to start its next request).
     #[arg(long, env = "KUBIYA_CP_HEADER_TIMEOUT", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub header_timeout: u64,

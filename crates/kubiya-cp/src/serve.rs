@@ -64,6 +64,7 @@ pub async fn run(global: &Global, args: ServeArgs) -> anyhow::Result<()> {
     config.job_webhook_rate_limit = args.job_webhook_rate_limit;
     config.max_org_rate_limit = args.max_org_rate_limit;
     config.allow_private_webhook_targets = args.allow_private_webhook_targets;
+    config.allow_private_model_urls = args.allow_private_model_urls;
     config.header_timeout = std::time::Duration::from_secs(args.header_timeout);
     config.max_connections = usize::try_from(args.max_connections).unwrap_or(usize::MAX);
     config.policy_sandbox.memory_bytes = args.policy_memory_mib << 20;

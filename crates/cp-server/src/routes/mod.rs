@@ -18,6 +18,7 @@ pub mod projects;
 pub mod runtimes;
 pub mod secrets;
 pub mod skills;
+pub mod tasks;
 pub mod teams;
 pub mod webhooks;
 pub mod worker_queues;
@@ -151,6 +152,7 @@ pub fn router(state: AppState) -> Router {
         .merge(workflows::routes())
         .merge(workflow_runs::routes())
         .merge(jobs::routes())
+        .merge(tasks::routes())
         .route_layer(from_fn_with_state(state.clone(), idempotency))
         .route_layer(from_fn_with_state(state.clone(), authenticate));
 

@@ -14,6 +14,7 @@ pub mod jobs;
 pub mod keys;
 pub mod list_cache;
 pub mod notify;
+pub mod planner;
 pub mod policy;
 pub mod retention;
 pub mod run_context;

@@ -136,6 +136,26 @@ pub fn seal_credentials(state: &AppState, org: &str, id: Uuid, credentials: &Cre
 /// `GET /secrets/value/{name}`: decrypts, records the read, answers the value.
 pub async fn read_secret(state: &AppState, caller: &Caller, name: &str) -> ServiceResult<SecretValue> {
     let run = run_needing(state, caller, Wanted::Secret(name)).await?;
+    open_secret(state, caller, name, api_reader(caller, run)).await
+}
+
+/// A secret the server itself uses on the caller's behalf (the planner's model key): the read
+/// is logged with `purpose`, and the value never goes back to the caller.
+pub async fn secret_for_server(
+    state: &AppState,
+    caller: &Caller,
+    name: &str,
+    purpose: &'static str,
+) -> ServiceResult<SecretValue> {
+    let reader = Reader {
+        purpose,
+        ..api_reader(caller, None)
+    };
+    open_secret(state, caller, name, reader).await
+}
+
+/// Decrypts secret `name` of the caller's organization and records the read as `reader`.
+async fn open_secret(state: &AppState, caller: &Caller, name: &str, reader: Reader<'_>) -> ServiceResult<SecretValue> {
     let org = caller.org_id.as_str();
     let secrets = state.store.secrets(org);
     let sealed = secrets
@@ -148,9 +168,7 @@ pub async fn read_secret(state: &AppState, caller: &Caller, name: &str) -> Servi
             tracing::error!(org, secret = %sealed.name, "a secret does not decrypt (wrong master key or altered row)");
             ServiceError::internal()
         })?;
-    secrets
-        .record_reads(&[(sealed.id, &sealed.name)], api_reader(caller, run))
-        .await?;
+    secrets.record_reads(&[(sealed.id, &sealed.name)], reader).await?;
     Ok(SecretValue {
         name: sealed.name,
         value,

@@ -24,6 +24,7 @@ pub fn test_config(addr: SocketAddr) -> ServerConfig {
     config.policy_sandbox = cp_policy::SandboxConfig::new(env!("CARGO_BIN_EXE_kcp-policy-sandbox"), Vec::new());
     config.max_org_rate_limit = 1_000_000;
     config.allow_private_webhook_targets = true;
+    config.allow_private_model_urls = true;
     config
 }
 

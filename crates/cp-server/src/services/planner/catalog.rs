@@ -1,0 +1,220 @@
+//! What the planner may plan with: the organization's agents and teams (with their skills,
+//! tools, models and runtimes), its worker queues and their online workers, its enabled
+//! policies and the models' pricing, read in one go.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+
+use cp_store::agents::AgentFilter;
+use cp_store::environments::EnvironmentFilter;
+use cp_store::models::ModelFilter;
+use cp_store::teams::TeamFilter;
+use cp_types::agent::SkillRef;
+use cp_types::model::Model;
+use cp_types::page::PageRequest;
+use cp_types::skill::{SKILL_NAMED, SkillType, tools_of};
+use cp_types::worker_queue::QueueStatus;
+use uuid::Uuid;
+
+use crate::services::error::ServiceResult;
+use crate::state::AppState;
+
+/// Most agents and most teams the planner reads (an organization with more plans over the
+/// first ones by name; the prompt shows the best matches of those anyway).
+const MOST_ENTITIES: i64 = 2_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Agent,
+    Team,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Agent => "agent",
+            Kind::Team => "team",
+        }
+    }
+}
+
+/// A skill as the planner shows it: what it is and the tools it gives.
+#[derive(Debug, Clone)]
+pub struct SkillInfo {
+    pub name: String,
+    pub skill_type: String,
+    pub description: Option<String>,
+    pub tools: Vec<String>,
+}
+
+/// An agent or a team a step may be given to.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub kind: Kind,
+    pub id: Uuid,
+    pub name: String,
+    pub description: Option<String>,
+    pub model: Option<String>,
+    pub runtime: String,
+    pub capabilities: Vec<String>,
+    pub skills: Vec<SkillInfo>,
+    /// A team's members, by name.
+    pub members: Vec<String>,
+    /// A team's members, by id.
+    pub member_ids: Vec<Uuid>,
+}
+
+impl Candidate {
+    /// The words the heuristic matches a task against.
+    pub fn text(&self) -> String {
+        let mut t = format!("{} {}", self.name, self.description.as_deref().unwrap_or_default());
+        for c in &self.capabilities {
+            t.push(' ');
+            t.push_str(c);
+        }
+        for s in &self.skills {
+            t.push_str(&format!(" {} {} {}", s.name, s.skill_type, s.description.as_deref().unwrap_or_default()));
+            for tool in &s.tools {
+                t.push(' ');
+                t.push_str(tool);
+            }
+        }
+        for m in &self.members {
+            t.push(' ');
+            t.push_str(m);
+        }
+        t
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct QueueInfo {
+    pub id: Uuid,
+    pub name: String,
+    pub environment: String,
+    pub online_workers: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    /// Agents first, then teams; each in name order.
+    pub candidates: Vec<Candidate>,
+    /// Active queues, those with online workers first.
+    pub queues: Vec<QueueInfo>,
+    /// Enabled policies: name and description.
+    pub policies: Vec<(String, Option<String>)>,
+    /// Models by value.
+    pub models: HashMap<String, Model>,
+}
+
+impl Catalog {
+    pub fn find(&self, kind: Kind, id: Uuid) -> Option<&Candidate> {
+        self.candidates.iter().find(|c| c.kind == kind && c.id == id)
+    }
+
+    pub fn has_agent(&self) -> bool {
+        self.candidates.iter().any(|c| c.kind == Kind::Agent)
+    }
+
+    /// The queue with the most online workers, else the first active one.
+    pub fn best_queue(&self) -> Option<&QueueInfo> {
+        self.queues.first()
+    }
+}
+
+fn skill_info(s: &SkillRef) -> SkillInfo {
+    let tools = SkillType::from_str(&s.skill_type)
+        .map(|ty| {
+            tools_of(ty)
+                .iter()
+                .filter(|t| {
+                    t.enabled_by
+                        .is_none_or(|flag| s.configuration.get(flag).and_then(|v| v.as_bool()) != Some(false))
+                })
+                .map(|t| t.name.replace(SKILL_NAMED, &s.name))
+                .collect()
+        })
+        .unwrap_or_default();
+    SkillInfo {
+        name: s.name.clone(),
+        skill_type: s.skill_type.clone(),
+        description: s.description.clone(),
+        tools,
+    }
+}
+
+/// Reads the catalog of `org`; with `project`, only that project's agents and teams.
+pub async fn load(state: &AppState, org: &str, project: Option<Uuid>) -> ServiceResult<Catalog> {
+    let all = PageRequest {
+        limit: MOST_ENTITIES,
+        offset: 0,
+    };
+    let store = &state.store;
+    let agent_filter = AgentFilter {
+        project_id: project,
+        ..AgentFilter::default()
+    };
+    let team_filter = TeamFilter {
+        project_id: project,
+        ..TeamFilter::default()
+    };
+    let model_filter = ModelFilter::default();
+    let (agents, teams, models) = (store.agents(org), store.teams(org), store.models(org));
+    let (envs, queues, policies) = (store.environments(org), store.worker_queues(org), store.policies(org));
+    let (agents, teams, models, envs, queues, policies) = tokio::try_join!(
+        agents.list(agent_filter, all),
+        teams.list(team_filter, all),
+        models.list(&model_filter, all),
+        envs.list(EnvironmentFilter::default(), all),
+        queues.list(None, all),
+        policies.list(Some(true), all),
+    )?;
+    let mut candidates: Vec<Candidate> = agents
+        .items
+        .into_iter()
+        .map(|a| Candidate {
+            kind: Kind::Agent,
+            id: a.id,
+            name: a.name,
+            description: a.description,
+            model: a.model_id,
+            runtime: a.runtime.as_str().to_owned(),
+            capabilities: a.capabilities,
+            skills: a.skills.iter().filter(|s| s.enabled).map(skill_info).collect(),
+            members: Vec::new(),
+            member_ids: Vec::new(),
+        })
+        .collect();
+    candidates.extend(teams.items.into_iter().map(|t| Candidate {
+        kind: Kind::Team,
+        id: t.id,
+        name: t.name,
+        description: t.description,
+        model: t.model_id,
+        runtime: t.runtime.as_str().to_owned(),
+        capabilities: Vec::new(),
+        skills: t.skills.iter().filter(|s| s.enabled).map(skill_info).collect(),
+        members: t.agents.iter().map(|m| m.name.clone()).collect(),
+        member_ids: t.agents.iter().map(|m| m.id).collect(),
+    }));
+    candidates.sort_by(|a, b| (a.kind as u8, &a.name, a.id).cmp(&(b.kind as u8, &b.name, b.id)));
+    let env_names: HashMap<Uuid, String> = envs.items.into_iter().map(|e| (e.id, e.name)).collect();
+    let mut queues: Vec<QueueInfo> = queues
+        .items
+        .into_iter()
+        .filter(|q| q.status == QueueStatus::Active)
+        .map(|q| QueueInfo {
+            id: q.id,
+            environment: env_names.get(&q.environment_id).cloned().unwrap_or_default(),
+            name: q.name,
+            online_workers: q.active_workers,
+        })
+        .collect();
+    queues.sort_by(|a, b| (-a.online_workers, &a.name, a.id).cmp(&(-b.online_workers, &b.name, b.id)));
+    Ok(Catalog {
+        candidates,
+        queues,
+        policies: policies.items.into_iter().map(|p| (p.name, p.description)).collect(),
+        models: models.items.into_iter().map(|m| (m.value.clone(), m)).collect(),
+    })
+}
