@@ -15,6 +15,7 @@ mod faults;
 mod jobs;
 mod policies;
 mod policy_enforcement;
+mod planning;
 mod policy_examples;
 mod query_count;
 mod resources;
