@@ -78,6 +78,8 @@ impl Db {
     pub async fn serve(&self, port: u16, key: Option<&str>) -> Killed {
         let listen = format!("127.0.0.1:{port}");
         let mut cmd = self.cmd(&["serve", "--max-org-rate-limit", "1000000", "--listen", &listen]);
+        // The task planner's model is the fake provider on loopback.
+        cmd.env("KUBIYA_CP_ALLOW_PRIVATE_MODEL_URLS", "true");
         if let Some(key) = key {
             cmd.env("KUBIYA_CP_BOOTSTRAP_API_KEY", key);
         }

@@ -27,6 +27,7 @@ mod db;
 mod faults;
 mod jobs;
 mod mcp;
+mod planning;
 mod skill_tools;
 mod upgrade;
 mod worker;

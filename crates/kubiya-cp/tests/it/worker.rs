@@ -89,6 +89,10 @@ async fn chat(
 ) -> axum::response::Response {
     let messages = body["messages"].as_array().cloned().unwrap_or_default();
     let last = messages.last().cloned().unwrap_or_default();
+    // The task planner: a plan of two steps for the first two agents it was shown.
+    if body["tools"][0]["function"]["name"] == "submit_plan" {
+        return stream(None, Some(("submit_plan", crate::planning::plan_for(&last["content"]))));
+    }
     let system = messages
         .first()
         .filter(|m| m["role"] == "system")
@@ -152,6 +156,12 @@ async fn chat(
             .and_then(|m| m["content"].as_str())
             .unwrap_or("nothing");
         return stream(Some(&format!("I said: {said}")), None);
+    }
+    // A plan's steps: the model says which step it did, and what it was given.
+    if let Some(rest) = prompt.strip_prefix("You are doing one step of a plan") {
+        let step = rest.split("The step: ").nth(1).and_then(|s| s.lines().next()).unwrap_or("?");
+        let given = rest.split("this one depends on:\n").nth(1).unwrap_or("nothing");
+        return stream(Some(&format!("did {step} after [{given}]")), None);
     }
     // Workflow steps: the model answers with what it was asked to say.
     if let Some(text) = prompt.strip_prefix("say: ") {
