@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Drives the official Python client (kubiya-sdk 2.1.6, `kubiya.control_plane_client`) against a
 running server through every method of its health, models, runtimes, skills, agents, context,
-secrets, integrations, policies and workers services, and checks what comes back.
+secrets, integrations, policies, workers and task_planning services, and checks what comes back.
 
 Run by scripts/sdk-compat.sh, which starts a fresh server and sets:
   KCP_SDK_BASE_URL   e.g. http://127.0.0.1:8001
@@ -804,6 +804,37 @@ def workers_start():
 check("workers.list", workers_list)
 check("workers.get (runner name)", workers_get)
 check("workers.start", workers_start)
+
+
+def task_planning_plan():
+    a = need(agent, "agents.create")
+    answer = client.task_planning.plan(
+        "Check the health of the kubernetes cluster and report failing pods", context={"cluster": "prod"}
+    )
+    uuid.UUID(answer["id"])
+    expect(answer.get("planner") in ("llm", "heuristic"), "planner", answer)
+    steps = answer["plan"]["steps"]
+    expect(len(steps) >= 1 and all(s.get("agent_id") or s.get("team_id") for s in steps), "plan steps", answer)
+    # The org's default model has no key here: the heuristic plans, and says why.
+    if answer["planner"] == "heuristic":
+        expect(answer.get("planner_reason"), "heuristic without planner_reason", answer)
+    expect(a["id"] in [s.get("agent_id") for s in steps], "the kubernetes agent is not in the plan", answer)
+    status, stored = http("GET", f"/api/v1/tasks/plans/{answer['id']}")
+    expect(status == 200 and stored.get("id") == answer["id"] and len(stored.get("iterations", [])) == 1, "stored plan", stored)
+
+
+def task_planning_plan_stream():
+    need(agent, "agents.create")
+    lines = [u["data"] for u in client.task_planning.plan_stream("Restart the failing pods in kubernetes")]
+    events = [line[len("event: "):] for line in lines if line.startswith("event: ")]
+    expect(events and events[0] == "progress", "the stream starts with progress", lines)
+    expect(events[-1] == "complete", "the stream ends with complete", lines)
+    last = json.loads(lines[-1][len("data: "):])
+    expect(last["plan"]["steps"], "complete carries the plan", last)
+
+
+check("task_planning.plan", task_planning_plan)
+check("task_planning.plan_stream", task_planning_plan_stream)
 
 
 def agents_delete():
