@@ -54,11 +54,7 @@ impl PlanRequest {
         v.max_length("feedback", self.feedback.as_deref(), MAX_DESCRIPTION);
         v.max_length("planner_model_id", self.planner_model_id.as_deref(), 200);
         if let Some(context) = &self.context {
-            v.check(
-                context.is_object(),
-                "context",
-                "must be a JSON object",
-            );
+            v.check(context.is_object(), "context", "must be a JSON object");
             v.check(
                 context.to_string().len() <= 64 << 10,
                 "context",

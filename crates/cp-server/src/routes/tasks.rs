@@ -91,7 +91,10 @@ async fn stream(
     // The plan goes on if the client leaves: it is stored all the same. Its progress ends
     // when it returns and drops `events`; its answer comes last.
     let planning = tokio::spawn(async move { planner::plan(&state, &caller, prepared, &events).await });
-    let progress = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|p| (progress_event(p), rx)) });
+    let progress = futures::stream::unfold(
+        rx,
+        |mut rx| async move { rx.recv().await.map(|p| (progress_event(p), rx)) },
+    );
     let last = futures::stream::once(async move {
         let _slot = slot;
         let event = match planning.await {
@@ -153,7 +156,11 @@ fn not_found(e: cp_store::StoreError) -> ServiceError {
 /// their state.
 #[utoipa::path(get, path = "/api/v1/tasks/plans/{id}", tag = "task-planning", params(("id" = Uuid, Path)),
     responses((status = 200, body = StoredPlan), (status = 404, body = cp_types::ErrorEnvelope)))]
-async fn get_plan(State(state): State<AppState>, auth: Auth<Read>, Path(id): Path<Uuid>) -> ServiceResult<Json<StoredPlan>> {
+async fn get_plan(
+    State(state): State<AppState>,
+    auth: Auth<Read>,
+    Path(id): Path<Uuid>,
+) -> ServiceResult<Json<StoredPlan>> {
     let plan = state.store.task_plans(&auth.org_id).get_with_history(id).await;
     Ok(Json(plan.map_err(not_found)?))
 }
@@ -161,8 +168,17 @@ async fn get_plan(State(state): State<AppState>, auth: Auth<Read>, Path(id): Pat
 /// Deletes a plan and its iterations; the workflows and runs it started stay.
 #[utoipa::path(delete, path = "/api/v1/tasks/plans/{id}", tag = "task-planning", params(("id" = Uuid, Path)),
     responses((status = 200, body = Deleted), (status = 404, body = cp_types::ErrorEnvelope)))]
-async fn delete_plan(State(state): State<AppState>, auth: Auth<Write>, Path(id): Path<Uuid>) -> ServiceResult<Json<Deleted>> {
-    state.store.task_plans(&auth.org_id).delete(id).await.map_err(not_found)?;
+async fn delete_plan(
+    State(state): State<AppState>,
+    auth: Auth<Write>,
+    Path(id): Path<Uuid>,
+) -> ServiceResult<Json<Deleted>> {
+    state
+        .store
+        .task_plans(&auth.org_id)
+        .delete(id)
+        .await
+        .map_err(not_found)?;
     Ok(Json(Deleted::new(id)))
 }
 

@@ -43,7 +43,8 @@ impl Provider {
 }
 
 fn sse(text: Option<&str>, plan: Option<&Value>) -> axum::response::Response {
-    let chunk = |delta: Value, finish: Value| json!({"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+    let chunk =
+        |delta: Value, finish: Value| json!({"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
     let mut events = Vec::new();
     if let Some(t) = text {
         for piece in t.split_inclusive(' ') {
@@ -55,7 +56,10 @@ fn sse(text: Option<&str>, plan: Option<&Value>) -> axum::response::Response {
         let args = p.to_string();
         let (a, b) = args.split_at(args.len() / 2);
         events.push(chunk(json!({"tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": {"name": "submit_plan", "arguments": a}}]}), Value::Null));
-        events.push(chunk(json!({"tool_calls": [{"index": 0, "function": {"arguments": b}}]}), Value::Null));
+        events.push(chunk(
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": b}}]}),
+            Value::Null,
+        ));
         events.push(chunk(json!({}), json!("tool_calls")));
     }
     events.push(json!({"choices": [], "usage": {"prompt_tokens": 1000, "completion_tokens": 200}}));
@@ -64,9 +68,17 @@ fn sse(text: Option<&str>, plan: Option<&Value>) -> axum::response::Response {
     ([("content-type", "text/event-stream")], body).into_response()
 }
 
-async fn chat(axum::extract::State(p): axum::extract::State<Provider>, Json(body): Json<Value>) -> axum::response::Response {
+async fn chat(
+    axum::extract::State(p): axum::extract::State<Provider>,
+    Json(body): Json<Value>,
+) -> axum::response::Response {
     p.requests.lock().unwrap().push(body);
-    let mut next = p.script.lock().unwrap().pop_front().unwrap_or(Answer::Text("no plan today"));
+    let mut next = p
+        .script
+        .lock()
+        .unwrap()
+        .pop_front()
+        .unwrap_or(Answer::Text("no plan today"));
     loop {
         match next {
             Answer::Late(pause, then) => {
@@ -102,7 +114,8 @@ struct Org {
 
 async fn org(app: &TestApp, llm_url: &str) -> Org {
     app.unlimited().await;
-    app.id_of("/api/v1/secrets", json!({"name": "FAKE_KEY", "value": "sk-fake"})).await;
+    app.id_of("/api/v1/secrets", json!({"name": "FAKE_KEY", "value": "sk-fake"}))
+        .await;
     app.id_of(
         "/api/v1/models",
         json!({"value": "fake/planner", "label": "Planner", "provider": "openai", "base_url": llm_url,
@@ -111,7 +124,10 @@ async fn org(app: &TestApp, llm_url: &str) -> Org {
     )
     .await;
     let shell = app
-        .id_of("/api/v1/skills", json!({"name": "psql", "type": "shell", "description": "runs pg_dump and psql"}))
+        .id_of(
+            "/api/v1/skills",
+            json!({"name": "psql", "type": "shell", "description": "runs pg_dump and psql"}),
+        )
         .await;
     let dba = app
         .id_of(
@@ -126,12 +142,18 @@ async fn org(app: &TestApp, llm_url: &str) -> Org {
         )
         .await;
     let team = app
-        .id_of("/api/v1/teams", json!({"name": "ops", "description": "Operations", "configuration": {"member_ids": [dba, deployer]}}))
+        .id_of(
+            "/api/v1/teams",
+            json!({"name": "ops", "description": "Operations", "configuration": {"member_ids": [dba, deployer]}}),
+        )
         .await;
     let envs = json(app.get("/api/v1/environments").await).await;
     let env = envs["items"][0]["id"].as_str().unwrap().to_string();
     let queue = app
-        .id_of(&format!("/api/v1/environments/{env}/worker-queues"), json!({"name": "main"}))
+        .id_of(
+            &format!("/api/v1/environments/{env}/worker-queues"),
+            json!({"name": "main"}),
+        )
         .await;
     Org {
         dba,

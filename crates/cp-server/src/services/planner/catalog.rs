@@ -73,7 +73,12 @@ impl Candidate {
             t.push_str(c);
         }
         for s in &self.skills {
-            t.push_str(&format!(" {} {} {}", s.name, s.skill_type, s.description.as_deref().unwrap_or_default()));
+            t.push_str(&format!(
+                " {} {} {}",
+                s.name,
+                s.skill_type,
+                s.description.as_deref().unwrap_or_default()
+            ));
             for tool in &s.tools {
                 t.push(' ');
                 t.push_str(tool);

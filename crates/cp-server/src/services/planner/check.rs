@@ -198,8 +198,14 @@ pub fn check(value: Value, catalog: &Catalog, index: &Index, task: &str) -> Resu
     let mut notes = Vec::new();
     let mut drafts = draft.steps;
     if drafts.len() > MAX_PLAN_STEPS {
-        problems.push(format!("a plan has at most {MAX_PLAN_STEPS} steps; this one has {}", drafts.len()));
-        notes.push(format!("Only the first {MAX_PLAN_STEPS} of {} steps were kept", drafts.len()));
+        problems.push(format!(
+            "a plan has at most {MAX_PLAN_STEPS} steps; this one has {}",
+            drafts.len()
+        ));
+        notes.push(format!(
+            "Only the first {MAX_PLAN_STEPS} of {} steps were kept",
+            drafts.len()
+        ));
         drafts.truncate(MAX_PLAN_STEPS);
     }
     // Step ids become workflow step ids; what the model called each one stays findable.
@@ -279,11 +285,20 @@ pub fn check(value: Value, catalog: &Catalog, index: &Index, task: &str) -> Resu
                          they depend on)",
                         d.id
                     ));
-                    notes.push(format!("Step '{id}': the dependency on '{}' was dropped", clip(&dep, 64)));
+                    notes.push(format!(
+                        "Step '{id}': the dependency on '{}' was dropped",
+                        clip(&dep, 64)
+                    ));
                 }
                 None => {
-                    problems.push(format!("step '{}' depends on '{dep}', which is not a step of the plan", d.id));
-                    notes.push(format!("Step '{id}': the dependency on unknown step '{}' was dropped", clip(&dep, 64)));
+                    problems.push(format!(
+                        "step '{}' depends on '{dep}', which is not a step of the plan",
+                        d.id
+                    ));
+                    notes.push(format!(
+                        "Step '{id}': the dependency on unknown step '{}' was dropped",
+                        clip(&dep, 64)
+                    ));
                 }
             }
         }
@@ -294,11 +309,22 @@ pub fn check(value: Value, catalog: &Catalog, index: &Index, task: &str) -> Resu
             notes.push(format!(
                 "Step '{id}': {} has no skill named {}; dropped",
                 who.name,
-                unknown.iter().map(|s| format!("'{}'", clip(s, 64))).collect::<Vec<_>>().join(", ")
+                unknown
+                    .iter()
+                    .map(|s| format!("'{}'", clip(s, 64)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
         }
         let mut step = PlanStep {
-            title: clip(if d.title.trim().is_empty() { &d.description } else { d.title.trim() }, 200),
+            title: clip(
+                if d.title.trim().is_empty() {
+                    &d.description
+                } else {
+                    d.title.trim()
+                },
+                200,
+            ),
             description: clip(d.description.trim(), 10_000),
             id,
             depends_on,
@@ -310,7 +336,11 @@ pub fn check(value: Value, catalog: &Catalog, index: &Index, task: &str) -> Resu
         steps.push(step);
     }
     let rec = draft.recommended_execution.unwrap_or_default();
-    let kind = if rec.entity_type.as_deref() == Some("team") { Kind::Team } else { Kind::Agent };
+    let kind = if rec.entity_type.as_deref() == Some("team") {
+        Kind::Team
+    } else {
+        Kind::Agent
+    };
     let lead = match rec.entity_id.as_deref().filter(|s| !s.trim().is_empty()) {
         Some(raw) => match named(catalog, raw, kind) {
             Some(c) => Some(c),
@@ -337,7 +367,12 @@ pub fn check(value: Value, catalog: &Catalog, index: &Index, task: &str) -> Resu
             .find(|c| Some(c.id) == first.agent_id.or(first.team_id))
     });
     let queue = match rec.worker_queue_id.as_deref().filter(|s| !s.trim().is_empty()) {
-        Some(raw) => match raw.trim().parse::<Uuid>().ok().and_then(|id| catalog.queues.iter().find(|q| q.id == id)) {
+        Some(raw) => match raw
+            .trim()
+            .parse::<Uuid>()
+            .ok()
+            .and_then(|id| catalog.queues.iter().find(|q| q.id == id))
+        {
             Some(q) => Some(q),
             None => {
                 problems.push(format!(
@@ -405,7 +440,10 @@ mod tests {
             member_ids: Vec::new(),
         };
         Catalog {
-            candidates: vec![agent("dba", "databases backups"), agent("deployer", "deploys kubernetes")],
+            candidates: vec![
+                agent("dba", "databases backups"),
+                agent("deployer", "deploys kubernetes"),
+            ],
             ..Catalog::default()
         }
     }

@@ -110,7 +110,13 @@ async fn run(
 }
 
 /// The plan's workflow: the one an earlier run of the same iteration made, or a new one.
-async fn workflow_for(state: &AppState, caller: &Caller, plan: &TaskPlan, name: &str, task: &str) -> ServiceResult<Workflow> {
+async fn workflow_for(
+    state: &AppState,
+    caller: &Caller,
+    plan: &TaskPlan,
+    name: &str,
+    task: &str,
+) -> ServiceResult<Workflow> {
     let workflows_of = state.store.workflows(&caller.org_id);
     match workflows_of.by_name(name).await {
         Ok(w) => return Ok(w),

@@ -107,7 +107,11 @@ pub fn best_for(catalog: &Catalog, index: &Index, text: &str, task: &str) -> (us
             return (i, matched);
         }
     }
-    let first = catalog.candidates.iter().position(|c| c.kind == Kind::Agent).unwrap_or(0);
+    let first = catalog
+        .candidates
+        .iter()
+        .position(|c| c.kind == Kind::Agent)
+        .unwrap_or(0);
     (first, Vec::new())
 }
 
@@ -188,7 +192,12 @@ pub fn skills_for(c: &Candidate, text: &str) -> Vec<String> {
         .skills
         .iter()
         .filter(|s| {
-            let own = format!("{} {} {}", s.name, s.skill_type, s.description.as_deref().unwrap_or_default());
+            let own = format!(
+                "{} {} {}",
+                s.name,
+                s.skill_type,
+                s.description.as_deref().unwrap_or_default()
+            );
             tokens(&own).iter().any(|w| words.contains(w))
         })
         .map(|s| s.name.clone())
@@ -267,7 +276,10 @@ pub fn plan(catalog: &Catalog, task: &str, quick: bool, reason: &str) -> TaskPla
                     "{} matches the task best; queue {} has {} online worker(s)",
                     lead.name, q.name, q.online_workers
                 ),
-                None => format!("{} matches the task best; the organization has no active queue", lead.name),
+                None => format!(
+                    "{} matches the task best; the organization has no active queue",
+                    lead.name
+                ),
             },
         },
         steps,
@@ -357,8 +369,14 @@ mod tests {
     #[test]
     fn list_items_are_parts_and_quick_mode_merges_the_rest() {
         let task = "Do these:\n1. check disks\n2. rotate logs\n3) restart nginx\n- update dns\n";
-        assert_eq!(parts(task, 8), ["check disks", "rotate logs", "restart nginx", "update dns"]);
-        assert_eq!(parts(task, 3), ["check disks", "rotate logs", "restart nginx. update dns"]);
+        assert_eq!(
+            parts(task, 8),
+            ["check disks", "rotate logs", "restart nginx", "update dns"]
+        );
+        assert_eq!(
+            parts(task, 3),
+            ["check disks", "rotate logs", "restart nginx. update dns"]
+        );
         assert_eq!(parts("hi", 3), ["hi"]);
     }
 

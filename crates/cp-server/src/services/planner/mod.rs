@@ -106,9 +106,18 @@ pub async fn prepare(state: &AppState, caller: &Caller, req: PlanRequest) -> Ser
 
 /// Makes the plan, stores it (a new plan, or the next iteration of `previous_plan_id`) and
 /// answers it.
-pub async fn plan(state: &AppState, caller: &Caller, prepared: Prepared, events: &Events) -> ServiceResult<PlanResponse> {
+pub async fn plan(
+    state: &AppState,
+    caller: &Caller,
+    prepared: Prepared,
+    events: &Events,
+) -> ServiceResult<PlanResponse> {
     let Prepared { req, catalog, previous } = prepared;
-    let agents = catalog.candidates.iter().filter(|c| c.kind == catalog::Kind::Agent).count();
+    let agents = catalog
+        .candidates
+        .iter()
+        .filter(|c| c.kind == catalog::Kind::Agent)
+        .count();
     events.stage(
         "context",
         format!(
@@ -146,7 +155,12 @@ pub async fn plan(state: &AppState, caller: &Caller, prepared: Prepared, events:
                 Some(f) => format!("{task}\n{f}"),
                 None => task.to_owned(),
             };
-            (heuristic::plan(&catalog, &text, quick, &reason), Planner::Heuristic, None, Some(reason))
+            (
+                heuristic::plan(&catalog, &text, quick, &reason),
+                Planner::Heuristic,
+                None,
+                Some(reason),
+            )
         }
     };
     let default_model = catalog.models.values().find(|m| m.is_default).map(|m| m.value.as_str());
@@ -245,7 +259,10 @@ async fn ask(
         };
         events.stage(
             "repairing",
-            format!("The answer had {} problem(s); asking the model to correct them", problems.len()),
+            format!(
+                "The answer had {} problem(s); asking the model to correct them",
+                problems.len()
+            ),
         );
         let feedback = format!(
             "The plan has these problems:\n- {}\nCall {} again with the whole corrected plan, using only the ids listed.",

@@ -85,11 +85,19 @@ pub async fn choose(state: &AppState, caller: &Caller, wanted: Option<&str>) -> 
         return Ok(Err(format!(
             "model {}'s base_url cannot be used by the server: {e}{}",
             model.value,
-            if allow_private { "" } else { " (allowed only with --allow-private-model-urls)" }
+            if allow_private {
+                ""
+            } else {
+                " (allowed only with --allow-private-model-urls)"
+            }
         )));
     }
     let builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(10));
-    let builder = if allow_private { builder } else { cp_net::public_only(builder) };
+    let builder = if allow_private {
+        builder
+    } else {
+        cp_net::public_only(builder)
+    };
     let http = builder.build().map_err(|_| ServiceError::internal())?;
     let mut config = ModelConfig::new(provider, model.provider_model_name());
     config.base_url = base_url;
@@ -140,7 +148,12 @@ pub fn request(req: &PlanRequest, catalog: &Catalog, index: &Index, previous: Op
             let _ = writeln!(text, "\nRevise it following this feedback:\n{}", f.trim());
         }
     }
-    describe_catalog(&mut text, catalog, index, &format!("{} {}", req.description, req.feedback.as_deref().unwrap_or_default()));
+    describe_catalog(
+        &mut text,
+        catalog,
+        index,
+        &format!("{} {}", req.description, req.feedback.as_deref().unwrap_or_default()),
+    );
     ChatRequest {
         system: Some(SYSTEM.into()),
         messages: vec![Message::User { content: text }],
@@ -152,13 +165,20 @@ pub fn request(req: &PlanRequest, catalog: &Catalog, index: &Index, previous: Op
 
 fn describe_catalog(text: &mut String, catalog: &Catalog, index: &Index, query: &str) {
     let ranked = index.ranked(query);
-    for (kind, most, heading) in [(Kind::Agent, SHOWN_AGENTS, "Agents"), (Kind::Team, SHOWN_TEAMS, "Teams")] {
+    for (kind, most, heading) in [
+        (Kind::Agent, SHOWN_AGENTS, "Agents"),
+        (Kind::Team, SHOWN_TEAMS, "Teams"),
+    ] {
         let all = catalog.candidates.iter().filter(|c| c.kind == kind).count();
         if all == 0 {
             continue;
         }
         let _ = writeln!(text, "\n{heading}:");
-        for (i, _) in ranked.iter().filter(|(i, _)| catalog.candidates[*i].kind == kind).take(most) {
+        for (i, _) in ranked
+            .iter()
+            .filter(|(i, _)| catalog.candidates[*i].kind == kind)
+            .take(most)
+        {
             let c = &catalog.candidates[*i];
             let _ = write!(text, "- id: {} | name: {}", c.id, c.name);
             if let Some(d) = c.description.as_deref().filter(|d| !d.is_empty()) {
@@ -185,7 +205,12 @@ fn describe_catalog(text: &mut String, catalog: &Catalog, index: &Index, query: 
             text.push('\n');
         }
         if all > most {
-            let _ = writeln!(text, "({} more {} not shown: they match the task less)", all - most, heading.to_lowercase());
+            let _ = writeln!(
+                text,
+                "({} more {} not shown: they match the task less)",
+                all - most,
+                heading.to_lowercase()
+            );
         }
     }
     if catalog.queues.is_empty() {
@@ -203,7 +228,14 @@ fn describe_catalog(text: &mut String, catalog: &Catalog, index: &Index, query: 
     if !catalog.policies.is_empty() {
         text.push_str("\nPolicies that check every tool call:\n");
         for (name, description) in catalog.policies.iter().take(30) {
-            let _ = writeln!(text, "- {name}{}", description.as_deref().map(|d| format!(": {}", clip(d, 200))).unwrap_or_default());
+            let _ = writeln!(
+                text,
+                "- {name}{}",
+                description
+                    .as_deref()
+                    .map(|d| format!(": {}", clip(d, 200)))
+                    .unwrap_or_default()
+            );
         }
     }
 }
