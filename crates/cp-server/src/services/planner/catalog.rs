@@ -92,6 +92,25 @@ impl Candidate {
     }
 }
 
+#[cfg(test)]
+impl Candidate {
+    /// An agent with a name and a description only.
+    pub fn agent(name: &str, description: &str) -> Candidate {
+        Candidate {
+            kind: Kind::Agent,
+            id: Uuid::now_v7(),
+            name: name.into(),
+            description: Some(description.into()),
+            model: None,
+            runtime: "default".into(),
+            capabilities: Vec::new(),
+            skills: Vec::new(),
+            members: Vec::new(),
+            member_ids: Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct QueueInfo {
     pub id: Uuid,

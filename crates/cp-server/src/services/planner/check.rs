@@ -427,18 +427,7 @@ mod tests {
     use super::*;
 
     fn catalog() -> Catalog {
-        let agent = |name: &str, description: &str| Candidate {
-            kind: Kind::Agent,
-            id: Uuid::now_v7(),
-            name: name.into(),
-            description: Some(description.into()),
-            model: None,
-            runtime: "default".into(),
-            capabilities: Vec::new(),
-            skills: Vec::new(),
-            members: Vec::new(),
-            member_ids: Vec::new(),
-        };
+        let agent = Candidate::agent;
         Catalog {
             candidates: vec![
                 agent("dba", "databases backups"),

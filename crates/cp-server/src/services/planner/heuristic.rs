@@ -319,21 +319,9 @@ fn recommended_entity<'a>(catalog: &'a Catalog, steps: &[PlanStep], best: usize)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use uuid::Uuid;
 
     fn agent(name: &str, description: &str) -> Candidate {
-        Candidate {
-            kind: Kind::Agent,
-            id: Uuid::now_v7(),
-            name: name.into(),
-            description: Some(description.into()),
-            model: None,
-            runtime: "default".into(),
-            capabilities: Vec::new(),
-            skills: Vec::new(),
-            members: Vec::new(),
-            member_ids: Vec::new(),
-        }
+        Candidate::agent(name, description)
     }
 
     #[test]

@@ -92,7 +92,10 @@ pub async fn choose(state: &AppState, caller: &Caller, wanted: Option<&str>) -> 
             }
         )));
     }
-    let builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(10));
+    // No redirects: one to a private IP literal would skip the public-only resolver.
+    let builder = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none());
     let builder = if allow_private {
         builder
     } else {
