@@ -75,6 +75,8 @@ pub struct ModelConfig {
     pub max_retries: u32,
     /// The first retry's delay; each next one doubles it.
     pub retry_base: Duration,
+    /// The most bytes one streamed answer may have (a provider cannot fill the memory).
+    pub max_response_bytes: usize,
 }
 
 impl ModelConfig {
@@ -87,6 +89,7 @@ impl ModelConfig {
             idle_timeout: Duration::from_secs(120),
             max_retries: 3,
             retry_base: Duration::from_millis(500),
+            max_response_bytes: 32 << 20,
         }
     }
 }
@@ -239,7 +242,7 @@ impl Client {
                 Err(_) => Retryable::Yes(LlmError::Timeout(self.config.idle_timeout), None),
                 Ok(Err(e)) => Retryable::Yes(LlmError::Network(e.to_string()), None),
                 Ok(Ok(resp)) if resp.status().is_success() => {
-                    let events = sse::Events::new(resp, self.config.idle_timeout);
+                    let events = sse::Events::new(resp, self.config.idle_timeout, self.config.max_response_bytes);
                     return match self.config.provider {
                         Provider::OpenAi => openai::read(events, &mut on_delta).await,
                         Provider::Anthropic => anthropic::read(events, &mut on_delta).await,
@@ -277,7 +280,7 @@ async fn classify(resp: reqwest::Response) -> Retryable {
         .and_then(|v| v.trim().parse::<f64>().ok())
         // A provider may send anything here: negative, NaN or huge values must not panic.
         .and_then(|secs| Duration::try_from_secs_f64(secs.clamp(0.0, 60.0)).ok());
-    let text = resp.text().await.unwrap_or_default();
+    let text = error_body(resp).await;
     let message = serde_json::from_str::<Value>(&text)
         .ok()
         .and_then(|v| {
@@ -287,13 +290,27 @@ async fn classify(resp: reqwest::Response) -> Retryable {
                 .and_then(Value::as_str)
                 .map(str::to_owned)
         })
-        .unwrap_or_else(|| text.chars().take(500).collect());
+        .unwrap_or_else(|| text.clone());
+    let message: String = message.chars().take(500).collect();
     let message = format!("{status}: {message}");
     match status {
         401 | 403 => Retryable::No(LlmError::Auth(message)),
         408 | 409 | 429 | 500..=599 => Retryable::Yes(LlmError::Unavailable(message), after),
         _ => Retryable::No(LlmError::Request(message)),
     }
+}
+
+/// The first 64 KiB of an error answer's body: enough for any message, and no more is read.
+async fn error_body(mut resp: reqwest::Response) -> String {
+    const MOST: usize = 64 << 10;
+    let mut body = Vec::new();
+    while body.len() < MOST {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk[..chunk.len().min(MOST - body.len())]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&body).into_owned()
 }
 
 /// The key under which [`ToolCall::arguments`] carries arguments that were not valid JSON

@@ -21,15 +21,20 @@ pub(crate) struct Events {
     buf: Vec<u8>,
     idle: Duration,
     ended: bool,
+    /// Bytes read so far, and the most a response may have.
+    read: usize,
+    most: usize,
 }
 
 impl Events {
-    pub fn new(resp: reqwest::Response, idle: Duration) -> Events {
+    pub fn new(resp: reqwest::Response, idle: Duration, most: usize) -> Events {
         Events {
             chunks: Box::pin(resp.bytes_stream().map(|r| r.map(|b| b.to_vec()))),
             buf: Vec::new(),
             idle,
             ended: false,
+            read: 0,
+            most,
         }
     }
 
@@ -55,7 +60,16 @@ impl Events {
                     }
                 }
                 Ok(Some(Err(e))) => return Err(LlmError::Network(e.to_string())),
-                Ok(Some(Ok(chunk))) => self.buf.extend(chunk.into_iter().filter(|b| *b != b'\r')),
+                Ok(Some(Ok(chunk))) => {
+                    self.read += chunk.len();
+                    if self.read > self.most {
+                        return Err(LlmError::Protocol(format!(
+                            "the answer is larger than {} bytes",
+                            self.most
+                        )));
+                    }
+                    self.buf.extend(chunk.into_iter().filter(|b| *b != b'\r'))
+                }
             }
         }
     }
