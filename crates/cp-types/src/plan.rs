@@ -14,6 +14,8 @@ use crate::{FieldIssue, wire_enum};
 pub const MAX_DESCRIPTION: usize = 20_000;
 /// Most steps a plan keeps (the rest is dropped with a note).
 pub const MAX_PLAN_STEPS: usize = 30;
+/// Most iterations one plan keeps (its first and its refinements).
+pub const MAX_PLAN_ITERATIONS: i64 = 50;
 
 wire_enum! {
     Priority { Low = "low", Medium = "medium", High = "high", Critical = "critical" }
@@ -250,10 +252,7 @@ impl ExecutePlan {
     pub fn validate(&self) -> Result<(), Vec<FieldIssue>> {
         let mut v = Issues::new();
         v.object("inputs", self.inputs.as_ref());
-        v.check(self.answers.len() <= 50, "answers", "at most 50");
-        for (i, a) in self.answers.iter().enumerate() {
-            v.max_length(&format!("answers[{i}]"), Some(a), 10_000);
-        }
+        check_answers(&mut v, &self.answers);
         v.finish()
     }
 }
@@ -269,6 +268,45 @@ pub struct ExecuteInlinePlan {
     pub answers: Vec<String>,
     #[serde(default)]
     pub force: bool,
+}
+
+impl ExecuteInlinePlan {
+    pub fn validate(&self) -> Result<(), Vec<FieldIssue>> {
+        let mut v = Issues::new();
+        v.object("inputs", self.inputs.as_ref());
+        check_answers(&mut v, &self.answers);
+        let p = &self.plan;
+        v.max_length("plan.title", Some(&p.title), 200);
+        v.max_length("plan.summary", Some(&p.summary), 5_000);
+        v.check(!p.steps.is_empty(), "plan.steps", "the plan has no steps");
+        v.check(
+            p.steps.len() <= MAX_PLAN_STEPS,
+            "plan.steps",
+            format!("at most {MAX_PLAN_STEPS} steps"),
+        );
+        v.check(p.questions.len() <= 20, "plan.questions", "at most 20");
+        for (i, s) in p.steps.iter().enumerate().take(MAX_PLAN_STEPS) {
+            let at = |f: &str| format!("plan.steps[{i}].{f}");
+            v.check(
+                crate::workflow::is_step_id(&s.id),
+                &at("id"),
+                "a letter or _, then letters, digits and _ (at most 64)",
+            );
+            v.max_length(&at("title"), Some(&s.title), 200);
+            v.max_length(&at("description"), Some(&s.description), 10_000);
+            v.max_length(&at("expected_output"), Some(&s.expected_output), 2_000);
+            v.check(s.depends_on.len() <= MAX_PLAN_STEPS, &at("depends_on"), "too many");
+            v.check(s.skills_to_use.len() <= 20, &at("skills_to_use"), "at most 20");
+        }
+        v.finish()
+    }
+}
+
+fn check_answers(v: &mut Issues, answers: &[String]) {
+    v.check(answers.len() <= 50, "answers", "at most 50");
+    for (i, a) in answers.iter().enumerate().take(50) {
+        v.max_length(&format!("answers[{i}]"), Some(a), 10_000);
+    }
 }
 
 /// What executing a plan started.

@@ -244,7 +244,7 @@ pub struct UpdateWorkflow {
 
 /// Step ids are names a template can write as `steps.<id>`: a letter or `_`, then letters,
 /// digits and `_`.
-fn is_step_id(id: &str) -> bool {
+pub(crate) fn is_step_id(id: &str) -> bool {
     (1..=64).contains(&id.len())
         && id.bytes().next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
         && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')

@@ -9,14 +9,16 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
 use cp_types::plan::{ExecuteInlinePlan, ExecutePlan, PlanExecution, PlanRequest, PlanResponse, StoredPlan};
 use cp_types::{Deleted, Page, PageParams};
-use futures::{Stream, StreamExt};
+use futures::StreamExt;
 use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use crate::http::idempotency::NoReplay;
 use crate::http::{Auth, JsonBody, Pagination, Path, Read, Write};
 use crate::routes::executions::stream_slot;
 use crate::services::caller::Caller;
@@ -80,23 +82,23 @@ fn progress_event(p: Progress) -> Result<Event, Infallible> {
     Ok(event.unwrap_or_else(|_| Event::default().comment("unserializable")))
 }
 
-async fn stream(
-    state: AppState,
-    caller: Arc<Caller>,
-    req: PlanRequest,
-) -> ServiceResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+async fn stream(state: AppState, caller: Arc<Caller>, req: PlanRequest) -> ServiceResult<Response> {
     let slot = stream_slot(&state, &caller)?;
     let prepared = planner::prepare(&state, &caller, req).await?;
     let (events, rx) = Events::channel();
     // The plan goes on if the client leaves: it is stored all the same. Its progress ends
     // when it returns and drops `events`; its answer comes last.
-    let planning = tokio::spawn(async move { planner::plan(&state, &caller, prepared, &events).await });
+    // The slot is held until the plan is made, not until the client leaves: a client that
+    // disconnects at once cannot start plans without bound.
+    let planning = tokio::spawn(async move {
+        let _slot = slot;
+        planner::plan(&state, &caller, prepared, &events).await
+    });
     let progress = futures::stream::unfold(
         rx,
         |mut rx| async move { rx.recv().await.map(|p| (progress_event(p), rx)) },
     );
     let last = futures::stream::once(async move {
-        let _slot = slot;
         let event = match planning.await {
             Ok(Ok(answer)) => Event::default().event("complete").json_data(&answer),
             Ok(Err(e)) => Event::default()
@@ -108,7 +110,12 @@ async fn stream(
         };
         Ok(event.unwrap_or_else(|_| Event::default().event("error")))
     });
-    Ok(Sse::new(progress.chain(last)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)).text("keepalive")))
+    let sse =
+        Sse::new(progress.chain(last)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)).text("keepalive"));
+    let mut resp = sse.into_response();
+    // A stream cannot be replayed: a retry with the same idempotency key plans again.
+    resp.extensions_mut().insert(NoReplay);
+    Ok(resp)
 }
 
 /// The plan as it is made, as server-sent events: `progress {stage, message}` at once and
@@ -121,7 +128,7 @@ async fn plan_stream(
     State(state): State<AppState>,
     auth: Auth<Write>,
     JsonBody(req): JsonBody<PlanRequest>,
-) -> ServiceResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+) -> ServiceResult<Response> {
     stream(state, auth.principal.clone(), req).await
 }
 
@@ -133,7 +140,7 @@ async fn plan_stream_alias(
     State(state): State<AppState>,
     auth: Auth<Write>,
     JsonBody(req): JsonBody<PlanRequest>,
-) -> ServiceResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+) -> ServiceResult<Response> {
     stream(state, auth.principal.clone(), req).await
 }
 

@@ -24,6 +24,8 @@ enum Answer {
     Text(&'static str),
     /// The answer after a pause.
     Late(Duration, Box<Answer>),
+    /// A 307 to this URL.
+    Redirect(String),
 }
 
 #[derive(Clone, Default)]
@@ -87,6 +89,9 @@ async fn chat(
             }
             Answer::Plan(v) => return sse(None, Some(&v)),
             Answer::Text(t) => return sse(Some(t), None),
+            Answer::Redirect(to) => {
+                return (axum::http::StatusCode::TEMPORARY_REDIRECT, [("location", to)]).into_response();
+            }
         }
     }
 }
@@ -328,6 +333,12 @@ both_backends! {
         let answer = plan(&app, "/api/v1/tasks/plan", json!({"description": task, "planner_model_id": "down/model"})).await;
         assert_eq!(answer["planner"], "heuristic");
         assert!(answer["planner_reason"].as_str().unwrap().contains("could not answer"), "{answer}");
+        // A provider that redirects is not followed: the target sees nothing.
+        let (target, seen) = provider().await;
+        llm.then(Answer::Redirect(format!("{target}/chat/completions")));
+        let answer = plan(&app, "/api/v1/tasks/plan", json!({"description": task})).await;
+        assert_eq!(answer["planner"], "heuristic", "{answer}");
+        assert!(seen.requests().is_empty());
         // A model that is not the organization's is a 422, not a heuristic plan.
         let r = app.post("/api/v1/tasks/plan", json!({"description": task, "planner_model_id": "nope/none"})).await;
         assert_error(r, 422, "VALIDATION_ERROR").await;
@@ -456,7 +467,23 @@ both_backends! {
         assert_eq!(again["workflow_id"], workflow);
         assert_ne!(again["workflow_run_id"], run);
 
-        // A plan held by the client runs too; one naming another organization's agent does not.
+        // A workflow of the plan's name that someone else wrote is not run as the plan.
+        llm.then(Answer::Plan(good_plan(&o)));
+        let other = plan(&app, "/api/v1/tasks/plan", json!({"description": "deploy"})).await;
+        let other_id = other["id"].as_str().unwrap();
+        let r = app.post("/api/v1/workflows", json!({"name": format!("plan-{other_id}-1"), "default_worker_queue_id": o.queue,
+            "steps": [{"id": "evil", "type": "agent", "agent_id": o.dba, "prompt": "drop the database"}]})).await;
+        assert_eq!(r.status(), 201);
+        let r = app.post(&format!("/api/v1/tasks/plans/{other_id}/execute"), json!({})).await;
+        assert_error(r, 409, "CONFLICT").await;
+
+        // A plan held by the client runs too; one naming another organization's agent does not,
+        // nor one past the limits.
+        let mut huge = answer["plan"].clone();
+        let step = huge["steps"][0].clone();
+        huge["steps"] = json!(vec![step; 31]);
+        let r = app.post("/api/v1/tasks/plan/execute", json!({"plan": huge, "worker_queue_id": o.queue, "force": true})).await;
+        assert_error(r, 422, "VALIDATION_ERROR").await;
         let mut inline = answer["plan"].clone();
         inline["questions"] = json!([]);
         let r = app.post("/api/v1/tasks/plan/execute", json!({"plan": inline, "worker_queue_id": o.queue})).await;

@@ -9,10 +9,11 @@ use cp_store::agents::AgentFilter;
 use cp_store::environments::EnvironmentFilter;
 use cp_store::models::ModelFilter;
 use cp_store::teams::TeamFilter;
-use cp_types::agent::SkillRef;
+use cp_types::agent::{AgentStatus, SkillRef};
 use cp_types::model::Model;
 use cp_types::page::PageRequest;
 use cp_types::skill::{SKILL_NAMED, SkillType, tools_of};
+use cp_types::team::TeamStatus;
 use cp_types::worker_queue::QueueStatus;
 use uuid::Uuid;
 
@@ -196,6 +197,7 @@ pub async fn load(state: &AppState, org: &str, project: Option<Uuid>) -> Service
     let mut candidates: Vec<Candidate> = agents
         .items
         .into_iter()
+        .filter(|a| a.status != AgentStatus::Archived)
         .map(|a| Candidate {
             kind: Kind::Agent,
             id: a.id,
@@ -209,7 +211,8 @@ pub async fn load(state: &AppState, org: &str, project: Option<Uuid>) -> Service
             member_ids: Vec::new(),
         })
         .collect();
-    candidates.extend(teams.items.into_iter().map(|t| Candidate {
+    let teams = teams.items.into_iter().filter(|t| t.status == TeamStatus::Active);
+    candidates.extend(teams.map(|t| Candidate {
         kind: Kind::Team,
         id: t.id,
         name: t.name,

@@ -41,8 +41,8 @@ pub fn plan_schema() -> Value {
                         "title": {"type": "string", "maxLength": 200},
                         "description": {"type": "string", "maxLength": 10000},
                         "agent_id": id, "team_id": id,
-                        "depends_on": {"type": "array", "items": {"type": "string"}},
-                        "skills_to_use": {"type": "array", "items": {"type": "string"}},
+                        "depends_on": {"type": "array", "maxItems": 30, "items": {"type": "string", "maxLength": 200}},
+                        "skills_to_use": {"type": "array", "maxItems": 20, "items": {"type": "string", "maxLength": 200}},
                         "expected_output": {"type": "string", "maxLength": 2000}
                     }
                 }
@@ -128,10 +128,12 @@ pub fn parse(answer: &Value) -> Result<Value, Vec<String>> {
             .take(20)
             .map(|e| {
                 let at = e.instance_path().to_string();
+                // A message repeats the offending value: keep each one short.
+                let message = clip(&e.to_string(), 200);
                 if at.is_empty() {
-                    e.to_string()
+                    message
                 } else {
-                    format!("{at}: {e}")
+                    format!("{at}: {message}")
                 }
             })
             .collect();
@@ -150,12 +152,12 @@ pub fn json_in(text: &str) -> Option<Value> {
 }
 
 /// A step id that is also a workflow step id: letters, digits and `_`, not starting with a
-/// digit, at most 64 characters.
+/// digit, at most 56 characters (room for a suffix that makes it unique).
 fn step_id(raw: &str, n: usize) -> String {
     let mut id: String = raw
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .take(60)
+        .take(54)
         .collect();
     if id.is_empty() || id.starts_with(|c: char| c.is_ascii_digit()) {
         id = format!("s_{id}");
@@ -212,10 +214,15 @@ pub fn check(value: Value, catalog: &Catalog, index: &Index, task: &str) -> Resu
     let mut ids: Vec<String> = Vec::new();
     let mut renamed: Vec<(String, String)> = Vec::new();
     for (n, d) in drafts.iter().enumerate() {
-        let mut id = step_id(&d.id, n);
+        let base = step_id(&d.id, n);
+        let mut id = base.clone();
         if ids.contains(&id) {
-            problems.push(format!("step id '{}' is used twice", d.id));
-            id = format!("{id}_{}", n + 1);
+            problems.push(format!("step id '{}' is used twice", clip(&d.id, 64)));
+        }
+        let mut k = n + 1;
+        while ids.contains(&id) {
+            id = format!("{base}_{k}");
+            k += 1;
         }
         renamed.push((d.id.clone(), id.clone()));
         ids.push(id);
@@ -303,8 +310,10 @@ pub fn check(value: Value, catalog: &Catalog, index: &Index, task: &str) -> Resu
             }
         }
         let skills: HashSet<&str> = who.skills.iter().map(|s| s.name.as_str()).collect();
+        let mut wanted_skills = d.skills_to_use;
+        wanted_skills.dedup();
         let (known, unknown): (Vec<String>, Vec<String>) =
-            d.skills_to_use.into_iter().partition(|s| skills.contains(s.as_str()));
+            wanted_skills.into_iter().partition(|s| skills.contains(s.as_str()));
         if !unknown.is_empty() {
             notes.push(format!(
                 "Step '{id}': {} has no skill named {}; dropped",

@@ -63,12 +63,16 @@ pub fn estimate(plan: &TaskPlan, catalog: &Catalog, default_model: Option<&str>)
                 + c.estimated_output_tokens as f64 * p.output_per_1k)
                 / 1000.0;
             let usd = (usd * 1e6).round() / 1e6;
-            c.cost_usd = Some(usd);
-            total += usd;
+            // Absurd prices must not store a cost JSON cannot hold.
+            if usd.is_finite() {
+                c.cost_usd = Some(usd);
+                total += usd;
+            }
         }
     }
+    let total = (total * 1e6).round() / 1e6;
     CostEstimate {
-        estimated_cost_usd: (total * 1e6).round() / 1e6,
+        estimated_cost_usd: if total.is_finite() { total } else { 0.0 },
         llm_costs: costs,
     }
 }

@@ -55,15 +55,13 @@ pub async fn stored(state: &AppState, caller: &Caller, id: Uuid, req: ExecutePla
 /// `POST /tasks/plan/execute`: runs a plan the client holds; the workflow's checks refuse
 /// steps that name no agent or team of the organization.
 pub async fn inline(state: &AppState, caller: &Caller, req: ExecuteInlinePlan) -> ServiceResult<PlanExecution> {
+    req.validate()?;
     let options = RunOptions {
         worker_queue_id: Some(req.worker_queue_id),
         inputs: req.inputs.as_ref(),
         answers: &req.answers,
         force: req.force,
     };
-    if options.inputs.is_some_and(|i| !i.is_object()) {
-        return Err(ServiceError::invalid("inputs", "must be a JSON object"));
-    }
     let name = format!("plan-{}", Uuid::now_v7());
     let task = req.plan.title.clone();
     let (workflow_id, workflow_run_id) = run(state, caller, &req.plan, &name, &task, options).await?;
@@ -109,7 +107,8 @@ async fn run(
     Ok((workflow.id, run.id))
 }
 
-/// The plan's workflow: the one an earlier run of the same iteration made, or a new one.
+/// The plan's workflow: the one an earlier run of the same iteration made, or a new one. A
+/// workflow of that name with other steps is not reused (someone else wrote it).
 async fn workflow_for(
     state: &AppState,
     caller: &Caller,
@@ -117,17 +116,28 @@ async fn workflow_for(
     name: &str,
     task: &str,
 ) -> ServiceResult<Workflow> {
+    let steps = steps(plan)?;
+    let inputs_schema = inputs_schema(plan, task);
     let workflows_of = state.store.workflows(&caller.org_id);
+    let ours = |w: Workflow| {
+        if w.steps == steps && w.inputs_schema == inputs_schema {
+            Ok(w)
+        } else {
+            Err(ServiceError::conflict(format!(
+                "workflow '{name}' exists and is not this plan's: rename or delete it"
+            )))
+        }
+    };
     match workflows_of.by_name(name).await {
-        Ok(w) => return Ok(w),
+        Ok(w) => return ours(w),
         Err(StoreError::NotFound) => {}
         Err(e) => return Err(e.into()),
     }
     let req = CreateWorkflow {
         name: name.to_owned(),
         description: Some(clip(&format!("{}: {}", plan.title, plan.summary), 10_000)),
-        inputs_schema: Some(inputs_schema(plan, task)),
-        steps: steps(plan)?,
+        inputs_schema: Some(inputs_schema.clone()),
+        steps: steps.clone(),
         default_worker_queue_id: None,
         project_id: None,
         tags: Some(vec!["task-plan".into()]),
@@ -135,7 +145,9 @@ async fn workflow_for(
     match workflows::create(state, caller, req).await {
         Ok(w) => Ok(w),
         // Two executions of the same iteration at once: the other one made it.
-        Err(e) if e.code == ErrorCode::Conflict => workflows_of.by_name(name).await.map_err(workflows::not_found),
+        Err(e) if e.code == ErrorCode::Conflict => {
+            ours(workflows_of.by_name(name).await.map_err(workflows::not_found)?)
+        }
         Err(e) => Err(e),
     }
 }
@@ -149,7 +161,8 @@ fn steps(plan: &TaskPlan) -> ServiceResult<Vec<WorkflowStep>> {
         .enumerate()
         .map(|(i, s)| {
             let mut prompt = format!(
-                "{{{{ inputs.plan.steps[{id:?}] }}}}{{% if inputs.context %}}\n\n{{{{ inputs.context }}}}{{% endif %}}",
+                "You are doing one step of a plan for this task:\n{{{{ inputs.plan.task }}}}\n\n\
+                 {{{{ inputs.plan.steps[{id:?}] }}}}{{% if inputs.context %}}\n\n{{{{ inputs.context }}}}{{% endif %}}",
                 id = s.id
             );
             for dep in &s.depends_on {
@@ -182,18 +195,13 @@ fn steps(plan: &TaskPlan) -> ServiceResult<Vec<WorkflowStep>> {
         .collect()
 }
 
-/// The workflow's inputs: the steps' texts and titles as defaults, and `context` (the run's
-/// answers and inputs).
+/// The workflow's inputs: the task once, the steps' texts and titles as defaults, and
+/// `context` (the run's answers and inputs).
 fn inputs_schema(plan: &TaskPlan, task: &str) -> Value {
     let mut texts = serde_json::Map::new();
     let mut titles = serde_json::Map::new();
     for s in &plan.steps {
-        let mut text = format!(
-            "You are doing one step of a plan for this task:\n{}\n\nThe step: {}\n{}",
-            task.trim(),
-            s.title,
-            s.description
-        );
+        let mut text = format!("The step: {}\n{}", s.title, s.description);
         if !s.skills_to_use.is_empty() {
             let _ = write!(text, "\n\nSkills to use: {}", s.skills_to_use.join(", "));
         }
@@ -206,7 +214,7 @@ fn inputs_schema(plan: &TaskPlan, task: &str) -> Value {
     json!({
         "type": "object",
         "properties": {
-            "plan": {"type": "object", "default": {"steps": texts, "titles": titles}},
+            "plan": {"type": "object", "default": {"task": task.trim(), "steps": texts, "titles": titles}},
             "context": {"type": "string", "default": ""}
         }
     })

@@ -2,7 +2,7 @@
 //! team whose name, description, capabilities and skills match it best (BM25). The same
 //! task and catalog always give the same plan.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use cp_types::plan::{Complexity, PlanStep, RecommendedExecution, TaskPlan};
 
@@ -30,60 +30,59 @@ pub fn tokens(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// BM25 over the candidates' texts.
+/// Most distinct words of a query that are scored.
+const MOST_QUERY_WORDS: usize = 512;
+
+/// BM25 over the candidates' texts, as an inverted index: a query costs the postings of its
+/// own words, not a pass over every candidate.
 pub struct Index {
-    docs: Vec<HashMap<String, f64>>,
+    /// For each word, the candidates it occurs in and how often.
+    postings: HashMap<String, Vec<(usize, f64)>>,
     lengths: Vec<f64>,
     average: f64,
-    /// In how many documents each word occurs.
-    df: HashMap<String, f64>,
 }
 
 impl Index {
     pub fn new(candidates: &[Candidate]) -> Index {
-        let mut docs = Vec::with_capacity(candidates.len());
+        let mut postings: HashMap<String, Vec<(usize, f64)>> = HashMap::new();
         let mut lengths = Vec::with_capacity(candidates.len());
-        let mut df: HashMap<String, f64> = HashMap::new();
-        for c in candidates {
+        for (doc, c) in candidates.iter().enumerate() {
             let words = tokens(&c.text());
             lengths.push(words.len() as f64);
-            let mut tf: HashMap<String, f64> = HashMap::new();
+            let mut tf: BTreeMap<String, f64> = BTreeMap::new();
             for w in words {
                 *tf.entry(w).or_default() += 1.0;
             }
-            for w in tf.keys() {
-                *df.entry(w.clone()).or_default() += 1.0;
+            for (w, f) in tf {
+                postings.entry(w).or_default().push((doc, f));
             }
-            docs.push(tf);
         }
         let average = (lengths.iter().sum::<f64>() / lengths.len().max(1) as f64).max(1.0);
         Index {
-            docs,
+            postings,
             lengths,
             average,
-            df,
         }
     }
 
-    /// Each candidate's score for `query`, in the candidates' order.
+    /// Each candidate's score for `query`, in the candidates' order. Words are taken in
+    /// sorted order, so equal inputs add up to equal scores.
     pub fn scores(&self, query: &str) -> Vec<f64> {
-        let n = self.docs.len() as f64;
-        let words: HashSet<String> = tokens(query).into_iter().collect();
-        self.docs
-            .iter()
-            .zip(&self.lengths)
-            .map(|(tf, len)| {
-                words
-                    .iter()
-                    .filter_map(|w| {
-                        let f = *tf.get(w)?;
-                        let df = self.df.get(w).copied().unwrap_or(0.0);
-                        let idf = ((n - df + 0.5) / (df + 0.5) + 1.0).ln();
-                        Some(idf * f * (K1 + 1.0) / (f + K1 * (1.0 - B + B * len / self.average)))
-                    })
-                    .sum()
-            })
-            .collect()
+        let n = self.lengths.len() as f64;
+        let words: BTreeSet<String> = tokens(query).into_iter().collect();
+        let mut scores = vec![0.0; self.lengths.len()];
+        for w in words.iter().take(MOST_QUERY_WORDS) {
+            let Some(docs) = self.postings.get(w) else {
+                continue;
+            };
+            let df = docs.len() as f64;
+            let idf = ((n - df + 0.5) / (df + 0.5) + 1.0).ln();
+            for &(doc, f) in docs {
+                let len = self.lengths[doc];
+                scores[doc] += idf * f * (K1 + 1.0) / (f + K1 * (1.0 - B + B * len / self.average));
+            }
+        }
+        scores
     }
 
     /// Candidate indexes by score for `query`, best first; ties in catalog order.
@@ -158,11 +157,16 @@ fn parts(task: &str, most: usize) -> Vec<String> {
     found
 }
 
-/// Cuts `text` to at most `most` characters, on a character boundary.
+/// Cuts `text` to at most `most` characters (the last one `…` when cut), on a character
+/// boundary, without NUL (which PostgreSQL cannot store).
 pub fn clip(text: &str, most: usize) -> String {
+    let text = text.replace('\0', "");
     match text.char_indices().nth(most) {
-        Some((at, _)) => format!("{}…", text[..at].trim_end()),
-        None => text.to_owned(),
+        Some(_) => {
+            let (at, _) = text.char_indices().nth(most.saturating_sub(1)).unwrap_or((0, ' '));
+            format!("{}…", text[..at].trim_end())
+        }
+        None => text,
     }
 }
 
@@ -210,12 +214,11 @@ pub fn skills_for(c: &Candidate, text: &str) -> Vec<String> {
 }
 
 /// The deterministic plan of `task`.
-pub fn plan(catalog: &Catalog, task: &str, quick: bool, reason: &str) -> TaskPlan {
-    let index = Index::new(&catalog.candidates);
+pub fn plan(catalog: &Catalog, index: &Index, task: &str, quick: bool, reason: &str) -> TaskPlan {
     let mut matched_words: Vec<String> = Vec::new();
     let mut steps = Vec::new();
     for (n, part) in parts(task, if quick { 3 } else { 8 }).iter().enumerate() {
-        let (who, words) = best_for(catalog, &index, part, task);
+        let (who, words) = best_for(catalog, index, part, task);
         let c = &catalog.candidates[who];
         for w in words {
             if !matched_words.contains(&w) {
@@ -234,7 +237,7 @@ pub fn plan(catalog: &Catalog, task: &str, quick: bool, reason: &str) -> TaskPla
         assign(&mut step, c);
         steps.push(step);
     }
-    let (lead, _) = best_for(catalog, &index, task, task);
+    let (lead, _) = best_for(catalog, index, task, task);
     let lead = recommended_entity(catalog, &steps, lead);
     let queue = catalog.best_queue();
     let names: Vec<&str> = steps.iter().filter_map(|s| s.entity_name.as_deref()).collect();
@@ -334,8 +337,10 @@ mod tests {
             ],
             ..Catalog::default()
         };
+        let index = Index::new(&catalog.candidates);
         let plan = plan(
             &catalog,
+            &index,
             "Back up the billing database. Then deploy the new billing service to the cluster. Write the release notes.",
             false,
             "test",
@@ -347,6 +352,7 @@ mod tests {
         // Deterministic: the same input gives the same plan.
         let again = super::plan(
             &catalog,
+            &index,
             "Back up the billing database. Then deploy the new billing service to the cluster. Write the release notes.",
             false,
             "test",
@@ -370,7 +376,9 @@ mod tests {
 
     #[test]
     fn clip_cuts_on_characters() {
-        assert_eq!(clip("héllo wörld", 5), "héllo…");
+        assert_eq!(clip("héllo wörld", 5), "héll…");
+        assert_eq!(clip("héllo wörld", 5).chars().count(), 5);
+        assert_eq!(clip("a\0b", 5), "ab");
         assert_eq!(clip("short", 80), "short");
     }
 }

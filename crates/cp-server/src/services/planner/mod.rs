@@ -9,9 +9,11 @@ pub mod execute;
 mod heuristic;
 mod model;
 
-use cp_llm::{Delta, Message, Usage};
+use std::time::Duration;
+
+use cp_llm::{Delta, LlmError, Message, Usage};
 use cp_store::task_plans::{NewIteration, NewPlan};
-use cp_types::plan::{PlanRequest, PlanResponse, Planner, PlanningUsage, StoredPlan, TaskPlan};
+use cp_types::plan::{MAX_PLAN_ITERATIONS, PlanRequest, PlanResponse, Planner, PlanningUsage, StoredPlan, TaskPlan};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
@@ -21,6 +23,9 @@ use self::heuristic::Index;
 use super::caller::Caller;
 use super::error::{ServiceError, ServiceResult};
 use crate::state::AppState;
+
+/// The longest a model may take over a plan, both attempts included.
+const PLAN_DEADLINE: Duration = Duration::from_secs(240);
 
 /// What a plan's stream shows while the plan is made.
 #[derive(Debug, Clone)]
@@ -81,6 +86,16 @@ pub async fn prepare(state: &AppState, caller: &Caller, req: PlanRequest) -> Ser
         ),
         None => None,
     };
+    let mut req = req;
+    if let Some(p) = &previous {
+        if p.iteration >= MAX_PLAN_ITERATIONS {
+            return Err(ServiceError::conflict(format!(
+                "the plan has {MAX_PLAN_ITERATIONS} iterations, the most one plan keeps: start a new plan"
+            )));
+        }
+        // A refinement plans over the same project unless it names another.
+        req.project_id = req.project_id.or(p.project_id);
+    }
     if let Some(project) = req.project_id
         && let Err(e) = state.store.projects(org).get(project).await
     {
@@ -134,10 +149,25 @@ pub async fn plan(
         Ok(planner) => {
             events.stage("planning", format!("Asking model {}", planner.model.value));
             let previous_plan = previous.as_ref().map(|p| &p.plan);
-            let (made, used) = ask(&planner, &req, &catalog, &index, previous_plan, events).await;
-            let cost = planner.model.pricing.map(|p| {
-                (used.prompt_tokens as f64 * p.input_per_1k + used.completion_tokens as f64 * p.output_per_1k) / 1000.0
-            });
+            let asked = ask(&planner, &req, &catalog, &index, previous_plan, events);
+            let (made, used) = match tokio::time::timeout(PLAN_DEADLINE, asked).await {
+                Ok(answer) => answer,
+                Err(_) => (
+                    Err(format!(
+                        "model {} did not plan within {PLAN_DEADLINE:?}",
+                        planner.model.value
+                    )),
+                    Usage::default(),
+                ),
+            };
+            let cost = planner
+                .model
+                .pricing
+                .map(|p| {
+                    (used.prompt_tokens as f64 * p.input_per_1k + used.completion_tokens as f64 * p.output_per_1k)
+                        / 1000.0
+                })
+                .filter(|c| c.is_finite());
             let usage = PlanningUsage {
                 prompt_tokens: used.prompt_tokens,
                 completion_tokens: used.completion_tokens,
@@ -156,7 +186,7 @@ pub async fn plan(
                 None => task.to_owned(),
             };
             (
-                heuristic::plan(&catalog, &text, quick, &reason),
+                heuristic::plan(&catalog, &index, &text, quick, &reason),
                 Planner::Heuristic,
                 None,
                 Some(reason),
@@ -225,12 +255,19 @@ async fn ask(
         let completion = match completion {
             Ok(c) => c,
             Err(e) => {
-                let reason = format!("model {} could not answer: {e}", planner.model.value);
+                // The provider's own words may echo a key: a refused key is said without them.
+                let why = match e {
+                    LlmError::Auth(_) => "the provider refused the model's API key".to_owned(),
+                    other => heuristic::clip(&other.to_string(), 300),
+                };
+                let reason = format!("model {} could not answer: {why}", planner.model.value);
                 return (first.map(|c| c.plan).ok_or(reason), used);
             }
         };
-        used.prompt_tokens += completion.usage.prompt_tokens;
-        used.completion_tokens += completion.usage.completion_tokens;
+        used.prompt_tokens = used.prompt_tokens.saturating_add(completion.usage.prompt_tokens);
+        used.completion_tokens = used
+            .completion_tokens
+            .saturating_add(completion.usage.completion_tokens);
         let call = completion.tool_calls.iter().find(|c| c.name == model::SUBMIT_PLAN);
         let answer: Option<Value> = call.map(|c| c.arguments.clone()).or_else(|| json_in(&completion.text));
         let outcome = match answer {
@@ -251,7 +288,7 @@ async fn ask(
                 let reason = format!(
                     "model {}'s answer was not a valid plan twice: {}",
                     planner.model.value,
-                    errors.join("; ")
+                    heuristic::clip(&errors.join("; "), 1000)
                 );
                 return (first.map(|c| c.plan).ok_or(reason), used);
             }

@@ -56,21 +56,8 @@ pub async fn choose(state: &AppState, caller: &Caller, wanted: Option<&str>) -> 
         return Ok(Err(format!("model {} is an embedding model", model.value)));
     }
     let provider = Provider::for_name(&model.provider);
-    let api_key = match &model.api_key_secret {
-        Some(name) => match vault::secret_for_server(state, caller, name, "planner").await {
-            Ok(secret) => Some(secret.value),
-            Err(e) if e.code == cp_types::ErrorCode::NotFound => {
-                return Ok(Err(format!(
-                    "the secret '{name}' that holds model {}'s API key is not stored",
-                    model.value
-                )));
-            }
-            Err(e) => return Err(e),
-        },
-        None => None,
-    };
     // A model on the provider's own service needs a key; a local server (its own base_url) may not.
-    if api_key.is_none() && model.base_url.is_none() {
+    if model.api_key_secret.is_none() && model.base_url.is_none() {
         return Ok(Err(format!(
             "model {} has no API key (set its api_key_secret to a stored secret)",
             model.value
@@ -92,6 +79,20 @@ pub async fn choose(state: &AppState, caller: &Caller, wanted: Option<&str>) -> 
             }
         )));
     }
+    // The key is opened (and its read logged) only for a model the server will call.
+    let api_key = match &model.api_key_secret {
+        Some(name) => match vault::secret_for_server(state, caller, name, "planner").await {
+            Ok(secret) => Some(secret.value),
+            Err(e) if e.code == cp_types::ErrorCode::NotFound => {
+                return Ok(Err(format!(
+                    "the secret '{name}' that holds model {}'s API key is not stored",
+                    model.value
+                )));
+            }
+            Err(e) => return Err(e),
+        },
+        None => None,
+    };
     // No redirects: one to a private IP literal would skip the public-only resolver.
     let builder = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
