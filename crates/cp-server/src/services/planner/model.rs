@@ -1,6 +1,7 @@
 //! The model that plans: which one, how it is reached from the server, and what it is told.
 
 use std::fmt::Write as _;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use cp_llm::{ChatRequest, Client, Message, ModelConfig, Provider, ToolSpec};
@@ -93,16 +94,7 @@ pub async fn choose(state: &AppState, caller: &Caller, wanted: Option<&str>) -> 
         },
         None => None,
     };
-    // No redirects: one to a private IP literal would skip the public-only resolver.
-    let builder = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(10))
-        .redirect(reqwest::redirect::Policy::none());
-    let builder = if allow_private {
-        builder
-    } else {
-        cp_net::public_only(builder)
-    };
-    let http = builder.build().map_err(|_| ServiceError::internal())?;
+    let http = http_client(allow_private).ok_or_else(ServiceError::internal)?;
     let mut config = ModelConfig::new(provider, model.provider_model_name());
     config.base_url = base_url;
     config.api_key = api_key;
@@ -113,6 +105,26 @@ pub async fn choose(state: &AppState, caller: &Caller, wanted: Option<&str>) -> 
         client: Client::with_http(config, http),
         model,
     }))
+}
+
+/// The planner's HTTP clients, public-only and not, built once: building one reads the
+/// system's root certificates (milliseconds of CPU), and a kept client reuses connections.
+fn http_client(allow_private: bool) -> Option<reqwest::Client> {
+    static CLIENTS: [OnceLock<Option<reqwest::Client>>; 2] = [OnceLock::new(), OnceLock::new()];
+    CLIENTS[usize::from(allow_private)]
+        .get_or_init(|| {
+            // No redirects: one to a private IP literal would skip the public-only resolver.
+            let builder = reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(10))
+                .redirect(reqwest::redirect::Policy::none());
+            let builder = if allow_private {
+                builder
+            } else {
+                cp_net::public_only(builder)
+            };
+            builder.build().ok()
+        })
+        .clone()
 }
 
 const SYSTEM: &str = "You plan tasks for an organization's AI agents. Break the task into steps and give each \
