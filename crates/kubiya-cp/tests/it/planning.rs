@@ -67,10 +67,16 @@ async fn a_plan_runs_as_a_workflow_on_a_real_worker(postgres: bool) {
     let _worker = spawn_worker(&queue, &api.base, &key);
 
     let planned = api
-        .post("/api/v1/planning/plan", json!({"task_description": "Collect the numbers and report them"}))
+        .post(
+            "/api/v1/planning/plan",
+            json!({"task_description": "Collect the numbers and report them"}),
+        )
         .await;
     assert_eq!(planned["planner"], "llm", "{planned}");
-    assert_eq!(planned["plan"]["recommended_execution"]["worker_queue_id"], queue.as_str());
+    assert_eq!(
+        planned["plan"]["recommended_execution"]["worker_queue_id"],
+        queue.as_str()
+    );
     let id = planned["id"].as_str().unwrap();
     // The recommended queue is used when the request names none.
     let started = api.post(&format!("/api/v1/tasks/plans/{id}/execute"), json!({})).await;

@@ -159,7 +159,11 @@ async fn chat(
     }
     // A plan's steps: the model says which step it did, and what it was given.
     if let Some(rest) = prompt.strip_prefix("You are doing one step of a plan") {
-        let step = rest.split("The step: ").nth(1).and_then(|s| s.lines().next()).unwrap_or("?");
+        let step = rest
+            .split("The step: ")
+            .nth(1)
+            .and_then(|s| s.lines().next())
+            .unwrap_or("?");
         let given = rest.split("this one depends on:\n").nth(1).unwrap_or("nothing");
         return stream(Some(&format!("did {step} after [{given}]")), None);
     }
