@@ -22,6 +22,8 @@ pub struct AppState {
     pub limiter: Arc<RateLimiter>,
     pub keys: Arc<KeyCache>,
     pub lists: Arc<ListCache>,
+    /// The task planner's copy of each organization's agents and teams.
+    pub planner_catalogs: Arc<crate::services::planner::catalog::CatalogCache>,
     pub hub: Arc<Hub>,
     pub policies: Arc<PolicyEngine>,
     pub run_contexts: Arc<RunContextCache>,
@@ -41,6 +43,7 @@ impl AppState {
             limiter: Arc::default(),
             keys: Arc::default(),
             lists: Arc::default(),
+            planner_catalogs: Arc::default(),
             hub: Arc::default(),
             policies,
             run_contexts: Arc::default(),

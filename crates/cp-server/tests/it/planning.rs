@@ -339,6 +339,13 @@ both_backends! {
         let answer = plan(&app, "/api/v1/tasks/plan", json!({"description": task})).await;
         assert_eq!(answer["planner"], "heuristic", "{answer}");
         assert!(seen.requests().is_empty());
+        // The planner's copy of the catalog follows writes: a new agent is planned with at once.
+        let writer = app
+            .id_of("/api/v1/agents", json!({"name": "writer", "description": "Writes release notes"}))
+            .await;
+        let answer = plan(&app, "/api/v1/tasks/plan", json!({"description": "Write the release notes",
+            "planner_model_id": "openai/gpt-x"})).await;
+        assert_eq!(answer["plan"]["steps"][0]["agent_id"], writer.as_str(), "{answer}");
         // A model that is not the organization's is a 422, not a heuristic plan.
         let r = app.post("/api/v1/tasks/plan", json!({"description": task, "planner_model_id": "nope/none"})).await;
         assert_error(r, 422, "VALIDATION_ERROR").await;

@@ -4,18 +4,23 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use cp_store::agents::AgentFilter;
 use cp_store::environments::EnvironmentFilter;
 use cp_store::models::ModelFilter;
 use cp_store::teams::TeamFilter;
 use cp_types::agent::{AgentStatus, SkillRef};
+use cp_types::bounded::BoundedMap;
 use cp_types::model::Model;
 use cp_types::page::PageRequest;
 use cp_types::skill::{SKILL_NAMED, SkillType, tools_of};
 use cp_types::team::TeamStatus;
 use cp_types::worker_queue::QueueStatus;
+use parking_lot::Mutex;
 use uuid::Uuid;
+
+use super::heuristic::Index;
 
 use crate::services::error::ServiceResult;
 use crate::state::AppState;
@@ -120,16 +125,48 @@ pub struct QueueInfo {
     pub online_workers: i64,
 }
 
-#[derive(Debug, Clone, Default)]
+/// What the planner reads of an organization: the entities (kept while its catalog version
+/// stays, see [`CatalogCache`]) and its queues (read each time: workers come and go).
+#[derive(Clone, Default)]
 pub struct Catalog {
     /// Agents first, then teams; each in name order.
-    pub candidates: Vec<Candidate>,
+    pub candidates: Arc<Vec<Candidate>>,
+    /// BM25 over the candidates.
+    pub index: Arc<Index>,
     /// Active queues, those with online workers first.
     pub queues: Vec<QueueInfo>,
     /// Enabled policies: name and description.
-    pub policies: Vec<(String, Option<String>)>,
+    pub policies: Arc<Vec<(String, Option<String>)>>,
     /// Models by value.
-    pub models: HashMap<String, Model>,
+    pub models: Arc<HashMap<String, Model>>,
+}
+
+/// The part of a catalog that only a catalog write changes.
+#[derive(Clone)]
+struct Entities {
+    candidates: Arc<Vec<Candidate>>,
+    index: Arc<Index>,
+    policies: Arc<Vec<(String, Option<String>)>>,
+    models: Arc<HashMap<String, Model>>,
+}
+
+/// Each organization's (and project's) entities with the catalog version they were read at.
+/// Reading 200 agents with their skills and indexing them is most of a plan's own time; a
+/// hit costs one read of the version, which every write of an agent, team, skill, model or
+/// policy moves (database triggers), so replicas never plan over each other's stale copy.
+pub struct CatalogCache {
+    entries: Mutex<BoundedMap<CacheKey, (i64, Entities)>>,
+}
+
+/// An organization, and the project its plans are limited to.
+type CacheKey = (String, Option<Uuid>);
+
+impl Default for CatalogCache {
+    fn default() -> Self {
+        CatalogCache {
+            entries: Mutex::new(BoundedMap::new(256)),
+        }
+    }
 }
 
 impl Catalog {
@@ -170,6 +207,55 @@ fn skill_info(s: &SkillRef) -> SkillInfo {
 
 /// Reads the catalog of `org`; with `project`, only that project's agents and teams.
 pub async fn load(state: &AppState, org: &str, project: Option<Uuid>) -> ServiceResult<Catalog> {
+    let store = &state.store;
+    // Read before the entities, so a copy is never kept under a version newer than its data.
+    let version = store.catalog_version(org).await?;
+    let key = (org.to_owned(), project);
+    let cached = state
+        .planner_catalogs
+        .entries
+        .lock()
+        .get(&key)
+        .filter(|(v, _)| *v == version)
+        .map(|(_, e)| e.clone());
+    let entities = match cached {
+        Some(e) => e,
+        None => {
+            let e = entities(state, org, project).await?;
+            state.planner_catalogs.entries.lock().insert(key, (version, e.clone()));
+            e
+        }
+    };
+    let all = PageRequest {
+        limit: MOST_ENTITIES,
+        offset: 0,
+    };
+    let (envs, queues) = (store.environments(org), store.worker_queues(org));
+    let (envs, queues) = tokio::try_join!(envs.list(EnvironmentFilter::default(), all), queues.list(None, all))?;
+    let env_names: HashMap<Uuid, String> = envs.items.into_iter().map(|e| (e.id, e.name)).collect();
+    let mut queues: Vec<QueueInfo> = queues
+        .items
+        .into_iter()
+        .filter(|q| q.status == QueueStatus::Active)
+        .map(|q| QueueInfo {
+            id: q.id,
+            environment: env_names.get(&q.environment_id).cloned().unwrap_or_default(),
+            name: q.name,
+            online_workers: q.active_workers,
+        })
+        .collect();
+    queues.sort_by(|a, b| (-a.online_workers, &a.name, a.id).cmp(&(-b.online_workers, &b.name, b.id)));
+    Ok(Catalog {
+        candidates: entities.candidates,
+        index: entities.index,
+        queues,
+        policies: entities.policies,
+        models: entities.models,
+    })
+}
+
+/// The agents and teams (and the models and policies) of `org` from the database, indexed.
+async fn entities(state: &AppState, org: &str, project: Option<Uuid>) -> ServiceResult<Entities> {
     let all = PageRequest {
         limit: MOST_ENTITIES,
         offset: 0,
@@ -184,14 +270,16 @@ pub async fn load(state: &AppState, org: &str, project: Option<Uuid>) -> Service
         ..TeamFilter::default()
     };
     let model_filter = ModelFilter::default();
-    let (agents, teams, models) = (store.agents(org), store.teams(org), store.models(org));
-    let (envs, queues, policies) = (store.environments(org), store.worker_queues(org), store.policies(org));
-    let (agents, teams, models, envs, queues, policies) = tokio::try_join!(
+    let (agents, teams, models, policies) = (
+        store.agents(org),
+        store.teams(org),
+        store.models(org),
+        store.policies(org),
+    );
+    let (agents, teams, models, policies) = tokio::try_join!(
         agents.list(agent_filter, all),
         teams.list(team_filter, all),
         models.list(&model_filter, all),
-        envs.list(EnvironmentFilter::default(), all),
-        queues.list(None, all),
         policies.list(Some(true), all),
     )?;
     let mut candidates: Vec<Candidate> = agents
@@ -225,23 +313,11 @@ pub async fn load(state: &AppState, org: &str, project: Option<Uuid>) -> Service
         member_ids: t.agents.iter().map(|m| m.id).collect(),
     }));
     candidates.sort_by(|a, b| (a.kind as u8, &a.name, a.id).cmp(&(b.kind as u8, &b.name, b.id)));
-    let env_names: HashMap<Uuid, String> = envs.items.into_iter().map(|e| (e.id, e.name)).collect();
-    let mut queues: Vec<QueueInfo> = queues
-        .items
-        .into_iter()
-        .filter(|q| q.status == QueueStatus::Active)
-        .map(|q| QueueInfo {
-            id: q.id,
-            environment: env_names.get(&q.environment_id).cloned().unwrap_or_default(),
-            name: q.name,
-            online_workers: q.active_workers,
-        })
-        .collect();
-    queues.sort_by(|a, b| (-a.online_workers, &a.name, a.id).cmp(&(-b.online_workers, &b.name, b.id)));
-    Ok(Catalog {
-        candidates,
-        queues,
-        policies: policies.items.into_iter().map(|p| (p.name, p.description)).collect(),
-        models: models.items.into_iter().map(|m| (m.value.clone(), m)).collect(),
+    let index = Index::new(&candidates);
+    Ok(Entities {
+        candidates: Arc::new(candidates),
+        index: Arc::new(index),
+        policies: Arc::new(policies.items.into_iter().map(|p| (p.name, p.description)).collect()),
+        models: Arc::new(models.items.into_iter().map(|m| (m.value.clone(), m)).collect()),
     })
 }

@@ -438,10 +438,10 @@ mod tests {
     fn catalog() -> Catalog {
         let agent = Candidate::agent;
         Catalog {
-            candidates: vec![
+            candidates: std::sync::Arc::new(vec![
                 agent("dba", "databases backups"),
                 agent("deployer", "deploys kubernetes"),
-            ],
+            ]),
             ..Catalog::default()
         }
     }

@@ -35,6 +35,7 @@ const MOST_QUERY_WORDS: usize = 512;
 
 /// BM25 over the candidates' texts, as an inverted index: a query costs the postings of its
 /// own words, not a pass over every candidate.
+#[derive(Default)]
 pub struct Index {
     /// For each word, the candidates it occurs in and how often.
     postings: HashMap<String, Vec<(usize, f64)>>,
@@ -330,11 +331,11 @@ mod tests {
     #[test]
     fn each_part_goes_to_the_agent_that_matches_it() {
         let catalog = Catalog {
-            candidates: vec![
+            candidates: std::sync::Arc::new(vec![
                 agent("db-admin", "Backs up and restores PostgreSQL databases"),
                 agent("k8s-operator", "Deploys services to Kubernetes clusters"),
                 agent("writer", "Writes release notes and documentation"),
-            ],
+            ]),
             ..Catalog::default()
         };
         let index = Index::new(&catalog.candidates);

@@ -141,7 +141,7 @@ pub async fn plan(
             catalog.queues.len()
         ),
     );
-    let index = Index::new(&catalog.candidates);
+    let index = catalog.index.clone();
     let quick = req.quick_mode == Some(true);
     let task = req.description.trim();
     let (made, usage) = match model::choose(state, caller, req.planner_model_id.as_deref()).await? {
