@@ -84,6 +84,10 @@ async fn measure(target: &Target, args: &BenchArgs, server_pid: Option<u32>) -> 
     if args.only == Some(BenchPart::Jobs) {
         return crate::bench_jobs::run(target.addr, &target.key, duration).await;
     }
+    if args.only == Some(BenchPart::Planning) {
+        return crate::bench_planning::run(target.addr, &target.key, duration, || server_pid.and_then(cpu_seconds))
+            .await;
+    }
     setup(target).await?;
     let scenarios: [(&str, &str, bool); 3] = [
         ("GET /api/health", "/api/health", false),
@@ -199,6 +203,8 @@ async fn start_server(
         "1000000",
         "--job-webhook-rate-limit",
         "1000000",
+        // The planning scenario's model is a fake on this machine's loopback.
+        "--allow-private-model-urls",
         "--listen",
         &addr.to_string(),
         "--data-dir",

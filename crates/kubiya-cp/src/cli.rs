@@ -230,7 +230,9 @@ pub struct BenchArgs {
     #[arg(long)]
     pub server_database_url: Option<String>,
     /// Run one part only: the HTTP lists, policy decisions (through the policy sandbox, no
-    /// server), executions, or one execution followed by 1,000 SSE clients.
+    /// server), executions, one execution followed by 1,000 SSE clients, workflows, jobs, or
+    /// task planning against a fake model (a server at `--url` needs
+    /// `--allow-private-model-urls`).
     #[arg(long, value_enum)]
     pub only: Option<BenchPart>,
 }
@@ -244,6 +246,7 @@ pub enum BenchPart {
     Streams,
     Workflows,
     Jobs,
+    Planning,
 }
 
 pub fn init_logging(global: &Global) {
