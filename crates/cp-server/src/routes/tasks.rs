@@ -86,10 +86,9 @@ async fn stream(state: AppState, caller: Arc<Caller>, req: PlanRequest) -> Servi
     let slot = stream_slot(&state, &caller)?;
     let prepared = planner::prepare(&state, &caller, req).await?;
     let (events, rx) = Events::channel();
-    // The plan goes on if the client leaves: it is stored all the same. Its progress ends
-    // when it returns and drops `events`; its answer comes last.
-    // The slot is held until the plan is made, not until the client leaves: a client that
-    // disconnects at once cannot start plans without bound.
+    // The plan goes on if the client leaves (it is stored all the same) and holds the slot
+    // until it is made, so clients that leave at once cannot start plans without bound. Its
+    // progress ends when it returns and drops `events`; its answer comes last.
     let planning = tokio::spawn(async move {
         let _slot = slot;
         planner::plan(&state, &caller, prepared, &events).await
@@ -106,7 +105,7 @@ async fn stream(state: AppState, caller: Arc<Caller>, req: PlanRequest) -> Servi
                 .json_data(json!({"code": e.code, "message": e.message})),
             Err(_) => Event::default()
                 .event("error")
-                .json_data(json!({"code": "internal_error", "message": "internal error"})),
+                .json_data(json!({"code": cp_types::ErrorCode::InternalError, "message": "internal error"})),
         };
         Ok(event.unwrap_or_else(|_| Event::default().event("error")))
     });
