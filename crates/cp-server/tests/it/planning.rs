@@ -495,8 +495,14 @@ both_backends! {
         inline["questions"] = json!([]);
         let r = app.post("/api/v1/tasks/plan/execute", json!({"plan": inline, "worker_queue_id": o.queue})).await;
         assert_eq!(r.status(), 201, "{}", json(r).await);
+        // A queue that is not the organization's: 422, and no workflow is left behind.
+        let before = json(app.get("/api/v1/workflows").await).await["total"].clone();
+        let r = app.post("/api/v1/tasks/plan/execute", json!({"plan": inline, "worker_queue_id": uuid::Uuid::now_v7()})).await;
+        assert_error(r, 422, "VALIDATION_ERROR").await;
+        assert_eq!(json(app.get("/api/v1/workflows").await).await["total"], before);
         inline["steps"][0]["agent_id"] = json!(uuid::Uuid::now_v7());
         let r = app.post("/api/v1/tasks/plan/execute", json!({"plan": inline, "worker_queue_id": o.queue})).await;
         assert_error(r, 422, "VALIDATION_ERROR").await;
+        assert_eq!(json(app.get("/api/v1/workflows").await).await["total"], before);
     }
 }

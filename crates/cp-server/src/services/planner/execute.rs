@@ -64,7 +64,19 @@ pub async fn inline(state: &AppState, caller: &Caller, req: ExecuteInlinePlan) -
     };
     let name = format!("plan-{}", Uuid::now_v7());
     let task = req.plan.title.clone();
-    let (workflow_id, workflow_run_id) = run(state, caller, &req.plan, &name, &task, options).await?;
+    let (workflow_id, workflow_run_id) = match run(state, caller, &req.plan, &name, &task, options).await {
+        Ok(started) => started,
+        Err(e) => {
+            // The name is this request's own: a workflow it made for a run that did not start goes.
+            let workflows = state.store.workflows(&caller.org_id);
+            if let Ok(w) = workflows.by_name(&name).await
+                && let Err(gone) = workflows.delete(w.id).await
+            {
+                tracing::warn!(workflow = %w.id, error = %gone, "could not delete an unstarted plan's workflow");
+            }
+            return Err(e);
+        }
+    };
     Ok(PlanExecution {
         workflow_id,
         workflow_run_id,
@@ -98,6 +110,17 @@ async fn run(
         .worker_queue_id
         .or(plan.recommended_execution.worker_queue_id)
         .ok_or_else(|| ServiceError::invalid("worker_queue_id", "the plan recommends no queue: name one"))?;
+    // Checked before the workflow is written, so a bad queue leaves nothing behind.
+    match state.store.worker_queues(&caller.org_id).get(queue).await {
+        Ok(_) => {}
+        Err(StoreError::NotFound) => {
+            return Err(ServiceError::invalid(
+                "worker_queue_id",
+                format!("no worker queue {queue} in this organization"),
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    }
     let workflow = workflow_for(state, caller, plan, name, task).await?;
     let start = StartWorkflow {
         inputs: Some(json!({"context": context(plan, &options)})),
