@@ -22,7 +22,7 @@ use crate::http::idempotency::NoReplay;
 use crate::http::{Auth, JsonBody, Pagination, Path, Read, Write};
 use crate::routes::executions::stream_slot;
 use crate::services::caller::Caller;
-use crate::services::error::{ServiceError, ServiceResult};
+use crate::services::error::{ServiceResult, or_not_found};
 use crate::services::planner::{self, Events, Progress, execute};
 use crate::state::AppState;
 
@@ -154,10 +154,6 @@ async fn list_plans(
     Ok(Json(state.store.task_plans(&auth.org_id).list(page).await?))
 }
 
-fn not_found(e: cp_store::StoreError) -> ServiceError {
-    ServiceError::from_store(e, "plan")
-}
-
 /// One plan with every iteration (oldest first) and the workflow runs it started, with
 /// their state.
 #[utoipa::path(get, path = "/api/v1/tasks/plans/{id}", tag = "task-planning", params(("id" = Uuid, Path)),
@@ -168,7 +164,7 @@ async fn get_plan(
     Path(id): Path<Uuid>,
 ) -> ServiceResult<Json<StoredPlan>> {
     let plan = state.store.task_plans(&auth.org_id).get_with_history(id).await;
-    Ok(Json(plan.map_err(not_found)?))
+    Ok(Json(plan.map_err(or_not_found("plan"))?))
 }
 
 /// Deletes a plan and its iterations; the workflows and runs it started stay.
@@ -184,7 +180,7 @@ async fn delete_plan(
         .task_plans(&auth.org_id)
         .delete(id)
         .await
-        .map_err(not_found)?;
+        .map_err(or_not_found("plan"))?;
     Ok(Json(Deleted::new(id)))
 }
 

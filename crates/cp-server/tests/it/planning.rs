@@ -316,8 +316,7 @@ both_backends! {
         assert_eq!(answer["usage"]["prompt_tokens"], 2000);
 
         // No key: the default model names no secret and no base_url of its own.
-        let r = app.post("/api/v1/models", json!({"value": "openai/gpt-x", "label": "x", "provider": "openai"})).await;
-        assert_eq!(r.status(), 201);
+        let no_key = app.id_of("/api/v1/models", json!({"value": "openai/gpt-x", "label": "x", "provider": "openai"})).await;
         let answer = plan(&app, "/api/v1/tasks/plan", json!({"description": task, "planner_model_id": "openai/gpt-x"})).await;
         assert_eq!(answer["planner"], "heuristic");
         assert!(answer["planner_reason"].as_str().unwrap().contains("no API key"), "{answer}");
@@ -344,7 +343,8 @@ both_backends! {
             .id_of("/api/v1/agents", json!({"name": "writer", "description": "Writes release notes"}))
             .await;
         let answer = plan(&app, "/api/v1/tasks/plan", json!({"description": "Write the release notes",
-            "planner_model_id": "openai/gpt-x"})).await;
+            "planner_model_id": no_key})).await;
+        assert_eq!(answer["planner"], "heuristic");
         assert_eq!(answer["plan"]["steps"][0]["agent_id"], writer.as_str(), "{answer}");
         // A model that is not the organization's is a 422, not a heuristic plan.
         let r = app.post("/api/v1/tasks/plan", json!({"description": task, "planner_model_id": "nope/none"})).await;
@@ -469,7 +469,8 @@ both_backends! {
         // The plan shows its run; a second execution reuses the workflow.
         let stored = json(app.get(&format!("/api/v1/tasks/plans/{id}")).await).await;
         assert_eq!(stored["runs"][0]["workflow_run_id"], run);
-        assert!(stored["runs"][0]["status"].is_string(), "{stored}");
+        let status = stored["runs"][0]["status"].as_str().unwrap_or_default();
+        assert!(["pending", "running"].contains(&status), "{stored}");
         let again = json(app.post(&execute, json!({"force": true})).await).await;
         assert_eq!(again["workflow_id"], workflow);
         assert_ne!(again["workflow_run_id"], run);
@@ -503,6 +504,5 @@ both_backends! {
         inline["steps"][0]["agent_id"] = json!(uuid::Uuid::now_v7());
         let r = app.post("/api/v1/tasks/plan/execute", json!({"plan": inline, "worker_queue_id": o.queue})).await;
         assert_error(r, 422, "VALIDATION_ERROR").await;
-        assert_eq!(json(app.get("/api/v1/workflows").await).await["total"], before);
     }
 }

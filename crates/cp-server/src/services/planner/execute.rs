@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::heuristic::clip;
 use crate::services::caller::Caller;
-use crate::services::error::{ServiceError, ServiceResult};
+use crate::services::error::{ServiceError, ServiceResult, or_not_found};
 use crate::services::{workflow_runs, workflows};
 use crate::state::AppState;
 
@@ -32,7 +32,7 @@ struct RunOptions<'a> {
 pub async fn stored(state: &AppState, caller: &Caller, id: Uuid, req: ExecutePlan) -> ServiceResult<PlanExecution> {
     req.validate()?;
     let plans = state.store.task_plans(&caller.org_id);
-    let plan = plans.get(id).await.map_err(|e| ServiceError::from_store(e, "plan"))?;
+    let plan = plans.get(id).await.map_err(or_not_found("plan"))?;
     let name = format!("plan-{}-{}", plan.id, plan.iteration);
     let options = RunOptions {
         worker_queue_id: req.worker_queue_id,
@@ -44,7 +44,7 @@ pub async fn stored(state: &AppState, caller: &Caller, id: Uuid, req: ExecutePla
     plans
         .add_run(id, plan.iteration, workflow_id, workflow_run_id)
         .await
-        .map_err(|e| ServiceError::from_store(e, "plan"))?;
+        .map_err(or_not_found("plan"))?;
     Ok(PlanExecution {
         workflow_id,
         workflow_run_id,
@@ -110,17 +110,6 @@ async fn run(
         .worker_queue_id
         .or(plan.recommended_execution.worker_queue_id)
         .ok_or_else(|| ServiceError::invalid("worker_queue_id", "the plan recommends no queue: name one"))?;
-    // Checked before the workflow is written, so a bad queue leaves nothing behind.
-    match state.store.worker_queues(&caller.org_id).get(queue).await {
-        Ok(_) => {}
-        Err(StoreError::NotFound) => {
-            return Err(ServiceError::invalid(
-                "worker_queue_id",
-                format!("no worker queue {queue} in this organization"),
-            ));
-        }
-        Err(e) => return Err(e.into()),
-    }
     let workflow = workflow_for(state, caller, plan, name, task).await?;
     let start = StartWorkflow {
         inputs: Some(json!({"context": context(plan, &options)})),

@@ -21,7 +21,7 @@ use self::catalog::Catalog;
 use self::check::{Checked, check, json_in, parse};
 use self::heuristic::Index;
 use super::caller::Caller;
-use super::error::{ServiceError, ServiceResult};
+use super::error::{ServiceError, ServiceResult, or_not_found};
 use crate::state::AppState;
 
 /// The longest a model may take over a plan, both attempts included.
@@ -66,12 +66,6 @@ pub struct Prepared {
     previous: Option<StoredPlan>,
 }
 
-impl Prepared {
-    pub fn catalog(&self) -> &Catalog {
-        &self.catalog
-    }
-}
-
 pub async fn prepare(state: &AppState, caller: &Caller, req: PlanRequest) -> ServiceResult<Prepared> {
     req.validate()?;
     let org = caller.org_id.as_str();
@@ -82,7 +76,7 @@ pub async fn prepare(state: &AppState, caller: &Caller, req: PlanRequest) -> Ser
                 .task_plans(org)
                 .get(id)
                 .await
-                .map_err(|e| ServiceError::from_store(e, "plan"))?,
+                .map_err(or_not_found("plan"))?,
         ),
         None => None,
     };
@@ -144,7 +138,7 @@ pub async fn plan(
     let index = catalog.index.clone();
     let quick = req.quick_mode == Some(true);
     let task = req.description.trim();
-    let (made, usage) = match model::choose(state, caller, req.planner_model_id.as_deref()).await? {
+    let (made, usage) = match model::choose(state, caller, &catalog.models, req.planner_model_id.as_deref()).await? {
         Err(reason) => (Err(reason), None),
         Ok(planner) => {
             events.stage("planning", format!("Asking model {}", planner.model.value));
@@ -218,7 +212,7 @@ pub async fn plan(
             plans.create(new, iteration).await
         }
     }
-    .map_err(|e| ServiceError::from_store(e, "plan"))?;
+    .map_err(or_not_found("plan"))?;
     Ok(PlanResponse {
         id: stored.id,
         iteration: stored.iteration,

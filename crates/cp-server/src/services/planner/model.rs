@@ -1,5 +1,6 @@
 //! The model that plans: which one, how it is reached from the server, and what it is told.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -29,26 +30,30 @@ pub struct Planner {
     pub client: Client,
 }
 
-/// The model to plan with, or why there is none (the heuristic plans then). A
-/// `planner_model_id` that names no model of the organization is a 422.
-pub async fn choose(state: &AppState, caller: &Caller, wanted: Option<&str>) -> ServiceResult<Result<Planner, String>> {
-    let models = state.store.models(&caller.org_id);
-    let model = match wanted {
-        Some(w) => match models.find(w).await {
-            Ok(m) => m,
-            Err(cp_store::StoreError::NotFound) => {
-                return Err(ServiceError::invalid(
-                    "planner_model_id",
-                    format!("no model '{}' in this organization", clip(w, 80)),
-                ));
-            }
-            Err(e) => return Err(e.into()),
-        },
-        None => match models.default_model().await {
-            Ok(m) => m,
-            Err(cp_store::StoreError::NotFound) => return Ok(Err("the organization has no default model".into())),
-            Err(e) => return Err(e.into()),
-        },
+/// The model to plan with, out of the catalog's `models` (by value), or why there is none
+/// (the heuristic plans then). A `planner_model_id` that names no model of the organization,
+/// by id or value, is a 422.
+pub async fn choose(
+    state: &AppState,
+    caller: &Caller,
+    models: &HashMap<String, Model>,
+    wanted: Option<&str>,
+) -> ServiceResult<Result<Planner, String>> {
+    let found = match wanted {
+        Some(w) => models
+            .get(w)
+            .or_else(|| models.values().find(|m| m.id.to_string() == w.trim().to_lowercase())),
+        None => models.values().find(|m| m.is_default),
+    };
+    let model = match (found, wanted) {
+        (Some(m), _) => m.clone(),
+        (None, Some(w)) => {
+            return Err(ServiceError::invalid(
+                "planner_model_id",
+                format!("no model '{}' in this organization", clip(w, 80)),
+            ));
+        }
+        (None, None) => return Ok(Err("the organization has no default model".into())),
     };
     if !model.enabled {
         return Ok(Err(format!("model {} is disabled", model.value)));
