@@ -24,6 +24,7 @@ pub mod idempotency;
 pub mod integrations;
 pub mod jobs;
 pub mod keys;
+pub mod knowledge;
 pub mod master_key;
 pub mod models;
 pub mod orgs;

@@ -16,6 +16,7 @@ pub mod health;
 pub mod ids;
 pub mod integration;
 pub mod job;
+pub mod knowledge;
 pub mod model;
 pub mod org;
 pub mod page;

@@ -49,7 +49,9 @@ pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next
     };
 
     let (parts, body) = req.into_parts();
-    let bytes = match to_bytes(body, state.config.body_limit).await {
+    // The largest body any route takes; the route's own limit still applies after this.
+    let limit = state.config.body_limit.max(crate::routes::knowledge::BODY_LIMIT);
+    let bytes = match to_bytes(body, limit).await {
         Ok(b) => b,
         Err(_) => {
             return ServiceError::new(ErrorCode::PayloadTooLarge, "request body too large").into_response();

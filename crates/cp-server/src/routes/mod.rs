@@ -11,6 +11,7 @@ pub mod executions;
 pub mod health;
 pub mod integrations;
 pub mod jobs;
+pub mod knowledge;
 pub mod models;
 pub mod organization;
 pub mod policies;
@@ -153,6 +154,7 @@ pub fn router(state: AppState) -> Router {
         .merge(workflow_runs::routes())
         .merge(jobs::routes())
         .merge(tasks::routes())
+        .merge(knowledge::routes())
         .route_layer(from_fn_with_state(state.clone(), idempotency))
         .route_layer(from_fn_with_state(state.clone(), authenticate));
 

@@ -12,6 +12,7 @@ pub mod job_schedule;
 pub mod job_webhooks;
 pub mod jobs;
 pub mod keys;
+pub mod knowledge;
 pub mod list_cache;
 pub mod notify;
 pub mod planner;

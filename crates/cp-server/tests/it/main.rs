@@ -13,6 +13,7 @@ mod exec_query_count;
 mod executions;
 mod faults;
 mod jobs;
+mod knowledge;
 mod planning;
 mod policies;
 mod policy_enforcement;

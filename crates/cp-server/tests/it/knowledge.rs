@@ -1,0 +1,151 @@
+//! Knowledge items: CRUD with roles and organizations kept apart, the content limit, and
+//! full-text search ranked by BM25 with highlighted passages, filtered by tags, whatever the
+//! query text holds.
+
+use cp_types::org::Role;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::common::{TestApp, assert_error, json};
+
+/// Percent-encodes every byte but letters and digits.
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+async fn create(app: &TestApp, body: Value) -> Value {
+    let r = app.post("/api/v1/knowledge", body).await;
+    assert_eq!(r.status(), 201);
+    json(r).await
+}
+
+both_backends! {
+    async fn knowledge_items_are_crud_per_organization(backend: Backend) {
+        let app = TestApp::spawn(backend).await;
+        let project = app.id_of("/api/v1/projects", json!({"name": "Payments", "key": "PAY"})).await;
+        let item = create(&app, json!({
+            "title": "Payments runbook", "content": "# Restart\nRestart the payments database with care.",
+            "tags": ["ops", " db ", "ops"], "source": "https://wiki/payments", "project_id": project,
+        })).await;
+        let id = item["id"].as_str().unwrap().to_string();
+        assert_eq!(item["tags"], json!(["ops", "db"]), "tags are trimmed and kept once");
+        assert_eq!(item["project_id"], project.as_str());
+
+        let got = json(app.get(&format!("/api/v1/knowledge/{id}")).await).await;
+        assert_eq!(got["content"], item["content"]);
+        let list = json(app.get("/api/v1/knowledge").await).await;
+        assert_eq!(list["total"], 1);
+        assert_eq!(list["items"][0]["preview"], item["content"]);
+        assert_eq!(list["items"][0]["content_bytes"], item["content"].as_str().unwrap().len());
+        assert!(list["items"][0].get("content").is_none(), "lists leave the content out");
+        let other = uuid::Uuid::now_v7();
+        assert_eq!(json(app.get(&format!("/api/v1/knowledge?project_id={other}")).await).await["total"], 0);
+
+        let r = app.req(Method::PATCH, &format!("/api/v1/knowledge/{id}"))
+            .json(&json!({"title": "Payments DB runbook", "source": null})).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let updated = json(r).await;
+        assert_eq!((updated["title"].as_str(), updated["source"].is_null()), (Some("Payments DB runbook"), true));
+        assert_eq!(updated["content"], item["content"], "absent fields stay");
+
+        // Another organization sees nothing of it; a viewer reads but does not write.
+        let stranger = app.org_with_key("other-org", Role::Admin).await;
+        for method in [Method::GET, Method::PATCH, Method::DELETE] {
+            let r = app.req_as(&stranger, method, &format!("/api/v1/knowledge/{id}")).json(&json!({})).send().await.unwrap();
+            assert_error(r, 404, "NOT_FOUND").await;
+        }
+        assert_eq!(json(app.req_as(&stranger, Method::GET, "/api/v1/knowledge").send().await.unwrap()).await["total"], 0);
+        let viewer = app.key("default", Role::Viewer).await;
+        assert_eq!(app.req_as(&viewer, Method::GET, &format!("/api/v1/knowledge/{id}")).send().await.unwrap().status(), 200);
+        let r = app.req_as(&viewer, Method::POST, "/api/v1/knowledge").json(&json!({"title": "t", "content": "c"})).send().await.unwrap();
+        assert_error(r, 403, "FORBIDDEN").await;
+
+        // Bad input is a 422 naming the field.
+        for (body, field) in [
+            (json!({"title": " ", "content": "c"}), "title"),
+            (json!({"title": "t", "content": "  "}), "content"),
+            (json!({"title": "t", "content": "c", "tags": [""]}), "tags"),
+            (json!({"title": "t", "content": "c", "project_id": other}), "project_id"),
+        ] {
+            let v = assert_error(app.post("/api/v1/knowledge", body).await, 422, "VALIDATION_ERROR").await;
+            assert_eq!(v["details"]["field"], field, "{v}");
+        }
+        // 1 MiB of content is taken (the body is larger than the usual limit); a byte more is not.
+        let mib = "a".repeat(1024 * 1024);
+        let big = create(&app, json!({"title": "big", "content": mib})).await;
+        assert_eq!(big["content"].as_str().unwrap().len(), 1024 * 1024);
+        let r = app.post("/api/v1/knowledge", json!({"title": "bigger", "content": format!("{mib}b")})).await;
+        assert_error(r, 422, "VALIDATION_ERROR").await;
+
+        let r = app.req(Method::DELETE, &format!("/api/v1/knowledge/{id}")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_error(app.get(&format!("/api/v1/knowledge/{id}")).await, 404, "NOT_FOUND").await;
+        // Deleting the project leaves its items without one.
+        let kept = create(&app, json!({"title": "kept", "content": "c", "project_id": project})).await;
+        let r = app.req(Method::DELETE, &format!("/api/v1/projects/{project}")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let kept = json(app.get(&format!("/api/v1/knowledge/{}", kept["id"].as_str().unwrap())).await).await;
+        assert!(kept["project_id"].is_null(), "{kept}");
+    }
+
+    async fn search_ranks_the_best_match_first(backend: Backend) {
+        let app = TestApp::spawn(backend).await;
+        create(&app, json!({"title": "Quarterly planning", "content": "Budget notes. The database is mentioned once.", "tags": ["finance"]})).await;
+        let best = create(&app, json!({
+            "title": "Payments database failover",
+            "content": "When the payments database fails over, restart the payments workers. The database replica takes over.",
+            "tags": ["ops", "payments"],
+        })).await;
+        create(&app, json!({"title": "Lunch menu", "content": "Soup and bread.", "tags": ["ops"]})).await;
+        let stranger = app.org_with_key("other-org", Role::Admin).await;
+        let r = app.req_as(&stranger, Method::POST, "/api/v1/knowledge")
+            .json(&json!({"title": "Payments database", "content": "payments database payments database"})).send().await.unwrap();
+        assert_eq!(r.status(), 201);
+
+        let v = json(app.get("/api/v1/knowledge/search?q=payments%20databases").await).await;
+        assert_eq!(v["count"], 2, "{v}");
+        assert_eq!(v["items"][0]["id"], best["id"], "{v}");
+        assert!(v["items"][0]["score"].as_f64().unwrap() > v["items"][1]["score"].as_f64().unwrap());
+        assert!(v["items"][0]["snippet"].as_str().unwrap().contains("**"), "{v}");
+        assert_eq!(v["mode"], "full_text");
+        assert!(v["note"].as_str().unwrap().contains("embedding"));
+
+        // Tags narrow the results to the items carrying every one of them.
+        let v = json(app.get("/api/v1/knowledge/search?q=database&tags=finance").await).await;
+        assert_eq!(v["count"], 1);
+        assert_eq!(v["items"][0]["title"], "Quarterly planning");
+        let v = json(app.get("/api/v1/knowledge/search?q=database&tags=ops,payments&limit=5").await).await;
+        assert_eq!(v["items"][0]["id"], best["id"]);
+        assert_eq!(v["count"], 1);
+
+        // An update is searched by its new words at once; a deleted item is gone.
+        let id = best["id"].as_str().unwrap();
+        let r = app.req(Method::PUT, &format!("/api/v1/knowledge/{id}"))
+            .json(&json!({"content": "Rotate the ledger credentials."})).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(json(app.get("/api/v1/knowledge/search?q=ledger").await).await["count"], 1);
+        let r = app.req(Method::DELETE, &format!("/api/v1/knowledge/{id}")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(json(app.get("/api/v1/knowledge/search?q=ledger").await).await["count"], 0);
+
+        // Whatever the query text holds, it is words or a 422, never a server error.
+        for q in ["NEAR(a b)", "a*", "col:umn", "^x", "a AND", "((a", "'; DROP TABLE x; --", "a | b & !c", "x\u{0}y"] {
+            let r = app.get(&format!("/api/v1/knowledge/search?q={}", encode(q))).await;
+            assert_eq!(r.status(), 200, "{q}");
+        }
+        for q in ["", "   ", "\"*:^()", "\"", "((("] {
+            let r = app.get(&format!("/api/v1/knowledge/search?q={}", encode(q))).await;
+            assert_error(r, 422, "VALIDATION_ERROR").await;
+        }
+        let r = app.get("/api/v1/knowledge/search?q=x&limit=101").await;
+        assert_error(r, 422, "VALIDATION_ERROR").await;
+    }
+}
