@@ -19,6 +19,7 @@ pub mod custom_integrations;
 pub mod environments;
 pub mod exec_env;
 pub mod executions;
+pub mod graph;
 pub mod health;
 pub mod idempotency;
 pub mod integrations;

@@ -12,6 +12,7 @@ pub mod environment;
 pub mod error;
 pub mod exec_env;
 pub mod execution;
+pub mod graph;
 pub mod health;
 pub mod ids;
 pub mod integration;

@@ -8,6 +8,7 @@ pub mod custom_integrations;
 pub mod environments;
 pub mod execution_environment;
 pub mod executions;
+pub mod graph;
 pub mod health;
 pub mod integrations;
 pub mod jobs;
@@ -155,6 +156,7 @@ pub fn router(state: AppState) -> Router {
         .merge(jobs::routes())
         .merge(tasks::routes())
         .merge(knowledge::routes())
+        .merge(graph::routes())
         .route_layer(from_fn_with_state(state.clone(), idempotency))
         .route_layer(from_fn_with_state(state.clone(), authenticate));
 

@@ -7,6 +7,7 @@ pub mod crypto;
 pub mod dispatch;
 pub mod error;
 pub mod exec_env;
+pub mod graph;
 pub mod hub;
 pub mod job_schedule;
 pub mod job_webhooks;

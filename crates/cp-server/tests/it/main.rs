@@ -12,6 +12,7 @@ mod conventions;
 mod exec_query_count;
 mod executions;
 mod faults;
+mod graph;
 mod jobs;
 mod knowledge;
 mod planning;

@@ -1,0 +1,40 @@
+//! The context graph beyond one repository call: its health, and read-only Cypher queries.
+
+use std::time::Duration;
+
+use cp_types::FieldIssue;
+use cp_types::graph::{GraphHealth, QueryResult};
+use serde_json::json;
+
+use super::caller::Caller;
+use super::error::{ServiceError, ServiceResult};
+use crate::state::AppState;
+
+/// How long one query may run.
+pub const QUERY_TIME_LIMIT: Duration = Duration::from_secs(5);
+
+/// The graph lives in the control plane's own database: healthy when that answers.
+pub async fn health(state: &AppState) -> ServiceResult<GraphHealth> {
+    state.store.ping().await?;
+    Ok(GraphHealth {
+        status: "healthy".into(),
+        service: "context-graph".into(),
+        backend: state.store.backend().as_str().into(),
+    })
+}
+
+/// Runs a read-only Cypher query over the caller's organization's graph. A query outside the
+/// subset is a 422 naming the clause (`details.clause`).
+pub async fn query(state: &AppState, caller: &Caller, query: &str) -> ServiceResult<QueryResult> {
+    let graph = state.store.graph(&caller.org_id);
+    let compiled = cp_cypher::compile(query, graph.dialect()).map_err(|e| {
+        ServiceError::validation(vec![FieldIssue::new("query", e.to_string())])
+            .with_details(json!({"field": "query", "clause": e.clause, "issue": e.message}))
+    })?;
+    let rows = graph.query(&compiled, QUERY_TIME_LIMIT).await?;
+    Ok(QueryResult {
+        columns: rows.columns,
+        count: rows.rows.len(),
+        results: rows.rows,
+    })
+}
