@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Compatibility with the official Python client: installs kubiya-sdk 2.1.6 from PyPI into a venv,
 # starts a fresh server and drives `kubiya.control_plane_client.ControlPlaneClient` through its
-# health, models, runtimes, skills, agents, context, secrets, integrations, policies, workers and
+# health, models, runtimes, skills, agents, context, secrets, integrations, policies, workers, graph and
 # task_planning services
 # (tests/sdk/compat.py). Exits non-zero if any step fails.
 # Usage: scripts/sdk-compat.sh [path to a built kubiya-cp]   (default: the debug build)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Drives the official Python client (kubiya-sdk 2.1.6, `kubiya.control_plane_client`) against a
 running server through every method of its health, models, runtimes, skills, agents, context,
-secrets, integrations, policies, workers and task_planning services, and checks what comes back.
+secrets, integrations, policies, workers, task_planning and graph services, and checks what comes back.
 
 Run by scripts/sdk-compat.sh, which starts a fresh server and sets:
   KCP_SDK_BASE_URL   e.g. http://127.0.0.1:8001
@@ -835,6 +835,62 @@ def task_planning_plan_stream():
 
 check("task_planning.plan", task_planning_plan)
 check("task_planning.plan_stream", task_planning_plan_stream)
+
+
+# ---------------------------------------------------------------- context graph
+
+
+def graph_setup():
+    a = need(agent, "agents.create")
+    status, answer = http("POST", "/api/v1/graph/nodes", {"nodes": [
+        {"external_id": "svc/payments-api", "labels": ["Service"], "integration": "catalog",
+         "properties": {"name": "payments-api", "tier": 1}},
+        {"external_id": "db/payments-db", "labels": ["Database"], "integration": "catalog",
+         "properties": {"name": "payments-db"}},
+    ]})
+    expect(status == 200 and answer.get("created") == 2, "graph ingestion", answer)
+    status, answer = http("POST", "/api/v1/graph/relationships", {"relationships": [
+        {"type": "DEPENDS_ON", "from": {"integration": "catalog", "external_id": "svc/payments-api"},
+         "to": {"integration": "catalog", "external_id": "db/payments-db"}},
+    ]})
+    expect(status == 200 and answer.get("created") == 1, "graph relationship ingestion", answer)
+    return a
+
+
+graph_agent = check("graph ingestion (plain HTTP)", graph_setup)
+
+
+def graph_calls():
+    a = need(graph_agent, "graph ingestion")
+    g = client.graph
+    expect(g.health().get("status") == "healthy", "graph.health")
+    nodes = g.list_nodes(integration="catalog", skip=0, limit=10)
+    expect(nodes.get("count") == 2 and len(nodes.get("nodes", [])) == 2, "graph.list_nodes", nodes)
+    node = g.get_node(a["id"])
+    expect(node.get("labels") == ["Agent"] and node.get("integration") == "control_plane", "graph.get_node (projected agent)", node)
+    found = g.search_nodes({"label": "Service", "property_filters": {"tier": 1}})
+    expect([n["properties"]["name"] for n in found["nodes"]] == ["payments-api"], "graph.search_nodes", found)
+    found = g.search_nodes_by_text({"search_text": "PAYMENTS-DB"}, integration="catalog")
+    expect(found.get("count") == 1, "graph.search_nodes_by_text", found)
+    db = found["nodes"][0]["id"]
+    rels = g.get_relationships(db, direction="incoming", relationship_type="DEPENDS_ON")
+    expect(rels.get("count") == 1, "graph.get_relationships", rels)
+    sub = g.get_subgraph(db, depth=2)
+    expect(len(sub.get("nodes", [])) == 2 and len(sub.get("relationships", [])) == 1, "graph.get_subgraph", sub)
+    labels = g.list_labels()
+    expect({"Agent", "Service", "Database"} <= {l["name"] for l in labels["labels"]}, "graph.list_labels", labels)
+    types = g.list_relationship_types(integration="catalog")
+    expect(types.get("relationship_types") == [{"name": "DEPENDS_ON", "count": 1}], "graph.list_relationship_types", types)
+    stats = g.get_stats()
+    expect(stats.get("node_count", 0) >= 3 and stats.get("relationship_count", 0) >= 1, "graph.get_stats", stats)
+    result = g.execute_query({"query": "MATCH (s:Service)-[:DEPENDS_ON]->(d:Database {name: 'payments-db'}) RETURN s.name AS service"})
+    expect(result.get("results") == [{"service": "payments-api"}], "graph.execute_query", result)
+    expect_status(lambda: g.execute_query({"query": "MATCH (n) DETACH DELETE n"}), {422}, "graph.execute_query of a write")
+    sources = g.list_integrations()
+    expect({"catalog", "control_plane"} <= {i["name"] for i in sources["integrations"]}, "graph.list_integrations", sources)
+
+
+check("graph: the 12 calls", graph_calls)
 
 
 def agents_delete():
