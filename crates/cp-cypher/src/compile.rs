@@ -13,6 +13,14 @@ pub const DEFAULT_LIMIT: i64 = 1000;
 pub const MAX_LIMIT: i64 = 1000;
 /// The most relationship hops one query may walk (a variable-length one counts its maximum).
 pub const MAX_HOPS: u64 = 3;
+/// Tables one statement may join (SQLite refuses more than 64).
+pub const MAX_TABLES: usize = 32;
+/// Items of one RETURN.
+pub const MAX_RETURN_ITEMS: usize = 32;
+/// Predicates (comparisons, label tests, AND/OR/NOT) of all WHERE clauses together.
+pub const MAX_PREDICATES: usize = 256;
+/// The longest `name` the indexed column holds (longer ones are in `properties` only).
+pub const MAX_INDEXED_NAME: usize = 512;
 
 const ORG: &str = "$1";
 const VAR_LENGTH: &str = "variable-length relationship";
@@ -24,6 +32,18 @@ pub fn compile(query: &Query, dialect: Dialect) -> Result<Compiled> {
     check_hops(query)?;
     for clause in &query.matches {
         c.match_clause(clause)?;
+    }
+    if c.from.len() > MAX_TABLES {
+        return Err(CypherError::new(
+            "MATCH",
+            format!(
+                "the patterns need {} tables (one per node, relationship and label); at most {MAX_TABLES}",
+                c.from.len()
+            ),
+        ));
+    }
+    if query.ret.items.len() > MAX_RETURN_ITEMS {
+        return Err(CypherError::new("RETURN", format!("at most {MAX_RETURN_ITEMS} items")));
     }
     for predicate in query.matches.iter().filter_map(|m| m.predicate.as_ref()) {
         let sql = c.predicate(predicate, "WHERE")?;
@@ -85,6 +105,7 @@ struct Compiler {
     conds: Vec<String>,
     ctes: Vec<String>,
     counter: usize,
+    predicates: usize,
 }
 
 impl Compiler {
@@ -99,6 +120,7 @@ impl Compiler {
             conds: Vec::new(),
             ctes: Vec::new(),
             counter: 0,
+            predicates: 0,
         }
     }
 
@@ -471,6 +493,10 @@ impl Compiler {
 
     /// A boolean SQL expression for a WHERE predicate.
     fn predicate(&mut self, expr: &Expr, clause: &str) -> Result<String> {
+        self.predicates += 1;
+        if self.predicates > MAX_PREDICATES {
+            return Err(CypherError::new(clause, format!("at most {MAX_PREDICATES} conditions")));
+        }
         Ok(match expr {
             Expr::And(items) | Expr::Or(items) => {
                 let glue = if matches!(expr, Expr::And(_)) { " AND " } else { " OR " };
@@ -556,7 +582,7 @@ impl Compiler {
             // The indexed `name` column holds properties.name when it is a string.
             (Operand::Prop { alias, node: true, key }, Operand::Lit(Literal::Str(s)))
             | (Operand::Lit(Literal::Str(s)), Operand::Prop { alias, node: true, key })
-                if key == "name" && op == CmpOp::Eq =>
+                if key == "name" && op == CmpOp::Eq && s.len() <= MAX_INDEXED_NAME =>
             {
                 format!("{alias}.name = {}", self.text(&s))
             }
@@ -632,7 +658,9 @@ impl Compiler {
         if items.is_empty() {
             return Ok("FALSE".into());
         }
-        let all_strings = items.iter().all(|i| matches!(i, Literal::Str(_)));
+        let all_strings = items
+            .iter()
+            .all(|i| matches!(i, Literal::Str(s) if s.len() <= MAX_INDEXED_NAME));
         let (target, params) = match &left {
             Operand::Prop { alias, node: true, key } if key == "name" && all_strings => {
                 let params = items.iter().map(|i| self.string_item(i)).collect();

@@ -47,7 +47,7 @@ mod ast;
 mod compile;
 mod parse;
 
-pub use compile::{DEFAULT_LIMIT, MAX_HOPS, MAX_LIMIT};
+pub use compile::{DEFAULT_LIMIT, MAX_HOPS, MAX_INDEXED_NAME, MAX_LIMIT, MAX_PREDICATES, MAX_RETURN_ITEMS, MAX_TABLES};
 pub use parse::{MAX_NESTING, MAX_QUERY_BYTES};
 
 use std::fmt;

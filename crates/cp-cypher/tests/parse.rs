@@ -221,8 +221,11 @@ fn hostile_queries_fail_without_overflow() {
     // Within the caps: long flat chains stay shallow.
     let nots = format!("MATCH (n) WHERE {}n.x = 1 RETURN n", "NOT ".repeat(3_000));
     ok(&nots);
-    let ors = format!("MATCH (n) WHERE n.x = 0{} RETURN n", " OR n.x = 1".repeat(1_000));
+    let ors = format!("MATCH (n) WHERE n.x = 0{} RETURN n", " OR n.x = 1".repeat(200));
     ok(&ors);
+    // Past the cap on conditions (SQLite's expression depth is 1000).
+    let ors = format!("MATCH (n) WHERE n.x = 0{} RETURN n", " OR n.x = 1".repeat(1_000));
+    assert_eq!(clause(&ors), "WHERE");
     // At the cap, on a test thread's 2 MiB stack, in every shape that nests.
     for prefix in ["(", "NOT (", "n.y = 2 AND (", "n.y = 2 OR NOT ("] {
         let query = format!(
@@ -250,4 +253,38 @@ fn no_user_text_reaches_the_sql() {
             assert!(!sql.contains(word), "{word} in {dialect:?} SQL: {sql}");
         }
     }
+}
+
+#[test]
+fn query_size_is_bounded_beyond_the_byte_cap() {
+    // Every one of these fits in 16 KiB yet would join, return or test too much.
+    let patterns: Vec<String> = (0..33).map(|i| format!("(n{i})")).collect();
+    assert_eq!(
+        clause(&format!("MATCH {} RETURN count(*)", patterns.join(", "))),
+        "MATCH"
+    );
+    let labels: String = (0..40).map(|i| format!(":L{i}")).collect();
+    assert_eq!(clause(&format!("MATCH (n{labels}) RETURN n")), "MATCH");
+    let items: Vec<String> = (0..33).map(|i| format!("n AS x{i}")).collect();
+    assert_eq!(clause(&format!("MATCH (n) RETURN {}", items.join(", "))), "RETURN");
+    let terms = vec!["n.a = 1"; 300].join(" OR ");
+    assert_eq!(clause(&format!("MATCH (n) WHERE {terms} RETURN n")), "WHERE");
+    ok(&format!("MATCH {} RETURN count(*)", patterns[..8].join(", ")));
+}
+
+#[test]
+fn long_names_skip_the_name_index() {
+    let long = "x".repeat(600);
+    for q in [
+        format!("MATCH (n {{name: '{long}'}}) RETURN n"),
+        format!("MATCH (n) WHERE n.name IN ['{long}'] RETURN n"),
+    ] {
+        let sql = compile(&q, Dialect::Sqlite).unwrap().sql;
+        assert!(!sql.contains(".name ="), "{sql}");
+        assert!(!sql.contains(".name IN"), "{sql}");
+    }
+    let sql = compile("MATCH (n {name: 'short'}) RETURN n", Dialect::Sqlite)
+        .unwrap()
+        .sql;
+    assert!(sql.contains(".name = "), "{sql}");
 }
