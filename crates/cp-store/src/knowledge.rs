@@ -256,6 +256,9 @@ impl Knowledge<'_> {
             sqlx::query_as(sql).bind(self.org).bind(expr).bind(search.project_id).bind(Json(&search.tags))
                 .bind(search.limit).fetch_all(pool).await
         })?;
+        // Scores relative to the best hit: raw BM25 on SQLite weighs terms by statistics of the
+        // whole index (every organization's items), which the numbers alone would expose.
+        let best = rows.first().map(|r| r.score).filter(|s| *s > 0.0).unwrap_or(1.0);
         Ok(rows
             .into_iter()
             .map(|r| SearchHit {
@@ -264,7 +267,7 @@ impl Knowledge<'_> {
                 tags: r.tags.0,
                 source: r.source,
                 project_id: r.project_id,
-                score: r.score,
+                score: r.score / best,
                 snippet: r.snippet.unwrap_or_default(),
                 updated_at: r.updated_at,
             })

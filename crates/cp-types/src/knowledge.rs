@@ -243,7 +243,7 @@ pub struct SearchHit {
     pub tags: Vec<String>,
     pub source: Option<String>,
     pub project_id: Option<Uuid>,
-    /// Higher is better; comparable only within one answer.
+    /// Relative to the best hit of this answer (1.0); higher is better.
     pub score: f64,
     pub snippet: String,
     #[serde(serialize_with = "crate::common::rfc3339::serialize")]

@@ -49,8 +49,7 @@ pub async fn idempotency(State(state): State<AppState>, req: Request, next: Next
     };
 
     let (parts, body) = req.into_parts();
-    // The largest body any route takes; the route's own limit still applies after this.
-    let limit = state.config.body_limit.max(crate::routes::knowledge::BODY_LIMIT);
+    let limit = crate::routes::body_limit(parts.uri.path(), state.config.body_limit);
     let bytes = match to_bytes(body, limit).await {
         Ok(b) => b,
         Err(_) => {

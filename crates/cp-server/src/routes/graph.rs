@@ -40,7 +40,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(integrations))
         .routes(routes!(delete_integration))
         .routes(routes!(health))
-        .layer(DefaultBodyLimit::max(super::knowledge::BODY_LIMIT));
+        .layer(DefaultBodyLimit::max(super::LARGE_BODY_LIMIT));
     OpenApiRouter::new()
         .merge(graph.clone())
         .nest("/api/v1/context-graph", graph)

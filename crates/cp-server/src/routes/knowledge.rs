@@ -18,15 +18,12 @@ use crate::services::error::{ServiceResult, or_not_found};
 use crate::services::knowledge;
 use crate::state::AppState;
 
-/// A body may carry 1 MiB of content, JSON-escaped, beside the other fields.
-pub const BODY_LIMIT: usize = 3 * 1024 * 1024;
-
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_knowledge, create_knowledge))
         .routes(routes!(search_knowledge))
         .routes(routes!(get_knowledge, update_knowledge, delete_knowledge))
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(DefaultBodyLimit::max(super::LARGE_BODY_LIMIT))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

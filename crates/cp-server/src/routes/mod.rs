@@ -127,6 +127,21 @@ impl Modify for ErrorResponses {
     }
 }
 
+/// The body limit of the routes that take bulk content (a knowledge item's 1 MiB, JSON-escaped;
+/// a batch of 1000 graph nodes).
+pub const LARGE_BODY_LIMIT: usize = 3 * 1024 * 1024;
+
+/// The most a request to `path` may send: [`LARGE_BODY_LIMIT`] on the bulk routes, else the
+/// configured limit.
+pub fn body_limit(path: &str, configured: usize) -> usize {
+    let bulk = ["/api/v1/knowledge", "/api/v1/graph/", "/api/v1/context-graph/"];
+    if bulk.iter().any(|p| path.starts_with(p)) {
+        configured.max(LARGE_BODY_LIMIT)
+    } else {
+        configured
+    }
+}
+
 /// The whole application: public endpoints, key-protected `/api/v1`, docs, and the layers.
 pub fn router(state: AppState) -> Router {
     // Layers run outside-in in the reverse order of these calls: authenticate, then idempotency.

@@ -84,6 +84,13 @@ both_backends! {
         assert_eq!(big["content"].as_str().unwrap().len(), 1024 * 1024);
         let r = app.post("/api/v1/knowledge", json!({"title": "bigger", "content": format!("{mib}b")})).await;
         assert_error(r, 422, "VALIDATION_ERROR").await;
+        // Every word distinct and in four-byte characters: the worst case for a tsvector.
+        let words: Vec<String> = (0..65_536u32)
+            .map(|i| [0x20000 + (i >> 8), 0x20100 + (i & 0xff), 0x20200].iter().map(|&c| char::from_u32(c).unwrap()).collect())
+            .collect();
+        let dense = words.join(" ");
+        assert!(dense.len() <= 1024 * 1024);
+        create(&app, json!({"title": "dense", "content": dense})).await;
 
         let r = app.req(Method::DELETE, &format!("/api/v1/knowledge/{id}")).send().await.unwrap();
         assert_eq!(r.status(), 200);
