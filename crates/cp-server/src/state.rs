@@ -31,12 +31,18 @@ pub struct AppState {
     pub workflow_scheduler: Arc<crate::services::workflow_runs::Scheduler>,
     /// Rung when a job was written, so its schedule is read at once.
     pub jobs_wake: Arc<tokio::sync::Notify>,
+    /// Permits of the graph queries running at once: each holds a connection up to 5 s.
+    pub graph_queries: Arc<tokio::sync::Semaphore>,
     pub started_at: Instant,
 }
 
 impl AppState {
     pub fn new(store: Store, config: ServerConfig) -> Self {
         let policies = Arc::new(PolicyEngine::new(config.policy_sandbox.clone()));
+        let graph_queries = match store.backend() {
+            cp_store::Backend::Sqlite => 2,
+            cp_store::Backend::Postgres => 8,
+        };
         AppState {
             store: store.with_second_ms(config.second_ms),
             config: Arc::new(config),
@@ -50,6 +56,7 @@ impl AppState {
             webhooks: Arc::default(),
             workflow_scheduler: Arc::default(),
             jobs_wake: Arc::default(),
+            graph_queries: Arc::new(tokio::sync::Semaphore::new(graph_queries)),
             started_at: Instant::now(),
         }
     }

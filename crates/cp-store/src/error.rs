@@ -18,9 +18,9 @@ pub enum StoreError {
     /// A stored value no longer parses (a bug or a hand-edited row).
     #[error("corrupt row: {0}")]
     Corrupt(String),
-    /// A statement ran past the time limit its caller set (a user's graph query).
+    /// A statement went past a bound its caller set (a graph query's time or answer size).
     #[error("{0}")]
-    Timeout(String),
+    LimitExceeded(String),
     /// The database did not answer in time or the pool is exhausted.
     #[error("database unavailable: {0}")]
     Unavailable(String),

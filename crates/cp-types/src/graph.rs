@@ -15,6 +15,17 @@ use crate::{FieldIssue, wire_enum};
 /// The integration of nodes and relationships the control plane projects from its entities;
 /// no one else may write it.
 pub const CONTROL_PLANE: &str = "control_plane";
+/// The relationship types the control plane projects between its own nodes; between two of
+/// them only the projection writes these.
+pub const PROJECTED_TYPES: &[&str] = &[
+    "USES_SKILL",
+    "MEMBER_OF",
+    "RUNS_IN",
+    "USES_MODEL",
+    "BELONGS_TO",
+    "USES_AGENT",
+    "USES_TEAM",
+];
 /// Nodes or relationships per ingestion request at most.
 pub const MAX_BATCH: usize = 1000;
 /// Serialized size of one node's or relationship's properties at most.
@@ -23,6 +34,8 @@ pub const MAX_PROPERTIES_BYTES: usize = 64 * 1024;
 pub const MAX_DEPTH: i64 = 3;
 /// Nodes a subgraph returns at most.
 pub const MAX_SUBGRAPH_NODES: usize = 1000;
+/// Relationships a subgraph returns at most.
+pub const MAX_SUBGRAPH_RELATIONSHIPS: usize = 5000;
 /// Rows of a list at most (the client's `limit`).
 pub const MAX_LIST_LIMIT: i64 = 1000;
 
@@ -62,6 +75,12 @@ pub fn is_name(s: &str) -> bool {
     (1..=64).contains(&s.len())
         && s.bytes().next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
         && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// Property keys a search may name: 1 to 200 bytes, no `"`, `\\` or control characters
+/// (they become JSON paths).
+pub fn is_property_key(k: &str) -> bool {
+    (1..=200).contains(&k.len()) && !k.chars().any(|c| c == '"' || c == '\\' || c.is_control())
 }
 
 /// Integrations name a source: letters, digits, `-`, `_`, `.`, 1 to 100 characters.
@@ -314,9 +333,9 @@ impl NodeSearch {
             "at most 20 filters",
         );
         v.check(
-            self.property_filters.keys().all(|k| (1..=200).contains(&k.len())),
+            self.property_filters.keys().all(|k| is_property_key(k)),
             "property_filters",
-            "keys have 1 to 200 characters",
+            "keys have 1 to 200 bytes, without '\"', '\\' or control characters",
         );
         v.finish()?;
         Ok(labels)
@@ -336,7 +355,13 @@ impl TextSearch {
     pub fn validate(&self) -> Result<(), Vec<FieldIssue>> {
         let mut v = Issues::new();
         v.length("search_text", &self.search_text, 1, 500);
-        v.max_length("property", self.property.as_deref(), 200);
+        if let Some(p) = &self.property {
+            v.check(
+                is_property_key(p),
+                "property",
+                "1 to 200 bytes, without '\"', '\\' or control characters",
+            );
+        }
         v.finish()
     }
 }
@@ -378,7 +403,7 @@ pub struct Subgraph {
     pub depth: i64,
     pub nodes: Vec<GraphNode>,
     pub relationships: Vec<GraphRelationship>,
-    /// Whether nodes past the first 1000 were left out.
+    /// Whether nodes past the first 1000 or relationships past the first 5000 were left out.
     pub truncated: bool,
 }
 

@@ -91,7 +91,7 @@ impl From<StoreError> for ServiceError {
             StoreError::Invalid(m) => {
                 ServiceError::new(ErrorCode::ValidationError, format!("a value cannot be stored: {m}"))
             }
-            StoreError::Timeout(m) => ServiceError::new(ErrorCode::ValidationError, m),
+            StoreError::LimitExceeded(m) => ServiceError::new(ErrorCode::ValidationError, m),
             StoreError::Unavailable(m) => {
                 tracing::warn!(error = %m, "database unavailable");
                 ServiceError::new(

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use cp_types::FieldIssue;
 use cp_types::graph::{GraphHealth, QueryResult};
+use cp_types::{ErrorCode, FieldIssue};
 use serde_json::json;
 
 use super::caller::Caller;
@@ -31,6 +31,17 @@ pub async fn query(state: &AppState, caller: &Caller, query: &str) -> ServiceRes
         ServiceError::validation(vec![FieldIssue::new("query", e.to_string())])
             .with_details(json!({"field": "query", "clause": e.clause, "issue": e.message}))
     })?;
+    // Past the permits, a query waits its turn briefly, then is told to come back.
+    let _permit = tokio::time::timeout(QUERY_TIME_LIMIT, state.graph_queries.acquire())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .ok_or_else(|| {
+            ServiceError::new(
+                ErrorCode::RateLimited,
+                "too many graph queries are running; retry shortly",
+            )
+        })?;
     let rows = graph.query(&compiled, QUERY_TIME_LIMIT).await?;
     Ok(QueryResult {
         columns: rows.columns,

@@ -188,6 +188,20 @@ both_backends! {
             let v = assert_error(app.post(&format!("{G}/relationships"), body).await, 422, "VALIDATION_ERROR").await;
             assert_eq!(v["details"]["field"], field, "{v}");
         }
+        // The projection's own edges between its nodes are not the user's to write.
+        let agent = app.id_of("/api/v1/agents", json!({"name": "pilot"})).await;
+        let model = json(app.post(&format!("{G}/nodes/search"), json!({"label": "Model"})).await).await["nodes"][0]["id"].as_str().unwrap().to_string();
+        let v = assert_error(app.post(&format!("{G}/relationships"), json!({"relationships": [
+            {"type": "USES_MODEL", "from": agent, "to": model, "integration": "mine"}]})).await, 422, "VALIDATION_ERROR").await;
+        assert_eq!(v["details"]["field"], "relationships[0].type");
+        // A name too long for the index is stored and found all the same.
+        let long = "n".repeat(3000);
+        let r = app.post(&format!("{G}/nodes"), json!({"nodes": [{"external_id": "long", "labels": ["X"], "integration": "catalog", "properties": {"name": long}}]})).await;
+        assert_eq!(r.status(), 200);
+        let v = json(app.post(&format!("{G}/nodes/search"), json!({"property_filters": {"name": long}})).await).await;
+        assert_eq!(v["count"], 1, "{v}");
+        let v = query(&app, &format!("MATCH (x:X {{name: '{long}'}}) RETURN x.name AS n")).await;
+        assert_eq!(v["count"], 1);
         let many: Vec<Value> = (0..1001).map(|i| json!({"external_id": format!("n{i}"), "labels": ["X"], "integration": "bulk"})).collect();
         assert_error(app.post(&format!("{G}/nodes"), json!({"nodes": many})).await, 422, "VALIDATION_ERROR").await;
         let v = assert_error(app.post(&format!("{G}/nodes"), json!({"nodes": [{"external_id": "x", "labels": ["1x"], "integration": "c"}]})).await, 422, "VALIDATION_ERROR").await;
@@ -265,6 +279,16 @@ both_backends! {
         // Bad parameters are 422, unknown nodes 404.
         assert_error(app.get(&format!("{G}/nodes?limit=0")).await, 422, "VALIDATION_ERROR").await;
         assert_error(app.get(&format!("{G}/nodes?integration=a%20b")).await, 422, "VALIDATION_ERROR").await;
+        for body in [json!({"search_text": "0", "property": ""}), json!({"search_text": "0", "property": "a\"b"})] {
+            assert_error(app.post(&format!("{G}/nodes/search/text"), body).await, 422, "VALIDATION_ERROR").await;
+        }
+        let r = app.post(&format!("{G}/nodes/search"), json!({"property_filters": {"$x": 1}})).await;
+        assert_eq!(json(r).await["count"], 0, "a key is a key, not a path");
+        let r = app.post(&format!("{G}/nodes/search"), json!({"property_filters": {"a\\b": 1}})).await;
+        assert_error(r, 422, "VALIDATION_ERROR").await;
+        // null matches a null property, not a missing one (alike on both databases).
+        let v = json(app.post(&format!("{G}/nodes/search"), json!({"property_filters": {"missing": null}})).await).await;
+        assert_eq!(v["count"], 0, "{v}");
         let ghost = uuid::Uuid::now_v7();
         assert_error(app.get(&format!("{G}/nodes/{ghost}/relationships")).await, 404, "NOT_FOUND").await;
         assert_error(app.post(&format!("{G}/subgraph"), json!({"node_id": ghost})).await, 404, "NOT_FOUND").await;
@@ -334,5 +358,18 @@ both_backends! {
         }
         let v = assert_error(app.post(&format!("{G}/query"), json!({"query": "MATCH (n RETURN n"})).await, 422, "VALIDATION_ERROR").await;
         assert_eq!(v["details"]["clause"], "syntax");
+
+        // An answer past 8 MiB is refused rather than built.
+        let fat = json!({"blob": "b".repeat(60_000)});
+        let nodes: Vec<Value> = (0..12).map(|i| json!({"external_id": format!("fat{i}"), "labels": ["Fat"], "integration": "bulk", "properties": fat})).collect();
+        assert_eq!(app.post(&format!("{G}/nodes"), json!({"nodes": nodes})).await.status(), 200);
+        let v = assert_error(app.post(&format!("{G}/query"), json!({"query": "MATCH (a:Fat), (b:Fat) RETURN a, b"})).await, 422, "VALIDATION_ERROR").await;
+        assert!(v["message"].as_str().unwrap().contains("MiB"), "{v}");
+        // A query past the time limit is stopped, and the server answers the next one at once.
+        let started = std::time::Instant::now();
+        let v = assert_error(app.post(&format!("{G}/query"), json!({"query": "MATCH (a), (b), (c), (d), (e), (f), (g), (h) RETURN count(*)"})).await, 422, "VALIDATION_ERROR").await;
+        assert!(v["message"].as_str().unwrap().contains("longer than"), "{v}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(15));
+        assert_eq!(query(&app, "MATCH (s:Service) RETURN count(*) AS n").await["results"][0]["n"], 3);
     }
 }

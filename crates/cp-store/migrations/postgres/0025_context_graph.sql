@@ -139,8 +139,8 @@ BEGIN
         DELETE FROM graph_relationships WHERE from_id = NEW.id AND type = 'USES_MODEL' AND integration = 'control_plane';
         INSERT INTO graph_relationships (id, organization_id, type, from_id, to_id, integration, properties, created_at, updated_at)
             SELECT gen_random_uuid(), NEW.organization_id, 'USES_MODEL', NEW.id, NEW.model_id, 'control_plane', '{}'::jsonb, NEW.updated_at, NEW.updated_at
-            WHERE NEW.model_id IS NOT NULL AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.id)
-              AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.model_id)
+            WHERE NEW.model_id IS NOT NULL AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.id AND organization_id = NEW.organization_id)
+              AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.model_id AND organization_id = NEW.organization_id)
             ON CONFLICT DO NOTHING;
     END IF;
     RETURN NULL;
@@ -166,8 +166,8 @@ BEGIN
         DELETE FROM graph_relationships WHERE from_id = NEW.id AND type = 'USES_MODEL' AND integration = 'control_plane';
         INSERT INTO graph_relationships (id, organization_id, type, from_id, to_id, integration, properties, created_at, updated_at)
             SELECT gen_random_uuid(), NEW.organization_id, 'USES_MODEL', NEW.id, NEW.model_id, 'control_plane', '{}'::jsonb, NEW.updated_at, NEW.updated_at
-            WHERE NEW.model_id IS NOT NULL AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.id)
-              AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.model_id)
+            WHERE NEW.model_id IS NOT NULL AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.id AND organization_id = NEW.organization_id)
+              AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.model_id AND organization_id = NEW.organization_id)
             ON CONFLICT DO NOTHING;
     END IF;
     RETURN NULL;
@@ -193,8 +193,8 @@ BEGIN
         DELETE FROM graph_relationships WHERE from_id = NEW.id AND type = 'BELONGS_TO' AND integration = 'control_plane';
         INSERT INTO graph_relationships (id, organization_id, type, from_id, to_id, integration, properties, created_at, updated_at)
             SELECT gen_random_uuid(), NEW.organization_id, 'BELONGS_TO', NEW.id, NEW.environment_id, 'control_plane', '{}'::jsonb, NEW.updated_at, NEW.updated_at
-            WHERE NEW.environment_id IS NOT NULL AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.id)
-              AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.environment_id)
+            WHERE NEW.environment_id IS NOT NULL AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.id AND organization_id = NEW.organization_id)
+              AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.environment_id AND organization_id = NEW.organization_id)
             ON CONFLICT DO NOTHING;
     END IF;
     RETURN NULL;
@@ -239,20 +239,20 @@ BEGIN
         DELETE FROM graph_relationships WHERE from_id = NEW.id AND type = 'BELONGS_TO' AND integration = 'control_plane';
         INSERT INTO graph_relationships (id, organization_id, type, from_id, to_id, integration, properties, created_at, updated_at)
             SELECT gen_random_uuid(), NEW.organization_id, 'BELONGS_TO', NEW.id, NEW.project_id, 'control_plane', '{}'::jsonb, NEW.updated_at, NEW.updated_at
-            WHERE NEW.project_id IS NOT NULL AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.id)
-              AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.project_id)
+            WHERE NEW.project_id IS NOT NULL AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.id AND organization_id = NEW.organization_id)
+              AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.project_id AND organization_id = NEW.organization_id)
             ON CONFLICT DO NOTHING;
     END IF;
     DELETE FROM graph_relationships WHERE from_id = NEW.id AND type IN ('USES_AGENT', 'USES_TEAM')
         AND integration = 'control_plane';
     INSERT INTO graph_relationships (id, organization_id, type, from_id, to_id, integration, properties, created_at, updated_at)
         SELECT gen_random_uuid(), NEW.organization_id, 'USES_AGENT', NEW.id, n.id, 'control_plane', '{}'::jsonb, NEW.updated_at, NEW.updated_at
-        FROM jsonb_array_elements(NEW.definition->'steps') s JOIN graph_nodes n ON n.id = (s->>'agent_id')::uuid
+        FROM jsonb_array_elements(NEW.definition->'steps') s JOIN graph_nodes n ON n.id = (s->>'agent_id')::uuid AND n.organization_id = NEW.organization_id
         WHERE EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.id)
         ON CONFLICT DO NOTHING;
     INSERT INTO graph_relationships (id, organization_id, type, from_id, to_id, integration, properties, created_at, updated_at)
         SELECT gen_random_uuid(), NEW.organization_id, 'USES_TEAM', NEW.id, n.id, 'control_plane', '{}'::jsonb, NEW.updated_at, NEW.updated_at
-        FROM jsonb_array_elements(NEW.definition->'steps') s JOIN graph_nodes n ON n.id = (s->>'team_id')::uuid
+        FROM jsonb_array_elements(NEW.definition->'steps') s JOIN graph_nodes n ON n.id = (s->>'team_id')::uuid AND n.organization_id = NEW.organization_id
         WHERE EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.id)
         ON CONFLICT DO NOTHING;
     RETURN NULL;
@@ -270,8 +270,8 @@ BEGIN
     END IF;
     INSERT INTO graph_relationships (id, organization_id, type, from_id, to_id, integration, properties, created_at, updated_at)
         SELECT gen_random_uuid(), NEW.organization_id, 'MEMBER_OF', NEW.agent_id, NEW.team_id, 'control_plane', '{}'::jsonb, NEW.added_at, NEW.added_at
-        WHERE NEW.team_id IS NOT NULL AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.agent_id)
-          AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.team_id)
+        WHERE NEW.team_id IS NOT NULL AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.agent_id AND organization_id = NEW.organization_id)
+          AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.team_id AND organization_id = NEW.organization_id)
         ON CONFLICT DO NOTHING;
     RETURN NULL;
 END;
@@ -288,8 +288,8 @@ BEGIN
     END IF;
     INSERT INTO graph_relationships (id, organization_id, type, from_id, to_id, integration, properties, created_at, updated_at)
         SELECT gen_random_uuid(), NEW.organization_id, 'RUNS_IN', NEW.agent_id, NEW.environment_id, 'control_plane', '{}'::jsonb, now(), now()
-        WHERE NEW.environment_id IS NOT NULL AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.agent_id)
-          AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.environment_id)
+        WHERE NEW.environment_id IS NOT NULL AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.agent_id AND organization_id = NEW.organization_id)
+          AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.environment_id AND organization_id = NEW.organization_id)
         ON CONFLICT DO NOTHING;
     RETURN NULL;
 END;
@@ -306,8 +306,8 @@ BEGIN
     END IF;
     INSERT INTO graph_relationships (id, organization_id, type, from_id, to_id, integration, properties, created_at, updated_at)
         SELECT gen_random_uuid(), NEW.organization_id, 'RUNS_IN', NEW.team_id, NEW.environment_id, 'control_plane', '{}'::jsonb, now(), now()
-        WHERE NEW.environment_id IS NOT NULL AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.team_id)
-          AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.environment_id)
+        WHERE NEW.environment_id IS NOT NULL AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.team_id AND organization_id = NEW.organization_id)
+          AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.environment_id AND organization_id = NEW.organization_id)
         ON CONFLICT DO NOTHING;
     RETURN NULL;
 END;
@@ -324,8 +324,8 @@ BEGIN
     END IF;
     INSERT INTO graph_relationships (id, organization_id, type, from_id, to_id, integration, properties, created_at, updated_at)
         SELECT gen_random_uuid(), NEW.organization_id, 'USES_SKILL', COALESCE(NEW.agent_id, NEW.team_id, NEW.environment_id), NEW.skill_id, 'control_plane', '{}'::jsonb, NEW.created_at, NEW.created_at
-        WHERE NEW.skill_id IS NOT NULL AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = COALESCE(NEW.agent_id, NEW.team_id, NEW.environment_id))
-          AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.skill_id)
+        WHERE NEW.skill_id IS NOT NULL AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = COALESCE(NEW.agent_id, NEW.team_id, NEW.environment_id) AND organization_id = NEW.organization_id)
+          AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.skill_id AND organization_id = NEW.organization_id)
         ON CONFLICT DO NOTHING;
     RETURN NULL;
 END;
@@ -342,8 +342,8 @@ BEGIN
     END IF;
     INSERT INTO graph_relationships (id, organization_id, type, from_id, to_id, integration, properties, created_at, updated_at)
         SELECT gen_random_uuid(), NEW.organization_id, 'BELONGS_TO', NEW.agent_id, NEW.project_id, 'control_plane', '{}'::jsonb, NEW.added_at, NEW.added_at
-        WHERE NEW.project_id IS NOT NULL AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.agent_id)
-          AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.project_id)
+        WHERE NEW.project_id IS NOT NULL AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.agent_id AND organization_id = NEW.organization_id)
+          AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.project_id AND organization_id = NEW.organization_id)
         ON CONFLICT DO NOTHING;
     RETURN NULL;
 END;
@@ -360,8 +360,8 @@ BEGIN
     END IF;
     INSERT INTO graph_relationships (id, organization_id, type, from_id, to_id, integration, properties, created_at, updated_at)
         SELECT gen_random_uuid(), NEW.organization_id, 'BELONGS_TO', NEW.team_id, NEW.project_id, 'control_plane', '{}'::jsonb, NEW.added_at, NEW.added_at
-        WHERE NEW.project_id IS NOT NULL AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.team_id)
-          AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.project_id)
+        WHERE NEW.project_id IS NOT NULL AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.team_id AND organization_id = NEW.organization_id)
+          AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.project_id AND organization_id = NEW.organization_id)
         ON CONFLICT DO NOTHING;
     RETURN NULL;
 END;
@@ -399,45 +399,49 @@ INSERT INTO graph_nodes (id, organization_id, integration, external_id, labels, 
 INSERT INTO graph_node_labels (node_id, organization_id, label) SELECT id, organization_id, 'Workflow' FROM workflows;
 INSERT INTO graph_relationships (id, organization_id, type, from_id, to_id, integration, properties, created_at, updated_at)
     SELECT gen_random_uuid(), e.organization_id, 'USES_MODEL', e.id, e.model_id, 'control_plane', '{}'::jsonb, e.updated_at, e.updated_at
-    FROM agents e WHERE e.model_id IS NOT NULL AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = e.model_id);
+    FROM agents e WHERE e.model_id IS NOT NULL
+      AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = e.model_id AND organization_id = e.organization_id);
 INSERT INTO graph_relationships (id, organization_id, type, from_id, to_id, integration, properties, created_at, updated_at)
     SELECT gen_random_uuid(), e.organization_id, 'USES_MODEL', e.id, e.model_id, 'control_plane', '{}'::jsonb, e.updated_at, e.updated_at
-    FROM teams e WHERE e.model_id IS NOT NULL AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = e.model_id);
+    FROM teams e WHERE e.model_id IS NOT NULL
+      AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = e.model_id AND organization_id = e.organization_id);
 INSERT INTO graph_relationships (id, organization_id, type, from_id, to_id, integration, properties, created_at, updated_at)
     SELECT gen_random_uuid(), e.organization_id, 'BELONGS_TO', e.id, e.environment_id, 'control_plane', '{}'::jsonb, e.updated_at, e.updated_at
-    FROM worker_queues e WHERE e.environment_id IS NOT NULL AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = e.environment_id);
+    FROM worker_queues e WHERE e.environment_id IS NOT NULL
+      AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = e.environment_id AND organization_id = e.organization_id);
 INSERT INTO graph_relationships (id, organization_id, type, from_id, to_id, integration, properties, created_at, updated_at)
     SELECT gen_random_uuid(), e.organization_id, 'BELONGS_TO', e.id, e.project_id, 'control_plane', '{}'::jsonb, e.updated_at, e.updated_at
-    FROM workflows e WHERE e.project_id IS NOT NULL AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = e.project_id);
+    FROM workflows e WHERE e.project_id IS NOT NULL
+      AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = e.project_id AND organization_id = e.organization_id);
 INSERT INTO graph_relationships (id, organization_id, type, from_id, to_id, integration, properties, created_at, updated_at)
     SELECT gen_random_uuid(), organization_id, 'USES_AGENT', wid, nid, 'control_plane', '{}'::jsonb, at, at FROM (
         SELECT DISTINCT e.organization_id, e.id AS wid, n.id AS nid, e.updated_at AS at FROM workflows e, jsonb_array_elements(e.definition->'steps') s
-        JOIN graph_nodes n ON n.id = (s->>'agent_id')::uuid) w;
+        JOIN graph_nodes n ON n.id = (s->>'agent_id')::uuid WHERE n.organization_id = e.organization_id) w;
 INSERT INTO graph_relationships (id, organization_id, type, from_id, to_id, integration, properties, created_at, updated_at)
     SELECT gen_random_uuid(), organization_id, 'USES_TEAM', wid, nid, 'control_plane', '{}'::jsonb, at, at FROM (
         SELECT DISTINCT e.organization_id, e.id AS wid, n.id AS nid, e.updated_at AS at FROM workflows e, jsonb_array_elements(e.definition->'steps') s
-        JOIN graph_nodes n ON n.id = (s->>'team_id')::uuid) w;
+        JOIN graph_nodes n ON n.id = (s->>'team_id')::uuid WHERE n.organization_id = e.organization_id) w;
 INSERT INTO graph_relationships (id, organization_id, type, from_id, to_id, integration, properties, created_at, updated_at)
     SELECT gen_random_uuid(), e.organization_id, 'MEMBER_OF', e.agent_id, e.team_id, 'control_plane', '{}'::jsonb, e.added_at, e.added_at
-    FROM team_members e WHERE EXISTS (SELECT 1 FROM graph_nodes WHERE id = e.agent_id)
-      AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = e.team_id) ON CONFLICT DO NOTHING;
+    FROM team_members e WHERE EXISTS (SELECT 1 FROM graph_nodes WHERE id = e.agent_id AND organization_id = e.organization_id)
+      AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = e.team_id AND organization_id = e.organization_id) ON CONFLICT DO NOTHING;
 INSERT INTO graph_relationships (id, organization_id, type, from_id, to_id, integration, properties, created_at, updated_at)
     SELECT gen_random_uuid(), e.organization_id, 'RUNS_IN', e.agent_id, e.environment_id, 'control_plane', '{}'::jsonb, now(), now()
-    FROM agent_environments e WHERE EXISTS (SELECT 1 FROM graph_nodes WHERE id = e.agent_id)
-      AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = e.environment_id) ON CONFLICT DO NOTHING;
+    FROM agent_environments e WHERE EXISTS (SELECT 1 FROM graph_nodes WHERE id = e.agent_id AND organization_id = e.organization_id)
+      AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = e.environment_id AND organization_id = e.organization_id) ON CONFLICT DO NOTHING;
 INSERT INTO graph_relationships (id, organization_id, type, from_id, to_id, integration, properties, created_at, updated_at)
     SELECT gen_random_uuid(), e.organization_id, 'RUNS_IN', e.team_id, e.environment_id, 'control_plane', '{}'::jsonb, now(), now()
-    FROM team_environments e WHERE EXISTS (SELECT 1 FROM graph_nodes WHERE id = e.team_id)
-      AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = e.environment_id) ON CONFLICT DO NOTHING;
+    FROM team_environments e WHERE EXISTS (SELECT 1 FROM graph_nodes WHERE id = e.team_id AND organization_id = e.organization_id)
+      AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = e.environment_id AND organization_id = e.organization_id) ON CONFLICT DO NOTHING;
 INSERT INTO graph_relationships (id, organization_id, type, from_id, to_id, integration, properties, created_at, updated_at)
     SELECT gen_random_uuid(), e.organization_id, 'USES_SKILL', COALESCE(e.agent_id, e.team_id, e.environment_id), e.skill_id, 'control_plane', '{}'::jsonb, e.created_at, e.created_at
-    FROM skill_associations e WHERE EXISTS (SELECT 1 FROM graph_nodes WHERE id = COALESCE(e.agent_id, e.team_id, e.environment_id))
-      AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = e.skill_id) ON CONFLICT DO NOTHING;
+    FROM skill_associations e WHERE EXISTS (SELECT 1 FROM graph_nodes WHERE id = COALESCE(e.agent_id, e.team_id, e.environment_id) AND organization_id = e.organization_id)
+      AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = e.skill_id AND organization_id = e.organization_id) ON CONFLICT DO NOTHING;
 INSERT INTO graph_relationships (id, organization_id, type, from_id, to_id, integration, properties, created_at, updated_at)
     SELECT gen_random_uuid(), e.organization_id, 'BELONGS_TO', e.agent_id, e.project_id, 'control_plane', '{}'::jsonb, e.added_at, e.added_at
-    FROM project_agents e WHERE EXISTS (SELECT 1 FROM graph_nodes WHERE id = e.agent_id)
-      AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = e.project_id) ON CONFLICT DO NOTHING;
+    FROM project_agents e WHERE EXISTS (SELECT 1 FROM graph_nodes WHERE id = e.agent_id AND organization_id = e.organization_id)
+      AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = e.project_id AND organization_id = e.organization_id) ON CONFLICT DO NOTHING;
 INSERT INTO graph_relationships (id, organization_id, type, from_id, to_id, integration, properties, created_at, updated_at)
     SELECT gen_random_uuid(), e.organization_id, 'BELONGS_TO', e.team_id, e.project_id, 'control_plane', '{}'::jsonb, e.added_at, e.added_at
-    FROM project_teams e WHERE EXISTS (SELECT 1 FROM graph_nodes WHERE id = e.team_id)
-      AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = e.project_id) ON CONFLICT DO NOTHING;
+    FROM project_teams e WHERE EXISTS (SELECT 1 FROM graph_nodes WHERE id = e.team_id AND organization_id = e.organization_id)
+      AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = e.project_id AND organization_id = e.organization_id) ON CONFLICT DO NOTHING;

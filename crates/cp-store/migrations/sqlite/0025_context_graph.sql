@@ -142,8 +142,8 @@ CREATE TRIGGER agents_graph_insert AFTER INSERT ON agents BEGIN
         ON CONFLICT DO NOTHING;
     INSERT INTO graph_relationships (id, organization_id, type, from_id, to_id, integration, properties, created_at, updated_at)
         SELECT randomblob(16), NEW.organization_id, 'USES_MODEL', NEW.id, NEW.model_id, 'control_plane', '{}', NEW.updated_at, NEW.updated_at
-        WHERE NEW.model_id IS NOT NULL AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.id)
-          AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.model_id)
+        WHERE NEW.model_id IS NOT NULL AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.id AND organization_id = NEW.organization_id)
+          AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.model_id AND organization_id = NEW.organization_id)
         ON CONFLICT DO NOTHING;
 END;
 
@@ -157,8 +157,8 @@ CREATE TRIGGER agents_graph_update AFTER UPDATE OF name, description, status, ru
         AND NEW.model_id IS NOT OLD.model_id;
     INSERT INTO graph_relationships (id, organization_id, type, from_id, to_id, integration, properties, created_at, updated_at)
         SELECT randomblob(16), NEW.organization_id, 'USES_MODEL', NEW.id, NEW.model_id, 'control_plane', '{}', NEW.updated_at, NEW.updated_at
-        WHERE NEW.model_id IS NOT NULL AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.id)
-          AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.model_id) AND NEW.model_id IS NOT OLD.model_id
+        WHERE NEW.model_id IS NOT NULL AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.id AND organization_id = NEW.organization_id)
+          AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.model_id AND organization_id = NEW.organization_id) AND NEW.model_id IS NOT OLD.model_id
         ON CONFLICT DO NOTHING;
 END;
 
@@ -176,8 +176,8 @@ CREATE TRIGGER teams_graph_insert AFTER INSERT ON teams BEGIN
         ON CONFLICT DO NOTHING;
     INSERT INTO graph_relationships (id, organization_id, type, from_id, to_id, integration, properties, created_at, updated_at)
         SELECT randomblob(16), NEW.organization_id, 'USES_MODEL', NEW.id, NEW.model_id, 'control_plane', '{}', NEW.updated_at, NEW.updated_at
-        WHERE NEW.model_id IS NOT NULL AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.id)
-          AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.model_id)
+        WHERE NEW.model_id IS NOT NULL AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.id AND organization_id = NEW.organization_id)
+          AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.model_id AND organization_id = NEW.organization_id)
         ON CONFLICT DO NOTHING;
 END;
 
@@ -191,8 +191,8 @@ CREATE TRIGGER teams_graph_update AFTER UPDATE OF name, description, status, run
         AND NEW.model_id IS NOT OLD.model_id;
     INSERT INTO graph_relationships (id, organization_id, type, from_id, to_id, integration, properties, created_at, updated_at)
         SELECT randomblob(16), NEW.organization_id, 'USES_MODEL', NEW.id, NEW.model_id, 'control_plane', '{}', NEW.updated_at, NEW.updated_at
-        WHERE NEW.model_id IS NOT NULL AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.id)
-          AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.model_id) AND NEW.model_id IS NOT OLD.model_id
+        WHERE NEW.model_id IS NOT NULL AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.id AND organization_id = NEW.organization_id)
+          AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.model_id AND organization_id = NEW.organization_id) AND NEW.model_id IS NOT OLD.model_id
         ON CONFLICT DO NOTHING;
 END;
 
@@ -210,8 +210,8 @@ CREATE TRIGGER worker_queues_graph_insert AFTER INSERT ON worker_queues BEGIN
         ON CONFLICT DO NOTHING;
     INSERT INTO graph_relationships (id, organization_id, type, from_id, to_id, integration, properties, created_at, updated_at)
         SELECT randomblob(16), NEW.organization_id, 'BELONGS_TO', NEW.id, NEW.environment_id, 'control_plane', '{}', NEW.updated_at, NEW.updated_at
-        WHERE NEW.environment_id IS NOT NULL AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.id)
-          AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.environment_id)
+        WHERE NEW.environment_id IS NOT NULL AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.id AND organization_id = NEW.organization_id)
+          AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.environment_id AND organization_id = NEW.organization_id)
         ON CONFLICT DO NOTHING;
 END;
 
@@ -225,8 +225,8 @@ CREATE TRIGGER worker_queues_graph_update AFTER UPDATE OF name, display_name, de
         AND NEW.environment_id IS NOT OLD.environment_id;
     INSERT INTO graph_relationships (id, organization_id, type, from_id, to_id, integration, properties, created_at, updated_at)
         SELECT randomblob(16), NEW.organization_id, 'BELONGS_TO', NEW.id, NEW.environment_id, 'control_plane', '{}', NEW.updated_at, NEW.updated_at
-        WHERE NEW.environment_id IS NOT NULL AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.id)
-          AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.environment_id) AND NEW.environment_id IS NOT OLD.environment_id
+        WHERE NEW.environment_id IS NOT NULL AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.id AND organization_id = NEW.organization_id)
+          AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.environment_id AND organization_id = NEW.organization_id) AND NEW.environment_id IS NOT OLD.environment_id
         ON CONFLICT DO NOTHING;
 END;
 
@@ -266,17 +266,17 @@ CREATE TRIGGER workflows_graph_insert AFTER INSERT ON workflows BEGIN
         ON CONFLICT DO NOTHING;
     INSERT INTO graph_relationships (id, organization_id, type, from_id, to_id, integration, properties, created_at, updated_at)
         SELECT randomblob(16), NEW.organization_id, 'BELONGS_TO', NEW.id, NEW.project_id, 'control_plane', '{}', NEW.updated_at, NEW.updated_at
-        WHERE NEW.project_id IS NOT NULL AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.id)
-          AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.project_id)
+        WHERE NEW.project_id IS NOT NULL AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.id AND organization_id = NEW.organization_id)
+          AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.project_id AND organization_id = NEW.organization_id)
         ON CONFLICT DO NOTHING;
     INSERT INTO graph_relationships (id, organization_id, type, from_id, to_id, integration, properties, created_at, updated_at)
         SELECT randomblob(16), NEW.organization_id, 'USES_AGENT', NEW.id, n.id, 'control_plane', '{}', NEW.updated_at, NEW.updated_at
-        FROM json_each(NEW.definition, '$.steps') s JOIN graph_nodes n ON n.id = unhex(replace(json_extract(s.value, '$.agent_id'), '-', ''))
+        FROM json_each(NEW.definition, '$.steps') s JOIN graph_nodes n ON n.id = unhex(replace(json_extract(s.value, '$.agent_id'), '-', '')) AND n.organization_id = NEW.organization_id
         WHERE EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.id)
         ON CONFLICT DO NOTHING;
     INSERT INTO graph_relationships (id, organization_id, type, from_id, to_id, integration, properties, created_at, updated_at)
         SELECT randomblob(16), NEW.organization_id, 'USES_TEAM', NEW.id, n.id, 'control_plane', '{}', NEW.updated_at, NEW.updated_at
-        FROM json_each(NEW.definition, '$.steps') s JOIN graph_nodes n ON n.id = unhex(replace(json_extract(s.value, '$.team_id'), '-', ''))
+        FROM json_each(NEW.definition, '$.steps') s JOIN graph_nodes n ON n.id = unhex(replace(json_extract(s.value, '$.team_id'), '-', '')) AND n.organization_id = NEW.organization_id
         WHERE EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.id)
         ON CONFLICT DO NOTHING;
 END;
@@ -291,19 +291,19 @@ CREATE TRIGGER workflows_graph_update AFTER UPDATE OF name, description, version
         AND NEW.project_id IS NOT OLD.project_id;
     INSERT INTO graph_relationships (id, organization_id, type, from_id, to_id, integration, properties, created_at, updated_at)
         SELECT randomblob(16), NEW.organization_id, 'BELONGS_TO', NEW.id, NEW.project_id, 'control_plane', '{}', NEW.updated_at, NEW.updated_at
-        WHERE NEW.project_id IS NOT NULL AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.id)
-          AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.project_id) AND NEW.project_id IS NOT OLD.project_id
+        WHERE NEW.project_id IS NOT NULL AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.id AND organization_id = NEW.organization_id)
+          AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.project_id AND organization_id = NEW.organization_id) AND NEW.project_id IS NOT OLD.project_id
         ON CONFLICT DO NOTHING;
     DELETE FROM graph_relationships WHERE from_id = NEW.id AND type IN ('USES_AGENT', 'USES_TEAM')
         AND integration = 'control_plane';
     INSERT INTO graph_relationships (id, organization_id, type, from_id, to_id, integration, properties, created_at, updated_at)
         SELECT randomblob(16), NEW.organization_id, 'USES_AGENT', NEW.id, n.id, 'control_plane', '{}', NEW.updated_at, NEW.updated_at
-        FROM json_each(NEW.definition, '$.steps') s JOIN graph_nodes n ON n.id = unhex(replace(json_extract(s.value, '$.agent_id'), '-', ''))
+        FROM json_each(NEW.definition, '$.steps') s JOIN graph_nodes n ON n.id = unhex(replace(json_extract(s.value, '$.agent_id'), '-', '')) AND n.organization_id = NEW.organization_id
         WHERE EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.id)
         ON CONFLICT DO NOTHING;
     INSERT INTO graph_relationships (id, organization_id, type, from_id, to_id, integration, properties, created_at, updated_at)
         SELECT randomblob(16), NEW.organization_id, 'USES_TEAM', NEW.id, n.id, 'control_plane', '{}', NEW.updated_at, NEW.updated_at
-        FROM json_each(NEW.definition, '$.steps') s JOIN graph_nodes n ON n.id = unhex(replace(json_extract(s.value, '$.team_id'), '-', ''))
+        FROM json_each(NEW.definition, '$.steps') s JOIN graph_nodes n ON n.id = unhex(replace(json_extract(s.value, '$.team_id'), '-', '')) AND n.organization_id = NEW.organization_id
         WHERE EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.id)
         ON CONFLICT DO NOTHING;
 END;
@@ -317,8 +317,8 @@ END;
 CREATE TRIGGER team_members_graph_insert AFTER INSERT ON team_members BEGIN
     INSERT INTO graph_relationships (id, organization_id, type, from_id, to_id, integration, properties, created_at, updated_at)
         SELECT randomblob(16), NEW.organization_id, 'MEMBER_OF', NEW.agent_id, NEW.team_id, 'control_plane', '{}', NEW.added_at, NEW.added_at
-        WHERE NEW.team_id IS NOT NULL AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.agent_id)
-          AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.team_id)
+        WHERE NEW.team_id IS NOT NULL AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.agent_id AND organization_id = NEW.organization_id)
+          AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.team_id AND organization_id = NEW.organization_id)
         ON CONFLICT DO NOTHING;
 END;
 
@@ -330,8 +330,8 @@ END;
 CREATE TRIGGER agent_environments_graph_insert AFTER INSERT ON agent_environments BEGIN
     INSERT INTO graph_relationships (id, organization_id, type, from_id, to_id, integration, properties, created_at, updated_at)
         SELECT randomblob(16), NEW.organization_id, 'RUNS_IN', NEW.agent_id, NEW.environment_id, 'control_plane', '{}', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
-        WHERE NEW.environment_id IS NOT NULL AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.agent_id)
-          AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.environment_id)
+        WHERE NEW.environment_id IS NOT NULL AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.agent_id AND organization_id = NEW.organization_id)
+          AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.environment_id AND organization_id = NEW.organization_id)
         ON CONFLICT DO NOTHING;
 END;
 
@@ -343,8 +343,8 @@ END;
 CREATE TRIGGER team_environments_graph_insert AFTER INSERT ON team_environments BEGIN
     INSERT INTO graph_relationships (id, organization_id, type, from_id, to_id, integration, properties, created_at, updated_at)
         SELECT randomblob(16), NEW.organization_id, 'RUNS_IN', NEW.team_id, NEW.environment_id, 'control_plane', '{}', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
-        WHERE NEW.environment_id IS NOT NULL AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.team_id)
-          AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.environment_id)
+        WHERE NEW.environment_id IS NOT NULL AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.team_id AND organization_id = NEW.organization_id)
+          AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.environment_id AND organization_id = NEW.organization_id)
         ON CONFLICT DO NOTHING;
 END;
 
@@ -356,8 +356,8 @@ END;
 CREATE TRIGGER skill_associations_graph_insert AFTER INSERT ON skill_associations BEGIN
     INSERT INTO graph_relationships (id, organization_id, type, from_id, to_id, integration, properties, created_at, updated_at)
         SELECT randomblob(16), NEW.organization_id, 'USES_SKILL', COALESCE(NEW.agent_id, NEW.team_id, NEW.environment_id), NEW.skill_id, 'control_plane', '{}', NEW.created_at, NEW.created_at
-        WHERE NEW.skill_id IS NOT NULL AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = COALESCE(NEW.agent_id, NEW.team_id, NEW.environment_id))
-          AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.skill_id)
+        WHERE NEW.skill_id IS NOT NULL AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = COALESCE(NEW.agent_id, NEW.team_id, NEW.environment_id) AND organization_id = NEW.organization_id)
+          AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.skill_id AND organization_id = NEW.organization_id)
         ON CONFLICT DO NOTHING;
 END;
 
@@ -369,8 +369,8 @@ END;
 CREATE TRIGGER project_agents_graph_insert AFTER INSERT ON project_agents BEGIN
     INSERT INTO graph_relationships (id, organization_id, type, from_id, to_id, integration, properties, created_at, updated_at)
         SELECT randomblob(16), NEW.organization_id, 'BELONGS_TO', NEW.agent_id, NEW.project_id, 'control_plane', '{}', NEW.added_at, NEW.added_at
-        WHERE NEW.project_id IS NOT NULL AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.agent_id)
-          AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.project_id)
+        WHERE NEW.project_id IS NOT NULL AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.agent_id AND organization_id = NEW.organization_id)
+          AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.project_id AND organization_id = NEW.organization_id)
         ON CONFLICT DO NOTHING;
 END;
 
@@ -382,8 +382,8 @@ END;
 CREATE TRIGGER project_teams_graph_insert AFTER INSERT ON project_teams BEGIN
     INSERT INTO graph_relationships (id, organization_id, type, from_id, to_id, integration, properties, created_at, updated_at)
         SELECT randomblob(16), NEW.organization_id, 'BELONGS_TO', NEW.team_id, NEW.project_id, 'control_plane', '{}', NEW.added_at, NEW.added_at
-        WHERE NEW.project_id IS NOT NULL AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.team_id)
-          AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.project_id)
+        WHERE NEW.project_id IS NOT NULL AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.team_id AND organization_id = NEW.organization_id)
+          AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = NEW.project_id AND organization_id = NEW.organization_id)
         ON CONFLICT DO NOTHING;
 END;
 
@@ -422,45 +422,49 @@ INSERT INTO graph_nodes (id, organization_id, integration, external_id, labels, 
 INSERT INTO graph_node_labels (node_id, organization_id, label) SELECT id, organization_id, 'Workflow' FROM workflows;
 INSERT INTO graph_relationships (id, organization_id, type, from_id, to_id, integration, properties, created_at, updated_at)
     SELECT randomblob(16), e.organization_id, 'USES_MODEL', e.id, e.model_id, 'control_plane', '{}', e.updated_at, e.updated_at
-    FROM agents e WHERE e.model_id IS NOT NULL AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = e.model_id);
+    FROM agents e WHERE e.model_id IS NOT NULL
+      AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = e.model_id AND organization_id = e.organization_id);
 INSERT INTO graph_relationships (id, organization_id, type, from_id, to_id, integration, properties, created_at, updated_at)
     SELECT randomblob(16), e.organization_id, 'USES_MODEL', e.id, e.model_id, 'control_plane', '{}', e.updated_at, e.updated_at
-    FROM teams e WHERE e.model_id IS NOT NULL AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = e.model_id);
+    FROM teams e WHERE e.model_id IS NOT NULL
+      AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = e.model_id AND organization_id = e.organization_id);
 INSERT INTO graph_relationships (id, organization_id, type, from_id, to_id, integration, properties, created_at, updated_at)
     SELECT randomblob(16), e.organization_id, 'BELONGS_TO', e.id, e.environment_id, 'control_plane', '{}', e.updated_at, e.updated_at
-    FROM worker_queues e WHERE e.environment_id IS NOT NULL AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = e.environment_id);
+    FROM worker_queues e WHERE e.environment_id IS NOT NULL
+      AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = e.environment_id AND organization_id = e.organization_id);
 INSERT INTO graph_relationships (id, organization_id, type, from_id, to_id, integration, properties, created_at, updated_at)
     SELECT randomblob(16), e.organization_id, 'BELONGS_TO', e.id, e.project_id, 'control_plane', '{}', e.updated_at, e.updated_at
-    FROM workflows e WHERE e.project_id IS NOT NULL AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = e.project_id);
+    FROM workflows e WHERE e.project_id IS NOT NULL
+      AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = e.project_id AND organization_id = e.organization_id);
 INSERT INTO graph_relationships (id, organization_id, type, from_id, to_id, integration, properties, created_at, updated_at)
     SELECT randomblob(16), organization_id, 'USES_AGENT', wid, nid, 'control_plane', '{}', at, at FROM (
         SELECT DISTINCT e.organization_id, e.id AS wid, n.id AS nid, e.updated_at AS at FROM workflows e, json_each(e.definition, '$.steps') s
-        JOIN graph_nodes n ON n.id = unhex(replace(json_extract(s.value, '$.agent_id'), '-', ''))) w;
+        JOIN graph_nodes n ON n.id = unhex(replace(json_extract(s.value, '$.agent_id'), '-', '')) WHERE n.organization_id = e.organization_id) w;
 INSERT INTO graph_relationships (id, organization_id, type, from_id, to_id, integration, properties, created_at, updated_at)
     SELECT randomblob(16), organization_id, 'USES_TEAM', wid, nid, 'control_plane', '{}', at, at FROM (
         SELECT DISTINCT e.organization_id, e.id AS wid, n.id AS nid, e.updated_at AS at FROM workflows e, json_each(e.definition, '$.steps') s
-        JOIN graph_nodes n ON n.id = unhex(replace(json_extract(s.value, '$.team_id'), '-', ''))) w;
+        JOIN graph_nodes n ON n.id = unhex(replace(json_extract(s.value, '$.team_id'), '-', '')) WHERE n.organization_id = e.organization_id) w;
 INSERT INTO graph_relationships (id, organization_id, type, from_id, to_id, integration, properties, created_at, updated_at)
     SELECT randomblob(16), e.organization_id, 'MEMBER_OF', e.agent_id, e.team_id, 'control_plane', '{}', e.added_at, e.added_at
-    FROM team_members e WHERE EXISTS (SELECT 1 FROM graph_nodes WHERE id = e.agent_id)
-      AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = e.team_id) ON CONFLICT DO NOTHING;
+    FROM team_members e WHERE EXISTS (SELECT 1 FROM graph_nodes WHERE id = e.agent_id AND organization_id = e.organization_id)
+      AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = e.team_id AND organization_id = e.organization_id) ON CONFLICT DO NOTHING;
 INSERT INTO graph_relationships (id, organization_id, type, from_id, to_id, integration, properties, created_at, updated_at)
     SELECT randomblob(16), e.organization_id, 'RUNS_IN', e.agent_id, e.environment_id, 'control_plane', '{}', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
-    FROM agent_environments e WHERE EXISTS (SELECT 1 FROM graph_nodes WHERE id = e.agent_id)
-      AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = e.environment_id) ON CONFLICT DO NOTHING;
+    FROM agent_environments e WHERE EXISTS (SELECT 1 FROM graph_nodes WHERE id = e.agent_id AND organization_id = e.organization_id)
+      AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = e.environment_id AND organization_id = e.organization_id) ON CONFLICT DO NOTHING;
 INSERT INTO graph_relationships (id, organization_id, type, from_id, to_id, integration, properties, created_at, updated_at)
     SELECT randomblob(16), e.organization_id, 'RUNS_IN', e.team_id, e.environment_id, 'control_plane', '{}', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
-    FROM team_environments e WHERE EXISTS (SELECT 1 FROM graph_nodes WHERE id = e.team_id)
-      AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = e.environment_id) ON CONFLICT DO NOTHING;
+    FROM team_environments e WHERE EXISTS (SELECT 1 FROM graph_nodes WHERE id = e.team_id AND organization_id = e.organization_id)
+      AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = e.environment_id AND organization_id = e.organization_id) ON CONFLICT DO NOTHING;
 INSERT INTO graph_relationships (id, organization_id, type, from_id, to_id, integration, properties, created_at, updated_at)
     SELECT randomblob(16), e.organization_id, 'USES_SKILL', COALESCE(e.agent_id, e.team_id, e.environment_id), e.skill_id, 'control_plane', '{}', e.created_at, e.created_at
-    FROM skill_associations e WHERE EXISTS (SELECT 1 FROM graph_nodes WHERE id = COALESCE(e.agent_id, e.team_id, e.environment_id))
-      AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = e.skill_id) ON CONFLICT DO NOTHING;
+    FROM skill_associations e WHERE EXISTS (SELECT 1 FROM graph_nodes WHERE id = COALESCE(e.agent_id, e.team_id, e.environment_id) AND organization_id = e.organization_id)
+      AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = e.skill_id AND organization_id = e.organization_id) ON CONFLICT DO NOTHING;
 INSERT INTO graph_relationships (id, organization_id, type, from_id, to_id, integration, properties, created_at, updated_at)
     SELECT randomblob(16), e.organization_id, 'BELONGS_TO', e.agent_id, e.project_id, 'control_plane', '{}', e.added_at, e.added_at
-    FROM project_agents e WHERE EXISTS (SELECT 1 FROM graph_nodes WHERE id = e.agent_id)
-      AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = e.project_id) ON CONFLICT DO NOTHING;
+    FROM project_agents e WHERE EXISTS (SELECT 1 FROM graph_nodes WHERE id = e.agent_id AND organization_id = e.organization_id)
+      AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = e.project_id AND organization_id = e.organization_id) ON CONFLICT DO NOTHING;
 INSERT INTO graph_relationships (id, organization_id, type, from_id, to_id, integration, properties, created_at, updated_at)
     SELECT randomblob(16), e.organization_id, 'BELONGS_TO', e.team_id, e.project_id, 'control_plane', '{}', e.added_at, e.added_at
-    FROM project_teams e WHERE EXISTS (SELECT 1 FROM graph_nodes WHERE id = e.team_id)
-      AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = e.project_id) ON CONFLICT DO NOTHING;
+    FROM project_teams e WHERE EXISTS (SELECT 1 FROM graph_nodes WHERE id = e.team_id AND organization_id = e.organization_id)
+      AND EXISTS (SELECT 1 FROM graph_nodes WHERE id = e.project_id AND organization_id = e.organization_id) ON CONFLICT DO NOTHING;

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use cp_types::graph::{
     CONTROL_PLANE, Direction, GraphIntegration, GraphNode, GraphPage, GraphRelationship, GraphStats,
-    MAX_SUBGRAPH_NODES, NameCount, NodeInput, NodeRef, RelationshipInput,
+    MAX_SUBGRAPH_NODES, MAX_SUBGRAPH_RELATIONSHIPS, NameCount, NodeInput, NodeRef, PROJECTED_TYPES, RelationshipInput,
 };
 use cp_types::{Timestamp, now};
 use serde_json::{Map, Value};
@@ -107,9 +107,19 @@ fn ids_in(pg: bool, n: usize) -> String {
     }
 }
 
-/// `properties.name` when it is a string: the indexed column queries start from.
+/// `properties.name` when it is a string short enough for the indexed column (as
+/// `cp_cypher::MAX_INDEXED_NAME` expects).
 fn name_of(props: &Map<String, Value>) -> Option<&str> {
-    props.get("name").and_then(Value::as_str)
+    props
+        .get("name")
+        .and_then(Value::as_str)
+        .filter(|n| n.len() <= cp_cypher::MAX_INDEXED_NAME)
+}
+
+/// How a property key is bound for `->`/`->>`: a quoted JSON path on SQLite (keys are
+/// checked free of `"` and `\`, `is_property_key`), the bare key on PostgreSQL.
+fn key_param(pg: bool, key: &str) -> Param {
+    Param::Text(if pg { key.to_string() } else { format!("$.\"{key}\"") })
 }
 
 /// The parameters of a node filter, in the order [`node_where`] numbers them from `$2`.
@@ -144,28 +154,38 @@ fn node_where(pg: bool, f: &NodeFilter, params: &mut Vec<Param>) -> String {
     for (key, value) in &f.properties {
         if key == "name"
             && let Some(name) = value.as_str()
+            && name.len() <= cp_cypher::MAX_INDEXED_NAME
         {
             let n = next(params, Param::Text(name.to_string()));
             sql += &format!(" AND n.name = ${n}");
             continue;
         }
-        let k = next(params, Param::Text(key.clone()));
+        let k = next(params, key_param(pg, key));
         let v = next(params, Param::Json(value.clone()));
         sql += &if pg {
             format!(" AND n.properties -> ${k}::text = ${v}::jsonb")
         } else {
-            format!(" AND (n.properties ->> ${k}) IS json_extract(${v}, '$')")
+            // A JSON null matches a null property, not a missing one (as on PostgreSQL).
+            format!(
+                " AND json_type(n.properties, ${k}) IS NOT NULL AND (n.properties ->> ${k}) IS json_extract(${v}, '$')"
+            )
         };
     }
     if let Some(text) = &f.text {
-        let t = next(params, Param::Text(text.to_lowercase()));
+        // SQLite's lower() folds ASCII only; PostgreSQL's folds every letter.
+        let needle = if pg {
+            text.to_lowercase()
+        } else {
+            text.to_ascii_lowercase()
+        };
+        let t = next(params, Param::Text(needle));
         sql += &match (&f.text_property, pg) {
             (Some(p), true) => {
-                let k = next(params, Param::Text(p.clone()));
+                let k = next(params, key_param(true, p));
                 format!(" AND strpos(lower(n.properties ->> ${k}::text), ${t}) > 0")
             }
             (Some(p), false) => {
-                let k = next(params, Param::Text(p.clone()));
+                let k = next(params, key_param(false, p));
                 format!(" AND instr(lower(n.properties ->> ${k}), ${t}) > 0")
             }
             (None, true) => format!(
@@ -278,6 +298,12 @@ impl Graph<'_> {
                     resolved.push(found);
                 }
                 let (from, to) = (&resolved[0], &resolved[1]);
+                if from.1 == CONTROL_PLANE && to.1 == CONTROL_PLANE && PROJECTED_TYPES.contains(&r.rel_type.as_str()) {
+                    return Err(StoreError::reference(
+                        format!("relationships[{i}].type"),
+                        "the control plane projects this type between its own nodes; change the entities instead",
+                    ));
+                }
                 let integration = match &r.integration {
                     Some(i) => i.clone(),
                     None if from.1 != CONTROL_PLANE => from.1.clone(),
@@ -396,26 +422,22 @@ impl Graph<'_> {
         Ok((rows.into_iter().map(GraphRelationship::from).collect(), total))
     }
 
-    /// Every relationship touching one of `ids` (of `integration` when given).
-    async fn touching(&self, ids: &[Uuid], integration: Option<&str>) -> StoreResult<Vec<GraphRelationship>> {
-        let mut out = Vec::new();
-        for chunk in ids.chunks(500) {
-            let set = ids_in(self.pg(), 2);
-            let null = if self.pg() { "$3::text IS NULL" } else { "$3 IS NULL" };
-            let sql = format!(
-                "SELECT {REL_COLUMNS} FROM graph_relationships r WHERE r.organization_id = $1 \
-                 AND (r.from_id IN {set} OR r.to_id IN {set}) AND ({null} OR r.integration = $3)"
-            );
-            let rows: Vec<RelRow> = with_db!(self.db, pool =>
-                sqlx::query_as(AssertSqlSafe(sql)).bind(self.org).bind(id_list(chunk)).bind(integration)
-                    .fetch_all(pool).await)?;
-            out.extend(rows.into_iter().map(GraphRelationship::from));
-        }
-        Ok(out)
+    /// The ends of up to `max` relationships touching one of `ids` (of `integration` when given).
+    async fn neighbours(&self, ids: &[Uuid], integration: Option<&str>, max: i64) -> StoreResult<Vec<(Uuid, Uuid)>> {
+        let set = ids_in(self.pg(), 2);
+        let null = if self.pg() { "$3::text IS NULL" } else { "$3 IS NULL" };
+        let sql = format!(
+            "SELECT r.from_id, r.to_id FROM graph_relationships r WHERE r.organization_id = $1 \
+             AND (r.from_id IN {set} OR r.to_id IN {set}) AND ({null} OR r.integration = $3) LIMIT $4"
+        );
+        Ok(with_db!(self.db, pool =>
+            sqlx::query_as(AssertSqlSafe(sql)).bind(self.org).bind(id_list(ids)).bind(integration).bind(max)
+                .fetch_all(pool).await)?)
     }
 
     /// The nodes within `depth` relationships of `root` (either direction) and the
-    /// relationships between them; at most [`MAX_SUBGRAPH_NODES`] nodes (then `true`).
+    /// relationships between them: at most [`MAX_SUBGRAPH_NODES`] nodes and
+    /// [`MAX_SUBGRAPH_RELATIONSHIPS`] relationships (else `true`, truncated).
     pub async fn subgraph(
         &self,
         root: Uuid,
@@ -423,37 +445,50 @@ impl Graph<'_> {
         integration: Option<&str>,
     ) -> StoreResult<(Vec<GraphNode>, Vec<GraphRelationship>, bool)> {
         self.get_node(root).await?;
-        let mut seen: HashSet<Uuid> = HashSet::from([root]);
-        let mut rel_seen: HashSet<Uuid> = HashSet::new();
-        let mut rels = Vec::new();
+        let mut seen: Vec<Uuid> = vec![root];
+        let mut known: HashSet<Uuid> = HashSet::from([root]);
         let mut frontier = vec![root];
         let mut truncated = false;
+        // Each level reads at most this many relationships: a hub's millions are not loaded.
+        let per_level = (MAX_SUBGRAPH_RELATIONSHIPS + 1) as i64;
         for _ in 0..depth {
             if frontier.is_empty() || truncated {
                 break;
             }
+            let edges = self.neighbours(&frontier, integration, per_level).await?;
+            truncated |= edges.len() as i64 == per_level;
             let mut next = Vec::new();
-            for r in self.touching(&frontier, integration).await? {
-                for end in [r.from, r.to] {
-                    if !seen.contains(&end) {
-                        if seen.len() >= MAX_SUBGRAPH_NODES {
-                            truncated = true;
-                            continue;
-                        }
-                        seen.insert(end);
-                        next.push(end);
-                    }
+            for end in edges.into_iter().flat_map(|(a, b)| [a, b]) {
+                if known.contains(&end) {
+                    continue;
                 }
-                if seen.contains(&r.from) && seen.contains(&r.to) && rel_seen.insert(r.id) {
-                    rels.push(r);
+                if seen.len() >= MAX_SUBGRAPH_NODES {
+                    truncated = true;
+                    break;
                 }
+                known.insert(end);
+                seen.push(end);
+                next.push(end);
             }
             frontier = next;
         }
-        let ids: Vec<Uuid> = seen.into_iter().collect();
-        let mut nodes = self.nodes_by_id(&ids).await?;
+        let set = ids_in(self.pg(), 2);
+        let null = if self.pg() { "$3::text IS NULL" } else { "$3 IS NULL" };
+        let sql = format!(
+            "SELECT {REL_COLUMNS} FROM graph_relationships r WHERE r.organization_id = $1 \
+             AND r.from_id IN {set} AND r.to_id IN {set} AND ({null} OR r.integration = $3) ORDER BY r.id LIMIT $4"
+        );
+        let rows: Vec<RelRow> = with_db!(self.db, pool =>
+            sqlx::query_as(AssertSqlSafe(sql)).bind(self.org).bind(id_list(&seen)).bind(integration)
+                .bind(per_level).fetch_all(pool).await)?;
+        truncated |= rows.len() > MAX_SUBGRAPH_RELATIONSHIPS;
+        let rels = rows
+            .into_iter()
+            .take(MAX_SUBGRAPH_RELATIONSHIPS)
+            .map(GraphRelationship::from)
+            .collect();
+        let mut nodes = self.nodes_by_id(&seen).await?;
         nodes.sort_by_key(|n| (n.id != root, n.id));
-        rels.sort_by_key(|r| r.id);
         Ok((nodes, rels, truncated))
     }
 

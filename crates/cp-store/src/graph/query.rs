@@ -2,10 +2,11 @@
 //! time limit, scoped to the organization (`$1`).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use cp_cypher::{Bind, ColumnKind, Compiled, Dialect};
+use futures::TryStreamExt;
 use serde_json::{Map, Value, json};
 use sqlx::types::Json;
 use sqlx::{AssertSqlSafe, Row};
@@ -24,15 +25,42 @@ pub struct QueryRows {
 
 /// SQLite virtual-machine steps between two looks at the clock.
 const STEPS_PER_CHECK: i32 = 10_000;
+/// Serialized bytes an answer may hold; past them the query is refused (narrow it).
+pub const MAX_ANSWER_BYTES: usize = 8 * 1024 * 1024;
 
-/// Turns off a connection's progress handler when the query ends, however it ends (even
-/// when the caller's future is dropped mid-query and the connection goes back to the pool).
-struct Armed(Arc<AtomicBool>);
+const RUNNING: u8 = 0;
+const FINISHED: u8 = 1;
+const ABANDONED: u8 = 2;
 
-impl Drop for Armed {
+/// A pooled SQLite connection running a user's query under a progress handler. Dropped
+/// before the query finished (the request was cancelled), it stops the statement at the next
+/// check and closes the connection rather than pool it, so no later query inherits the
+/// handler or waits behind the abandoned statement.
+struct Watched {
+    conn: sqlx::pool::PoolConnection<sqlx::Sqlite>,
+    state: Arc<AtomicU8>,
+}
+
+impl Drop for Watched {
     fn drop(&mut self) {
-        self.0.store(false, Ordering::Relaxed);
+        if self.state.load(Ordering::Relaxed) != FINISHED {
+            self.state.store(ABANDONED, Ordering::Relaxed);
+            self.conn.close_on_drop();
+        }
     }
+}
+
+/// Adds one decoded row to the answer, refusing it past [`MAX_ANSWER_BYTES`].
+fn push_row(rows: &mut Vec<Map<String, Value>>, bytes: &mut usize, row: Map<String, Value>) -> StoreResult<()> {
+    *bytes += serde_json::to_vec(&row).map(|b| b.len()).unwrap_or(usize::MAX);
+    if *bytes > MAX_ANSWER_BYTES {
+        return Err(StoreError::LimitExceeded(format!(
+            "the answer grew past {} MiB; return fewer or smaller columns, or lower the LIMIT",
+            MAX_ANSWER_BYTES >> 20
+        )));
+    }
+    rows.push(row);
+    Ok(())
 }
 
 macro_rules! bind_all {
@@ -63,28 +91,37 @@ impl Graph<'_> {
     }
 
     /// Runs `compiled` (compiled for [`Graph::dialect`]); a query still running after `limit`
-    /// is stopped with [`StoreError::Timeout`].
+    /// is stopped with [`StoreError::LimitExceeded`].
     pub async fn query(&self, compiled: &Compiled, limit: Duration) -> StoreResult<QueryRows> {
         let sql = compiled.sql.clone();
-        let rows = match self.db {
+        let (mut rows, mut bytes) = (Vec::new(), 0usize);
+        match self.db {
             Db::Sqlite(pool, _) => {
-                let mut conn = pool.acquire().await?;
+                let state = Arc::new(AtomicU8::new(RUNNING));
+                let mut watched = Watched {
+                    conn: pool.acquire().await?,
+                    state: state.clone(),
+                };
                 let deadline = Instant::now() + limit;
-                let armed = Armed(Arc::new(AtomicBool::new(true)));
-                let live = armed.0.clone();
-                conn.lock_handle()
+                let seen = state.clone();
+                watched
+                    .conn
+                    .lock_handle()
                     .await?
-                    .set_progress_handler(STEPS_PER_CHECK, move || {
-                        !live.load(Ordering::Relaxed) || Instant::now() < deadline
+                    .set_progress_handler(STEPS_PER_CHECK, move || match seen.load(Ordering::Relaxed) {
+                        RUNNING => Instant::now() < deadline,
+                        FINISHED => true,
+                        _ => false,
                     });
-                let q = bind_all!(sqlx::query(AssertSqlSafe(sql)).bind(self.org), &compiled.binds, false);
-                let rows = q.fetch_all(&mut *conn).await;
-                drop(armed);
-                conn.lock_handle().await?.remove_progress_handler();
-                let rows = rows.map_err(|e| timed_out(e, limit))?;
-                rows.iter()
-                    .map(|r| decode(r, compiled, sqlite_json))
-                    .collect::<StoreResult<Vec<_>>>()?
+                {
+                    let q = bind_all!(sqlx::query(AssertSqlSafe(sql)).bind(self.org), &compiled.binds, false);
+                    let mut stream = q.fetch(&mut *watched.conn);
+                    while let Some(row) = stream.try_next().await.map_err(|e| timed_out(e, limit))? {
+                        push_row(&mut rows, &mut bytes, decode(&row, compiled, sqlite_json)?)?;
+                    }
+                }
+                state.store(FINISHED, Ordering::Relaxed);
+                watched.conn.lock_handle().await?.remove_progress_handler();
             }
             Db::Postgres(pool, _) => {
                 let mut tx = pool.begin().await?;
@@ -93,14 +130,16 @@ impl Graph<'_> {
                     .bind(limit.as_millis().to_string())
                     .execute(&mut *tx)
                     .await?;
-                let q = bind_all!(sqlx::query(AssertSqlSafe(sql)).bind(self.org), &compiled.binds, true);
-                let rows = q.fetch_all(&mut *tx).await.map_err(|e| timed_out(e, limit))?;
+                {
+                    let q = bind_all!(sqlx::query(AssertSqlSafe(sql)).bind(self.org), &compiled.binds, true);
+                    let mut stream = q.fetch(&mut *tx);
+                    while let Some(row) = stream.try_next().await.map_err(|e| timed_out(e, limit))? {
+                        push_row(&mut rows, &mut bytes, decode(&row, compiled, pg_json)?)?;
+                    }
+                }
                 tx.rollback().await?;
-                rows.iter()
-                    .map(|r| decode(r, compiled, pg_json))
-                    .collect::<StoreResult<Vec<_>>>()?
             }
-        };
+        }
         Ok(QueryRows {
             columns: compiled.columns.iter().map(|c| c.name.clone()).collect(),
             rows,
@@ -113,7 +152,7 @@ fn timed_out(e: sqlx::Error, limit: Duration) -> StoreError {
     if let sqlx::Error::Database(db) = &e {
         let code = db.code().unwrap_or_default();
         if code == "9" || code == "57014" {
-            return StoreError::Timeout(format!("the query ran longer than {} s", limit.as_secs_f64()));
+            return StoreError::LimitExceeded(format!("the query ran longer than {} s", limit.as_secs_f64()));
         }
     }
     e.into()
