@@ -209,6 +209,35 @@ impl Knowledge<'_> {
         Ok(out)
     }
 
+    /// Which of `ids` are items of the organization.
+    pub async fn existing(&self, ids: &[Uuid]) -> StoreResult<Vec<Uuid>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(500) {
+            let found: Vec<Uuid> = match self.db {
+                Db::Sqlite(pool, _) => {
+                    let hex: Vec<String> = chunk.iter().map(|id| id.simple().to_string()).collect();
+                    sqlx::query_scalar(
+                        "SELECT id FROM knowledge_items WHERE organization_id = $1 \
+                        AND id IN (SELECT unhex(value) FROM json_each($2))",
+                    )
+                    .bind(self.org)
+                    .bind(Json(hex))
+                    .fetch_all(pool)
+                    .await?
+                }
+                Db::Postgres(pool, _) => {
+                    sqlx::query_scalar("SELECT id FROM knowledge_items WHERE organization_id = $1 AND id = ANY($2)")
+                        .bind(self.org)
+                        .bind(chunk)
+                        .fetch_all(pool)
+                        .await?
+                }
+            };
+            out.extend(found);
+        }
+        Ok(out)
+    }
+
     pub async fn create(&self, draft: &KnowledgeDraft, created_by: Option<&str>) -> StoreResult<KnowledgeItem> {
         let (id, at) = (Uuid::now_v7(), now());
         let row: ItemRow = with_db!(self.db, pool =>

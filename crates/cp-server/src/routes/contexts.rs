@@ -11,6 +11,7 @@ use uuid::Uuid;
 use crate::http::extract::context_entity;
 use crate::http::{Auth, JsonBody, Path, Read, Write};
 use crate::services::error::{ServiceResult, or_not_found};
+use crate::services::knowledge;
 use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -37,7 +38,8 @@ async fn get_context(
 }
 
 /// Partial update: fields left out stay as they are; a given list or `variables` replaces the
-/// stored one.
+/// stored one. `knowledge_uuids` name knowledge items and `resource_ids` graph nodes of the
+/// organization (422 for anything else); runs of the entity get them in their instructions.
 #[utoipa::path(put, path = "/api/v1/context/{entity_type}/{entity_id}", tag = "context",
     params(("entity_type" = ContextEntityType, Path),
            ("entity_id" = String, Path, description = "The organization's slug, or the entity's UUID")),
@@ -52,6 +54,7 @@ async fn update_context(
 ) -> ServiceResult<Json<Context>> {
     let entity = context_entity(&entity_type, &entity_id)?;
     req.validate()?;
+    knowledge::check_context_refs(&state, &auth.org_id, &req).await?;
     let context = state.store.contexts(&auth.org_id).update(&entity, &req).await;
     Ok(Json(context.map_err(or_not_found(entity.kind().as_str()))?))
 }

@@ -17,6 +17,7 @@ use cp_store::secrets::{Reader, RunRef};
 use cp_store::workers::WorkerSeat;
 use cp_types::agent::Agent;
 use cp_types::bounded::BoundedMap;
+use cp_types::context::ContextEntity;
 use cp_types::exec_env::ResolvedExecutionEnvironment;
 use cp_types::execution::{Claim, Execution, ExecutionType, RunModel};
 use cp_types::org::PolicyEnforcement;
@@ -28,7 +29,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::exec_env::{self, Target};
-use super::vault;
+use super::{knowledge, vault};
 use crate::services::caller::Caller;
 use crate::services::error::{ServiceError, ServiceResult};
 use crate::state::AppState;
@@ -49,6 +50,9 @@ struct EntityContext {
     skills: Vec<ResolvedSkill>,
     environment: ResolvedExecutionEnvironment,
     policy_enforcement: PolicyEnforcement,
+    /// The knowledge items and graph nodes the entity's resolved context names.
+    knowledge: Vec<Uuid>,
+    resources: Vec<Uuid>,
 }
 
 impl EntityContext {
@@ -135,12 +139,21 @@ pub async fn build(state: &AppState, worker: &Caller, claimed: Claimed, seat: Wo
         }
     };
     let ctx = Arc::unwrap_or_clone(entity);
+    let system_prompt = knowledge::run::with_context(
+        state,
+        org,
+        execution.system_prompt.clone().or(ctx.system_prompt),
+        &ctx.knowledge,
+        &ctx.resources,
+        &execution.prompt,
+    )
+    .await?;
     let mut env_vars = ctx.environment.env_vars.clone();
     env_vars.extend(execution.execution_environment.env_vars.clone());
     Ok(Claim {
         lease_id: lease_id.uuid(),
         lease_seconds: seat.lease_ms() / 1000,
-        system_prompt: execution.system_prompt.clone().or(ctx.system_prompt),
+        system_prompt,
         execution,
         agent: ctx.agent,
         team: ctx.team,
@@ -229,6 +242,11 @@ async fn resolve(state: &AppState, worker: &Caller, execution: &Execution) -> Se
         Ok::<_, ServiceError>(exec_env::resolve(store, &state.config.master_key, org, target, Some(reader)).await?)
     };
     let settings = async { Ok::<_, ServiceError>(store.org_settings(org).await?) };
+    let context_of = match skills_of.kind {
+        SkillEntityType::Team => ContextEntity::Team(skills_of.id),
+        _ => ContextEntity::Agent(skills_of.id),
+    };
+    let context = async { Ok::<_, ServiceError>(store.contexts(org).resolve(&context_of).await?) };
     // A team's members run on their own models with their own skills, read side by side.
     let member_models = async {
         let mut values: Vec<String> = members.iter().filter_map(|a| a.model_id.clone()).collect();
@@ -249,8 +267,21 @@ async fn resolve(state: &AppState, worker: &Caller, execution: &Execution) -> Se
         .await?;
         Ok::<_, ServiceError>(members.iter().map(|a| a.id).zip(resolved).collect::<BTreeMap<_, _>>())
     };
-    let (model, skills, environment, settings, member_models, member_skills) =
-        tokio::try_join!(model, skills, environment, settings, member_models, member_skills)?;
+    let (model, skills, environment, settings, member_models, member_skills, context) = tokio::try_join!(
+        model,
+        skills,
+        environment,
+        settings,
+        member_models,
+        member_skills,
+        context
+    )?;
+    // Contexts saved before ids were checked may hold other strings: those name nothing.
+    let ids = |list: &[String]| {
+        list.iter()
+            .filter_map(|s| Uuid::parse_str(s.trim()).ok())
+            .collect::<Vec<_>>()
+    };
     Ok(EntityContext {
         agent,
         team,
@@ -262,6 +293,8 @@ async fn resolve(state: &AppState, worker: &Caller, execution: &Execution) -> Se
         skills,
         environment,
         policy_enforcement: settings.policy_enforcement,
+        knowledge: ids(&context.knowledge_uuids),
+        resources: ids(&context.resource_ids),
     })
 }
 

@@ -1,12 +1,87 @@
 //! Context of organizations, projects, environments, teams and agents, and its resolution
 //! (API §3, Context row), on both backends.
 
-use crate::common::{Backend, TestApp, assert_error, json};
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex};
+
+use crate::common::{Backend, TestApp, assert_error};
 use cp_types::org::Role;
 use reqwest::Method;
 use serde_json::{Value, json};
 use sqlx::Connection;
 use uuid::Uuid;
+
+/// Contexts name knowledge items and graph nodes by id. These tests write names (`k-org`,
+/// `r1`) instead: each name becomes an item (or node) of the writer's organization on first
+/// use, and answers show names again.
+/// (server, key, field/name) → id.
+type Slot = (String, String, String);
+static NAMED: LazyLock<Mutex<HashMap<Slot, String>>> = LazyLock::new(Mutex::default);
+static NAMES: LazyLock<Mutex<HashMap<String, String>>> = LazyLock::new(Mutex::default);
+
+/// `body` with the names in its lists replaced by ids, made with `key` when new.
+async fn real(app: &TestApp, key: &str, mut body: Value) -> Value {
+    for field in ["knowledge_uuids", "resource_ids"] {
+        let Some(list) = body.get_mut(field).and_then(Value::as_array_mut) else {
+            continue;
+        };
+        if list.len() > 1000 {
+            continue;
+        }
+        for entry in list.iter_mut() {
+            let Some(name) = entry.as_str().map(str::to_string) else {
+                continue;
+            };
+            if name.trim().is_empty() || name.len() > 500 || Uuid::parse_str(&name).is_ok() {
+                continue;
+            }
+            let slot = (app.url.clone(), key.to_string(), format!("{field}/{name}"));
+            let known = NAMED.lock().unwrap().get(&slot).cloned();
+            let id = match known {
+                Some(id) => id,
+                None => {
+                    let id =
+                        if field == "knowledge_uuids" {
+                            let r = app
+                                .req_as(key, Method::POST, "/api/v1/knowledge")
+                                .json(&json!({"title": name, "content": name}))
+                                .send()
+                                .await
+                                .unwrap();
+                            crate::common::json(r).await["id"].as_str().unwrap().to_string()
+                        } else {
+                            let r = app.req_as(key, Method::POST, "/api/v1/graph/nodes")
+                            .json(&json!({"nodes": [{"external_id": name, "labels": ["Test"], "integration": "test"}]}))
+                            .send().await.unwrap();
+                            crate::common::json(r).await["nodes"][0]["id"]
+                                .as_str()
+                                .unwrap()
+                                .to_string()
+                        };
+                    NAMED.lock().unwrap().insert(slot, id.clone());
+                    NAMES.lock().unwrap().insert(id.clone(), name.clone());
+                    id
+                }
+            };
+            *entry = json!(id);
+        }
+    }
+    body
+}
+
+/// `v` with every id made by [`real`] shown as its name again.
+fn named(v: Value) -> Value {
+    match v {
+        Value::String(s) => Value::String(NAMES.lock().unwrap().get(&s).cloned().unwrap_or(s)),
+        Value::Array(items) => Value::Array(items.into_iter().map(named).collect()),
+        Value::Object(map) => Value::Object(map.into_iter().map(|(k, v)| (k, named(v))).collect()),
+        other => other,
+    }
+}
+
+async fn json(r: reqwest::Response) -> Value {
+    named(crate::common::json(r).await)
+}
 
 async fn count_contexts(app: &TestApp) -> i64 {
     let sql = "SELECT COUNT(*) FROM contexts";
@@ -51,6 +126,7 @@ async fn project(app: &TestApp, name: &str) -> Uuid {
 }
 
 async fn put(app: &TestApp, path: &str, body: Value) -> reqwest::Response {
+    let body = real(app, &app.admin_key, body).await;
     app.req(Method::PUT, path).json(&body).send().await.unwrap()
 }
 
@@ -144,8 +220,9 @@ both_backends! {
         // Org B's environment and stored context, and an agent of org B.
         let r = app.req_as(&other, Method::POST, "/api/v1/environments").json(&json!({"name": "theirs"})).send().await.unwrap();
         let theirs = json(r).await["id"].as_str().unwrap().to_string();
+        let body = real(&app, &other, json!({"knowledge_uuids": ["secret"]})).await;
         let r = app.req_as(&other, Method::PUT, &format!("/api/v1/context/environment/{theirs}"))
-            .json(&json!({"knowledge_uuids": ["secret"]})).send().await.unwrap();
+            .json(&body).send().await.unwrap();
         assert_eq!(r.status(), 200);
         let r = app.req_as(&other, Method::PUT, "/api/v1/context/organization/org-b")
             .json(&json!({"variables": {"b": true}})).send().await.unwrap();
@@ -217,9 +294,25 @@ both_backends! {
         // Several bad fields are reported together.
         let err = assert_error(put(&app, path, json!({"variables": 1, "policy_ids": [""]})).await, 422, "VALIDATION_ERROR").await;
         assert_eq!(err["details"]["errors"].as_array().unwrap().len(), 2);
-        // Exactly at the limits is fine.
-        let at_limit: Vec<String> = (0..1000).map(|i| format!("{i}{}", "y".repeat(500))).collect();
-        let r = put(&app, path, json!({"knowledge_uuids": at_limit, "resource_ids": ["z".repeat(512)]})).await;
+        // Only ids of the organization's knowledge items and graph nodes: 422 naming the entry.
+        let stranger = app.org_with_key("org-b", Role::Admin).await;
+        let theirs = real(&app, &stranger, json!({"knowledge_uuids": ["theirs"], "resource_ids": ["their-node"]})).await;
+        let unknown = Uuid::now_v7().to_string();
+        for (body, field) in [
+            (json!({"knowledge_uuids": ["k1", unknown]}), "knowledge_uuids[1]"),
+            (json!({"knowledge_uuids": [theirs["knowledge_uuids"][0]]}), "knowledge_uuids[0]"),
+            (json!({"resource_ids": ["r1", theirs["resource_ids"][0]]}), "resource_ids[1]"),
+            (json!({"resource_ids": [unknown]}), "resource_ids[0]"),
+        ] {
+            let err = assert_error(put(&app, path, body.clone()).await, 422, "VALIDATION_ERROR").await;
+            assert_eq!(err["details"]["field"], field, "{body}");
+        }
+        let r = app.req(Method::PUT, path).json(&json!({"knowledge_uuids": ["k-free-text"]})).send().await.unwrap();
+        let err = assert_error(r, 422, "VALIDATION_ERROR").await;
+        assert_eq!(err["details"]["field"], "knowledge_uuids[0]");
+        // Exactly at the limit is fine.
+        let at_limit: Vec<String> = (0..1000).map(|i| format!("k{i}")).collect();
+        let r = put(&app, path, json!({"knowledge_uuids": at_limit, "resource_ids": ["z"]})).await;
         assert_eq!(r.status(), 200);
         assert_eq!(json(r).await["knowledge_uuids"].as_array().unwrap().len(), 1000);
         assert_error(app.req(Method::PUT, path).body("{").header("content-type", "application/json").send().await.unwrap(), 400, "BAD_REQUEST").await;

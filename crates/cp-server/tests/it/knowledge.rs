@@ -6,6 +6,7 @@ use cp_types::org::Role;
 use reqwest::Method;
 use serde_json::{Value, json};
 
+use crate::common::worker::TestWorker;
 use crate::common::{TestApp, assert_error, json};
 
 /// Percent-encodes every byte but letters and digits.
@@ -154,5 +155,64 @@ both_backends! {
         }
         let r = app.get("/api/v1/knowledge/search?q=x&limit=101").await;
         assert_error(r, 422, "VALIDATION_ERROR").await;
+    }
+
+    async fn a_claim_brings_the_knowledge_and_resources_its_context_names(backend: Backend) {
+        let app = TestApp::spawn(backend).await;
+        app.unlimited().await;
+        let envs = json(app.get("/api/v1/environments").await).await;
+        let env = envs["items"][0]["id"].as_str().unwrap().to_string();
+        let queue = app.id_of(&format!("/api/v1/environments/{env}/worker-queues"), json!({"name": "kq"})).await;
+        let agent = app.id_of("/api/v1/agents", json!({"name": "oncall", "system_prompt": "You are on call."})).await;
+        let runbook = create(&app, json!({"title": "Payments failover", "content": "Fail over payments-db with `pgctl promote`.", "source": "wiki"})).await;
+        let lunch = create(&app, json!({"title": "Lunch menu", "content": "Soup."})).await;
+        let archive = create(&app, json!({"title": "Old archive", "content": "z".repeat(40_000)})).await;
+        let r = app.post("/api/v1/graph/nodes", json!({"nodes": [
+            {"external_id": "db", "labels": ["Database"], "integration": "catalog", "properties": {"name": "payments-db", "engine": "postgres"}},
+            {"external_id": "api", "labels": ["Service"], "integration": "catalog", "properties": {"name": "payments-api"}},
+        ]})).await;
+        let nodes = json(r).await;
+        let db = nodes["nodes"][0]["id"].as_str().unwrap().to_string();
+        let r = app.post("/api/v1/graph/relationships", json!({"relationships": [
+            {"type": "DEPENDS_ON", "from": {"integration": "catalog", "external_id": "api"}, "to": db}]})).await;
+        assert_eq!(r.status(), 200);
+        // The organization's layer names the lunch menu and the archive; the agent's, the runbook and the database.
+        let r = app.req(Method::PUT, "/api/v1/context/organization/default")
+            .json(&json!({"knowledge_uuids": [lunch["id"], archive["id"]]})).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let r = app.req(Method::PUT, &format!("/api/v1/context/agent/{agent}"))
+            .json(&json!({"knowledge_uuids": [runbook["id"]], "resource_ids": [db]})).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+
+        let key = app.key("default", Role::Worker).await;
+        let w = TestWorker::start(&app.url, &key, &queue, "kw").await;
+        let run = |prompt: &'static str| {
+            let app = &app;
+            let (agent, queue) = (agent.clone(), queue.clone());
+            async move {
+                let r = app.post(&format!("/api/v1/agents/{agent}/execute"), json!({"prompt": prompt, "worker_queue_id": queue})).await;
+                assert_eq!(r.status(), 201);
+            }
+        };
+        run("How do I fail over the payments database?").await;
+        let claim = w.claim(5).await;
+        let system = claim["system_prompt"].as_str().unwrap().to_string();
+        assert!(system.starts_with("You are on call."), "{system}");
+        let (pay, soup) = (system.find("### Payments failover").expect(&system), system.find("### Lunch menu").expect(&system));
+        assert!(pay < soup, "the most relevant first: {system}");
+        assert!(system.contains("Source: wiki") && system.contains("pgctl promote"));
+        assert!(system.contains(&format!("- Old archive ({})", archive["id"].as_str().unwrap())), "too long: listed by title");
+        assert!(system.contains("Database \"payments-db\" [catalog:db] engine=\"postgres\"; <-[DEPENDS_ON]- Service \"payments-api\""), "{system}");
+        assert_eq!(w.complete(&claim, "ok").await.status(), 200);
+
+        // The next claim sees the context as it is now.
+        let r = app.req(Method::PUT, &format!("/api/v1/context/agent/{agent}"))
+            .json(&json!({"knowledge_uuids": [], "resource_ids": []})).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        run("Anything?").await;
+        let claim = w.claim(5).await;
+        let system = claim["system_prompt"].as_str().unwrap();
+        assert!(!system.contains("Payments failover") && !system.contains("## Resources"), "{system}");
+        assert!(system.contains("### Lunch menu"), "{system}");
     }
 }

@@ -360,6 +360,46 @@ impl Graph<'_> {
         Ok(out)
     }
 
+    /// Which of `ids` are nodes of the organization.
+    pub async fn existing(&self, ids: &[Uuid]) -> StoreResult<Vec<Uuid>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(500) {
+            let sql = format!(
+                "SELECT n.id FROM graph_nodes n WHERE n.organization_id = $1 AND n.id IN {}",
+                ids_in(self.pg(), 2)
+            );
+            let found: Vec<Uuid> = with_db!(self.db, pool =>
+                sqlx::query_scalar(AssertSqlSafe(sql)).bind(self.org).bind(id_list(chunk)).fetch_all(pool).await)?;
+            out.extend(found);
+        }
+        Ok(out)
+    }
+
+    /// Every relationship touching one of `nodes`, at most `max`, with the nodes at their
+    /// other ends (for summaries).
+    pub async fn neighbourhood(
+        &self,
+        nodes: &[Uuid],
+        max: i64,
+    ) -> StoreResult<(Vec<GraphRelationship>, Vec<GraphNode>)> {
+        let set = ids_in(self.pg(), 2);
+        let sql = format!(
+            "SELECT {REL_COLUMNS} FROM graph_relationships r WHERE r.organization_id = $1 \
+             AND (r.from_id IN {set} OR r.to_id IN {set}) ORDER BY r.id LIMIT $3"
+        );
+        let rows: Vec<RelRow> = with_db!(self.db, pool =>
+            sqlx::query_as(AssertSqlSafe(sql)).bind(self.org).bind(id_list(nodes)).bind(max).fetch_all(pool).await)?;
+        let rels: Vec<GraphRelationship> = rows.into_iter().map(GraphRelationship::from).collect();
+        let mut others: Vec<Uuid> = rels
+            .iter()
+            .flat_map(|r| [r.from, r.to])
+            .filter(|id| !nodes.contains(id))
+            .collect();
+        others.sort();
+        others.dedup();
+        Ok((rels, self.nodes_by_id(&others).await?))
+    }
+
     /// Nodes matching `filter`, oldest first, and how many match in all.
     pub async fn nodes(&self, filter: &NodeFilter, page: &GraphPage) -> StoreResult<(Vec<GraphNode>, i64)> {
         let mut params = Vec::new();
