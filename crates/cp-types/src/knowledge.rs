@@ -260,6 +260,30 @@ pub struct SearchResults {
     pub note: Option<String>,
 }
 
+/// `POST /api/v1/executions/{id}/knowledge/search`: the knowledge skill's search tool.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct ToolSearch {
+    #[schema(min_length = 1, max_length = 1000)]
+    pub query: String,
+}
+
+/// One result of the knowledge skill's search: the match and the start of the item.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ToolHit {
+    pub id: Uuid,
+    pub title: String,
+    pub source: Option<String>,
+    pub snippet: String,
+    /// The first 2000 characters of the content.
+    pub excerpt: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ToolSearchResults {
+    pub items: Vec<ToolHit>,
+    pub count: usize,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

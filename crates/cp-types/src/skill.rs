@@ -31,6 +31,7 @@ wire_enum! {
         Sleep = "sleep",
         Custom = "custom",
         Mcp = "mcp",
+        Knowledge = "knowledge",
     }
 }
 
@@ -386,6 +387,26 @@ const SLEEP_FIELDS: &[FieldSpec] = &[integer(
     3600,
 )];
 
+const KNOWLEDGE_FIELDS: &[FieldSpec] = &[
+    boolean(
+        "enable_search",
+        "Give the search_knowledge tool (full-text search of the organization's knowledge items).",
+        true,
+    ),
+    boolean(
+        "enable_graph_query",
+        "Give the query_graph tool (read-only Cypher over the context graph).",
+        true,
+    ),
+    integer("max_results", "Knowledge items one search answers at most.", 5, 1, 20),
+    list(
+        "tags",
+        "Search only the items carrying every one of these tags.",
+        &[],
+        Rule::NonEmpty,
+    ),
+];
+
 const CUSTOM_FIELDS: &[FieldSpec] = &[
     required(with_rule(
         string(
@@ -553,6 +574,19 @@ const SLEEP_TOOLS: &[ToolDoc] = &[tool(
     "Waits `seconds` (up to the skill's max_sleep_seconds).",
     None,
 )];
+const KNOWLEDGE_TOOLS: &[ToolDoc] = &[
+    tool(
+        "search_knowledge",
+        "Searches the organization's knowledge (runbooks, docs, notes) for `query` and answers the best matches.",
+        Some("enable_search"),
+    ),
+    tool(
+        "query_graph",
+        "Runs a read-only Cypher query (`cypher`) over the context graph of services, resources, owners and the \
+         control plane's own agents and teams, and answers the rows.",
+        Some("enable_graph_query"),
+    ),
+];
 const CUSTOM_TOOLS: &[ToolDoc] = &[tool(
     SKILL_NAMED,
     "Runs the skill's Python class with the arguments.",
@@ -668,6 +702,14 @@ fn spec(ty: SkillType) -> &'static TypeSpec {
             category: "integration",
             fields: MCP_FIELDS,
             tools: MCP_TOOLS,
+        },
+        SkillType::Knowledge => &TypeSpec {
+            name: "Knowledge",
+            description: "Search the organization's knowledge and query its context graph.",
+            icon: "BookOpen",
+            category: "knowledge",
+            fields: KNOWLEDGE_FIELDS,
+            tools: KNOWLEDGE_TOOLS,
         },
         SkillType::Custom => &TypeSpec {
             name: "Custom",

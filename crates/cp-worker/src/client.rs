@@ -265,6 +265,24 @@ impl ControlPlane {
         Ok(self.get(&path, wait + Self::CALL).await?.unwrap_or_default())
     }
 
+    /// The knowledge skill's search for a tool of `execution`.
+    pub async fn knowledge_search(&self, execution: Uuid, query: &str) -> Result<Value, CallError> {
+        let path = format!("/api/v1/executions/{execution}/knowledge/search");
+        Ok(self
+            .post(&path, &json!({"query": query}), None, Self::CALL)
+            .await?
+            .unwrap_or_default())
+    }
+
+    /// The knowledge skill's read-only Cypher query for a tool of `execution`.
+    pub async fn graph_query(&self, execution: Uuid, cypher: &str) -> Result<Value, CallError> {
+        let path = format!("/api/v1/executions/{execution}/graph/query");
+        Ok(self
+            .post(&path, &json!({"query": cypher}), None, Self::CALL)
+            .await?
+            .unwrap_or_default())
+    }
+
     /// The policy decision on a tool call; the answer's `blocked` says whether to refuse it.
     pub async fn enforce(
         &self,

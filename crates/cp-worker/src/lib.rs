@@ -17,6 +17,7 @@ pub mod files;
 pub mod generate;
 pub mod hook;
 pub mod http;
+pub mod knowledge;
 pub mod mcp;
 pub mod pdf;
 pub mod process;

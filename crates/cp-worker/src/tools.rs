@@ -18,6 +18,7 @@ use crate::docker;
 use crate::files::Files;
 use crate::generate::{self, Generator};
 use crate::http::Http;
+use crate::knowledge::{self, Knowledge};
 use crate::mcp::{self, McpTool};
 use crate::python::{CustomClass, Python, RunPython};
 use crate::run_workflow::RunWorkflow;
@@ -38,6 +39,7 @@ pub(crate) enum ToolKind {
     Generate(Generator, generate::Kind),
     Diagram(Diagrams),
     Workflow(RunWorkflow),
+    Knowledge(Knowledge),
     Mcp(McpTool),
     /// For the run of this execution.
     Docker(docker::Op, Uuid),
@@ -71,7 +73,7 @@ impl ToolKind {
             | ToolKind::Generate(..)
             | ToolKind::Workflow(_)
             | ToolKind::Mcp(_) => "medium",
-            ToolKind::Diagram(_) | ToolKind::Sleep(_) | ToolKind::Delegate(_) => "low",
+            ToolKind::Diagram(_) | ToolKind::Sleep(_) | ToolKind::Delegate(_) | ToolKind::Knowledge(_) => "low",
         }
     }
 
@@ -98,6 +100,7 @@ impl ToolKind {
                 Err(e) => (e, true),
             },
             ToolKind::Workflow(workflow) => workflow.run(args).await,
+            ToolKind::Knowledge(tool) => tool.run(args).await,
             ToolKind::Mcp(tool) => tool.run(args).await,
             ToolKind::Docker(op, execution) => docker::run(*op, args, *execution).await,
             ToolKind::Sleep(max) => sleep(*max, args).await,
@@ -317,6 +320,15 @@ fn kind_of(skill: &ResolvedSkill, tool: &str, run: &RunPlace, settings: &ToolSet
             let workflow = RunWorkflow::from_config(config, run.cp.clone(), run.execution);
             let parameters = workflow.parameters();
             (ToolKind::Workflow(workflow), parameters)
+        }
+        SkillType::Knowledge => {
+            let op = knowledge::Op::of_tool(tool)?;
+            let tool = Knowledge {
+                cp: run.cp.clone(),
+                execution: run.execution,
+                op,
+            };
+            (ToolKind::Knowledge(tool), op.parameters())
         }
         // Connected when the run starts: see `mcp_tools`.
         SkillType::Mcp => return None,

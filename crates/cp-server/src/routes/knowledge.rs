@@ -3,8 +3,10 @@
 use axum::Json;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
+use cp_types::graph::{GraphQuery, QueryResult};
 use cp_types::knowledge::{
-    CreateKnowledge, KnowledgeItem, KnowledgeSummary, SearchParams, SearchResults, UpdateKnowledge,
+    CreateKnowledge, KnowledgeItem, KnowledgeSummary, SearchParams, SearchResults, ToolSearch, ToolSearchResults,
+    UpdateKnowledge,
 };
 use cp_types::{Deleted, Page, PageParams};
 use serde::Deserialize;
@@ -13,7 +15,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::http::{Auth, JsonBody, Pagination, Path, Query, Read, Write};
+use crate::http::{Auth, Enforcer, JsonBody, Pagination, Path, Query, Read, Write};
 use crate::services::error::{ServiceResult, or_not_found};
 use crate::services::knowledge;
 use crate::state::AppState;
@@ -24,6 +26,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(search_knowledge))
         .routes(routes!(get_knowledge, update_knowledge, delete_knowledge))
         .layer(DefaultBodyLimit::max(super::LARGE_BODY_LIMIT))
+        .routes(routes!(execution_search))
+        .routes(routes!(execution_graph_query))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -115,4 +119,37 @@ async fn delete_knowledge(
         .await
         .map_err(or_not_found("knowledge item"))?;
     Ok(Json(Deleted::new(id)))
+}
+
+/// The knowledge skill's `search_knowledge` for a live execution (a worker key: only for a run
+/// its workers hold, whose agent has a knowledge skill with `enable_search`).
+#[utoipa::path(post, path = "/api/v1/executions/{id}/knowledge/search", tag = "knowledge",
+    params(("id" = Uuid, Path)), request_body = ToolSearch,
+    responses((status = 200, body = ToolSearchResults), (status = 403, body = cp_types::ErrorEnvelope),
+        (status = 404, body = cp_types::ErrorEnvelope), (status = 409, body = cp_types::ErrorEnvelope)))]
+async fn execution_search(
+    State(state): State<AppState>,
+    auth: Auth<Enforcer>,
+    Path(id): Path<Uuid>,
+    JsonBody(req): JsonBody<ToolSearch>,
+) -> ServiceResult<Json<ToolSearchResults>> {
+    Ok(Json(knowledge::tools::search(&state, &auth, id, &req.query).await?))
+}
+
+/// The knowledge skill's `query_graph` for a live execution (as `execution_search`, with
+/// `enable_graph_query`).
+#[utoipa::path(post, path = "/api/v1/executions/{id}/graph/query", tag = "knowledge",
+    params(("id" = Uuid, Path)), request_body = GraphQuery,
+    responses((status = 200, body = QueryResult), (status = 403, body = cp_types::ErrorEnvelope),
+        (status = 404, body = cp_types::ErrorEnvelope), (status = 409, body = cp_types::ErrorEnvelope),
+        (status = 422, body = cp_types::ErrorEnvelope)))]
+async fn execution_graph_query(
+    State(state): State<AppState>,
+    auth: Auth<Enforcer>,
+    Path(id): Path<Uuid>,
+    JsonBody(req): JsonBody<GraphQuery>,
+) -> ServiceResult<Json<QueryResult>> {
+    Ok(Json(
+        knowledge::tools::query_graph(&state, &auth, id, &req.query).await?,
+    ))
 }

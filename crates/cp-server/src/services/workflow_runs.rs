@@ -16,7 +16,7 @@ use cp_types::execution::Execution;
 use cp_types::execution::ExecutionType;
 use cp_types::ids::{ExecutionId, QueueId};
 use cp_types::org::Role;
-use cp_types::skill::{EntityRef, SkillEntityType, SkillType};
+use cp_types::skill::{EntityRef, ResolvedSkill, SkillEntityType, SkillType};
 use cp_types::workflow::{CreateWorkflow, Workflow};
 use cp_types::workflow::{StepType, WorkflowVersion};
 use cp_types::workflow_run::{StartWorkflow, ToolRunRequest, WorkflowRun};
@@ -236,20 +236,9 @@ async fn check_skill_allows(
     execution: &Execution,
     target: &ToolTarget<'_>,
 ) -> ServiceResult<()> {
-    let skills = state.store.skills(org);
-    let entity = |kind, id| EntityRef { kind, id };
-    let mut owners = vec![match execution.execution_type {
-        ExecutionType::Team => entity(SkillEntityType::Team, execution.entity_id),
-        _ => entity(SkillEntityType::Agent, execution.entity_id),
-    }];
-    if execution.execution_type == ExecutionType::Team {
-        let members = state.store.agents(org).team_members(execution.entity_id).await?;
-        owners.extend(members.iter().map(|a| entity(SkillEntityType::Agent, a.id)));
-    }
-    let resolved = futures::future::try_join_all(owners.into_iter().map(|e| skills.resolved(e))).await?;
+    let resolved = execution_skills(state, org, execution).await?;
     let executors: Vec<&Value> = resolved
         .iter()
-        .flatten()
         .filter(|s| s.enabled && s.skill_type == SkillType::WorkflowExecutor)
         .map(|s| &s.configuration)
         .collect();
@@ -276,6 +265,26 @@ async fn check_skill_allows(
         ));
     }
     Ok(())
+}
+
+/// The skills an execution's tools come from: its agent's, or its team's and every member's.
+pub(crate) async fn execution_skills(
+    state: &AppState,
+    org: &str,
+    execution: &Execution,
+) -> ServiceResult<Vec<ResolvedSkill>> {
+    let skills = state.store.skills(org);
+    let entity = |kind, id| EntityRef { kind, id };
+    let mut owners = vec![match execution.execution_type {
+        ExecutionType::Team => entity(SkillEntityType::Team, execution.entity_id),
+        _ => entity(SkillEntityType::Agent, execution.entity_id),
+    }];
+    if execution.execution_type == ExecutionType::Team {
+        let members = state.store.agents(org).team_members(execution.entity_id).await?;
+        owners.extend(members.iter().map(|a| entity(SkillEntityType::Agent, a.id)));
+    }
+    let resolved = futures::future::try_join_all(owners.into_iter().map(|e| skills.resolved(e))).await?;
+    Ok(resolved.into_iter().flatten().collect())
 }
 
 /// Refuses a start that would nest runs started by tools deeper than `MAX_TOOL_NESTING`.
@@ -349,7 +358,7 @@ pub async fn await_for_execution(
 }
 
 /// Execution `id`, when it is still going and the caller may act for it.
-async fn live_execution(state: &AppState, caller: &Caller, id: Uuid) -> ServiceResult<Execution> {
+pub(crate) async fn live_execution(state: &AppState, caller: &Caller, id: Uuid) -> ServiceResult<Execution> {
     let execution = state
         .store
         .executions(&caller.org_id)

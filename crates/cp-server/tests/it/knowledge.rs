@@ -215,4 +215,59 @@ both_backends! {
         assert!(!system.contains("Payments failover") && !system.contains("## Resources"), "{system}");
         assert!(system.contains("### Lunch menu"), "{system}");
     }
+
+    async fn the_knowledge_skill_reads_only_for_a_live_run_that_has_it(backend: Backend) {
+        let app = TestApp::spawn(backend).await;
+        app.unlimited().await;
+        let envs = json(app.get("/api/v1/environments").await).await;
+        let env = envs["items"][0]["id"].as_str().unwrap().to_string();
+        let queue = app.id_of(&format!("/api/v1/environments/{env}/worker-queues"), json!({"name": "tq"})).await;
+        let with = app.id_of("/api/v1/skills", json!({"name": "know", "type": "knowledge", "configuration": {"tags": ["ops"], "max_results": 1}})).await;
+        let search_only = app.id_of("/api/v1/skills", json!({"name": "search-only", "type": "knowledge", "configuration": {"enable_graph_query": false}})).await;
+        let skilled = app.id_of("/api/v1/agents", json!({"name": "skilled", "skill_ids": [with]})).await;
+        let limited = app.id_of("/api/v1/agents", json!({"name": "limited", "skill_ids": [search_only]})).await;
+        let plain = app.id_of("/api/v1/agents", json!({"name": "plain"})).await;
+        create(&app, json!({"title": "Failover ops", "content": "failover steps", "tags": ["ops"]})).await;
+        create(&app, json!({"title": "Failover ops two", "content": "failover again", "tags": ["ops"]})).await;
+        create(&app, json!({"title": "Failover private", "content": "failover secrets", "tags": ["hr"]})).await;
+        let key = app.key("default", Role::Worker).await;
+        let w = TestWorker::start(&app.url, &key, &queue, "tw").await;
+        let mut claims = std::collections::HashMap::new();
+        for agent in [&skilled, &limited, &plain] {
+            let r = app.post(&format!("/api/v1/agents/{agent}/execute"), json!({"prompt": "p", "worker_queue_id": queue})).await;
+            assert_eq!(r.status(), 201);
+            let claim = w.claim(5).await;
+            claims.insert(claim["execution"]["entity_id"].as_str().unwrap().to_string(), claim);
+        }
+        let exec = |agent: &str| claims[agent]["execution"]["id"].as_str().unwrap().to_string();
+        let tool = |id: &str, what: &str, body: Value| {
+            w.post(&format!("/api/v1/executions/{id}/{what}")).json(&body).send()
+        };
+        // The skill's tags and max_results bound the search; the graph answers Cypher.
+        let v = json(tool(&exec(&skilled), "knowledge/search", json!({"query": "failover"})).await.unwrap()).await;
+        assert_eq!(v["count"], 1, "{v}");
+        assert!(v["items"][0]["title"].as_str().unwrap().starts_with("Failover ops"));
+        assert_eq!(v["items"][0]["excerpt"].as_str().unwrap().split(' ').next(), Some("failover"));
+        let v = json(tool(&exec(&skilled), "graph/query", json!({"query": "MATCH (a:Agent) RETURN count(*) AS n"})).await.unwrap()).await;
+        assert_eq!(v["results"][0]["n"], 3);
+        // Without the skill, or with the tool's flag off: 403.
+        let r = tool(&exec(&plain), "knowledge/search", json!({"query": "failover"})).await.unwrap();
+        assert_error(r, 403, "FORBIDDEN").await;
+        let r = tool(&exec(&limited), "graph/query", json!({"query": "MATCH (n) RETURN n"})).await.unwrap();
+        assert_error(r, 403, "FORBIDDEN").await;
+        let r = tool(&exec(&limited), "knowledge/search", json!({"query": "failover"})).await.unwrap();
+        assert_eq!(r.status(), 200);
+        // A viewer may not act for a run; another organization does not see it; an ended run is closed.
+        let viewer = app.key("default", Role::Viewer).await;
+        let r = app.req_as(&viewer, Method::POST, &format!("/api/v1/executions/{}/knowledge/search", exec(&skilled)))
+            .json(&json!({"query": "x"})).send().await.unwrap();
+        assert_error(r, 403, "FORBIDDEN").await;
+        let stranger = app.org_with_key("other-org", Role::Admin).await;
+        let r = app.req_as(&stranger, Method::POST, &format!("/api/v1/executions/{}/graph/query", exec(&skilled)))
+            .json(&json!({"query": "MATCH (n) RETURN n"})).send().await.unwrap();
+        assert_error(r, 404, "NOT_FOUND").await;
+        assert_eq!(w.complete(&claims[&skilled], "ok").await.status(), 200);
+        let r = tool(&exec(&skilled), "knowledge/search", json!({"query": "failover"})).await.unwrap();
+        assert_error(r, 409, "CONFLICT").await;
+    }
 }

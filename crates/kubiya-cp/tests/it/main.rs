@@ -26,6 +26,7 @@ mod cli;
 mod db;
 mod faults;
 mod jobs;
+mod knowledge;
 mod mcp;
 mod planning;
 mod skill_tools;

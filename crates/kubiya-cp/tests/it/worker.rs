@@ -167,6 +167,10 @@ async fn chat(
         let given = rest.split("this one depends on:\n").nth(1).unwrap_or("nothing");
         return stream(Some(&format!("did {step} after [{given}]")), None);
     }
+    // The model says what its instructions hold (the context's knowledge, for one).
+    if prompt == "recite your instructions" {
+        return stream(Some(system), None);
+    }
     // Workflow steps: the model answers with what it was asked to say.
     if let Some(text) = prompt.strip_prefix("say: ") {
         return stream(Some(text), None);

@@ -2,6 +2,7 @@
 //! context may name, and what a run's context brings into its instructions (`run`).
 
 pub mod run;
+pub mod tools;
 
 use std::collections::HashSet;
 
