@@ -220,10 +220,10 @@ both_backends! {
         let app = TestApp::spawn(backend).await;
         app.unlimited().await;
         let defs = json(app.get("/api/v1/skills/definitions").await).await;
-        assert_eq!(defs["total"], 11);
+        assert_eq!(defs["total"], 12);
         assert_eq!(defs["limit"], 50);
         let types: Vec<&str> = defs["items"].as_array().unwrap().iter().map(|d| d["type"].as_str().unwrap()).collect();
-        for t in ["shell", "file_system", "http", "python", "docker", "workflow_executor", "custom"] {
+        for t in ["shell", "file_system", "http", "python", "docker", "workflow_executor", "custom", "knowledge"] {
             assert!(types.contains(&t), "{t}");
         }
         let shell = json(app.get("/api/v1/skills/definitions/shell").await).await;
@@ -251,17 +251,18 @@ both_backends! {
             ("generate_pdf".to_string(), json!("enable_pdf_generation")),
         ]);
         for (ty, tool) in [("python", "run_python"), ("data_visualization", "create_diagram"), ("sleep", "sleep"),
-            ("workflow_executor", "run_workflow"), ("docker", "docker_run_container"), ("mcp", "{skill}_{tool}")] {
+            ("workflow_executor", "run_workflow"), ("docker", "docker_run_container"), ("mcp", "{skill}_{tool}"),
+            ("knowledge", "search_knowledge"), ("knowledge", "query_graph")] {
             let def = json(app.get(&format!("/api/v1/skills/definitions/{ty}")).await).await;
             assert!(tools(&def).iter().any(|(name, _)| name == tool), "{ty}: {def}");
         }
         assert_error(app.get("/api/v1/skills/definitions/laser").await, 404, "NOT_FOUND").await;
         let page = json(app.get("/api/v1/skills/definitions?limit=2&offset=10").await).await;
-        assert_eq!((page["total"].as_i64(), page["items"].as_array().unwrap().len()), (Some(11), 1));
+        assert_eq!((page["total"].as_i64(), page["items"].as_array().unwrap().len()), (Some(12), 2));
 
         // /skills/types is a route of its own, not a skill id.
         let types = json(app.get("/api/v1/skills/types").await).await;
-        assert_eq!(types["total"], 11);
+        assert_eq!(types["total"], 12);
         assert_eq!(types["items"][0], json!({"type": "shell", "name": "Shell", "description": shell["description"]}));
 
         let templates = json(app.get("/api/v1/skills/templates").await).await;
