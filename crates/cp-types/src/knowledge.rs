@@ -155,7 +155,8 @@ pub fn normalize_tags(tags: Vec<String>) -> Vec<String> {
 #[derive(Debug, Clone, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct SearchParams {
-    /// Words to look for; every item holding any of them is ranked by BM25.
+    /// Words to look for: the items holding all of them come first, ranked by BM25, then those
+    /// holding some.
     #[param(min_length = 1, max_length = 1000)]
     pub q: Option<String>,
     /// Comma-separated tags the items must all carry.

@@ -61,8 +61,8 @@ async fn create_knowledge(
     Ok((StatusCode::CREATED, Json(knowledge::create(&state, &auth, req).await?)))
 }
 
-/// The items holding any of `q`'s words (and every tag of `tags`), best first, each with the
-/// passage that matched (the words between `**`).
+/// The items holding all of `q`'s words, then those holding some (each carrying every tag of
+/// `tags`), best first, each with the passage that matched (the words between `**`).
 #[utoipa::path(get, path = "/api/v1/knowledge/search", tag = "knowledge", params(SearchParams),
     responses((status = 200, body = SearchResults), (status = 422, body = cp_types::ErrorEnvelope)))]
 async fn search_knowledge(
