@@ -88,6 +88,9 @@ async fn measure(target: &Target, args: &BenchArgs, server_pid: Option<u32>) -> 
         return crate::bench_planning::run(target.addr, &target.key, duration, || server_pid.and_then(cpu_seconds))
             .await;
     }
+    if args.only == Some(BenchPart::Knowledge) {
+        return crate::bench_knowledge::run(target.addr, &target.key, duration).await;
+    }
     setup(target).await?;
     let scenarios: [(&str, &str, bool); 3] = [
         ("GET /api/health", "/api/health", false),

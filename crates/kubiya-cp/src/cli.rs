@@ -230,9 +230,9 @@ pub struct BenchArgs {
     #[arg(long)]
     pub server_database_url: Option<String>,
     /// Run one part only: the HTTP lists, policy decisions (through the policy sandbox, no
-    /// server), executions, one execution followed by 1,000 SSE clients, workflows, jobs, or
-    /// task planning against a fake model (a server at `--url` needs
-    /// `--allow-private-model-urls`).
+    /// server), executions, one execution followed by 1,000 SSE clients, workflows, jobs, task
+    /// planning against a fake model (a server at `--url` needs `--allow-private-model-urls`),
+    /// or knowledge search and graph queries over 100,000 items, nodes and 300,000 relationships.
     #[arg(long, value_enum)]
     pub only: Option<BenchPart>,
 }
@@ -247,6 +247,7 @@ pub enum BenchPart {
     Workflows,
     Jobs,
     Planning,
+    Knowledge,
 }
 
 pub fn init_logging(global: &Global) {

@@ -5,6 +5,7 @@ mod bench;
 mod bench_exec;
 mod bench_floor;
 mod bench_jobs;
+mod bench_knowledge;
 mod bench_planning;
 mod bench_policy;
 mod bench_stream;
