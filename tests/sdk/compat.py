@@ -493,7 +493,20 @@ def org_slug():
 
 
 org = check("(setup) organization of the key", org_slug)
-KNOWLEDGE = str(uuid.uuid4())
+
+
+def context_references():
+    """A context names knowledge items and graph nodes by id: one item and two nodes to name."""
+    status, item = http("POST", "/api/v1/knowledge", {"title": "Runbook 42", "content": "Restart the pods."})
+    expect(status == 201, "knowledge item for the context", item)
+    status, nodes = http("POST", "/api/v1/graph/nodes", {"nodes": [
+        {"external_id": name, "labels": ["Document"], "integration": "docs", "properties": {"name": name}}
+        for name in ("runbook-42", "org-handbook")]})
+    expect(status == 200, "graph nodes for the context", nodes)
+    return item["id"], {n["external_id"]: n["id"] for n in nodes["nodes"]}
+
+
+KNOWLEDGE, RESOURCES = check("(setup) a knowledge item and graph nodes", context_references) or (None, {})
 
 
 def context_get_empty():
@@ -509,12 +522,13 @@ def context_update():
     a = need(agent, "agents.create")
     body = {
         "knowledge_uuids": [KNOWLEDGE],
-        "resource_ids": ["runbook-42"],
+        "resource_ids": [RESOURCES.get("runbook-42")],
         "policy_ids": [],
         "variables": {"region": "eu-west-1", "owner": "sre"},
     }
     c = client.context.update("agent", a["id"], body)
-    expect(c.get("knowledge_uuids") == [KNOWLEDGE] and c.get("resource_ids") == ["runbook-42"], "update", c)
+    expect(c.get("knowledge_uuids") == [KNOWLEDGE] and c.get("resource_ids") == [RESOURCES.get("runbook-42")],
+           "update", c)
     expect(c.get("variables") == {"region": "eu-west-1", "owner": "sre"}, "context.update variables", c)
     g = client.context.get("agent", a["id"])
     expect(g.get("variables", {}).get("region") == "eu-west-1", "context.get after update", g)
@@ -525,12 +539,12 @@ def context_resolve():
     a = need(agent, "agents.create")
     o = need(org, "the organization slug")
     client.context.update("organization", o, {"variables": {"region": "us-east-1", "tier": "gold"},
-                                              "resource_ids": ["org-handbook"]})
+                                              "resource_ids": [RESOURCES.get("org-handbook")]})
     r = client.context.resolve("agent", a["id"])
     v = r.get("variables", {})
     # Layers go organization -> ... -> agent; the later layer wins on a variable.
     expect(v.get("region") == "eu-west-1" and v.get("tier") == "gold" and v.get("owner") == "sre", "merge", r)
-    expect(set(r.get("resource_ids", [])) == {"org-handbook", "runbook-42"}, "resolved resource_ids", r)
+    expect(set(r.get("resource_ids", [])) == set(RESOURCES.values()), "resolved resource_ids", r)
     expect(KNOWLEDGE in r.get("knowledge_uuids", []), "resolved knowledge_uuids", r)
     expect(r.get("layers"), "resolve has no layers", r)
 
