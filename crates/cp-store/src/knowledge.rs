@@ -180,36 +180,36 @@ impl Knowledge<'_> {
         Ok(row.into())
     }
 
-    /// The items among `ids`, in no particular order (unknown ids are left out).
-    pub async fn get_many(&self, ids: &[Uuid]) -> StoreResult<Vec<KnowledgeItem>> {
+    /// The items among `ids`, in no particular order (unknown ids are left out), each with at
+    /// most the first `max_chars` characters of its content: a context may name 1,000 items of
+    /// 1 MiB, and a claim must not read a gigabyte to place a few pages of them.
+    pub async fn get_many(&self, ids: &[Uuid], max_chars: i64) -> StoreResult<Vec<KnowledgeItem>> {
         let mut out = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(100) {
             let rows: Vec<ItemRow> = match self.db {
                 Db::Sqlite(pool, _) => {
                     let hex: Vec<String> = chunk.iter().map(|id| id.simple().to_string()).collect();
-                    sqlx::query_as(concat!(
-                        "SELECT ",
-                        item_columns!(),
-                        " FROM knowledge_items WHERE organization_id = $1 \
-                        AND id IN (SELECT unhex(value) FROM json_each($2))"
-                    ))
+                    sqlx::query_as(
+                        "SELECT id, organization_id, title, substr(content, 1, $3) AS content, tags, source, project_id, \
+                           created_by, created_at, updated_at FROM knowledge_items WHERE organization_id = $1 \
+                         AND id IN (SELECT unhex(value) FROM json_each($2))",
+                    )
                     .bind(self.org)
                     .bind(Json(hex))
+                    .bind(max_chars)
                     .fetch_all(pool)
                     .await?
                 }
-                Db::Postgres(pool, _) => {
-                    sqlx::query_as(concat!(
-                        "SELECT ",
-                        item_columns!(),
-                        " FROM knowledge_items WHERE organization_id = $1 \
-                        AND id = ANY($2)"
-                    ))
-                    .bind(self.org)
-                    .bind(chunk)
-                    .fetch_all(pool)
-                    .await?
-                }
+                Db::Postgres(pool, _) => sqlx::query_as(
+                    "SELECT id, organization_id, title, left(content, $3::int) AS content, tags, source, project_id, \
+                           created_by, created_at, updated_at FROM knowledge_items WHERE organization_id = $1 \
+                         AND id = ANY($2)",
+                )
+                .bind(self.org)
+                .bind(chunk)
+                .bind(max_chars)
+                .fetch_all(pool)
+                .await?,
             };
             out.extend(rows.into_iter().map(KnowledgeItem::from));
         }

@@ -36,7 +36,9 @@ pub async fn with_context(
     }
     let mut out = instructions.unwrap_or_default();
     if !knowledge.is_empty() {
-        let items = state.store.knowledge(org).get_many(knowledge).await?;
+        // One character more than the budget tells an item too long to place whole.
+        let budget = (KNOWLEDGE_TOKEN_BUDGET * CHARS_PER_TOKEN) as i64;
+        let items = state.store.knowledge(org).get_many(knowledge, budget + 1).await?;
         if !items.is_empty() {
             push_section(&mut out, &knowledge_section(items, knowledge, prompt));
         }

@@ -52,14 +52,14 @@ pub async fn search(
     let knowledge = state.store.knowledge(&caller.org_id);
     let hits = knowledge.search(&search).await?;
     let ids: Vec<Uuid> = hits.iter().map(|h| h.id).collect();
-    let items = knowledge.get_many(&ids).await?;
+    let items = knowledge.get_many(&ids, EXCERPT_CHARS as i64).await?;
     let items: Vec<ToolHit> = hits
         .into_iter()
         .map(|h| ToolHit {
             excerpt: items
                 .iter()
                 .find(|i| i.id == h.id)
-                .map(|i| i.content.chars().take(EXCERPT_CHARS).collect())
+                .map(|i| i.content.clone())
                 .unwrap_or_default(),
             id: h.id,
             title: h.title,
