@@ -177,6 +177,32 @@ async fn an_old_database_upgrades_and_reads_back(postgres: bool) {
     assert_eq!(all(&members, "agent_id"), [deployer.as_str()]);
     let members = api.get(&format!("/api/v1/projects/{project}/teams")).await;
     assert_eq!(all(&members, "team_id"), [s(&m["team"]["id"])]);
+    // The context graph's migration projected what was there: the agent, with its model,
+    // skill, environment, team and project.
+    let node = api.get(&format!("/api/v1/graph/nodes/{deployer}")).await;
+    assert_eq!(
+        (node["labels"].clone(), node["properties"]["name"].clone()),
+        (json!(["Agent"]), json!("deployer")),
+        "{node}"
+    );
+    let rels = api
+        .get(&format!(
+            "/api/v1/graph/nodes/{deployer}/relationships?direction=outgoing"
+        ))
+        .await;
+    let mut types: Vec<&str> = rels["relationships"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["type"].as_str())
+        .collect();
+    types.sort();
+    types.dedup();
+    assert_eq!(
+        types,
+        ["BELONGS_TO", "MEMBER_OF", "RUNS_IN", "USES_MODEL", "USES_SKILL"],
+        "{rels}"
+    );
     let context = api.get(&format!("/api/v1/context/agent/{deployer}")).await;
     assert_eq!(context["knowledge_uuids"], m["context"]["knowledge_uuids"], "{context}");
 
