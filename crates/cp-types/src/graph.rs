@@ -264,6 +264,16 @@ pub struct GraphPage {
     pub limit: i64,
 }
 
+impl GraphPage {
+    /// As the one pagination shape (`skip` is its `offset`).
+    pub fn request(&self) -> crate::page::PageRequest {
+        crate::page::PageRequest {
+            limit: self.limit,
+            offset: self.skip,
+        }
+    }
+}
+
 impl GraphListParams {
     pub fn validate(self) -> Result<GraphPage, Vec<FieldIssue>> {
         let mut v = Issues::new();

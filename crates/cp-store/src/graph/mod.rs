@@ -20,6 +20,7 @@ use uuid::Uuid;
 use crate::Store;
 use crate::db::{Db, with_db, write_tx};
 use crate::error::{StoreError, StoreResult};
+use crate::page::page_of;
 
 pub use query::QueryRows;
 
@@ -414,16 +415,15 @@ impl Graph<'_> {
             let q = bind_params!(sqlx::query_as(AssertSqlSafe(sql.clone())).bind(self.org), &params);
             q.bind(page.limit).bind(page.skip).fetch_all(pool).await
         })?;
-        let total = if (rows.len() as i64) < page.limit && (!rows.is_empty() || page.skip == 0) {
-            page.skip + rows.len() as i64
-        } else {
+        let count = async {
             let sql = format!("SELECT COUNT(*) FROM graph_nodes n WHERE {cond}");
-            with_db!(self.db, pool => {
+            Ok(with_db!(self.db, pool => {
                 let q = bind_params!(sqlx::query_scalar(AssertSqlSafe(sql.clone())).bind(self.org), &params);
                 q.fetch_one(pool).await
-            })?
+            })?)
         };
-        Ok((rows.into_iter().map(GraphNode::from).collect(), total))
+        let found = page_of(rows, page.request(), count, |r| Ok(GraphNode::from(r))).await?;
+        Ok((found.items, found.total))
     }
 
     /// The relationships of `node` (which must be the organization's) in `direction`,
@@ -455,11 +455,14 @@ impl Graph<'_> {
         let rows: Vec<RelRow> = with_db!(self.db, pool =>
             sqlx::query_as(AssertSqlSafe(sql)).bind(self.org).bind(node).bind(rel_type).bind(&page.integration)
                 .bind(page.limit).bind(page.skip).fetch_all(pool).await)?;
-        let count_sql = format!("SELECT COUNT(*) FROM graph_relationships r WHERE {cond}");
-        let total: i64 = with_db!(self.db, pool =>
-            sqlx::query_scalar(AssertSqlSafe(count_sql)).bind(self.org).bind(node).bind(rel_type)
-                .bind(&page.integration).fetch_one(pool).await)?;
-        Ok((rows.into_iter().map(GraphRelationship::from).collect(), total))
+        let count = async {
+            let sql = format!("SELECT COUNT(*) FROM graph_relationships r WHERE {cond}");
+            Ok(with_db!(self.db, pool =>
+                sqlx::query_scalar(AssertSqlSafe(sql)).bind(self.org).bind(node).bind(rel_type)
+                    .bind(&page.integration).fetch_one(pool).await)?)
+        };
+        let found = page_of(rows, page.request(), count, |r| Ok(GraphRelationship::from(r))).await?;
+        Ok((found.items, found.total))
     }
 
     /// The ends of up to `max` relationships touching one of `ids` (of `integration` when given).
