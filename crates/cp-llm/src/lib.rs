@@ -5,9 +5,11 @@
 //! [`Delta`] to a callback as it arrives (text, thinking, finished tool calls) and returns the
 //! whole [`Completion`] with the provider's token usage. Requests that fail before anything
 //! was streamed (429, 5xx, a connection error) are retried with exponential backoff,
-//! honouring `Retry-After`.
+//! honouring `Retry-After`. [`Client::embed`] asks an OpenAI-compatible provider for
+//! embeddings.
 
 mod anthropic;
+mod embeddings;
 mod openai;
 mod sse;
 
@@ -158,6 +160,13 @@ pub enum Delta {
     ToolCall(ToolCall),
 }
 
+/// The vectors of an embeddings call, one per input in the inputs' order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Embeddings {
+    pub vectors: Vec<Vec<f32>>,
+    pub prompt_tokens: u64,
+}
+
 /// Why the model stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopReason {
@@ -227,27 +236,46 @@ impl Client {
 
     /// Sends `req` and streams the answer to `on_delta`; the whole completion at the end.
     pub async fn stream(&self, req: &ChatRequest, mut on_delta: impl FnMut(Delta)) -> Result<Completion, LlmError> {
+        let (url, body, headers) = match self.config.provider {
+            Provider::OpenAi => openai::request(&self.config, req),
+            Provider::Anthropic => anthropic::request(&self.config, req),
+        };
+        let resp = self.send(&url, &body, &headers).await?;
+        let events = sse::Events::new(resp, self.config.idle_timeout, self.config.max_response_bytes);
+        match self.config.provider {
+            Provider::OpenAi => openai::read(events, &mut on_delta).await,
+            Provider::Anthropic => anthropic::read(events, &mut on_delta).await,
+        }
+    }
+
+    /// The embeddings of `inputs`, in their order, through the OpenAI-compatible
+    /// `POST {base_url}/embeddings` (OpenAI, Ollama, vLLM, LiteLLM, …). Anthropic has no such API.
+    pub async fn embed(&self, inputs: &[String]) -> Result<Embeddings, LlmError> {
+        if self.config.provider == Provider::Anthropic {
+            return Err(LlmError::Request(
+                "Anthropic has no embeddings API: use an OpenAI-compatible provider".into(),
+            ));
+        }
+        let (url, body, headers) = embeddings::request(&self.config, inputs);
+        let resp = self.send(&url, &body, &headers).await?;
+        let bytes = embeddings::body(resp, self.config.idle_timeout, self.config.max_response_bytes).await?;
+        embeddings::read(&bytes, inputs.len())
+    }
+
+    /// Posts `body` until a success answer starts, retrying what may pass (429, 5xx,
+    /// connection errors) with exponential backoff and the provider's `Retry-After`.
+    async fn send(&self, url: &str, body: &Value, headers: &[(&str, String)]) -> Result<reqwest::Response, LlmError> {
         let mut attempt = 0;
         loop {
-            let (url, body, headers) = match self.config.provider {
-                Provider::OpenAi => openai::request(&self.config, req),
-                Provider::Anthropic => anthropic::request(&self.config, req),
-            };
-            let mut builder = self.http.post(url).json(&body);
+            let mut builder = self.http.post(url).json(body);
             for (name, value) in headers {
-                builder = builder.header(name, value);
+                builder = builder.header(*name, value);
             }
             let sent = tokio::time::timeout(self.config.idle_timeout, builder.send()).await;
             let failure = match sent {
                 Err(_) => Retryable::Yes(LlmError::Timeout(self.config.idle_timeout), None),
                 Ok(Err(e)) => Retryable::Yes(LlmError::Network(e.to_string()), None),
-                Ok(Ok(resp)) if resp.status().is_success() => {
-                    let events = sse::Events::new(resp, self.config.idle_timeout, self.config.max_response_bytes);
-                    return match self.config.provider {
-                        Provider::OpenAi => openai::read(events, &mut on_delta).await,
-                        Provider::Anthropic => anthropic::read(events, &mut on_delta).await,
-                    };
-                }
+                Ok(Ok(resp)) if resp.status().is_success() => return Ok(resp),
                 Ok(Ok(resp)) => classify(resp).await,
             };
             match failure {

@@ -229,11 +229,30 @@ async fn anthropic(State(fake): State<Fake>, headers: HeaderMap, Json(body): Jso
     sse(&events)
 }
 
+/// One vector per input, answered in reverse order (the `index` puts them back): the input's
+/// length and its count of `a`s.
+async fn embeddings(State(fake): State<Fake>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+    fake.requests.lock().unwrap().push((headers.clone(), body.clone()));
+    if let Some(r) = failure(&fake) {
+        return r;
+    }
+    let inputs: Vec<String> = serde_json::from_value(body["input"].clone()).unwrap_or_default();
+    let mut data: Vec<Value> = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, t)| json!({"object": "embedding", "index": i, "embedding": [t.len() as f32, t.matches('a').count() as f32]}))
+        .collect();
+    data.reverse();
+    Json(json!({"object": "list", "data": data, "model": body["model"], "usage": {"prompt_tokens": 9, "total_tokens": 9}}))
+        .into_response()
+}
+
 async fn start() -> (String, Fake) {
     let fake = Fake::default();
     let app = axum::Router::new()
         .route("/v1/chat/completions", axum::routing::post(openai))
         .route("/v1/messages", axum::routing::post(anthropic))
+        .route("/v1/embeddings", axum::routing::post(embeddings))
         .with_state(fake.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -441,4 +460,23 @@ async fn parallel_calls_on_one_index_and_cut_arguments_do_not_fail_the_answer() 
         json!({cp_llm::INVALID_ARGUMENTS: "{\"comm"})
     );
     assert_eq!(done.stop, StopReason::MaxTokens);
+}
+
+#[tokio::test]
+async fn embeddings_come_in_input_order_in_one_request_with_retries() {
+    let (base, fake) = start().await;
+    let inputs = vec!["banana".to_string(), "kiwi".to_string(), "papaya".to_string()];
+    *fake.fail_first.lock().unwrap() = 1;
+    let got = client(Provider::OpenAi, &base).embed(&inputs).await.unwrap();
+    assert_eq!(got.vectors, vec![vec![6.0, 3.0], vec![4.0, 0.0], vec![6.0, 3.0]]);
+    assert_eq!(got.prompt_tokens, 9);
+    let requests = fake.requests.lock().unwrap().clone();
+    assert_eq!(requests.len(), 2, "one 429, then the batch");
+    let (headers, body) = &requests[1];
+    assert_eq!(headers["authorization"], "Bearer sk-test");
+    assert_eq!(body["model"], "test-model");
+    assert_eq!(body["input"], json!(["banana", "kiwi", "papaya"]));
+    let err = client(Provider::Anthropic, &base).embed(&inputs).await.unwrap_err();
+    assert!(matches!(err, LlmError::Request(_)), "{err}");
+    assert_eq!(fake.requests.lock().unwrap().len(), 2, "Anthropic is not asked");
 }
