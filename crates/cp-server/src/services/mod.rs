@@ -15,6 +15,7 @@ pub mod jobs;
 pub mod keys;
 pub mod knowledge;
 pub mod list_cache;
+pub mod model_client;
 pub mod notify;
 pub mod planner;
 pub mod policy;

@@ -2,10 +2,9 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::sync::OnceLock;
 use std::time::Duration;
 
-use cp_llm::{ChatRequest, Client, Message, ModelConfig, Provider, ToolSpec};
+use cp_llm::{ChatRequest, Client, Message, ToolSpec};
 use cp_types::model::{Model, ModelType};
 use cp_types::plan::{PlanRequest, TaskPlan};
 
@@ -14,7 +13,7 @@ use super::check::plan_schema;
 use super::heuristic::{Index, clip};
 use crate::services::caller::Caller;
 use crate::services::error::{ServiceError, ServiceResult};
-use crate::services::vault;
+use crate::services::model_client;
 use crate::state::AppState;
 
 /// Most agents and most teams the model is shown: the best matches of the task.
@@ -61,75 +60,17 @@ pub async fn choose(
     if model.model_type == ModelType::Embedding {
         return Ok(Err(format!("model {} is an embedding model", model.value)));
     }
-    let provider = Provider::for_name(&model.provider);
-    // A model on the provider's own service needs a key; a local server (its own base_url) may not.
-    if model.api_key_secret.is_none() && model.base_url.is_none() {
-        return Ok(Err(format!(
-            "model {} has no API key (set its api_key_secret to a stored secret)",
-            model.value
-        )));
-    }
-    let base_url = model
-        .base_url
-        .clone()
-        .unwrap_or_else(|| provider.default_base_url().to_owned());
-    let allow_private = state.config.allow_private_model_urls;
-    if let Err(e) = cp_net::check_target(&base_url, allow_private).await {
-        return Ok(Err(format!(
-            "model {}'s base_url cannot be used by the server: {e}{}",
-            model.value,
-            if allow_private {
-                ""
-            } else {
-                " (allowed only with --allow-private-model-urls)"
-            }
-        )));
-    }
-    // The key is opened (and its read logged) only for a model the server will call.
-    let api_key = match &model.api_key_secret {
-        Some(name) => match vault::secret_for_server(state, caller, name, "planner").await {
-            Ok(secret) => Some(secret.value),
-            Err(e) if e.code == cp_types::ErrorCode::NotFound => {
-                return Ok(Err(format!(
-                    "the secret '{name}' that holds model {}'s API key is not stored",
-                    model.value
-                )));
-            }
-            Err(e) => return Err(e),
-        },
-        None => None,
+    let mut reach = match model_client::reach(state, caller, &model, "planner").await? {
+        Ok(reach) => reach,
+        Err(why) => return Ok(Err(why)),
     };
-    let http = http_client(allow_private).ok_or_else(ServiceError::internal)?;
-    let mut config = ModelConfig::new(provider, model.provider_model_name());
-    config.base_url = base_url;
-    config.api_key = api_key;
-    config.idle_timeout = Duration::from_secs(90);
+    reach.config.idle_timeout = Duration::from_secs(90);
     // A provider that fails gets one more try; the heuristic answers after that.
-    config.max_retries = 1;
+    reach.config.max_retries = 1;
     Ok(Ok(Planner {
-        client: Client::with_http(config, http),
+        client: Client::with_http(reach.config, reach.http),
         model,
     }))
-}
-
-/// The planner's HTTP clients, public-only and not, built once: building one reads the
-/// system's root certificates (milliseconds of CPU), and a kept client reuses connections.
-fn http_client(allow_private: bool) -> Option<reqwest::Client> {
-    static CLIENTS: [OnceLock<Option<reqwest::Client>>; 2] = [OnceLock::new(), OnceLock::new()];
-    CLIENTS[usize::from(allow_private)]
-        .get_or_init(|| {
-            // No redirects: one to a private IP literal would skip the public-only resolver.
-            let builder = reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(10))
-                .redirect(reqwest::redirect::Policy::none());
-            let builder = if allow_private {
-                builder
-            } else {
-                cp_net::public_only(builder)
-            };
-            builder.build().ok()
-        })
-        .clone()
 }
 
 const SYSTEM: &str = "You plan tasks for an organization's AI agents. Break the task into steps and give each \
