@@ -250,6 +250,14 @@ impl Store {
     pub fn models<'a>(&'a self, org: &'a str) -> Models<'a> {
         Models { db: &self.db, org }
     }
+
+    /// The organizations with an enabled embedding model: those whose knowledge is embedded.
+    pub async fn orgs_with_embedding_models(&self) -> StoreResult<Vec<String>> {
+        Ok(with_db!(&self.db, pool =>
+            sqlx::query_scalar("SELECT DISTINCT organization_id FROM models WHERE model_type = 'embedding' AND enabled \
+                ORDER BY organization_id")
+                .fetch_all(pool).await)?)
+    }
 }
 
 /// The model catalog of one organization.
@@ -320,6 +328,16 @@ impl Models<'_> {
                 .bind(self.org).fetch_optional(pool).await)?
         .ok_or(StoreError::NotFound)?;
         row.into_model()
+    }
+
+    /// The model that embeds the organization's knowledge: its enabled embedding model, the
+    /// default one first, then in display order.
+    pub async fn embedding_model(&self) -> StoreResult<Option<Model>> {
+        let row: Option<ModelRow> = with_db!(self.db, pool =>
+            sqlx::query_as(concat!("SELECT ", model_columns!(), " FROM models WHERE organization_id = $1 \
+                AND model_type = 'embedding' AND enabled ORDER BY is_default DESC, display_order, value LIMIT 1"))
+                .bind(self.org).fetch_optional(pool).await)?;
+        row.map(ModelRow::into_model).transpose()
     }
 
     /// The distinct providers of the catalog, alphabetically.

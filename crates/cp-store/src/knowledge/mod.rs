@@ -1,5 +1,10 @@
 //! Knowledge items and their full-text search: BM25 over SQLite's FTS5 index, `tsvector` with
-//! a GIN index on PostgreSQL (both kept by the database itself, see migration 0024).
+//! a GIN index on PostgreSQL (both kept by the database itself, see migration 0024), and
+//! their embeddings (`vectors`).
+
+mod vectors;
+
+pub use vectors::{Space, ToEmbed, VectorHit};
 
 use cp_types::knowledge::{KnowledgeItem, KnowledgeSummary, PREVIEW_CHARS, Search, SearchHit};
 use cp_types::page::PageRequest;
@@ -260,8 +265,9 @@ impl Knowledge<'_> {
     pub async fn update(&self, id: Uuid, draft: &KnowledgeDraft) -> StoreResult<KnowledgeItem> {
         let row: ItemRow = with_db!(self.db, pool =>
             sqlx::query_as(concat!(
-                "UPDATE knowledge_items SET title = $3, content = $4, tags = $5, source = $6, project_id = $7, \
-                   updated_at = $8 WHERE organization_id = $1 AND id = $2 RETURNING ", item_columns!()))
+                "UPDATE knowledge_items SET revision = revision + CASE WHEN title = $3 AND content = $4 \
+                   AND tags = $5 THEN 0 ELSE 1 END, title = $3, content = $4, tags = $5, source = $6, \
+                   project_id = $7, updated_at = $8 WHERE organization_id = $1 AND id = $2 RETURNING ", item_columns!()))
                 .bind(self.org).bind(id).bind(draft.title.trim()).bind(&draft.content).bind(Json(&draft.tags))
                 .bind(&draft.source).bind(draft.project_id).bind(now())
                 .fetch_optional(pool).await)?
