@@ -47,6 +47,11 @@ pub async fn serve(
         .config
         .webhook_sender
         .then(|| tokio::spawn(services::webhooks::run(state.clone(), Duration::from_millis(500))));
+    // Knowledge items are embedded in the background; a written item or model wakes it.
+    let embedder = tokio::spawn(services::knowledge::embeddings::run(
+        state.clone(),
+        Duration::from_secs(60),
+    ));
     let hub = state.hub.clone();
     let (policies, store) = (state.policies.clone(), state.store.clone());
     let shutdown = async move {
@@ -66,6 +71,7 @@ pub async fn serve(
     background.abort();
     reaper.abort();
     workflows.abort();
+    embedder.abort();
     if let Some(j) = jobs {
         j.abort();
     }

@@ -156,7 +156,7 @@ pub fn normalize_tags(tags: Vec<String>) -> Vec<String> {
 #[into_params(parameter_in = Query)]
 pub struct SearchParams {
     /// Words to look for: the items holding all of them come first, ranked by BM25, then those
-    /// holding some.
+    /// holding some; blended with the items nearest in meaning when there is an embedding model.
     #[param(min_length = 1, max_length = 1000)]
     pub q: Option<String>,
     /// Comma-separated tags the items must all carry.
@@ -170,6 +170,8 @@ pub struct SearchParams {
 /// A validated search.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Search {
+    /// The query as asked (what an embedding model reads).
+    pub text: String,
     /// The query's words: letters and digits only, at most 32.
     pub terms: Vec<String>,
     pub tags: Vec<String>,
@@ -202,6 +204,7 @@ impl SearchParams {
         );
         v.finish()?;
         Ok(Search {
+            text: q.trim().to_string(),
             terms,
             tags,
             limit,
@@ -257,7 +260,7 @@ pub struct SearchResults {
     pub items: Vec<SearchHit>,
     pub count: usize,
     pub mode: SearchMode,
-    /// Why the search was full text only, when it was.
+    /// Why the search was full text only, or how many items are not embedded yet.
     pub note: Option<String>,
 }
 

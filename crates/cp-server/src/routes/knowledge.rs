@@ -62,7 +62,8 @@ async fn create_knowledge(
 }
 
 /// The items holding all of `q`'s words, then those holding some (each carrying every tag of
-/// `tags`), best first, each with the passage that matched (the words between `**`).
+/// `tags`), best first, each with the passage that matched (the words between `**`). With an
+/// enabled embedding model the items nearest in meaning are blended in (`mode: hybrid`).
 #[utoipa::path(get, path = "/api/v1/knowledge/search", tag = "knowledge", params(SearchParams),
     responses((status = 200, body = SearchResults), (status = 422, body = cp_types::ErrorEnvelope)))]
 async fn search_knowledge(

@@ -81,6 +81,8 @@ async fn create_model(
 ) -> ServiceResult<(StatusCode, Json<Model>)> {
     req.validate()?;
     let model = state.store.models(&auth.org_id).create(&req).await?;
+    // An embedding model puts the organization's knowledge in line to be embedded.
+    state.embedders.wake();
     Ok((StatusCode::CREATED, Json(model)))
 }
 
@@ -129,7 +131,9 @@ async fn update_model(
     req.validate()?;
     let models = state.store.models(&auth.org_id);
     let current = models.find(&model).await.map_err(not_found)?;
-    Ok(Json(models.update(current.id, &req).await.map_err(not_found)?))
+    let model = models.update(current.id, &req).await.map_err(not_found)?;
+    state.embedders.wake();
+    Ok(Json(model))
 }
 
 /// Deletes a model that is not the default and that no agent or team uses (else 409).

@@ -15,6 +15,7 @@ mod faults;
 mod graph;
 mod jobs;
 mod knowledge;
+mod knowledge_embeddings;
 mod planning;
 mod policies;
 mod policy_enforcement;

@@ -1,16 +1,19 @@
 //! Knowledge items: the writes (with the project they name checked), search, the ids a
 //! context may name, and what a run's context brings into its instructions (`run`).
 
+pub mod embeddings;
 pub mod run;
 pub mod tools;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
 use cp_store::knowledge::KnowledgeDraft;
 use cp_types::FieldIssue;
 use cp_types::context::UpdateContext;
 use cp_types::knowledge::{
-    CreateKnowledge, KnowledgeItem, Search, SearchMode, SearchResults, UpdateKnowledge, normalize_tags,
+    CreateKnowledge, KnowledgeItem, PREVIEW_CHARS, Search, SearchHit, SearchMode, SearchResults, UpdateKnowledge,
+    normalize_tags,
 };
 use uuid::Uuid;
 
@@ -29,7 +32,9 @@ pub async fn create(state: &AppState, caller: &Caller, req: CreateKnowledge) -> 
     };
     check_project(state, &caller.org_id, draft.project_id).await?;
     let by = caller.key_id.to_string();
-    Ok(state.store.knowledge(&caller.org_id).create(&draft, Some(&by)).await?)
+    let item = state.store.knowledge(&caller.org_id).create(&draft, Some(&by)).await?;
+    state.embedders.wake();
+    Ok(item)
 }
 
 pub async fn update(state: &AppState, caller: &Caller, id: Uuid, req: UpdateKnowledge) -> ServiceResult<KnowledgeItem> {
@@ -46,7 +51,9 @@ pub async fn update(state: &AppState, caller: &Caller, id: Uuid, req: UpdateKnow
     if draft.project_id != current.project_id {
         check_project(state, &caller.org_id, draft.project_id).await?;
     }
-    items.update(id, &draft).await.map_err(or_not_found("knowledge item"))
+    let item = items.update(id, &draft).await.map_err(or_not_found("knowledge item"))?;
+    state.embedders.wake();
+    Ok(item)
 }
 
 async fn check_project(state: &AppState, org: &str, project: Option<Uuid>) -> ServiceResult<()> {
@@ -61,14 +68,108 @@ async fn check_project(state: &AppState, org: &str, project: Option<Uuid>) -> Se
     Ok(())
 }
 
-/// Full-text search, ranked by BM25.
+/// How deep each ranking is read before they are blended.
+const FUSED_DEPTH: i64 = 100;
+/// Reciprocal rank fusion's constant: an item's blended score is the sum over the rankings of
+/// 1 / (K + its rank there).
+const RRF_K: f64 = 60.0;
+/// Longest wait for the query's embedding before search falls back to full text.
+const QUERY_EMBEDDING_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Search: BM25 alone, or blended with the nearest vectors when the organization has an
+/// embedding model (`mode` says which, `note` why not or what is not embedded yet).
 pub async fn search(state: &AppState, caller: &Caller, search: Search) -> ServiceResult<SearchResults> {
-    let items = state.store.knowledge(&caller.org_id).search(&search).await?;
+    let items = state.store.knowledge(&caller.org_id);
+    let embedder = match embeddings::embedder(state, caller).await? {
+        Ok(e) => e,
+        Err(why) => return full_text(state, caller, &search, why).await,
+    };
+    let client = embedder.client(0, QUERY_EMBEDDING_TIMEOUT);
+    let query = match client.embed(std::slice::from_ref(&search.text)).await {
+        Ok(mut got) => got.vectors.pop().unwrap_or_default(),
+        Err(e) => {
+            tracing::warn!(org = %caller.org_id, error = %e, "cannot embed a knowledge search");
+            let why = format!(
+                "the embedding model {} failed ({})",
+                embedder.model.value,
+                embeddings::failure_reason(&e)
+            );
+            return full_text(state, caller, &search, why).await;
+        }
+    };
+    let depth = Search {
+        limit: FUSED_DEPTH.max(search.limit),
+        ..search.clone()
+    };
+    let lexical = items.search(&depth).await?;
+    let semantic = items
+        .nearest(&embedder.space, &query, &search, FUSED_DEPTH as usize)
+        .await?;
+    let mut fused: HashMap<uuid::Uuid, f64> = HashMap::new();
+    let ranks = lexical
+        .iter()
+        .map(|h| h.id)
+        .enumerate()
+        .chain(semantic.iter().map(|h| h.id).enumerate());
+    for (rank, id) in ranks {
+        *fused.entry(id).or_default() += 1.0 / (RRF_K + rank as f64 + 1.0);
+    }
+    let mut order: Vec<(uuid::Uuid, f64)> = fused.into_iter().collect();
+    order.sort_by(|a, b| b.1.total_cmp(&a.1).then(b.0.cmp(&a.0)));
+    order.truncate(search.limit as usize);
+    // Items found by meaning alone show their opening instead of a matched passage.
+    let unmatched: Vec<uuid::Uuid> = order
+        .iter()
+        .map(|(id, _)| *id)
+        .filter(|id| !lexical.iter().any(|h| h.id == *id))
+        .collect();
+    let openings = items.get_many(&unmatched, PREVIEW_CHARS as i64).await?;
+    let best = order.first().map_or(1.0, |(_, s)| *s);
+    let mut lexical: HashMap<uuid::Uuid, SearchHit> = lexical.into_iter().map(|h| (h.id, h)).collect();
+    let hits: Vec<SearchHit> = order
+        .into_iter()
+        .filter_map(|(id, score)| {
+            let hit = lexical.remove(&id).or_else(|| {
+                openings.iter().find(|i| i.id == id).map(|i| SearchHit {
+                    id,
+                    title: i.title.clone(),
+                    tags: i.tags.clone(),
+                    source: i.source.clone(),
+                    project_id: i.project_id,
+                    score: 0.0,
+                    snippet: i.content.clone(),
+                    updated_at: i.updated_at,
+                })
+            })?;
+            Some(SearchHit {
+                score: score / best,
+                ..hit
+            })
+        })
+        .collect();
+    let (embedded, total) = items.embedding_coverage(&embedder.space).await?;
+    let note = (embedded < total).then(|| {
+        format!(
+            "{} of {total} items are not embedded yet: they rank by their words alone",
+            total - embedded
+        )
+    });
+    Ok(SearchResults {
+        count: hits.len(),
+        items: hits,
+        mode: SearchMode::Hybrid,
+        note,
+    })
+}
+
+/// BM25 alone, with the reason.
+async fn full_text(state: &AppState, caller: &Caller, search: &Search, why: String) -> ServiceResult<SearchResults> {
+    let items = state.store.knowledge(&caller.org_id).search(search).await?;
     Ok(SearchResults {
         count: items.len(),
         items,
         mode: SearchMode::FullText,
-        note: Some("full-text ranking only: the organization has no enabled embedding model".into()),
+        note: Some(format!("full-text ranking only: {why}")),
     })
 }
 

@@ -41,6 +41,7 @@ pub async fn search(
         return Err(ServiceError::invalid("query", "must contain at least one word"));
     }
     let search = Search {
+        text: query.trim().to_string(),
         terms,
         tags: config["tags"]
             .as_array()
@@ -49,8 +50,8 @@ pub async fn search(
         limit: config["max_results"].as_i64().unwrap_or(5).clamp(1, 20),
         project_id: None,
     };
+    let hits = super::search(state, caller, search).await?.items;
     let knowledge = state.store.knowledge(&caller.org_id);
-    let hits = knowledge.search(&search).await?;
     let ids: Vec<Uuid> = hits.iter().map(|h| h.id).collect();
     let items = knowledge.get_many(&ids, EXCERPT_CHARS as i64).await?;
     let items: Vec<ToolHit> = hits
