@@ -328,13 +328,15 @@ async fn classify(resp: reqwest::Response) -> Retryable {
     }
 }
 
-/// The first 64 KiB of an error answer's body: enough for any message, and no more is read.
+/// The first 64 KiB of an error answer's body, or what came within 10 s: enough for any
+/// message, and a provider that trickles it cannot hold the caller.
 async fn error_body(mut resp: reqwest::Response) -> String {
     const MOST: usize = 64 << 10;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let mut body = Vec::new();
     while body.len() < MOST {
-        match resp.chunk().await {
-            Ok(Some(chunk)) => body.extend_from_slice(&chunk[..chunk.len().min(MOST - body.len())]),
+        match tokio::time::timeout_at(deadline, resp.chunk()).await {
+            Ok(Ok(Some(chunk))) => body.extend_from_slice(&chunk[..chunk.len().min(MOST - body.len())]),
             _ => break,
         }
     }
