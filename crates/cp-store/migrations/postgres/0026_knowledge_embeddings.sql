@@ -20,3 +20,6 @@ CREATE TABLE knowledge_embeddings (
 );
 CREATE INDEX knowledge_embeddings_org ON knowledge_embeddings(organization_id, space);
 CREATE INDEX knowledge_embeddings_model ON knowledge_embeddings(model_id);
+
+-- The embedder walks an organization's items in `doc` order.
+CREATE INDEX knowledge_items_org_doc ON knowledge_items(organization_id, doc);

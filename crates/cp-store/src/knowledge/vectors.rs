@@ -6,7 +6,7 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::Knowledge;
-use crate::db::{with_db, with_db_sql};
+use crate::db::{with_db, with_db_sql, write_tx};
 use crate::error::StoreResult;
 use cp_types::knowledge::Search;
 use cp_types::now;
@@ -56,19 +56,20 @@ const SAVE: &str = "\
     INSERT INTO knowledge_embeddings (doc, organization_id, model_id, space, revision, vector, embedded_at) \
     SELECT doc, organization_id, $3, $7, revision, $5, $6 FROM knowledge_items \
     WHERE organization_id = $1 AND doc = $2 AND revision = $4 \
-    ON CONFLICT (doc) DO UPDATE SET model_id = excluded.model_id, space = excluded.space, \
-      revision = excluded.revision, vector = excluded.vector, embedded_at = excluded.embedded_at";
+    ON CONFLICT (doc) DO UPDATE SET organization_id = excluded.organization_id, model_id = excluded.model_id, \
+      space = excluded.space, revision = excluded.revision, vector = excluded.vector, \
+      embedded_at = excluded.embedded_at";
 
 /// The current vectors of a space for the items a search may return (project and tags as in
 /// full-text search).
 const VECTORS: (&str, &str) = (
     "SELECT k.id, e.vector FROM knowledge_embeddings e CROSS JOIN knowledge_items k ON k.doc = e.doc \
-     WHERE e.organization_id = $1 AND e.space = $2 AND e.revision = k.revision \
+     WHERE e.organization_id = $1 AND k.organization_id = $1 AND e.space = $2 AND e.revision = k.revision \
        AND ($3 IS NULL OR k.project_id = $3) \
        AND (SELECT COUNT(*) FROM json_each($4) t \
             WHERE EXISTS (SELECT 1 FROM json_each(k.tags) kt WHERE kt.value = t.value)) = json_array_length($4)",
     "SELECT k.id, e.vector FROM knowledge_embeddings e JOIN knowledge_items k ON k.doc = e.doc \
-     WHERE e.organization_id = $1 AND e.space = $2 AND e.revision = k.revision \
+     WHERE e.organization_id = $1 AND k.organization_id = $1 AND e.space = $2 AND e.revision = k.revision \
        AND ($3::uuid IS NULL OR k.project_id = $3) AND k.tags @> $4::jsonb",
 );
 
@@ -88,19 +89,21 @@ impl Knowledge<'_> {
                 .fetch_all(pool).await)?)
     }
 
-    /// Stores the vectors of `space` (made from the items' `revision`), unit length; returns how
-    /// many were stored (an item written or deleted meanwhile is skipped: it waits again).
+    /// Stores the vectors of `space` (made from the items' `revision`), unit length, in one
+    /// transaction; returns how many were stored (an item written or deleted meanwhile is
+    /// skipped: it waits again). An empty vector marks a revision the provider refused: it is
+    /// no longer pending, and no query is near it.
     pub async fn save_embeddings(&self, space: &Space, vectors: &[(i64, i64, Vec<f32>)]) -> StoreResult<u64> {
         let at = now();
-        let mut stored = 0;
-        for (doc, revision, vector) in vectors {
-            let bytes = encode(vector);
-            stored += with_db!(self.db, pool =>
-                sqlx::query(SAVE).bind(self.org).bind(doc).bind(space.model_id).bind(revision).bind(&bytes).bind(at)
-                    .bind(&space.name)
-                    .execute(pool).await.map(|r| r.rows_affected()))?;
-        }
-        Ok(stored)
+        Ok(write_tx!(self.db, tx, _pg => {
+            let mut stored = 0;
+            for (doc, revision, vector) in vectors {
+                stored += sqlx::query(SAVE).bind(self.org).bind(doc).bind(space.model_id).bind(revision)
+                    .bind(encode(vector)).bind(at).bind(&space.name)
+                    .execute(&mut *tx).await?.rows_affected();
+            }
+            stored
+        }))
     }
 
     /// How many items have a current vector of `space`, and how many items there are.
@@ -127,18 +130,29 @@ impl Knowledge<'_> {
     ) -> StoreResult<Vec<VectorHit>> {
         let query = unit(query);
         let mut hits = Vec::new();
+        let by_similarity = |a: &VectorHit, b: &VectorHit| b.similarity.total_cmp(&a.similarity);
         with_db_sql!(self.db, pool, sql = (VECTORS.0, VECTORS.1) => {
             let mut rows = sqlx::query_as::<_, (Uuid, Vec<u8>)>(sql)
                 .bind(self.org).bind(&space.name).bind(search.project_id).bind(Json(&search.tags))
                 .fetch(pool);
+            let mut read = 0u32;
             while let Some((id, bytes)) = rows.try_next().await? {
                 // Unrelated (orthogonal or opposite) items are no match at all.
                 if let Some(similarity) = dot(&bytes, &query).filter(|s| *s > 0.0) {
                     hits.push(VectorHit { id, similarity });
                 }
+                // Only the best `k` are kept, and the scan lets other tasks run now and then.
+                if hits.len() >= 4 * k.max(1) {
+                    hits.select_nth_unstable_by(k, by_similarity);
+                    hits.truncate(k);
+                }
+                read += 1;
+                if read.is_multiple_of(1024) {
+                    tokio::task::yield_now().await;
+                }
             }
         });
-        hits.sort_by(|a, b| b.similarity.total_cmp(&a.similarity));
+        hits.sort_by(by_similarity);
         hits.truncate(k);
         Ok(hits)
     }
