@@ -82,7 +82,7 @@ async fn create_model(
     req.validate()?;
     let model = state.store.models(&auth.org_id).create(&req).await?;
     // An embedding model puts the organization's knowledge in line to be embedded.
-    state.embedders.wake();
+    state.embedders.wake(&auth.org_id);
     Ok((StatusCode::CREATED, Json(model)))
 }
 
@@ -132,7 +132,7 @@ async fn update_model(
     let models = state.store.models(&auth.org_id);
     let current = models.find(&model).await.map_err(not_found)?;
     let model = models.update(current.id, &req).await.map_err(not_found)?;
-    state.embedders.wake();
+    state.embedders.wake(&auth.org_id);
     Ok(Json(model))
 }
 

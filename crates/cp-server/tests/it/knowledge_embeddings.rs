@@ -67,6 +67,14 @@ async fn embeddings(
         )
             .into_response();
     }
+    // As a provider refuses an input longer than the model's context: the whole request.
+    if inputs
+        .iter()
+        .any(|t| t.contains("OVERSIZE") || t.contains("UNEMBEDDABLE"))
+    {
+        let error = json!({"error": {"message": "This model's maximum context length is 8192 tokens"}});
+        return (StatusCode::BAD_REQUEST, Json(error)).into_response();
+    }
     let data: Vec<Value> = inputs
         .iter()
         .enumerate()
@@ -211,6 +219,41 @@ both_backends! {
         assert_eq!(search(&app, &me, "food").await["note"], Value::Null);
         let queries = fake.batches().len() - before;
         assert_eq!(queries, 1, "only the query was embedded");
+
+        // A deleted item is gone from meaning too.
+        let r = app.req(Method::DELETE, &format!("/api/v1/knowledge/{lunch}")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(ids(&search(&app, &me, "food").await), [automobile.as_str()]);
+    }
+
+    async fn items_the_model_refuses_are_split_out_and_found_by_their_words(backend: Backend) {
+        let app = TestApp::spawn(backend).await;
+        let (url, fake) = provider().await;
+        let me = app.key("default", Role::Admin).await;
+        for i in 0..5 {
+            create(&app, &me, &format!("Engine note {i}"), "About the automobile.").await;
+        }
+        // Too long as a whole (the marker is past its opening), and refused however it is cut.
+        let long = format!("A vehicle manual. {} OVERSIZE", "page ".repeat(200));
+        let manual = create(&app, &me, "Huge vehicle manual", &long).await;
+        let refused = create(&app, &me, "UNEMBEDDABLE notes", "Vehicle notes.").await;
+        embedding_model(&app, &me, &url, "sk-embed").await;
+
+        // Every item is settled: the manual by its opening, the refused one without a vector.
+        let v = until_embedded(&app, &me, "car", |v| v["count"] == 6).await;
+        assert!(ids(&v).contains(&manual.as_str()), "{v}");
+        assert!(!ids(&v).contains(&refused.as_str()), "{v}");
+        assert_eq!(ids(&search(&app, &me, "unembeddable").await), [refused.as_str()]);
+        let batches = fake.batches();
+        assert!(batches.iter().any(|(_, inputs)| inputs.len() == 7), "{batches:?}");
+        assert!(batches.iter().any(|(_, inputs)| inputs.len() == 1 && inputs[0].contains("OVERSIZE")));
+
+        // Rewritten, it is embedded again.
+        let r = app.req(Method::PATCH, &format!("/api/v1/knowledge/{refused}"))
+            .json(&json!({"title": "Plain notes"})).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let v = until_embedded(&app, &me, "car", |v| v["count"] == 7).await;
+        assert!(ids(&v).contains(&refused.as_str()), "{v}");
     }
 
     async fn search_says_why_it_is_full_text_when_the_model_cannot_be_used(backend: Backend) {

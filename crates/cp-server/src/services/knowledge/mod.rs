@@ -6,7 +6,6 @@ pub mod run;
 pub mod tools;
 
 use std::collections::{HashMap, HashSet};
-use std::time::Duration;
 
 use cp_store::knowledge::KnowledgeDraft;
 use cp_types::FieldIssue;
@@ -33,7 +32,7 @@ pub async fn create(state: &AppState, caller: &Caller, req: CreateKnowledge) -> 
     check_project(state, &caller.org_id, draft.project_id).await?;
     let by = caller.key_id.to_string();
     let item = state.store.knowledge(&caller.org_id).create(&draft, Some(&by)).await?;
-    state.embedders.wake();
+    state.embedders.wake(&caller.org_id);
     Ok(item)
 }
 
@@ -52,7 +51,7 @@ pub async fn update(state: &AppState, caller: &Caller, id: Uuid, req: UpdateKnow
         check_project(state, &caller.org_id, draft.project_id).await?;
     }
     let item = items.update(id, &draft).await.map_err(or_not_found("knowledge item"))?;
-    state.embedders.wake();
+    state.embedders.wake(&caller.org_id);
     Ok(item)
 }
 
@@ -73,27 +72,23 @@ const FUSED_DEPTH: i64 = 100;
 /// Reciprocal rank fusion's constant: an item's blended score is the sum over the rankings of
 /// 1 / (K + its rank there).
 const RRF_K: f64 = 60.0;
-/// Longest wait for the query's embedding before search falls back to full text.
-const QUERY_EMBEDDING_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Search: BM25 alone, or blended with the nearest vectors when the organization has an
 /// embedding model (`mode` says which, `note` why not or what is not embedded yet).
 pub async fn search(state: &AppState, caller: &Caller, search: Search) -> ServiceResult<SearchResults> {
     let items = state.store.knowledge(&caller.org_id);
-    let embedder = match embeddings::embedder(state, caller).await? {
-        Ok(e) => e,
-        Err(why) => return full_text(state, caller, &search, why).await,
-    };
-    let client = embedder.client(0, QUERY_EMBEDDING_TIMEOUT);
-    let query = match client.embed(std::slice::from_ref(&search.text)).await {
-        Ok(mut got) => got.vectors.pop().unwrap_or_default(),
+    let embedder = match embeddings::embedder(state, caller).await {
+        Ok(Ok(e)) => e,
+        Ok(Err(why)) => return full_text(state, caller, &search, why).await,
         Err(e) => {
-            tracing::warn!(org = %caller.org_id, error = %e, "cannot embed a knowledge search");
-            let why = format!(
-                "the embedding model {} failed ({})",
-                embedder.model.value,
-                embeddings::failure_reason(&e)
-            );
+            tracing::error!(org = %caller.org_id, code = ?e.code, "cannot reach the embedding model");
+            let why = "the server cannot reach the embedding model".to_string();
+            return full_text(state, caller, &search, why).await;
+        }
+    };
+    let query = match embedder.embed_query(&search.text).await {
+        Ok(v) => v,
+        Err(why) => {
+            let why = format!("the embedding model {} failed ({why})", embedder.model.value);
             return full_text(state, caller, &search, why).await;
         }
     };
