@@ -14,7 +14,7 @@ CREATE TABLE knowledge_embeddings (
     model_id UUID NOT NULL REFERENCES models(id) ON DELETE CASCADE,
     space TEXT NOT NULL,
     revision BIGINT NOT NULL,
-    -- Unit length, little-endian f32s: similarity is a dot product.
+    -- Unit length, as a little-endian f32 scale and one signed byte per dimension.
     vector BYTEA NOT NULL,
     embedded_at TIMESTAMPTZ NOT NULL
 );

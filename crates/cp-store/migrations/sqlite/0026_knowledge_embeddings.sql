@@ -14,7 +14,7 @@ CREATE TABLE knowledge_embeddings (
     model_id BLOB NOT NULL REFERENCES models(id) ON DELETE CASCADE,
     space TEXT NOT NULL,
     revision INTEGER NOT NULL,
-    -- Unit length, little-endian f32s: similarity is a dot product.
+    -- Unit length, as a little-endian f32 scale and one signed byte per dimension.
     vector BLOB NOT NULL,
     embedded_at TEXT NOT NULL
 );

@@ -13,7 +13,7 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use crate::Store;
-use crate::db::{Db, with_db, with_db_sql};
+use crate::db::{Db, with_db, with_db_sql, write_tx};
 use crate::error::{StoreError, StoreResult};
 use crate::page::page_of;
 
@@ -262,17 +262,27 @@ impl Knowledge<'_> {
         Ok(row.into())
     }
 
+    /// Rewrites an item. A change of what it is embedded from (title, tags, content) raises
+    /// its revision and drops its vector in the same transaction: a vector stored is current.
     pub async fn update(&self, id: Uuid, draft: &KnowledgeDraft) -> StoreResult<KnowledgeItem> {
-        let row: ItemRow = with_db!(self.db, pool =>
-            sqlx::query_as(concat!(
+        let row: Option<ItemRow> = write_tx!(self.db, tx, _pg => {
+            let row: Option<ItemRow> = sqlx::query_as(concat!(
                 "UPDATE knowledge_items SET revision = revision + CASE WHEN title = $3 AND content = $4 \
                    AND tags = $5 THEN 0 ELSE 1 END, title = $3, content = $4, tags = $5, source = $6, \
                    project_id = $7, updated_at = $8 WHERE organization_id = $1 AND id = $2 RETURNING ", item_columns!()))
                 .bind(self.org).bind(id).bind(draft.title.trim()).bind(&draft.content).bind(Json(&draft.tags))
                 .bind(&draft.source).bind(draft.project_id).bind(now())
-                .fetch_optional(pool).await)?
-        .ok_or(StoreError::NotFound)?;
-        Ok(row.into())
+                .fetch_optional(&mut *tx).await?;
+            if row.is_some() {
+                sqlx::query(
+                    "DELETE FROM knowledge_embeddings WHERE doc = (SELECT doc FROM knowledge_items \
+                       WHERE organization_id = $1 AND id = $2) \
+                     AND revision <> (SELECT revision FROM knowledge_items WHERE organization_id = $1 AND id = $2)")
+                    .bind(self.org).bind(id).execute(&mut *tx).await?;
+            }
+            row
+        });
+        Ok(row.ok_or(StoreError::NotFound)?.into())
     }
 
     pub async fn delete(&self, id: Uuid) -> StoreResult<()> {
