@@ -67,8 +67,9 @@ async fn check_project(state: &AppState, org: &str, project: Option<Uuid>) -> Se
     Ok(())
 }
 
-/// How deep each ranking is read before they are blended.
-const FUSED_DEPTH: i64 = 100;
+/// How deep each ranking is read before they are blended: three per result asked for, within
+/// these bounds (highlighting passages is most of full-text search's cost).
+const FUSED_DEPTH: std::ops::RangeInclusive<i64> = 30..=100;
 /// Reciprocal rank fusion's constant: an item's blended score is the sum over the rankings of
 /// 1 / (K + its rank there).
 const RRF_K: f64 = 60.0;
@@ -93,12 +94,12 @@ pub async fn search(state: &AppState, caller: &Caller, search: Search) -> Servic
         }
     };
     let depth = Search {
-        limit: FUSED_DEPTH.max(search.limit),
+        limit: (search.limit * 3).clamp(*FUSED_DEPTH.start(), *FUSED_DEPTH.end()),
         ..search.clone()
     };
     let lexical = items.search(&depth).await?;
     let semantic = items
-        .nearest(&embedder.space, &query, &search, FUSED_DEPTH as usize)
+        .nearest(&embedder.space, &query, &search, depth.limit as usize)
         .await?;
     let mut fused: HashMap<uuid::Uuid, f64> = HashMap::new();
     let ranks = lexical
