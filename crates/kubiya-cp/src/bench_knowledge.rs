@@ -1,9 +1,15 @@
-//! The knowledge scenario: full-text search over 100,000 knowledge items, and a 2-hop Cypher
-//! query over a context graph of 100,000 nodes and 300,000 relationships, each measured one
+//! The knowledge scenario: full-text search over 100,000 knowledge items, a 2-hop Cypher
+//! query over a context graph of 100,000 nodes and 300,000 relationships, then hybrid search
+//! once a fake embedding model in this process has embedded every item; each measured one
 //! request after another (p50, p99) once the data is loaded.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::extract::State;
 
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
@@ -22,6 +28,8 @@ const BATCH: usize = 1000;
 const LOADERS: usize = 4;
 /// Words the generated texts draw from.
 const VOCABULARY: usize = 5000;
+/// Dimensions of the fake embedding model's vectors (those of a small real model).
+const DIMENSIONS: usize = 384;
 
 /// A cheap deterministic generator (xorshift), so every run loads the same data.
 struct Rng(u64);
@@ -98,6 +106,25 @@ pub async fn run(addr: SocketAddr, key: &str, duration: Duration) -> anyhow::Res
         )
     })
     .await?;
+    let (llm, embeddings_requests, fake) = fake_embeddings().await?;
+    let t = Instant::now();
+    embedding_model(&mut conn, llm).await?;
+    eprintln!(
+        "knowledge: {ITEMS} items embedded in {:.0} s ({} embeddings requests)",
+        t.elapsed().as_secs_f64(),
+        embeddings_requests.load(Ordering::Relaxed)
+    );
+    let mut rng = Rng(0x5eed_cafe);
+    let hybrid = measure(&mut conn, duration, |_| {
+        let q = format!("{} {}", word(rng.below(200)), word(200 + rng.below(2000)));
+        (
+            "GET",
+            format!("/api/v1/knowledge/search?q={}&limit=10", q.replace(' ', "%20")),
+            None,
+        )
+    })
+    .await?;
+    fake.abort();
     println!();
     println!("kubiya-cp bench --only knowledge: one request at a time, server on {addr}");
     println!(
@@ -106,6 +133,10 @@ pub async fn run(addr: SocketAddr, key: &str, duration: Duration) -> anyhow::Res
     );
     for (name, part) in [
         (format!("GET /knowledge/search (2 words, {ITEMS} items)"), &search),
+        (
+            format!("GET /knowledge/search hybrid ({ITEMS} items, {DIMENSIONS} dims)"),
+            &hybrid,
+        ),
         (
             format!("POST /graph/query 2 hops ({NODES} nodes, {} rels)", NODES * OUT_DEGREE),
             &hops,
@@ -123,6 +154,65 @@ pub async fn run(addr: SocketAddr, key: &str, duration: Duration) -> anyhow::Res
         );
     }
     Ok(())
+}
+
+/// A fake OpenAI-compatible embeddings provider on loopback: each word of a text adds to one
+/// dimension (feature hashing), so texts sharing words point the same way. Counts requests.
+async fn fake_embeddings() -> anyhow::Result<(SocketAddr, Arc<AtomicU64>, tokio::task::JoinHandle<()>)> {
+    async fn embed(State(requests): State<Arc<AtomicU64>>, Json(body): Json<Value>) -> Json<Value> {
+        requests.fetch_add(1, Ordering::Relaxed);
+        let data: Vec<Value> = body["input"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+            .map(|(i, text)| {
+                let mut v = vec![0f32; DIMENSIONS];
+                for w in text.as_str().unwrap_or_default().split_whitespace() {
+                    let h = w.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+                    });
+                    v[(h % DIMENSIONS as u64) as usize] += 1.0;
+                }
+                json!({"object": "embedding", "index": i, "embedding": v})
+            })
+            .collect();
+        Json(json!({"object": "list", "data": data, "usage": {"prompt_tokens": 0, "total_tokens": 0}}))
+    }
+    let requests = Arc::new(AtomicU64::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let app = axum::Router::new()
+        .route("/v1/embeddings", axum::routing::post(embed))
+        .with_state(requests.clone());
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok((addr, requests, task))
+}
+
+/// Adds the fake as the organization's embedding model and waits until every item is embedded.
+async fn embedding_model(conn: &mut Conn, llm: SocketAddr) -> anyhow::Result<()> {
+    let secret = json!({"name": "BENCH_EMBED_KEY", "value": "sk-bench"});
+    conn.json("POST", "/api/v1/secrets", Some(&secret.to_string()), 201)
+        .await?;
+    let model = json!({"value": "bench/embed", "label": "Embed", "provider": "openai", "model_type": "embedding",
+        "base_url": format!("http://{llm}/v1"), "api_key_secret": "BENCH_EMBED_KEY"});
+    conn.json("POST", "/api/v1/models", Some(&model.to_string()), 201)
+        .await?;
+    let started = Instant::now();
+    loop {
+        let v = conn
+            .json("GET", "/api/v1/knowledge/search?q=wa&limit=1", None, 200)
+            .await?;
+        if v["mode"] == "hybrid" && v["note"].is_null() {
+            return Ok(());
+        }
+        if started.elapsed() > Duration::from_secs(1800) {
+            bail!("items not embedded in 30 minutes: {v}");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 /// Requests made back to back for `duration`; `next(n)` says the n-th one.
