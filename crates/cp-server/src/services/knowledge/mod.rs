@@ -97,6 +97,9 @@ pub async fn search(state: &AppState, caller: &Caller, search: Search) -> Servic
         limit: (search.limit * 3).clamp(*FUSED_DEPTH.start(), *FUSED_DEPTH.end()),
         ..search.clone()
     };
+    // Counted before the scan: vectors saved meanwhile must not make the note say none waits
+    // while the scan missed them.
+    let (embedded, total) = items.embedding_coverage(&embedder.space).await?;
     let lexical = items.search(&depth).await?;
     let semantic = items
         .nearest(&embedder.space, &query, &search, depth.limit as usize)
@@ -143,7 +146,6 @@ pub async fn search(state: &AppState, caller: &Caller, search: Search) -> Servic
             })
         })
         .collect();
-    let (embedded, total) = items.embedding_coverage(&embedder.space).await?;
     let note = (embedded < total).then(|| {
         format!(
             "{} of {total} items are not embedded yet: they rank by their words alone",
