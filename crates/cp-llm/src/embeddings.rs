@@ -6,20 +6,14 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::{Embeddings, LlmError, ModelConfig};
+use crate::{Embeddings, LlmError, ModelConfig, openai};
 
 /// Most dimensions a vector may have: the largest models give 4,096.
 const MAX_DIMENSIONS: usize = 16_384;
 
 pub(crate) fn request(config: &ModelConfig, inputs: &[String]) -> (String, Value, Vec<(&'static str, String)>) {
-    let url = format!("{}/embeddings", config.base_url.trim_end_matches('/'));
     let body = json!({"model": config.model, "input": inputs, "encoding_format": "float"});
-    let headers = config
-        .api_key
-        .iter()
-        .map(|k| ("authorization", format!("Bearer {k}")))
-        .collect();
-    (url, body, headers)
+    (openai::endpoint(config, "embeddings"), body, openai::bearer(config))
 }
 
 /// The whole body of a success answer, at most `most` bytes, each chunk within `idle`.

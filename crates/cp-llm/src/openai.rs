@@ -50,13 +50,21 @@ pub(crate) fn request(config: &ModelConfig, req: &ChatRequest) -> (String, Value
     if let Some(m) = req.max_tokens {
         body["max_tokens"] = json!(m);
     }
-    let url = format!("{}/chat/completions", config.base_url.trim_end_matches('/'));
-    let headers = config
+    (endpoint(config, "chat/completions"), body, bearer(config))
+}
+
+/// `{base_url}/{path}` of an OpenAI-compatible server.
+pub(crate) fn endpoint(config: &ModelConfig, path: &str) -> String {
+    format!("{}/{path}", config.base_url.trim_end_matches('/'))
+}
+
+/// The key as OpenAI-compatible servers take it, when there is one.
+pub(crate) fn bearer(config: &ModelConfig) -> Vec<(&'static str, String)> {
+    config
         .api_key
         .iter()
         .map(|k| ("authorization", format!("Bearer {k}")))
-        .collect();
-    (url, body, headers)
+        .collect()
 }
 
 /// A tool call being streamed: its id and name come first, its arguments in fragments.

@@ -143,34 +143,17 @@ impl Knowledge<'_> {
     ) -> StoreResult<Vec<VectorHit>> {
         let query = unit(query);
         let mut best = Best::new(k);
-        let filtered = search.project_id.is_some() || !search.tags.is_empty();
-        match (self.db, filtered) {
-            (Db::Sqlite(pool, _), false) => {
+        if search.project_id.is_some() || !search.tags.is_empty() {
+            with_db_sql!(self.db, pool, sql = (FILTERED_VECTORS.0, FILTERED_VECTORS.1) => {
+                let rows = sqlx::query_as(sql).bind(self.org).bind(&space.name)
+                    .bind(search.project_id).bind(Json(&search.tags)).fetch(pool);
+                best.scan(rows, &query).await?
+            });
+        } else {
+            with_db!(self.db, pool => {
                 let rows = sqlx::query_as(VECTORS).bind(self.org).bind(&space.name).fetch(pool);
-                best.scan(rows, &query).await?;
-            }
-            (Db::Postgres(pool, _), false) => {
-                let rows = sqlx::query_as(VECTORS).bind(self.org).bind(&space.name).fetch(pool);
-                best.scan(rows, &query).await?;
-            }
-            (Db::Sqlite(pool, _), true) => {
-                let rows = sqlx::query_as(FILTERED_VECTORS.0)
-                    .bind(self.org)
-                    .bind(&space.name)
-                    .bind(search.project_id)
-                    .bind(Json(&search.tags))
-                    .fetch(pool);
-                best.scan(rows, &query).await?;
-            }
-            (Db::Postgres(pool, _), true) => {
-                let rows = sqlx::query_as(FILTERED_VECTORS.1)
-                    .bind(self.org)
-                    .bind(&space.name)
-                    .bind(search.project_id)
-                    .bind(Json(&search.tags))
-                    .fetch(pool);
-                best.scan(rows, &query).await?;
-            }
+                best.scan(rows, &query).await?
+            });
         }
         let best = best.into_sorted();
         let docs: Vec<i64> = best.iter().map(|(doc, _)| *doc).collect();
