@@ -32,8 +32,9 @@ pub struct ServerConfig {
     /// The operator lets organizations send webhooks to private and loopback addresses (each
     /// organization still has to turn it on).
     pub allow_private_webhook_targets: bool,
-    /// The planner may call models whose `base_url` is a private or loopback address (a
-    /// local Ollama or vLLM); off, such a model plans with the heuristic instead.
+    /// The planner and the knowledge embedder may call models whose `base_url` is a private or
+    /// loopback address (a local Ollama or vLLM); off, such a model plans with the heuristic
+    /// and knowledge search stays full text.
     pub allow_private_model_urls: bool,
     /// The highest per-key rate limit (requests per minute) an organization may set.
     pub max_org_rate_limit: u64,

@@ -158,8 +158,9 @@ pub struct ServeArgs {
     /// private, loopback and link-local addresses (off: no organization can).
     #[arg(long, env = "KUBIYA_CP_ALLOW_PRIVATE_WEBHOOK_TARGETS")]
     pub allow_private_webhook_targets: bool,
-    /// Let the task planner call models whose `base_url` is a private or loopback address
-    /// (a local Ollama or vLLM); off, such a model plans with the heuristic instead.
+    /// Let the task planner and the knowledge embedder call models whose `base_url` is a
+    /// private or loopback address (a local Ollama or vLLM); off, such a model plans with the
+    /// heuristic and knowledge search stays full text.
     #[arg(long, env = "KUBIYA_CP_ALLOW_PRIVATE_MODEL_URLS")]
     pub allow_private_model_urls: bool,
     /// Seconds a connection has to send a request's headers (and to start its next request).
