@@ -33,6 +33,8 @@ pub struct AppState {
     pub jobs_wake: Arc<tokio::sync::Notify>,
     /// Permits of the graph queries running at once: each holds a connection up to 5 s.
     pub graph_queries: Arc<tokio::sync::Semaphore>,
+    /// When this server last refreshed the graph's statistics (Unix ms).
+    pub graph_analyzed_at: Arc<std::sync::atomic::AtomicI64>,
     /// Each organization's reached embedding model, and the embedder's bell.
     pub embedders: Arc<crate::services::knowledge::embeddings::Embedders>,
     pub started_at: Instant,
@@ -59,6 +61,7 @@ impl AppState {
             workflow_scheduler: Arc::default(),
             jobs_wake: Arc::default(),
             graph_queries: Arc::new(tokio::sync::Semaphore::new(graph_queries)),
+            graph_analyzed_at: Arc::default(),
             embedders: Arc::default(),
             started_at: Instant::now(),
         }

@@ -89,6 +89,7 @@ async fn ingest_nodes(
 ) -> ServiceResult<Json<IngestedNodes>> {
     req.validate()?;
     let (nodes, created) = state.store.graph(&auth.org_id).upsert_nodes(&req.nodes).await?;
+    graph::ingested(&state, created);
     Ok(Json(IngestedNodes {
         updated: nodes.len() - created,
         created,
@@ -238,6 +239,7 @@ async fn ingest_relationships(
         .graph(&auth.org_id)
         .upsert_relationships(&req.relationships)
         .await?;
+    graph::ingested(&state, created);
     Ok(Json(IngestedRelationships {
         updated: relationships.len() - created,
         created,

@@ -1,5 +1,7 @@
-//! The context graph beyond one repository call: its health, and read-only Cypher queries.
+//! The context graph beyond one repository call: its health, read-only Cypher queries, and
+//! fresh statistics after a large ingestion.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use cp_types::graph::{GraphHealth, QueryResult};
@@ -12,6 +14,37 @@ use crate::state::AppState;
 
 /// How long one query may run.
 pub const QUERY_TIME_LIMIT: Duration = Duration::from_secs(5);
+
+/// Nodes or relationships one ingestion must create for the statistics to be refreshed, and
+/// the least time between two refreshes on one server.
+const ANALYZE_AFTER: usize = 500;
+const ANALYZE_EVERY_MS: i64 = 10_000;
+
+/// After an ingestion that created `created` rows, refreshes PostgreSQL's statistics of the
+/// graph in the background (at most every 10 s): until autovacuum analyzes the tables, up to
+/// a minute later, the planner takes a freshly loaded label for rare and walks all of it (a
+/// 2-hop query took 0.5 s instead of 0.4 ms).
+pub fn ingested(state: &AppState, created: usize) {
+    if created < ANALYZE_AFTER || state.store.backend() != cp_store::Backend::Postgres {
+        return;
+    }
+    let now = chrono::Utc::now().timestamp_millis();
+    let last = state.graph_analyzed_at.load(Ordering::Relaxed);
+    if now - last < ANALYZE_EVERY_MS
+        || state
+            .graph_analyzed_at
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+    {
+        return;
+    }
+    let store = state.store.clone();
+    tokio::spawn(async move {
+        if let Err(e) = store.analyze_graph().await {
+            tracing::warn!(error = %e, "cannot refresh the graph's statistics");
+        }
+    });
+}
 
 /// The graph lives in the control plane's own database: healthy when that answers.
 pub async fn health(state: &AppState) -> ServiceResult<GraphHealth> {

@@ -373,3 +373,47 @@ both_backends! {
         assert_eq!(query(&app, "MATCH (s:Service) RETURN count(*) AS n").await["results"][0]["n"], 3);
     }
 }
+
+/// A large ingestion on PostgreSQL refreshes the graph's statistics at once, not when
+/// autovacuum gets to it (up to a minute later, with plans that walk a whole label meanwhile).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_ingestion_refreshes_postgres_statistics() {
+    use sqlx::Connection;
+    let app = TestApp::spawn(crate::common::Backend::Postgres).await;
+    let last_analyze = || async {
+        let mut c = sqlx::PgConnection::connect(&app.db.url).await.unwrap();
+        sqlx::query_scalar::<_, bool>(
+            "SELECT last_analyze IS NOT NULL FROM pg_stat_user_tables \
+             WHERE schemaname = current_schema() AND relname = 'graph_nodes'",
+        )
+        .fetch_one(&mut c)
+        .await
+        .unwrap()
+    };
+    let small: Vec<Value> = (0..10)
+        .map(|i| json!({"external_id": format!("s{i}"), "labels": ["Service"], "integration": "inventory"}))
+        .collect();
+    assert_eq!(
+        app.post("/api/v1/graph/nodes", json!({"nodes": small})).await.status(),
+        200
+    );
+    let nodes: Vec<Value> = (0..600)
+        .map(|i| json!({"external_id": format!("n{i}"), "labels": ["Service"], "integration": "inventory"}))
+        .collect();
+    assert!(
+        !last_analyze().await,
+        "a small ingestion leaves statistics to autovacuum"
+    );
+    assert_eq!(
+        app.post("/api/v1/graph/nodes", json!({"nodes": nodes})).await.status(),
+        200
+    );
+    let started = std::time::Instant::now();
+    while !last_analyze().await {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "graph_nodes was not analyzed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

@@ -219,6 +219,17 @@ impl Store {
     pub fn graph<'a>(&'a self, org: &'a str) -> Graph<'a> {
         Graph { db: &self.db, org }
     }
+
+    /// Refreshes PostgreSQL's statistics of the graph tables (SQLite's plans do not need them:
+    /// the Cypher compiler marks the columns that must not drive a join).
+    pub async fn analyze_graph(&self) -> StoreResult<()> {
+        if let Db::Postgres(pool, _) = &self.db {
+            sqlx::query("ANALYZE graph_nodes, graph_node_labels, graph_relationships")
+                .execute(pool)
+                .await?;
+        }
+        Ok(())
+    }
 }
 
 pub struct Graph<'a> {
