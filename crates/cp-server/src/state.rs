@@ -33,8 +33,10 @@ pub struct AppState {
     pub jobs_wake: Arc<tokio::sync::Notify>,
     /// Permits of the graph queries running at once: each holds a connection up to 5 s.
     pub graph_queries: Arc<tokio::sync::Semaphore>,
-    /// When this server last refreshed the graph's statistics (Unix ms).
+    /// When this server last started refreshing the graph's statistics (Unix ms), and how many
+    /// refreshes it finished.
     pub graph_analyzed_at: Arc<std::sync::atomic::AtomicI64>,
+    pub graph_analyses: Arc<tokio::sync::watch::Sender<u64>>,
     /// Each organization's reached embedding model, and the embedder's bell.
     pub embedders: Arc<crate::services::knowledge::embeddings::Embedders>,
     pub started_at: Instant,
@@ -62,6 +64,7 @@ impl AppState {
             jobs_wake: Arc::default(),
             graph_queries: Arc::new(tokio::sync::Semaphore::new(graph_queries)),
             graph_analyzed_at: Arc::default(),
+            graph_analyses: Arc::new(tokio::sync::watch::channel(0).0),
             embedders: Arc::default(),
             started_at: Instant::now(),
         }

@@ -38,10 +38,11 @@ pub fn ingested(state: &AppState, created: usize) {
     {
         return;
     }
-    let store = state.store.clone();
+    let (store, done) = (state.store.clone(), state.graph_analyses.clone());
     tokio::spawn(async move {
-        if let Err(e) = store.analyze_graph().await {
-            tracing::warn!(error = %e, "cannot refresh the graph's statistics");
+        match store.analyze_graph().await {
+            Ok(()) => done.send_modify(|n| *n += 1),
+            Err(e) => tracing::warn!(error = %e, "cannot refresh the graph's statistics"),
         }
     });
 }

@@ -4,7 +4,7 @@
 //! text (with the reason) when the model cannot be used.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Json;
 use axum::http::{HeaderMap, StatusCode};
@@ -139,16 +139,19 @@ async fn search(app: &TestApp, key: &str, q: &str) -> Value {
     json(r).await
 }
 
-/// Searches until every item is embedded (hybrid, no note) and `done` holds.
+/// Searches until every item is embedded (hybrid, no note) and `done` holds, searching again
+/// after each pass of the server's embedder.
 async fn until_embedded(app: &TestApp, key: &str, q: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let started = Instant::now();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut passes = app.state.embedders.passes();
     loop {
+        passes.mark_unchanged();
         let v = search(app, key, q).await;
         if v["mode"] == "hybrid" && v["note"].is_null() && done(&v) {
             return v;
         }
-        assert!(started.elapsed() < Duration::from_secs(30), "not embedded in 30 s: {v}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        let pass = tokio::time::timeout_at(deadline, passes.changed()).await;
+        assert!(matches!(pass, Ok(Ok(()))), "not embedded in 30 s: {v}");
     }
 }
 

@@ -11,7 +11,7 @@ use cp_store::knowledge::{Space, ToEmbed};
 use cp_types::Timestamp;
 use cp_types::model::Model;
 use cp_types::org::Role;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
@@ -101,12 +101,24 @@ impl Embedder {
 }
 
 /// Each organization's reached embedding model (with the model version it was reached for),
-/// the organizations whose items or model changed, and the background task's bell.
-#[derive(Default)]
+/// the organizations whose items or model changed, the background task's bell, and how many
+/// passes it has finished (what a caller waits on to see its work done).
 pub struct Embedders {
     kept: Mutex<HashMap<String, Kept>>,
     changed: Mutex<HashSet<String>>,
     wake: Notify,
+    passes: watch::Sender<u64>,
+}
+
+impl Default for Embedders {
+    fn default() -> Self {
+        Embedders {
+            kept: Mutex::default(),
+            changed: Mutex::default(),
+            wake: Notify::new(),
+            passes: watch::channel(0).0,
+        }
+    }
 }
 
 struct Kept {
@@ -123,6 +135,11 @@ impl Embedders {
             .unwrap_or_else(|p| p.into_inner())
             .insert(org.to_string());
         self.wake.notify_one();
+    }
+
+    /// Changes each time the background task finishes a pass over the organizations due.
+    pub fn passes(&self) -> watch::Receiver<u64> {
+        self.passes.subscribe()
     }
 
     fn take_changed(&self) -> HashSet<String> {
@@ -252,6 +269,7 @@ pub async fn run(state: AppState, every: Duration) {
                 Err(e) => tracing::error!(error = %e, "an embedding round ended abnormally"),
             }
         }
+        state.embedders.passes.send_modify(|n| *n += 1);
         if more.is_empty() {
             let rest = sweep_at.saturating_duration_since(Instant::now());
             let _ = tokio::time::timeout(rest, state.embedders.wake.notified()).await;
