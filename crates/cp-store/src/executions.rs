@@ -216,6 +216,8 @@ pub struct NewExecution {
     /// A workflow step's execution: its run and step.
     pub workflow_run_id: Option<Uuid>,
     pub step_id: Option<String>,
+    /// The agent's or team's model as the execute read it.
+    pub model_id: Option<Uuid>,
 }
 
 /// Filters of `GET /executions`.
@@ -291,8 +293,9 @@ pub enum Control {
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Subject {
     pub entity_name: String,
-    /// The model's value (`anthropic/claude-sonnet-4-5`).
+    /// The model's value (`anthropic/claude-sonnet-4-5`) and id.
     pub model: Option<String>,
+    pub model_id: Option<Uuid>,
     pub environment_id: Option<Uuid>,
     pub environment_name: Option<String>,
     /// The organization's `policy_enforcement` and catalog version, read in the same
@@ -327,7 +330,7 @@ pub type QueueSeen = (String, String, i64);
 macro_rules! subject_sql {
     ($table:literal) => {
         concat!(
-            "SELECT x.name AS entity_name, m.value AS model, q.environment_id, e.name AS environment_name, \
+            "SELECT x.name AS entity_name, m.value AS model, m.id AS model_id, q.environment_id, e.name AS environment_name, \
              o.policy_enforcement, v.version AS catalog_version, q.name AS queue_name, q.status AS queue_status, \
              q.max_attempts AS queue_max_attempts FROM ",
             $table,
@@ -552,8 +555,8 @@ macro_rules! create_sql {
         concat!(
             "INSERT INTO executions (id, organization_id, execution_type, entity_id, entity_name, worker_queue_id, \
                prompt, system_prompt, status, execution_metadata, user_metadata, execution_environment, attempt, \
-               max_attempts, last_seq, created_by, created_at, updated_at, workflow_run_id, step_id) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', $9, $10, $11, 1, $12, $13, $14, $15, $15, $16, $17) \
+               max_attempts, last_seq, created_by, created_at, updated_at, workflow_run_id, step_id, model_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', $9, $10, $11, 1, $12, $13, $14, $15, $15, $16, $17, $18) \
              RETURNING ",
             exec_columns!()
         )

@@ -70,6 +70,7 @@ pub async fn execute(
         created_by: caller.key_id.to_string(),
         workflow_run_id: None,
         step_id: None,
+        model_id: subject.model_id,
     };
     let (execution, events) = state
         .store

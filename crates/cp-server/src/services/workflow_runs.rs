@@ -700,6 +700,7 @@ fn record_caller(record: &cp_store::workflow_runs::RunRecord, org: &str) -> Call
 struct Prepared {
     entity_name: Option<String>,
     queue_seen: Option<QueueSeen>,
+    model_id: Option<Uuid>,
 }
 
 /// Checks a start as an execute is checked: its queue exists and is active, its agent or team
@@ -732,6 +733,7 @@ async fn prepare(
             seen => Ok(Prepared {
                 entity_name: None,
                 queue_seen: seen,
+                model_id: None,
             }),
         });
     };
@@ -760,6 +762,7 @@ async fn prepare(
         Ok(()) => Ok(Ok(Prepared {
             queue_seen: subject.queue_seen(),
             entity_name: Some(subject.entity_name),
+            model_id: subject.model_id,
         })),
         Err(e) if e.code == ErrorCode::PolicyDenied => {
             let violations = e
@@ -798,6 +801,7 @@ fn new_execution(run: &WorkflowRun, version: &WorkflowVersion, s: &Start, prepar
         queue_seen: prepared.queue_seen,
         workflow_run_id: Some(run.id),
         step_id: Some(s.step_id.clone()),
+        model_id: prepared.model_id,
     }
 }
 

@@ -84,7 +84,7 @@ pub(crate) async fn create_on(
         create_sql!(),
         "), ev AS (INSERT INTO execution_events (execution_id, seq, organization_id, event_type, data, created_at) \
            SELECT x.id, e.ord, x.organization_id, e.event_type, e.data, x.created_at \
-           FROM x, UNNEST($18::text[], $19::text[]) WITH ORDINALITY AS e(event_type, data, ord)) \
+           FROM x, UNNEST($19::text[], $20::text[]) WITH ORDINALITY AS e(event_type, data, ord)) \
          SELECT * FROM x"
     ))
     .bind(id)
@@ -104,6 +104,7 @@ pub(crate) async fn create_on(
     .bind(at)
     .bind(new.workflow_run_id)
     .bind(&new.step_id)
+    .bind(new.model_id)
     .bind(&types)
     .bind(&data)
     .fetch_one(&mut *conn)

@@ -197,6 +197,7 @@ pub(crate) fn create(
             &at_text,
             &new.workflow_run_id.as_ref().map(uuid_blob),
             &new.step_id,
+            &new.model_id.as_ref().map(uuid_blob),
         ],
     )?
     .ok_or(StoreError::NotFound)?;
