@@ -14,6 +14,7 @@ mod pg_conns;
 mod sqlite_writer;
 
 pub mod agents;
+pub mod analytics;
 pub mod context;
 pub mod custom_integrations;
 pub mod environments;

@@ -4,6 +4,7 @@
 //! wire names, the error envelope and the pagination envelope. No IO happens here.
 
 pub mod agent;
+pub mod analytics;
 pub mod bounded;
 pub mod common;
 pub mod context;

@@ -1,6 +1,7 @@
 //! One module per API area; `router` assembles them with the cross-cutting layers.
 
 pub mod agents;
+pub mod analytics;
 pub mod api_keys;
 pub mod auth;
 pub mod contexts;
@@ -172,6 +173,7 @@ pub fn router(state: AppState) -> Router {
         .merge(tasks::routes())
         .merge(knowledge::routes())
         .merge(graph::routes())
+        .merge(analytics::routes())
         .route_layer(from_fn_with_state(state.clone(), idempotency))
         .route_layer(from_fn_with_state(state.clone(), authenticate));
 

@@ -4,6 +4,7 @@
 #[macro_use]
 mod common;
 
+mod analytics;
 mod auth;
 mod catalog;
 mod context;

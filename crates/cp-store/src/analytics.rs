@@ -1,0 +1,187 @@
+//! Usage and cost of an organization's executions: one grouped statement per report, with
+//! the duration percentiles taken by window functions (SQLite has no percentile aggregate).
+
+use cp_types::Timestamp;
+use cp_types::analytics::{UsageGroup, UsageItem};
+use sqlx::AssertSqlSafe;
+use uuid::Uuid;
+
+use crate::db::{Db, with_db};
+use crate::{Store, StoreResult};
+
+/// How far before its `created_at` an execution's id may have been drawn: a job's firing
+/// draws the id its execution is stored under when it fires.
+const ID_LEAD_MS: i64 = 24 * 3600 * 1000;
+
+impl Store {
+    /// The analytics of one organization.
+    pub fn analytics<'a>(&'a self, org: &'a str) -> Analytics<'a> {
+        Analytics { db: &self.db, org }
+    }
+}
+
+pub struct Analytics<'a> {
+    db: &'a Db,
+    org: &'a str,
+}
+
+#[derive(sqlx::FromRow)]
+struct UsageRow {
+    key_id: Option<Uuid>,
+    key_text: Option<String>,
+    name: Option<String>,
+    runs: i64,
+    failures: i64,
+    prompt_tokens: i64,
+    completion_tokens: i64,
+    total_tokens: i64,
+    cost_usd: f64,
+    p50_ms: Option<f64>,
+    p95_ms: Option<f64>,
+}
+
+/// The parts of the statement each database spells its own way.
+struct Dialect {
+    prompt_tokens: &'static str,
+    completion_tokens: &'static str,
+    total_tokens: &'static str,
+    cost: &'static str,
+    duration_ms: &'static str,
+    day: &'static str,
+    null_id: &'static str,
+    null_text: &'static str,
+}
+
+const SQLITE: Dialect = Dialect {
+    prompt_tokens: "COALESCE(json_extract(e.usage, '$.prompt_tokens'), 0)",
+    completion_tokens: "COALESCE(json_extract(e.usage, '$.completion_tokens'), 0)",
+    total_tokens: "COALESCE(json_extract(e.usage, '$.total_tokens'), 0)",
+    cost: "CAST(COALESCE(json_extract(e.usage, '$.cost_usd'), 0) AS REAL)",
+    duration_ms: "(julianday(e.completed_at) - julianday(e.started_at)) * 86400000.0",
+    day: "substr(e.created_at, 1, 10)",
+    null_id: "NULL",
+    null_text: "NULL",
+};
+
+const POSTGRES: Dialect = Dialect {
+    prompt_tokens: "COALESCE((e.usage->>'prompt_tokens')::bigint, 0)",
+    completion_tokens: "COALESCE((e.usage->>'completion_tokens')::bigint, 0)",
+    total_tokens: "COALESCE((e.usage->>'total_tokens')::bigint, 0)",
+    cost: "COALESCE((e.usage->>'cost_usd')::float8, 0)",
+    duration_ms: "(EXTRACT(EPOCH FROM e.completed_at - e.started_at) * 1000)::float8",
+    day: "to_char(e.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
+    null_id: "NULL::uuid",
+    null_text: "NULL::text",
+};
+
+/// The report's statement. Agent and team rows count the workflow steps that ran an agent or
+/// team still in the catalog (a step names its agent only by id).
+fn usage_sql(d: &Dialect, group: UsageGroup) -> String {
+    let (key_id, key_text, name, join, only) = match group {
+        UsageGroup::Agent => (
+            "e.entity_id",
+            d.null_text,
+            "COALESCE(x.name, e.entity_name)",
+            "LEFT JOIN agents x ON x.organization_id = e.organization_id AND x.id = e.entity_id",
+            "AND (e.execution_type = 'agent' OR (e.execution_type = 'workflow_step' AND x.id IS NOT NULL))",
+        ),
+        UsageGroup::Team => (
+            "e.entity_id",
+            d.null_text,
+            "COALESCE(x.name, e.entity_name)",
+            "LEFT JOIN teams x ON x.organization_id = e.organization_id AND x.id = e.entity_id",
+            "AND (e.execution_type = 'team' OR (e.execution_type = 'workflow_step' AND x.id IS NOT NULL))",
+        ),
+        UsageGroup::Model => (
+            "e.model_id",
+            d.null_text,
+            "x.label",
+            "LEFT JOIN models x ON x.organization_id = e.organization_id AND x.id = e.model_id",
+            "AND e.model_id IS NOT NULL",
+        ),
+        UsageGroup::Day => (d.null_id, d.day, d.day, "", ""),
+    };
+    let order = match group {
+        UsageGroup::Day => "key_text",
+        _ => "runs DESC, name, key_id",
+    };
+    format!(
+        "WITH runs AS (\
+           SELECT {key_id} AS key_id, {key_text} AS key_text, {name} AS name, e.status, \
+             {pt} AS pt, {ct} AS ct, {tt} AS tt, {cost} AS cost, \
+             CASE WHEN e.status IN ('completed', 'failed', 'cancelled') AND e.started_at IS NOT NULL \
+               AND e.completed_at IS NOT NULL THEN {dur} END AS dur \
+           FROM executions e {join} \
+           WHERE e.organization_id = $1 AND e.id >= $2 AND e.created_at >= $3 AND e.created_at < $4 {only}), \
+         ranked AS (\
+           SELECT runs.*, ROW_NUMBER() OVER (PARTITION BY key_id, key_text ORDER BY dur IS NULL, dur) AS rn, \
+             COUNT(dur) OVER (PARTITION BY key_id, key_text) AS n FROM runs) \
+         SELECT key_id, key_text, MAX(name) AS name, COUNT(*) AS runs, \
+           CAST(SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END) AS BIGINT) AS failures, \
+           CAST(SUM(pt) AS BIGINT) AS prompt_tokens, CAST(SUM(ct) AS BIGINT) AS completion_tokens, \
+           CAST(SUM(tt) AS BIGINT) AS total_tokens, CAST(SUM(cost) AS DOUBLE PRECISION) AS cost_usd, \
+           MIN(CASE WHEN dur IS NOT NULL AND rn >= 0.5 * n THEN dur END) AS p50_ms, \
+           MIN(CASE WHEN dur IS NOT NULL AND rn >= 0.95 * n THEN dur END) AS p95_ms \
+         FROM ranked GROUP BY key_id, key_text ORDER BY {order}",
+        pt = d.prompt_tokens,
+        ct = d.completion_tokens,
+        tt = d.total_tokens,
+        cost = d.cost,
+        dur = d.duration_ms,
+    )
+}
+
+/// The smallest UUIDv7 drawn at `ms` (Unix milliseconds): execution ids are v7, so their
+/// order is their creation order and the organization's id index serves a time range.
+fn v7_floor(ms: i64) -> Uuid {
+    Uuid::from_u128((ms.max(0) as u128) << 80)
+}
+
+impl Analytics<'_> {
+    /// Runs, failures, tokens, cost and duration percentiles of the executions created in
+    /// `[since, until)`, one item per `group`.
+    pub async fn usage(&self, group: UsageGroup, since: Timestamp, until: Timestamp) -> StoreResult<Vec<UsageItem>> {
+        let floor = v7_floor(since.timestamp_millis().saturating_sub(ID_LEAD_MS));
+        let dialect = match self.db {
+            Db::Sqlite(..) => &SQLITE,
+            Db::Postgres(..) => &POSTGRES,
+        };
+        // Built from constant parts only: the group picks among them.
+        let sql = usage_sql(dialect, group);
+        let rows: Vec<UsageRow> = with_db!(self.db, pool =>
+            sqlx::query_as(AssertSqlSafe(sql.as_str())).bind(self.org).bind(floor).bind(since).bind(until).fetch_all(pool).await)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let key = r.key_id.map(|id| id.to_string()).or(r.key_text).unwrap_or_default();
+                UsageItem {
+                    name: r.name.unwrap_or_else(|| key.clone()),
+                    key,
+                    runs: r.runs,
+                    failures: r.failures,
+                    prompt_tokens: r.prompt_tokens,
+                    completion_tokens: r.completion_tokens,
+                    total_tokens: r.total_tokens,
+                    cost_usd: r.cost_usd,
+                    p50_ms: r.p50_ms,
+                    p95_ms: r.p95_ms,
+                }
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn v7_floor_orders_before_ids_of_its_millisecond() {
+        let ms = 1_780_000_000_123;
+        let floor = v7_floor(ms);
+        let ts = uuid::Timestamp::from_unix(uuid::NoContext, (ms / 1000) as u64, ((ms % 1000) * 1_000_000) as u32);
+        let id = Uuid::new_v7(ts);
+        assert!(floor <= id);
+        assert!(v7_floor(ms + 1) > id);
+    }
+}
