@@ -15,6 +15,7 @@ use cp_types::ErrorCode;
 use cp_types::org::Role;
 
 use super::rate_limit::{Decision, Meter};
+use super::session;
 use crate::services::caller::Caller;
 use crate::services::error::ServiceError;
 use crate::state::AppState;
@@ -72,7 +73,16 @@ fn limited(decision: Decision) -> Response {
 pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let now = unix_now();
     let addr = Meter::Addr(client_addr(&req));
-    let principal = match presented_key(req.headers()) {
+    // A header key wins; without one, the dashboard's session cookie.
+    let (token, from_cookie) = match presented_key(req.headers()) {
+        Some(token) => (Some(token), false),
+        None => (session::cookie_key(req.headers()), true),
+    };
+    if from_cookie && token.is_some() && !session::may_act(req.method(), req.headers()) {
+        return ServiceError::forbidden("a browser session changes things only from the dashboard's own pages")
+            .into_response();
+    }
+    let principal = match token {
         Some(token) => resolve(&state, token).await,
         None => Ok(None),
     };
@@ -85,7 +95,8 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
             if !decision.allowed {
                 return limited(decision);
             }
-            let message = match (found, presented_key(req.headers())) {
+            let presented = presented_key(req.headers()).or_else(|| session::cookie_key(req.headers()));
+            let message = match (found, presented) {
                 (Some(p), _) if p.revoked_at.is_some() => "API key has been revoked",
                 (Some(_), _) => "API key has expired",
                 (None, Some(_)) => "invalid API key",
@@ -145,6 +156,31 @@ pub async fn admin_org(state: &AppState, headers: &HeaderMap) -> Option<String> 
     let token = presented_key(headers)?;
     let found = resolve(state, token).await.ok()??;
     (found.is_usable(cp_types::now()) && found.role == Role::Admin).then_some(found.org_id)
+}
+
+/// Why a sign-in to the dashboard was refused.
+pub enum SignInRefused {
+    /// The address made too many attempts; retry after this many seconds.
+    Limited(u64),
+    /// Unknown, revoked or expired key, or a worker's.
+    Invalid,
+    Unavailable,
+}
+
+/// The owner of a key offered at the dashboard's sign-in form: metered per address like any
+/// request without a valid key, and never a worker key (workers have no pages).
+pub async fn sign_in(state: &AppState, addr: IpAddr, token: &str) -> Result<KeyPrincipal, SignInRefused> {
+    let decision = state
+        .limiter
+        .check(Meter::Addr(addr), state.config.standard_rate_limit, unix_now());
+    if !decision.allowed {
+        return Err(SignInRefused::Limited(decision.retry_after));
+    }
+    match resolve(state, token.trim()).await {
+        Ok(Some(p)) if p.is_usable(cp_types::now()) && p.role != Role::Worker => Ok(p),
+        Ok(_) => Err(SignInRefused::Invalid),
+        Err(_) => Err(SignInRefused::Unavailable),
+    }
 }
 
 /// The key's owner, from the cache or the database. Malformed keys are refused without a

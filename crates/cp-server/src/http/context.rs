@@ -59,19 +59,20 @@ pub async fn request_context(req: Request, next: Next) -> Response {
     resp
 }
 
-/// Rewrites an error response that is not already JSON into the envelope, keeping its status
+/// Rewrites an error response that is not already JSON (or a dashboard page) into the envelope, keeping its status
 /// and headers such as `Allow` and `Retry-After`.
 fn envelope_errors(resp: Response) -> Response {
     let status = resp.status();
     if !(status.is_client_error() || status.is_server_error()) {
         return resp;
     }
-    let is_json = resp
+    // JSON is the envelope already; HTML is the dashboard's own error page.
+    let is_written = resp
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if is_json {
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/html"));
+    if is_written {
         return resp;
     }
     let code = ErrorCode::from_status(status.as_u16());

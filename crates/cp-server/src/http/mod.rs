@@ -9,6 +9,7 @@ pub mod extract;
 pub mod idempotency;
 pub mod metrics;
 pub mod rate_limit;
+pub mod session;
 
 pub use auth::{Admin, Auth, Enforcer, Read, WorkerApi, Write};
 pub use extract::{JsonBody, Pagination, Path, Query};
