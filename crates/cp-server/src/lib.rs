@@ -5,6 +5,7 @@ pub mod http;
 pub mod routes;
 pub mod services;
 pub mod state;
+pub mod ui;
 
 use std::future::Future;
 use std::time::Duration;

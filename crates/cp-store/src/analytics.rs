@@ -171,6 +171,48 @@ impl Analytics<'_> {
     }
 }
 
+/// An endpoint whose deliveries fail, or that the server disabled.
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+pub struct FailingWebhook {
+    pub id: Uuid,
+    pub url: String,
+    pub disabled_reason: Option<String>,
+    /// Deliveries given up on, and ones failing and still retried, in the window.
+    pub failed: i64,
+    pub retrying: i64,
+    pub last_error: Option<String>,
+}
+
+impl Analytics<'_> {
+    /// How many executions created since `since` are in each status.
+    pub async fn runs_by_status(&self, since: Timestamp) -> StoreResult<Vec<(String, i64)>> {
+        let floor = v7_floor(since.timestamp_millis().saturating_sub(ID_LEAD_MS));
+        Ok(with_db!(self.db, pool =>
+            sqlx::query_as(
+                "SELECT status, COUNT(*) FROM executions \
+                 WHERE organization_id = $1 AND id >= $2 AND created_at >= $3 GROUP BY status ORDER BY status")
+                .bind(self.org).bind(floor).bind(since).fetch_all(pool).await)?)
+    }
+
+    /// Endpoints with deliveries that failed or are being retried since `since` (delivery
+    /// ids are UUIDv7 too), and disabled ones, most failures first.
+    pub async fn failing_webhooks(&self, since: Timestamp, limit: i64) -> StoreResult<Vec<FailingWebhook>> {
+        let floor = v7_floor(since.timestamp_millis());
+        Ok(with_db!(self.db, pool =>
+            sqlx::query_as(
+                "SELECT w.id, w.url, w.disabled_reason, \
+                   CAST(COALESCE(SUM(CASE WHEN d.status = 'failed' THEN 1 ELSE 0 END), 0) AS BIGINT) AS failed, \
+                   CAST(COALESCE(SUM(CASE WHEN d.status = 'pending' THEN 1 ELSE 0 END), 0) AS BIGINT) AS retrying, \
+                   MAX(d.last_error) AS last_error \
+                 FROM webhooks w LEFT JOIN webhook_deliveries d ON d.webhook_id = w.id AND d.id >= $2 \
+                   AND (d.status = 'failed' OR (d.status = 'pending' AND d.attempts > 0)) \
+                 WHERE w.organization_id = $1 GROUP BY w.id, w.url, w.disabled_reason \
+                 HAVING COUNT(d.id) > 0 OR w.disabled_reason IS NOT NULL \
+                 ORDER BY failed DESC, retrying DESC, w.url LIMIT $3")
+                .bind(self.org).bind(floor).bind(limit).fetch_all(pool).await)?)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -199,6 +199,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics::render))
         .route("/openapi.json", get(openapi_json))
         .merge(SwaggerUi::new("/docs").config(Config::from("/openapi.json")))
+        .merge(crate::ui::router(state.clone()))
         .fallback(context::not_found)
         .method_not_allowed_fallback(context::method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.body_limit))

@@ -10,6 +10,7 @@ mod catalog;
 mod context;
 mod context_query_count;
 mod conventions;
+mod dashboard;
 mod exec_query_count;
 mod executions;
 mod faults;

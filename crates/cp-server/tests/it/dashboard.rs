@@ -1,0 +1,230 @@
+//! The web dashboard over HTTP (its browser tests are `scripts/ui-test.sh`): signing in, the
+//! session cookie and what it may do, the security headers, and every page rendering for each
+//! role, on both backends.
+
+use crate::common::{TestApp, json};
+use cp_types::org::Role;
+use reqwest::{Method, StatusCode, header};
+use serde_json::json;
+
+/// A client that shows redirects instead of following them.
+fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+async fn sign_in(app: &TestApp, form: &[(&str, &str)], origin: Option<&str>) -> reqwest::Response {
+    let body: Vec<String> = form.iter().map(|(k, v)| format!("{k}={}", encode(v))).collect();
+    let mut req = browser()
+        .post(format!("{}/sign-in", app.url))
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(body.join("&"));
+    if let Some(o) = origin {
+        req = req.header(header::ORIGIN, o);
+    }
+    req.send().await.unwrap()
+}
+
+fn encode(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn cookie(key: &str) -> String {
+    format!("kcp_session={key}")
+}
+
+async fn page(app: &TestApp, key: &str, path: &str) -> (StatusCode, String) {
+    let r = browser()
+        .get(format!("{}{path}", app.url))
+        .header(header::COOKIE, cookie(key))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let csp = r
+        .headers()
+        .get(header::CONTENT_SECURITY_POLICY)
+        .map(|v| v.to_str().unwrap().to_owned());
+    let body = r.text().await.unwrap();
+    if status == StatusCode::OK {
+        let csp = csp.unwrap_or_else(|| panic!("{path} has no CSP"));
+        assert!(
+            csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+            "{csp}"
+        );
+        assert_no_inline_script(path, &body);
+    }
+    (status, body)
+}
+
+/// Every script is a file of ours, and no element carries an event handler attribute.
+fn assert_no_inline_script(path: &str, html: &str) {
+    let lower = html.to_ascii_lowercase();
+    for (i, _) in lower.match_indices("<script") {
+        let tag_end = lower[i..].find('>').unwrap() + i;
+        assert!(
+            lower[i..tag_end].contains("src=\"/ui/assets/"),
+            "{path}: inline script at {i}"
+        );
+    }
+    for attr in [
+        " onclick=",
+        " onload=",
+        " onerror=",
+        " onsubmit=",
+        " onchange=",
+        "javascript:",
+    ] {
+        assert!(!lower.contains(attr), "{path}: {attr}");
+    }
+}
+
+both_backends! {
+    async fn signing_in_sets_a_session_cookie_the_pages_read(backend: Backend) {
+        let app = TestApp::spawn(backend).await;
+        app.unlimited().await;
+
+        let r = browser().get(format!("{}/agents?status=idle", app.url)).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::SEE_OTHER);
+        assert_eq!(r.headers()[header::LOCATION], "/sign-in?next=/agents%3Fstatus%3Didle");
+        let (status, form) = (r.status(), browser().get(format!("{}/sign-in", app.url)).send().await.unwrap());
+        assert_eq!(status, 303);
+        assert!(form.text().await.unwrap().contains("name=\"api_key\""));
+
+        // Refused: an unknown key, a worker's key, a form posted from another site.
+        let r = sign_in(&app, &[("api_key", "kby_not-a-key-at-all-0000000000")], None).await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert!(r.headers().get(header::SET_COOKIE).is_none());
+        let worker = app.key("default", Role::Worker).await;
+        assert_eq!(sign_in(&app, &[("api_key", &worker)], None).await.status(), StatusCode::UNAUTHORIZED);
+        let r = sign_in(&app, &[("api_key", &app.admin_key)], Some("https://evil.example")).await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        assert!(r.headers().get(header::SET_COOKIE).is_none());
+
+        // Accepted: an HttpOnly, SameSite=Strict cookie, and back to a local page only.
+        let origin = app.url.clone();
+        let r = sign_in(&app, &[("api_key", &app.admin_key), ("next", "/executions")], Some(&origin)).await;
+        assert_eq!(r.status(), StatusCode::SEE_OTHER);
+        assert_eq!(r.headers()[header::LOCATION], "/executions");
+        let set = r.headers()[header::SET_COOKIE].to_str().unwrap().to_owned();
+        assert!(set.starts_with(&format!("kcp_session={};", app.admin_key)), "{set}");
+        assert!(set.contains("HttpOnly") && set.contains("SameSite=Strict") && set.contains("Path=/"), "{set}");
+        let r = sign_in(&app, &[("api_key", &app.admin_key), ("next", "//evil.example/x")], None).await;
+        assert_eq!(r.headers()[header::LOCATION], "/");
+
+        let r = browser().post(format!("{}/sign-out", app.url)).header(header::COOKIE, cookie(&app.admin_key)).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::SEE_OTHER);
+        assert!(r.headers()[header::SET_COOKIE].to_str().unwrap().contains("Max-Age=0"));
+    }
+
+    async fn a_cookie_session_changes_things_only_from_our_pages(backend: Backend) {
+        let app = TestApp::spawn(backend).await;
+        let client = browser();
+        let call = |method: Method, path: &str| {
+            client.request(method, format!("{}{path}", app.url)).header(header::COOKIE, cookie(&app.admin_key))
+        };
+        assert_eq!(call(Method::GET, "/api/v1/agents").send().await.unwrap().status(), 200);
+        let body = json!({"name": "from-the-dashboard"});
+        // A cross-site form or script: no X-Kcp-Ui header, or another Origin.
+        let r = call(Method::POST, "/api/v1/agents").json(&body).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        let r = call(Method::POST, "/api/v1/agents").header("x-kcp-ui", "1").header(header::ORIGIN, "https://evil.example")
+            .json(&body).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        let agents = json(app.get("/api/v1/agents").await).await;
+        assert_eq!(agents["total"], 0, "nothing was created: {agents}");
+        // The dashboard's own call.
+        let r = call(Method::POST, "/api/v1/agents").header("x-kcp-ui", "1").header(header::ORIGIN, app.url.as_str())
+            .json(&body).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+        // A header key is not subject to any of this (API clients send no Origin or X-Kcp-Ui).
+        assert_eq!(app.post("/api/v1/agents", json!({"name": "by-api"})).await.status(), 201);
+
+        // A viewer's session reads, and is refused writes even from our pages.
+        let viewer = app.key("default", Role::Viewer).await;
+        let r = client.post(format!("{}/api/v1/agents", app.url)).header(header::COOKIE, cookie(&viewer))
+            .header("x-kcp-ui", "1").json(&body).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    }
+
+    async fn every_page_renders_for_its_roles(backend: Backend) {
+        let app = TestApp::spawn(backend).await;
+        app.unlimited().await;
+        let env = json(app.get("/api/v1/environments").await).await["items"][0]["id"].as_str().unwrap().to_string();
+        let queue = app.id_of(&format!("/api/v1/environments/{env}/worker-queues"), json!({"name": "dash-queue"})).await;
+        let agent = app.id_of("/api/v1/agents", json!({"name": "dash <agent>", "description": "<script>alert(1)</script>"})).await;
+        let team = app.id_of("/api/v1/teams", json!({"name": "dash-team", "configuration": {"member_ids": [agent]}})).await;
+        let r = app.post(&format!("/api/v1/agents/{agent}/execute"), json!({"prompt": "hello <b>there</b>", "worker_queue_id": queue})).await;
+        let execution = json(r).await["execution_id"].as_str().unwrap().to_string();
+
+        let pages = [
+            "/".to_string(), "/usage".into(), "/usage?group_by=model&days=30".into(), "/usage?group_by=".into(),
+            "/agents".into(), "/agents?status=".into(), "/agents?status=idle&page=2".into(), format!("/agents/{agent}"),
+            "/teams".into(), format!("/teams/{team}"),
+            "/executions".into(), "/executions?status=&execution_type=".into(), format!("/executions?entity_id={agent}"),
+            format!("/executions/{execution}"),
+        ];
+        for path in &pages {
+            let (status, body) = page(&app, &app.admin_key, path).await;
+            assert_eq!(status, StatusCode::OK, "{path}: {body}");
+            assert!(!body.contains("<script>alert"), "{path} renders stored text as HTML");
+        }
+        let (_, agent_page) = page(&app, &app.admin_key, &format!("/agents/{agent}")).await;
+        assert!(agent_page.contains("dash &lt;agent&gt;"), "escaped name");
+        assert!(agent_page.contains(&format!("data-path=\"/api/v1/agents/{agent}/execute\"")), "the execute form");
+        assert!(agent_page.contains("hello &lt;b&gt;there&lt;&#x2f;b&gt;"), "the run is listed");
+        let (_, run_page) = page(&app, &app.admin_key, &format!("/executions/{execution}")).await;
+        assert!(run_page.contains(&format!("data-stream=\"/api/v1/executions/{execution}/stream\"")));
+        assert!(run_page.contains("Cancel run"));
+
+        // A viewer sees the same pages without a form that changes anything.
+        let viewer = app.key("default", Role::Viewer).await;
+        for path in &pages {
+            let (status, body) = page(&app, &viewer, path).await;
+            assert_eq!(status, StatusCode::OK, "{path}");
+            assert!(!body.contains("data-api=\"POST\"") && !body.contains("data-api=\"PATCH\"") && !body.contains("data-api=\"DELETE\""),
+                "{path} offers a viewer a change");
+        }
+
+        // Unknown and other organizations' ids are a 404 page; a bad filter a 422 page.
+        let other = app.org_with_key("other", Role::Admin).await;
+        for path in [format!("/agents/{agent}"), format!("/executions/{execution}"), format!("/teams/{team}")] {
+            let (status, body) = page(&app, &other, &path).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+            assert!(body.contains("<h1>404 Not Found</h1>"), "{body}");
+            assert!(!body.contains("dash"), "{path} leaks");
+        }
+        let (status, _) = page(&app, &app.admin_key, "/executions?status=bogus").await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        let (status, _) = page(&app, &app.admin_key, "/agents/not-a-uuid").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        // A worker key has no pages; a revoked key is sent to sign in.
+        let worker = app.key("default", Role::Worker).await;
+        assert_eq!(page(&app, &worker, "/agents").await.0, StatusCode::FORBIDDEN);
+        let (status, _) = page(&app, "kby_revoked-or-unknown-000000000000", "/agents").await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+    }
+
+    async fn assets_are_embedded_and_cached(backend: Backend) {
+        let app = TestApp::spawn(backend).await;
+        let (_, html) = page(&app, &app.admin_key, "/").await;
+        let start = html.find("/ui/assets/app.js?v=").unwrap();
+        let src = &html[start..start + html[start..].find('"').unwrap()];
+        let r = browser().get(format!("{}{src}", app.url)).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()[header::CONTENT_TYPE], "text/javascript; charset=utf-8");
+        assert!(r.headers()[header::CACHE_CONTROL].to_str().unwrap().contains("immutable"));
+        assert!(r.text().await.unwrap().contains("X-Kcp-Ui"));
+        for asset in ["app.css", "icon.svg"] {
+            assert_eq!(browser().get(format!("{}/ui/assets/{asset}", app.url)).send().await.unwrap().status(), 200);
+        }
+        assert_eq!(browser().get(format!("{}/ui/assets/../Cargo.toml", app.url)).send().await.unwrap().status(), 404);
+    }
+}
