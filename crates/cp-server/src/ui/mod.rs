@@ -4,6 +4,7 @@
 //! the dashboard's too.
 
 mod assets;
+mod graph;
 mod pages;
 mod render;
 mod session;
@@ -27,10 +28,12 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
 /// The dashboard's routes: the pages behind the session, the sign-in form and the assets.
 pub fn router(state: AppState) -> Router<AppState> {
     let pages = pages::routes()
-        .route_layer(from_fn_with_state(state, authenticate))
+        .route_layer(from_fn_with_state(state.clone(), authenticate))
         .layer(from_fn(html_errors));
+    let script = pages::script_routes().route_layer(from_fn_with_state(state, authenticate));
     Router::new()
         .merge(pages)
+        .merge(script)
         .merge(session::routes())
         .route("/ui/assets/{name}", get(assets::asset))
         .layer(from_fn(security_headers))

@@ -27,6 +27,14 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("runs_table.html", include_str!("templates/runs_table.html")),
     ("executions.html", include_str!("templates/executions.html")),
     ("execution.html", include_str!("templates/execution.html")),
+    (
+        "runs_of_workflows.html",
+        include_str!("templates/runs_of_workflows.html"),
+    ),
+    ("workflows.html", include_str!("templates/workflows.html")),
+    ("workflow.html", include_str!("templates/workflow.html")),
+    ("workflow_runs.html", include_str!("templates/workflow_runs.html")),
+    ("workflow_run.html", include_str!("templates/workflow_run.html")),
 ];
 
 /// A link of the navigation: its id, label, address and whether viewers see it.
@@ -82,6 +90,7 @@ static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {
     env.add_filter("usd", usd);
     env.add_filter("short", short_id);
     env.add_filter("pretty", pretty_json);
+    env.add_filter("json", compact_json);
     env.add_filter("truncate", truncate);
     env
 });
@@ -138,6 +147,10 @@ fn usd(value: Value) -> String {
 fn short_id(value: Value) -> String {
     let s = value.to_string();
     s.split('-').next().unwrap_or(&s).to_owned()
+}
+
+fn compact_json(value: Value) -> String {
+    serde_json::to_string(&value).unwrap_or_default()
 }
 
 fn pretty_json(value: Value) -> String {

@@ -164,7 +164,18 @@ both_backends! {
         let r = app.post(&format!("/api/v1/agents/{agent}/execute"), json!({"prompt": "hello <b>there</b>", "worker_queue_id": queue})).await;
         let execution = json(r).await["execution_id"].as_str().unwrap().to_string();
 
+        let workflow = app.id_of("/api/v1/workflows", json!({"name": "ship <it>", "steps": [
+            {"id": "build", "type": "command", "command": "echo built"},
+            {"id": "approve", "type": "approval", "message": "Ship it?", "depends_on": ["build"]},
+            {"id": "ship", "type": "command", "command": "echo shipped", "depends_on": ["approve"]},
+        ]})).await;
+        let r = app.post(&format!("/api/v1/workflows/{workflow}/start"), json!({"worker_queue_id": queue})).await;
+        assert_eq!(r.status(), 201);
+        let run = json(r).await["id"].as_str().unwrap().to_string();
+
         let pages = [
+            format!("/workflows/{workflow}"), format!("/workflow-runs/{run}"), "/workflows".into(),
+            "/workflow-runs".into(), "/workflow-runs?status=".into(),
             "/".to_string(), "/usage".into(), "/usage?group_by=model&days=30".into(), "/usage?group_by=".into(),
             "/agents".into(), "/agents?status=".into(), "/agents?status=idle&page=2".into(), format!("/agents/{agent}"),
             "/teams".into(), format!("/teams/{team}"),
@@ -183,6 +194,12 @@ both_backends! {
         let (_, run_page) = page(&app, &app.admin_key, &format!("/executions/{execution}")).await;
         assert!(run_page.contains(&format!("data-stream=\"/api/v1/executions/{execution}/stream\"")));
         assert!(run_page.contains("Cancel run"));
+
+        let (_, run_page) = page(&app, &app.admin_key, &format!("/workflow-runs/{run}")).await;
+        assert!(run_page.contains("<svg") && run_page.contains("data-node=\"approve\"") && run_page.contains("ship"), "the graph");
+        assert!(run_page.contains("data-refresh"), "a running run is redrawn");
+        let (_, wf_page) = page(&app, &app.admin_key, &format!("/workflows/{workflow}")).await;
+        assert!(wf_page.contains("ship &lt;it&gt;") && !wf_page.contains("ship <it>"), "escaped name");
 
         // A viewer sees the same pages without a form that changes anything.
         let viewer = app.key("default", Role::Viewer).await;
@@ -210,6 +227,22 @@ both_backends! {
         assert_eq!(page(&app, &worker, "/agents").await.0, StatusCode::FORBIDDEN);
         let (status, _) = page(&app, "kby_revoked-or-unknown-000000000000", "/agents").await;
         assert_eq!(status, StatusCode::SEE_OTHER);
+    }
+
+    async fn diagrams_are_drawn_as_svg(backend: Backend) {
+        let app = TestApp::spawn(backend).await;
+        let draw = |source: &str| {
+            browser().post(format!("{}/ui/diagram", app.url)).header(header::COOKIE, cookie(&app.admin_key))
+                .header("x-kcp-ui", "1").json(&json!({"source": source})).send()
+        };
+        let r = draw("graph TD\n  A[<img src=x onerror=alert(1)>] --> B{ok?}\n  B -->|yes| C").await.unwrap();
+        assert_eq!(r.status(), 200);
+        let svg = json(r).await["svg"].as_str().unwrap().to_owned();
+        assert!(svg.starts_with("<svg") && svg.contains("&lt;img") && !svg.contains("<img"), "{svg}");
+        assert_eq!(draw("sequenceDiagram\n A->>B: hi").await.unwrap().status(), 422);
+        assert_eq!(draw(&"x".repeat(60_000)).await.unwrap().status(), 422);
+        let r = browser().post(format!("{}/ui/diagram", app.url)).json(&json!({"source": "graph TD\n A"})).send().await.unwrap();
+        assert_eq!(r.status(), 401, "no session, no drawing");
     }
 
     async fn assets_are_embedded_and_cached(backend: Backend) {

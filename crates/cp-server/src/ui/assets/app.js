@@ -194,7 +194,9 @@
   function refresh(region) {
     const every = Number(region.dataset.refresh) || 5000;
     const tick = async () => {
-      if (!document.hidden) {
+      // Not while someone types in the region (an approval's comment).
+      const typing = region.contains(document.activeElement) && /^(INPUT|TEXTAREA|SELECT)$/.test(document.activeElement.tagName);
+      if (!document.hidden && !typing) {
         try {
           const resp = await fetch(location.href, { headers: UI_HEADERS, credentials: 'same-origin' });
           if (resp.ok) {

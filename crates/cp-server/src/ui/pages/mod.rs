@@ -4,6 +4,7 @@
 mod agents;
 mod executions;
 mod overview;
+mod workflows;
 
 use axum::Router;
 use axum::routing::get;
@@ -24,6 +25,16 @@ pub fn routes() -> Router<AppState> {
         .route("/teams/{id}", get(agents::team))
         .route("/executions", get(executions::executions))
         .route("/executions/{id}", get(executions::execution))
+        .route("/workflows", get(workflows::workflows))
+        .route("/workflows/{id}", get(workflows::workflow))
+        .route("/workflow-runs", get(workflows::runs))
+        .route("/workflow-runs/{id}", get(workflows::run))
+}
+
+/// What the pages' script asks of the server besides `/api/v1`: JSON in, JSON (errors in
+/// the envelope) out.
+pub fn script_routes() -> Router<AppState> {
+    Router::new().route("/ui/diagram", axum::routing::post(workflows::diagram))
 }
 
 /// Rows per page of the dashboard's tables.
