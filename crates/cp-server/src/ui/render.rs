@@ -35,6 +35,18 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("workflow.html", include_str!("templates/workflow.html")),
     ("workflow_runs.html", include_str!("templates/workflow_runs.html")),
     ("workflow_run.html", include_str!("templates/workflow_run.html")),
+    ("environments.html", include_str!("templates/environments.html")),
+    ("jobs.html", include_str!("templates/jobs.html")),
+    ("job.html", include_str!("templates/job.html")),
+    ("plans.html", include_str!("templates/plans.html")),
+    ("plan.html", include_str!("templates/plan.html")),
+    ("policies.html", include_str!("templates/policies.html")),
+    ("policy.html", include_str!("templates/policy.html")),
+    ("webhooks.html", include_str!("templates/webhooks.html")),
+    ("webhook.html", include_str!("templates/webhook.html")),
+    ("api_keys.html", include_str!("templates/api_keys.html")),
+    ("secrets.html", include_str!("templates/secrets.html")),
+    ("skills.html", include_str!("templates/skills.html")),
 ];
 
 /// A link of the navigation: its id, label, address and whether viewers see it.

@@ -173,7 +173,23 @@ both_backends! {
         assert_eq!(r.status(), 201);
         let run = json(r).await["id"].as_str().unwrap().to_string();
 
+        let job = app.id_of("/api/v1/jobs", json!({"name": "nightly", "trigger_type": "cron", "cron_schedule": "0 3 * * *",
+            "entity_type": "agent", "entity_id": agent, "prompt_template": "report", "worker_queue_id": queue})).await;
+        let r = app.post("/api/v1/tasks/plan", json!({"description": "Check the <b>cluster</b> and report"})).await;
+        assert_eq!(r.status(), 201, "planned without a model, by the catalog");
+        let plan = json(r).await["id"].as_str().unwrap().to_string();
+        let policy = app.id_of("/api/v1/policies", json!({"name": "no-rm", "policy_content":
+            "package kubiya.tools\n\ndefault allow := true\n\ndeny contains msg if {\n  input.tool_name == \"shell\"\n  msg := \"no\"\n}"})).await;
+        crate::webhooks::allow_private(&app).await;
+        let webhook = app.id_of("/api/v1/webhooks", json!({"url": "http://127.0.0.1:9/kcp", "events": ["*"]})).await;
+        assert_eq!(app.post("/api/v1/secrets", json!({"name": "DB_PASSWORD", "value": "hunter2-secret-value"})).await.status(), 201);
+        app.id_of("/api/v1/skills", json!({"name": "shell", "type": "shell", "configuration": {"allowed_commands": ["ls"]}})).await;
+
         let pages = [
+            format!("/jobs/{job}"), "/jobs".into(), format!("/plans/{plan}"), "/plans".into(), "/environments".into(),
+            "/policies".into(), "/policies?denied=true".into(), "/policies?denied=".into(), format!("/policies/{policy}"),
+            "/webhooks".into(), format!("/webhooks/{webhook}"), "/secrets".into(), "/skills".into(),
+            format!("/executions?worker_queue_id={queue}"),
             format!("/workflows/{workflow}"), format!("/workflow-runs/{run}"), "/workflows".into(),
             "/workflow-runs".into(), "/workflow-runs?status=".into(),
             "/".to_string(), "/usage".into(), "/usage?group_by=model&days=30".into(), "/usage?group_by=".into(),
@@ -195,6 +211,13 @@ both_backends! {
         assert!(run_page.contains(&format!("data-stream=\"/api/v1/executions/{execution}/stream\"")));
         assert!(run_page.contains("Cancel run"));
 
+        let (_, secrets_page) = page(&app, &app.admin_key, "/secrets").await;
+        assert!(secrets_page.contains("DB_PASSWORD") && !secrets_page.contains("hunter2"), "names only");
+        let (status, keys_page) = page(&app, &app.admin_key, "/api-keys").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(keys_page.contains("this session") && !keys_page.contains(&app.admin_key), "no key is shown again");
+        let (_, plan_page) = page(&app, &app.admin_key, &format!("/plans/{plan}")).await;
+        assert!(plan_page.contains("<svg") && plan_page.contains("&lt;b&gt;cluster"), "the plan's graph, escaped");
         let (_, run_page) = page(&app, &app.admin_key, &format!("/workflow-runs/{run}")).await;
         assert!(run_page.contains("<svg") && run_page.contains("data-node=\"approve\"") && run_page.contains("ship"), "the graph");
         assert!(run_page.contains("data-refresh"), "a running run is redrawn");
@@ -210,9 +233,18 @@ both_backends! {
                 "{path} offers a viewer a change");
         }
 
+        // API keys are an admin's page.
+        let member = app.key("default", Role::Member).await;
+        assert_eq!(page(&app, &member, "/api-keys").await.0, StatusCode::FORBIDDEN);
+        assert_eq!(page(&app, &viewer, "/api-keys").await.0, StatusCode::FORBIDDEN);
+        let (_, nav) = page(&app, &member, "/").await;
+        assert!(!nav.contains("href=\"&#x2f;api-keys\""), "members are not offered the keys page");
+
         // Unknown and other organizations' ids are a 404 page; a bad filter a 422 page.
         let other = app.org_with_key("other", Role::Admin).await;
-        for path in [format!("/agents/{agent}"), format!("/executions/{execution}"), format!("/teams/{team}")] {
+        for path in [format!("/agents/{agent}"), format!("/executions/{execution}"), format!("/teams/{team}"), format!("/jobs/{job}"),
+            format!("/plans/{plan}"), format!("/policies/{policy}"), format!("/webhooks/{webhook}"), format!("/workflows/{workflow}"),
+            format!("/workflow-runs/{run}")] {
             let (status, body) = page(&app, &other, &path).await;
             assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
             assert!(body.contains("<h1>404 Not Found</h1>"), "{body}");

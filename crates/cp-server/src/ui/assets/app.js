@@ -119,7 +119,15 @@
       const [selector, field] = show.split(':');
       const target = document.querySelector(selector);
       if (target) {
-        target.textContent = data && field ? data[field] : JSON.stringify(data, null, 2);
+        let shown = data && field ? data[field] : JSON.stringify(data, null, 2);
+        // A compile check's errors, one per line.
+        if (Array.isArray(shown)) {
+          shown = shown.length
+            ? shown.map((e) => (e.line ? `line ${e.line}: ` : '') + (e.message || JSON.stringify(e))).join('\n')
+            : 'No errors.';
+          target.classList.toggle('form-ok', shown === 'No errors.');
+        }
+        target.textContent = shown;
         target.hidden = false;
         const box = target.closest('[hidden]');
         if (box) box.hidden = false;
@@ -168,6 +176,10 @@
     if (button.dataset.bodyFrom) {
       const form = document.querySelector(button.dataset.bodyFrom);
       if (form) body = formBody(form);
+      if (body && button.dataset.pick) {
+        const keep = button.dataset.pick.split(',');
+        body = Object.fromEntries(Object.entries(body).filter(([k]) => keep.includes(k)));
+      }
     }
     button.disabled = true;
     try {

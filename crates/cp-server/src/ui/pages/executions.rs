@@ -22,6 +22,8 @@ pub struct ExecutionsQuery {
     execution_type: Option<ExecutionType>,
     #[serde(default, deserialize_with = "super::blank")]
     entity_id: Option<Uuid>,
+    #[serde(default, deserialize_with = "super::blank")]
+    worker_queue_id: Option<Uuid>,
     page: Option<u32>,
 }
 
@@ -36,7 +38,8 @@ pub async fn executions(
         status: q.status,
         execution_type: q.execution_type,
         entity_id: q.entity_id,
-        ..Default::default()
+        worker_queue_id: q.worker_queue_id,
+        since: None,
     };
     let page = state.store.executions(&auth.org_id).list(filter, at.request()).await?;
     let live = page.items.iter().any(|e| !e.status.is_terminal());
@@ -47,13 +50,14 @@ pub async fn executions(
         context! {
             title => "Executions", pager => pager(&page, &at), executions => page.items, live,
             status => q.status.map(|s| s.as_str()), execution_type => q.execution_type.map(|s| s.as_str()),
-            entity_id => q.entity_id,
+            entity_id => q.entity_id, worker_queue_id => q.worker_queue_id,
             statuses => ExecutionStatus::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
             types => ExecutionType::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
             keep => keep(&[
                 ("status", q.status.map(|s| s.as_str().to_owned())),
                 ("execution_type", q.execution_type.map(|s| s.as_str().to_owned())),
                 ("entity_id", q.entity_id.map(|id| id.to_string())),
+                ("worker_queue_id", q.worker_queue_id.map(|id| id.to_string())),
             ]),
         },
     )

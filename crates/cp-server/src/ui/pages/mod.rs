@@ -2,8 +2,14 @@
 //! render a template; the pages only read, changes go through `/api/v1`.
 
 mod agents;
+mod credentials;
+mod environments;
 mod executions;
+mod jobs;
 mod overview;
+mod plans;
+mod policies;
+mod webhooks;
 mod workflows;
 
 use axum::Router;
@@ -29,6 +35,18 @@ pub fn routes() -> Router<AppState> {
         .route("/workflows/{id}", get(workflows::workflow))
         .route("/workflow-runs", get(workflows::runs))
         .route("/workflow-runs/{id}", get(workflows::run))
+        .route("/jobs", get(jobs::jobs))
+        .route("/jobs/{id}", get(jobs::job))
+        .route("/plans", get(plans::plans))
+        .route("/plans/{id}", get(plans::plan))
+        .route("/environments", get(environments::environments))
+        .route("/policies", get(policies::policies))
+        .route("/policies/{id}", get(policies::policy))
+        .route("/webhooks", get(webhooks::webhooks))
+        .route("/webhooks/{id}", get(webhooks::webhook))
+        .route("/api-keys", get(credentials::api_keys))
+        .route("/secrets", get(credentials::secrets))
+        .route("/skills", get(credentials::skills))
 }
 
 /// What the pages' script asks of the server besides `/api/v1`: JSON in, JSON (errors in
