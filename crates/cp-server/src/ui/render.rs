@@ -49,45 +49,22 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("skills.html", include_str!("templates/skills.html")),
 ];
 
-/// A link of the navigation: its id, label, address and whether viewers see it.
-struct NavItem {
-    id: &'static str,
-    label: &'static str,
-    href: &'static str,
-    admin_only: bool,
-}
-
-const NAV: &[NavItem] = &[
-    NavItem {
-        id: "overview",
-        label: "Overview",
-        href: "/",
-        admin_only: false,
-    },
-    NavItem {
-        id: "agents",
-        label: "Agents",
-        href: "/agents",
-        admin_only: false,
-    },
-    NavItem {
-        id: "teams",
-        label: "Teams",
-        href: "/teams",
-        admin_only: false,
-    },
-    NavItem {
-        id: "executions",
-        label: "Executions",
-        href: "/executions",
-        admin_only: false,
-    },
-    NavItem {
-        id: "usage",
-        label: "Usage",
-        href: "/usage",
-        admin_only: false,
-    },
+/// The navigation: id, label, address, and whether only admins are offered it.
+const NAV: &[(&str, &str, &str, bool)] = &[
+    ("overview", "Overview", "/", false),
+    ("agents", "Agents", "/agents", false),
+    ("teams", "Teams", "/teams", false),
+    ("executions", "Executions", "/executions", false),
+    ("workflows", "Workflows", "/workflows", false),
+    ("jobs", "Jobs", "/jobs", false),
+    ("plans", "Plans", "/plans", false),
+    ("usage", "Usage", "/usage", false),
+    ("environments", "Environments", "/environments", false),
+    ("skills", "Skills", "/skills", false),
+    ("policies", "Policies", "/policies", false),
+    ("webhooks", "Webhooks", "/webhooks", false),
+    ("secrets", "Secrets", "/secrets", false),
+    ("api-keys", "API keys", "/api-keys", true),
 ];
 
 static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {
@@ -193,12 +170,8 @@ pub fn page(caller: &Caller, name: &str, nav: &str, page: Value) -> Result<Respo
     let is_admin = caller.role == Role::Admin;
     let nav_links: Vec<NavLink> = NAV
         .iter()
-        .filter(|n| is_admin || !n.admin_only)
-        .map(|n| NavLink {
-            id: n.id,
-            label: n.label,
-            href: n.href,
-        })
+        .filter(|(_, _, _, admin_only)| is_admin || !admin_only)
+        .map(|&(id, label, href, _)| NavLink { id, label, href })
         .collect();
     let me = Me {
         org_name: &caller.org_name,

@@ -237,6 +237,8 @@ both_backends! {
         let member = app.key("default", Role::Member).await;
         assert_eq!(page(&app, &member, "/api-keys").await.0, StatusCode::FORBIDDEN);
         assert_eq!(page(&app, &viewer, "/api-keys").await.0, StatusCode::FORBIDDEN);
+        let (_, nav) = page(&app, &app.admin_key, "/").await;
+        assert!(nav.contains("href=\"&#x2f;api-keys\""), "admins are");
         let (_, nav) = page(&app, &member, "/").await;
         assert!(!nav.contains("href=\"&#x2f;api-keys\""), "members are not offered the keys page");
 

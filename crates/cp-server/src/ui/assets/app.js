@@ -201,8 +201,22 @@
 
   // ---- live regions ----------------------------------------------------------------------
 
-  // Re-reads the page every `data-refresh` ms while it is visible and swaps in the region with
-  // the same id; stops once the fresh region is no longer marked live.
+  // Reads this page again and swaps in the fresh copies of the regions with these ids; the
+  // fresh regions, or null when the page could not be read.
+  async function reread(ids) {
+    const resp = await fetch(location.href, { headers: UI_HEADERS, credentials: 'same-origin' });
+    if (!resp.ok) return null;
+    const doc = new DOMParser().parseFromString(await resp.text(), 'text/html');
+    return ids.map((id) => {
+      const fresh = doc.getElementById(id);
+      const region = document.getElementById(id);
+      if (fresh && region) region.replaceChildren(...Array.from(fresh.childNodes));
+      return fresh;
+    });
+  }
+
+  // Re-reads the region every `data-refresh` ms while the page is visible; stops once the
+  // fresh region is no longer marked live.
   function refresh(region) {
     const every = Number(region.dataset.refresh) || 5000;
     const tick = async () => {
@@ -210,15 +224,8 @@
       const typing = region.contains(document.activeElement) && /^(INPUT|TEXTAREA|SELECT)$/.test(document.activeElement.tagName);
       if (!document.hidden && !typing) {
         try {
-          const resp = await fetch(location.href, { headers: UI_HEADERS, credentials: 'same-origin' });
-          if (resp.ok) {
-            const doc = new DOMParser().parseFromString(await resp.text(), 'text/html');
-            const fresh = doc.getElementById(region.id);
-            if (fresh) {
-              region.replaceChildren(...Array.from(fresh.childNodes));
-              if (!fresh.dataset.refresh) return;
-            }
-          }
+          const fresh = await reread([region.id]);
+          if (fresh && fresh[0] && !fresh[0].dataset.refresh) return;
         } catch { /* the next tick tries again */ }
       }
       setTimeout(tick, every);
@@ -365,9 +372,10 @@
             assistantBubble(null).textContent = text(data.response);
           }
           if (data.error_message) note('note-error', text(data.error_message));
-          note('note-status', `${data.status}`);
           answered = false;
           usage(data.usage);
+          // The run's facts (its end, duration, cost; no cancel button) as stored now.
+          reread(['run-facts']).catch(() => {});
           break;
         default:
           break;
