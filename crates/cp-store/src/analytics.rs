@@ -9,10 +9,6 @@ use uuid::Uuid;
 use crate::db::{Db, with_db};
 use crate::{Store, StoreResult};
 
-/// How far before its `created_at` an execution's id may have been drawn: a job's firing
-/// draws the id its execution is stored under when it fires.
-const ID_LEAD_MS: i64 = 24 * 3600 * 1000;
-
 impl Store {
     /// The analytics of one organization.
     pub fn analytics<'a>(&'a self, org: &'a str) -> Analytics<'a> {
@@ -32,9 +28,11 @@ struct UsageRow {
     name: Option<String>,
     runs: i64,
     failures: i64,
-    prompt_tokens: i64,
-    completion_tokens: i64,
-    total_tokens: i64,
+    // Sums are taken in floating point: a run's reported usage is a worker's word, and an
+    // absurd figure must not overflow the report into an error.
+    prompt_tokens: f64,
+    completion_tokens: f64,
+    total_tokens: f64,
     cost_usd: f64,
     p50_ms: Option<f64>,
     p95_ms: Option<f64>,
@@ -50,6 +48,9 @@ struct Dialect {
     day: &'static str,
     null_id: &'static str,
     null_text: &'static str,
+    /// A float sum of a column (SQLite's TOTAL never overflows; PostgreSQL sums float8).
+    sum_open: &'static str,
+    sum_close: &'static str,
 }
 
 const SQLITE: Dialect = Dialect {
@@ -61,6 +62,8 @@ const SQLITE: Dialect = Dialect {
     day: "substr(e.created_at, 1, 10)",
     null_id: "NULL",
     null_text: "NULL",
+    sum_open: "TOTAL(",
+    sum_close: ")",
 };
 
 const POSTGRES: Dialect = Dialect {
@@ -72,6 +75,8 @@ const POSTGRES: Dialect = Dialect {
     day: "to_char(e.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
     null_id: "NULL::uuid",
     null_text: "NULL::text",
+    sum_open: "SUM(CAST(",
+    sum_close: " AS DOUBLE PRECISION))",
 };
 
 /// The report's statement. Agent and team rows count the workflow steps that ran an agent or
@@ -112,14 +117,14 @@ fn usage_sql(d: &Dialect, group: UsageGroup) -> String {
              CASE WHEN e.status IN ('completed', 'failed', 'cancelled') AND e.started_at IS NOT NULL \
                AND e.completed_at IS NOT NULL THEN {dur} END AS dur \
            FROM executions e {join} \
-           WHERE e.organization_id = $1 AND e.id >= $2 AND e.created_at >= $3 AND e.created_at < $4 {only}), \
+           WHERE e.organization_id = $1 AND e.created_at >= $2 AND e.created_at < $3 {only}), \
          ranked AS (\
            SELECT runs.*, ROW_NUMBER() OVER (PARTITION BY key_id, key_text ORDER BY dur IS NULL, dur) AS rn, \
              COUNT(dur) OVER (PARTITION BY key_id, key_text) AS n FROM runs) \
          SELECT key_id, key_text, MAX(name) AS name, COUNT(*) AS runs, \
            CAST(SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END) AS BIGINT) AS failures, \
-           CAST(SUM(pt) AS BIGINT) AS prompt_tokens, CAST(SUM(ct) AS BIGINT) AS completion_tokens, \
-           CAST(SUM(tt) AS BIGINT) AS total_tokens, CAST(SUM(cost) AS DOUBLE PRECISION) AS cost_usd, \
+           {so}pt{sc} AS prompt_tokens, {so}ct{sc} AS completion_tokens, {so}tt{sc} AS total_tokens, \
+           {so}cost{sc} AS cost_usd, \
            MIN(CASE WHEN dur IS NOT NULL AND rn >= 0.5 * n THEN dur END) AS p50_ms, \
            MIN(CASE WHEN dur IS NOT NULL AND rn >= 0.95 * n THEN dur END) AS p95_ms \
          FROM ranked GROUP BY key_id, key_text ORDER BY {order}",
@@ -128,20 +133,15 @@ fn usage_sql(d: &Dialect, group: UsageGroup) -> String {
         tt = d.total_tokens,
         cost = d.cost,
         dur = d.duration_ms,
+        so = d.sum_open,
+        sc = d.sum_close,
     )
-}
-
-/// The smallest UUIDv7 drawn at `ms` (Unix milliseconds): execution ids are v7, so their
-/// order is their creation order and the organization's id index serves a time range.
-fn v7_floor(ms: i64) -> Uuid {
-    Uuid::from_u128((ms.max(0) as u128) << 80)
 }
 
 impl Analytics<'_> {
     /// Runs, failures, tokens, cost and duration percentiles of the executions created in
     /// `[since, until)`, one item per `group`.
     pub async fn usage(&self, group: UsageGroup, since: Timestamp, until: Timestamp) -> StoreResult<Vec<UsageItem>> {
-        let floor = v7_floor(since.timestamp_millis().saturating_sub(ID_LEAD_MS));
         let dialect = match self.db {
             Db::Sqlite(..) => &SQLITE,
             Db::Postgres(..) => &POSTGRES,
@@ -149,7 +149,7 @@ impl Analytics<'_> {
         // Built from constant parts only: the group picks among them.
         let sql = usage_sql(dialect, group);
         let rows: Vec<UsageRow> = with_db!(self.db, pool =>
-            sqlx::query_as(AssertSqlSafe(sql.as_str())).bind(self.org).bind(floor).bind(since).bind(until).fetch_all(pool).await)?;
+            sqlx::query_as(AssertSqlSafe(sql.as_str())).bind(self.org).bind(since).bind(until).fetch_all(pool).await)?;
         Ok(rows
             .into_iter()
             .map(|r| {
@@ -159,9 +159,10 @@ impl Analytics<'_> {
                     key,
                     runs: r.runs,
                     failures: r.failures,
-                    prompt_tokens: r.prompt_tokens,
-                    completion_tokens: r.completion_tokens,
-                    total_tokens: r.total_tokens,
+                    // `as` saturates: a sum past i64 reads as i64::MAX.
+                    prompt_tokens: r.prompt_tokens as i64,
+                    completion_tokens: r.completion_tokens as i64,
+                    total_tokens: r.total_tokens as i64,
                     cost_usd: r.cost_usd,
                     p50_ms: r.p50_ms,
                     p95_ms: r.p95_ms,
@@ -186,44 +187,28 @@ pub struct FailingWebhook {
 impl Analytics<'_> {
     /// How many executions created since `since` are in each status.
     pub async fn runs_by_status(&self, since: Timestamp) -> StoreResult<Vec<(String, i64)>> {
-        let floor = v7_floor(since.timestamp_millis().saturating_sub(ID_LEAD_MS));
         Ok(with_db!(self.db, pool =>
             sqlx::query_as(
                 "SELECT status, COUNT(*) FROM executions \
-                 WHERE organization_id = $1 AND id >= $2 AND created_at >= $3 GROUP BY status ORDER BY status")
-                .bind(self.org).bind(floor).bind(since).fetch_all(pool).await)?)
+                 WHERE organization_id = $1 AND created_at >= $2 GROUP BY status ORDER BY status")
+                .bind(self.org).bind(since).fetch_all(pool).await)?)
     }
 
-    /// Endpoints with deliveries that failed or are being retried since `since` (delivery
-    /// ids are UUIDv7 too), and disabled ones, most failures first.
+    /// Endpoints with deliveries that failed or are being retried since `since` (a delivery's
+    /// last attempt), and disabled ones, most failures first, with their latest error.
     pub async fn failing_webhooks(&self, since: Timestamp, limit: i64) -> StoreResult<Vec<FailingWebhook>> {
-        let floor = v7_floor(since.timestamp_millis());
         Ok(with_db!(self.db, pool =>
             sqlx::query_as(
                 "SELECT w.id, w.url, w.disabled_reason, \
                    CAST(COALESCE(SUM(CASE WHEN d.status = 'failed' THEN 1 ELSE 0 END), 0) AS BIGINT) AS failed, \
                    CAST(COALESCE(SUM(CASE WHEN d.status = 'pending' THEN 1 ELSE 0 END), 0) AS BIGINT) AS retrying, \
-                   MAX(d.last_error) AS last_error \
-                 FROM webhooks w LEFT JOIN webhook_deliveries d ON d.webhook_id = w.id AND d.id >= $2 \
+                   (SELECT l.last_error FROM webhook_deliveries l WHERE l.webhook_id = w.id \
+                      AND l.last_error IS NOT NULL ORDER BY l.updated_at DESC LIMIT 1) AS last_error \
+                 FROM webhooks w LEFT JOIN webhook_deliveries d ON d.webhook_id = w.id AND d.updated_at >= $2 \
                    AND (d.status = 'failed' OR (d.status = 'pending' AND d.attempts > 0)) \
                  WHERE w.organization_id = $1 GROUP BY w.id, w.url, w.disabled_reason \
                  HAVING COUNT(d.id) > 0 OR w.disabled_reason IS NOT NULL \
                  ORDER BY failed DESC, retrying DESC, w.url LIMIT $3")
-                .bind(self.org).bind(floor).bind(limit).fetch_all(pool).await)?)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn v7_floor_orders_before_ids_of_its_millisecond() {
-        let ms = 1_780_000_000_123;
-        let floor = v7_floor(ms);
-        let ts = uuid::Timestamp::from_unix(uuid::NoContext, (ms / 1000) as u64, ((ms % 1000) * 1_000_000) as u32);
-        let id = Uuid::new_v7(ts);
-        assert!(floor <= id);
-        assert!(v7_floor(ms + 1) > id);
+                .bind(self.org).bind(since).bind(limit).fetch_all(pool).await)?)
     }
 }

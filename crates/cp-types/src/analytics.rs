@@ -13,7 +13,7 @@ wire_enum! {
 /// One row of the usage report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct UsageItem {
-    /// The agent's or team's id, the model's value (`openai/gpt-4o`), or the day (`2026-12-05`).
+    /// The agent's, team's or model's id, or the UTC day (`2026-12-05`).
     pub key: String,
     /// The agent's, team's or model's name (as stored on the run when it is gone), or the day.
     pub name: String,

@@ -18,8 +18,9 @@ pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(usage))
 }
 
-/// The window a report covers when `since` is not given.
+/// The window a report covers when `since` is not given, and the longest it may cover.
 const DEFAULT_WINDOW_DAYS: i64 = 7;
+const MAX_WINDOW_DAYS: i64 = 366;
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -27,6 +28,7 @@ struct UsageQuery {
     /// One row per agent, team, model or UTC day.
     group_by: UsageGroup,
     /// Executions created at or after this instant (RFC 3339); 7 days before `until` if absent.
+    /// The window is at most 366 days.
     #[param(value_type = Option<String>)]
     since: Option<Timestamp>,
     /// Executions created before this instant (RFC 3339); now if absent.
@@ -48,6 +50,12 @@ async fn usage(
     let since = q.since.unwrap_or(until - Duration::days(DEFAULT_WINDOW_DAYS));
     if since >= until {
         return Err(ServiceError::invalid("since", "must be before `until`"));
+    }
+    if until - since > Duration::days(MAX_WINDOW_DAYS) {
+        return Err(ServiceError::invalid(
+            "since",
+            format!("the window is at most {MAX_WINDOW_DAYS} days"),
+        ));
     }
     let items = state
         .store

@@ -143,6 +143,24 @@ both_backends! {
         assert_eq!(r.status(), 200);
     }
 
+    async fn absurd_usage_does_not_break_the_report(backend: Backend) {
+        let app = TestApp::spawn(backend).await;
+        let env = json(app.get("/api/v1/environments").await).await["items"][0]["id"].as_str().unwrap().to_string();
+        let queue = id_of(&app, &format!("/api/v1/environments/{env}/worker-queues"), json!({"name": "usage-queue"})).await;
+        let a = id_of(&app, "/api/v1/agents", json!({"name": "liar"})).await;
+        let worker_key = app.key("default", Role::Worker).await;
+        let worker = TestWorker::start(&app.url, &worker_key, &queue, "w1").await;
+        let huge = Some(json!({"prompt_tokens": i64::MAX - 1, "completion_tokens": i64::MAX, "total_tokens": i64::MAX, "cost_usd": 1e300}));
+        for _ in 0..2 {
+            execute_once(&app, &worker, &format!("agents/{a}"), &queue, huge.clone()).await;
+        }
+        let report = json(app.get("/api/v1/analytics/usage?group_by=agent").await).await;
+        assert_eq!(report["items"][0]["prompt_tokens"], i64::MAX, "saturated: {report}");
+        assert_eq!(report["items"][0]["runs"], 2);
+        let r = app.get("/api/v1/analytics/usage?group_by=day").await;
+        assert_eq!(r.status(), 200);
+    }
+
     async fn usage_refuses_bad_queries(backend: Backend) {
         let app = TestApp::spawn(backend).await;
         for bad in [
@@ -151,6 +169,7 @@ both_backends! {
             "/api/v1/analytics/usage?group_by=day&since=yesterday",
             "/api/v1/analytics/usage?group_by=day&since=2026-12-02T00:00:00Z&until=2026-12-01T00:00:00Z",
             "/api/v1/analytics/usage?group_by=day&since=2026-12-01T00:00:00Z&until=2026-12-01T00:00:00Z",
+            "/api/v1/analytics/usage?group_by=day&since=1970-01-01T00:00:00Z",
         ] {
             assert_error(app.get(bad).await, 422, "VALIDATION_ERROR").await;
         }
