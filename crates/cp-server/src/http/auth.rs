@@ -68,6 +68,10 @@ fn limited(decision: Decision) -> Response {
     resp
 }
 
+/// The POST routes that only read (their input is too large for a query string), which
+/// viewers may call.
+const READS_BY_POST: &[&str] = &["/ui/diagram"];
+
 /// Middleware on every key-protected route: resolves the key, meters the request, refuses
 /// writes by viewers, and stamps the rate-limit headers on the answer.
 pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
@@ -78,7 +82,7 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
         Some(token) => (Some(token), false),
         None => (session::cookie_key(req.headers()), true),
     };
-    if from_cookie && token.is_some() && !session::may_act(req.method(), req.headers()) {
+    if from_cookie && token.is_some() && !session::may_act(req.method(), req.headers(), &state.config.public_url) {
         return ServiceError::forbidden("a browser session changes things only from the dashboard's own pages")
             .into_response();
     }
@@ -123,7 +127,10 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
     if !decision.allowed {
         return limited(decision);
     }
-    if principal.role == Role::Viewer && !matches!(*req.method(), Method::GET | Method::HEAD) {
+    if principal.role == Role::Viewer
+        && !matches!(*req.method(), Method::GET | Method::HEAD)
+        && !READS_BY_POST.contains(&req.uri().path())
+    {
         let mut resp = ServiceError::forbidden("viewer keys can only read").into_response();
         decision.write_headers(resp.headers_mut());
         return resp;

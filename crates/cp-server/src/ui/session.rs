@@ -26,11 +26,19 @@ struct NextQuery {
     next: Option<String>,
 }
 
-/// Where to go after signing in: a path of this server, never another site (`//host`,
-/// `/\host` and absolute URLs all fall back to the overview).
+/// Where to go after signing in: a path of this server, never another site. `//host`, `/\host`,
+/// absolute URLs, and control characters (browsers drop tabs and newlines, so `/\t/host`
+/// becomes `//host`) all fall back to the overview.
 fn local_path(next: Option<&str>) -> &str {
     match next {
-        Some(p) if p.starts_with('/') && !p.starts_with("//") && !p.starts_with("/\\") => p,
+        Some(p)
+            if p.starts_with('/')
+                && !p.starts_with("//")
+                && !p.contains('\\')
+                && !p.chars().any(|c| c.is_control() || c.is_whitespace()) =>
+        {
+            p
+        }
         _ => "/",
     }
 }
@@ -62,7 +70,7 @@ async fn submit(
     Form(form): Form<SignIn>,
 ) -> Response {
     let next = local_path(form.next.as_deref());
-    if !session::same_origin(&headers) {
+    if !session::same_origin(&headers, &state.config.public_url, true) {
         return sign_in_page(
             StatusCode::FORBIDDEN,
             next,
@@ -74,7 +82,7 @@ async fn submit(
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
     match sign_in(&state, addr, &form.api_key).await {
         Ok(_) => {
-            let secure = state.config.public_url.starts_with("https://");
+            let secure = session::over_https(&headers, &state.config.public_url);
             let mut resp = Redirect::to(next).into_response();
             resp.headers_mut()
                 .insert(header::SET_COOKIE, session::set_cookie(form.api_key.trim(), secure));
@@ -104,8 +112,8 @@ async fn submit(
     }
 }
 
-async fn sign_out(headers: HeaderMap) -> Response {
-    if !session::same_origin(&headers) {
+async fn sign_out(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if !session::same_origin(&headers, &state.config.public_url, false) {
         return StatusCode::FORBIDDEN.into_response();
     }
     let mut resp = Redirect::to("/sign-in").into_response();
@@ -126,6 +134,10 @@ mod tests {
             "https://evil.example",
             "agents",
             "",
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/ /evil.example",
+            "/a\\b",
         ] {
             assert_eq!(local_path(Some(bad)), "/", "{bad}");
         }

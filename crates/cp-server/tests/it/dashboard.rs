@@ -15,14 +15,16 @@ fn browser() -> reqwest::Client {
         .unwrap()
 }
 
+/// Posts the sign-in form as a browser does, from `origin` (this server when `None`).
 async fn sign_in(app: &TestApp, form: &[(&str, &str)], origin: Option<&str>) -> reqwest::Response {
+    let origin = origin.unwrap_or(&app.url);
     let body: Vec<String> = form.iter().map(|(k, v)| format!("{k}={}", encode(v))).collect();
     let mut req = browser()
         .post(format!("{}/sign-in", app.url))
         .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
         .body(body.join("&"));
-    if let Some(o) = origin {
-        req = req.header(header::ORIGIN, o);
+    if !origin.is_empty() {
+        req = req.header(header::ORIGIN, origin);
     }
     req.send().await.unwrap()
 }
@@ -104,9 +106,11 @@ both_backends! {
         assert!(r.headers().get(header::SET_COOKIE).is_none());
         let worker = app.key("default", Role::Worker).await;
         assert_eq!(sign_in(&app, &[("api_key", &worker)], None).await.status(), StatusCode::UNAUTHORIZED);
-        let r = sign_in(&app, &[("api_key", &app.admin_key)], Some("https://evil.example")).await;
-        assert_eq!(r.status(), StatusCode::FORBIDDEN);
-        assert!(r.headers().get(header::SET_COOKIE).is_none());
+        for origin in ["https://evil.example", ""] {
+            let r = sign_in(&app, &[("api_key", &app.admin_key)], Some(origin)).await;
+            assert_eq!(r.status(), StatusCode::FORBIDDEN, "from {origin:?}");
+            assert!(r.headers().get(header::SET_COOKIE).is_none());
+        }
 
         // Accepted: an HttpOnly, SameSite=Strict cookie, and back to a local page only.
         let origin = app.url.clone();
@@ -274,6 +278,11 @@ both_backends! {
         let svg = json(r).await["svg"].as_str().unwrap().to_owned();
         assert!(svg.starts_with("<svg") && svg.contains("&lt;img") && !svg.contains("<img"), "{svg}");
         assert_eq!(draw("sequenceDiagram\n A->>B: hi").await.unwrap().status(), 422);
+        // A viewer reads diagrams too (drawing changes nothing).
+        let viewer = app.key("default", Role::Viewer).await;
+        let r = browser().post(format!("{}/ui/diagram", app.url)).header(header::COOKIE, cookie(&viewer))
+            .header("x-kcp-ui", "1").json(&json!({"source": "pie\n \"a\" : 1"})).send().await.unwrap();
+        assert_eq!(r.status(), 200);
         assert_eq!(draw(&"x".repeat(60_000)).await.unwrap().status(), 422);
         let r = browser().post(format!("{}/ui/diagram", app.url)).json(&json!({"source": "graph TD\n A"})).send().await.unwrap();
         assert_eq!(r.status(), 401, "no session, no drawing");
