@@ -404,6 +404,7 @@
     // stream is opened again after the last event drawn.
     let source = null;
     let last = 0;
+    let backoff = 0;
     function open() {
       const url = root.dataset.stream + (last ? `?after=${last}` : '');
       source = new EventSource(url);
@@ -412,6 +413,7 @@
           let data = null;
           try { data = JSON.parse(ev.data); } catch { data = ev.data; }
           last = Number(ev.lastEventId) || last;
+          backoff = 0;
           pending.push([type, data || {}]);
           if (type === 'done') {
             source.close();
@@ -424,6 +426,15 @@
           }
         });
       }
+      // A dropped connection is resumed by the browser itself; one it gave up on (an error
+      // answer, such as too many streams for this key) is opened again, less and less often.
+      source.addEventListener('error', () => {
+        if (!source || source.readyState !== EventSource.CLOSED) return;
+        source = null;
+        backoff = Math.min(backoff ? backoff * 2 : 1000, 30000);
+        note('note-error', `The stream was cut; trying again in ${backoff / 1000} s.`);
+        setTimeout(() => { if (!source && !root.dataset.done) open(); }, backoff);
+      });
     }
     open();
     document.addEventListener('kcp:sent', () => {
