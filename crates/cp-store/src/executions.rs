@@ -362,10 +362,21 @@ pub struct Executions<'a> {
     second_ms: i64,
 }
 
+/// The list's filters; `entity` spells the entity test plainly, so the organization-entity
+/// index serves an agent's or team's runs (a `$4 IS NULL OR` test hides it from the planner).
 macro_rules! exec_filter {
     () => {
-        " WHERE organization_id = $1 AND ($2 IS NULL OR status = $2) AND ($3 IS NULL OR execution_type = $3) \
-         AND ($4 IS NULL OR entity_id = $4) AND ($5 IS NULL OR worker_queue_id = $5) AND ($6 IS NULL OR created_at >= $6)"
+        exec_filter!("($4 IS NULL OR entity_id = $4)")
+    };
+    (entity) => {
+        exec_filter!("entity_id = $4")
+    };
+    ($entity:literal) => {
+        concat!(
+            " WHERE organization_id = $1 AND ($2 IS NULL OR status = $2) AND ($3 IS NULL OR execution_type = $3) AND ",
+            $entity,
+            " AND ($5 IS NULL OR worker_queue_id = $5) AND ($6 IS NULL OR created_at >= $6)"
+        )
     };
 }
 
@@ -751,14 +762,36 @@ impl Executions<'_> {
     pub async fn list(&self, filter: ExecutionFilter, page: PageRequest) -> StoreResult<Page<Execution>> {
         let status = filter.status.map(|s| s.as_str());
         let kind = filter.execution_type.map(|s| s.as_str());
+        let (rows_sql, count_sql) = match filter.entity_id {
+            Some(_) => (
+                concat!(
+                    "SELECT ",
+                    exec_columns!(),
+                    " FROM executions",
+                    exec_filter!(entity),
+                    " ORDER BY id DESC LIMIT $7 OFFSET $8"
+                ),
+                concat!("SELECT COUNT(*) FROM executions", exec_filter!(entity)),
+            ),
+            None => (
+                concat!(
+                    "SELECT ",
+                    exec_columns!(),
+                    " FROM executions",
+                    exec_filter!(),
+                    " ORDER BY id DESC LIMIT $7 OFFSET $8"
+                ),
+                concat!("SELECT COUNT(*) FROM executions", exec_filter!()),
+            ),
+        };
         let rows: Vec<ExecutionRow> = with_db!(self.db, pool =>
-            sqlx::query_as(concat!("SELECT ", exec_columns!(), " FROM executions", exec_filter!(), " ORDER BY id DESC LIMIT $7 OFFSET $8"))
+            sqlx::query_as(rows_sql)
                 .bind(self.org).bind(status).bind(kind).bind(filter.entity_id).bind(filter.worker_queue_id)
                 .bind(filter.since).bind(page.limit).bind(page.offset)
                 .fetch_all(pool).await)?;
         let count = async {
             Ok(with_db!(self.db, pool =>
-                sqlx::query_scalar(concat!("SELECT COUNT(*) FROM executions", exec_filter!()))
+                sqlx::query_scalar(count_sql)
                     .bind(self.org).bind(status).bind(kind).bind(filter.entity_id).bind(filter.worker_queue_id)
                     .bind(filter.since).fetch_one(pool).await)?)
         };
