@@ -39,6 +39,8 @@ pub struct AppState {
     pub graph_analyses: Arc<tokio::sync::watch::Sender<u64>>,
     /// Each organization's reached embedding model, and the embedder's bell.
     pub embedders: Arc<crate::services::knowledge::embeddings::Embedders>,
+    /// The dashboard's usage figures, a few seconds old at most.
+    pub usage: Arc<crate::services::usage_cache::UsageCache>,
     pub started_at: Instant,
 }
 
@@ -66,6 +68,7 @@ impl AppState {
             graph_analyzed_at: Arc::default(),
             graph_analyses: Arc::new(tokio::sync::watch::channel(0).0),
             embedders: Arc::default(),
+            usage: Arc::default(),
             started_at: Instant::now(),
         }
     }

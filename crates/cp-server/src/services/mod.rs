@@ -23,6 +23,7 @@ pub mod retention;
 pub mod run_context;
 pub mod stream;
 pub mod templates;
+pub mod usage_cache;
 pub mod vault;
 pub mod webhooks;
 pub mod workers;

@@ -11,7 +11,7 @@ use minijinja::context;
 use serde::{Deserialize, Serialize};
 
 use crate::http::{Auth, Query, Read};
-use crate::services::error::ServiceResult;
+use crate::services::error::{ServiceError, ServiceResult};
 use crate::state::AppState;
 use crate::ui::render;
 
@@ -81,7 +81,6 @@ fn link(group: UsageGroup) -> impl Fn(&UsageItem) -> Option<String> {
 pub async fn overview(State(state): State<AppState>, auth: Auth<Read>) -> ServiceResult<Response> {
     let now = cp_types::now();
     let day_ago = now - Duration::hours(24);
-    let week_ago = now - Duration::days(7);
     let analytics = state.store.analytics(&auth.org_id);
     let workers = state.store.workers(&auth.org_id);
     let denied = DecisionFilter {
@@ -89,19 +88,20 @@ pub async fn overview(State(state): State<AppState>, auth: Auth<Read>) -> Servic
         ..Default::default()
     };
     let few = PageRequest { limit: 8, offset: 0 };
+    let usage = &state.usage;
     let (by_status, online, webhooks, denials, days, agents) = tokio::try_join!(
-        analytics.runs_by_status(day_ago),
-        workers.list(
-            WorkerFilter {
+        async { Ok::<_, ServiceError>(analytics.runs_by_status(day_ago).await?) },
+        async {
+            let all = WorkerFilter {
                 worker_queue_id: None,
-                online_only: true
-            },
-            PageRequest { limit: 20, offset: 0 }
-        ),
-        analytics.failing_webhooks(day_ago, 8),
-        state.store.policy_decisions(&auth.org_id, &denied, few),
-        analytics.usage(UsageGroup::Day, week_ago, now),
-        analytics.usage(UsageGroup::Agent, week_ago, now),
+                online_only: true,
+            };
+            Ok(workers.list(all, PageRequest { limit: 20, offset: 0 }).await?)
+        },
+        async { Ok(analytics.failing_webhooks(day_ago, 8).await?) },
+        async { Ok(state.store.policy_decisions(&auth.org_id, &denied, few).await?) },
+        usage.last_days(&state.store, &auth.org_id, UsageGroup::Day, 7),
+        usage.last_days(&state.store, &auth.org_id, UsageGroup::Agent, 7),
     )?;
     let runs_24h: i64 = by_status.iter().map(|(_, n)| n).sum();
     let status_counts: Vec<_> = by_status
@@ -114,7 +114,7 @@ pub async fn overview(State(state): State<AppState>, auth: Auth<Read>) -> Servic
         |i| format!("{} runs, {}", i.runs, cost(i)),
         |_| None,
     );
-    let mut by_cost = agents.clone();
+    let mut by_cost = agents.to_vec();
     by_cost.sort_by(|a, b| b.cost_usd.total_cmp(&a.cost_usd));
     by_cost.truncate(8);
     let agent_bars = bars(&by_cost, |i| i.cost_usd, cost, link(UsageGroup::Agent));
@@ -147,12 +147,7 @@ pub async fn usage(
 ) -> ServiceResult<Response> {
     let group = q.group_by.unwrap_or(UsageGroup::Agent);
     let days = i64::from(q.days.unwrap_or(7).clamp(1, 366));
-    let now = cp_types::now();
-    let items = state
-        .store
-        .analytics(&auth.org_id)
-        .usage(group, now - Duration::days(days), now)
-        .await?;
+    let items = state.usage.last_days(&state.store, &auth.org_id, group, days).await?;
     let run_bars = bars(
         &items,
         |i| i.runs as f64,
