@@ -91,6 +91,9 @@ async fn measure(target: &Target, args: &BenchArgs, server_pid: Option<u32>) -> 
     if args.only == Some(BenchPart::Knowledge) {
         return crate::bench_knowledge::run(target.addr, &target.key, duration).await;
     }
+    if args.only == Some(BenchPart::Dashboard) {
+        return crate::bench_dashboard::run(target.addr, &target.key, duration).await;
+    }
     setup(target).await?;
     let scenarios: [(&str, &str, bool); 3] = [
         ("GET /api/health", "/api/health", false),

@@ -216,13 +216,13 @@ async fn embedding_model(conn: &mut Conn, llm: SocketAddr) -> anyhow::Result<()>
 }
 
 /// Requests made back to back for `duration`; `next(n)` says the n-th one.
-struct Part {
-    requests: u64,
-    errors: u64,
-    latency_us: Histogram<u64>,
+pub(crate) struct Part {
+    pub(crate) requests: u64,
+    pub(crate) errors: u64,
+    pub(crate) latency_us: Histogram<u64>,
 }
 
-async fn measure(
+pub(crate) async fn measure(
     conn: &mut Conn,
     duration: Duration,
     mut next: impl FnMut(u64) -> (&'static str, String, Option<String>),

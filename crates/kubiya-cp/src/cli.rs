@@ -233,7 +233,8 @@ pub struct BenchArgs {
     /// Run one part only: the HTTP lists, policy decisions (through the policy sandbox, no
     /// server), executions, one execution followed by 1,000 SSE clients, workflows, jobs, task
     /// planning against a fake model (a server at `--url` needs `--allow-private-model-urls`),
-    /// or knowledge search and graph queries over 100,000 items, nodes and 300,000 relationships.
+    /// knowledge search and graph queries over 100,000 items, nodes and 300,000 relationships,
+    /// or the dashboard's pages over 1,000 agents and 10,000 executions.
     #[arg(long, value_enum)]
     pub only: Option<BenchPart>,
 }
@@ -249,6 +250,7 @@ pub enum BenchPart {
     Jobs,
     Planning,
     Knowledge,
+    Dashboard,
 }
 
 pub fn init_logging(global: &Global) {

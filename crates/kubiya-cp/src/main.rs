@@ -2,6 +2,7 @@
 
 mod admin;
 mod bench;
+mod bench_dashboard;
 mod bench_exec;
 mod bench_floor;
 mod bench_jobs;
