@@ -163,6 +163,30 @@ test('an admin creates a shell skill and an agent, runs it and watches the tool 
   await context.close();
 });
 
+test('a team is created with a member and edited without losing its configuration', async () => {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  const page = await signIn(context, KEY);
+  await page.goto(`${base}/teams`);
+  await page.click('#new-team summary');
+  await page.fill('#t-name', 'crew');
+  await page.locator('#new-team').getByLabel('lister').check();
+  await Promise.all([page.waitForURL(/\/teams\/[0-9a-f-]{36}$/), page.click('#new-team button[type=submit]')]);
+  const id = page.url().split('/').pop();
+  await api('PATCH', `/api/v1/teams/${id}`, { configuration: { member_ids: (await api('GET', `/api/v1/teams/${id}`)).configuration.member_ids, instructions: ['Triage first'] } });
+  await page.reload();
+  await page.click('#edit-team summary');
+  await page.fill('#e-name', 'crew-renamed');
+  await page.locator('#edit-team').getByLabel('shell').check();
+  await Promise.all([page.waitForEvent('load'), page.click('#edit-team button[type=submit]')]);
+  await page.getByRole('heading', { name: /crew-renamed/ }).waitFor();
+  const team = await api('GET', `/api/v1/teams/${id}`);
+  assert.equal(team.agents.length, 1);
+  assert.equal(team.skills.length, 1);
+  assert.deepEqual(team.configuration.instructions, ['Triage first'], 'the rest of the configuration is kept');
+  await shot(page, 'team');
+  await context.close();
+});
+
 test('an approval step is approved from its run page, which follows the run live', async () => {
   const wf = await api('POST', '/api/v1/workflows', { name: 'release', steps: [
     { id: 'build', type: 'command', command: 'echo built' },

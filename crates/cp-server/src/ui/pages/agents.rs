@@ -133,7 +133,7 @@ pub async fn teams(
         "teams",
         context! {
             title => "Teams", pager => pager(&page, &q), teams => page.items, keep => "",
-            agents => members.items, models => choices.models,
+            agents => members.items, models => choices.models, skills => choices.skills,
         },
     )
 }
@@ -147,19 +147,29 @@ pub async fn team(State(state): State<AppState>, auth: Auth<Read>, Path(id): Pat
     };
     let teams = state.store.teams(org);
     let executions = state.store.executions(org);
-    let queues = state.store.worker_queues(org);
-    let (team, recent, queues) = tokio::try_join!(
+    let agents = state.store.agents(org);
+    let (team, recent, members, choices) = tokio::try_join!(
         async { teams.get(id).await.map_err(|e| ServiceError::from_store(e, "team")) },
         async { Ok(executions.list(runs, RECENT).await?) },
-        async { Ok(queues.list(None, OPTIONS).await?) },
+        async { Ok(agents.list(AgentFilter::default(), OPTIONS).await?) },
+        choices(&state, org),
     )?;
+    // The edit form sends the configuration back whole (an update replaces it) with the
+    // members as checked.
+    let mut configuration = team.configuration.clone();
+    if let Some(c) = configuration.as_object_mut() {
+        c.remove("member_ids");
+    }
+    let member_ids: Vec<Uuid> = team.agents.iter().map(|a| a.id).collect();
     render::page(
         &auth,
         "team.html",
         "teams",
         context! {
-            title => team.name.clone(), team, recent => recent.items, recent_total => recent.total,
-            queues => queues.items,
+            title => team.name.clone(), recent => recent.items, recent_total => recent.total,
+            configuration => serde_json::to_string(&configuration).unwrap_or_else(|_| "{}".into()),
+            member_ids, agents => members.items, models => choices.models, skills => choices.skills,
+            queues => choices.queues, team,
         },
     )
 }
