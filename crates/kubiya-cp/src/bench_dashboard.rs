@@ -9,7 +9,7 @@ use anyhow::Context;
 use serde_json::{Value, json};
 
 use crate::bench_exec::{Conn, claimed, register};
-use crate::bench_knowledge::measure;
+use crate::bench_knowledge::{Part, measure, print_parts};
 
 const AGENTS: usize = 1_000;
 const EXECUTIONS: usize = 10_000;
@@ -57,27 +57,18 @@ pub async fn run(addr: SocketAddr, key: &str, duration: Duration) -> anyhow::Res
     println!(
         "kubiya-cp bench --only dashboard: one request at a time, {AGENTS} agents, {EXECUTIONS} executions, server on {addr}"
     );
-    println!(
-        "{:<64} {:>10} {:>10} {:>10} {:>10} {:>8}",
-        "page", "requests", "p50 ms", "p99 ms", "max ms", "errors"
-    );
-    for (page, part) in rows {
-        let ms = |q: f64| part.latency_us.value_at_quantile(q) as f64 / 1000.0;
-        let name = if page.len() > 62 {
-            format!("{}…", &page[..61])
-        } else {
-            page
-        };
-        println!(
-            "{:<64} {:>10} {:>10.3} {:>10.3} {:>10.3} {:>8}",
-            format!("GET {name}"),
-            part.requests,
-            ms(0.5),
-            ms(0.99),
-            part.latency_us.max() as f64 / 1000.0,
-            part.errors
-        );
-    }
+    let named: Vec<(String, &Part)> = rows
+        .iter()
+        .map(|(page, part)| {
+            let name = if page.len() > 58 {
+                format!("{}…", &page[..57])
+            } else {
+                page.clone()
+            };
+            (format!("GET {name}"), part)
+        })
+        .collect();
+    print_parts("page", &named);
     Ok(())
 }
 

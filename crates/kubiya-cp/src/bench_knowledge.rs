@@ -127,32 +127,20 @@ pub async fn run(addr: SocketAddr, key: &str, duration: Duration) -> anyhow::Res
     fake.abort();
     println!();
     println!("kubiya-cp bench --only knowledge: one request at a time, server on {addr}");
-    println!(
-        "{:<64} {:>10} {:>10} {:>10} {:>10} {:>8}",
-        "scenario", "requests", "p50 ms", "p99 ms", "max ms", "errors"
+    print_parts(
+        "scenario",
+        &[
+            (format!("GET /knowledge/search (2 words, {ITEMS} items)"), &search),
+            (
+                format!("GET /knowledge/search hybrid ({ITEMS} items, {DIMENSIONS} dims)"),
+                &hybrid,
+            ),
+            (
+                format!("POST /graph/query 2 hops ({NODES} nodes, {} rels)", NODES * OUT_DEGREE),
+                &hops,
+            ),
+        ],
     );
-    for (name, part) in [
-        (format!("GET /knowledge/search (2 words, {ITEMS} items)"), &search),
-        (
-            format!("GET /knowledge/search hybrid ({ITEMS} items, {DIMENSIONS} dims)"),
-            &hybrid,
-        ),
-        (
-            format!("POST /graph/query 2 hops ({NODES} nodes, {} rels)", NODES * OUT_DEGREE),
-            &hops,
-        ),
-    ] {
-        let ms = |q: f64| part.latency_us.value_at_quantile(q) as f64 / 1000.0;
-        println!(
-            "{:<64} {:>10} {:>10.3} {:>10.3} {:>10.3} {:>8}",
-            name,
-            part.requests,
-            ms(0.5),
-            ms(0.99),
-            part.latency_us.max() as f64 / 1000.0,
-            part.errors
-        );
-    }
     Ok(())
 }
 
@@ -220,6 +208,26 @@ pub(crate) struct Part {
     pub(crate) requests: u64,
     pub(crate) errors: u64,
     pub(crate) latency_us: Histogram<u64>,
+}
+
+/// One line per part: requests, p50, p99, max and errors, under a header naming `what`.
+pub(crate) fn print_parts(what: &str, parts: &[(String, &Part)]) {
+    println!(
+        "{:<64} {:>10} {:>10} {:>10} {:>10} {:>8}",
+        what, "requests", "p50 ms", "p99 ms", "max ms", "errors"
+    );
+    for (name, part) in parts {
+        let ms = |q: f64| part.latency_us.value_at_quantile(q) as f64 / 1000.0;
+        println!(
+            "{:<64} {:>10} {:>10.3} {:>10.3} {:>10.3} {:>8}",
+            name,
+            part.requests,
+            ms(0.5),
+            ms(0.99),
+            part.latency_us.max() as f64 / 1000.0,
+            part.errors
+        );
+    }
 }
 
 pub(crate) async fn measure(

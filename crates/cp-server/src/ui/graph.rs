@@ -36,6 +36,22 @@ pub enum Direction {
     TopDown,
 }
 
+/// The links of steps that name the steps they follow (`depends_on`): `steps` gives each
+/// step's id and the ids it depends on; unknown ids are skipped.
+pub fn dependency_edges<'a>(steps: impl Iterator<Item = (&'a str, &'a [String])> + Clone) -> Vec<Edge> {
+    let ids: Vec<&str> = steps.clone().map(|(id, _)| id).collect();
+    steps
+        .enumerate()
+        .flat_map(|(to, (_, deps))| {
+            let ids = &ids;
+            deps.iter()
+                .filter_map(move |d| ids.iter().position(|id| id == d))
+                .map(move |from| Edge { from, to, label: None })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 pub fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {

@@ -49,6 +49,16 @@
     return node;
   }
 
+  // A failed call's message: in the element given, else in the flash box.
+  function showError(target, err) {
+    if (target) {
+      target.textContent = describe(err);
+      target.hidden = false;
+    } else {
+      flash(describe(err), true);
+    }
+  }
+
   function flash(message, isError) {
     const box = document.getElementById('flash');
     if (!box) return;
@@ -155,12 +165,7 @@
       flash(form.dataset.done || 'Saved.');
       after(data, form);
     } catch (e) {
-      if (error) {
-        error.textContent = describe(e);
-        error.hidden = false;
-      } else {
-        flash(describe(e), true);
-      }
+      showError(error, e);
     } finally {
       if (button) button.disabled = false;
     }
@@ -187,13 +192,7 @@
       flash(button.dataset.done || 'Done.');
       after(data, button);
     } catch (e) {
-      const error = button.dataset.errorIn && document.querySelector(button.dataset.errorIn);
-      if (error) {
-        error.textContent = describe(e);
-        error.hidden = false;
-      } else {
-        flash(describe(e), true);
-      }
+      showError(button.dataset.errorIn && document.querySelector(button.dataset.errorIn), e);
     } finally {
       button.disabled = false;
     }

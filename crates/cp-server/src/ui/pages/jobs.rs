@@ -4,7 +4,6 @@ use axum::extract::State;
 use axum::response::Response;
 use cp_types::page::PageRequest;
 use minijinja::context;
-use serde::Deserialize;
 use uuid::Uuid;
 
 use super::{PageNumber, pager};
@@ -13,18 +12,12 @@ use crate::services::error::{ServiceError, ServiceResult};
 use crate::state::AppState;
 use crate::ui::render;
 
-#[derive(Debug, Default, Deserialize)]
-pub struct JobsQuery {
-    page: Option<u32>,
-}
-
 /// `/jobs`.
 pub async fn jobs(
     State(state): State<AppState>,
     auth: Auth<Read>,
-    Query(q): Query<JobsQuery>,
+    Query(at): Query<PageNumber>,
 ) -> ServiceResult<Response> {
-    let at = PageNumber { page: q.page };
     let page = state.store.jobs(&auth.org_id).list(None, None, at.request()).await?;
     let jobs: Vec<_> = page.items.iter().map(|r| &r.job).collect();
     render::page(

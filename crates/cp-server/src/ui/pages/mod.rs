@@ -60,7 +60,7 @@ const PER_PAGE: i64 = 50;
 
 /// `?page=N` (from 1).
 #[derive(Debug, Default, Deserialize)]
-struct PageNumber {
+pub struct PageNumber {
     page: Option<u32>,
 }
 

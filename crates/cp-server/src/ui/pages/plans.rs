@@ -4,28 +4,21 @@ use axum::extract::State;
 use axum::response::Response;
 use cp_types::page::PageRequest;
 use minijinja::context;
-use serde::Deserialize;
 use uuid::Uuid;
 
 use super::{PageNumber, pager};
 use crate::http::{Auth, Path, Query, Read};
 use crate::services::error::{ServiceError, ServiceResult};
 use crate::state::AppState;
-use crate::ui::graph::{self, Direction, Edge, Node};
+use crate::ui::graph::{self, Direction, Node};
 use crate::ui::render;
-
-#[derive(Debug, Default, Deserialize)]
-pub struct PlansQuery {
-    page: Option<u32>,
-}
 
 /// `/plans`.
 pub async fn plans(
     State(state): State<AppState>,
     auth: Auth<Read>,
-    Query(q): Query<PlansQuery>,
+    Query(at): Query<PageNumber>,
 ) -> ServiceResult<Response> {
-    let at = PageNumber { page: q.page };
     let page = state.store.task_plans(&auth.org_id).list(at.request()).await?;
     render::page(
         &auth,
@@ -54,16 +47,7 @@ pub async fn plan(State(state): State<AppState>, auth: Auth<Read>, Path(id): Pat
             class: None,
         })
         .collect();
-    let edges: Vec<Edge> = steps
-        .iter()
-        .enumerate()
-        .flat_map(|(to, s)| {
-            s.depends_on
-                .iter()
-                .filter_map(|d| steps.iter().position(|p| &p.id == d))
-                .map(move |from| Edge { from, to, label: None })
-        })
-        .collect();
+    let edges = graph::dependency_edges(steps.iter().map(|s| (s.id.as_str(), s.depends_on.as_slice())));
     let graph = graph::draw("plan", &nodes, &edges, Direction::LeftRight);
     render::page(
         &auth,

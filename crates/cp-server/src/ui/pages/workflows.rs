@@ -15,7 +15,7 @@ use super::{PageNumber, keep, pager};
 use crate::http::{Auth, JsonBody, Path, Query, Read};
 use crate::services::error::{ServiceError, ServiceResult};
 use crate::state::AppState;
-use crate::ui::graph::{self, Direction, Edge, Node};
+use crate::ui::graph::{self, Direction, Node};
 use crate::ui::render;
 
 const OPTIONS: PageRequest = PageRequest { limit: 500, offset: 0 };
@@ -39,31 +39,16 @@ fn steps_graph(id: &str, steps: &[WorkflowStep], run: Option<&[StepRun]>) -> Str
             }
         })
         .collect();
-    let edges: Vec<Edge> = steps
-        .iter()
-        .enumerate()
-        .flat_map(|(to, s)| {
-            s.depends_on
-                .iter()
-                .filter_map(|d| steps.iter().position(|p| &p.id == d))
-                .map(move |from| Edge { from, to, label: None })
-        })
-        .collect();
+    let edges = graph::dependency_edges(steps.iter().map(|s| (s.id.as_str(), s.depends_on.as_slice())));
     graph::draw(id, &nodes, &edges, Direction::LeftRight)
-}
-
-#[derive(Debug, Default, Deserialize)]
-pub struct WorkflowsQuery {
-    page: Option<u32>,
 }
 
 /// `/workflows`.
 pub async fn workflows(
     State(state): State<AppState>,
     auth: Auth<Read>,
-    Query(q): Query<WorkflowsQuery>,
+    Query(at): Query<PageNumber>,
 ) -> ServiceResult<Response> {
-    let at = PageNumber { page: q.page };
     let org = auth.org_id.as_str();
     let workflows = state.store.workflows(org);
     let runs = state.store.workflow_runs(org);
