@@ -1,6 +1,7 @@
 //! Graphs drawn as SVG on the server: a workflow's steps with their states, and the Mermaid
-//! flowcharts and pie charts agents draw (`diagram` events). Layered layout: each node sits one
-//! layer after its furthest predecessor, and a layer is ordered by its predecessors' places.
+//! flowcharts, sequence diagrams and pie charts agents draw (`diagram` events). Layered
+//! layout: each node sits one layer after its furthest predecessor, and a layer is ordered by
+//! its predecessors' places.
 
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -281,8 +282,8 @@ fn shorten(s: &str) -> String {
     }
 }
 
-/// A Mermaid source drawn as SVG: flowcharts (`graph`/`flowchart`) and pie charts; `None` for
-/// the other kinds, which the page shows as source.
+/// A Mermaid source drawn as SVG: flowcharts (`graph`/`flowchart`), sequence diagrams and pie
+/// charts; `None` for the other kinds, which the page shows as source.
 pub fn mermaid(source: &str, id: &str) -> Option<String> {
     let mut lines = source
         .lines()
@@ -300,6 +301,7 @@ pub fn mermaid(source: &str, id: &str) -> Option<String> {
             Some(draw(id, &nodes, &edges, direction))
         }
         "pie" => pie(header, lines),
+        "sequenceDiagram" => sequence(lines, id),
         _ => None,
     }
 }
@@ -421,6 +423,141 @@ fn flowchart<'a>(lines: impl Iterator<Item = &'a str>) -> Option<(Vec<Node>, Vec
         }
     }
     (!nodes.is_empty()).then_some((nodes, edges))
+}
+
+/// Sequence arrows, longest first: dashed ones start with `--`.
+const MESSAGES: &[&str] = &["-->>", "->>", "--x", "-x", "--)", "-)", "-->", "->"];
+const MAX_MESSAGES: usize = 500;
+const MAX_PARTICIPANTS: usize = 40;
+
+/// `participant A as Alice`, `actor B`, `A->>B: text`, `Note over A: text`; blocks (`loop`,
+/// `alt`, `else`, `end`, …) are drawn as their messages only.
+fn sequence<'a>(lines: impl Iterator<Item = &'a str>, id: &str) -> Option<String> {
+    let mut names: Vec<(String, String)> = Vec::new();
+    let index = |names: &mut Vec<(String, String)>, key: &str, label: Option<&str>| -> Option<usize> {
+        if let Some(i) = names.iter().position(|(k, _)| k == key) {
+            if let Some(l) = label {
+                names[i].1 = l.to_owned();
+            }
+            return Some(i);
+        }
+        if names.len() >= MAX_PARTICIPANTS || key.is_empty() {
+            return None;
+        }
+        names.push((key.to_owned(), label.unwrap_or(key).to_owned()));
+        Some(names.len() - 1)
+    };
+    // (from, to, text, dashed) or a note over (from, to).
+    let mut rows: Vec<(usize, usize, String, bool, bool)> = Vec::new();
+    for line in lines {
+        if rows.len() >= MAX_MESSAGES {
+            return None;
+        }
+        let word = line.split_whitespace().next().unwrap_or("");
+        if let Some(rest) = line
+            .strip_prefix("participant ")
+            .or_else(|| line.strip_prefix("actor "))
+        {
+            let (key, label) = match rest.split_once(" as ") {
+                Some((k, l)) => (k.trim(), Some(l.trim())),
+                None => (rest.trim(), None),
+            };
+            index(&mut names, key, label)?;
+            continue;
+        }
+        if word.eq_ignore_ascii_case("note") {
+            let (place, text) = line.split_once(':')?;
+            let who = place.split_whitespace().skip(2).collect::<String>();
+            let mut ends = who.split(',').map(str::trim);
+            let a = index(&mut names, ends.next()?, None)?;
+            let b = match ends.next() {
+                Some(k) => index(&mut names, k, None)?,
+                None => a,
+            };
+            rows.push((a.min(b), a.max(b), text.trim().to_owned(), false, true));
+            continue;
+        }
+        let Some((at, arrow)) = line
+            .char_indices()
+            .filter(|(_, c)| *c == '-')
+            .find_map(|(at, _)| MESSAGES.iter().find(|m| line[at..].starts_with(**m)).map(|m| (at, *m)))
+        else {
+            // `loop`, `alt`, `end`, `autonumber`, `activate`… carry no message.
+            continue;
+        };
+        let from = line[..at].trim();
+        let (to, text) = line[at + arrow.len()..]
+            .split_once(':')
+            .unwrap_or((&line[at + arrow.len()..], ""));
+        let to = to.trim().trim_start_matches(['+', '-']);
+        let (a, b) = (index(&mut names, from, None)?, index(&mut names, to, None)?);
+        rows.push((a, b, text.trim().to_owned(), arrow.starts_with("--"), false));
+    }
+    if names.is_empty() {
+        return None;
+    }
+    const COL: f64 = 170.0;
+    const ROW: f64 = 38.0;
+    const TOP: f64 = 46.0;
+    let x = |i: usize| PAD + COL / 2.0 + i as f64 * COL;
+    let width = names.len() as f64 * COL + 2.0 * PAD;
+    let height = TOP + (rows.len() as f64 + 1.0) * ROW + PAD;
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"graph-svg sequence\" viewBox=\"0 0 {width:.0} {height:.0}\" \
+         width=\"{width:.0}\" height=\"{height:.0}\" role=\"img\" aria-label=\"sequence of {} messages\">\
+         <defs><marker id=\"arrow-{id}\" viewBox=\"0 0 10 10\" refX=\"10\" refY=\"5\" markerWidth=\"7\" markerHeight=\"7\" \
+         orient=\"auto-start-reverse\"><path d=\"M0 0L10 5L0 10z\" class=\"arrow\"/></marker></defs>",
+        rows.len()
+    );
+    for (i, (_, label)) in names.iter().enumerate() {
+        let _ = write!(
+            svg,
+            "<g class=\"node\"><rect x=\"{:.1}\" y=\"{PAD}\" width=\"{:.1}\" height=\"28\" rx=\"6\"/>\
+             <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text></g>\
+             <path class=\"lifeline\" d=\"M{:.1} {:.1}V{:.1}\"/>",
+            x(i) - COL / 2.0 + 10.0,
+            COL - 20.0,
+            x(i),
+            PAD + 18.0,
+            escape(&shorten(label)),
+            x(i),
+            PAD + 28.0,
+            height - PAD
+        );
+    }
+    for (k, (a, b, text, dashed, note)) in rows.iter().enumerate() {
+        let y = TOP + (k as f64 + 1.0) * ROW;
+        if *note {
+            let (left, right) = (x(*a) - COL / 2.0 + 14.0, x(*b) + COL / 2.0 - 14.0);
+            let _ = write!(
+                svg,
+                "<rect class=\"note-box\" x=\"{left:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"24\"/>\
+                 <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
+                y - 18.0,
+                right - left,
+                (left + right) / 2.0,
+                y - 2.0,
+                escape(&shorten(text))
+            );
+            continue;
+        }
+        let class = if *dashed { "edge dashed" } else { "edge" };
+        let path = if a == b {
+            format!("M{:.1} {:.1}h36v14h-36", x(*a), y - 8.0)
+        } else {
+            format!("M{:.1} {y:.1}H{:.1}", x(*a), x(*b))
+        };
+        let _ = write!(
+            svg,
+            "<path class=\"{class}\" d=\"{path}\" marker-end=\"url(#arrow-{id})\"/>\
+             <text class=\"edge-label\" x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
+            (x(*a) + x(*b)) / 2.0 + if a == b { 40.0 } else { 0.0 },
+            y - 6.0,
+            escape(&shorten(text))
+        );
+    }
+    svg.push_str("</svg>");
+    Some(svg)
 }
 
 /// `pie title Pets` then `"Dogs" : 386` lines.
@@ -547,7 +684,17 @@ mod tests {
             !svg.contains("<script>") && svg.contains("&lt;script&gt;") && svg.contains("Tom &amp; Jerry"),
             "{svg}"
         );
-        assert!(mermaid("sequenceDiagram\n A->>B: hi", "d2").is_none());
+        let seq = mermaid(
+            "sequenceDiagram\n participant U as User <you>\n U->>Agent: deploy?\n loop checks\n Agent-->>U: done & dusted\n end\n Note over U,Agent: ok\n Agent->>Agent: think",
+            "d2",
+        )
+        .unwrap();
+        assert!(
+            seq.contains("User &lt;you&gt;") && seq.contains("done &amp; dusted") && seq.contains("edge dashed"),
+            "{seq}"
+        );
+        assert_eq!(seq.matches("class=\"lifeline\"").count(), 2);
+        assert!(mermaid("classDiagram\n A <|-- B", "d7").is_none());
         let chain = format!("graph LR\n{}", "A --> B --> ".repeat(4000) + "A");
         // 2,000 arrows and a 42 KB name on one line: read in one pass (it took 0.5 s when each
         // arrow searched the rest of the line for every kind of arrow).

@@ -277,7 +277,11 @@ both_backends! {
         assert_eq!(r.status(), 200);
         let svg = json(r).await["svg"].as_str().unwrap().to_owned();
         assert!(svg.starts_with("<svg") && svg.contains("&lt;img") && !svg.contains("<img"), "{svg}");
-        assert_eq!(draw("sequenceDiagram\n A->>B: hi").await.unwrap().status(), 422);
+        let r = draw("sequenceDiagram\n User->>Agent: <b>deploy</b>?\n Agent-->>User: done").await.unwrap();
+        assert_eq!(r.status(), 200);
+        let svg = json(r).await["svg"].as_str().unwrap().to_owned();
+        assert!(svg.contains("lifeline") && svg.contains("&lt;b&gt;deploy") && !svg.contains("<b>"), "{svg}");
+        assert_eq!(draw("classDiagram\n A <|-- B").await.unwrap().status(), 422);
         // A viewer reads diagrams too (drawing changes nothing).
         let viewer = app.key("default", Role::Viewer).await;
         let r = browser().post(format!("{}/ui/diagram", app.url)).header(header::COOKIE, cookie(&viewer))

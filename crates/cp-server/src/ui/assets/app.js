@@ -444,7 +444,7 @@
     });
   }
 
-  // A `diagram` event: the server draws flowcharts as SVG; other kinds show their source.
+  // A `diagram` event: the server draws flowcharts, sequences and pies as SVG; other kinds show their source.
   function diagram(data) {
     const figure = el('figure', { class: 'diagram' },
       el('figcaption', {}, text(data.title || `${data.diagram_type || ''} diagram`)));

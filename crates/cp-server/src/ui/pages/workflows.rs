@@ -206,7 +206,7 @@ pub struct DiagramAnswer {
 /// Largest diagram source drawn, in bytes (the data_visualization skill's own ceiling).
 const MAX_DIAGRAM_BYTES: usize = 50_000;
 
-/// `POST /ui/diagram`: a Mermaid flowchart or pie chart as SVG, for the execution page's
+/// `POST /ui/diagram`: a Mermaid flowchart, sequence diagram or pie chart as SVG, for the execution page's
 /// `diagram` events; 422 for the kinds shown as source.
 pub async fn diagram(_auth: Auth<Read>, JsonBody(req): JsonBody<DiagramRequest>) -> ServiceResult<Json<DiagramAnswer>> {
     if req.source.len() > MAX_DIAGRAM_BYTES {
@@ -218,5 +218,10 @@ pub async fn diagram(_auth: Auth<Read>, JsonBody(req): JsonBody<DiagramRequest>)
     let id = Uuid::now_v7().simple().to_string();
     graph::mermaid(&req.source, &id[id.len() - 8..])
         .map(|svg| Json(DiagramAnswer { svg }))
-        .ok_or_else(|| ServiceError::new(ErrorCode::ValidationError, "only flowcharts and pie charts are drawn"))
+        .ok_or_else(|| {
+            ServiceError::new(
+                ErrorCode::ValidationError,
+                "only flowcharts, sequence diagrams and pie charts are drawn",
+            )
+        })
 }
