@@ -209,7 +209,7 @@ both_backends! {
         }
         let (_, agent_page) = page(&app, &app.admin_key, &format!("/agents/{agent}")).await;
         assert!(agent_page.contains("dash &lt;agent&gt;"), "escaped name");
-        assert!(agent_page.contains(&format!("data-path=\"/api/v1/agents/{agent}/execute\"")), "the execute form");
+        assert!(agent_page.contains(&format!("data-path=\"&#x2f;api&#x2f;v1&#x2f;agents&#x2f;{agent}&#x2f;execute\"")), "the execute form");
         assert!(agent_page.contains("hello &lt;b&gt;there&lt;&#x2f;b&gt;"), "the run is listed");
         let (_, run_page) = page(&app, &app.admin_key, &format!("/executions/{execution}")).await;
         assert!(run_page.contains(&format!("data-stream=\"/api/v1/executions/{execution}/stream\"")));
