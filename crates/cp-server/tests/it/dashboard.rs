@@ -2,7 +2,7 @@
 //! session cookie and what it may do, the security headers, and every page rendering for each
 //! role, on both backends.
 
-use crate::common::{TestApp, json};
+use crate::common::{TestApp, encode, json};
 use cp_types::org::Role;
 use reqwest::{Method, StatusCode, header};
 use serde_json::json;
@@ -27,15 +27,6 @@ async fn sign_in(app: &TestApp, form: &[(&str, &str)], origin: Option<&str>) -> 
         req = req.header(header::ORIGIN, origin);
     }
     req.send().await.unwrap()
-}
-
-fn encode(v: &str) -> String {
-    v.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 fn cookie(key: &str) -> String {

@@ -7,20 +7,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::common::worker::TestWorker;
-use crate::common::{TestApp, assert_error, json};
-
-/// Percent-encodes every byte but letters and digits.
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
+use crate::common::{TestApp, assert_error, encode, json};
 
 async fn create(app: &TestApp, body: Value) -> Value {
     let r = app.post("/api/v1/knowledge", body).await;

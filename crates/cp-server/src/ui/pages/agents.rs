@@ -8,6 +8,7 @@ use cp_store::models::ModelFilter;
 use cp_store::skills::SkillFilter;
 use cp_store::teams::TeamFilter;
 use cp_types::agent::AgentStatus;
+use cp_types::org::Role;
 use cp_types::page::PageRequest;
 use minijinja::context;
 use serde::Deserialize;
@@ -15,6 +16,7 @@ use uuid::Uuid;
 
 use super::{PageNumber, keep, pager};
 use crate::http::{Auth, Path, Query, Read};
+use crate::services::caller::Caller;
 use crate::services::error::{ServiceError, ServiceResult};
 use crate::state::AppState;
 use crate::ui::render;
@@ -31,7 +33,17 @@ struct Choices {
     queues: minijinja::Value,
 }
 
-async fn choices(state: &AppState, org: &str) -> ServiceResult<Choices> {
+/// Only the forms use them, so a viewer's page reads none.
+async fn choices(state: &AppState, caller: &Caller) -> ServiceResult<Choices> {
+    if !matches!(caller.role, Role::Admin | Role::Member) {
+        let none = minijinja::Value::from_serialize(Vec::<()>::new());
+        return Ok(Choices {
+            models: none.clone(),
+            skills: none.clone(),
+            queues: none,
+        });
+    }
+    let org = caller.org_id.as_str();
     let enabled = ModelFilter {
         enabled_only: true,
         ..Default::default()
@@ -72,7 +84,7 @@ pub async fn agents(
     let agents = state.store.agents(&auth.org_id);
     let (page, choices) = tokio::try_join!(
         async { Ok(agents.list(filter, at.request()).await?) },
-        choices(&state, &auth.org_id)
+        choices(&state, &auth)
     )?;
     render::page(
         &auth,
@@ -99,7 +111,7 @@ pub async fn agent(State(state): State<AppState>, auth: Auth<Read>, Path(id): Pa
     let (agent, recent, choices) = tokio::try_join!(
         async { agents.get(id).await.map_err(|e| ServiceError::from_store(e, "agent")) },
         async { Ok(executions.list(runs, RECENT).await?) },
-        choices(&state, org),
+        choices(&state, &auth),
     )?;
     render::page(
         &auth,
@@ -125,7 +137,7 @@ pub async fn teams(
     let (page, members, choices) = tokio::try_join!(
         async { Ok(teams.list(TeamFilter::default(), q.request()).await?) },
         async { Ok(agents.list(AgentFilter::default(), OPTIONS).await?) },
-        choices(&state, org),
+        choices(&state, &auth),
     )?;
     render::page(
         &auth,
@@ -152,7 +164,7 @@ pub async fn team(State(state): State<AppState>, auth: Auth<Read>, Path(id): Pat
         async { teams.get(id).await.map_err(|e| ServiceError::from_store(e, "team")) },
         async { Ok(executions.list(runs, RECENT).await?) },
         async { Ok(agents.list(AgentFilter::default(), OPTIONS).await?) },
-        choices(&state, org),
+        choices(&state, &auth),
     )?;
     // The edit form sends the configuration back whole (an update replaces it) with the
     // members as checked.

@@ -338,6 +338,19 @@ impl Drop for TestApp {
     }
 }
 
+/// Percent-encodes every byte but letters and digits (a query value, a form field).
+pub fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
 pub async fn json(resp: Response) -> Value {
     let status = resp.status();
     let text = resp.text().await.expect("body");
